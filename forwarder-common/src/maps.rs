@@ -1,0 +1,205 @@
+//! Map key and value layouts, and the map names both sides agree on.
+
+/// Map names (also the pin file names under the pin directory).
+pub const MAP_IFACES: &str = "FWD_IFACES";
+pub const MAP_IFACE_COUNTERS: &str = "FWD_IFACE_CNT";
+pub const MAP_LISTENERS: &str = "FWD_LISTENERS";
+pub const MAP_ALLOW: &str = "FWD_ALLOW";
+pub const MAP_RULE_COUNTERS: &str = "FWD_RULE_CNT";
+pub const MAP_FLOWS: &str = "FWD_FLOWS";
+pub const MAP_CONFIG: &str = "FWD_CONFIG";
+
+/// Per-interface configuration, keyed by ifindex. An interface without an
+/// entry is not ours: the programs pass its packets without counting.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct IfaceConfig {
+    /// Block index into the per-interface counter array (< MAX_IFACES).
+    pub slot: u32,
+    /// `IFACE_*` flags.
+    pub flags: u32,
+}
+
+/// The interface has no link-layer header (tun, wireguard: ARPHRD_NONE);
+/// the IP header starts at offset 0.
+pub const IFACE_L3: u32 = 1;
+
+/// Listener key: one entry per (interface, address, protocol, port). Port
+/// ranges are expanded by userspace so the kernel does one exact lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListenerKey {
+    pub addr: [u32; 4],
+    pub ifindex: u32,
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// SNAT modes in `ListenerValue::snat_mode`.
+pub const SNAT_OFF: u8 = 0;
+/// Rewrite the source to `snat_addr`.
+pub const SNAT_FIXED: u8 = 1;
+/// Rewrite the source to the egress interface's primary address (userspace
+/// resolves it into `snat_addr` and keeps it current).
+pub const SNAT_MASQUERADE: u8 = 2;
+/// Decide per flow: keep the client address when the backend's reply routes
+/// back through this host, else behave like `SNAT_MASQUERADE`.
+pub const SNAT_AUTO: u8 = 3;
+
+/// The rule has a source allow-list: look the source up in `FWD_ALLOW`.
+pub const LISTEN_ALLOWLIST: u8 = 1;
+/// Clamp the TCP MSS option on SYN/SYN-ACK to `mss`.
+pub const LISTEN_MSS_CLAMP: u8 = 2;
+/// Refused peers get a TCP RST / ICMP unreachable instead of a silent drop.
+pub const LISTEN_REJECT: u8 = 4;
+/// Always hand translated packets to the stack (never redirect).
+pub const LISTEN_VIA_STACK: u8 = 8;
+
+/// What a matching packet becomes.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct ListenerValue {
+    pub target_addr: [u32; 4],
+    /// Source address for SNAT_FIXED (and SNAT_MASQUERADE once resolved).
+    pub snat_addr: [u32; 4],
+    pub rule_id: u32,
+    /// Network byte order.
+    pub target_port: u16,
+    pub snat_mode: u8,
+    /// `LISTEN_*` flags.
+    pub flags: u8,
+    /// MSS clamp value (host order) when `LISTEN_MSS_CLAMP` is set.
+    pub mss: u16,
+    pub _pad: u16,
+}
+
+/// Allow-list LPM trie data (the trie key adds the prefix length in front).
+/// The prefix length counts the 32 bits of `rule_id` plus the CIDR's bits.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AllowKey {
+    /// Big-endian so the trie's bitwise prefix match covers it whole.
+    pub rule_id_be: u32,
+    pub addr: [u32; 4],
+}
+
+/// Connection-tracking key: the tuple as it appears on the wire in one
+/// direction. ICMP echo uses the identifier as both ports.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// Network byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+impl FlowKey {
+    /// The key of the opposite direction for a packet that, after the
+    /// translation of `entry`, leaves with that entry's new tuple.
+    #[inline(always)]
+    pub fn peer_of(entry: &FlowEntry, proto: u8, family: u8) -> FlowKey {
+        FlowKey {
+            src: entry.new_dst,
+            dst: entry.new_src,
+            sport: entry.new_dport,
+            dport: entry.new_sport,
+            proto,
+            family,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// `FlowEntry::flags`.
+pub const FLOW_REPLY: u8 = 1;
+pub const FLOW_SNAT: u8 = 2;
+/// Deliver via the stack (virtual target, or FIB said so at creation).
+pub const FLOW_VIA_STACK: u8 = 4;
+
+/// `FlowEntry::tcp_seen`: TCP flags seen in this direction.
+pub const SEEN_SYN: u8 = 1;
+pub const SEEN_ACK: u8 = 2;
+pub const SEEN_FIN: u8 = 4;
+pub const SEEN_RST: u8 = 8;
+
+/// One direction of a tracked flow: what to rewrite a packet matching the
+/// key into, plus its accounting. Both directions are inserted together.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct FlowEntry {
+    pub new_src: [u32; 4],
+    pub new_dst: [u32; 4],
+    /// Network byte order.
+    pub new_sport: u16,
+    pub new_dport: u16,
+    pub rule_id: u32,
+    /// bpf_ktime_get_ns() (CLOCK_MONOTONIC) at creation and at last packet.
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub flags: u8,
+    pub tcp_seen: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Global knobs, index 0 of `FWD_CONFIG`; userspace may update them live.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct GlobalConfig {
+    pub abi_version: u32,
+    /// SNAT source port range (host order, inclusive).
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Derived TCP state of a flow from the flags both directions have seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpState {
+    SynSent,
+    Established,
+    /// One side has sent FIN.
+    FinWait,
+    /// Both sides have sent FIN.
+    TimeWait,
+    /// A RST was seen.
+    Close,
+}
+
+impl TcpState {
+    pub const fn name(self) -> &'static str {
+        match self {
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::Established => "ESTABLISHED",
+            TcpState::FinWait => "FIN_WAIT",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::Close => "CLOSE",
+        }
+    }
+
+    /// The kernel only records per-direction flags; the state machine lives
+    /// here so the sweeper, `status` and the tests share one definition.
+    pub const fn derive(orig_seen: u8, reply_seen: u8) -> TcpState {
+        let all = orig_seen | reply_seen;
+        if all & SEEN_RST != 0 {
+            TcpState::Close
+        } else if orig_seen & SEEN_FIN != 0 && reply_seen & SEEN_FIN != 0 {
+            TcpState::TimeWait
+        } else if all & SEEN_FIN != 0 {
+            TcpState::FinWait
+        } else if reply_seen & SEEN_SYN != 0 && reply_seen & SEEN_ACK != 0 {
+            TcpState::Established
+        } else {
+            TcpState::SynSent
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The forwarder's userspace: a thin IO shell over the pure logic in `rules`
+//! and the ABI in `forwarder-common`. One module per concern.
+pub mod bpffs;
+pub mod counters;
+pub mod dataplane;
+pub mod ifaces;
+pub mod state;

@@ -1,0 +1,58 @@
+//! `forwarder`: eBPF port forwarder and NAT manager.
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+mod cmd_run;
+mod cmd_status;
+
+/// eBPF port forwarder and NAT manager.
+///
+/// Reads one rules file, loads in-kernel programs that do DNAT/SNAT port
+/// forwarding with their own connection tracking, and keeps the kernel maps in
+/// sync with the file.
+#[derive(Parser, Debug)]
+#[command(name = "forwarder", version, about, long_about)]
+struct Cli {
+    /// Where maps (and links) are pinned on bpffs.
+    #[arg(
+        long,
+        global = true,
+        env = "FORWARDER_PIN_DIR",
+        default_value = "/sys/fs/bpf/forwarder"
+    )]
+    pin_dir: PathBuf,
+    /// Where the daemon writes its status file.
+    #[arg(
+        long,
+        global = true,
+        env = "FORWARDER_RUN_DIR",
+        default_value = "/run/forwarder"
+    )]
+    run_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon (root): load, attach, keep the maps in sync.
+    Run(cmd_run::RunArgs),
+    /// Show the running configuration and counters.
+    Status(cmd_status::StatusArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => cmd_run::run(&cli.pin_dir, &cli.run_dir, args),
+        Command::Status(args) => cmd_status::status(&cli.pin_dir, &cli.run_dir, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Test support: network namespaces, veth pairs, bridges, processes and the
+//! forwarder daemon, each behind a guard that cleans up on Drop (also when a
+//! test panics). Names carry a `fwt-<pid>-` prefix so parallel tests never
+//! collide, and `sweep()` removes leftovers of test processes that died.
+pub mod daemon;
+pub mod netns;
+pub mod privilege;
+pub mod process;
+pub mod servers;
+
+pub use daemon::Daemon;
+pub use netns::{Bpffs, Netns};
+pub use privilege::require_root;
+pub use process::Bg;

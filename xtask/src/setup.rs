@@ -1,0 +1,129 @@
+//! Idempotent install of what a fresh Debian machine of this project's kind
+//! needs to build, run and test the forwarder. Checks before it installs, so
+//! a second run takes seconds.
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::run;
+
+/// Debian packages: LLVM 22 for bpf-linker (rustc 1.95 is LLVM 22 and
+/// bpf-linker's LLVM major must match), the network tools the tests and the
+/// demo drive, and the baselines the benchmark compares against.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+    "iproute2",
+    "iputils-ping",
+    "iptables",
+    "nftables",
+    "bpftool",
+    "ethtool",
+    "curl",
+    "socat",
+    "netcat-openbsd",
+    "iperf3",
+    "nginx-light",
+    "openssl",
+    "openssh-server",
+    "openssh-client",
+    "dnsmasq-base",
+    "bind9-dnsutils",
+    "wrk",
+    "sockperf",
+    "procps",
+    "kmod",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn install() -> Result<()> {
+    apt()?;
+    rust_src()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn apt() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("setup: apt packages present");
+        return Ok(());
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let sudo = |c: &str| -> Command {
+        if root {
+            Command::new(c)
+        } else {
+            let mut s = Command::new("sudo");
+            s.arg(c);
+            s
+        }
+    };
+    run(sudo("apt-get").args(["update", "-qq"]))?;
+    run(sudo("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing))
+}
+
+fn rust_src() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--installed"])
+        .output()
+        .context("running rustup")?;
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
+        eprintln!("setup: rust-src present");
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", "rust-src"]))
+}
+
+fn bpf_linker() -> Result<()> {
+    let ok = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
+        .unwrap_or(false);
+    if ok {
+        eprintln!("setup: bpf-linker {BPF_LINKER_VERSION} present");
+        return Ok(());
+    }
+    // Its default feature is llvm-23 and it would find /usr/bin/llvm-config
+    // (LLVM 14): pin the feature and point it at LLVM 22.
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ]),
+    )
+}
