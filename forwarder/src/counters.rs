@@ -88,3 +88,77 @@ pub fn read_pinned(pin_dir: &Path) -> Result<Vec<IfaceCounters>> {
         PerCpuArray::try_from(Map::PerCpuArray(open(MAP_IFACE_COUNTERS)?))?;
     read_iface_counters(&ifaces, &counters)
 }
+
+/// One rule's counters summed over CPUs, plus its live flows.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RuleCount {
+    pub id: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub active_flows: u64,
+    pub drops: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// Conntrack table fill.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TableFill {
+    pub flows: u64,
+    pub entries: u64,
+    pub capacity_entries: u32,
+}
+
+pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<MapData> {
+    let p = pin_dir.join(name);
+    MapData::from_pin(&p).with_context(|| {
+        format!(
+            "opening pinned map {} (is the daemon running with --pin-dir {}?)",
+            p.display(),
+            pin_dir.display()
+        )
+    })
+}
+
+/// Per-rule counters for `ids` and the flow table's fill, from pinned maps.
+pub fn read_rules_pinned(pin_dir: &Path, ids: &[u32]) -> Result<(Vec<RuleCount>, TableFill)> {
+    use forwarder_common::{
+        FlowEntry, FlowKey, RuleCounters, FLOW_REPLY, MAP_FLOWS, MAP_RULE_COUNTERS, RULE_DROP_NAMES,
+    };
+    let counters: PerCpuArray<MapData, RuleCounters> =
+        PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, MAP_RULE_COUNTERS)?))?;
+    let flows_data = open_pinned(pin_dir, MAP_FLOWS)?;
+    let capacity = flows_data.info()?.max_entries();
+    let flows: HashMap<MapData, FlowKey, FlowEntry> = HashMap::try_from(Map::HashMap(flows_data))?;
+    let mut active: std::collections::HashMap<u32, u64> = Default::default();
+    let mut fill = TableFill {
+        capacity_entries: capacity,
+        ..Default::default()
+    };
+    for (_, e) in flows.iter().flatten() {
+        fill.entries += 1;
+        if e.flags & FLOW_REPLY == 0 {
+            fill.flows += 1;
+            *active.entry(e.rule_id).or_default() += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for &id in ids {
+        let mut sum = RuleCount {
+            id,
+            active_flows: active.get(&id).copied().unwrap_or(0),
+            ..Default::default()
+        };
+        let mut drops = [0u64; RULE_DROP_NAMES.len()];
+        for c in counters.get(&id, 0)?.iter() {
+            sum.packets += c.packets;
+            sum.bytes += c.bytes;
+            sum.new_flows += c.new_flows;
+            for (d, v) in drops.iter_mut().zip(c.drops.iter()) {
+                *d += v;
+            }
+        }
+        sum.drops = RULE_DROP_NAMES.iter().copied().zip(drops).collect();
+        out.push(sum);
+    }
+    Ok((out, fill))
+}

@@ -2,6 +2,9 @@
 //! and the ABI in `forwarder-common`. One module per concern.
 pub mod bpffs;
 pub mod counters;
+pub mod daemon;
 pub mod dataplane;
 pub mod ifaces;
+pub mod netlink;
 pub mod state;
+pub mod sweeper;

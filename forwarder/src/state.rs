@@ -14,6 +14,35 @@ pub struct DaemonState {
     /// The last load of the rules file: `None` when it was applied.
     pub rules_error: Option<String>,
     pub interfaces: Vec<IfaceState>,
+    pub rules: Vec<RuleStatus>,
+}
+
+/// One forward as the daemon applied it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RuleStatus {
+    pub id: u32,
+    pub name: String,
+    pub iface: String,
+    pub listen: String,
+    pub proto: String,
+    pub ports: String,
+    pub target: String,
+    pub snat: String,
+}
+
+impl RuleStatus {
+    pub fn of(id: u32, f: &rules::Forward) -> Self {
+        RuleStatus {
+            id,
+            name: f.name.clone(),
+            iface: f.iface.clone(),
+            listen: f.listen.to_string(),
+            proto: f.proto.as_str().to_string(),
+            ports: f.ports.to_string(),
+            target: f.target.to_string(),
+            snat: f.snat.to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -24,6 +53,8 @@ pub struct IfaceState {
     pub attach: String,
     /// "attached", or why not ("missing: ...").
     pub state: String,
+    /// Why the daemon uses this interface.
+    pub why: String,
 }
 
 pub fn status_path(run_dir: &Path) -> PathBuf {

@@ -37,7 +37,16 @@ fn counters_match_kernel_rx_for_ping_and_tcp() -> Result<()> {
     client.addr("eth0", "10.200.0.1/24")?;
     server.addr("eth0", "10.200.0.2/24")?;
 
-    let daemon = Daemon::start(&server, &["--iface", "eth0"])?;
+    // One forward on eth0 for a port the traffic below never uses: the
+    // program is attached and counts, but translates nothing.
+    let rules = std::env::temp_dir().join(format!("fwt-{}-attach.toml", std::process::id()));
+    std::fs::write(
+        &rules,
+        "[[forward]]\nname = \"discard\"\nin = \"eth0\"\nlisten = \"10.200.0.2\"\nport = 9\nto = \"10.200.0.1:9\"\nsnat = \"off\"\n",
+    )?;
+    let daemon = Daemon::start(&server, &["--rules", rules.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&rules);
+    let daemon = daemon?;
     let st = daemon.status_json()?;
     assert_eq!(st["daemon"]["interfaces"][0]["state"], "attached", "{st}");
 

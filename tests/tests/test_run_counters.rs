@@ -6,7 +6,10 @@ use aya::{
     programs::{SchedClassifier, TestRunOptions},
 };
 use etherparse::PacketBuilder;
-use forwarder::{counters::sum_cpus, dataplane::Dataplane};
+use forwarder::{
+    counters::sum_cpus,
+    dataplane::{Dataplane, LoadOptions},
+};
 use forwarder_common::{iface_counter_index, Counter, IfaceConfig, Reason};
 use forwarder_tests::require_root;
 
@@ -22,7 +25,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        let mut dp = Dataplane::load(None).expect("load");
+        let mut dp = Dataplane::load(&LoadOptions::default()).expect("load");
         let mut ifaces: HashMap<&mut MapData, u32, IfaceConfig> =
             HashMap::try_from(dp.ebpf.map_mut("FWD_IFACES").unwrap()).unwrap();
         ifaces

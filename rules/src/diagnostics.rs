@@ -1,0 +1,272 @@
+//! Errors and warnings about a rules file, with the place they point at.
+//!
+//! Rendered like a compiler message so editors and terminals can jump to it:
+//!
+//! ```text
+//! rules.toml:12:7: error: forward "web-http": port 0 is not a valid port
+//!   help: use a port between 1 and 65535
+//! ```
+
+use std::{fmt, ops::Range};
+
+/// A byte range in the source text, as the TOML parser reports it.
+pub(crate) type Span = Option<Range<usize>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// 1-based line and column (columns count characters, not bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub location: Option<Location>,
+    /// What the message is about, e.g. `forward "web-http"` or `forward #3`
+    /// (a forward without a usable name).
+    pub context: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    /// The diagnostic as one or two lines, prefixed with `file`.
+    pub fn render(&self, file: &str) -> String {
+        let mut out = String::from(file);
+        if let Some(loc) = self.location {
+            out.push_str(&format!(":{}:{}", loc.line, loc.column));
+        }
+        out.push_str(": ");
+        out.push_str(self.severity.as_str());
+        out.push_str(": ");
+        if let Some(ctx) = &self.context {
+            out.push_str(ctx);
+            out.push_str(": ");
+        }
+        out.push_str(&self.message);
+        if let Some(help) = &self.help {
+            out.push_str("\n  help: ");
+            out.push_str(help);
+        }
+        out
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+/// The diagnostics of one file, in source order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diagnostics {
+    /// The file name as the user gave it (used as the message prefix).
+    pub file: String,
+    pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items.iter().filter(|d| d.is_error())
+    }
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items.iter().filter(|d| !d.is_error())
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.items.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(&d.render(&self.file))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// Collects diagnostics while parsing and validating one source text, turning
+/// byte spans into line/column as they are pushed.
+pub(crate) struct Sink<'a> {
+    src: &'a str,
+    line_starts: Vec<usize>,
+    pub(crate) items: Vec<Diagnostic>,
+}
+
+impl<'a> Sink<'a> {
+    pub(crate) fn new(src: &'a str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(src.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Sink {
+            src,
+            line_starts,
+            items: Vec::new(),
+        }
+    }
+
+    pub(crate) fn location(&self, span: &Span) -> Option<Location> {
+        let start = span.as_ref()?.start.min(self.src.len());
+        let line = self.line_starts.partition_point(|&s| s <= start);
+        let line_start = self.line_starts[line - 1];
+        let column = self
+            .src
+            .get(line_start..start)
+            .map_or(1, |s| s.chars().count() + 1);
+        Some(Location { line, column })
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        severity: Severity,
+        span: &Span,
+        context: Option<&str>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
+        self.items.push(Diagnostic {
+            severity,
+            location: self.location(span),
+            context: context.map(str::to_owned),
+            message: message.into(),
+            help,
+        });
+    }
+
+    pub(crate) fn error(
+        &mut self,
+        span: &Span,
+        context: Option<&str>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
+        self.push(Severity::Error, span, context, message, help);
+    }
+
+    pub(crate) fn warning(
+        &mut self,
+        span: &Span,
+        context: Option<&str>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
+        self.push(Severity::Warning, span, context, message, help);
+    }
+
+    pub(crate) fn has_errors(&self) -> bool {
+        self.items.iter().any(Diagnostic::is_error)
+    }
+
+    /// Into the file's diagnostics, sorted by position so a reader can walk
+    /// the file top to bottom (messages without a place come first).
+    pub(crate) fn finish(mut self, file: &str) -> Diagnostics {
+        self.items.sort_by_key(|d| d.location);
+        Diagnostics {
+            file: file.to_owned(),
+            items: self.items,
+        }
+    }
+}
+
+/// The candidate closest to `input`, if it is close enough to be a typo.
+pub fn did_you_mean<'c>(
+    input: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(input, c), c))
+        .filter(|&(d, c)| d <= (c.len().max(input.len()) / 3).max(1))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// "did you mean `x`?" or a list of the accepted values.
+pub(crate) fn suggest(input: &str, candidates: &[&str]) -> String {
+    match did_you_mean(input, candidates.iter().copied()) {
+        Some(c) => format!("did you mean `{c}`?"),
+        None => format!(
+            "expected one of: {}",
+            candidates
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_count_lines_and_chars() {
+        let s = Sink::new("a = 1\nné = 2\n");
+        assert_eq!(
+            s.location(&Some(0..1)),
+            Some(Location { line: 1, column: 1 })
+        );
+        assert_eq!(
+            s.location(&Some(6..7)),
+            Some(Location { line: 2, column: 1 })
+        );
+        // "né = " is 5 chars but 6 bytes.
+        assert_eq!(
+            s.location(&Some(12..13)),
+            Some(Location { line: 2, column: 6 })
+        );
+        assert_eq!(s.location(&None), None);
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(did_you_mean("prto", ["proto", "port", "to"]), Some("proto"));
+        assert_eq!(did_you_mean("listn", ["listen", "in"]), Some("listen"));
+        assert_eq!(did_you_mean("zzzzzz", ["listen", "in"]), None);
+    }
+
+    #[test]
+    fn render_format() {
+        let d = Diagnostic {
+            severity: Severity::Error,
+            location: Some(Location {
+                line: 12,
+                column: 7,
+            }),
+            context: Some("forward \"web-http\"".into()),
+            message: "port 0 is not a valid port".into(),
+            help: Some("use a port between 1 and 65535".into()),
+        };
+        assert_eq!(
+            d.render("rules.toml"),
+            "rules.toml:12:7: error: forward \"web-http\": port 0 is not a valid port\n  help: use a port between 1 and 65535"
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! The forwarder's rules file: the product's user interface.
+//!
+//! Pure logic, no kernel and no IO beyond reading a file:
+//!
+//! * [`load_str`]/[`load_file`]: TOML text to a validated [`RuleSet`], or every
+//!   problem found, each with file, line and column ([`diagnostics`]). A file
+//!   loads completely or not at all.
+//! * [`compile`]: rule ids stable across reloads, listener and allow-list
+//!   map entries in the kernel ABI of `forwarder-common`.
+//! * [`diff`]: old vs new map contents and the order that keeps live traffic
+//!   flowing while they are applied.
+//! * [`explain`], [`report`]: the `explain` and `check` commands' logic.
+//! * [`import`]: `iptables-save` output and socat units to a rules file.
+//! * [`print`]: the model back to TOML.
+//!
+//! The file format is documented in `docs/rules.md`.
+
+pub mod compile;
+pub mod diagnostics;
+pub mod diff;
+pub mod explain;
+pub mod import;
+pub mod model;
+mod parse;
+pub mod print;
+pub mod report;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use compile::{
+    assign_ids, compile, materialize, AllowLpmKey, AllowSpec, CompileError, Compiled, CompiledRule,
+    IfaceState, ListenAddr, ListenerSpec, MapEntries,
+};
+pub use diagnostics::{Diagnostic, Diagnostics, Location, Severity};
+pub use diff::{diff, Diff};
+pub use model::*;
+pub use print::to_toml;
+pub use validate::{listeners_overlap, ASSUMED_IFACE_ADDRS};
+
+/// A rules file that passed validation.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub rules: RuleSet,
+    /// Problems that do not stop the file from loading.
+    pub warnings: Diagnostics,
+}
+
+/// Why a rules file did not load.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The IO error is part of the message (not a `source`), so it is shown
+    /// once however the error is printed.
+    #[error("{}: cannot read: {error}", path.display())]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Every problem found; warnings are included so the reader sees the
+    /// whole picture in one pass.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+impl LoadError {
+    pub fn diagnostics(&self) -> Option<&Diagnostics> {
+        match self {
+            LoadError::Invalid(d) => Some(d),
+            LoadError::Io { .. } => None,
+        }
+    }
+}
+
+/// Parses and validates rules text. `file` names it in messages.
+pub fn load_str(file: &str, text: &str) -> Result<Loaded, Diagnostics> {
+    let mut sink = diagnostics::Sink::new(text);
+    let parsed = parse::parse(text, &mut sink);
+    // Forwards with a bad value were left out of `parsed`; the cross-checks
+    // still run on the rest so one pass reports as much as it can.
+    validate::validate(&parsed, &mut sink);
+    if !sink.has_errors() && parsed.rules.forwards.is_empty() {
+        sink.warning(
+            &None,
+            None,
+            "no forwards defined: nothing will be forwarded",
+            Some("add a [[forward]] section".into()),
+        );
+    }
+    let failed = sink.has_errors();
+    let diags = sink.finish(file);
+    if failed {
+        Err(diags)
+    } else {
+        Ok(Loaded {
+            rules: parsed.rules,
+            warnings: diags,
+        })
+    }
+}
+
+/// Reads and loads a rules file; messages name it as given.
+pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Io {
+        path: path.to_owned(),
+        error,
+    })?;
+    load_str(&path.display().to_string(), &text).map_err(LoadError::Invalid)
+}

@@ -1,0 +1,449 @@
+//! The validated rule set: what the rules file means, free of syntax.
+//!
+//! Everything here is IPv4-typed on purpose. The kernel ABI is v6-ready, but
+//! until the dataplane translates IPv6 the parser rejects IPv6 addresses with
+//! a clear error instead of letting them reach a type that cannot hold them.
+//! Moving to IPv6 means widening these types to `IpAddr`/`IpNet`.
+
+use std::{
+    fmt,
+    net::{Ipv4Addr, SocketAddr},
+    ops::RangeInclusive,
+    time::Duration,
+};
+
+use ipnet::Ipv4Net;
+
+/// A whole rules file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    pub global: Global,
+    pub forwards: Vec<Forward>,
+}
+
+impl RuleSet {
+    pub fn forward(&self, name: &str) -> Option<&Forward> {
+        self.forwards.iter().find(|f| f.name == name)
+    }
+}
+
+/// Daemon-wide settings (`[global]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Global {
+    /// Connection-tracking table size (flows; each flow holds two entries).
+    pub conntrack_max: u32,
+    /// Source ports SNAT may allocate.
+    pub snat_ports: PortRange,
+    pub log_level: LogLevel,
+    pub log_format: LogFormat,
+    /// Prometheus endpoint; no endpoint when `None`.
+    pub metrics: Option<SocketAddr>,
+    pub timeouts: Timeouts,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            conntrack_max: 262_144,
+            // Linux's own ephemeral range: sized for many concurrent flows
+            // per (SNAT address, target) pair, and familiar to operators.
+            snat_ports: PortRange::new(32768, 60999).expect("valid constant range"),
+            log_level: LogLevel::Info,
+            log_format: LogFormat::Text,
+            metrics: None,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// Idle timeouts of tracked flows by protocol state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp_syn_sent: Duration,
+    pub tcp_established: Duration,
+    pub tcp_fin_wait: Duration,
+    pub tcp_time_wait: Duration,
+    pub tcp_close: Duration,
+    /// UDP flow that has seen one direction only.
+    pub udp: Duration,
+    /// UDP flow that has seen replies (DNS-like exchanges end fast, streams don't).
+    pub udp_stream: Duration,
+    pub icmp: Duration,
+}
+
+impl Timeouts {
+    /// Key names in the file, in the order they are documented and printed.
+    pub const KEYS: [&'static str; 8] = [
+        "tcp_syn_sent",
+        "tcp_established",
+        "tcp_fin_wait",
+        "tcp_time_wait",
+        "tcp_close",
+        "udp",
+        "udp_stream",
+        "icmp",
+    ];
+
+    pub fn get(&self, key: &str) -> Option<Duration> {
+        Some(match key {
+            "tcp_syn_sent" => self.tcp_syn_sent,
+            "tcp_established" => self.tcp_established,
+            "tcp_fin_wait" => self.tcp_fin_wait,
+            "tcp_time_wait" => self.tcp_time_wait,
+            "tcp_close" => self.tcp_close,
+            "udp" => self.udp,
+            "udp_stream" => self.udp_stream,
+            "icmp" => self.icmp,
+            _ => return None,
+        })
+    }
+
+    pub fn set(&mut self, key: &str, value: Duration) -> bool {
+        let slot = match key {
+            "tcp_syn_sent" => &mut self.tcp_syn_sent,
+            "tcp_established" => &mut self.tcp_established,
+            "tcp_fin_wait" => &mut self.tcp_fin_wait,
+            "tcp_time_wait" => &mut self.tcp_time_wait,
+            "tcp_close" => &mut self.tcp_close,
+            "udp" => &mut self.udp,
+            "udp_stream" => &mut self.udp_stream,
+            "icmp" => &mut self.icmp,
+            _ => return false,
+        };
+        *slot = value;
+        true
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        Timeouts {
+            tcp_syn_sent: s(60),
+            // Shorter than Linux's 5 days: a home lab's idle SSH or kubectl
+            // watch sends keepalives well within 6h, dead flows leave sooner.
+            tcp_established: s(6 * 3600),
+            tcp_fin_wait: s(120),
+            tcp_time_wait: s(120),
+            tcp_close: s(10),
+            udp: s(60),
+            udp_stream: s(180),
+            icmp: s(30),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub const ALL: [(&'static str, LogLevel); 5] = [
+        ("error", LogLevel::Error),
+        ("warn", LogLevel::Warn),
+        ("info", LogLevel::Info),
+        ("debug", LogLevel::Debug),
+        ("trace", LogLevel::Trace),
+    ];
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, l)| *l == self)
+            .map(|(s, _)| *s)
+            .unwrap_or("info")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// One `[[forward]]`: packets arriving on `iface` for `listen`:`ports` are
+/// translated to `target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forward {
+    /// Unique, `[a-z0-9_-]`, used in the CLI and as a metrics label.
+    pub name: String,
+    pub description: Option<String>,
+    /// The interface packets arrive on (`in` in the file).
+    pub iface: String,
+    pub listen: Listen,
+    pub proto: Proto,
+    pub ports: PortRange,
+    pub target: Target,
+    pub snat: Snat,
+    /// Source allow-list; empty means every source may connect.
+    pub allow: Vec<Ipv4Net>,
+    pub mss_clamp: MssClamp,
+    pub reject: Reject,
+}
+
+impl Forward {
+    /// A forward with every optional setting at its default.
+    pub fn new(
+        name: impl Into<String>,
+        iface: impl Into<String>,
+        ports: PortRange,
+        target: Target,
+    ) -> Self {
+        Forward {
+            name: name.into(),
+            description: None,
+            iface: iface.into(),
+            listen: Listen::Interface,
+            proto: Proto::Tcp,
+            ports,
+            target,
+            snat: Snat::Auto,
+            allow: Vec::new(),
+            mss_clamp: MssClamp::Auto,
+            reject: Reject::Rst,
+        }
+    }
+
+    /// Number of listener entries this forward needs for a given number of
+    /// addresses on the listen side.
+    pub fn listener_entries(&self, addrs: u64) -> u64 {
+        u64::from(self.ports.len()) * self.proto.l4().len() as u64 * addrs
+    }
+}
+
+/// Where a forward listens on its interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Listen {
+    /// The interface's own addresses, followed live as they change.
+    Interface,
+    Addr(Ipv4Addr),
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Interface => f.write_str("interface"),
+            Listen::Addr(a) => a.fmt(f),
+        }
+    }
+}
+
+/// The protocol setting of a forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Both,
+}
+
+impl Proto {
+    pub fn l4(self) -> &'static [L4] {
+        match self {
+            Proto::Tcp => &[L4::Tcp],
+            Proto::Udp => &[L4::Udp],
+            Proto::Both => &[L4::Tcp, L4::Udp],
+        }
+    }
+    pub fn includes(self, l4: L4) -> bool {
+        self.l4().contains(&l4)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Both => "both",
+        }
+    }
+}
+
+/// A transport protocol as the kernel sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum L4 {
+    Tcp,
+    Udp,
+}
+
+impl L4 {
+    /// The IP protocol number (`forwarder_common::PROTO_*`).
+    pub fn number(self) -> u8 {
+        match self {
+            L4::Tcp => forwarder_common::PROTO_TCP,
+            L4::Udp => forwarder_common::PROTO_UDP,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            L4::Tcp => "tcp",
+            L4::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for L4 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An inclusive, non-empty range of non-zero ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    start: u16,
+    end: u16,
+}
+
+impl PortRange {
+    /// `None` for port 0 or a reversed range.
+    pub fn new(start: u16, end: u16) -> Option<Self> {
+        (start != 0 && start <= end).then_some(PortRange { start, end })
+    }
+    pub fn single(port: u16) -> Option<Self> {
+        Self::new(port, port)
+    }
+    pub fn start(self) -> u16 {
+        self.start
+    }
+    pub fn end(self) -> u16 {
+        self.end
+    }
+    /// Number of ports (1..=65535).
+    pub fn len(self) -> u32 {
+        u32::from(self.end - self.start) + 1
+    }
+    /// Always false: kept for the `len` convention.
+    pub fn is_empty(self) -> bool {
+        false
+    }
+    pub fn is_single(self) -> bool {
+        self.start == self.end
+    }
+    pub fn contains(self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+    pub fn intersect(self, other: PortRange) -> Option<PortRange> {
+        PortRange::new(self.start.max(other.start), self.end.min(other.end))
+    }
+    pub fn iter(self) -> RangeInclusive<u16> {
+        self.start..=self.end
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_single() {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
+    }
+}
+
+/// Where translated packets go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub addr: Ipv4Addr,
+    /// `None`: the same port(s) as the listener. A single port takes every
+    /// listened port; a range maps a same-size listen range 1:1.
+    pub ports: Option<PortRange>,
+}
+
+impl Target {
+    /// The target port for a packet that arrived on `port` of `listen`.
+    pub fn port_for(&self, listen: PortRange, port: u16) -> u16 {
+        match self.ports {
+            None => port,
+            Some(t) if t.is_single() => t.start(),
+            // Same-size ranges are a validation invariant; saturate rather
+            // than wrap should an unvalidated set get here.
+            Some(t) => t.start().saturating_add(port - listen.start()),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ports {
+            None => self.addr.fmt(f),
+            Some(p) => write!(f, "{}:{}", self.addr, p),
+        }
+    }
+}
+
+/// Source rewriting of forwarded packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Snat {
+    /// Keep the client's address: replies must route back via this host.
+    Off,
+    Fixed(Ipv4Addr),
+    /// The egress interface's address toward the target.
+    Masquerade,
+    /// Keep the client's address when the backend's reply routes back via
+    /// this host, else masquerade.
+    Auto,
+}
+
+impl fmt::Display for Snat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Snat::Off => f.write_str("off"),
+            Snat::Fixed(a) => a.fmt(f),
+            Snat::Masquerade => f.write_str("masquerade"),
+            Snat::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+/// TCP MSS clamping on SYN/SYN-ACK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MssClamp {
+    /// Derived from the path MTU by the daemon.
+    Auto,
+    Off,
+    Fixed(u16),
+}
+
+impl MssClamp {
+    pub const MIN: u16 = 536;
+    pub const MAX: u16 = 65495;
+}
+
+impl fmt::Display for MssClamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MssClamp::Auto => f.write_str("auto"),
+            MssClamp::Off => f.write_str("off"),
+            MssClamp::Fixed(n) => n.fmt(f),
+        }
+    }
+}
+
+/// What peers refused by the allow-list get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// TCP RST, or ICMP port-unreachable for UDP: like a closed port.
+    Rst,
+    /// Silence.
+    Drop,
+}
+
+impl Reject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::Rst => "rst",
+            Reject::Drop => "drop",
+        }
+    }
+}

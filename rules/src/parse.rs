@@ -1,0 +1,885 @@
+//! TOML text to the model, keeping the source span of every value.
+//!
+//! `toml_edit`'s `ImDocument` (the parser inside the `toml` crate) keeps byte
+//! spans of keys and values, which is what error messages need; serde-based
+//! deserialisation would stop at the first error and lose most spans. Every
+//! key is checked by hand so that unknown keys get a "did you mean" and all
+//! problems of a file are reported in one pass. Value-level problems (a bad
+//! port, an unknown keyword) are reported here; relations between values and
+//! between forwards are checked in `validate`.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    str::FromStr,
+    time::Duration,
+};
+
+use ipnet::{IpNet, Ipv4Net};
+use toml_edit::{ImDocument, Item, TableLike, Value};
+
+use crate::{
+    diagnostics::{suggest, Sink, Span},
+    model::*,
+};
+
+pub(crate) const FORWARD_KEYS: [&str; 11] = [
+    "name",
+    "description",
+    "in",
+    "listen",
+    "proto",
+    "port",
+    "to",
+    "snat",
+    "allow",
+    "mss_clamp",
+    "reject",
+];
+const GLOBAL_KEYS: [&str; 6] = [
+    "conntrack_max",
+    "snat_ports",
+    "log_level",
+    "log_format",
+    "metrics",
+    "timeouts",
+];
+const TOP_KEYS: [&str; 2] = ["global", "forward"];
+pub(crate) const CONNTRACK_MAX_LIMIT: i64 = 1 << 24;
+
+/// Where each value of a forward came from.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ForwardSpans {
+    /// The `[[forward]]` header (or inline table); used for missing keys.
+    pub table: Span,
+    fields: HashMap<&'static str, Span>,
+    pub allow: Vec<Span>,
+}
+
+impl ForwardSpans {
+    /// The value span of `key`, or the table's when the key was defaulted.
+    pub fn field(&self, key: &str) -> Span {
+        self.fields
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| self.table.clone())
+    }
+}
+
+/// A parsed file: forwards that parsed completely, with their spans.
+pub(crate) struct Parsed {
+    pub rules: RuleSet,
+    /// Parallel to `rules.forwards`.
+    pub spans: Vec<ForwardSpans>,
+    pub global_spans: HashMap<String, Span>,
+}
+
+pub(crate) fn parse(src: &str, sink: &mut Sink) -> Parsed {
+    let mut parsed = Parsed {
+        rules: RuleSet::default(),
+        spans: Vec::new(),
+        global_spans: HashMap::new(),
+    };
+    let doc = match ImDocument::parse(src) {
+        Ok(doc) => doc,
+        Err(e) => {
+            sink.error(
+                &e.span(),
+                None,
+                syntax_message(e.message()),
+                Some("the file must be valid TOML".into()),
+            );
+            return parsed;
+        }
+    };
+    let root = doc.as_table();
+    for (key, key_span, item) in entries(root) {
+        match key {
+            "global" => match item.as_table_like() {
+                Some(t) => parse_global(t, sink, &mut parsed),
+                None => type_error(
+                    sink,
+                    &item.span(),
+                    None,
+                    "global",
+                    item,
+                    "a table",
+                    Some("write a [global] section"),
+                ),
+            },
+            "forward" => parse_forwards(item, sink, &mut parsed),
+            _ => unknown_key(sink, &key_span, None, key, &TOP_KEYS, "top level"),
+        }
+    }
+    parsed
+}
+
+/// `toml_edit` messages are multi-line with a source excerpt; the first line
+/// carries the meaning and the location is reported separately.
+fn syntax_message(msg: &str) -> String {
+    let first = msg
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid TOML")
+        .trim();
+    format!("TOML syntax: {first}")
+}
+
+/// Non-empty entries of a table with their key spans.
+fn entries(t: &dyn TableLike) -> Vec<(&str, Span, &Item)> {
+    t.iter()
+        .filter(|(_, item)| !item.is_none())
+        .map(|(k, item)| (k, t.key(k).and_then(|k| k.span()), item))
+        .collect()
+}
+
+fn type_name(item: &Item) -> &'static str {
+    match item {
+        Item::None => "nothing",
+        Item::Table(_) => "a table",
+        Item::ArrayOfTables(_) => "an array of tables",
+        Item::Value(v) => match v {
+            Value::String(_) => "a string",
+            Value::Integer(_) => "an integer",
+            Value::Float(_) => "a float",
+            Value::Boolean(_) => "a boolean",
+            Value::Datetime(_) => "a date-time",
+            Value::Array(_) => "an array",
+            Value::InlineTable(_) => "a table",
+        },
+    }
+}
+
+fn type_error(
+    sink: &mut Sink,
+    span: &Span,
+    ctx: Option<&str>,
+    key: &str,
+    item: &Item,
+    expected: &str,
+    help: Option<&str>,
+) {
+    sink.error(
+        span,
+        ctx,
+        format!("`{key}` must be {expected}, found {}", type_name(item)),
+        help.map(str::to_owned),
+    );
+}
+
+fn unknown_key(
+    sink: &mut Sink,
+    span: &Span,
+    ctx: Option<&str>,
+    key: &str,
+    known: &[&str],
+    place: &str,
+) {
+    sink.error(
+        span,
+        ctx,
+        format!("unknown key `{key}` in {place}"),
+        Some(suggest(key, known)),
+    );
+}
+
+fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
+    let g = &mut parsed.rules.global;
+    let ctx = Some("global");
+    for (key, key_span, item) in entries(t) {
+        let span = item.span();
+        parsed.global_spans.insert(key.to_owned(), span.clone());
+        match key {
+            "conntrack_max" => match item.as_integer() {
+                Some(n) if (1..=CONNTRACK_MAX_LIMIT).contains(&n) => g.conntrack_max = n as u32,
+                Some(n) => sink.error(
+                    &span,
+                    ctx,
+                    format!("conntrack_max {n} is out of range"),
+                    Some(format!(
+                        "use a number of flows between 1 and {CONNTRACK_MAX_LIMIT}"
+                    )),
+                ),
+                None => type_error(
+                    sink,
+                    &span,
+                    ctx,
+                    key,
+                    item,
+                    "an integer",
+                    Some("e.g. conntrack_max = 262144"),
+                ),
+            },
+            "snat_ports" => {
+                let r = match item {
+                    Item::Value(Value::String(s)) => parse_port_spec(s.value()),
+                    Item::Value(Value::Integer(n)) => parse_port_int(*n.value()),
+                    _ => Err(PortError::new(
+                        format!(
+                            "`snat_ports` must be a port range string, found {}",
+                            type_name(item)
+                        ),
+                        "e.g. snat_ports = \"32768-60999\"",
+                    )),
+                };
+                match r {
+                    Ok(r) => g.snat_ports = r,
+                    Err(e) => sink.error(&span, ctx, e.message, Some(e.help)),
+                }
+            }
+            "log_level" => {
+                let names: Vec<&str> = LogLevel::ALL.iter().map(|(n, _)| *n).collect();
+                if let Some(s) = expect_str(sink, ctx, key, item, "e.g. log_level = \"info\"") {
+                    match LogLevel::ALL.iter().find(|(n, _)| *n == s) {
+                        Some((_, l)) => g.log_level = *l,
+                        None => bad_keyword(sink, &span, ctx, key, s, &names),
+                    }
+                }
+            }
+            "log_format" => {
+                if let Some(s) = expect_str(sink, ctx, key, item, "e.g. log_format = \"text\"") {
+                    match s {
+                        "text" => g.log_format = LogFormat::Text,
+                        "json" => g.log_format = LogFormat::Json,
+                        _ => bad_keyword(sink, &span, ctx, key, s, &["text", "json"]),
+                    }
+                }
+            }
+            "metrics" => {
+                if let Some(s) =
+                    expect_str(sink, ctx, key, item, "e.g. metrics = \"127.0.0.1:9750\"")
+                {
+                    match SocketAddr::from_str(s) {
+                        Ok(a) if a.port() != 0 => g.metrics = Some(a),
+                        _ => sink.error(
+                            &span,
+                            ctx,
+                            format!("metrics endpoint `{s}` is not an address:port"),
+                            Some("e.g. metrics = \"127.0.0.1:9750\"; remove the key to turn metrics off".into()),
+                        ),
+                    }
+                }
+            }
+            "timeouts" => match item.as_table_like() {
+                Some(t) => parse_timeouts(t, sink, g),
+                None => type_error(
+                    sink,
+                    &span,
+                    ctx,
+                    key,
+                    item,
+                    "a table",
+                    Some("write a [global.timeouts] section"),
+                ),
+            },
+            _ => unknown_key(sink, &key_span, ctx, key, &GLOBAL_KEYS, "[global]"),
+        }
+    }
+}
+
+fn parse_timeouts(t: &dyn TableLike, sink: &mut Sink, g: &mut Global) {
+    let ctx = Some("global.timeouts");
+    for (key, key_span, item) in entries(t) {
+        if g.timeouts.get(key).is_none() {
+            unknown_key(
+                sink,
+                &key_span,
+                ctx,
+                key,
+                &Timeouts::KEYS,
+                "[global.timeouts]",
+            );
+            continue;
+        }
+        let span = item.span();
+        let Some(s) = item.as_str() else {
+            type_error(
+                sink,
+                &span,
+                ctx,
+                key,
+                item,
+                "a duration string",
+                Some("durations have a unit, e.g. \"30s\", \"5m\", \"6h\""),
+            );
+            continue;
+        };
+        match parse_duration(s) {
+            Ok(d) => {
+                g.timeouts.set(key, d);
+            }
+            Err(msg) => sink.error(
+                &span,
+                ctx,
+                format!("{key}: {msg}"),
+                Some("durations look like \"30s\", \"5m\", \"6h\" or \"1h 30m\"".into()),
+            ),
+        }
+    }
+}
+
+/// Whole seconds, at least one: the sweeper works in seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e})"))?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("`{s}` is shorter than one second"));
+    }
+    if d.subsec_nanos() != 0 {
+        return Err(format!("`{s}` is not a whole number of seconds"));
+    }
+    Ok(d)
+}
+
+fn expect_str<'i>(
+    sink: &mut Sink,
+    ctx: Option<&str>,
+    key: &str,
+    item: &'i Item,
+    help: &str,
+) -> Option<&'i str> {
+    let s = item.as_str();
+    if s.is_none() {
+        type_error(sink, &item.span(), ctx, key, item, "a string", Some(help));
+    }
+    s
+}
+
+fn bad_keyword(
+    sink: &mut Sink,
+    span: &Span,
+    ctx: Option<&str>,
+    key: &str,
+    value: &str,
+    allowed: &[&str],
+) {
+    sink.error(
+        span,
+        ctx,
+        format!("`{value}` is not a valid {key}"),
+        Some(suggest(value, allowed)),
+    );
+}
+
+fn parse_forwards(item: &Item, sink: &mut Sink, parsed: &mut Parsed) {
+    match item {
+        Item::ArrayOfTables(a) => {
+            for (i, t) in a.iter().enumerate() {
+                parse_forward(i + 1, t, t.span(), sink, parsed);
+            }
+        }
+        // `forward = [{...}, {...}]` is the same thing written inline.
+        Item::Value(Value::Array(a)) => {
+            for (i, v) in a.iter().enumerate() {
+                match v.as_inline_table() {
+                    Some(t) => parse_forward(i + 1, t, v.span(), sink, parsed),
+                    None => sink.error(
+                        &v.span(),
+                        None,
+                        "each `forward` must be a table",
+                        Some("write each forward as a [[forward]] section".into()),
+                    ),
+                }
+            }
+        }
+        _ => sink.error(
+            &item.span(),
+            None,
+            format!(
+                "`forward` must be an array of tables, found {}",
+                type_name(item)
+            ),
+            Some("write each forward as a [[forward]] section (two brackets)".into()),
+        ),
+    }
+}
+
+/// An address as written, before the family is checked against the rest.
+enum Addr {
+    V4(Ipv4Addr),
+    V6(Ipv6Addr),
+}
+
+fn parse_addr(s: &str) -> Option<Addr> {
+    let s = s.trim_start_matches('[').trim_end_matches(']');
+    match IpAddr::from_str(s).ok()? {
+        IpAddr::V4(a) => Some(Addr::V4(a)),
+        IpAddr::V6(a) => Some(Addr::V6(a)),
+    }
+}
+
+const V6_HELP: &str = "the forwarder translates IPv4 only for now; use an IPv4 address";
+
+fn parse_forward(
+    index: usize,
+    t: &dyn TableLike,
+    table_span: Span,
+    sink: &mut Sink,
+    parsed: &mut Parsed,
+) {
+    let mut spans = ForwardSpans {
+        table: table_span.clone(),
+        ..Default::default()
+    };
+    let errors_before = sink.items.iter().filter(|d| d.is_error()).count();
+
+    // The name first: every other message about this forward carries it.
+    let name = t
+        .get("name")
+        .and_then(|i| i.as_str())
+        .filter(|n| valid_name(n).is_ok());
+    let ctx_owned = match name {
+        Some(n) => format!("forward \"{n}\""),
+        None => format!("forward #{index}"),
+    };
+    let ctx = Some(ctx_owned.as_str());
+
+    let mut f = Forward::new(
+        String::new(),
+        String::new(),
+        PortRange::single(1).expect("1 is a port"),
+        Target {
+            addr: Ipv4Addr::UNSPECIFIED,
+            ports: None,
+        },
+    );
+    let seen = |k: &str| t.get(k).is_some_and(|i| !i.is_none());
+    let required = ["name", "in", "port", "to"];
+    for key in required {
+        if !seen(key) {
+            let example = match key {
+                "name" => "name = \"web-http\"",
+                "in" => "in = \"eth0\" (the interface packets arrive on)",
+                "port" => "port = 80 or port = \"30000-32767\"",
+                _ => "to = \"192.168.100.80:80\"",
+            };
+            sink.error(
+                &table_span,
+                ctx,
+                format!("missing `{key}`"),
+                Some(format!("add {example}")),
+            );
+        }
+    }
+    let mut target_v6 = false;
+    let mut snat_v6: Option<(Ipv6Addr, Span)> = None;
+
+    for (key, key_span, item) in entries(t) {
+        let span = item.span();
+        if let Some(k) = FORWARD_KEYS.iter().find(|k| **k == key) {
+            spans.fields.insert(k, span.clone());
+        }
+        match key {
+            "name" => {
+                if let Some(s) = expect_str(sink, ctx, key, item, "e.g. name = \"web-http\"") {
+                    match valid_name(s) {
+                        Ok(()) => f.name = s.to_owned(),
+                        Err(help) => sink.error(
+                            &span,
+                            ctx,
+                            format!("`{s}` is not a valid forward name"),
+                            Some(help),
+                        ),
+                    }
+                }
+            }
+            "description" => {
+                if let Some(s) = expect_str(
+                    sink,
+                    ctx,
+                    key,
+                    item,
+                    "e.g. description = \"ingress controller\"",
+                ) {
+                    f.description = Some(s.to_owned());
+                }
+            }
+            "in" => {
+                if let Some(s) = expect_str(sink, ctx, key, item, "e.g. in = \"vmbr0\"") {
+                    match valid_iface(s) {
+                        Ok(()) => f.iface = s.to_owned(),
+                        Err(msg) => sink.error(&span, ctx, msg, Some("use the interface name as `ip link` shows it, e.g. \"vmbr0\" or \"tailscale0\"".into())),
+                    }
+                }
+            }
+            "listen" => {
+                if let Some(s) = expect_str(
+                    sink,
+                    ctx,
+                    key,
+                    item,
+                    "listen = \"interface\" or a fixed IPv4 address",
+                ) {
+                    if s == "interface" {
+                        f.listen = Listen::Interface;
+                    } else {
+                        match parse_addr(s) {
+                            Some(Addr::V4(a)) => f.listen = Listen::Addr(a),
+                            Some(Addr::V6(_)) => sink.error(&span, ctx, format!("listen address {s}: IPv6 is not supported yet"), Some(V6_HELP.into())),
+                            None => sink.error(
+                                &span,
+                                ctx,
+                                format!("listen `{s}` is neither an IPv4 address nor \"interface\""),
+                                Some("use \"interface\" to follow the interface's own addresses, or one fixed IPv4 address".into()),
+                            ),
+                        }
+                    }
+                }
+            }
+            "proto" => {
+                if let Some(s) =
+                    expect_str(sink, ctx, key, item, "proto = \"tcp\", \"udp\" or \"both\"")
+                {
+                    match s {
+                        "tcp" => f.proto = Proto::Tcp,
+                        "udp" => f.proto = Proto::Udp,
+                        "both" => f.proto = Proto::Both,
+                        _ => bad_keyword(sink, &span, ctx, key, s, &["tcp", "udp", "both"]),
+                    }
+                }
+            }
+            "port" => {
+                let r = match item {
+                    Item::Value(Value::Integer(n)) => parse_port_int(*n.value()),
+                    Item::Value(Value::String(s)) => parse_port_spec(s.value()),
+                    _ => Err(PortError::new(
+                        format!(
+                            "`port` must be an integer or a range string, found {}",
+                            type_name(item)
+                        ),
+                        "e.g. port = 80 or port = \"30000-32767\"",
+                    )),
+                };
+                match r {
+                    Ok(r) => f.ports = r,
+                    Err(e) => sink.error(&span, ctx, e.message, Some(e.help)),
+                }
+            }
+            "to" => {
+                if let Some(s) = expect_str(sink, ctx, key, item, "e.g. to = \"192.168.100.80:80\"")
+                {
+                    match parse_target(s) {
+                        Ok(tgt) => f.target = tgt,
+                        Err(TargetError::V6) => {
+                            target_v6 = true;
+                            sink.error(
+                                &span,
+                                ctx,
+                                format!("target {s}: IPv6 is not supported yet"),
+                                Some(V6_HELP.into()),
+                            );
+                        }
+                        Err(TargetError::Other(e)) => {
+                            sink.error(&span, ctx, e.message, Some(e.help))
+                        }
+                    }
+                }
+            }
+            "snat" => {
+                if let Some(s) = expect_str(
+                    sink,
+                    ctx,
+                    key,
+                    item,
+                    "snat = \"off\", \"auto\", \"masquerade\" or an IPv4 address of this host",
+                ) {
+                    match s {
+                        "off" => f.snat = Snat::Off,
+                        "auto" => f.snat = Snat::Auto,
+                        "masquerade" => f.snat = Snat::Masquerade,
+                        _ => match parse_addr(s) {
+                            Some(Addr::V4(a)) => f.snat = Snat::Fixed(a),
+                            Some(Addr::V6(a)) => snat_v6 = Some((a, span.clone())),
+                            None => sink.error(
+                                &span,
+                                ctx,
+                                format!("snat `{s}` is neither a keyword nor an IPv4 address"),
+                                Some(match crate::diagnostics::did_you_mean(s, ["off", "auto", "masquerade"]) {
+                                    Some(k) => format!("did you mean `{k}`?"),
+                                    None => "use \"off\", \"auto\", \"masquerade\" or an IPv4 address of this host".into(),
+                                }),
+                            ),
+                        },
+                    }
+                }
+            }
+            "allow" => {
+                let values: Vec<&Value> = match item {
+                    Item::Value(Value::Array(a)) => a.iter().collect(),
+                    Item::Value(v @ Value::String(_)) => vec![v],
+                    _ => {
+                        type_error(
+                            sink,
+                            &span,
+                            ctx,
+                            key,
+                            item,
+                            "an array of addresses or CIDRs",
+                            Some("e.g. allow = [\"100.101.92.95\", \"192.168.1.0/24\"]"),
+                        );
+                        continue;
+                    }
+                };
+                if values.is_empty() {
+                    sink.error(
+                        &span,
+                        ctx,
+                        "an empty allow-list would refuse every source",
+                        Some("remove `allow` to accept every source, or list the addresses that may connect".into()),
+                    );
+                }
+                for v in values {
+                    let vspan = v.span();
+                    let Some(s) = v.as_str() else {
+                        sink.error(
+                            &vspan,
+                            ctx,
+                            "allow-list entries must be strings",
+                            Some("e.g. \"100.101.92.95\" or \"192.168.1.0/24\"".into()),
+                        );
+                        continue;
+                    };
+                    match parse_cidr(s) {
+                        Ok(net) => {
+                            f.allow.push(net);
+                            spans.allow.push(vspan);
+                        }
+                        Err(e) => sink.error(&vspan, ctx, e.message, Some(e.help)),
+                    }
+                }
+            }
+            "mss_clamp" => match item {
+                Item::Value(Value::String(s)) => match s.value().as_str() {
+                    "auto" => f.mss_clamp = MssClamp::Auto,
+                    "off" => f.mss_clamp = MssClamp::Off,
+                    other => bad_keyword(sink, &span, ctx, key, other, &["auto", "off"]),
+                },
+                Item::Value(Value::Integer(n)) => match u16::try_from(*n.value()) {
+                    Ok(m) if (MssClamp::MIN..=MssClamp::MAX).contains(&m) => {
+                        f.mss_clamp = MssClamp::Fixed(m)
+                    }
+                    _ => sink.error(
+                        &span,
+                        ctx,
+                        format!("mss_clamp {} is out of range", n.value()),
+                        Some(format!(
+                            "use an MSS between {} and {}, or \"auto\"",
+                            MssClamp::MIN,
+                            MssClamp::MAX
+                        )),
+                    ),
+                },
+                _ => type_error(
+                    sink,
+                    &span,
+                    ctx,
+                    key,
+                    item,
+                    "\"auto\", \"off\" or an integer",
+                    Some("e.g. mss_clamp = 1240"),
+                ),
+            },
+            "reject" => {
+                if let Some(s) = expect_str(sink, ctx, key, item, "reject = \"rst\" or \"drop\"") {
+                    match s {
+                        "rst" => f.reject = Reject::Rst,
+                        "drop" => f.reject = Reject::Drop,
+                        _ => bad_keyword(sink, &span, ctx, key, s, &["rst", "drop"]),
+                    }
+                }
+            }
+            _ => unknown_key(sink, &key_span, ctx, key, &FORWARD_KEYS, "[[forward]]"),
+        }
+    }
+
+    if let Some((a, span)) = snat_v6 {
+        if target_v6 {
+            sink.error(
+                &span,
+                ctx,
+                format!("snat address {a}: IPv6 is not supported yet"),
+                Some(V6_HELP.into()),
+            );
+        } else {
+            sink.error(
+                &span,
+                ctx,
+                format!("SNAT address family mismatch: snat {a} is IPv6 but the target is IPv4"),
+                Some("use an IPv4 address of this host, or \"masquerade\"".into()),
+            );
+        }
+    }
+
+    let errors_after = sink.items.iter().filter(|d| d.is_error()).count();
+    if errors_after == errors_before {
+        parsed.rules.forwards.push(f);
+        parsed.spans.push(spans);
+    }
+}
+
+/// Names are CLI arguments and metrics label values: keep them plain.
+pub(crate) fn valid_name(s: &str) -> Result<(), String> {
+    const HELP: &str =
+        "use 1 to 63 characters out of a-z, 0-9, `-` and `_`, starting with a letter or digit";
+    if s.is_empty() || s.len() > 63 {
+        return Err(HELP.into());
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        let lower = s.to_ascii_lowercase();
+        if lower != s && valid_name(&lower).is_ok() {
+            return Err(format!("names are lowercase: write \"{lower}\""));
+        }
+        return Err(HELP.into());
+    }
+    if !s.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err(HELP.into());
+    }
+    Ok(())
+}
+
+/// Linux interface names: 1 to 15 bytes (IFNAMSIZ - 1), no `/`, no
+/// whitespace, not `.` or `..`.
+pub(crate) fn valid_iface(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("`in` is empty: name the interface packets arrive on".into());
+    }
+    if s.len() > 15 {
+        return Err(format!("interface name `{s}` is longer than 15 bytes"));
+    }
+    if s == "."
+        || s == ".."
+        || s.contains('/')
+        || s.contains(':')
+        || s.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("`{s}` is not a valid interface name"));
+    }
+    Ok(())
+}
+
+pub(crate) struct PortError {
+    pub message: String,
+    pub help: String,
+}
+
+impl PortError {
+    fn new(message: impl Into<String>, help: impl Into<String>) -> Self {
+        PortError {
+            message: message.into(),
+            help: help.into(),
+        }
+    }
+}
+
+const PORT_HELP: &str = "use a port between 1 and 65535";
+
+fn parse_port_int(n: i64) -> Result<PortRange, PortError> {
+    match u16::try_from(n) {
+        Ok(0) => Err(PortError::new("port 0 is not a valid port", PORT_HELP)),
+        Ok(p) => Ok(PortRange::single(p).expect("non-zero")),
+        Err(_) => Err(PortError::new(
+            format!("port {n} is out of range"),
+            PORT_HELP,
+        )),
+    }
+}
+
+fn parse_one_port(s: &str) -> Result<u16, PortError> {
+    let s = s.trim();
+    let n: i64 = s
+        .parse()
+        .map_err(|_| PortError::new(format!("`{s}` is not a port number"), PORT_HELP))?;
+    parse_port_int(n).map(PortRange::start)
+}
+
+/// `"80"` or `"30000-32767"`.
+pub(crate) fn parse_port_spec(s: &str) -> Result<PortRange, PortError> {
+    if let Some((a, b)) = s.split_once(':') {
+        return Err(PortError::new(
+            format!("`{s}` is not a port range"),
+            format!("ranges use a dash: \"{}-{}\"", a.trim(), b.trim()),
+        ));
+    }
+    match s.split_once('-') {
+        None => parse_one_port(s).map(|p| PortRange::single(p).expect("non-zero")),
+        Some((a, b)) => {
+            let (a, b) = (parse_one_port(a)?, parse_one_port(b)?);
+            PortRange::new(a, b).ok_or_else(|| {
+                PortError::new(
+                    format!("port range {a}-{b} is reversed"),
+                    format!("write \"{b}-{a}\""),
+                )
+            })
+        }
+    }
+}
+
+enum TargetError {
+    V6,
+    Other(PortError),
+}
+
+/// `"10.0.0.5"`, `"10.0.0.5:80"` or `"10.0.0.5:30000-32767"`.
+fn parse_target(s: &str) -> Result<Target, TargetError> {
+    let help = "write the target as \"IPv4\", \"IPv4:port\" or \"IPv4:first-last\"";
+    // IPv6 forms: bare (several colons) or bracketed with a port.
+    if s.starts_with('[') || s.matches(':').count() > 1 {
+        let host = s
+            .strip_prefix('[')
+            .and_then(|r| r.split_once(']'))
+            .map_or(s, |(h, _)| h);
+        return match Ipv6Addr::from_str(host) {
+            Ok(_) => Err(TargetError::V6),
+            Err(_) => Err(TargetError::Other(PortError::new(
+                format!("target `{s}` is not an address"),
+                help,
+            ))),
+        };
+    }
+    let (host, ports) = match s.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    };
+    let addr = Ipv4Addr::from_str(host).map_err(|_| {
+        let msg = if host.chars().any(|c| c.is_ascii_alphabetic()) {
+            format!("target `{host}` is not an IP address (hostnames are not resolved)")
+        } else {
+            format!("target `{host}` is not an IPv4 address")
+        };
+        TargetError::Other(PortError::new(msg, help))
+    })?;
+    let ports = match ports {
+        None => None,
+        Some(p) => Some(parse_port_spec(p).map_err(|e| {
+            TargetError::Other(PortError::new(format!("target {}", e.message), e.help))
+        })?),
+    };
+    Ok(Target { addr, ports })
+}
+
+/// A bare address (a /32) or a CIDR without host bits.
+pub(crate) fn parse_cidr(s: &str) -> Result<Ipv4Net, PortError> {
+    let help = "use an IPv4 address or CIDR, e.g. \"100.101.92.95\" or \"192.168.1.0/24\"";
+    if let Ok(a) = Ipv4Addr::from_str(s) {
+        return Ok(Ipv4Net::from(a));
+    }
+    if Ipv6Addr::from_str(s).is_ok() || s.parse::<ipnet::Ipv6Net>().is_ok() {
+        return Err(PortError::new(
+            format!("allow-list entry {s}: IPv6 is not supported yet"),
+            V6_HELP,
+        ));
+    }
+    match s.parse::<IpNet>() {
+        Ok(IpNet::V4(net)) if net.trunc() != net => Err(PortError::new(
+            format!("allow-list entry {s} has host bits set"),
+            format!("write the network address: \"{}\"", net.trunc()),
+        )),
+        Ok(IpNet::V4(net)) => Ok(net),
+        _ => Err(PortError::new(
+            format!("allow-list entry `{s}` is not an IPv4 address or CIDR"),
+            help,
+        )),
+    }
+}

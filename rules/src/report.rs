@@ -1,0 +1,131 @@
+//! What `forwarder check` prints: a table of the forwards and the warnings.
+
+use crate::{model::*, Loaded};
+
+/// Left-aligned columns separated by two spaces, header first.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            s.push_str(cell);
+            s.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
+        }
+        s.truncate(s.trim_end().len());
+        s.push('\n');
+        s
+    };
+    let mut out = line(&mut header.iter().copied());
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    out
+}
+
+fn allow_cell(f: &Forward) -> String {
+    const SHOWN: usize = 3;
+    if f.allow.is_empty() {
+        return "any".into();
+    }
+    let mut parts: Vec<String> = f
+        .allow
+        .iter()
+        .take(SHOWN)
+        .map(|n| {
+            if n.prefix_len() == 32 {
+                n.addr().to_string()
+            } else {
+                n.to_string()
+            }
+        })
+        .collect();
+    if f.allow.len() > SHOWN {
+        parts.push(format!("+{} more", f.allow.len() - SHOWN));
+    }
+    parts.join(",")
+}
+
+/// One row per forward.
+pub fn forwards_table(rules: &RuleSet) -> String {
+    let header = [
+        "NAME", "IN", "LISTEN", "PROTO", "PORTS", "TARGET", "SNAT", "ALLOW",
+    ];
+    let rows: Vec<Vec<String>> = rules
+        .forwards
+        .iter()
+        .map(|f| {
+            vec![
+                f.name.clone(),
+                f.iface.clone(),
+                f.listen.to_string(),
+                f.proto.as_str().to_owned(),
+                f.ports.to_string(),
+                f.target.to_string(),
+                f.snat.to_string(),
+                allow_cell(f),
+            ]
+        })
+        .collect();
+    table(&header, &rows)
+}
+
+/// The full `check` output for a file that loaded.
+pub fn check_report(loaded: &Loaded) -> String {
+    let mut out = String::new();
+    let n = loaded.rules.forwards.len();
+    if n > 0 {
+        out.push_str(&forwards_table(&loaded.rules));
+        out.push('\n');
+    }
+    if !loaded.warnings.is_empty() {
+        out.push_str(&loaded.warnings.to_string());
+        out.push_str("\n\n");
+    }
+    let w = loaded.warnings.len();
+    out.push_str(&format!(
+        "{}: ok, {n} forward{}, {w} warning{}\n",
+        loaded.warnings.file,
+        if n == 1 { "" } else { "s" },
+        if w == 1 { "" } else { "s" }
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_and_trims() {
+        let t = table(
+            &["A", "BB"],
+            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]],
+        );
+        assert_eq!(t, "A    BB\nxxx  y\nz\n");
+    }
+
+    #[test]
+    fn check_report_lists_forwards_and_warnings() {
+        let text = "[[forward]]\nname = \"web\"\nin = \"vmbr0\"\nport = 80\nto = \"192.168.100.80\"\nsnat = \"off\"\nallow = [\"10.0.0.0/8\", \"1.2.3.4\", \"5.6.7.8\", \"9.9.9.9\"]\n";
+        let loaded = crate::load_str("r.toml", text).unwrap();
+        let r = check_report(&loaded);
+        assert!(
+            r.starts_with("NAME  IN     LISTEN     PROTO  PORTS  TARGET          SNAT  ALLOW\n"),
+            "{r}"
+        );
+        assert!(r.contains("web   vmbr0  interface  tcp    80     192.168.100.80  off   10.0.0.0/8,1.2.3.4,5.6.7.8,+1 more\n"), "{r}");
+        assert!(
+            r.contains("r.toml:6:8: warning: forward \"web\": snat = \"off\""),
+            "{r}"
+        );
+        assert!(r.ends_with("r.toml: ok, 1 forward, 1 warning\n"), "{r}");
+    }
+}

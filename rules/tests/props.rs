@@ -1,0 +1,322 @@
+//! Property tests: overlap detection against a brute-force model, print/parse
+//! round-trips, and arbitrary input thrown at the parser and importers.
+
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use ipnet::Ipv4Net;
+use proptest::prelude::*;
+use rules::{
+    import::{iptables, socat},
+    listeners_overlap, load_str,
+    print::forward_to_toml,
+    to_toml, Forward, Global, Listen, LogFormat, LogLevel, MssClamp, PortRange, Proto, Reject,
+    RuleSet, Snat, Target, Timeouts, L4,
+};
+
+/// Ports up to `max`, ranges up to `max_len` ports long.
+fn port_range(max: u16, max_len: u16) -> impl Strategy<Value = PortRange> {
+    (1..=max, 0..max_len)
+        .prop_map(move |(a, len)| PortRange::new(a, a.saturating_add(len).min(max)).unwrap())
+}
+
+fn proto() -> impl Strategy<Value = Proto> {
+    prop_oneof![Just(Proto::Tcp), Just(Proto::Udp), Just(Proto::Both)]
+}
+
+/// Small forwards on few interfaces/addresses/ports, so overlaps are common.
+fn small_forward() -> impl Strategy<Value = Forward> {
+    (0..2u8, 0..3u8, proto(), port_range(40, 40)).prop_map(|(iface, addr, proto, ports)| {
+        let mut f = Forward::new(
+            "x",
+            format!("eth{iface}"),
+            ports,
+            Target {
+                addr: Ipv4Addr::new(10, 9, 9, 9),
+                ports: None,
+            },
+        );
+        f.listen = if addr == 0 {
+            Listen::Interface
+        } else {
+            Listen::Addr(Ipv4Addr::new(192, 168, 1, addr))
+        };
+        f.proto = proto;
+        f
+    })
+}
+
+/// Every (interface, address, protocol, port) a forward listens on; the
+/// interface form is the address `None`, which may be any address.
+fn expand(f: &Forward) -> BTreeSet<(String, Option<Ipv4Addr>, L4, u16)> {
+    let addr = match f.listen {
+        Listen::Interface => None,
+        Listen::Addr(a) => Some(a),
+    };
+    f.proto
+        .l4()
+        .iter()
+        .flat_map(|p| {
+            f.ports
+                .iter()
+                .map(move |port| (f.iface.clone(), addr, *p, port))
+        })
+        .collect()
+}
+
+fn brute_overlap(a: &Forward, b: &Forward) -> BTreeSet<(L4, u16)> {
+    let (ea, eb) = (expand(a), expand(b));
+    let mut out = BTreeSet::new();
+    for (ia, aa, pa, porta) in &ea {
+        for (ib, ab, pb, portb) in &eb {
+            let addrs_may_meet = aa.is_none() || ab.is_none() || aa == ab;
+            if ia == ib && pa == pb && porta == portb && addrs_may_meet {
+                out.insert((*pa, *porta));
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn overlap_matches_brute_force(a in small_forward(), b in small_forward()) {
+        let want = brute_overlap(&a, &b);
+        let got: BTreeSet<(L4, u16)> = listeners_overlap(&a, &b)
+            .map(|(protos, range)| protos.iter().flat_map(|p| range.iter().map(move |port| (*p, port))).collect())
+            .unwrap_or_default();
+        prop_assert_eq!(&got, &want);
+
+        // And the loader agrees: two such forwards load iff they do not overlap.
+        let mut b2 = b.clone();
+        b2.name = "y".into();
+        let text = format!("{}\n{}", forward_to_toml(&a), forward_to_toml(&b2));
+        let loaded = load_str("p.toml", &text);
+        prop_assert_eq!(loaded.is_ok(), want.is_empty(), "{}", text);
+    }
+}
+
+fn addr_in(a: u8) -> impl Strategy<Value = Ipv4Addr> {
+    (any::<u8>(), any::<u8>(), 1..=254u8).prop_map(move |(b, c, d)| Ipv4Addr::new(a, b, c, d))
+}
+
+fn net() -> impl Strategy<Value = Ipv4Net> {
+    (any::<u32>(), 1..=32u8)
+        .prop_map(|(a, len)| Ipv4Net::new(Ipv4Addr::from(a), len).unwrap().trunc())
+}
+
+fn forward(i: usize) -> impl Strategy<Value = Forward> {
+    (
+        proptest::option::of("(?s).{0,20}"),
+        prop_oneof![Just(Listen::Interface), addr_in(192).prop_map(Listen::Addr)],
+        proto(),
+        // Short enough that six forwards stay within MAX_LISTENERS.
+        port_range(65535, 2000),
+        addr_in(10),
+        0..3u8,
+        1..=65535u16,
+        prop_oneof![
+            Just(Snat::Off),
+            Just(Snat::Auto),
+            Just(Snat::Masquerade),
+            addr_in(172).prop_map(Snat::Fixed)
+        ],
+        prop::collection::vec(net(), 0..4),
+        prop_oneof![
+            Just(MssClamp::Auto),
+            Just(MssClamp::Off),
+            (MssClamp::MIN..=MssClamp::MAX).prop_map(MssClamp::Fixed)
+        ],
+        prop_oneof![Just(Reject::Rst), Just(Reject::Drop)],
+    )
+        .prop_map(
+            move |(
+                description,
+                listen,
+                proto,
+                ports,
+                taddr,
+                tkind,
+                tport,
+                snat,
+                allow,
+                mss_clamp,
+                reject,
+            )| {
+                let tports = match tkind {
+                    0 => None,
+                    1 => PortRange::single(tport),
+                    // A same-size range that fits below 65536.
+                    _ => {
+                        let start = tport.min(u16::MAX - (ports.end() - ports.start()));
+                        PortRange::new(start, start + (ports.end() - ports.start()))
+                    }
+                };
+                Forward {
+                    name: format!("f{i}"),
+                    description,
+                    // One interface per forward: overlaps are tested above.
+                    iface: format!("eth{i}"),
+                    listen,
+                    proto,
+                    ports,
+                    target: Target {
+                        addr: taddr,
+                        ports: tports,
+                    },
+                    snat,
+                    allow,
+                    mss_clamp,
+                    reject,
+                }
+            },
+        )
+}
+
+fn global() -> impl Strategy<Value = Global> {
+    (
+        1..=(1u32 << 24),
+        port_range(65535, 65535),
+        prop_oneof![
+            Just(LogLevel::Error),
+            Just(LogLevel::Warn),
+            Just(LogLevel::Info),
+            Just(LogLevel::Debug),
+            Just(LogLevel::Trace)
+        ],
+        prop_oneof![Just(LogFormat::Text), Just(LogFormat::Json)],
+        proptest::option::of(
+            (any::<[u8; 4]>(), 1..=65535u16).prop_map(|(a, p)| SocketAddr::from((a, p))),
+        ),
+        prop::collection::vec(1..=100_000_000u64, 8),
+    )
+        .prop_map(
+            |(conntrack_max, snat_ports, log_level, log_format, metrics, secs)| {
+                let mut timeouts = Timeouts::default();
+                for (k, s) in Timeouts::KEYS.iter().zip(secs) {
+                    timeouts.set(k, Duration::from_secs(s));
+                }
+                Global {
+                    conntrack_max,
+                    snat_ports,
+                    log_level,
+                    log_format,
+                    metrics,
+                    timeouts,
+                }
+            },
+        )
+}
+
+fn rule_set() -> impl Strategy<Value = RuleSet> {
+    (global(), 0..6usize).prop_flat_map(|(g, n)| {
+        let forwards: Vec<_> = (0..n).map(forward).collect();
+        forwards.prop_map(move |forwards| RuleSet {
+            global: g.clone(),
+            forwards,
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn print_then_parse_is_identity(rs in rule_set()) {
+        let text = to_toml(&rs);
+        let loaded = load_str("p.toml", &text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+        prop_assert_eq!(&loaded.rules, &rs);
+        // And printing is stable.
+        prop_assert_eq!(to_toml(&loaded.rules), text);
+    }
+}
+
+const EXAMPLE: &str = include_str!("../examples/tailnet-k3s.toml");
+
+/// Text edits: delete a span, insert a snippet, duplicate a line.
+fn mutated_example() -> impl Strategy<Value = String> {
+    let snippets = prop_oneof![
+        Just("="),
+        Just("\""),
+        Just("["),
+        Just("]]"),
+        Just("\n"),
+        Just("0"),
+        Just("-"),
+        Just(":"),
+        Just("[[forward]]\n"),
+        Just("port = 0\n"),
+        Just("é"),
+        Just("'''"),
+        Just("{"),
+        Just("::"),
+        Just("/33"),
+    ];
+    prop::collection::vec(
+        (0..3u8, any::<prop::sample::Index>(), 0..40usize, snippets),
+        1..6,
+    )
+    .prop_map(|edits| {
+        let mut s = EXAMPLE.to_owned();
+        for (kind, at, len, snippet) in edits {
+            let mut pos = at.index(s.len() + 1);
+            while !s.is_char_boundary(pos) {
+                pos -= 1;
+            }
+            match kind {
+                0 => {
+                    let mut end = (pos + len).min(s.len());
+                    while !s.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    s.replace_range(pos..end, "");
+                }
+                1 => s.insert_str(pos, snippet),
+                _ => {
+                    let line_start = s[..pos].rfind('\n').map_or(0, |i| i + 1);
+                    let line_end = s[pos..].find('\n').map_or(s.len(), |i| pos + i);
+                    let line = s[line_start..line_end].to_owned();
+                    s.insert_str(line_end, &format!("\n{line}"));
+                }
+            }
+        }
+        s
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn arbitrary_text_never_panics(text in "(?s).{0,400}") {
+        let _ = load_str("f.toml", &text);
+        let _ = iptables::import("f", &text);
+        let _ = socat::import(&[socat::Input { name: "f.service".into(), text: text.clone() }], None);
+    }
+
+    #[test]
+    fn mutated_files_never_panic(text in mutated_example()) {
+        if let Ok(loaded) = load_str("f.toml", &text) {
+            // Whatever loads also prints and reloads to the same model.
+            prop_assert_eq!(load_str("g.toml", &to_toml(&loaded.rules)).unwrap().rules, loaded.rules);
+        }
+    }
+
+    #[test]
+    fn iptables_like_lines_never_panic(words in prop::collection::vec(prop_oneof![
+        Just("-A"), Just("PREROUTING"), Just("POSTROUTING"), Just("-i"), Just("eth0"), Just("-p"), Just("tcp"), Just("udp"),
+        Just("--dport"), Just("80"), Just("1:65535"), Just("-j"), Just("DNAT"), Just("SNAT"), Just("MASQUERADE"),
+        Just("--to-destination"), Just("10.0.0.1:80"), Just("10.0.0.1:1-3"), Just("--to-source"), Just("10.0.0.2"),
+        Just("-d"), Just("10.0.0.0/8"), Just("-s"), Just("!"), Just("-m"), Just("multiport"), Just("--dports"), Just("1,2:3"),
+        Just("*nat"), Just("*filter"), Just(":X"), Just("-t"), Just("nat"), Just("\\\n"),
+    ], 0..20)) {
+        let imported = iptables::import("", &words.join(" "));
+        // Whatever is generated either loads or says why; it never panics.
+        let _ = imported.validate("gen.toml");
+    }
+}
