@@ -3,6 +3,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
+mod cmd_rules;
 mod cmd_run;
 mod cmd_status;
 
@@ -38,8 +39,14 @@ struct Cli {
 enum Command {
     /// Run the daemon (root): load, attach, keep the maps in sync.
     Run(cmd_run::RunArgs),
-    /// Show the running configuration and counters.
+    /// Show the running configuration, counters and conntrack fill.
     Status(cmd_status::StatusArgs),
+    /// Validate a rules file and print its forwards (exit 0 valid, 1 not).
+    Check(cmd_rules::CheckArgs),
+    /// Offline: which forward a packet matches and how it is translated.
+    Explain(cmd_rules::ExplainArgs),
+    /// Translate iptables-save output or socat units into a rules file.
+    Import(cmd_rules::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +54,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(&cli.pin_dir, &cli.run_dir, args),
         Command::Status(args) => cmd_status::status(&cli.pin_dir, &cli.run_dir, args),
+        Command::Check(args) => cmd_rules::check(args),
+        Command::Explain(args) => cmd_rules::explain(args),
+        Command::Import(args) => cmd_rules::import(args),
     };
     match result {
         Ok(code) => code,
