@@ -68,15 +68,6 @@ fn parse_inner(ctx: &TcContext, p: &Packet) -> Option<Inner> {
     })
 }
 
-#[inline(always)]
-fn rc(r: i64) -> Result<(), ()> {
-    if r < 0 {
-        Err(())
-    } else {
-        Ok(())
-    }
-}
-
 /// Replaces a 16/32-bit value inside the ICMP payload and keeps the ICMP
 /// checksum (and, via `also`, an embedded checksum covering it) right.
 #[inline(always)]
@@ -98,12 +89,14 @@ fn replace(
         // ICMP checksum as well (read before/after the update).
         let before: u16 = ctx.load(c).map_err(|_| ())?;
         // SAFETY: helpers on our own skb; they validate offsets.
-        rc(unsafe { bpf_l3_csum_replace(skb, c as u32, old as u64, new as u64, size) })?;
+        nat::ok(unsafe { bpf_l3_csum_replace(skb, c as u32, old as u64, new as u64, size) })?;
         let after: u16 = ctx.load(c).map_err(|_| ())?;
-        rc(unsafe { bpf_l4_csum_replace(skb, icmp_csum as u32, before as u64, after as u64, 2) })?;
+        nat::ok(unsafe {
+            bpf_l4_csum_replace(skb, icmp_csum as u32, before as u64, after as u64, 2)
+        })?;
     }
     // SAFETY: as above.
-    rc(unsafe { bpf_l4_csum_replace(skb, icmp_csum as u32, old as u64, new as u64, size) })?;
+    nat::ok(unsafe { bpf_l4_csum_replace(skb, icmp_csum as u32, old as u64, new as u64, size) })?;
     let r = if size == 4 {
         // SAFETY: storing 4 bytes we own on the stack.
         unsafe { bpf_skb_store_bytes(skb, off as u32, &new as *const u32 as *const _, 4, 0) }
@@ -112,7 +105,7 @@ fn replace(
         // SAFETY: storing 2 bytes we own on the stack.
         unsafe { bpf_skb_store_bytes(skb, off as u32, &v as *const u16 as *const _, 2, 0) }
     };
-    rc(r)
+    nat::ok(r)
 }
 
 /// Translates an ICMP error about a tracked flow. `None`: not ours.
@@ -197,7 +190,7 @@ fn replace_csum_only(
     let skb = ctx.skb.skb;
     let before: u16 = ctx.load(c).map_err(|_| ())?;
     // SAFETY: helpers on our own skb; they validate offsets.
-    rc(unsafe { bpf_l3_csum_replace(skb, c as u32, old as u64, new as u64, 4) })?;
+    nat::ok(unsafe { bpf_l3_csum_replace(skb, c as u32, old as u64, new as u64, 4) })?;
     let after: u16 = ctx.load(c).map_err(|_| ())?;
-    rc(unsafe { bpf_l4_csum_replace(skb, icmp_csum as u32, before as u64, after as u64, 2) })
+    nat::ok(unsafe { bpf_l4_csum_replace(skb, icmp_csum as u32, before as u64, after as u64, 2) })
 }

@@ -21,8 +21,9 @@ pub const IP_SRC: usize = 12;
 pub const IP_DST: usize = 16;
 const IP_TTL: usize = 8;
 
+/// Helper return code to Result (negative errno on failure).
 #[inline(always)]
-fn ok(rc: i64) -> Result<(), ()> {
+pub fn ok(rc: i64) -> Result<(), ()> {
     if rc < 0 {
         Err(())
     } else {

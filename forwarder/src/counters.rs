@@ -72,20 +72,10 @@ pub fn read_iface_counters<T: std::borrow::Borrow<MapData>>(
 
 /// Opens the pinned counter maps of a running (or stopped) daemon.
 pub fn read_pinned(pin_dir: &Path) -> Result<Vec<IfaceCounters>> {
-    let open = |name: &str| -> Result<MapData> {
-        let p = pin_dir.join(name);
-        MapData::from_pin(&p).with_context(|| {
-            format!(
-                "opening pinned map {} (is the daemon running with --pin-dir {}?)",
-                p.display(),
-                pin_dir.display()
-            )
-        })
-    };
     let ifaces: HashMap<MapData, u32, IfaceConfig> =
-        HashMap::try_from(Map::HashMap(open(MAP_IFACES)?))?;
+        HashMap::try_from(Map::HashMap(open_pinned(pin_dir, MAP_IFACES)?))?;
     let counters: PerCpuArray<MapData, Counter> =
-        PerCpuArray::try_from(Map::PerCpuArray(open(MAP_IFACE_COUNTERS)?))?;
+        PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, MAP_IFACE_COUNTERS)?))?;
     read_iface_counters(&ifaces, &counters)
 }
 

@@ -48,7 +48,11 @@ fn a_bad_file_names_file_line_column_and_rule() {
 #[test]
 fn run_refuses_to_start_on_a_bad_file() {
     let p = std::env::temp_dir().join(format!("fwt-{}-bad-run.toml", std::process::id()));
-    std::fs::write(&p, "[[forward]]\nname = \"web\"\nin = \"vmbr0\"\nprot = 80\n").unwrap();
+    std::fs::write(
+        &p,
+        "[[forward]]\nname = \"web\"\nin = \"vmbr0\"\nprot = 80\n",
+    )
+    .unwrap();
     let (code, _out, err) = forwarder(&["run", "--rules", p.to_str().unwrap()]);
     let _ = std::fs::remove_file(&p);
     assert_eq!(code, 1);
