@@ -93,8 +93,11 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Stops the daemon and tears the dataplane down (`forwarder down`):
+    /// a plain stop leaves the programs attached and forwarding.
     fn drop(&mut self) {
         self.bg.stop();
+        let _ = self.cli(&["down"]);
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }
