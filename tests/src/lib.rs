@@ -7,6 +7,7 @@ pub mod netns;
 pub mod privilege;
 pub mod process;
 pub mod servers;
+pub mod testrun;
 pub mod topology;
 
 pub use daemon::Daemon;
