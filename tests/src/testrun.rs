@@ -9,7 +9,7 @@
 //!  lan ─────── veth ─────── vmbr0       192.168.1.55/24
 //!  vm  ─────── veth ─────── vmbr1       192.168.100.1/24   (VMs on-link)
 //!                           tailscale0  100.100.1.1/24, tun, MTU 1280,
-//!                                       route 8.0.0.0/16 (a subnet router)
+//!                                       route 8.0.0.0/24 (a subnet router)
 //!  no route to 10.43.0.0/16 (ClusterIPs), no default route
 //! ```
 //!
@@ -169,7 +169,7 @@ impl Host {
         ns.ip(&["link", "set", TS_IF, "mtu", &TS_MTU.to_string()])?;
         ns.addr(TS_IF, "100.100.1.1/24")?;
         // A tun without a reader has no carrier; its routes stay usable.
-        ns.ip(&["route", "add", "8.0.0.0/16", "dev", TS_IF])?;
+        ns.ip(&["route", "add", "8.0.0.0/24", "dev", TS_IF])?;
         ns.sysctl("net.ipv4.ip_forward", "1")?;
         let entered = Entered::enter(&ns.name)?;
         let idx = |n: &str| forwarder::ifaces::ifindex(n).with_context(|| format!("no {n}"));
