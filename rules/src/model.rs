@@ -19,6 +19,8 @@ use ipnet::Ipv4Net;
 pub struct RuleSet {
     pub global: Global,
     pub forwards: Vec<Forward>,
+    /// `[interface.NAME]` settings, by interface name.
+    pub interfaces: std::collections::BTreeMap<String, IfaceSettings>,
 }
 
 impl RuleSet {
@@ -470,6 +472,38 @@ impl PathMode {
             PathMode::Auto => "auto",
             PathMode::Redirect => "redirect",
             PathMode::Stack => "stack",
+        }
+    }
+}
+
+/// Per-interface settings (`[interface.NAME]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceSettings {
+    pub attach: AttachMode,
+}
+
+/// Which programs an interface gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// TC everywhere; the XDP accelerator in addition only where it helps:
+    /// physical NICs with native XDP. Never on bridges (generic XDP only),
+    /// L3 devices (no XDP), or veth (XDP on a veth takes GSO away from its
+    /// peer: bulk TCP through it slows down several times).
+    #[default]
+    Auto,
+    /// TC only.
+    Tc,
+    /// TC plus the XDP accelerator in native (driver) mode; when that
+    /// fails, TC only, and `status` says why.
+    Xdp,
+}
+
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Tc => "tc",
+            AttachMode::Xdp => "xdp",
         }
     }
 }

@@ -31,6 +31,18 @@ pub fn to_toml(rules: &RuleSet) -> String {
     if let Some(g) = global_to_toml(&rules.global) {
         sections.push(g);
     }
+    sections.extend(rules.interfaces.iter().map(|(name, i)| {
+        // Dotted names (eth0.100) need a quoted key.
+        let key = if name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            name.clone()
+        } else {
+            quote(name)
+        };
+        format!("[interface.{key}]\nattach = {}\n", quote(i.attach.as_str()))
+    }));
     sections.extend(rules.forwards.iter().map(forward_to_toml));
     sections.join("\n")
 }

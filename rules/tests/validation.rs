@@ -460,3 +460,33 @@ fn path_stack_cannot_carry_snat() {
         "rules.toml:6:8: error: forward \"web-http\": `fast` is not a valid path\n  help: expected one of: `auto`, `redirect`, `stack`"
     );
 }
+
+#[test]
+fn interface_sections() {
+    let ok = load_str(
+        FILE,
+        &format!(
+            "[interface.eth0]\nattach = \"xdp\"\n[interface.\"eth0.100\"]\nattach = \"tc\"\n{}",
+            fwd("")
+        ),
+    )
+    .unwrap();
+    assert_eq!(ok.rules.interfaces["eth0"].attach, rules::AttachMode::Xdp);
+    assert_eq!(
+        ok.rules.interfaces["eth0.100"].attach,
+        rules::AttachMode::Tc
+    );
+    assert_eq!(
+        one_error(&format!("[interface.eth0]\nattach = \"fast\"\n{}", fwd(""))),
+        "rules.toml:2:10: error: interface eth0: `fast` is not a valid attach\n  help: expected one of: `auto`, `tc`, `xdp`"
+    );
+    assert!(
+        one_error(&format!("[interface.eth0]\nmode = \"xdp\"\n{}", fwd("")))
+            .contains("unknown key `mode`"),
+    );
+    assert!(one_error(&format!(
+        "[interface.\"a/b\"]\nattach = \"tc\"\n{}",
+        fwd("")
+    ))
+    .starts_with("rules.toml:1:12: error: interface a/b:"));
+}
