@@ -169,6 +169,49 @@ fn app_server(ns: &Netns, app: &App, files: &[(&str, usize)], extra: &str) -> Re
     Ok(n)
 }
 
+/// Records `iifname . ip saddr . <key>` of the packets matching `what` in
+/// an nft set (table `ip probe`, hook prerouting, priority -300).
+fn probe(ns: &Netns, what: &str, key: &str) -> Result<()> {
+    ns.run(&[
+        "nft",
+        &format!(
+            "add table ip probe; \
+             add set ip probe seen {{ type ifname . ipv4_addr . ipv4_addr . inet_service; \
+             flags dynamic; size 4096; }}; \
+             add chain ip probe pre {{ type filter hook prerouting priority -300; }}; \
+             add rule ip probe pre {what} add @seen {{ iifname . ip saddr . {key} }}"
+        ),
+    ])
+    .with_context(|| format!("nft probe in {}", ns.name))?;
+    Ok(())
+}
+
+/// The probe's records: [iface, saddr, addr, port].
+fn probed(ns: &Netns) -> Vec<Vec<String>> {
+    let out = ns
+        .output(&["nft", "-j", "list", "set", "ip", "probe", "seen"])
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let mut seen = Vec::new();
+    for o in v["nftables"].as_array().into_iter().flatten() {
+        for e in o["set"]["elem"].as_array().into_iter().flatten() {
+            let c = e["elem"]["val"]["concat"]
+                .as_array()
+                .or_else(|| e["concat"].as_array());
+            if let Some(c) = c {
+                let f: Vec<String> = c
+                    .iter()
+                    .map(|x| x.as_str().map_or(x.to_string(), str::to_string))
+                    .collect();
+                if f.len() == 4 {
+                    seen.push(f);
+                }
+            }
+        }
+    }
+    seen
+}
+
 impl K3s {
     /// Everything up, `tailscale0` on the node included.
     pub fn build() -> Result<K3s> {
@@ -206,22 +249,29 @@ impl K3s {
         ])
         .context("loading the kube-proxy rules")?;
 
-        // A probe before conntrack (priority -300): the TCP SYNs the node's
-        // stack received, per input interface, as they were after any TC
-        // rewrite. Diagnostics only; it never changes a packet.
-        node.run(&[
-            "nft",
-            "add table ip probe; \
-             add set ip probe syn { type ifname . ipv4_addr . ipv4_addr . inet_service; \
-             flags dynamic; size 4096; }; \
-             add chain ip probe pre { type filter hook prerouting priority -300; }; \
-             add rule ip probe pre tcp flags & (syn|ack) == syn \
-             add @syn { iifname . ip saddr . ip daddr . tcp dport }",
-        ])
-        .context("node probe")?;
+        // Probes before conntrack (priority -300), diagnostics only: the
+        // SYNs the node's stack received, as they were after any TC
+        // rewrite, and the SYN-ACKs the tailnet peers received (from where
+        // their connections were answered).
+        probe(
+            &node,
+            "tcp flags & (syn|ack) == syn",
+            "ip daddr . tcp dport",
+        )?;
 
         let immich = app_server(&immich_pod, &IMMICH, &[(BIG_FILE, BIG_SIZE)], UPLOADS)?;
         let jellyfin = app_server(&jellyfin_pod, &JELLYFIN, &[], "")?;
+
+        probe(
+            &vps,
+            "tcp flags & (syn|ack) == syn|ack",
+            "ip daddr . tcp sport",
+        )?;
+        probe(
+            &phone,
+            "tcp flags & (syn|ack) == syn|ack",
+            "ip daddr . tcp sport",
+        )?;
 
         let tailnet = Tailnet::start(&[
             Member {
@@ -268,31 +318,22 @@ impl K3s {
     }
 
     /// SYNs the node's stack received (before conntrack), as
-    /// `iface saddr -> daddr:dport`, from the nft probe.
+    /// `iface saddr -> daddr:dport`.
     pub fn node_syns(&self) -> Vec<String> {
-        let out = self
-            .node
-            .output(&["nft", "-j", "list", "set", "ip", "probe", "syn"])
-            .unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-        let mut seen = Vec::new();
-        for o in v["nftables"].as_array().into_iter().flatten() {
-            for e in o["set"]["elem"].as_array().into_iter().flatten() {
-                let c = e["elem"]["val"]["concat"]
-                    .as_array()
-                    .or_else(|| e["concat"].as_array());
-                if let Some(c) = c {
-                    let f: Vec<String> = c
-                        .iter()
-                        .map(|x| x.as_str().map_or(x.to_string(), str::to_string))
-                        .collect();
-                    if f.len() == 4 {
-                        seen.push(format!("{} {} -> {}:{}", f[0], f[1], f[2], f[3]));
-                    }
-                }
-            }
-        }
-        seen
+        probed(&self.node)
+            .iter()
+            .map(|f| format!("on {} {} -> {}:{}", f[0], f[1], f[2], f[3]))
+            .collect()
+    }
+
+    /// SYN-ACKs `peer` received, as `on iface from saddr:sport`: a reply
+    /// from anything but the address it connected to is an un-NAT that
+    /// did not happen.
+    pub fn peer_synacks(&self, peer: &Netns) -> Vec<String> {
+        probed(peer)
+            .iter()
+            .map(|f| format!("on {} from {}:{} to {}", f[0], f[1], f[3], f[2]))
+            .collect()
     }
 
     /// Creates the node's `tailscale0` (when built without it) with `addr`.

@@ -274,6 +274,12 @@ fn diagnostics(t: &K3s, daemon: Option<&Daemon>) -> String {
         "SYNs the node's stack received (after TC): {:#?}\n",
         t.node_syns()
     );
+    for (name, peer) in [("VPS", &t.vps), ("phone", &t.phone)] {
+        s += &format!(
+            "SYN-ACKs the {name} received: {:#?}\n",
+            t.peer_synacks(peer)
+        );
+    }
     // What the pods' TCP saw (SYN-RECV with the peer address: a SYN
     // arrived but the handshake never completed) and what the node's
     // conntrack made of the flows.
