@@ -253,7 +253,7 @@ fn diagnostics(t: &K3s, daemon: Option<&Daemon>) -> String {
     }
     s += &t
         .node
-        .output(&["ip", "-s", "link", "show", tailnet::DEV])
+        .output(&["ip", "-s", "addr", "show", "dev", tailnet::DEV])
         .unwrap_or_else(|e| format!("node {}: {e:#}\n", tailnet::DEV));
     s += &t
         .node
@@ -606,6 +606,59 @@ fn wait_forwarding(t: &K3s, node: &str, limit: Duration) -> Result<Duration> {
     )
 }
 
+/// The steps of a live-interface test. Every step runs even when an
+/// earlier one failed (each failure is reported with the diagnostics of
+/// that moment), so one run shows which of the live steps work.
+struct Steps<'a> {
+    t: &'a K3s,
+    d: &'a Daemon,
+    failed: Vec<String>,
+}
+
+impl<'a> Steps<'a> {
+    fn new(t: &'a K3s, d: &'a Daemon) -> Self {
+        Steps {
+            t,
+            d,
+            failed: Vec::new(),
+        }
+    }
+
+    fn step<T>(&mut self, name: &str, r: Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => {
+                eprintln!("step {name}: ok");
+                Some(v)
+            }
+            Err(e) => {
+                eprintln!("step {name}: FAILED");
+                self.failed.push(format!(
+                    "step {name}: {e:#}\n---- diagnostics ----\n{}",
+                    diagnostics(self.t, Some(self.d))
+                ));
+                None
+            }
+        }
+    }
+
+    /// Immich forwards via `node` within 5 s; prints how long it took.
+    fn forwarding(&mut self, name: &str, node: &str) {
+        let r = wait_forwarding(self.t, node, Duration::from_secs(5));
+        if let Some(took) = self.step(name, r) {
+            eprintln!("  forwarding via {node} after {took:?}");
+        }
+    }
+
+    fn finish(self) {
+        assert!(
+            self.failed.is_empty(),
+            "{} step(s) failed:\n{}",
+            self.failed.len(),
+            self.failed.join("\n\n")
+        );
+    }
+}
+
 /// A started forwarder waits for `tailscale0`: tailscaled usually starts
 /// after it at boot.
 #[test]
@@ -617,14 +670,14 @@ fn forwarder_starts_before_tailscale0_exists() -> Result<()> {
     let t = K3s::build_with(false)?;
     let daemon = Daemon::start(&t.node, &["--rules", &example()])?;
     let _log = LogOnPanic(&daemon);
+    let mut s = Steps::new(&t, &daemon);
     t.node_up(NODE_TS)?;
-    let took = wait_forwarding(&t, NODE_TS, Duration::from_secs(5))
-        .map_err(|e| anyhow::anyhow!("{e:#}\n{}", diagnostics(&t, Some(&daemon))))
-        .unwrap();
-    eprintln!("forwarding {took:?} after tailscale0 appeared");
-    let before = t.peers(&IMMICH).len();
-    check_app(&t, &t.vps, NODE_TS, &IMMICH, VPS).unwrap();
-    assert!(t.peers(&IMMICH).len() > before);
+    s.forwarding("1 forwarding once tailscale0 appeared", NODE_TS);
+    s.step(
+        "2 immich saw the VPS",
+        check_app(&t, &t.vps, NODE_TS, &IMMICH, VPS),
+    );
+    s.finish();
     Ok(())
 }
 
@@ -640,35 +693,33 @@ fn forwarder_follows_tailscale0_address() -> Result<()> {
     let t = K3s::build()?;
     let daemon = Daemon::start(&t.node, &["--rules", &example()])?;
     let _log = LogOnPanic(&daemon);
-    let diag = |e: anyhow::Error| anyhow::anyhow!("{e:#}\n{}", diagnostics(&t, Some(&daemon)));
-    wait_forwarding(&t, NODE_TS, Duration::from_secs(5))
-        .map_err(|e| diag(e.context("before the address change")))
-        .unwrap();
+    let mut s = Steps::new(&t, &daemon);
+    s.forwarding("1 forwarding before the change", NODE_TS);
 
     t.node_readdress(NODE_TS_NEW)?;
     t.tailnet.stale(NODE_TS, &t.node)?;
-    let took = wait_forwarding(&t, NODE_TS_NEW, Duration::from_secs(5))
-        .map_err(|e| diag(e.context("on the new address")))
-        .unwrap();
-    eprintln!("forwarding on {NODE_TS_NEW} {took:?} after the change");
-    check_app(&t, &t.vps, NODE_TS_NEW, &IMMICH, VPS)
-        .map_err(diag)
-        .unwrap();
+    s.forwarding("2 forwarding on the new address", NODE_TS_NEW);
+    s.step(
+        "3 immich saw the VPS via the new address",
+        check_app(&t, &t.vps, NODE_TS_NEW, &IMMICH, VPS),
+    );
 
     let before = t.peers(&IMMICH).len();
     let s0 = t.tailnet.stats()?;
     let o = curl(&t.vps, 2, 3, &[], &url(NODE_TS, &IMMICH, "app"));
     let s1 = t.tailnet.stats()?;
-    assert!(
-        s1.delivered_to(&t.node) > s0.delivered_to(&t.node),
-        "the stale address never reached the node, the check proves nothing: {s1}"
-    );
-    assert!(!o.ok, "the old address {NODE_TS} still forwards: {o}");
-    assert_eq!(
-        t.peers(&IMMICH).len(),
-        before,
-        "immich saw a request via the old address"
-    );
+    let r = (|| {
+        ensure!(
+            s1.delivered_to(&t.node) > s0.delivered_to(&t.node),
+            "the stale address never reached the node, this proves nothing: {s1}"
+        );
+        ensure!(!o.ok, "the old address {NODE_TS} still forwards: {o}");
+        let new = t.peers(&IMMICH).len() - before;
+        ensure!(new == 0, "immich saw {new} request(s) via the old address");
+        Ok(())
+    })();
+    s.step("4 the old address no longer forwards", r);
+    s.finish();
     Ok(())
 }
 
@@ -683,19 +734,16 @@ fn forwarder_survives_tailscale0_recreate() -> Result<()> {
     let t = K3s::build()?;
     let daemon = Daemon::start(&t.node, &["--rules", &example()])?;
     let _log = LogOnPanic(&daemon);
-    let diag = |e: anyhow::Error| anyhow::anyhow!("{e:#}\n{}", diagnostics(&t, Some(&daemon)));
-    wait_forwarding(&t, NODE_TS, Duration::from_secs(5))
-        .map_err(|e| diag(e.context("before tailscale0 was re-created")))
-        .unwrap();
+    let mut s = Steps::new(&t, &daemon);
+    s.forwarding("1 forwarding before tailscale0 is re-created", NODE_TS);
     t.tailnet.down(&t.node)?;
     std::thread::sleep(Duration::from_millis(500));
     t.node_up(NODE_TS)?;
-    let took = wait_forwarding(&t, NODE_TS, Duration::from_secs(5))
-        .map_err(|e| diag(e.context("after tailscale0 was re-created")))
-        .unwrap();
-    eprintln!("forwarding {took:?} after tailscale0 was re-created");
-    check_app(&t, &t.vps, NODE_TS, &JELLYFIN, VPS)
-        .map_err(diag)
-        .unwrap();
+    s.forwarding("2 forwarding after tailscale0 was re-created", NODE_TS);
+    s.step(
+        "3 jellyfin saw the VPS",
+        check_app(&t, &t.vps, NODE_TS, &JELLYFIN, VPS),
+    );
+    s.finish();
     Ok(())
 }
