@@ -573,14 +573,40 @@ fn forwarder_replaces_socat_units() -> Result<()> {
     let nat_before = nat_rules(&t);
     let daemon = Daemon::start(&t.node, &["--rules", &example()])?;
     let _log = LogOnPanic(&daemon);
-    check_all(&t, NODE_TS, &KEPT, Some(&daemon));
-    check_no_userspace_relay(&t).unwrap();
-    assert_eq!(
-        nat_rules(&t),
-        nat_before,
-        "the forwarder changed the nat table"
+    // Every check runs; one assertion reports all failures at once.
+    let mut f = failures(&t, NODE_TS, &KEPT);
+    let nat = || {
+        let now = nat_rules(&t);
+        ensure!(
+            now == nat_before,
+            "the forwarder changed the nat table:\n{now}"
+        );
+        Ok(())
+    };
+    let more: [(u32, &str, Result<()>); 3] = [
+        (7, "no userspace relay", check_no_userspace_relay(&t)),
+        (8, "nat table untouched", nat()),
+        (9, "status counters", check_status(&daemon)),
+    ];
+    for (n, name, r) in more {
+        eprintln!(
+            "check {n} {name}: {}",
+            if r.is_ok() { "ok" } else { "FAILED" }
+        );
+        if let Err(e) = r {
+            f.push((n, format!("check {n} {name}: {e:#}")));
+        }
+    }
+    assert!(
+        f.is_empty(),
+        "{} of 9 checks failed:\n{}\n---- diagnostics ----\n{}",
+        f.len(),
+        f.iter()
+            .map(|(_, m)| m.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        diagnostics(&t, Some(&daemon))
     );
-    check_status(&daemon).unwrap();
     Ok(())
 }
 

@@ -270,8 +270,17 @@ impl Relay {
                 Ok(0) => return,
                 Ok(n) => self.route(i, &buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!("tunrelay: read from {}: {e}", self.members[i].ns);
+                    // The device was deleted under us (ip link del): the fd
+                    // stays readable-with-error forever, so treat it as down
+                    // instead of spinning on it.
+                    eprintln!(
+                        "tunrelay: read from {}: {e}; closing its device",
+                        self.members[i].ns
+                    );
+                    self.members[i].tun = None;
+                    self.refresh();
                     return;
                 }
             }
@@ -483,7 +492,7 @@ fn run(relay: &mut Relay, stdout: &mut io::Stdout) {
             relay.refresh();
         }
         for (k, &i) in who.iter().enumerate() {
-            if fds[k + 1].revents & libc::POLLIN != 0 {
+            if fds[k + 1].revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0 {
                 relay.drain(i, &mut buf);
             }
         }
