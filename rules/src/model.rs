@@ -192,6 +192,7 @@ pub struct Forward {
     pub allow: Vec<Ipv4Net>,
     pub mss_clamp: MssClamp,
     pub reject: Reject,
+    pub path: PathMode,
 }
 
 impl Forward {
@@ -214,6 +215,7 @@ impl Forward {
             allow: Vec::new(),
             mss_clamp: MssClamp::Auto,
             reject: Reject::Rst,
+            path: PathMode::Auto,
         }
     }
 
@@ -444,6 +446,30 @@ impl Reject {
         match self {
             Reject::Rst => "rst",
             Reject::Drop => "drop",
+        }
+    }
+}
+
+/// How translated packets travel: chosen per flow from the FIB by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathMode {
+    /// Redirect straight to the egress device when the flow is SNATed or
+    /// the target is on-link; else through the stack (so netfilter, e.g.
+    /// kube-proxy's ClusterIP DNAT, sees it).
+    Auto,
+    /// Redirect whenever the FIB has a route, even to targets behind a
+    /// gateway (bypassing netfilter FORWARD).
+    Redirect,
+    /// Always through the stack (netfilter sees every packet; no SNAT).
+    Stack,
+}
+
+impl PathMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathMode::Auto => "auto",
+            PathMode::Redirect => "redirect",
+            PathMode::Stack => "stack",
         }
     }
 }

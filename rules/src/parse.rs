@@ -23,7 +23,7 @@ use crate::{
     model::*,
 };
 
-pub(crate) const FORWARD_KEYS: [&str; 11] = [
+pub(crate) const FORWARD_KEYS: [&str; 12] = [
     "name",
     "description",
     "in",
@@ -35,6 +35,7 @@ pub(crate) const FORWARD_KEYS: [&str; 11] = [
     "allow",
     "mss_clamp",
     "reject",
+    "path",
 ];
 const GLOBAL_KEYS: [&str; 6] = [
     "conntrack_max",
@@ -684,6 +685,22 @@ fn parse_forward(
                         "rst" => f.reject = Reject::Rst,
                         "drop" => f.reject = Reject::Drop,
                         _ => bad_keyword(sink, &span, ctx, key, s, &["rst", "drop"]),
+                    }
+                }
+            }
+            "path" => {
+                if let Some(s) = expect_str(
+                    sink,
+                    ctx,
+                    key,
+                    item,
+                    "path = \"auto\", \"redirect\" or \"stack\"",
+                ) {
+                    match s {
+                        "auto" => f.path = PathMode::Auto,
+                        "redirect" => f.path = PathMode::Redirect,
+                        "stack" => f.path = PathMode::Stack,
+                        _ => bad_keyword(sink, &span, ctx, key, s, &["auto", "redirect", "stack"]),
                     }
                 }
             }

@@ -114,6 +114,9 @@ pub fn forward_to_toml(f: &Forward) -> String {
     if f.reject != Reject::Rst {
         let _ = writeln!(s, "reject = {}", quote(f.reject.as_str()));
     }
+    if f.path != PathMode::Auto {
+        let _ = writeln!(s, "path = {}", quote(f.path.as_str()));
+    }
     s
 }
 

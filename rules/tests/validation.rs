@@ -446,3 +446,17 @@ fn load_file_names_the_path() {
     assert!(e.contains("missing.toml: cannot read:"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn path_stack_cannot_carry_snat() {
+    assert_eq!(
+        one_error(&fwd("snat = \"masquerade\"\npath = \"stack\"")),
+        "rules.toml:7:8: error: forward \"web-http\": path = \"stack\" cannot be combined with snat = \"masquerade\": the stack drops packets whose source is one of its own addresses\n  help: use path = \"auto\" (SNATed flows are redirected), or snat = \"off\" / \"auto\""
+    );
+    assert!(load_str(FILE, &fwd("path = \"stack\"")).is_ok());
+    assert!(load_str(FILE, &fwd("snat = \"192.168.100.1\"\npath = \"redirect\"")).is_ok());
+    assert_eq!(
+        one_error(&fwd("path = \"fast\"")),
+        "rules.toml:6:8: error: forward \"web-http\": `fast` is not a valid path\n  help: expected one of: `auto`, `redirect`, `stack`"
+    );
+}
