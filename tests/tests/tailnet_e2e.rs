@@ -538,6 +538,19 @@ fn check_status(d: &Daemon) -> Result<()> {
                 "rule immich: the phone's refused SYN is not counted as denied: {c}"
             );
         }
+        // The ClusterIP flows went through the stack (kube-proxy DNATs
+        // them) and kept the client's address.
+        ensure!(
+            c["stack_flows"] == c["new_flows"] && c["snat_flows"] == 0,
+            "rule {name}: want every flow through the stack without SNAT: {c}"
+        );
+        // MSS clamping: the pods answer with MSS 1460, which a 1280-byte
+        // tailnet cannot carry; every SYN-ACK is lowered to 1240.
+        ensure!(
+            r["mss"] == 1240 && c["mss_clamped"].as_u64().unwrap_or(0) >= min_flows,
+            "rule {name}: want MSS clamped to 1240 on each SYN-ACK: mss {} {c}",
+            r["mss"]
+        );
     }
     Ok(())
 }
