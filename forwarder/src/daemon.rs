@@ -490,10 +490,7 @@ impl Daemon {
     pub fn sweep(&mut self) -> Result<crate::sweeper::SweepStats> {
         let t = self.timeouts();
         let now = crate::sweeper::monotonic_ns();
-        let stats = {
-            let mut flows = self.dp.flows()?;
-            crate::sweeper::sweep(&mut flows, &t, now)?
-        };
+        let stats = crate::sweeper::sweep(self.dp.flows_data()?, &t, now)?;
         let mut learned = self.dp.auto_snat()?;
         crate::sweeper::sweep_auto_snat(&mut learned, now);
         Ok(stats)

@@ -295,6 +295,14 @@ impl Dataplane {
         )?)
     }
 
+    /// The flow table's map, for batched reads and deletes.
+    pub fn flows_data(&self) -> Result<&MapData> {
+        match self.ebpf.map(MAP_FLOWS).context("FWD_FLOWS")? {
+            Map::HashMap(m) => Ok(m),
+            _ => anyhow::bail!("FWD_FLOWS is not a hash map"),
+        }
+    }
+
     pub fn auto_snat(&mut self) -> Result<HashMap<&mut MapData, AutoSnatKey, u64>> {
         Ok(HashMap::try_from(
             self.ebpf.map_mut(MAP_AUTO_SNAT).context("FWD_AUTO_SNAT")?,
