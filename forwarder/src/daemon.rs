@@ -420,7 +420,7 @@ impl Daemon {
             "maps in sync"
         );
 
-        self.rule_status = compiled
+        let rule_status: Vec<RuleStatus> = compiled
             .rules
             .iter()
             .map(|r| {
@@ -435,6 +435,21 @@ impl Daemon {
                 s
             })
             .collect();
+        // Say how each forward's flows will be treated, whenever that
+        // changes (a new rule, a route or interface change).
+        for s in &rule_status {
+            let before = self.rule_status.iter().find(|o| o.name == s.name);
+            if before.is_none_or(|o| o.decision != s.decision || o.mss != s.mss) {
+                info!(
+                    rule = %s.name,
+                    listeners = s.listeners,
+                    mss = ?s.mss,
+                    "{}",
+                    s.decision
+                );
+            }
+        }
+        self.rule_status = rule_status;
         self.ids = ids;
         self.compiled = compiled;
         self.entries = entries;
