@@ -15,13 +15,19 @@ mod mss;
 mod nat;
 mod parse;
 mod path;
+mod xdp;
 
-use aya_ebpf::{macros::classifier, maps::lpm_trie::Key, programs::TcContext};
+use aya_ebpf::{
+    bindings::xdp_action::XDP_PASS,
+    macros::{classifier, xdp},
+    maps::lpm_trie::Key,
+    programs::{TcContext, XdpContext},
+};
 use aya_log_ebpf::{debug, error};
 use forwarder_common::{
     AllowKey, FlowEntry, Hook, ListenerKey, Reason, AF_INET, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK,
-    LISTEN_ALLOWLIST, LISTEN_REJECT, PROTO_ICMP, PROTO_TCP, PROTO_UDP, RULE_DROP_DENIED,
-    RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL,
+    IFACE_EGRESS_NAT, LISTEN_ALLOWLIST, LISTEN_REJECT, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL,
 };
 use parse::{
     Packet, ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_ECHOREPLY, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED,
@@ -49,6 +55,21 @@ pub fn fwd_egress(ctx: TcContext) -> i32 {
     run(&ctx, Hook::TcEgress)
 }
 
+/// XDP accelerator on Ethernet interfaces with native XDP: established
+/// flows only; everything else goes on to fwd_ingress (see `xdp`).
+#[xdp]
+pub fn fwd_xdp(ctx: XdpContext) -> u32 {
+    // SAFETY: ctx.ctx is the valid xdp_md the kernel passed in.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let Some(iface) = maps::iface(ifindex) else {
+        return XDP_PASS;
+    };
+    let len = (ctx.data_end() - ctx.data()) as u32;
+    let (action, reason) = xdp::handle(&ctx, len, ifindex);
+    counters::count_iface(iface.slot, Hook::Xdp, reason, len);
+    action
+}
+
 #[inline(always)]
 fn run(ctx: &TcContext, hook: Hook) -> i32 {
     // SAFETY: ctx.skb.skb is the valid __sk_buff the kernel passed in.
@@ -56,6 +77,9 @@ fn run(ctx: &TcContext, hook: Hook) -> i32 {
     let Some(iface) = maps::iface(ifindex) else {
         return TCX_NEXT;
     };
+    if hook == Hook::TcEgress && iface.flags & IFACE_EGRESS_NAT == 0 {
+        return TCX_NEXT;
+    }
     let len = ctx.len();
     let (verdict, reason) = match parse::ipv4(ctx, iface.flags) {
         Ok(p) => handle(ctx, &p, ifindex, len, hook),

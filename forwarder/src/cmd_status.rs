@@ -151,7 +151,10 @@ fn print_text(st: &Status) {
         if let Some(x) = &r.rule {
             println!("    {}", x.decision);
             if let Some(m) = x.mss {
-                println!("    MSS clamped to {m} ({} SYNs lowered)", c.mss_clamped);
+                println!(
+                    "    MSS clamp {m} ({} SYN/SYN-ACK options lowered)",
+                    c.mss_clamped
+                );
             }
             if x.listeners == 0 {
                 println!("    NOT LISTENING: the interface is missing or has no address");
@@ -185,7 +188,7 @@ fn print_text(st: &Status) {
     if let Some(d) = &st.daemon {
         for i in &d.interfaces {
             println!(
-                "interface {:<12} {:<5} {:<20} {}{}{}",
+                "interface {:<12} {:<7} {:<20} {}{}{}",
                 i.name,
                 i.attach,
                 i.state,
@@ -197,6 +200,9 @@ fn print_text(st: &Status) {
                     String::new()
                 }
             );
+            if !i.mode.is_empty() {
+                println!("    {}", i.mode);
+            }
         }
     }
     for i in &st.interfaces {

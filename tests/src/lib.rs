@@ -2,11 +2,14 @@
 //! forwarder daemon, each behind a guard that cleans up on Drop (also when a
 //! test panics). Names carry a `fwt-<pid>-` prefix so parallel tests never
 //! collide, and `sweep()` removes leftovers of test processes that died.
+pub mod client;
 pub mod daemon;
+pub mod k3s;
 pub mod netns;
 pub mod privilege;
 pub mod process;
 pub mod servers;
+pub mod tailnet;
 pub mod testrun;
 pub mod topology;
 

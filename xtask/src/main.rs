@@ -35,7 +35,12 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Setup, build, then run the self-contained demo in network namespaces.
-    Demo,
+    Demo {
+        /// Which use case: proxmox (LAN -> VMs) or tailnet (tailnet -> k3s
+        /// ClusterIPs).
+        #[arg(default_value = "proxmox", value_parser = ["proxmox", "tailnet"])]
+        scenario: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -44,7 +49,7 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf => build_ebpf(),
         Cmd::Lint => lint(),
         Cmd::Test { args } => test(&args),
-        Cmd::Demo => demo(),
+        Cmd::Demo { scenario } => demo(&scenario),
     }
 }
 
@@ -144,7 +149,7 @@ fn test(extra: &[String]) -> Result<()> {
     run(&mut c)
 }
 
-fn demo() -> Result<()> {
+fn demo(scenario: &str) -> Result<()> {
     setup::install()?;
     build_ebpf()?;
     run(cargo()
@@ -160,6 +165,8 @@ fn demo() -> Result<()> {
             "forwarder-tests",
             "--bin",
             "demo",
+            "--",
+            scenario,
         ])
         .env("FORWARDER_BIN", root().join("target/debug/forwarder")))
 }

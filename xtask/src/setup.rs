@@ -34,7 +34,14 @@ const APT_PACKAGES: &[&str] = &[
     "wrk",
     "sockperf",
     "procps",
+    // conntrack -L: what the k3s node's netfilter made of forwarded flows
+    // (tailnet e2e diagnostics).
+    "conntrack",
     "kmod",
+    // The OpenMetrics parser of the Prometheus project, which the metrics
+    // test reads the endpoint with (run by Debian's /usr/bin/python3).
+    "python3",
+    "python3-prometheus-client",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
