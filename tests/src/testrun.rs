@@ -198,6 +198,15 @@ impl Host {
         Ok(host)
     }
 
+    /// Turns egress translation on or off for an interface
+    /// (`IFACE_EGRESS_NAT`): the daemon sets it on the listening interfaces
+    /// of forwards whose flows may go through the stack; without it the
+    /// egress program leaves every packet alone, uncounted.
+    pub fn egress_nat(&mut self, name: &str, on: bool) -> Result<()> {
+        let ifindex = self.ifindex(name);
+        self.dp.set_egress_nat(ifindex, on)
+    }
+
     pub fn ifindex(&self, name: &str) -> u32 {
         match name {
             LAN_IF => self.lan,

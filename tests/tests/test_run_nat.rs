@@ -1781,7 +1781,17 @@ fn test_run_nat_untouched_packets() {
         assert_flows(&s.name, &o.delta, &[], &[], &[]);
     }
 
-    // The same at egress: never a translation there for these.
+    // The same at egress: never a translation there for these. Without
+    // IFACE_EGRESS_NAT (no forward of the interface can take the stack
+    // path) the egress program does not even look.
+    step(
+        &mut h,
+        &Step {
+            reason: None,
+            ..egress("SYN at egress, no egress NAT", LAN_IF, syn.clone())
+        },
+    );
+    h.egress_nat(LAN_IF, true).unwrap();
     let o = step(&mut h, &egress("SYN at egress", LAN_IF, syn.clone()));
     assert_flows("SYN at egress", &o.delta, &[], &[], &[]);
 
@@ -2243,6 +2253,33 @@ listen = "192.168.1.55"
 port = 8081
 to = "10.50.0.6:80"
 snat = "192.168.100.1"
+
+[[forward]]
+name = "vm-stack"
+in = "vmbr0"
+listen = "192.168.1.55"
+port = 81
+to = "192.168.100.80:81"
+snat = "auto"
+path = "stack"
+
+[[forward]]
+name = "gw-redirect"
+in = "vmbr0"
+listen = "192.168.1.55"
+port = 8082
+to = "10.50.0.7:80"
+snat = "auto"
+path = "redirect"
+
+[[forward]]
+name = "svc-redirect"
+in = "vmbr0"
+listen = "192.168.1.55"
+port = 8445
+to = "10.43.0.12:443"
+snat = "auto"
+path = "redirect"
 "#;
 
 /// The per-flow path: an on-link target is redirected; a target without a
@@ -2313,8 +2350,22 @@ fn test_run_nat_path_stack_and_egress() {
     assert_entry(name, &o.after, &reply, rw);
 
     // The reply, once netfilter has undone kube-proxy's DNAT, leaves by
-    // the listening interface: translated at its egress.
+    // the listening interface: translated at its egress, once the daemon
+    // has turned egress translation on there (it does for forwards that
+    // may take the stack path). Before that it leaves untouched.
     let synack = tcp(cip, client, "SA", &[]);
+    step(
+        &mut h,
+        &Step {
+            reason: None,
+            ..egress(
+                "ClusterIP reply at egress, no egress NAT",
+                LAN_IF,
+                synack.clone(),
+            )
+        },
+    );
+    h.egress_nat(LAN_IF, true).unwrap();
     let name = "ClusterIP reply at egress";
     let o = step(
         &mut h,
@@ -2431,6 +2482,54 @@ fn test_run_nat_path_stack_and_egress() {
             32768..=60999,
             redirect(client, ep([10, 50, 0, 6], 80)),
         )),
+    );
+
+    // Path overrides. "stack": even an on-link VM goes through the stack
+    // (with the client kept; no per-flow SNAT decision to record).
+    let name = "path = stack, on-link target";
+    let o = step(
+        &mut h,
+        &ingress(name, LAN_IF, tcp(client, ep(HOST_LAN, 81), "S", &[]))
+            .expect(TC_ACT_OK, Reason::FwdStack)
+            .rule("vm-stack", created(false, true))
+            .xlate(via_stack(client, ep(VM, 81))),
+    );
+    for k in [
+        fkey(client, ep(HOST_LAN, 81), PROTO_TCP),
+        fkey(ep(VM, 81), client, PROTO_TCP),
+    ] {
+        assert_eq!(
+            entry(name, &o.after, &k).flags & !FLOW_REPLY,
+            FLOW_VIA_STACK,
+            "{name}: {}",
+            show(&k)
+        );
+    }
+    // "redirect": through a gateway too, client kept...
+    let name = "path = redirect, target behind a gateway";
+    let o = step(
+        &mut h,
+        &ingress(name, LAN_IF, tcp(client, ep(HOST_LAN, 8082), "S", &[]))
+            .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
+            .rule("gw-redirect", created(false, false))
+            .xlate(redirect(client, ep([10, 50, 0, 7], 80))),
+    );
+    assert_eq!(
+        entry(name, &o.after, &fkey(client, ep(HOST_LAN, 8082), PROTO_TCP)).flags,
+        FLOW_AUTO,
+        "{name}"
+    );
+    // ... but without a route there is nothing to redirect to.
+    step(
+        &mut h,
+        &ingress(
+            "path = redirect, target without route",
+            LAN_IF,
+            tcp(client, ep(HOST_LAN, 8445), "S", &[]),
+        )
+        .expect(TC_ACT_OK, Reason::FwdStack)
+        .rule("svc-redirect", created(false, true))
+        .xlate(via_stack(client, ep([10, 43, 0, 12], 443))),
     );
 
     // TTL 1: translated and created, then left to the stack (which sends
@@ -2784,6 +2883,7 @@ fn test_run_nat_l3_ingress() {
     // tailscale0's egress, also at offset 0.
     let svc = ep(HOST_TS, 8443);
     let cip = ep(TS_CLUSTER_IP, 443);
+    h.egress_nat(TS_IF, true).unwrap();
     let name = "SYN on tailscale0 to a ClusterIP";
     let o = step(
         &mut h,
