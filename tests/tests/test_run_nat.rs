@@ -2147,14 +2147,56 @@ fn test_run_nat_mss_clamp() {
     let after_wscale = [3u8, 3, 7, 2, 4, 0x05, 0xb4, 4, 2, 0, 0, 0];
     // Timestamps first, MSS last at an even offset.
     let after_ts = [1u8, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 2, 4, 0x05, 0xb4];
-    let small = [2u8, 4, 0x04, 0xb0, 1, 1, 4, 2]; // 1200
-    let cases: [(&str, &[u8], Option<u16>); 4] = [
-        ("MSS 1460 at an odd offset after a NOP", &odd, Some(1240)),
-        ("MSS 1460 after window scale", &after_wscale, Some(1240)),
-        ("MSS 1460 after timestamps", &after_ts, Some(1240)),
-        ("MSS 1200 below the clamp", &small, None),
+    // MSS 1200, below the clamp.
+    let small = [2u8, 4, 0x04, 0xb0, 1, 1, 4, 2];
+    // MSS as the 9th option element (RFC 9293 allows any order; 24 of the
+    // 40 option bytes).
+    let ninth = [
+        1u8, 3, 3, 7, 1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1, 4, 2, 2, 4, 0x05, 0xb4,
     ];
-    for (i, (what, opts, clamp)) in cases.into_iter().enumerate() {
+    // A malformed option: a kind byte without its length at the very end
+    // of the header (and no payload after it). Left alone, not clamped,
+    // and the SYN still forwarded.
+    let cut = [1u8, 1, 1, 2];
+    struct MssCase<'a> {
+        what: &'a str,
+        opts: &'a [u8],
+        /// The value the program must lower the MSS to, if any.
+        clamp: Option<u16>,
+        /// The MSS the forwarded SYN carries.
+        out: Option<u16>,
+    }
+    let lowered = |what, opts| MssCase {
+        what,
+        opts,
+        clamp: Some(1240),
+        out: Some(1240),
+    };
+    let cases = [
+        lowered("MSS 1460 at an odd offset after a NOP", &odd),
+        lowered("MSS 1460 after window scale", &after_wscale),
+        lowered("MSS 1460 after timestamps", &after_ts),
+        lowered("MSS 1460 as the 9th option", &ninth),
+        MssCase {
+            what: "MSS 1200 below the clamp",
+            opts: &small,
+            clamp: None,
+            out: Some(1200),
+        },
+        MssCase {
+            what: "option kind cut at the header's end",
+            opts: &cut,
+            clamp: None,
+            out: None,
+        },
+    ];
+    for (i, c) in cases.into_iter().enumerate() {
+        let MssCase {
+            what,
+            opts,
+            clamp,
+            out: out_mss,
+        } = c;
         let client = ep(CLIENT, 40000 + i as u16);
         let syn = tcp_opts(client, listen, "S", opts, &[]);
         let exp = created(true, false);
@@ -2171,7 +2213,7 @@ fn test_run_nat_mss_clamp() {
             ));
         let o = step(&mut h, &s);
         let p = verify(&s.name, &o.run.out, false);
-        assert_eq!(p.mss, Some(clamp.unwrap_or(1200)), "{}: MSS", s.name);
+        assert_eq!(p.mss, out_mss, "{}: MSS", s.name);
         let snat = ep(HOST_VM, o.port);
         let orig = fkey(client, listen, PROTO_TCP);
         let reply = fkey(vm, snat, PROTO_TCP);
