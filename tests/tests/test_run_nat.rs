@@ -33,9 +33,9 @@ use etherparse::{
 };
 use forwarder_common::{
     addr_v4, FlowEntry, FlowKey, Hook, Reason, RuleCounters, TcpState, AF_INET, AUTO_SNAT_PROBE_NS,
-    FLOW_AUTO, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_TABLE_FULL, SEEN_ACK, SEEN_FIN, SEEN_RST,
-    SEEN_SYN,
+    AUTO_SNAT_TTL_NS, FLOW_AUTO, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP, RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_TABLE_FULL, SEEN_ACK, SEEN_FIN,
+    SEEN_RST, SEEN_SYN,
 };
 use forwarder_tests::{
     require_root,
@@ -2741,6 +2741,33 @@ fn test_run_nat_auto_snat_learning() {
         &mut h,
         &ingress(name, VM_IF, tcp(vm, snat, "SA", &[])).fwd("auto80", redirect(listen, client)),
     );
+
+    // What was learned holds for AUTO_SNAT_TTL_NS; after that the next
+    // flow tries to keep the client again. Aged here by rewriting the
+    // learned timestamp (CLOCK_MONOTONIC, like bpf_ktime_get_ns).
+    let now = Host::now_ns();
+    if now > AUTO_SNAT_TTL_NS + 2_000_000_000 {
+        h.dp.auto_snat()
+            .unwrap()
+            .insert(learned, now - AUTO_SNAT_TTL_NS - 1_000_000_000, 0)
+            .unwrap();
+        let c3 = ep(CLIENT, 40002);
+        let name = "new flow after the learned SNAT expired";
+        let o = step(
+            &mut h,
+            &ingress(name, LAN_IF, tcp(c3, listen, "S", &[]))
+                .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
+                .rule("auto80", created(false, false))
+                .xlate(redirect(c3, vm)),
+        );
+        assert_eq!(
+            entry(name, &o.after, &fkey(c3, listen, PROTO_TCP)).flags,
+            FLOW_AUTO,
+            "{name}"
+        );
+    } else {
+        eprintln!("uptime below AUTO_SNAT_TTL_NS: the expiry case needs an older timestamp");
+    }
 }
 
 const FULL: &str = r#"
