@@ -53,11 +53,14 @@ pub const HOST_TS: [u8; 4] = [100, 100, 1, 1];
 pub const TS_MTU: u32 = 1280;
 
 /// `struct __sk_buff` as BPF_PROG_TEST_RUN takes it in `ctx_in`: 192 bytes
-/// on this ABI; only `ifindex` (offset 40) and `ingress_ifindex` (36) are
-/// set, which is what makes the kernel build the skb on that device.
+/// on this ABI. `ifindex` (offset 40) makes the kernel build the skb on
+/// that device; `ingress_ifindex` (36) goes to skb_iif; `gso_segs` (164)
+/// and `gso_size` (176) to the skb's shared info.
 const SKB_CTX_LEN: usize = 192;
 const SKB_INGRESS_IFINDEX: usize = 36;
 const SKB_IFINDEX: usize = 40;
+const SKB_GSO_SEGS: usize = 164;
+const SKB_GSO_SIZE: usize = 176;
 
 /// Counter slots the fixture gives the interfaces.
 const SLOTS: [(&str, u32); 3] = [(LAN_IF, 0), (VM_IF, 1), (TS_IF, 2)];
@@ -300,15 +303,28 @@ impl Host {
     /// (ingress) or left by (egress) `ifindex`, as a CHECKSUM_COMPLETE skb
     /// (see [`Csum`]).
     pub fn run(&mut self, hook: Hook, ifindex: u32, frame: &[u8]) -> Result<Run> {
-        self.run_with(hook, ifindex, frame, Csum::Complete)
+        self.run_with(hook, ifindex, frame, Csum::Complete, None)
     }
 
-    pub fn run_with(&mut self, hook: Hook, ifindex: u32, frame: &[u8], csum: Csum) -> Result<Run> {
+    /// `gso`: (segment size, segments) to present the frame as a GSO skb
+    /// (what GRO or a TSO sender hands over).
+    pub fn run_with(
+        &mut self,
+        hook: Hook,
+        ifindex: u32,
+        frame: &[u8],
+        csum: Csum,
+        gso: Option<(u32, u32)>,
+    ) -> Result<Run> {
         let mut ctx = [0u8; SKB_CTX_LEN];
         ctx[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
         if hook == Hook::TcIngress {
             ctx[SKB_INGRESS_IFINDEX..SKB_INGRESS_IFINDEX + 4]
                 .copy_from_slice(&ifindex.to_ne_bytes());
+        }
+        if let Some((size, segs)) = gso {
+            ctx[SKB_GSO_SIZE..SKB_GSO_SIZE + 4].copy_from_slice(&size.to_ne_bytes());
+            ctx[SKB_GSO_SEGS..SKB_GSO_SEGS + 4].copy_from_slice(&segs.to_ne_bytes());
         }
         // Room for what a program may add (an Ethernet header for L3).
         let mut out = vec![0u8; frame.len() + 128];

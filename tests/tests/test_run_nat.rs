@@ -596,6 +596,8 @@ struct Step {
     frame: Vec<u8>,
     /// The frame has no Ethernet header (arrives on an L3 device).
     l3: bool,
+    /// Present it as a GSO skb: (segment size, segments).
+    gso: Option<(u32, u32)>,
     verdict: i32,
     /// The one interface counter (on `iface`, `hook`) that counts it.
     /// `None`: nothing is counted at all (not one of our interfaces).
@@ -612,6 +614,7 @@ fn ingress(name: impl Into<String>, iface: &'static str, frame: Vec<u8>) -> Step
         iface,
         frame,
         l3: false,
+        gso: None,
         verdict: TCX_NEXT,
         reason: Some(Reason::PassNoMatch),
         rule: None,
@@ -689,7 +692,7 @@ fn step(h: &mut Host, s: &Step) -> Outcome {
         Csum::Complete
     };
     let run = h
-        .run_with(s.hook, ifindex, &s.frame, csum)
+        .run_with(s.hook, ifindex, &s.frame, csum, s.gso)
         .unwrap_or_else(|e| panic!("{case}: {e:#}"));
     let after = h.snapshot().expect("snapshot");
     let delta = before.delta(&after);
@@ -2940,6 +2943,18 @@ fn test_run_nat_l3_ingress() {
             .expect(TC_ACT_OK, Reason::FwdStack)
             .rule("ts-web", fwd())
             .xlate(via_stack(listen, client)),
+    );
+    // The same as a GSO skb (GRO on the VM side, or a TSO sender): it is
+    // segmented to gso_size on the way out, so its length says nothing
+    // about the MTU and it is redirected.
+    let big = tcp(vm, client, "PA", &[b'x'; 2 * 1200]);
+    step(
+        &mut h,
+        &Step {
+            gso: Some((1200, 2)),
+            ..ingress("GSO reply above tailscale0's MTU", VM_IF, big)
+                .fwd("ts-web", redirect(listen, client))
+        },
     );
     // Exactly the MTU still fits.
     let fits = tcp(vm, client, "PA", &[b'x'; 1280 - 40]);
