@@ -1,8 +1,9 @@
 //! BPF_PROG_TEST_RUN support for the NAT dataplane tests: a network
 //! namespace standing in for the Proxmox host (so the programs' FIB lookups
 //! see real routes), the loaded dataplane with rules compiled by the real
-//! rules compiler, one call to run a frame through a hook, and snapshots of
-//! every counter and map the programs write, to check exact deltas.
+//! rules compiler, one call to run a frame through a hook (TC ingress, TC
+//! egress or the XDP accelerator), and snapshots of every counter and map
+//! the programs write, to check exact deltas.
 //!
 //! ```text
 //!  peer ns                   host ns (the test thread moves in here)
@@ -25,7 +26,7 @@ use anyhow::{bail, ensure, Context, Result};
 use aya::maps::{MapData, PerCpuArray};
 use forwarder::{
     counters::sum_cpus,
-    dataplane::{Dataplane, LoadOptions},
+    dataplane::{Dataplane, LoadOptions, MAP_XDP_DEVS, PROG_XDP},
 };
 use forwarder_common::{
     iface_counter_index, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, Hook, IfaceConfig,
@@ -44,6 +45,14 @@ pub const TC_ACT_REDIRECT: i32 = 7;
 /// TCX_NEXT: the program left the packet to the next one / the stack.
 pub const TCX_NEXT: i32 = -1;
 
+/// XDP actions as test_run reports them. Without BPF_F_TEST_XDP_LIVE_FRAMES
+/// an XDP_REDIRECT is only reported: nothing is transmitted.
+pub const XDP_ABORTED: i32 = 0;
+pub const XDP_DROP: i32 = 1;
+pub const XDP_PASS: i32 = 2;
+pub const XDP_TX: i32 = 3;
+pub const XDP_REDIRECT: i32 = 4;
+
 pub const LAN_IF: &str = "vmbr0";
 pub const VM_IF: &str = "vmbr1";
 pub const TS_IF: &str = "tailscale0";
@@ -61,6 +70,25 @@ const SKB_INGRESS_IFINDEX: usize = 36;
 const SKB_IFINDEX: usize = 40;
 const SKB_GSO_SEGS: usize = 164;
 const SKB_GSO_SIZE: usize = 176;
+
+/// `struct xdp_md` as BPF_PROG_TEST_RUN takes it in `ctx_in` (6 x u32:
+/// data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+/// egress_ifindex). What the kernel requires (net/bpf/test_run.c,
+/// `bpf_prog_test_run_xdp` and `xdp_convert_md_to_buff`; ctx_in for XDP
+/// since Linux 5.14, ingress_ifindex and rx_queue_index since 5.15):
+/// data_meta 0 (no user data before the metadata); data = the metadata
+/// length in front of the packet (0 here), at most data_end; data_end equal
+/// to data_size_in; egress_ifindex 0; ingress_ifindex a device of the
+/// *calling thread's* network namespace (ENODEV otherwise), whose queue
+/// rx_queue_index exists and has its xdp_rxq registered (every device
+/// registers its queues when allocated, so any veth or tun qualifies);
+/// rx_queue_index 0 when ingress_ifindex is 0. Without ctx_in (or with
+/// ingress_ifindex 0) the frame arrives on the namespace's loopback, which
+/// the programs do not know, and bpf_fib_lookup resolves in the namespace
+/// of that device.
+const XDP_MD_LEN: usize = 24;
+const XDP_MD_DATA_END: usize = 4;
+const XDP_MD_INGRESS_IFINDEX: usize = 12;
 
 /// Counter slots the fixture gives the interfaces.
 const SLOTS: [(&str, u32); 3] = [(LAN_IF, 0), (VM_IF, 1), (TS_IF, 2)];
@@ -300,14 +328,15 @@ impl Host {
     }
 
     /// Runs `frame` through the program of `hook` as if it arrived on
-    /// (ingress) or left by (egress) `ifindex`, as a CHECKSUM_COMPLETE skb
-    /// (see [`Csum`]).
+    /// (ingress, XDP) or left by (egress) `ifindex`; TC hooks get a
+    /// CHECKSUM_COMPLETE skb (see [`Csum`]).
     pub fn run(&mut self, hook: Hook, ifindex: u32, frame: &[u8]) -> Result<Run> {
         self.run_with(hook, ifindex, frame, Csum::Complete, None)
     }
 
     /// `gso`: (segment size, segments) to present the frame as a GSO skb
-    /// (what GRO or a TSO sender hands over).
+    /// (what GRO or a TSO sender hands over). `Hook::Xdp` runs
+    /// [`Host::run_xdp`]: an xdp_buff has no checksum state and no GSO.
     pub fn run_with(
         &mut self,
         hook: Hook,
@@ -316,6 +345,10 @@ impl Host {
         csum: Csum,
         gso: Option<(u32, u32)>,
     ) -> Result<Run> {
+        if hook == Hook::Xdp {
+            ensure!(gso.is_none(), "an XDP frame cannot be a GSO skb");
+            return self.run_xdp(ifindex, frame);
+        }
         let mut ctx = [0u8; SKB_CTX_LEN];
         ctx[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
         if hook == Hook::TcIngress {
@@ -326,55 +359,102 @@ impl Host {
             ctx[SKB_GSO_SIZE..SKB_GSO_SIZE + 4].copy_from_slice(&size.to_ne_bytes());
             ctx[SKB_GSO_SEGS..SKB_GSO_SEGS + 4].copy_from_slice(&segs.to_ne_bytes());
         }
-        // Room for what a program may add (an Ethernet header for L3).
-        let mut out = vec![0u8; frame.len() + 128];
         let prog = match hook {
             Hook::TcEgress => self.dp.egress_program()?,
             _ => self.dp.ingress_program()?,
         };
         let fd = prog.fd()?.as_fd().as_raw_fd();
-        let mut attr = TestRunAttr {
-            prog_fd: fd as u32,
-            data_size_in: frame.len() as u32,
-            data_size_out: out.len() as u32,
-            data_in: frame.as_ptr() as u64,
-            data_out: out.as_mut_ptr() as u64,
-            repeat: 1,
-            ctx_size_in: ctx.len() as u32,
-            ctx_in: ctx.as_ptr() as u64,
-            flags: match csum {
-                Csum::None => 0,
-                Csum::Complete => BPF_F_TEST_SKB_CHECKSUM_COMPLETE,
-            },
-            ..Default::default()
+        let flags = match csum {
+            Csum::None => 0,
+            Csum::Complete => BPF_F_TEST_SKB_CHECKSUM_COMPLETE,
         };
-        // aya's TestRunOptions cannot pass BPF_F_TEST_SKB_CHECKSUM_COMPLETE
-        // (its flags are crate-private), so the syscall is made here.
-        // SAFETY: attr points at valid buffers that outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &mut attr as *mut TestRunAttr,
-                std::mem::size_of::<TestRunAttr>(),
-            )
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
+        test_run(fd, frame, &ctx, flags).map_err(|e| {
             if e.raw_os_error() == Some(libc::EBADMSG) {
-                bail!(
+                anyhow::anyhow!(
                     "BPF_PROG_TEST_RUN: EBADMSG: the program left skb->csum inconsistent with \
                      the packet (a checksum update without BPF_F_PSEUDO_HDR where the \
                      pseudo-header changed, or a store without its checksum update)"
-                );
+                )
+            } else {
+                anyhow::anyhow!("BPF_PROG_TEST_RUN of a {}-byte frame: {e}", frame.len())
             }
-            bail!("BPF_PROG_TEST_RUN of a {}-byte frame: {e}", frame.len());
-        }
-        out.truncate(attr.data_size_out as usize);
-        Ok(Run {
-            verdict: attr.retval as i32,
-            out,
         })
+    }
+
+    /// Runs `frame` through the XDP accelerator (`fwd_xdp`) as if it
+    /// arrived on `ifindex` (queue 0); see `XDP_MD_LEN` for what the kernel
+    /// requires of the context. `ifindex` 0 passes no interface: the frame
+    /// arrives on loopback.
+    pub fn run_xdp(&mut self, ifindex: u32, frame: &[u8]) -> Result<Run> {
+        let mut ctx = [0u8; XDP_MD_LEN];
+        let end = u32::try_from(frame.len())?;
+        ctx[XDP_MD_DATA_END..XDP_MD_DATA_END + 4].copy_from_slice(&end.to_ne_bytes());
+        ctx[XDP_MD_INGRESS_IFINDEX..XDP_MD_INGRESS_IFINDEX + 4]
+            .copy_from_slice(&ifindex.to_ne_bytes());
+        let prog = self
+            .dp
+            .ebpf
+            .program(PROG_XDP)
+            .context("program fwd_xdp missing")?;
+        let fd = prog.fd()?.as_fd().as_raw_fd();
+        test_run(fd, frame, &ctx, 0).map_err(|e| {
+            anyhow::anyhow!(
+                "BPF_PROG_TEST_RUN (XDP) of a {}-byte frame on ifindex {ifindex}: {e}",
+                frame.len()
+            )
+        })
+    }
+
+    /// Makes `name` a redirect target of the XDP accelerator or not, as
+    /// `Dataplane::attach_xdp` / `detach_xdp` do (FWD_XDP_DEVS, ifindex ->
+    /// ifindex). The program itself is not attached: test_run feeds it.
+    pub fn xdp_dev(&mut self, name: &str, on: bool) -> Result<()> {
+        let ifindex = self.ifindex(name);
+        let mut devs: aya::maps::DevMapHash<&mut MapData> = aya::maps::DevMapHash::try_from(
+            self.dp.ebpf.map_mut(MAP_XDP_DEVS).context("FWD_XDP_DEVS")?,
+        )?;
+        if on {
+            devs.insert(ifindex, ifindex, None, 0)?;
+        } else {
+            devs.remove(ifindex)?;
+        }
+        Ok(())
+    }
+
+    /// A permanent neighbour entry in the host namespace: bpf_fib_lookup
+    /// without BPF_FIB_LOOKUP_SKIP_NEIGH (the XDP accelerator) answers
+    /// NO_NEIGH for a next hop without a valid one.
+    pub fn neigh(&self, ip: [u8; 4], mac: [u8; 6], dev: &str) -> Result<()> {
+        let ip = std::net::Ipv4Addr::from(ip).to_string();
+        let mac = mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        self.ns.ip(&[
+            "neigh",
+            "replace",
+            &ip,
+            "lladdr",
+            &mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])
+    }
+
+    /// The MAC address of a host interface.
+    pub fn mac(&self, dev: &str) -> Result<[u8; 6]> {
+        let out = self.ns.output(&["ip", "-j", "link", "show", "dev", dev])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let s = v[0]["address"].as_str().context("no address")?;
+        let b: Vec<u8> = s
+            .split(':')
+            .map(|x| u8::from_str_radix(x, 16))
+            .collect::<Result<_, _>>()?;
+        b.try_into()
+            .map_err(|b| anyhow::anyhow!("{dev}: odd MAC {b:?}"))
     }
 
     /// Every counter and map entry the programs write.
@@ -450,6 +530,43 @@ impl Host {
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
+}
+
+/// One BPF_PROG_TEST_RUN of program `fd` on `frame` with context `ctx`.
+/// aya's TestRunOptions cannot pass BPF_F_TEST_SKB_CHECKSUM_COMPLETE (its
+/// flags are crate-private), so the syscall is made here.
+fn test_run(fd: i32, frame: &[u8], ctx: &[u8], flags: u32) -> std::io::Result<Run> {
+    // Room for what a program may add (an Ethernet header for L3).
+    let mut out = vec![0u8; frame.len() + 128];
+    let mut attr = TestRunAttr {
+        prog_fd: fd as u32,
+        data_size_in: frame.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ctx_size_in: ctx.len() as u32,
+        ctx_in: ctx.as_ptr() as u64,
+        flags,
+        ..Default::default()
+    };
+    // SAFETY: attr points at valid buffers that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            std::mem::size_of::<TestRunAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    out.truncate(attr.data_size_out as usize);
+    Ok(Run {
+        verdict: attr.retval as i32,
+        out,
+    })
 }
 
 fn add(a: &RuleCounters, b: &RuleCounters) -> RuleCounters {
