@@ -109,14 +109,23 @@ pub fn handle(ctx: &XdpContext, len: u32, ifindex: u32) -> (u32, Reason) {
     };
     // SAFETY: bounds-checked by ptr.
     let t = unsafe { &mut *t };
-    if proto == PROTO_TCP && t[13] & TCP_FIN_SYN_RST != 0 {
-        // Control packets drive the TCP state (and MSS clamping): TC's.
-        return TO_TC;
+    let l4_len = tot_len - IPV4_HLEN as u16;
+    if proto == PROTO_TCP {
+        // The same validation as TC's parse: a data offset below the
+        // minimum header or beyond the segment is malformed, for the stack
+        // to refuse, never to be forwarded.
+        let doff = u16::from(t[12] >> 4) * 4;
+        if doff < 20 || doff > l4_len {
+            return (XDP_PASS, Reason::PassMalformed);
+        }
+        if t[13] & TCP_FIN_SYN_RST != 0 {
+            // Control packets drive the TCP state (and MSS clamping): TC's.
+            return TO_TC;
+        }
     }
     let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
     let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
     let check = be16(t, check_at);
-    let l4_len = tot_len - IPV4_HLEN as u16;
     let udp_no_csum = proto == PROTO_UDP && check == 0;
     if !udp_no_csum && check == csum::pseudo_header_sum(src, dst, proto, l4_len) {
         // The sender left the checksum to offload (CHECKSUM_PARTIAL): only
