@@ -8,10 +8,38 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// What the dataplane did with a packet, counted per interface.
+/// Where in the kernel a packet was seen. Each attached interface has one
+/// counter block per hook, so ingress, egress and XDP never double count.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// TC (TCX) ingress: every packet the interface receives.
+    TcIngress = 0,
+    /// TC (TCX) egress: every packet the interface sends.
+    TcEgress = 1,
+    /// XDP: packets seen by the XDP accelerator before TC.
+    Xdp = 2,
+}
+
+pub const HOOKS: u32 = 3;
+
+impl Hook {
+    pub const ALL: [Hook; HOOKS as usize] = [Hook::TcIngress, Hook::TcEgress, Hook::Xdp];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hook::TcIngress => "tc_ingress",
+            Hook::TcEgress => "tc_egress",
+            Hook::Xdp => "xdp",
+        }
+    }
+}
+
+/// What the dataplane did with a packet, counted per interface and hook.
 ///
-/// `Pass*` reasons hand the packet to the stack untouched, `Drop*` reasons
-/// drop it, `Fwd*` reasons translated it.
+/// `Pass*` reasons leave the packet untouched (to the stack, the next TCX
+/// program, or from XDP on to TC), `Drop*` reasons drop it, `Fwd*` reasons
+/// translated it.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
@@ -29,9 +57,10 @@ pub enum Reason {
     /// Matches a listener but is not a flow start (TCP without SYN and no
     /// tracked flow): passed so the stack answers it as for a closed port.
     PassUntracked = 5,
-    /// TTL would expire on forwarding: passed so the stack sends ICMP.
+    /// TTL would expire on forwarding: translated, then left to the stack,
+    /// which sends Time Exceeded.
     PassTtl = 6,
-    /// Source not in the rule's allow-list: dropped.
+    /// Source not in the rule's allow-list, `reject = "drop"`: dropped.
     DropDenied = 7,
     /// Connection table full: new flow refused, dropped.
     DropTableFull = 8,
@@ -39,14 +68,23 @@ pub enum Reason {
     DropNoPort = 9,
     /// Translated and redirected straight to the egress interface.
     FwdRedirect = 10,
-    /// Translated and handed to the stack (FIB fallback or virtual target).
+    /// Translated and handed to the stack (a virtual target such as a
+    /// ClusterIP, a target behind a gateway, or a FIB answer we leave to it).
     FwdStack = 11,
     /// Checksum/helper failure after a match: dropped rather than mangled.
     DropError = 12,
+    /// Source not in the rule's allow-list, `reject = "rst"`: handed
+    /// untouched to the stack, which answers as for a closed port.
+    PassDenied = 13,
+    /// A reply of a flow that went through the stack, translated back at
+    /// egress of the listening interface.
+    FwdEgress = 14,
+    /// XDP left the packet to TC (first packets, anything unusual).
+    PassToTc = 15,
 }
 
-/// Number of `Reason` values (size of one interface's counter block).
-pub const REASONS: u32 = 13;
+/// Number of `Reason` values (size of one hook's counter block).
+pub const REASONS: u32 = 16;
 
 impl Reason {
     pub const ALL: [Reason; REASONS as usize] = [
@@ -63,6 +101,9 @@ impl Reason {
         Reason::FwdRedirect,
         Reason::FwdStack,
         Reason::DropError,
+        Reason::PassDenied,
+        Reason::FwdEgress,
+        Reason::PassToTc,
     ];
 
     /// Stable snake_case name used by `status`, JSON and metrics labels.
@@ -81,14 +122,25 @@ impl Reason {
             Reason::FwdRedirect => "fwd_redirect",
             Reason::FwdStack => "fwd_stack",
             Reason::DropError => "drop_error",
+            Reason::PassDenied => "pass_denied",
+            Reason::FwdEgress => "fwd_egress",
+            Reason::PassToTc => "pass_to_tc",
         }
+    }
+
+    /// Whether the packet was dropped.
+    pub const fn is_drop(self) -> bool {
+        matches!(
+            self,
+            Reason::DropDenied | Reason::DropTableFull | Reason::DropNoPort | Reason::DropError
+        )
     }
 }
 
 /// Index into the per-interface counter array.
 #[inline(always)]
-pub const fn iface_counter_index(slot: u32, reason: Reason) -> u32 {
-    slot * REASONS + reason as u32
+pub const fn iface_counter_index(slot: u32, hook: Hook, reason: Reason) -> u32 {
+    (slot * HOOKS + hook as u32) * REASONS + reason as u32
 }
 
 /// Per-rule drop reasons, indices into `RuleCounters::drops`.
@@ -109,5 +161,11 @@ pub struct RuleCounters {
     pub bytes: u64,
     /// Flows created.
     pub new_flows: u64,
+    /// Of those, flows whose source was rewritten (SNAT).
+    pub snat_flows: u64,
+    /// Of those, flows sent through the stack instead of redirected.
+    pub stack_flows: u64,
+    /// SYN/SYN-ACK packets whose MSS option was lowered.
+    pub mss_clamped: u64,
     pub drops: [u64; RULE_DROP_REASONS as usize],
 }

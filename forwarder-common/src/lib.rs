@@ -18,7 +18,7 @@ pub use maps::*;
 
 /// Bumped whenever a pinned map's layout changes. A daemon that finds pinned
 /// maps of another version refuses to adopt them (see `forwarder down`).
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
@@ -35,6 +35,8 @@ pub const MAX_RULES: u32 = 1024;
 pub const MAX_LISTENERS: u32 = 262_144;
 /// Maximum number of allow-list prefixes over all rules.
 pub const MAX_ALLOW_PREFIXES: u32 = 16_384;
+/// Backends remembered by `snat = "auto"` learning (LRU).
+pub const MAX_AUTO_SNAT: u32 = 4096;
 
 /// An IPv4 address as the ABI stores it (word 0, network byte order).
 #[inline(always)]
@@ -62,6 +64,8 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowEntry {}
     unsafe impl aya::Pod for GlobalConfig {}
+    unsafe impl aya::Pod for AutoSnatKey {}
+    unsafe impl aya::Pod for RuleName {}
 }
 
 #[cfg(test)]
@@ -78,11 +82,21 @@ mod tests {
         assert_eq!(size_of::<ListenerValue>(), 44);
         assert_eq!(size_of::<AllowKey>(), 20);
         assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowEntry>(), 80);
+        assert_eq!(size_of::<GlobalConfig>(), 16);
         assert_eq!(
             size_of::<RuleCounters>(),
-            8 * (3 + RULE_DROP_REASONS as usize)
+            8 * (6 + RULE_DROP_REASONS as usize)
         );
-        assert_eq!(ABI_VERSION, 1);
+        assert_eq!(ABI_VERSION, 2);
+    }
+
+    #[test]
+    fn rule_names_roundtrip() {
+        assert_eq!(RuleName::new("immich").as_str(), Some("immich"));
+        assert_eq!(RuleName::default().as_str(), None);
+        let long = "x".repeat(80);
+        assert_eq!(RuleName::new(&long).as_str().unwrap().len(), RULE_NAME_MAX);
     }
 
     #[test]

@@ -8,6 +8,50 @@ pub const MAP_ALLOW: &str = "FWD_ALLOW";
 pub const MAP_RULE_COUNTERS: &str = "FWD_RULE_CNT";
 pub const MAP_FLOWS: &str = "FWD_FLOWS";
 pub const MAP_CONFIG: &str = "FWD_CONFIG";
+pub const MAP_AUTO_SNAT: &str = "FWD_AUTO_SNAT";
+pub const MAP_RULE_NAMES: &str = "FWD_RULE_NAMES";
+
+/// Longest rule name (the rules file enforces it).
+pub const RULE_NAME_MAX: usize = 63;
+
+/// A rule's name, by rule id (userspace only). It lives next to the
+/// counters and flows that carry the id, so a restarted daemon gives every
+/// rule its old id back, and `status`/`conntrack list` name rules even
+/// without a daemon.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleName {
+    /// NUL-padded UTF-8; all zero for a free id.
+    pub name: [u8; RULE_NAME_MAX + 1],
+}
+
+impl Default for RuleName {
+    fn default() -> Self {
+        RuleName {
+            name: [0; RULE_NAME_MAX + 1],
+        }
+    }
+}
+
+impl RuleName {
+    pub fn new(name: &str) -> Self {
+        let mut r = RuleName::default();
+        let n = name.len().min(RULE_NAME_MAX);
+        r.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+        r
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        let end = self
+            .name
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(self.name.len());
+        (end > 0)
+            .then(|| core::str::from_utf8(&self.name[..end]).ok())
+            .flatten()
+    }
+}
 
 /// Per-interface configuration, keyed by ifindex. An interface without an
 /// entry is not ours: the programs pass its packets without counting.
@@ -54,8 +98,12 @@ pub const LISTEN_ALLOWLIST: u8 = 1;
 pub const LISTEN_MSS_CLAMP: u8 = 2;
 /// Refused peers get a TCP RST / ICMP unreachable instead of a silent drop.
 pub const LISTEN_REJECT: u8 = 4;
-/// Always hand translated packets to the stack (never redirect).
+/// Path override (rules file `path = "stack"`): always hand translated
+/// packets to the stack. Without an override the path is chosen per flow
+/// from the FIB (see `FLOW_VIA_STACK`).
 pub const LISTEN_VIA_STACK: u8 = 8;
+/// Path override (`path = "redirect"`): redirect whenever the FIB answers.
+pub const LISTEN_VIA_REDIRECT: u8 = 16;
 
 /// What a matching packet becomes.
 #[repr(C)]
@@ -120,8 +168,15 @@ impl FlowKey {
 /// `FlowEntry::flags`.
 pub const FLOW_REPLY: u8 = 1;
 pub const FLOW_SNAT: u8 = 2;
-/// Deliver via the stack (virtual target, or FIB said so at creation).
+/// Deliver via the stack: chosen at creation when the FIB has no plain
+/// on-link answer for the target and the flow is not SNATed (a ClusterIP
+/// that kube-proxy DNATs in PREROUTING, a target behind a gateway, a local
+/// address), or forced by `LISTEN_VIA_STACK`. Replies of such flows are
+/// translated back at egress of the listening interface.
 pub const FLOW_VIA_STACK: u8 = 4;
+/// The SNAT decision was made per flow by `snat = "auto"` (FLOW_SNAT says
+/// which way it went).
+pub const FLOW_AUTO: u8 = 8;
 
 /// `FlowEntry::tcp_seen`: TCP flags seen in this direction.
 pub const SEEN_SYN: u8 = 1;
@@ -147,8 +202,32 @@ pub struct FlowEntry {
     pub bytes: u64,
     pub flags: u8,
     pub tcp_seen: u8,
-    pub _pad: [u8; 6],
+    /// Clamp the MSS option of SYN/SYN-ACK packets in this direction to
+    /// this value (host order); 0: no clamping.
+    pub mss: u16,
+    pub _pad: [u8; 4],
 }
+
+/// `snat = "auto"` learning: a backend (per rule) whose replies did not come
+/// back through this host. Keyed like this so one backend that routes
+/// elsewhere does not make every backend of every rule lose client
+/// addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AutoSnatKey {
+    pub rule_id: u32,
+    pub addr: [u32; 4],
+}
+
+/// How long a learned "this backend needs SNAT" stays in force; after that
+/// the next flow tries to keep the client address again, so a fixed
+/// routing problem heals by itself.
+pub const AUTO_SNAT_TTL_NS: u64 = 300 * 1_000_000_000;
+
+/// A DNAT-only flow whose client retransmits its SYN, with no packet seen
+/// back from the backend for at least this long, is taken as proof that
+/// replies bypass this host.
+pub const AUTO_SNAT_PROBE_NS: u64 = 200 * 1_000_000;
 
 /// Global knobs, index 0 of `FWD_CONFIG`; userspace may update them live.
 #[repr(C)]

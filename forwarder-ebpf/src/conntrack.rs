@@ -3,18 +3,16 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
-    programs::TcContext,
 };
 use forwarder_common::{
-    FlowEntry, FlowKey, ListenerValue, Reason, AF_INET, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK,
-    LISTEN_VIA_STACK, PROTO_TCP, SEEN_ACK, SEEN_FIN, SEEN_RST, SEEN_SYN, SNAT_AUTO, SNAT_FIXED,
-    SNAT_MASQUERADE,
+    FlowEntry, FlowKey, ListenerValue, Reason, AF_INET, AUTO_SNAT_PROBE_NS, FLOW_AUTO, FLOW_REPLY,
+    FLOW_SNAT, FLOW_VIA_STACK, LISTEN_MSS_CLAMP, PROTO_TCP, SEEN_ACK, SEEN_FIN, SEEN_RST, SEEN_SYN,
 };
 
 use crate::{
-    fib,
-    maps::{self, FLOWS},
+    maps::{self, AUTO_SNAT, FLOWS},
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    path,
 };
 
 const EEXIST: i32 = 17;
@@ -80,25 +78,67 @@ pub fn touch(e: *mut FlowEntry, p: &Packet, len: u32) {
     }
 }
 
-/// Creates both directions of a flow for a packet that matched listener `l`
-/// and returns the original-direction entry.
+/// Sets every field of `e` for a fresh entry rewriting to the given tuple.
 #[inline(always)]
-pub fn create(
-    ctx: &TcContext,
-    p: &Packet,
-    l: &ListenerValue,
-    in_ifindex: u32,
-) -> Result<FlowEntry, Reason> {
-    let target = l.target_addr[0];
-    let mut src = p.src;
-    match l.snat_mode {
-        SNAT_FIXED => src = l.snat_addr[0],
-        SNAT_MASQUERADE | SNAT_AUTO => {
-            src = fib::source_for(ctx, in_ifindex, p.proto, target).ok_or(Reason::DropError)?;
-        }
-        _ => {}
+fn fill(e: &mut FlowEntry, src: u32, dst: u32, sport: u16, dport: u16, rule_id: u32, now: u64) {
+    e.new_src = [src, 0, 0, 0];
+    e.new_dst = [dst, 0, 0, 0];
+    e.new_sport = sport;
+    e.new_dport = dport;
+    e.rule_id = rule_id;
+    e.created_ns = now;
+    e.last_seen_ns = now;
+    e.packets = 0;
+    e.bytes = 0;
+    e.flags = 0;
+    e.tcp_seen = 0;
+    e.mss = 0;
+    e._pad = [0; 4];
+}
+
+/// `snat = "auto"` learning. Called when a TCP SYN hits an existing
+/// original-direction entry, i.e. the client retransmits its SYN. If the
+/// flow kept the client address, was redirected, and nothing ever came back
+/// from the backend, its replies evidently go elsewhere (the backend's
+/// default route is not this host): remember the backend as needing SNAT,
+/// forget the flow and return true so the caller creates it anew, SNATed.
+// Not inlined: own stack frame (see `conntrack::create`).
+#[inline(never)]
+pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey) -> bool {
+    let want = FLOW_AUTO;
+    let unwanted = FLOW_SNAT | FLOW_VIA_STACK | FLOW_REPLY;
+    if p.proto != PROTO_TCP
+        || p.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN
+        || e.flags & (want | unwanted) != want
+    {
+        return false;
     }
-    let snat = src != p.src;
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.saturating_sub(e.created_ns) < AUTO_SNAT_PROBE_NS {
+        return false;
+    }
+    let reply_key = FlowKey::peer_of(e, key.proto, key.family);
+    // SAFETY: copied out of the map value.
+    let replied = unsafe { FLOWS.get(reply_key) }.is_some_and(|r| r.packets > 0);
+    if replied {
+        return false;
+    }
+    let _ = AUTO_SNAT.insert(path::auto_key(e.rule_id, e.new_dst[0]), now, 0);
+    let _ = FLOWS.remove(reply_key);
+    let _ = FLOWS.remove(key);
+    true
+}
+
+/// Creates both directions of a flow for a packet that matched listener `l`.
+// A BPF-to-BPF call rather than inlined: its locals get their own frame
+// instead of adding to the caller's (512-byte stack limit).
+#[inline(never)]
+pub fn create(p: &Packet, l: &ListenerValue, d: &path::Decision) -> Result<(), Reason> {
+    let target = l.target_addr[0];
+    let src = d.src;
+    let flags = d.flags;
+    let snat = flags & FLOW_SNAT != 0;
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let tcp_seen = if p.proto == PROTO_TCP {
@@ -106,27 +146,25 @@ pub fn create(
     } else {
         0
     };
-    let mut flags = 0;
-    if snat {
-        flags |= FLOW_SNAT;
-    }
-    if l.flags & LISTEN_VIA_STACK != 0 {
-        flags |= FLOW_VIA_STACK;
-    }
-    let reply = FlowEntry {
-        new_src: [p.dst, 0, 0, 0],
-        new_dst: [p.src, 0, 0, 0],
-        new_sport: p.dport,
-        new_dport: p.sport,
-        rule_id: l.rule_id,
-        created_ns: now,
-        last_seen_ns: now,
-        packets: 0,
-        bytes: 0,
-        flags: flags | FLOW_REPLY,
-        tcp_seen: 0,
-        _pad: [0; 6],
+    let mss = if p.proto == PROTO_TCP && l.flags & LISTEN_MSS_CLAMP != 0 {
+        l.mss
+    } else {
+        0
     };
+    // Both entries are built in per-CPU scratch space, not on the stack:
+    // the call chain below the entry point must fit 512 bytes in total.
+    let (Some(reply), Some(orig)) = (maps::SCRATCH.get_ptr_mut(0), maps::SCRATCH.get_ptr_mut(1))
+    else {
+        return Err(Reason::DropError);
+    };
+    // SAFETY: per-CPU scratch slots, ours for the duration of this run.
+    let (reply, orig) = unsafe { (&mut *reply, &mut *orig) };
+    // Field by field: a struct literal would be built on the stack first.
+    fill(reply, p.dst, p.src, p.dport, p.sport, l.rule_id, now);
+    reply.flags = flags | FLOW_REPLY;
+    reply.mss = mss;
+    // Inserted by reference: passing the value would copy it to the stack.
+    let reply: &FlowEntry = reply;
     let mut reply_key = FlowKey {
         src: [target, 0, 0, 0],
         dst: [src, 0, 0, 0],
@@ -172,38 +210,35 @@ pub fn create(
                 // A leftover of an earlier connection of this same client
                 // tuple (not yet swept) is ours to reuse; anything else is a
                 // real clash with another flow.
-                // SAFETY: copied out immediately.
-                let old = unsafe { FLOWS.get(reply_key).copied() };
-                match old {
-                    Some(o)
-                        if o.new_dst == reply.new_dst
-                            && o.new_dport == reply.new_dport
-                            && o.new_src == reply.new_src
-                            && o.new_sport == reply.new_sport =>
-                    {
-                        let _ = FLOWS.insert(reply_key, reply, 0);
-                    }
-                    _ => return Err(Reason::DropNoPort),
+                // SAFETY: a pointer into the map value, read at once.
+                let same = FLOWS.get_ptr(reply_key).is_some_and(|o| unsafe {
+                    (*o).new_dst == reply.new_dst
+                        && (*o).new_dport == reply.new_dport
+                        && (*o).new_src == reply.new_src
+                        && (*o).new_sport == reply.new_sport
+                });
+                if !same {
+                    return Err(Reason::DropNoPort);
                 }
+                let _ = FLOWS.insert(reply_key, reply, 0);
             }
             Err(_) => return Err(Reason::DropTableFull),
         }
     }
 
-    let orig = FlowEntry {
-        new_src: [src, 0, 0, 0],
-        new_dst: [target, 0, 0, 0],
-        new_sport: reply_key.dport,
-        new_dport: l.target_port,
-        rule_id: l.rule_id,
-        created_ns: now,
-        last_seen_ns: now,
-        packets: 0,
-        bytes: 0,
-        flags,
-        tcp_seen,
-        _pad: [0; 6],
-    };
+    fill(
+        orig,
+        src,
+        target,
+        reply_key.dport,
+        l.target_port,
+        l.rule_id,
+        now,
+    );
+    orig.flags = flags;
+    orig.tcp_seen = tcp_seen;
+    orig.mss = mss;
+    let orig: &FlowEntry = orig;
     // Any existing original entry (a stale one, or another CPU racing on a
     // retransmitted SYN) is replaced: the reply entry we just reserved is the
     // one that matches this translation.
@@ -211,5 +246,5 @@ pub fn create(
         let _ = FLOWS.remove(reply_key);
         return Err(Reason::DropTableFull);
     }
-    Ok(orig)
+    Ok(())
 }

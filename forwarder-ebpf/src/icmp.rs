@@ -9,10 +9,12 @@ use aya_ebpf::{
     helpers::{bpf_l3_csum_replace, bpf_l4_csum_replace, bpf_skb_store_bytes},
     programs::TcContext,
 };
-use forwarder_common::{FlowKey, Reason, AF_INET, FLOW_VIA_STACK, PROTO_TCP, PROTO_UDP};
+use forwarder_common::{FlowKey, Hook, Reason, AF_INET, PROTO_TCP, PROTO_UDP};
 
 use crate::{
-    fib::{self, TC_ACT_SHOT},
+    deliver,
+    fib::TC_ACT_SHOT,
+    handled_here,
     maps::FLOWS,
     nat,
     parse::{ptr_at, Packet, IPV4_HLEN},
@@ -108,10 +110,19 @@ fn replace(
     nat::ok(r)
 }
 
-/// Translates an ICMP error about a tracked flow. `None`: not ours.
-#[inline(always)]
-pub fn error(ctx: &TcContext, p: &Packet, ifindex: u32) -> Option<(i32, Reason)> {
-    let i = parse_inner(ctx, p)?;
+/// Translates an ICMP error about a tracked flow; an error that is not ours
+/// (here) gets TCX_NEXT and `PassNoMatch`. A plain pair, not an Option:
+/// this is a BPF-to-BPF call, and BTF cannot describe the layout Rust gives
+/// `Option<(i32, Reason)>` (a union member at a non-zero offset), which
+/// makes the kernel refuse the object's BTF.
+// A BPF-to-BPF call rather than inlined: its locals get their own frame
+// instead of adding to the caller's (512-byte stack limit).
+#[inline(never)]
+pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> (i32, Reason) {
+    const NOT_OURS: (i32, Reason) = (crate::TCX_NEXT, Reason::PassNoMatch);
+    let Some(i) = parse_inner(ctx, p) else {
+        return NOT_OURS;
+    };
     // The quoted packet went out translated; the error travels back the
     // way its replies would, so the reversed quote is that direction's key.
     let key = FlowKey {
@@ -123,8 +134,16 @@ pub fn error(ctx: &TcContext, p: &Packet, ifindex: u32) -> Option<(i32, Reason)>
         family: AF_INET,
         _pad: [0; 2],
     };
-    // SAFETY: copied out of the map value.
-    let e = unsafe { FLOWS.get(key).copied() }?;
+    // A pointer into the map value rather than a copy: this function's
+    // frame counts toward the 512-byte stack of the whole call chain.
+    let Some(e) = FLOWS.get_ptr(key) else {
+        return NOT_OURS;
+    };
+    // SAFETY: a map value stays valid for the rest of this program run.
+    let e = unsafe { &*e };
+    if !handled_here(e, hook) {
+        return NOT_OURS;
+    }
     let (new_src, new_dst) = (e.new_src[0], e.new_dst[0]);
     // An error sent by the peer itself names the peer as outer source: it
     // becomes the translated peer, like every other packet of the flow.
@@ -166,12 +185,9 @@ pub fn error(ctx: &TcContext, p: &Packet, ifindex: u32) -> Option<(i32, Reason)>
         .and_then(|_| nat::set_addr(ctx, p, nat::IP_DST, p.dst, new_dst))
         .and_then(|_| nat::set_addr(ctx, p, nat::IP_SRC, p.src, outer_src));
     if done.is_err() {
-        return Some((TC_ACT_SHOT, Reason::DropError));
+        return (TC_ACT_SHOT, Reason::DropError);
     }
-    if e.flags & FLOW_VIA_STACK != 0 {
-        return Some((fib::TC_ACT_OK, Reason::FwdStack));
-    }
-    Some(fib::forward(ctx, p, ifindex, outer_src, new_dst, 0, 0))
+    deliver(ctx, p, hook, e, outer_src, new_dst)
 }
 
 /// An embedded checksum whose pseudo-header address changed: the address

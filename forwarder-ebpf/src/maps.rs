@@ -3,11 +3,12 @@
 //! (`conntrack_max` x 2 entries, one per direction).
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use forwarder_common::{
-    AllowKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey, ListenerValue,
-    RuleCounters, MAX_ALLOW_PREFIXES, MAX_IFACES, MAX_LISTENERS, MAX_RULES, REASONS,
+    AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
+    ListenerValue, RuleCounters, RuleName, HOOKS, MAX_ALLOW_PREFIXES, MAX_AUTO_SNAT, MAX_IFACES,
+    MAX_LISTENERS, MAX_RULES, REASONS,
 };
 
 #[map(name = "FWD_IFACES")]
@@ -15,7 +16,7 @@ pub static IFACES: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(MAX_IFA
 
 #[map(name = "FWD_IFACE_CNT")]
 pub static IFACE_COUNTERS: PerCpuArray<Counter> =
-    PerCpuArray::with_max_entries(MAX_IFACES * REASONS, 0);
+    PerCpuArray::with_max_entries(MAX_IFACES * HOOKS * REASONS, 0);
 
 #[map(name = "FWD_LISTENERS")]
 pub static LISTENERS: HashMap<ListenerKey, ListenerValue> =
@@ -36,6 +37,20 @@ pub static FLOWS: HashMap<FlowKey, FlowEntry> = HashMap::with_max_entries(2 * 65
 
 #[map(name = "FWD_CONFIG")]
 pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
+
+/// Backends `snat = "auto"` learned to SNAT for (value: when, ktime ns).
+/// An LRU is right here: losing an entry only costs one more probe.
+#[map(name = "FWD_AUTO_SNAT")]
+pub static AUTO_SNAT: LruHashMap<AutoSnatKey, u64> = LruHashMap::with_max_entries(MAX_AUTO_SNAT, 0);
+
+/// Rule names by id, kept for userspace (see `forwarder_common::RuleName`).
+#[map(name = "FWD_RULE_NAMES")]
+pub static RULE_NAMES: Array<RuleName> = Array::with_max_entries(MAX_RULES, 0);
+
+/// Per-CPU scratch space for building flow entries (the BPF stack is
+/// 512 bytes for the whole call chain).
+#[map(name = "FWD_SCRATCH")]
+pub static SCRATCH: PerCpuArray<FlowEntry> = PerCpuArray::with_max_entries(2, 0);
 
 #[inline(always)]
 pub fn iface(ifindex: u32) -> Option<IfaceConfig> {

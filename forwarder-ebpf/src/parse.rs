@@ -40,6 +40,8 @@ pub struct Packet {
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: u8,
+    /// TCP header length in bytes (data offset x 4), for the MSS option.
+    pub tcp_hlen: u8,
     pub icmp_type: u8,
 }
 
@@ -117,6 +119,7 @@ pub fn ipv4(ctx: &TcContext, iface_flags: u32) -> Result<Packet, Reason> {
         sport: 0,
         dport: 0,
         tcp_flags: 0,
+        tcp_hlen: 0,
         icmp_type: 0,
     };
     let l4_len = tot_len as usize - IPV4_HLEN;
@@ -131,6 +134,10 @@ pub fn ipv4(ctx: &TcContext, iface_flags: u32) -> Result<Packet, Reason> {
             p.sport = u16::from_ne_bytes([t[0], t[1]]);
             p.dport = u16::from_ne_bytes([t[2], t[3]]);
             p.tcp_flags = t[13];
+            p.tcp_hlen = (t[12] >> 4) * 4;
+            if (p.tcp_hlen as usize) < 20 || p.tcp_hlen as usize > l4_len {
+                return Err(Reason::PassMalformed);
+            }
         }
         PROTO_UDP => {
             let u: *const [u8; 8] = ptr_at(ctx, p.l4).ok_or(Reason::PassMalformed)?;

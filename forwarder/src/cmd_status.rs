@@ -15,32 +15,45 @@ pub struct StatusArgs {
 
 #[derive(Serialize)]
 struct RuleView {
+    /// The forward as the daemon applied it (absent when no daemon runs).
     #[serde(flatten)]
-    rule: state::RuleStatus,
+    rule: Option<state::RuleStatus>,
     counters: counters::RuleCount,
 }
 
 #[derive(Serialize)]
 struct Status {
+    /// Whether the daemon named in the status file is running.
+    daemon_running: bool,
     daemon: Option<state::DaemonState>,
     rules: Vec<RuleView>,
     conntrack: counters::TableFill,
+    /// Backends `snat = "auto"` switched to SNAT (their replies bypassed
+    /// this host).
+    auto_snat_learned: Vec<counters::Learned>,
     interfaces: Vec<counters::IfaceCounters>,
 }
 
 pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCode> {
     let daemon = state::read(run_dir).ok();
-    let rules: Vec<state::RuleStatus> =
-        daemon.as_ref().map(|d| d.rules.clone()).unwrap_or_default();
-    let ids: Vec<u32> = rules.iter().map(|r| r.id).collect();
-    let (counts, conntrack) = counters::read_rules_pinned(pin_dir, &ids)?;
+    let daemon_running = state::running_pid(run_dir).is_some();
+    let (counts, conntrack) = counters::read_rules_pinned(pin_dir)?;
+    let by_id = |id: u32| {
+        daemon
+            .as_ref()
+            .and_then(|d| d.rules.iter().find(|r| r.id == id).cloned())
+    };
     let st = Status {
-        rules: rules
+        daemon_running,
+        rules: counts
             .into_iter()
-            .zip(counts)
-            .map(|(rule, counters)| RuleView { rule, counters })
+            .map(|c| RuleView {
+                rule: by_id(c.id),
+                counters: c,
+            })
             .collect(),
         conntrack,
+        auto_snat_learned: counters::read_learned(pin_dir).unwrap_or_default(),
         interfaces: counters::read_pinned(pin_dir)?,
         daemon,
     };
@@ -53,20 +66,38 @@ pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCo
 }
 
 fn print_text(st: &Status) {
-    match &st.daemon {
-        Some(d) => {
+    match (&st.daemon, st.daemon_running) {
+        (Some(d), true) => {
             println!(
-                "daemon: pid {}, rules {}",
+                "daemon: running, pid {}, version {}, rules {}",
                 d.pid,
+                d.version,
                 d.rules_file
                     .as_ref()
                     .map_or("-".into(), |p| p.display().to_string())
             );
+            if let Some(l) = &d.last_load {
+                println!(
+                    "last load: {} ({}): {}",
+                    if l.applied { "applied" } else { "REJECTED" },
+                    l.trigger,
+                    l.summary
+                );
+            }
             if let Some(e) = &d.rules_error {
                 println!("LAST RELOAD REJECTED (running configuration unchanged):\n{e}");
             }
+            if let Some(a) = &d.adopted {
+                println!("{a}");
+            }
+            if let Some(m) = &d.metrics {
+                println!("metrics: http://{m}/metrics");
+            }
         }
-        None => println!("daemon: no status file in the run directory (not running?)"),
+        _ => println!(
+            "daemon: not running; the pinned dataplane below keeps forwarding \
+             (start the daemon to adopt it, or `forwarder down` to remove it)"
+        ),
     }
     println!(
         "conntrack: {} flows ({} of {} entries)",
@@ -74,7 +105,7 @@ fn print_text(st: &Status) {
     );
     println!();
     println!(
-        "{:<16} {:<10} {:<16} {:<5} {:<12} {:<22} {:<14} {:>8} {:>10} {:>12} {:>7}",
+        "{:<16} {:<11} {:<15} {:<5} {:<11} {:<21} {:<14} {:>6} {:>9} {:>10} {:>12} {:>6}",
         "RULE",
         "IN",
         "LISTEN",
@@ -83,52 +114,110 @@ fn print_text(st: &Status) {
         "TARGET",
         "SNAT",
         "FLOWS",
+        "CREATED",
         "PACKETS",
         "BYTES",
         "DROPS"
     );
     for r in &st.rules {
-        let drops: u64 = r.counters.drops.values().sum();
+        let c = &r.counters;
+        let drops: u64 = c.drops.values().sum();
+        let (iface, listen, proto, ports, target, snat) = match &r.rule {
+            Some(x) => (
+                x.iface.as_str(),
+                x.listen.as_str(),
+                x.proto.as_str(),
+                x.ports.as_str(),
+                x.target.as_str(),
+                x.snat.as_str(),
+            ),
+            None => ("?", "?", "?", "?", "?", "?"),
+        };
         println!(
-            "{:<16} {:<10} {:<16} {:<5} {:<12} {:<22} {:<14} {:>8} {:>10} {:>12} {:>7}",
-            r.rule.name,
-            r.rule.iface,
-            r.rule.listen,
-            r.rule.proto,
-            r.rule.ports,
-            r.rule.target,
-            r.rule.snat,
-            r.counters.active_flows,
-            r.counters.packets,
-            r.counters.bytes,
+            "{:<16} {:<11} {:<15} {:<5} {:<11} {:<21} {:<14} {:>6} {:>9} {:>10} {:>12} {:>6}",
+            c.name,
+            iface,
+            listen,
+            proto,
+            ports,
+            target,
+            snat,
+            c.active_flows,
+            c.new_flows,
+            c.packets,
+            c.bytes,
             drops
         );
-        for (name, n) in r.counters.drops.iter().filter(|(_, n)| **n > 0) {
+        if let Some(x) = &r.rule {
+            println!("    {}", x.decision);
+            if let Some(m) = x.mss {
+                println!("    MSS clamped to {m} ({} SYNs lowered)", c.mss_clamped);
+            }
+            if x.listeners == 0 {
+                println!("    NOT LISTENING: the interface is missing or has no address");
+            }
+        }
+        if c.new_flows > 0 {
+            println!(
+                "    flows: {} with SNAT, {} with the client address; {} through the stack, {} redirected",
+                c.snat_flows,
+                c.new_flows - c.snat_flows,
+                c.stack_flows,
+                c.new_flows - c.stack_flows
+            );
+        }
+        for (name, n) in c.drops.iter().filter(|(_, n)| **n > 0) {
             println!("    drop {name}: {n}");
         }
+    }
+    for l in &st.auto_snat_learned {
+        let rule = st
+            .rules
+            .iter()
+            .find(|r| r.counters.id == l.rule_id)
+            .map_or("?".to_string(), |r| r.counters.name.clone());
+        println!(
+            "snat auto: rule {rule}: backend {} answered around this host {}s ago: new flows to it are SNATed",
+            l.backend, l.age_s
+        );
     }
     println!();
     if let Some(d) = &st.daemon {
         for i in &d.interfaces {
             println!(
-                "interface {:<12} {:<5} {:<9} {}",
-                i.name, i.attach, i.state, i.why
+                "interface {:<12} {:<5} {:<20} {}{}{}",
+                i.name,
+                i.attach,
+                i.state,
+                i.why,
+                if i.l3 { ", L3 (no link header)" } else { "" },
+                if i.mtu > 0 {
+                    format!(", mtu {}", i.mtu)
+                } else {
+                    String::new()
+                }
             );
         }
     }
     for i in &st.interfaces {
-        let (p, b) = i.total();
         println!(
-            "interface {} (ifindex {}{}): {p} packets, {b} bytes",
+            "interface {} (ifindex {}{}):",
             i.name.as_deref().unwrap_or("?"),
             i.ifindex,
             if i.l3 { ", L3" } else { "" }
         );
-        for r in i.reasons.iter().filter(|r| r.packets > 0) {
-            println!(
-                "  {:<18} {:>12} pkts {:>14} bytes",
-                r.reason, r.packets, r.bytes
-            );
+        for h in &i.hooks {
+            let (p, b) = h.total();
+            if p == 0 {
+                continue;
+            }
+            println!("  {:<10} {p} packets, {b} bytes", h.hook);
+            for r in h.reasons.iter().filter(|r| r.packets > 0) {
+                println!(
+                    "    {:<18} {:>12} pkts {:>14} bytes",
+                    r.reason, r.packets, r.bytes
+                );
+            }
         }
     }
 }

@@ -1,10 +1,15 @@
-//! Reading the per-CPU counters (from a live `Ebpf` or from pinned maps).
-use std::path::Path;
+//! Reading the dataplane's state from its pinned maps: per-CPU counters,
+//! rule names, the flow table. `status`, `conntrack` and the metrics
+//! endpoint all read through here, so they work whether or not a daemon
+//! runs (the dataplane keeps forwarding without one).
+use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context, Result};
-use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use forwarder_common::{
-    iface_counter_index, Counter, IfaceConfig, Reason, MAP_IFACES, MAP_IFACE_COUNTERS,
+    iface_counter_index, AutoSnatKey, Counter, FlowEntry, FlowKey, Hook, IfaceConfig, Reason,
+    RuleCounters, RuleName, FLOW_REPLY, MAP_AUTO_SNAT, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS,
+    MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAX_RULES, RULE_DROP_NAMES,
 };
 use serde::Serialize;
 
@@ -15,15 +20,14 @@ pub struct ReasonCount {
     pub bytes: u64,
 }
 
+/// One hook's counters on one interface.
 #[derive(Clone, Debug, Serialize)]
-pub struct IfaceCounters {
-    pub ifindex: u32,
-    pub name: Option<String>,
-    pub l3: bool,
+pub struct HookCounters {
+    pub hook: &'static str,
     pub reasons: Vec<ReasonCount>,
 }
 
-impl IfaceCounters {
+impl HookCounters {
     pub fn total(&self) -> (u64, u64) {
         self.reasons
             .iter()
@@ -32,6 +36,21 @@ impl IfaceCounters {
 
     pub fn get(&self, reason: Reason) -> &ReasonCount {
         &self.reasons[reason as usize]
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct IfaceCounters {
+    pub ifindex: u32,
+    pub name: Option<String>,
+    pub l3: bool,
+    pub slot: u32,
+    pub hooks: Vec<HookCounters>,
+}
+
+impl IfaceCounters {
+    pub fn hook(&self, hook: Hook) -> &HookCounters {
+        &self.hooks[hook as usize]
     }
 }
 
@@ -49,28 +68,47 @@ pub fn read_iface_counters<T: std::borrow::Borrow<MapData>>(
     let mut out = Vec::new();
     for entry in ifaces.iter() {
         let (ifindex, cfg) = entry?;
-        let mut reasons = Vec::with_capacity(Reason::ALL.len());
-        for reason in Reason::ALL {
-            let per_cpu = counters.get(&iface_counter_index(cfg.slot, reason), 0)?;
-            let c = sum_cpus(per_cpu.iter().copied());
-            reasons.push(ReasonCount {
-                reason: reason.name(),
-                packets: c.packets,
-                bytes: c.bytes,
+        let mut hooks = Vec::new();
+        for hook in Hook::ALL {
+            let mut reasons = Vec::with_capacity(Reason::ALL.len());
+            for reason in Reason::ALL {
+                let per_cpu = counters.get(&iface_counter_index(cfg.slot, hook, reason), 0)?;
+                let c = sum_cpus(per_cpu.iter().copied());
+                reasons.push(ReasonCount {
+                    reason: reason.name(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                });
+            }
+            hooks.push(HookCounters {
+                hook: hook.name(),
+                reasons,
             });
         }
         out.push(IfaceCounters {
             ifindex,
             name: crate::ifaces::name_of(ifindex),
             l3: cfg.flags & forwarder_common::IFACE_L3 != 0,
-            reasons,
+            slot: cfg.slot,
+            hooks,
         });
     }
     out.sort_by_key(|c| c.ifindex);
     Ok(out)
 }
 
-/// Opens the pinned counter maps of a running (or stopped) daemon.
+pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<MapData> {
+    let p = pin_dir.join(name);
+    MapData::from_pin(&p).with_context(|| {
+        format!(
+            "opening pinned map {} (has a daemon run with --pin-dir {}?)",
+            p.display(),
+            pin_dir.display()
+        )
+    })
+}
+
+/// Opens the pinned interface counters.
 pub fn read_pinned(pin_dir: &Path) -> Result<Vec<IfaceCounters>> {
     let ifaces: HashMap<MapData, u32, IfaceConfig> =
         HashMap::try_from(Map::HashMap(open_pinned(pin_dir, MAP_IFACES)?))?;
@@ -83,11 +121,15 @@ pub fn read_pinned(pin_dir: &Path) -> Result<Vec<IfaceCounters>> {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RuleCount {
     pub id: u32,
+    pub name: String,
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    pub snat_flows: u64,
+    pub stack_flows: u64,
+    pub mss_clamped: u64,
     pub active_flows: u64,
-    pub drops: std::collections::BTreeMap<&'static str, u64>,
+    pub drops: BTreeMap<&'static str, u64>,
 }
 
 /// Conntrack table fill.
@@ -98,27 +140,32 @@ pub struct TableFill {
     pub capacity_entries: u32,
 }
 
-pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<MapData> {
-    let p = pin_dir.join(name);
-    MapData::from_pin(&p).with_context(|| {
-        format!(
-            "opening pinned map {} (is the daemon running with --pin-dir {}?)",
-            p.display(),
-            pin_dir.display()
-        )
-    })
+/// Rule names by id from the pinned name map.
+pub fn read_rule_names(pin_dir: &Path) -> Result<BTreeMap<u32, String>> {
+    let names: Array<MapData, RuleName> =
+        Array::try_from(Map::Array(open_pinned(pin_dir, MAP_RULE_NAMES)?))?;
+    let mut out = BTreeMap::new();
+    for id in 0..MAX_RULES {
+        if let Some(n) = names.get(&id, 0)?.as_str() {
+            out.insert(id, n.to_string());
+        }
+    }
+    Ok(out)
 }
 
-/// Per-rule counters for `ids` and the flow table's fill, from pinned maps.
-pub fn read_rules_pinned(pin_dir: &Path, ids: &[u32]) -> Result<(Vec<RuleCount>, TableFill)> {
-    use forwarder_common::{
-        FlowEntry, FlowKey, RuleCounters, FLOW_REPLY, MAP_FLOWS, MAP_RULE_COUNTERS, RULE_DROP_NAMES,
-    };
+/// Opens the pinned flow table.
+pub fn open_flows(pin_dir: &Path) -> Result<(HashMap<MapData, FlowKey, FlowEntry>, u32)> {
+    let data = open_pinned(pin_dir, MAP_FLOWS)?;
+    let capacity = data.info()?.max_entries();
+    Ok((HashMap::try_from(Map::HashMap(data))?, capacity))
+}
+
+/// Every named rule's counters and the flow table's fill, from pinned maps.
+pub fn read_rules_pinned(pin_dir: &Path) -> Result<(Vec<RuleCount>, TableFill)> {
+    let names = read_rule_names(pin_dir)?;
     let counters: PerCpuArray<MapData, RuleCounters> =
         PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, MAP_RULE_COUNTERS)?))?;
-    let flows_data = open_pinned(pin_dir, MAP_FLOWS)?;
-    let capacity = flows_data.info()?.max_entries();
-    let flows: HashMap<MapData, FlowKey, FlowEntry> = HashMap::try_from(Map::HashMap(flows_data))?;
+    let (flows, capacity) = open_flows(pin_dir)?;
     let mut active: std::collections::HashMap<u32, u64> = Default::default();
     let mut fill = TableFill {
         capacity_entries: capacity,
@@ -132,9 +179,10 @@ pub fn read_rules_pinned(pin_dir: &Path, ids: &[u32]) -> Result<(Vec<RuleCount>,
         }
     }
     let mut out = Vec::new();
-    for &id in ids {
+    for (&id, name) in &names {
         let mut sum = RuleCount {
             id,
+            name: name.clone(),
             active_flows: active.get(&id).copied().unwrap_or(0),
             ..Default::default()
         };
@@ -143,6 +191,9 @@ pub fn read_rules_pinned(pin_dir: &Path, ids: &[u32]) -> Result<(Vec<RuleCount>,
             sum.packets += c.packets;
             sum.bytes += c.bytes;
             sum.new_flows += c.new_flows;
+            sum.snat_flows += c.snat_flows;
+            sum.stack_flows += c.stack_flows;
+            sum.mss_clamped += c.mss_clamped;
             for (d, v) in drops.iter_mut().zip(c.drops.iter()) {
                 *d += v;
             }
@@ -151,4 +202,31 @@ pub fn read_rules_pinned(pin_dir: &Path, ids: &[u32]) -> Result<(Vec<RuleCount>,
         out.push(sum);
     }
     Ok((out, fill))
+}
+
+/// A backend `snat = "auto"` switched to SNAT, and how long ago.
+#[derive(Clone, Debug, Serialize)]
+pub struct Learned {
+    pub rule_id: u32,
+    pub backend: String,
+    pub age_s: u64,
+}
+
+pub fn read_learned(pin_dir: &Path) -> Result<Vec<Learned>> {
+    let m: HashMap<MapData, AutoSnatKey, u64> =
+        HashMap::try_from(Map::LruHashMap(open_pinned(pin_dir, MAP_AUTO_SNAT)?))?;
+    let now = crate::sweeper::monotonic_ns();
+    let mut out: Vec<Learned> = m
+        .iter()
+        .flatten()
+        .filter(|(_, at)| now.saturating_sub(*at) < forwarder_common::AUTO_SNAT_TTL_NS)
+        .map(|(k, at)| Learned {
+            rule_id: k.rule_id,
+            backend: std::net::Ipv4Addr::from(forwarder_common::addr_v4_octets(&k.addr))
+                .to_string(),
+            age_s: now.saturating_sub(at) / 1_000_000_000,
+        })
+        .collect();
+    out.sort_by(|a, b| (a.rule_id, &a.backend).cmp(&(b.rule_id, &b.backend)));
+    Ok(out)
 }

@@ -1,25 +1,29 @@
 //! The daemon's core: from the rules file and the kernel's current facts
 //! (interfaces, addresses, routes) to attached programs and map contents.
-//! `reconcile` is idempotent, so start-up, reloads and (later) netlink
-//! events all go through the same path.
+//! `reconcile` is idempotent, so start-up, reloads and netlink events all go
+//! through the same path.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
-    path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
+    path::PathBuf,
 };
 
 use anyhow::{Context, Result};
-use forwarder_common::GlobalConfig;
+use aya::maps::lpm_trie::Key as LpmKey;
+use forwarder_common::{GlobalConfig, RuleName, LISTEN_MSS_CLAMP};
 use rtnetlink::Handle;
-use rules::{Compiled, IfaceState, MapEntries};
+use rules::{AllowLpmKey, Compiled, IfaceState, MapEntries, MssClamp, Snat};
 use tracing::{info, warn};
 
 use crate::{
     dataplane::Dataplane,
-    ifaces, netlink,
-    state::{self, DaemonState, IfaceState as IfaceStatus, RuleStatus},
+    ifaces::Iface,
+    netlink,
+    state::{self, DaemonState, IfaceState as IfaceStatus, LoadResult, RuleStatus},
 };
+
+/// IPv4 + TCP headers without options: MSS = MTU - 40.
+const TCPIP_HLEN: u32 = 40;
 
 pub struct Daemon {
     pub dp: Dataplane,
@@ -29,42 +33,81 @@ pub struct Daemon {
     ids: BTreeMap<String, u32>,
     compiled: Compiled,
     entries: MapEntries,
-    /// Interface name -> counter slot, stable for the daemon's lifetime.
-    slots: BTreeMap<String, u32>,
     iface_status: Vec<IfaceStatus>,
+    rule_status: Vec<RuleStatus>,
     rules_error: Option<String>,
     started_unix: u64,
+    generation: u64,
+    last_load: Option<LoadResult>,
+    adopted: Option<String>,
+    pub metrics: Option<String>,
     netlink: Handle,
 }
 
 /// Reads and validates the rules file; the error text is the rendered
 /// diagnostics (file, line, column, rule, what and how to fix).
-pub fn load_rules(path: &Path) -> Result<rules::Loaded, String> {
+pub fn load_rules(path: &std::path::Path) -> Result<rules::Loaded, String> {
     rules::load_file(path).map_err(|e| match e.diagnostics() {
         Some(d) => d.to_string(),
         None => e.to_string(),
     })
 }
 
+/// Map contents already in the kernel (adopted from a previous daemon), so
+/// the first reconcile diffs against what is really there: stale entries
+/// are removed, unchanged ones are not rewritten.
+fn current_entries(dp: &mut Dataplane) -> Result<MapEntries> {
+    let mut out = MapEntries::default();
+    for r in dp.listeners()?.iter() {
+        let (k, v) = r?;
+        out.listeners.insert(k, v);
+    }
+    for k in dp.allow()?.keys() {
+        let k = k?;
+        out.allow.insert(
+            AllowLpmKey {
+                prefix_len: k.prefix_len(),
+                data: k.data(),
+            },
+            (),
+        );
+    }
+    Ok(out)
+}
+
 impl Daemon {
     pub fn new(
-        dp: Dataplane,
+        mut dp: Dataplane,
         rules_path: PathBuf,
         run_dir: PathBuf,
         loaded: rules::Loaded,
     ) -> Result<Self> {
+        let ids = dp.recorded_rule_ids()?;
+        let entries = current_entries(&mut dp)?;
+        let adopted = (dp.adopted.maps > 0).then(|| {
+            format!(
+                "adopted pinned state: {} maps, {} rules, {} listener entries",
+                dp.adopted.maps,
+                ids.len(),
+                entries.listeners.len()
+            )
+        });
         Ok(Daemon {
             dp,
             rules_path,
             run_dir,
             loaded,
-            ids: BTreeMap::new(),
+            ids,
             compiled: Compiled::default(),
-            entries: MapEntries::default(),
-            slots: BTreeMap::new(),
+            entries,
             iface_status: Vec::new(),
+            rule_status: Vec::new(),
             rules_error: None,
-            started_unix: SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
+            started_unix: state::now_unix(),
+            generation: 0,
+            last_load: None,
+            adopted,
+            metrics: None,
             netlink: netlink::connect()?,
         })
     }
@@ -73,22 +116,72 @@ impl Daemon {
         self.loaded.rules.global.timeouts
     }
 
+    /// Rule names by id, for metrics and logs.
+    pub fn rule_names(&self) -> BTreeMap<u32, String> {
+        self.ids.iter().map(|(n, i)| (*i, n.clone())).collect()
+    }
+
+    /// The first load (the file was validated before the dataplane loaded).
+    pub async fn start(&mut self) -> Result<()> {
+        self.generation += 1;
+        let r = self.reconcile().await;
+        self.record_load("start", r.as_ref().err().map(|e| format!("{e:#}")));
+        self.write_state()?;
+        r
+    }
+
     /// Re-reads the rules file. An invalid file changes nothing: the running
     /// configuration stays and the error is kept for `status`.
-    pub async fn reload(&mut self) -> Result<()> {
-        match load_rules(&self.rules_path) {
+    pub async fn reload(&mut self, trigger: &str) -> Result<()> {
+        self.generation += 1;
+        let result = match load_rules(&self.rules_path) {
             Ok(loaded) => {
-                self.loaded = loaded;
-                self.rules_error = None;
-                info!(file = %self.rules_path.display(), "rules reloaded");
-                self.reconcile().await
+                let old = std::mem::replace(&mut self.loaded, loaded);
+                match self.reconcile().await {
+                    Ok(()) => {
+                        self.rules_error = None;
+                        info!(file = %self.rules_path.display(), trigger, "rules applied");
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Keep describing what is in force; a failure midway
+                        // leaves extra, never missing, forwarding (see
+                        // rules::diff), and the next event retries.
+                        self.loaded = old;
+                        Err(e)
+                    }
+                }
             }
             Err(text) => {
-                warn!("rules file rejected, keeping the running configuration:\n{text}");
-                self.rules_error = Some(text);
-                self.write_state()
+                warn!(
+                    trigger,
+                    "rules file rejected, keeping the running configuration:\n{text}"
+                );
+                self.rules_error = Some(text.clone());
+                Err(anyhow::anyhow!(text))
             }
-        }
+        };
+        self.record_load(trigger, result.as_ref().err().map(|e| format!("{e:#}")));
+        self.write_state()?;
+        result
+    }
+
+    fn record_load(&mut self, trigger: &str, error: Option<String>) {
+        let summary = match &error {
+            None => format!(
+                "{} forwards, {} listener entries, {} allow-list entries",
+                self.compiled.rules.len(),
+                self.entries.listeners.len(),
+                self.entries.allow.len()
+            ),
+            Some(e) => e.lines().next().unwrap_or_default().to_string(),
+        };
+        self.last_load = Some(LoadResult {
+            at_unix: state::now_unix(),
+            trigger: trigger.to_string(),
+            applied: error.is_none(),
+            summary,
+        });
     }
 
     /// Brings attachments and maps in line with the rules and the kernel.
@@ -105,6 +198,15 @@ impl Daemon {
         let ids = rules::assign_ids(&self.ids, names);
         let compiled = rules::compile(&self.loaded.rules, &ids).context("compiling rules")?;
 
+        let links = netlink::links(&self.netlink).await?;
+        let addrs = netlink::v4_addrs(&self.netlink).await?;
+        let mut routes: BTreeMap<String, Option<netlink::Route>> = BTreeMap::new();
+        for f in &self.loaded.rules.forwards {
+            let r = netlink::route_get(&self.netlink, f.target.addr).await;
+            routes.insert(f.name.clone(), r);
+        }
+        let name_of = |ifindex: u32| links.values().find(|l| l.ifindex == ifindex);
+
         // Interfaces: where packets arrive (`in`) and where replies come
         // back (the route to each target).
         let mut wanted: BTreeMap<String, String> = BTreeMap::new();
@@ -114,81 +216,200 @@ impl Daemon {
                 .or_insert_with(|| format!("listens for {}", f.name));
         }
         for f in &self.loaded.rules.forwards {
-            match netlink::route_oif(&self.netlink, f.target.addr).await {
-                Ok(Some(oif)) => match ifaces::name_of(oif) {
-                    Some(name) => {
-                        wanted
-                            .entry(name)
-                            .or_insert_with(|| format!("route to {} ({})", f.target.addr, f.name));
-                    }
-                    None => {
-                        warn!(rule = %f.name, "route to {} uses ifindex {oif} which has no name", f.target.addr)
-                    }
-                },
-                Ok(None) => warn!(rule = %f.name, "no route to target {}", f.target.addr),
-                Err(e) => warn!(rule = %f.name, "route lookup for {} failed: {e:#}", f.target.addr),
+            if let Some(l) = routes[&f.name].and_then(|r| name_of(r.oif)) {
+                wanted
+                    .entry(l.name.clone())
+                    .or_insert_with(|| format!("route to {} ({})", f.target.addr, f.name));
             }
         }
-        let mut facts: BTreeMap<String, IfaceState> = BTreeMap::new();
+
+        // Let go of interfaces no longer wanted, gone, or re-created (a new
+        // ifindex under the old name: the old links died with the device).
+        let stale: Vec<Iface> = self
+            .dp
+            .attached()
+            .filter(|a| {
+                !wanted.contains_key(&a.name)
+                    || links.get(&a.name).map(|l| l.ifindex) != Some(a.ifindex)
+            })
+            .cloned()
+            .collect();
+        for a in stale {
+            info!(iface = %a.name, ifindex = a.ifindex, "detaching (no longer used or gone)");
+            self.dp.detach(a.ifindex)?;
+        }
+
+        let registered = self.dp.registered()?;
         let mut status = Vec::new();
         for (name, why) in &wanted {
-            let iface = match ifaces::lookup(name) {
-                Ok(i) => i,
-                Err(e) => {
-                    warn!(iface = %name, "not attached ({why}): {e:#}");
-                    status.push(IfaceStatus {
-                        name: name.clone(),
-                        ifindex: None,
-                        attach: "none".into(),
-                        state: format!("missing: {e:#}"),
-                        why: why.clone(),
-                    });
-                    continue;
-                }
+            let Some(iface) = links.get(name) else {
+                status.push(IfaceStatus {
+                    name: name.clone(),
+                    ifindex: None,
+                    attach: "none".into(),
+                    state: "missing: waiting for it to appear".into(),
+                    why: why.clone(),
+                    ..Default::default()
+                });
+                continue;
             };
-            let next = self.slots.len() as u32;
-            let slot = *self.slots.entry(name.clone()).or_insert(next);
             if !self.dp.is_attached(iface.ifindex) {
-                self.dp.attach(&iface, slot)?;
-                info!(iface = %name, ifindex = iface.ifindex, l3 = iface.l3, "attached (tcx ingress): {why}");
+                let slot = match registered.get(&iface.ifindex) {
+                    Some(cfg) => cfg.slot,
+                    None => {
+                        let used: BTreeSet<u32> =
+                            self.dp.registered()?.values().map(|c| c.slot).collect();
+                        let slot = (0..forwarder_common::MAX_IFACES)
+                            .find(|s| !used.contains(s))
+                            .context("no free interface counter slot")?;
+                        self.dp.reset_iface_counters(slot)?;
+                        slot
+                    }
+                };
+                match self.dp.attach(iface, slot) {
+                    Ok(()) => info!(
+                        iface = %name, ifindex = iface.ifindex, l3 = iface.l3, mtu = iface.mtu,
+                        "attached (tcx ingress+egress): {why}"
+                    ),
+                    Err(e) => {
+                        warn!(iface = %name, "attach failed: {e:#}");
+                        status.push(IfaceStatus {
+                            name: name.clone(),
+                            ifindex: Some(iface.ifindex),
+                            attach: "none".into(),
+                            state: format!("attach failed: {e:#}"),
+                            why: why.clone(),
+                            ..Default::default()
+                        });
+                        continue;
+                    }
+                }
             }
-            let addrs: Vec<Ipv4Addr> = netlink::v4_addrs(&self.netlink, iface.ifindex)
-                .await
-                .unwrap_or_default();
-            facts.insert(
-                name.clone(),
-                IfaceState {
-                    ifindex: iface.ifindex,
-                    addrs,
-                },
-            );
             status.push(IfaceStatus {
                 name: name.clone(),
                 ifindex: Some(iface.ifindex),
                 attach: "tcx".into(),
-                state: "attached".into(),
+                state: if iface.up {
+                    "attached"
+                } else {
+                    "attached (link down)"
+                }
+                .into(),
                 why: why.clone(),
+                l3: iface.l3,
+                mtu: iface.mtu,
+                kind: iface.kind.clone(),
+                addrs: addrs
+                    .get(&iface.ifindex)
+                    .map(|a| a.iter().map(Ipv4Addr::to_string).collect())
+                    .unwrap_or_default(),
             });
         }
+        let attached: BTreeSet<(String, u32)> = self
+            .dp
+            .attached()
+            .map(|a| (a.name.clone(), a.ifindex))
+            .collect();
+        let removed = self
+            .dp
+            .sweep_stale(|n, i| attached.contains(&(n.to_string(), i)))?;
+        if !removed.is_empty() {
+            info!("removed stale link pins: {}", removed.join(", "));
+        }
 
-        let entries = rules::materialize(&compiled, |n| facts.get(n).cloned());
-        for id in ids.values() {
-            if !self.ids.values().any(|old| old == id) {
+        let mut entries = rules::materialize(&compiled, |n| {
+            links.get(n).map(|l| IfaceState {
+                ifindex: l.ifindex,
+                addrs: addrs.get(&l.ifindex).cloned().unwrap_or_default(),
+            })
+        });
+        // mss_clamp = "auto": the narrower of the listening interface and
+        // the interface toward the target (the path MTU as far as this host
+        // can see it), minus IPv4 and TCP headers.
+        let mut mss_of: BTreeMap<u32, u16> = BTreeMap::new();
+        for r in &compiled.rules {
+            let f = &r.forward;
+            let mss = match f.mss_clamp {
+                MssClamp::Fixed(m) => Some(m),
+                MssClamp::Off => None,
+                MssClamp::Auto => {
+                    let in_mtu = links.get(&f.iface).map(|l| l.mtu).filter(|m| *m > 0);
+                    let out_mtu = routes[&f.name]
+                        .and_then(|r| name_of(r.oif))
+                        .map(|l| l.mtu)
+                        .filter(|m| *m > 0);
+                    let mtu = match (in_mtu, out_mtu) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    mtu.map(|m| m.saturating_sub(TCPIP_HLEN).clamp(536, 65495) as u16)
+                }
+            };
+            if let Some(m) = mss {
+                mss_of.insert(r.id, m);
+            }
+        }
+        for v in entries.listeners.values_mut() {
+            if let Some(m) = mss_of.get(&v.rule_id) {
+                v.flags |= LISTEN_MSS_CLAMP;
+                v.mss = *m;
+            }
+        }
+
+        // New ids start from zero counters and are named in the maps
+        // before any listener can use them.
+        {
+            let mut names = self.dp.rule_names()?;
+            for (name, id) in &ids {
+                if self.ids.get(name) != Some(id) {
+                    names.set(*id, RuleName::new(name), 0)?;
+                }
+            }
+        }
+        for (name, id) in &ids {
+            if self.ids.get(name) != Some(id) {
                 self.dp.reset_rule_counters(*id)?;
             }
         }
         self.apply(&entries)?;
+        {
+            let mut names = self.dp.rule_names()?;
+            for (name, id) in &self.ids {
+                if !ids.contains_key(name) {
+                    names.set(*id, RuleName::default(), 0)?;
+                }
+            }
+        }
+        for name in &entries.missing_ifaces {
+            warn!(iface = %name, "interface does not exist (yet): its forwards wait for it");
+        }
         info!(
             forwards = compiled.rules.len(),
             listeners = entries.listeners.len(),
             allow = entries.allow.len(),
             "maps in sync"
         );
+
+        self.rule_status = compiled
+            .rules
+            .iter()
+            .map(|r| {
+                let mut s = RuleStatus::of(r.id, &r.forward);
+                s.mss = mss_of.get(&r.id).copied();
+                s.listeners = entries
+                    .listeners
+                    .values()
+                    .filter(|v| v.rule_id == r.id)
+                    .count();
+                s.decision = explain_decision(&r.forward, routes[&r.forward.name], &links);
+                s
+            })
+            .collect();
         self.ids = ids;
         self.compiled = compiled;
         self.entries = entries;
         self.iface_status = status;
-        self.write_state()
+        Ok(())
     }
 
     /// Applies the difference to the maps in the order documented in
@@ -200,7 +421,7 @@ impl Daemon {
         {
             let mut m = self.dp.allow()?;
             for (k, _) in allow.writes() {
-                m.insert(&aya::maps::lpm_trie::Key::new(k.prefix_len, k.data), 1, 0)?;
+                m.insert(&LpmKey::new(k.prefix_len, k.data), 1, 0)?;
             }
         }
         {
@@ -214,7 +435,7 @@ impl Daemon {
         }
         let mut m = self.dp.allow()?;
         for k in &allow.removes {
-            let _ = m.remove(&aya::maps::lpm_trie::Key::new(k.prefix_len, k.data));
+            let _ = m.remove(&LpmKey::new(k.prefix_len, k.data));
         }
         Ok(())
     }
@@ -222,23 +443,91 @@ impl Daemon {
     pub fn write_state(&self) -> Result<()> {
         let st = DaemonState {
             pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
             started_unix: self.started_unix,
             rules_file: Some(self.rules_path.clone()),
+            generation: self.generation,
+            last_load: self.last_load.clone(),
             rules_error: self.rules_error.clone(),
+            adopted: self.adopted.clone(),
+            metrics: self.metrics.clone(),
             interfaces: self.iface_status.clone(),
-            rules: self
-                .compiled
-                .rules
-                .iter()
-                .map(|r| RuleStatus::of(r.id, &r.forward))
-                .collect(),
+            rules: self.rule_status.clone(),
         };
         state::write(&self.run_dir, &st)
     }
 
     pub fn sweep(&mut self) -> Result<crate::sweeper::SweepStats> {
         let t = self.timeouts();
-        let mut flows = self.dp.flows()?;
-        crate::sweeper::sweep(&mut flows, &t, crate::sweeper::monotonic_ns())
+        let now = crate::sweeper::monotonic_ns();
+        let stats = {
+            let mut flows = self.dp.flows()?;
+            crate::sweeper::sweep(&mut flows, &t, now)?
+        };
+        let mut learned = self.dp.auto_snat()?;
+        crate::sweeper::sweep_auto_snat(&mut learned, now);
+        Ok(stats)
+    }
+}
+
+/// What can be said from the routing table about a forward's SNAT and
+/// path decision. The kernel decides per flow with the same FIB, so this is
+/// a forecast for `status` and the log, not a second implementation.
+fn explain_decision(
+    f: &rules::Forward,
+    route: Option<netlink::Route>,
+    links: &BTreeMap<String, Iface>,
+) -> String {
+    let oif = route.and_then(|r| links.values().find(|l| l.ifindex == r.oif));
+    let via = |r: &netlink::Route| match r.gateway {
+        None => format!(
+            "redirected straight to {} (on-link)",
+            oif.map_or("?", |l| l.name.as_str())
+        ),
+        Some(g) => format!(
+            "through the stack (target behind gateway {g} on {})",
+            oif.map_or("?", |l| l.name.as_str())
+        ),
+    };
+    match (f.snat, route) {
+        (Snat::Off, None) => "client address kept; no forwarding route to the target: through the \
+             stack (virtual or local target), replies translated back at egress"
+            .into(),
+        (Snat::Off, Some(r)) => format!("client address kept; {}", via(&r)),
+        (Snat::Fixed(a), Some(_)) => format!(
+            "source rewritten to {a}; redirected to {}",
+            oif.map_or("?", |l| l.name.as_str())
+        ),
+        (Snat::Masquerade, Some(r)) => format!(
+            "source rewritten to {} (masquerade); redirected to {}",
+            r.prefsrc
+                .map_or("the egress address".into(), |a| a.to_string()),
+            oif.map_or("?", |l| l.name.as_str())
+        ),
+        (Snat::Fixed(_) | Snat::Masquerade, None) => {
+            "no forwarding route to the target: new flows are dropped (counted as errors) \
+             until one exists"
+                .into()
+        }
+        (Snat::Auto, None) => format!(
+            "client address kept: the target has no forwarding route (a virtual address such \
+             as a ClusterIP, or local), so flows go through the stack (which cannot take a \
+             SNAT) and replies are translated back at egress of {}",
+            f.iface
+        ),
+        (Snat::Auto, Some(r)) if oif.is_some_and(|l| l.name == f.iface) => format!(
+            "SNAT to {}: the target is reached through {} itself, so its replies would \
+             bypass this host",
+            r.prefsrc
+                .map_or("the egress address".into(), |a| a.to_string()),
+            f.iface
+        ),
+        (Snat::Auto, Some(r)) => format!(
+            "client address kept when the route back to the client leaves through {} \
+             (decided per flow), else SNAT; a backend whose answers bypass this host is \
+             switched to SNAT on the client's first SYN retransmit; {}",
+            f.iface,
+            via(&r)
+        ),
     }
 }

@@ -1,19 +1,20 @@
-//! Interface facts the dataplane needs: index and whether frames carry a
-//! link-layer header.
-use std::{ffi::CString, path::Path};
-
-use anyhow::{Context, Result};
-
-/// ARPHRD_ETHER from include/uapi/linux/if_arp.h. Anything else we attach to
-/// (ARPHRD_NONE for tun/wireguard) carries the IP header at offset 0.
-const ARPHRD_ETHER: u32 = 1;
+//! Interface facts the dataplane needs: index, whether frames carry a
+//! link-layer header, MTU, kind. Read over rtnetlink (`netlink::links`).
+use std::ffi::CString;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Iface {
     pub name: String,
     pub ifindex: u32,
-    /// No Ethernet header (tun, wireguard).
+    /// No Ethernet header (tun, wireguard: anything but ARPHRD_ETHER);
+    /// the IP header starts at offset 0.
     pub l3: bool,
+    pub mtu: u32,
+    /// rtnetlink's IFLA_INFO_KIND ("bridge", "veth", "tun", "wireguard"...),
+    /// `None` for plain hardware NICs.
+    pub kind: Option<String>,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
 }
 
 pub fn ifindex(name: &str) -> Option<u32> {
@@ -33,20 +34,4 @@ pub fn name_of(ifindex: u32) -> Option<String> {
     // SAFETY: if_indextoname NUL-terminates on success.
     let s = unsafe { std::ffi::CStr::from_ptr(p) };
     Some(s.to_string_lossy().into_owned())
-}
-
-/// Looks an interface up in the current network namespace.
-pub fn lookup(name: &str) -> Result<Iface> {
-    let ifindex = ifindex(name).with_context(|| format!("interface {name} does not exist"))?;
-    let ty_path = Path::new("/sys/class/net").join(name).join("type");
-    let ty: u32 = std::fs::read_to_string(&ty_path)
-        .with_context(|| format!("reading {}", ty_path.display()))?
-        .trim()
-        .parse()
-        .with_context(|| format!("parsing {}", ty_path.display()))?;
-    Ok(Iface {
-        name: name.to_string(),
-        ifindex,
-        l3: ty != ARPHRD_ETHER,
-    })
 }

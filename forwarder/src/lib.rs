@@ -5,6 +5,8 @@ pub mod counters;
 pub mod daemon;
 pub mod dataplane;
 pub mod ifaces;
+pub mod metrics;
 pub mod netlink;
 pub mod state;
 pub mod sweeper;
+pub mod watch;

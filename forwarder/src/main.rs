@@ -3,6 +3,8 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
+mod cmd_conntrack;
+mod cmd_control;
 mod cmd_rules;
 mod cmd_run;
 mod cmd_status;
@@ -37,10 +39,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the daemon (root): load, attach, keep the maps in sync.
+    /// Run the daemon (root): load, attach, keep the maps in sync with the
+    /// rules file and the interfaces.
     Run(cmd_run::RunArgs),
-    /// Show the running configuration, counters and conntrack fill.
+    /// Show the running configuration, counters, decisions and table fill.
     Status(cmd_status::StatusArgs),
+    /// List or flush live flows (like conntrack -L / -D).
+    #[command(subcommand)]
+    Conntrack(cmd_conntrack::ConntrackCmd),
+    /// Make the running daemon re-read its rules file and report the result.
+    Reload,
+    /// Stop the daemon and remove every program, link and pin it created.
+    Down,
     /// Validate a rules file and print its forwards (exit 0 valid, 1 not).
     Check(cmd_rules::CheckArgs),
     /// Offline: which forward a packet matches and how it is translated.
@@ -54,6 +64,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(&cli.pin_dir, &cli.run_dir, args),
         Command::Status(args) => cmd_status::status(&cli.pin_dir, &cli.run_dir, args),
+        Command::Conntrack(c) => cmd_conntrack::conntrack(&cli.pin_dir, c),
+        Command::Reload => cmd_control::reload(&cli.run_dir),
+        Command::Down => cmd_control::down(&cli.pin_dir, &cli.run_dir),
         Command::Check(args) => cmd_rules::check(args),
         Command::Explain(args) => cmd_rules::explain(args),
         Command::Import(args) => cmd_rules::import(args),

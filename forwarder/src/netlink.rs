@@ -1,12 +1,22 @@
-//! Kernel facts over rtnetlink: routes (which interface reaches a target,
-//! so the daemon hooks the side replies arrive on) and interface addresses
-//! (for listeners that follow "the interface's own addresses").
-use std::net::{IpAddr, Ipv4Addr};
+//! Kernel facts over rtnetlink: links (index, link type, MTU, kind), routes
+//! (which interface reaches a target, so the daemon hooks the side replies
+//! arrive on), interface addresses (for listeners that follow "the
+//! interface's own addresses"), and a watch for changes of any of them.
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use anyhow::{Context, Result};
-use futures::TryStreamExt;
-use netlink_packet_route::{address::AddressAttribute, route::RouteAttribute};
-use rtnetlink::{Handle, RouteMessageBuilder};
+use futures::{channel::mpsc::UnboundedReceiver, TryStreamExt};
+use netlink_packet_route::{
+    address::AddressAttribute,
+    link::{LinkAttribute, LinkFlags, LinkInfo, LinkLayerType},
+    route::RouteAttribute,
+};
+use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
+
+use crate::ifaces::Iface;
 
 pub fn connect() -> Result<Handle> {
     let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
@@ -14,38 +24,125 @@ pub fn connect() -> Result<Handle> {
     Ok(handle)
 }
 
-/// The output interface of the kernel's route to `dst` (`ip route get`).
-pub async fn route_oif(handle: &Handle, dst: Ipv4Addr) -> Result<Option<u32>> {
+/// Any change of links, IPv4 addresses or IPv4 routes (`ip monitor`).
+/// The messages themselves are not interpreted: the daemon re-reads the
+/// facts it needs and reconciles, which is idempotent.
+pub type Events = UnboundedReceiver<(
+    rtnetlink::packet_core::NetlinkMessage<netlink_packet_route::RouteNetlinkMessage>,
+    rtnetlink::sys::SocketAddr,
+)>;
+
+pub fn watch() -> Result<Events> {
+    let (conn, _handle, events) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv4Route,
+    ])
+    .context("subscribing to rtnetlink link/address/route events")?;
+    tokio::spawn(conn);
+    Ok(events)
+}
+
+/// The kernel's route to a destination, as `ip route get` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub oif: u32,
+    /// `None`: on-link (a connected route).
+    pub gateway: Option<Ipv4Addr>,
+    pub prefsrc: Option<Ipv4Addr>,
+}
+
+/// `ip route get DST`; `None` when there is no usable route (unreachable,
+/// or the address is local: then the route is in the local table and has
+/// no forwarding meaning, which callers treat alike).
+pub async fn route_get(handle: &Handle, dst: Ipv4Addr) -> Option<Route> {
     let msg = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(dst, 32)
         .build();
     let mut routes = handle.route().get(msg).execute();
-    while let Some(r) = routes.try_next().await.ok().flatten() {
-        for a in &r.attributes {
-            if let RouteAttribute::Oif(i) = a {
-                return Ok(Some(*i));
+    let r = routes.try_next().await.ok().flatten()?;
+    if r.header.kind != netlink_packet_route::route::RouteType::Unicast {
+        return None;
+    }
+    let mut out = Route {
+        oif: 0,
+        gateway: None,
+        prefsrc: None,
+    };
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Oif(i) => out.oif = *i,
+            RouteAttribute::Gateway(netlink_packet_route::route::RouteAddress::Inet(g)) => {
+                out.gateway = Some(*g)
             }
+            RouteAttribute::PrefSource(netlink_packet_route::route::RouteAddress::Inet(s)) => {
+                out.prefsrc = Some(*s)
+            }
+            _ => {}
         }
     }
-    Ok(None)
+    (out.oif != 0).then_some(out)
 }
 
-/// IPv4 addresses currently on interface `ifindex`.
-pub async fn v4_addrs(handle: &Handle, ifindex: u32) -> Result<Vec<Ipv4Addr>> {
-    let mut out = Vec::new();
-    let mut s = handle
-        .address()
-        .get()
-        .set_link_index_filter(ifindex)
-        .execute();
-    while let Some(m) = s.try_next().await.context("listing addresses")? {
+/// Every link in this network namespace, by name.
+pub async fn links(handle: &Handle) -> Result<BTreeMap<String, Iface>> {
+    let mut out = BTreeMap::new();
+    let mut s = handle.link().get().execute();
+    while let Some(m) = s.try_next().await.context("listing links")? {
+        let mut name = None;
+        let mut mtu = 0;
+        let mut kind = None;
         for a in &m.attributes {
-            if let AddressAttribute::Local(IpAddr::V4(ip))
-            | AddressAttribute::Address(IpAddr::V4(ip)) = a
-            {
-                if !out.contains(ip) {
-                    out.push(*ip);
+            match a {
+                LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::Mtu(v) => mtu = *v,
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        if let LinkInfo::Kind(k) = i {
+                            kind = Some(k.to_string());
+                        }
+                    }
                 }
+                _ => {}
+            }
+        }
+        let Some(name) = name else { continue };
+        out.insert(
+            name.clone(),
+            Iface {
+                name,
+                ifindex: m.header.index,
+                l3: m.header.link_layer_type != LinkLayerType::Ether,
+                mtu,
+                kind,
+                up: m.header.flags.contains(LinkFlags::Up),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// IPv4 addresses currently on each interface (by ifindex).
+pub async fn v4_addrs(handle: &Handle) -> Result<BTreeMap<u32, Vec<Ipv4Addr>>> {
+    let mut out: BTreeMap<u32, Vec<Ipv4Addr>> = BTreeMap::new();
+    let mut s = handle.address().get().execute();
+    while let Some(m) = s.try_next().await.context("listing addresses")? {
+        // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the
+        // peer on point-to-point links and the same as local elsewhere.
+        let local = m.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        });
+        let addr = local.or_else(|| {
+            m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            })
+        });
+        if let Some(ip) = addr {
+            let list = out.entry(m.header.index).or_default();
+            if !list.contains(&ip) {
+                list.push(ip);
             }
         }
     }

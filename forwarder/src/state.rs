@@ -1,6 +1,7 @@
 //! The daemon's status file: what `forwarder status` shows beyond the
-//! counters (load result, interfaces and their attach state). Written
-//! atomically (temp file + rename) so readers never see half a file.
+//! counters in the pinned maps (load result, interfaces and their attach
+//! state, per-rule decisions). Written atomically (temp file + rename) so
+//! readers never see half a file.
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -9,12 +10,35 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DaemonState {
     pub pid: u32,
+    pub version: String,
     pub started_unix: u64,
     pub rules_file: Option<PathBuf>,
-    /// The last load of the rules file: `None` when it was applied.
+    /// Bumped on every load attempt of the rules file (start, SIGHUP,
+    /// `forwarder reload`, file change), applied or rejected; `reload`
+    /// waits for it to move.
+    pub generation: u64,
+    /// The last load attempt.
+    pub last_load: Option<LoadResult>,
+    /// The last load of the rules file was rejected: its error (file, line,
+    /// rule). `None` when the running configuration is the file's.
     pub rules_error: Option<String>,
+    /// What the daemon found pinned at start (a restart adopts it).
+    pub adopted: Option<String>,
+    /// Prometheus endpoint, when enabled.
+    pub metrics: Option<String>,
     pub interfaces: Vec<IfaceState>,
     pub rules: Vec<RuleStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LoadResult {
+    pub at_unix: u64,
+    /// "start", "SIGHUP", "file changed".
+    pub trigger: String,
+    pub applied: bool,
+    /// One-line summary ("4 forwards; 2 listeners added, 1 removed" or the
+    /// first line of the error).
+    pub summary: String,
 }
 
 /// One forward as the daemon applied it.
@@ -28,6 +52,15 @@ pub struct RuleStatus {
     pub ports: String,
     pub target: String,
     pub snat: String,
+    /// What the daemon can tell from the routing table about this rule's
+    /// SNAT and path decision (each flow decides for itself; `conntrack
+    /// list` shows the outcome per flow).
+    pub decision: String,
+    /// MSS clamp in force, if any.
+    pub mss: Option<u16>,
+    /// Listener entries in the kernel for this rule (0: interface missing
+    /// or without addresses).
+    pub listeners: usize,
 }
 
 impl RuleStatus {
@@ -41,6 +74,7 @@ impl RuleStatus {
             ports: f.ports.to_string(),
             target: f.target.to_string(),
             snat: f.snat.to_string(),
+            ..Default::default()
         }
     }
 }
@@ -49,12 +83,20 @@ impl RuleStatus {
 pub struct IfaceState {
     pub name: String,
     pub ifindex: Option<u32>,
-    /// "tcx" when attached.
+    /// "tcx" when attached, "none" when not.
     pub attach: String,
     /// "attached", or why not ("missing: ...").
     pub state: String,
     /// Why the daemon uses this interface.
     pub why: String,
+    #[serde(default)]
+    pub l3: bool,
+    #[serde(default)]
+    pub mtu: u32,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub addrs: Vec<String>,
 }
 
 pub fn status_path(run_dir: &Path) -> PathBuf {
@@ -74,4 +116,18 @@ pub fn read(run_dir: &Path) -> Result<DaemonState> {
     let p = status_path(run_dir);
     let text = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
     Ok(serde_json::from_slice(&text)?)
+}
+
+/// The daemon named by the status file, if that process still runs.
+pub fn running_pid(run_dir: &Path) -> Option<u32> {
+    let st = read(run_dir).ok()?;
+    // SAFETY: signal 0 only checks for existence.
+    (st.pid != 0 && unsafe { libc::kill(st.pid as i32, 0) } == 0).then_some(st.pid)
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

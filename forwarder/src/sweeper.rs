@@ -8,7 +8,9 @@ use std::{
 
 use anyhow::Result;
 use aya::maps::{HashMap, MapData};
-use forwarder_common::{FlowEntry, FlowKey, TcpState, FLOW_REPLY, PROTO_ICMP, PROTO_TCP};
+use forwarder_common::{
+    AutoSnatKey, FlowEntry, FlowKey, TcpState, AUTO_SNAT_TTL_NS, FLOW_REPLY, PROTO_ICMP, PROTO_TCP,
+};
 
 pub use rules::Timeouts;
 
@@ -119,6 +121,23 @@ pub fn sweep<T: std::borrow::BorrowMut<MapData>>(
         let _ = flows.remove(&k);
     }
     Ok(stats)
+}
+
+/// Forgets `snat = "auto"` learnings past their TTL (the kernel already
+/// ignores them; this only frees the entries).
+pub fn sweep_auto_snat<T: std::borrow::BorrowMut<MapData>>(
+    learned: &mut HashMap<T, AutoSnatKey, u64>,
+    now_ns: u64,
+) {
+    let old: Vec<AutoSnatKey> = learned
+        .iter()
+        .filter_map(|r| r.ok())
+        .filter(|(_, at)| now_ns.saturating_sub(*at) >= AUTO_SNAT_TTL_NS)
+        .map(|(k, _)| k)
+        .collect();
+    for k in old {
+        let _ = learned.remove(&k);
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The real `forwarder` binary running inside a namespace.
 use std::{
     path::{Path, PathBuf},
+    process::Output,
     time::Duration,
 };
 
@@ -8,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::{
     netns::{next_id, Bpffs, Netns, PREFIX},
-    process::{run_in, wait_for, Bg},
+    process::{command_in, run_in, wait_for, Bg},
 };
 
 /// Path of the binary under test: FORWARDER_BIN (set by `cargo xtask test`)
@@ -20,13 +21,18 @@ pub fn forwarder_bin() -> PathBuf {
 }
 
 /// A running daemon with its own pin and run directories. Dropping it stops
-/// the daemon; the bpffs mount goes with it.
+/// the daemon and tears its dataplane down (`forwarder down`); the bpffs
+/// mount goes with it.
 pub struct Daemon {
     pub ns: String,
-    pub bg: Bg,
+    /// `None` between `kill9` and `respawn`.
+    pub bg: Option<Bg>,
+    args: Vec<String>,
     pub pin_dir: PathBuf,
     pub run_dir: PathBuf,
     pub bpffs: Bpffs,
+    /// Logs of earlier incarnations (before `kill9`/`stop`).
+    old_logs: String,
 }
 
 impl Daemon {
@@ -37,20 +43,49 @@ impl Daemon {
         let pin_dir = bpffs.path.join("forwarder");
         let run_dir =
             std::env::temp_dir().join(format!("{PREFIX}{}-{}-run", std::process::id(), next_id()));
-        let bin = forwarder_bin();
-        let mut argv: Vec<&str> = vec![
-            bin.to_str().unwrap(),
-            "--pin-dir",
-            pin_dir.to_str().unwrap(),
-            "--run-dir",
-            run_dir.to_str().unwrap(),
-            "run",
-        ];
-        argv.extend_from_slice(args);
-        let mut bg = Bg::spawn(Some(&ns.name), &argv)?;
-        let status = run_dir.join("status.json");
-        let ready = wait_for(Duration::from_secs(20), || {
-            if status.exists() {
+        let mut d = Daemon {
+            ns: ns.name.clone(),
+            bg: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            pin_dir,
+            run_dir,
+            bpffs,
+            old_logs: String::new(),
+        };
+        d.respawn()?;
+        Ok(d)
+    }
+
+    fn global_args(&self) -> Vec<String> {
+        vec![
+            forwarder_bin().to_string_lossy().into_owned(),
+            "--pin-dir".into(),
+            self.pin_dir.to_string_lossy().into_owned(),
+            "--run-dir".into(),
+            self.run_dir.to_string_lossy().into_owned(),
+        ]
+    }
+
+    /// Starts the daemon (again) with the same arguments and directories
+    /// and waits until the new process has published its status.
+    pub fn respawn(&mut self) -> Result<()> {
+        if let Some(mut old) = self.bg.take() {
+            old.stop();
+            self.old_logs.push_str(&old.log());
+        }
+        let mut argv = self.global_args();
+        argv.push("run".into());
+        argv.extend(self.args.iter().cloned());
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let mut bg = Bg::spawn(Some(&self.ns), &argv)?;
+        let pid = bg.child.id();
+        let status = self.run_dir.join("status.json");
+        let ready = wait_for(Duration::from_secs(30), || {
+            let published = std::fs::read(&status)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v["pid"].as_u64() == Some(pid as u64));
+            if published {
                 return Some(true);
             }
             (!bg.is_running()).then_some(false)
@@ -58,28 +93,48 @@ impl Daemon {
         if ready != Some(true) {
             bail!("daemon did not become ready; log:\n{}", bg.log());
         }
-        Ok(Daemon {
-            ns: ns.name.clone(),
-            bg,
-            pin_dir,
-            run_dir,
-            bpffs,
-        })
+        self.bg = Some(bg);
+        Ok(())
     }
 
-    /// Runs a `forwarder` CLI command against this daemon's directories.
+    /// SIGKILL: no cleanup at all, as in a crash.
+    pub fn kill9(&mut self) -> Result<()> {
+        let mut bg = self.bg.take().context("daemon not running")?;
+        bg.child.kill()?;
+        bg.child.wait()?;
+        self.old_logs.push_str(&bg.log());
+        Ok(())
+    }
+
+    /// SIGTERM and wait: the dataplane stays (unless started with
+    /// --teardown-on-exit).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut bg = self.bg.take()?;
+        let st = bg.stop();
+        self.old_logs.push_str(&bg.log());
+        st
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.bg.as_ref().map(|b| b.child.id())
+    }
+
+    /// Runs a `forwarder` CLI command against this daemon's directories;
+    /// stdout, failing when the command fails.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let bin = forwarder_bin();
-        let mut argv: Vec<&str> = vec![
-            bin.to_str().unwrap(),
-            "--pin-dir",
-            self.pin_dir.to_str().unwrap(),
-            "--run-dir",
-            self.run_dir.to_str().unwrap(),
-        ];
-        argv.extend_from_slice(args);
+        let mut argv = self.global_args();
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let out = run_in(Some(&self.ns), &argv)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Like `cli`, but returns the output whatever the exit status.
+    pub fn cli_output(&self, args: &[&str]) -> Result<Output> {
+        let mut argv = self.global_args();
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        Ok(command_in(Some(&self.ns), &argv).output()?)
     }
 
     pub fn status_json(&self) -> Result<serde_json::Value> {
@@ -87,14 +142,42 @@ impl Daemon {
         serde_json::from_str(&out).with_context(|| format!("parsing status JSON: {out}"))
     }
 
+    /// The counters of rule `name` from `status --json`.
+    pub fn rule_counters(&self, name: &str) -> Result<serde_json::Value> {
+        let st = self.status_json()?;
+        st["rules"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["counters"]["name"] == name))
+            .map(|r| r["counters"].clone())
+            .with_context(|| format!("rule {name} not in status: {st}"))
+    }
+
+    /// The daemon's status file as it is now.
+    pub fn state(&self) -> Result<serde_json::Value> {
+        let b = std::fs::read(self.run_dir.join("status.json"))?;
+        Ok(serde_json::from_slice(&b)?)
+    }
+
+    /// Every log line of this daemon so far, across restarts.
     pub fn log(&self) -> String {
-        self.bg.log()
+        let mut s = self.old_logs.clone();
+        if let Some(bg) = &self.bg {
+            s.push_str(&bg.log());
+        }
+        s
     }
 }
 
 impl Drop for Daemon {
+    /// Stops the daemon and tears the dataplane down (`forwarder down`):
+    /// a plain stop leaves the programs attached and forwarding.
+    /// A test that fails while the daemon lives gets its log printed.
     fn drop(&mut self) {
-        self.bg.stop();
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("---- forwarder daemon log ----\n{}", self.log());
+        }
+        let _ = self.cli(&["down"]);
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }

@@ -2,6 +2,7 @@
 //! forwarder daemon, each behind a guard that cleans up on Drop (also when a
 //! test panics). Names carry a `fwt-<pid>-` prefix so parallel tests never
 //! collide, and `sweep()` removes leftovers of test processes that died.
+pub mod client;
 pub mod daemon;
 pub mod netns;
 pub mod privilege;

@@ -191,3 +191,35 @@ impl Drop for Bpffs {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// Names of the TCX programs attached to `iface` in `ns` (ingress and
+/// egress), asked from the kernel in that namespace. bookworm's bpftool
+/// predates TCX, so the query is made here with aya.
+pub fn tcx_programs(ns: &Netns, iface: &str) -> Result<Vec<String>> {
+    let path = format!("/run/netns/{}", ns.name);
+    let iface = iface.to_string();
+    // setns changes only the calling thread's namespace: do it on a thread
+    // of its own so the test's thread stays where it is.
+    std::thread::spawn(move || -> Result<Vec<String>> {
+        let f = std::fs::File::open(&path)?;
+        // SAFETY: a valid namespace fd; affects only this thread.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let mut names = Vec::new();
+        for ty in [
+            aya::programs::TcAttachType::Ingress,
+            aya::programs::TcAttachType::Egress,
+        ] {
+            let (_, progs) = aya::programs::SchedClassifier::query_tcx(&iface, ty)?;
+            names.extend(
+                progs
+                    .iter()
+                    .map(|p| p.name_as_str().unwrap_or("?").to_string()),
+            );
+        }
+        Ok(names)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("tcx query thread panicked"))?
+}

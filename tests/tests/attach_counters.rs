@@ -4,7 +4,7 @@ use anyhow::Result;
 use forwarder_tests::{netns, require_root, Daemon, Netns};
 
 fn reason(iface: &serde_json::Value, name: &str) -> (u64, u64) {
-    let r = iface["reasons"]
+    let r = iface["hooks"][0]["reasons"]
         .as_array()
         .unwrap()
         .iter()
@@ -18,7 +18,8 @@ fn totals(status: &serde_json::Value) -> (u64, u64, serde_json::Value) {
     assert_eq!(ifaces.len(), 1, "exactly one interface attached: {status}");
     let i = ifaces[0].clone();
     let (mut p, mut b) = (0, 0);
-    for r in i["reasons"].as_array().unwrap() {
+    assert_eq!(i["hooks"][0]["hook"], "tc_ingress");
+    for r in i["hooks"][0]["reasons"].as_array().unwrap() {
         p += r["packets"].as_u64().unwrap();
         b += r["bytes"].as_u64().unwrap();
     }
@@ -103,7 +104,7 @@ fn counters_match_kernel_rx_for_ping_and_tcp() -> Result<()> {
     assert_eq!(reason(&iface, "pass_malformed").0, 0);
     assert_eq!(reason(&iface, "drop_error").0, 0);
 
-    // Stopping detaches: traffic afterwards is not counted (pins are gone).
+    // `down` detaches: nothing of ours stays on the interface.
     drop(daemon);
     let links = server.output(&["bpftool", "-j", "net", "show", "dev", "eth0"])?;
     assert!(

@@ -5,13 +5,14 @@
 //! against the forwarder daemon driven by a rules file.
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use forwarder_tests::{
+    client::{client, sha256},
     netns,
-    process::{command_in, wait_for},
+    process::wait_for,
     require_root,
     topology::{self, Proxmox},
-    Daemon, Netns,
+    Daemon,
 };
 
 /// The seed's eight rules (docs/use-cases.md, Case 1) plus the UDP pair for
@@ -40,61 +41,6 @@ fn iptables(topo: &Proxmox, rules: &[&str]) -> Result<()> {
         topo.host.run(&args)?;
     }
     Ok(())
-}
-
-/// Output of a client command; never fails by itself.
-struct Out {
-    ok: bool,
-    /// Exit code; 124 when `timeout` killed it.
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit={}{} stdout={:?} stderr={:?}",
-            self.code.map_or("signal".into(), |c| c.to_string()),
-            if self.code == Some(124) {
-                " (timed out)"
-            } else {
-                ""
-            },
-            truncate(&self.stdout),
-            truncate(&self.stderr)
-        )
-    }
-}
-
-fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(2000) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
-/// Runs `args` in `ns` under `timeout` (a hard bound on top of the
-/// command's own timeouts, so a broken dataplane fails instead of hanging).
-fn client(ns: &Netns, secs: u32, args: &[&str]) -> Out {
-    let t = secs.to_string();
-    let mut v = vec!["timeout", "-k", "2", t.as_str()];
-    v.extend_from_slice(args);
-    match command_in(Some(&ns.name), &v).output() {
-        Ok(o) => Out {
-            ok: o.status.success(),
-            code: o.status.code(),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        },
-        Err(e) => Out {
-            ok: false,
-            code: None,
-            stdout: String::new(),
-            stderr: format!("spawning {v:?}: {e}"),
-        },
-    }
 }
 
 /// Waits (briefly: servers log right after the exchange) until `peers`
@@ -230,16 +176,6 @@ fn check_ssh(t: &Proxmox, snat: &str) -> Result<()> {
         t.vm81_host_key
     );
     check_new_peers("ssh :2222", before, 1, snat, || t.ssh_peers())
-}
-
-fn sha256(path: &std::path::Path) -> Result<String> {
-    let out = command_in(None, &["sha256sum", path.to_str().unwrap()]).output()?;
-    ensure!(out.status.success(), "sha256sum {}", path.display());
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .context("sha256sum output")?
-        .to_string())
 }
 
 /// 5. 30 MB through port 80 arrives intact.
@@ -456,17 +392,6 @@ fn check_snat_off(topo: &Proxmox) {
     check_http(topo, topology::LAN_CLIENT).unwrap();
 }
 
-/// Prints the daemon's log if the test panics while it is alive.
-struct LogOnPanic<'a>(&'a Daemon);
-
-impl Drop for LogOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- forwarder daemon log ----\n{}", self.0.log());
-        }
-    }
-}
-
 fn host_ruleset(topo: &Proxmox) -> String {
     topo.host
         .output(&["nft", "list", "ruleset"])
@@ -536,7 +461,6 @@ fn forwarder_replaces_iptables() -> Result<()> {
     let topo = Proxmox::build()?;
     let rules = fixture("proxmox-e2e.toml");
     let daemon = Daemon::start(&topo.host, &["--rules", &rules])?;
-    let _log = LogOnPanic(&daemon);
     check_forwards(&topo, topology::HOST_VM);
     // The forwarding is the daemon's own: no netfilter NAT in the host.
     let ruleset = host_ruleset(&topo);
@@ -560,8 +484,7 @@ fn forwarder_snat_off_keeps_client_address() -> Result<()> {
     netns::sweep();
     let topo = Proxmox::build()?;
     let rules = fixture("proxmox-snat-off.toml");
-    let daemon = Daemon::start(&topo.host, &["--rules", &rules])?;
-    let _log = LogOnPanic(&daemon);
+    let _daemon = Daemon::start(&topo.host, &["--rules", &rules])?;
     check_snat_off(&topo);
     let ruleset = host_ruleset(&topo);
     assert!(

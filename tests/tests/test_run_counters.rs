@@ -10,7 +10,7 @@ use forwarder::{
     counters::sum_cpus,
     dataplane::{Dataplane, LoadOptions},
 };
-use forwarder_common::{iface_counter_index, Counter, IfaceConfig, Reason};
+use forwarder_common::{iface_counter_index, Counter, Hook, IfaceConfig, Reason};
 use forwarder_tests::require_root;
 
 /// TCX_NEXT as the u32 the kernel reports.
@@ -56,7 +56,7 @@ impl Harness {
         let m: PerCpuArray<&MapData, Counter> =
             PerCpuArray::try_from(self.dp.ebpf.map("FWD_IFACE_CNT").unwrap()).unwrap();
         sum_cpus(
-            m.get(&iface_counter_index(SLOT, reason), 0)
+            m.get(&iface_counter_index(SLOT, Hook::TcIngress, reason), 0)
                 .unwrap()
                 .iter()
                 .copied(),

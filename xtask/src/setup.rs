@@ -35,6 +35,10 @@ const APT_PACKAGES: &[&str] = &[
     "sockperf",
     "procps",
     "kmod",
+    // The OpenMetrics parser of the Prometheus project, which the metrics
+    // test reads the endpoint with (run by Debian's /usr/bin/python3).
+    "python3",
+    "python3-prometheus-client",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -1,0 +1,74 @@
+//! TCP MSS clamping on SYN and SYN-ACK: a tailnet peer (MTU 1280) and a
+//! pod network (MTU 1500) would otherwise agree on segments the narrow side
+//! cannot carry, and large transfers stall wherever ICMP is filtered.
+use aya_ebpf::{
+    helpers::{bpf_l4_csum_replace, bpf_skb_store_bytes},
+    programs::TcContext,
+};
+
+use crate::{nat, parse::Packet};
+
+const TCPOPT_EOL: u8 = 0;
+const TCPOPT_NOP: u8 = 1;
+const TCPOPT_MSS: u8 = 2;
+/// Options occupy at most 40 bytes; each step consumes at least one.
+const MAX_OPT_STEPS: usize = 8;
+
+/// Lowers the MSS option of `p` (a SYN or SYN-ACK) to `clamp` when it is
+/// larger. Returns whether it changed the packet. Headers were pulled
+/// linear by the parser only up to the fixed part, so options are read with
+/// ctx.load (bpf_skb_load_bytes), which copes with any layout.
+#[inline(always)]
+pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, ()> {
+    let opts = p.l4 + 20;
+    let end = p.l4 + p.tcp_hlen as usize;
+    let mut off = opts;
+    let mut i = 0;
+    while i < MAX_OPT_STEPS {
+        i += 1;
+        if off >= end {
+            return Ok(false);
+        }
+        let kind: u8 = ctx.load(off).map_err(|_| ())?;
+        if kind == TCPOPT_EOL {
+            return Ok(false);
+        }
+        if kind == TCPOPT_NOP {
+            off += 1;
+            continue;
+        }
+        let len: u8 = ctx.load(off + 1).map_err(|_| ())?;
+        if len < 2 || off + len as usize > end {
+            // Malformed options: leave the packet alone.
+            return Ok(false);
+        }
+        if kind == TCPOPT_MSS && len == 4 {
+            let at = off + 2;
+            let raw: [u8; 2] = ctx.load(at).map_err(|_| ())?;
+            if u16::from_be_bytes(raw) <= clamp {
+                return Ok(false);
+            }
+            let new = clamp.to_be_bytes();
+            let (old_w, new_w) = (u16::from_ne_bytes(raw), u16::from_ne_bytes(new));
+            // The checksum sums 16-bit words from the start of the header;
+            // a value at an odd offset straddles two words, which is the
+            // same as the byte-swapped value at an even one (RFC 1071 2(B)).
+            let odd = (at - p.l4) % 2 == 1;
+            let (o, n) = if odd {
+                (old_w.swap_bytes(), new_w.swap_bytes())
+            } else {
+                (old_w, new_w)
+            };
+            // SAFETY: helpers on our own skb; they validate offsets.
+            nat::ok(unsafe {
+                bpf_l4_csum_replace(ctx.skb.skb, (p.l4 + 16) as u32, o as u64, n as u64, 2)
+            })?;
+            nat::ok(unsafe {
+                bpf_skb_store_bytes(ctx.skb.skb, at as u32, new.as_ptr() as *const _, 2, 0)
+            })?;
+            return Ok(true);
+        }
+        off += len as usize;
+    }
+    Ok(false)
+}

@@ -1,0 +1,117 @@
+//! Per-flow decisions taken once, on the first packet: which source the
+//! backend sees (SNAT) and which way translated packets travel (redirect or
+//! stack). Both come from the FIB, so they follow the routing table.
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
+use forwarder_common::{
+    AutoSnatKey, ListenerValue, Reason, AUTO_SNAT_TTL_NS, FLOW_AUTO, FLOW_SNAT, FLOW_VIA_STACK,
+    LISTEN_VIA_REDIRECT, LISTEN_VIA_STACK, SNAT_AUTO, SNAT_FIXED, SNAT_MASQUERADE,
+};
+
+use crate::{fib, maps::AUTO_SNAT, parse::Packet};
+
+pub struct Decision {
+    /// Source address the backend sees.
+    pub src: u32,
+    /// FLOW_SNAT | FLOW_VIA_STACK | FLOW_AUTO.
+    pub flags: u8,
+}
+
+#[inline(always)]
+pub fn auto_key(rule_id: u32, target: u32) -> AutoSnatKey {
+    AutoSnatKey {
+        rule_id,
+        addr: [target, 0, 0, 0],
+    }
+}
+
+/// Whether `snat = "auto"` learned that this backend's replies bypass us.
+#[inline(always)]
+fn learned_snat(rule_id: u32, target: u32) -> bool {
+    // SAFETY: copied out of the map value.
+    match unsafe { AUTO_SNAT.get(auto_key(rule_id, target)).copied() } {
+        // SAFETY: plain helper call.
+        Some(at) => unsafe { bpf_ktime_get_ns() }.saturating_sub(at) < AUTO_SNAT_TTL_NS,
+        None => false,
+    }
+}
+
+/// `snat = "auto"`: keep the client's address when a reply from the
+/// backend, arriving where the backend lives, would be routed back out of
+/// the interface the client came in on. That rules out hairpins (backend on
+/// the client's side) and backends this host cannot route back from. What
+/// the backend itself does with its replies cannot be seen from here; that
+/// is learned per backend from retransmitted SYNs (see `conntrack`).
+#[inline(always)]
+fn keep_client(
+    ctx: &TcContext,
+    p: &Packet,
+    in_ifindex: u32,
+    to: Option<fib::Route>,
+    target: u32,
+) -> bool {
+    match to {
+        Some(r) if r.oif == in_ifindex => false,
+        Some(r) => {
+            fib::route(ctx, r.oif, p.proto, target, p.src).is_some_and(|b| b.oif == in_ifindex)
+        }
+        // No forwarding route: a virtual (kube-proxy ClusterIP) or local
+        // target, reached through the stack, which cannot take our SNAT
+        // (it drops packets from its own addresses as martians). Replies
+        // leave like any packet the stack sends to the client.
+        None => fib::output_oif(ctx, p.src).is_some_and(|oif| oif == in_ifindex),
+    }
+}
+
+// A BPF-to-BPF call rather than inlined: its locals get their own frame
+// instead of adding to the caller's (512-byte stack limit).
+#[inline(never)]
+pub fn decide(
+    ctx: &TcContext,
+    p: &Packet,
+    l: &ListenerValue,
+    in_ifindex: u32,
+) -> Result<Decision, Reason> {
+    let target = l.target_addr[0];
+    let to = fib::route(ctx, in_ifindex, p.proto, p.src, target);
+    let forced_stack = l.flags & LISTEN_VIA_STACK != 0;
+    let mut flags = 0;
+    let src = match l.snat_mode {
+        _ if forced_stack => p.src,
+        SNAT_FIXED => l.snat_addr[0],
+        SNAT_MASQUERADE => to.ok_or(Reason::DropError)?.src,
+        SNAT_AUTO => {
+            flags |= FLOW_AUTO;
+            if to.is_some() && learned_snat(l.rule_id, target) {
+                to.ok_or(Reason::DropError)?.src
+            } else if keep_client(ctx, p, in_ifindex, to, target) || to.is_none() {
+                p.src
+            } else {
+                to.ok_or(Reason::DropError)?.src
+            }
+        }
+        _ => p.src,
+    };
+    if src != p.src {
+        flags |= FLOW_SNAT;
+    }
+    // A SNATed packet must be redirected: the stack would drop it as a
+    // martian (its source is one of our addresses). Otherwise redirect only
+    // to on-link targets (VMs, pods, LAN hosts); anything behind a gateway
+    // or without a route goes through the stack, where netfilter (e.g.
+    // kube-proxy's DNAT of a ClusterIP in PREROUTING) gets to see it.
+    let via_stack = if forced_stack {
+        true
+    } else if flags & FLOW_SNAT != 0 || l.flags & LISTEN_VIA_REDIRECT != 0 {
+        to.is_none()
+    } else {
+        to.is_none_or(|r| r.nexthop != target)
+    };
+    if via_stack {
+        if flags & FLOW_SNAT != 0 {
+            // SNAT with no forwarding route: nothing can deliver it.
+            return Err(Reason::DropError);
+        }
+        flags |= FLOW_VIA_STACK;
+    }
+    Ok(Decision { src, flags })
+}

@@ -1,0 +1,90 @@
+//! `forwarder reload` and `forwarder down`: talking to the daemon.
+//!
+//! There is no socket: the daemon publishes its pid and the result of every
+//! load in its status file (run directory, root only), and everything else
+//! the CLI needs is in the pinned maps. A signal is the whole protocol,
+//! so there is nothing to version or secure beyond file permissions, and
+//! `status`/`conntrack` keep working while no daemon runs (the pinned
+//! dataplane goes on forwarding).
+use std::{
+    path::Path,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use forwarder::{dataplane, state};
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// SIGHUP to the daemon, then wait for it to report the load's result.
+pub fn reload(run_dir: &Path) -> Result<ExitCode> {
+    let Some(pid) = state::running_pid(run_dir) else {
+        bail!(
+            "no forwarder daemon is running (no live pid in {})",
+            state::status_path(run_dir).display()
+        );
+    };
+    let before = state::read(run_dir)?.generation;
+    // SAFETY: plain signal to a pid we just read.
+    if unsafe { libc::kill(pid as i32, libc::SIGHUP) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("signalling the daemon");
+    }
+    let mut st = None;
+    let done = wait_until(Duration::from_secs(15), || {
+        st = state::read(run_dir).ok();
+        st.as_ref().is_some_and(|s| s.generation > before)
+    });
+    let st = st
+        .filter(|_| done)
+        .context("the daemon did not report the reload within 15 s")?;
+    match &st.last_load {
+        Some(l) if l.applied => {
+            println!("applied: {}", l.summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            eprintln!("rejected; the running configuration is unchanged:");
+            eprintln!("{}", st.rules_error.as_deref().unwrap_or("(no details)"));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Stops the daemon if one runs, then removes every program, link and pin
+/// under the pin directory.
+pub fn down(pin_dir: &Path, run_dir: &Path) -> Result<ExitCode> {
+    if let Some(pid) = state::running_pid(run_dir) {
+        // SAFETY: plain signal to a pid we just read.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let gone = wait_until(Duration::from_secs(15), || {
+            // SAFETY: signal 0 only checks for existence.
+            unsafe { libc::kill(pid as i32, 0) != 0 }
+        });
+        if !gone {
+            bail!("the daemon (pid {pid}) did not stop within 15 s");
+        }
+        println!("stopped the daemon (pid {pid})");
+    }
+    let removed = dataplane::teardown(pin_dir)?;
+    let _ = std::fs::remove_file(state::status_path(run_dir));
+    if removed.is_empty() {
+        println!("nothing pinned under {}", pin_dir.display());
+    } else {
+        println!(
+            "removed {} pins under {} (programs detached, flow table freed)",
+            removed.len(),
+            pin_dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,530 @@
+//! Operating the forwarder live (issue: hot reload, hitless restart,
+//! status, conntrack, metrics), on the Proxmox topology of use case 1 with
+//! real clients and servers:
+//!
+//! * rules-file edits under load: 50 edits (added, changed, removed forwards,
+//!   each written as a new file renamed over the old one) while a client
+//!   downloads and opens connections without pause on an untouched forward:
+//!   not one failed request, and new forwards work within a second;
+//! * an invalid edit changes nothing and is reported until fixed;
+//! * SIGKILL and restart in the middle of a long download: it completes
+//!   intact, the flow and the counters carry on;
+//! * SIGTERM leaves the dataplane forwarding, `down` removes every program,
+//!   link and pin;
+//! * `status`, `conntrack list --json` and the metrics endpoint report the
+//!   exact packet count of a controlled burst.
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{ensure, Context, Result};
+use forwarder_tests::{
+    client::{client, sha256},
+    netns::{self, tcx_programs},
+    process::wait_for,
+    require_root,
+    topology::{self, Proxmox, TempDir},
+    Daemon,
+};
+
+const WEB: &str = r#"
+[[forward]]
+name = "web"
+in = "vmbr0"
+listen = "192.168.1.55"
+port = 80
+to = "192.168.100.80:80"
+snat = "192.168.100.1"
+"#;
+
+/// Replaces the rules file the way editors and config tools do: a new file
+/// renamed over the old one.
+fn write_rules(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// A forward `extra-N` on port 8000+N to vm80's HTTP server.
+fn extra(n: usize, snat: &str) -> String {
+    format!(
+        "\n[[forward]]\nname = \"extra-{n}\"\nin = \"vmbr0\"\nlisten = \"192.168.1.55\"\n\
+         port = {}\nto = \"192.168.100.80:80\"\nsnat = \"{snat}\"\n",
+        8000 + n
+    )
+}
+
+fn setup(rules: &str) -> Result<(Proxmox, TempDir, PathBuf, Daemon)> {
+    netns::sweep();
+    let topo = Proxmox::build()?;
+    let dir = TempDir::new("rules")?;
+    let path = dir.file("rules.toml");
+    write_rules(&path, rules)?;
+    let daemon = Daemon::start(&topo.host, &["--rules", path.to_str().unwrap()])?;
+    Ok((topo, dir, path, daemon))
+}
+
+fn http_ok(topo: &Proxmox, port: u16, max_time: &str) -> bool {
+    let url = format!("http://192.168.1.55:{port}/");
+    let o = client(
+        &topo.lan,
+        5,
+        &[
+            "curl",
+            "-s",
+            "--max-time",
+            max_time,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ],
+    );
+    o.ok && o.stdout == "200"
+}
+
+/// How long until a forward on `port` answers (polling), if within `limit`.
+fn time_until_forwarding(topo: &Proxmox, port: u16, limit: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if http_ok(topo, port, "0.3") {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    None
+}
+
+/// Waits for the daemon to record a load attempt after `generation`.
+fn wait_load(daemon: &Daemon, generation: u64) -> Result<serde_json::Value> {
+    wait_for(Duration::from_secs(10), || {
+        daemon
+            .state()
+            .ok()
+            .filter(|s| s["generation"].as_u64().unwrap_or(0) > generation)
+    })
+    .context("the daemon did not report a load of the edited file")
+}
+
+fn generation(daemon: &Daemon) -> u64 {
+    daemon
+        .state()
+        .map(|s| s["generation"].as_u64().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+#[test]
+fn fifty_edits_under_load_lose_nothing_and_apply_within_a_second() -> Result<()> {
+    if !require_root("fifty_edits_under_load_lose_nothing_and_apply_within_a_second") {
+        return Ok(());
+    }
+    let (topo, _dir, path, daemon) = setup(WEB)?;
+    ensure!(http_ok(&topo, 80, "3"), "forward 80 works before the edits");
+
+    // The untouched forward under load: back-to-back 30 MB downloads, and
+    // new connections in a tight loop. Each line is one request's result.
+    let big = format!("http://192.168.1.55/{}", topology::BIG_FILE);
+    let downloads = topo.lan.spawn(&[
+        "sh",
+        "-c",
+        &format!(
+            "while :; do curl -s -o /dev/null --max-time 30 -w '%{{http_code}} %{{size_download}}\\n' {big} || echo FAIL $?; done"
+        ),
+    ])?;
+    let requests = topo.lan.spawn(&[
+        "sh",
+        "-c",
+        "while :; do curl -s -o /dev/null --max-time 5 -w '%{http_code}\\n' http://192.168.1.55/ || echo FAIL $?; sleep 0.02; done",
+    ])?;
+
+    // 50 edits: each adds extra-i, removes extra-(i-4), and flips the SNAT
+    // mode of extra-(i-1), so every edit adds, changes and removes.
+    let mut latencies = Vec::new();
+    for i in 0..50usize {
+        let mut text = String::from(WEB);
+        for n in i.saturating_sub(3)..=i {
+            let snat = if n + 1 == i && i % 2 == 0 {
+                "masquerade"
+            } else {
+                "192.168.100.1"
+            };
+            text.push_str(&extra(n, snat));
+        }
+        let before = generation(&daemon);
+        write_rules(&path, &text)?;
+        if i % 5 == 4 {
+            // Measured from the rename: new forwards work within a second.
+            let t = time_until_forwarding(&topo, 8000 + i as u16, Duration::from_secs(3));
+            latencies.push((i, t));
+            wait_load(&daemon, before)?;
+        } else {
+            std::thread::sleep(Duration::from_millis(120));
+        }
+    }
+    // The last file's forwards are in force, the dropped ones are gone.
+    let st = wait_for(Duration::from_secs(5), || {
+        let s = daemon.state().ok()?;
+        let names: Vec<String> = s["rules"]
+            .as_array()?
+            .iter()
+            .map(|r| r["name"].as_str().unwrap_or("").to_string())
+            .collect();
+        (names.len() == 5 && names.contains(&"extra-49".to_string())).then_some(s)
+    })
+    .context("the final file was not applied")?;
+    ensure!(st["rules_error"].is_null(), "no load was rejected: {st}");
+    ensure!(http_ok(&topo, 8049, "3"), "extra-49 forwards");
+    ensure!(
+        !http_ok(&topo, 8045, "1"),
+        "extra-45 (removed) no longer forwards"
+    );
+
+    // Every request that completed so far counts; the one in flight when
+    // the loops are stopped is not looked at.
+    let dl_log = downloads.log();
+    let rq_log = requests.log();
+    drop(requests);
+    drop(downloads);
+    let want = format!("200 {}", topology::BIG_SIZE);
+    let dl: Vec<&str> = dl_log.lines().collect();
+    let rq: Vec<&str> = rq_log.lines().collect();
+    let bad_dl: Vec<&&str> = dl.iter().filter(|l| **l != want).collect();
+    let bad_rq: Vec<&&str> = rq.iter().filter(|l| **l != "200").collect();
+    eprintln!(
+        "under load: {} downloads of 30 MB, {} requests on new connections",
+        dl.len(),
+        rq.len()
+    );
+    ensure!(
+        bad_dl.is_empty() && bad_rq.is_empty(),
+        "failed requests on the untouched forward: downloads {bad_dl:?}, requests {bad_rq:?}"
+    );
+    ensure!(
+        dl.len() >= 3 && rq.len() >= 50,
+        "too little load to mean anything: {} downloads, {} requests",
+        dl.len(),
+        rq.len()
+    );
+
+    for (i, t) in &latencies {
+        let t = t.with_context(|| format!("extra-{i} never forwarded (3 s)"))?;
+        ensure!(
+            t <= Duration::from_secs(1),
+            "extra-{i} forwarded only {t:?} after the edit (latencies {latencies:?})"
+        );
+    }
+    eprintln!("new-forward latencies after the rename: {latencies:?}");
+    Ok(())
+}
+
+#[test]
+fn an_invalid_edit_changes_nothing_until_fixed() -> Result<()> {
+    if !require_root("an_invalid_edit_changes_nothing_until_fixed") {
+        return Ok(());
+    }
+    let (topo, _dir, path, daemon) = setup(WEB)?;
+    ensure!(http_ok(&topo, 80, "3"), "forward 80 works before the edit");
+
+    // A forward with port 0 and a second one that is fine: the file is
+    // rejected whole, so the good new forward must not appear either.
+    let broken = format!(
+        "{WEB}{}\n[[forward]]\nname = \"bad\"\nin = \"vmbr0\"\nlisten = \"192.168.1.55\"\nport = 0\nto = \"192.168.100.80:80\"\n",
+        extra(1, "192.168.100.1")
+    );
+    let before = generation(&daemon);
+    write_rules(&path, &broken)?;
+    let st = wait_load(&daemon, before)?;
+    let err = st["rules_error"].as_str().unwrap_or_default().to_string();
+    let file = path.to_str().unwrap();
+    ensure!(
+        err.contains(file) && err.contains("forward \"bad\"") && err.contains("port 0"),
+        "the error names file, line and rule: {err:?}"
+    );
+    ensure!(
+        err.contains(&format!("{file}:")),
+        "the error carries a line number: {err:?}"
+    );
+    ensure!(http_ok(&topo, 80, "3"), "forward 80 still works");
+    ensure!(
+        !http_ok(&topo, 8001, "1"),
+        "nothing of the rejected file was applied"
+    );
+    let text = daemon.cli(&["status"])?;
+    ensure!(
+        text.contains("REJECTED") && text.contains("port 0"),
+        "status shows the rejection: {text}"
+    );
+    // `forwarder reload` reports the same and fails.
+    let out = daemon.cli_output(&["reload"])?;
+    ensure!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("port 0"),
+        "reload of a bad file fails with the error: {out:?}"
+    );
+
+    // Fixed: the new forward applies, the error is gone.
+    let before = generation(&daemon);
+    write_rules(&path, &format!("{WEB}{}", extra(1, "192.168.100.1")))?;
+    let st = wait_load(&daemon, before)?;
+    ensure!(st["rules_error"].is_null(), "error cleared: {st}");
+    ensure!(
+        time_until_forwarding(&topo, 8001, Duration::from_secs(2)).is_some(),
+        "the fixed file's new forward works"
+    );
+    // And `forwarder reload` on a good file says so.
+    let out = daemon.cli(&["reload"])?;
+    ensure!(out.starts_with("applied"), "reload: {out}");
+    Ok(())
+}
+
+/// A rate-limited 30 MB download through the forward, in the background.
+fn slow_download(topo: &Proxmox, dest: &Path) -> Result<forwarder_tests::Bg> {
+    let url = format!("http://192.168.1.55/{}", topology::BIG_FILE);
+    topo.lan.spawn(&[
+        "curl",
+        "-sS",
+        "--limit-rate",
+        "5M",
+        "--max-time",
+        "60",
+        "-o",
+        dest.to_str().unwrap(),
+        &url,
+    ])
+}
+
+#[test]
+fn sigkill_and_restart_keep_established_flows_and_counters() -> Result<()> {
+    if !require_root("sigkill_and_restart_keep_established_flows_and_counters") {
+        return Ok(());
+    }
+    let (topo, dir, _path, mut daemon) = setup(WEB)?;
+    let dest = dir.file("download.bin");
+    let mut dl = slow_download(&topo, &dest)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = daemon.rule_counters("web")?;
+    ensure!(
+        before["active_flows"] == 1,
+        "the download is one live flow: {before}"
+    );
+
+    daemon.kill9()?;
+    // No daemon: the pinned dataplane goes on, new connections included.
+    ensure!(
+        http_ok(&topo, 80, "3"),
+        "a new connection works while the daemon is dead"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    daemon.respawn()?;
+    let st = daemon.state()?;
+    ensure!(
+        st["adopted"]
+            .as_str()
+            .is_some_and(|a| a.contains("adopted")),
+        "the new daemon adopted the pinned state: {st}"
+    );
+    let flows: serde_json::Value =
+        serde_json::from_str(&daemon.cli(&["conntrack", "list", "--json", "--rule", "web"])?)?;
+    ensure!(
+        flows.as_array().is_some_and(|f| f
+            .iter()
+            .any(|f| f["state"] == "ESTABLISHED" && f["translated"]["src"] == "192.168.100.1")),
+        "the download's flow survived the restart: {flows}"
+    );
+
+    let finished = wait_for(Duration::from_secs(30), || {
+        dl.child.try_wait().ok().flatten()
+    });
+    let status = finished.context("download did not finish")?;
+    ensure!(status.success(), "download failed: {}", dl.log());
+    let served = sha256(&topo.nginx80.dir.join("www").join(topology::BIG_FILE))?;
+    ensure!(sha256(&dest)? == served, "the download arrived intact");
+
+    let after = daemon.rule_counters("web")?;
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    ensure!(
+        n(&after, "packets") > n(&before, "packets") && n(&after, "bytes") > 30_000_000,
+        "counters continued across the restart: before {before}, after {after}"
+    );
+    ensure!(
+        n(&after, "new_flows") > n(&before, "new_flows"),
+        "flow count kept (+1 for the connection made while down): before {before}, after {after}"
+    );
+    Ok(())
+}
+
+#[test]
+fn sigterm_keeps_forwarding_and_down_removes_everything() -> Result<()> {
+    if !require_root("sigterm_keeps_forwarding_and_down_removes_everything") {
+        return Ok(());
+    }
+    let (topo, _dir, _path, mut daemon) = setup(WEB)?;
+    let ours = |names: &[String]| names.iter().any(|n| n.starts_with("fwd_"));
+    ensure!(
+        ours(&tcx_programs(&topo.host, "vmbr0")?),
+        "attached to vmbr0"
+    );
+    ensure!(
+        ours(&tcx_programs(&topo.host, "vmbr1")?),
+        "attached to vmbr1 (replies)"
+    );
+
+    let st = daemon.stop().context("daemon was running")?;
+    ensure!(st.success(), "clean exit on SIGTERM");
+    ensure!(http_ok(&topo, 80, "3"), "still forwarding without a daemon");
+    let text = daemon.cli(&["status"])?;
+    ensure!(text.contains("not running"), "status says so: {text}");
+
+    let out = daemon.cli(&["down"])?;
+    ensure!(out.contains("removed"), "down: {out}");
+    for iface in ["vmbr0", "vmbr1"] {
+        let progs = tcx_programs(&topo.host, iface)?;
+        ensure!(!ours(&progs), "{iface} still has {progs:?} after down");
+    }
+    ensure!(!daemon.pin_dir.exists(), "pin directory removed");
+    ensure!(
+        !http_ok(&topo, 80, "1"),
+        "nothing forwards after down (there is no NAT left)"
+    );
+    Ok(())
+}
+
+/// The OpenMetrics samples of `text`, as `name{labels} value` lines, read
+/// with the Prometheus project's own parser.
+fn parse_openmetrics(text: &str) -> Result<Vec<String>> {
+    use std::io::Write;
+    let script = "import sys\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+        for fam in text_string_to_metric_families(sys.stdin.read()):\n\
+        \x20   for s in fam.samples:\n\
+        \x20       l = ','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))\n\
+        \x20       print(f'{s.name}{{{l}}} {s.value}')\n";
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("python3 with prometheus_client (apt python3-prometheus-client)")?;
+    child.stdin.take().unwrap().write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "the OpenMetrics parser rejected the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
+#[test]
+fn status_conntrack_and_metrics_report_an_exact_burst() -> Result<()> {
+    if !require_root("status_conntrack_and_metrics_report_an_exact_burst") {
+        return Ok(());
+    }
+    let rules = format!(
+        "[global]\nmetrics = \"127.0.0.1:9750\"\n{WEB}\n[[forward]]\nname = \"udp-sink\"\nin = \"vmbr0\"\n\
+         listen = \"192.168.1.55\"\nproto = \"udp\"\nport = 9999\nto = \"192.168.100.80:9999\"\n\
+         snat = \"192.168.100.1\"\n"
+    );
+    let (topo, _dir, _path, daemon) = setup(&rules)?;
+    let mut sink = topo
+        .vm80
+        .spawn(&["socat", "-u", "UDP-RECV:9999", "OPEN:/dev/null"])?;
+    std::thread::sleep(Duration::from_millis(200));
+    ensure!(sink.is_running(), "udp sink: {}", sink.log());
+
+    // 100 datagrams of 100 bytes from one socket (one flow, one way).
+    const N: u64 = 100;
+    let send = "import socket\n\
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+        s.bind(('192.168.1.10', 40000))\n\
+        for i in range(100): s.sendto(b'x' * 100, ('192.168.1.55', 9999))\n";
+    let o = client(&topo.lan, 10, &["/usr/bin/python3", "-c", send]);
+    ensure!(o.ok, "sending the burst: {o}");
+    // Frame length at TC ingress: Ethernet 14 + IPv4 20 + UDP 8 + 100.
+    let frame = 14 + 20 + 8 + 100;
+
+    let c = wait_for(Duration::from_secs(3), || {
+        daemon
+            .rule_counters("udp-sink")
+            .ok()
+            .filter(|c| c["packets"].as_u64() == Some(N))
+    })
+    .with_context(|| format!("status: {:?}", daemon.rule_counters("udp-sink")))?;
+    ensure!(c["bytes"] == N * frame, "status bytes: {c}");
+    ensure!(
+        c["new_flows"] == 1 && c["active_flows"] == 1,
+        "one flow: {c}"
+    );
+    ensure!(c["snat_flows"] == 1, "SNATed: {c}");
+
+    let flows: serde_json::Value = serde_json::from_str(&daemon.cli(&[
+        "conntrack",
+        "list",
+        "--json",
+        "--rule",
+        "udp-sink",
+    ])?)?;
+    let f = &flows[0];
+    ensure!(
+        flows.as_array().map(Vec::len) == Some(1),
+        "one flow: {flows}"
+    );
+    ensure!(
+        f["packets_orig"] == N
+            && f["bytes_orig"] == N * frame
+            && f["packets_reply"] == 0
+            && f["original"]["src"] == "192.168.1.10"
+            && f["original"]["sport"] == 40000
+            && f["translated"]["src"] == "192.168.100.1"
+            && f["translated"]["dst"] == "192.168.100.80"
+            && f["translated"]["dport"] == 9999
+            && f["path"] == "redirect",
+        "conntrack list: {f}"
+    );
+
+    let scrape = client(
+        &topo.host,
+        5,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+            "http://127.0.0.1:9750/metrics",
+        ],
+    );
+    ensure!(scrape.ok, "scraping the metrics endpoint: {scrape}");
+    let samples = parse_openmetrics(&scrape.stdout)?;
+    let find = |name: &str| {
+        samples
+            .iter()
+            .find(|s| s.starts_with(&format!("{name}{{rule=udp-sink}} ")))
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    ensure!(
+        find("forwarder_rule_packets_total") == Some(N as f64),
+        "packets in metrics: {samples:?}"
+    );
+    ensure!(
+        find("forwarder_rule_bytes_total") == Some((N * frame) as f64),
+        "bytes in metrics"
+    );
+    ensure!(
+        find("forwarder_rule_flows_created_total") == Some(1.0)
+            && find("forwarder_rule_active_flows") == Some(1.0),
+        "flows in metrics: {samples:?}"
+    );
+    let config_ok = samples
+        .iter()
+        .find_map(|s| s.strip_prefix("forwarder_config_ok{} "))
+        .and_then(|v| v.parse::<f64>().ok());
+    ensure!(config_ok == Some(1.0), "config_ok: {samples:?}");
+    Ok(())
+}
