@@ -107,7 +107,8 @@ fn flow(i: u32, a: &Args, now: u64) -> [(FlowKey, FlowEntry); 2] {
         bytes: 60,
         flags,
         tcp_seen: seen,
-        _pad: [0; 6],
+        // No MSS clamping, zeroed padding (and whatever the ABI adds).
+        ..Default::default()
     };
     let orig_key = FlowKey {
         src: client,

@@ -21,7 +21,9 @@
 //! * `create`: the first packet (SYN) of a new flow: listener match, SNAT
 //!   port allocation, both entries inserted, then the same NAT + forward;
 //! * `floor`: a packet on an interface the forwarder does not handle (one
-//!   map lookup and return): the cost of entering the program at all.
+//!   map lookup and return): the cost of entering the program at all;
+//! * `egress`: the egress program on the outgoing interface, which every
+//!   redirected packet also passes through (no flow of its own: passed on).
 //!
 //! BPF_PROG_TEST_RUN runs the program `repeat` times on the *same* skb, so
 //! rewrites accumulate. `no_nat` stays on its path by itself (only the TTL
@@ -41,10 +43,10 @@ use aya::{
 };
 use forwarder::{
     counters::sum_cpus,
-    dataplane::{Dataplane, LoadOptions},
+    dataplane::{Dataplane, LoadOptions, PROG_EGRESS, PROG_INGRESS},
 };
 use forwarder_common::{
-    addr_v4, iface_counter_index, Counter, FlowEntry, FlowKey, IfaceConfig, ListenerKey,
+    addr_v4, iface_counter_index, Counter, FlowEntry, FlowKey, Hook, IfaceConfig, ListenerKey,
     ListenerValue, Reason, RuleCounters, AF_INET, FLOW_SNAT, MAP_IFACES, MAP_IFACE_COUNTERS,
     MAP_RULE_COUNTERS, PROTO_TCP, SEEN_ACK, SEEN_SYN, SNAT_FIXED,
 };
@@ -55,6 +57,8 @@ use serde_json::json;
 /// decrements the TTL once; starting at 255 keeps it above 1 throughout.
 const REPEAT: u32 = 200;
 const TC_ACT_REDIRECT: u32 = 7;
+/// TCX_NEXT (-1) as the u32 the kernel reports.
+const TCX_NEXT: u32 = -1i32 as u32;
 /// The kernel's `struct __sk_buff` is 192 bytes; `ifindex` is at offset 40.
 /// Passing it as ctx_in makes the skb arrive on that device.
 const SKB_CTX_LEN: usize = 192;
@@ -239,29 +243,44 @@ struct Bench {
     ctx: Vec<u8>,
 }
 
-impl Bench {
-    fn prog(&mut self) -> Result<&mut SchedClassifier> {
-        self.dp.ingress_program()
-    }
+/// A `__sk_buff` context that makes the test skb arrive on `ifindex`.
+fn ctx_for(ifindex: u32) -> Vec<u8> {
+    let mut ctx = vec![0u8; SKB_CTX_LEN];
+    ctx[SKB_IFINDEX_OFF..SKB_IFINDEX_OFF + 4].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx
+}
 
-    /// One test_run call: (verdict of the last run, mean ns per run).
+impl Bench {
+    /// One test_run call of the ingress program on the default interface:
+    /// (verdict of the last run, mean ns per run).
     fn run(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, u64)> {
         let ctx = self.ctx.clone();
+        self.run_prog(PROG_INGRESS, &ctx, frame, repeat)
+    }
+
+    fn run_prog(
+        &mut self,
+        prog: &str,
+        ctx: &[u8],
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, u64)> {
         let opts = TestRunOptions {
             data_in: Some(frame),
-            ctx_in: Some(&ctx),
+            ctx_in: Some(ctx),
             repeat,
             ..Default::default()
         };
-        let r = self.prog()?.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        let p: &mut SchedClassifier = self.dp.program(prog)?;
+        let r = p.test_run(opts).context("BPF_PROG_TEST_RUN")?;
         Ok((r.return_value, r.duration.as_nanos() as u64))
     }
 
-    fn iface_counter(&self, slot: u32, reason: Reason) -> Result<Counter> {
+    fn iface_counter(&self, slot: u32, hook: Hook, reason: Reason) -> Result<Counter> {
         let m: PerCpuArray<&MapData, Counter> =
             PerCpuArray::try_from(self.dp.ebpf.map(MAP_IFACE_COUNTERS).context("counters")?)?;
         Ok(sum_cpus(
-            m.get(&iface_counter_index(slot, reason), 0)?
+            m.get(&iface_counter_index(slot, hook, reason), 0)?
                 .iter()
                 .copied(),
         ))
@@ -392,7 +411,9 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
             b.run(f, REPEAT)?;
         }
     }
-    let redirected0 = b.iface_counter(0, Reason::FwdRedirect)?.packets;
+    let redirected0 = b
+        .iface_counter(0, Hook::TcIngress, Reason::FwdRedirect)?
+        .packets;
     let mut est: Vec<Samples> = cases.iter().map(|_| Samples::default()).collect();
     for _ in 0..args.batches {
         for ((name, f), s) in cases.iter().zip(est.iter_mut()) {
@@ -403,7 +424,10 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
     }
     let [nat, nat_port_map, no_nat] =
         <[Samples; 3]>::try_from(est).map_err(|_| anyhow::anyhow!("three cases"))?;
-    let redirected = b.iface_counter(0, Reason::FwdRedirect)?.packets - redirected0;
+    let redirected = b
+        .iface_counter(0, Hook::TcIngress, Reason::FwdRedirect)?
+        .packets
+        - redirected0;
     let expected = cases.len() as u64 * args.batches as u64 * REPEAT as u64;
     ensure!(
         redirected == expected,
@@ -413,13 +437,38 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
     // The cost of entering the program on an interface it does not handle
     // (ctx ifindex 0: the skb gets loopback, which is not registered).
     let mut floor = Samples::default();
-    let mut lo_ctx = vec![0u8; SKB_CTX_LEN];
-    lo_ctx[SKB_IFINDEX_OFF..SKB_IFINDEX_OFF + 4].copy_from_slice(&1u32.to_ne_bytes());
-    let saved = std::mem::replace(&mut b.ctx, lo_ctx);
+    let lo_ctx = ctx_for(1);
     for _ in 0..args.batches.min(500) {
-        floor.0.push(b.run(&ident_frame, REPEAT)?.1);
+        floor
+            .0
+            .push(b.run_prog(PROG_INGRESS, &lo_ctx, &ident_frame, REPEAT)?.1);
     }
-    b.ctx = saved;
+
+    // What every redirected packet also costs: TCX egress of the outgoing
+    // interface runs the egress program, which finds no flow of its own for
+    // a translated packet (its reply key is the reverse tuple) and passes it.
+    let r1_ctx = ctx_for(r1);
+    let out_frame = tcp_frame(r0_mac, SNAT, SERVER, 33001, 80, ACK_PSH, 64);
+    let passed0 = b
+        .iface_counter(1, Hook::TcEgress, Reason::PassNoMatch)?
+        .packets;
+    let mut egress = Samples::default();
+    for _ in 0..args.batches {
+        let (v, ns) = b.run_prog(PROG_EGRESS, &r1_ctx, &out_frame, REPEAT)?;
+        ensure!(
+            v == TCX_NEXT,
+            "egress: verdict {v}, expected TCX_NEXT (pass on)"
+        );
+        egress.0.push(ns);
+    }
+    let passed = b
+        .iface_counter(1, Hook::TcEgress, Reason::PassNoMatch)?
+        .packets
+        - passed0;
+    ensure!(
+        passed == args.batches as u64 * REPEAT as u64,
+        "only {passed} egress runs were counted as passed"
+    );
 
     // repeat = 1: first packets of new flows, and established NAT measured
     // the same way for comparison.
@@ -455,6 +504,7 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
         "nat_cost": nat.median() - no_nat.median(),
         "nat_port_map_cost": nat_port_map.median() - no_nat.median(),
         "floor": floor.summary(),
+        "egress": egress.summary(),
         "create": create.summary(),
         "nat_single": nat_single.summary(),
         "create_cost": create.median() - nat_single.median(),

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{
     measure,
-    results::{self, BPF_RUN, CONN, ROUTER_PROC, RTT50, RTT99, SOFTIRQ, TCP1, TCP4},
+    results::{self, BPF_PKT, CONN, ROUTER_PROC, RTT50, RTT99, SOFTIRQ, TCP1, TCP4},
     topology::{
         Topo, CLIENT, IF_IN, IF_OUT, PORT_HTTP, PORT_IPERF, PORT_SOCKPERF, ROUTER_IN, ROUTER_OUT,
         SERVER,
@@ -105,7 +105,7 @@ pub const FORWARDS: &[(&str, &str, u16, &[&str])] = &[
             results::UDP_DELIVERED,
             SOFTIRQ,
             ROUTER_PROC,
-            BPF_RUN,
+            BPF_PKT,
         ],
     ),
     ("http", "tcp", PORT_HTTP, &[CONN]),
@@ -408,18 +408,22 @@ pub fn forwarder_counts(daemon: &Daemon) -> Result<(Vec<(String, u64)>, Value)> 
     if rules.is_empty() {
         bail!("status lists no rules: {st}");
     }
+    // The counters carry the rule's name (from the pinned name map) even
+    // when the daemon's own view of the rule is missing.
+    let name = |r: &Value| {
+        r["counters"]["name"]
+            .as_str()
+            .or(r["name"].as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
     let counts = rules
         .iter()
-        .map(|r| {
-            (
-                r["name"].as_str().unwrap_or("?").to_string(),
-                r["counters"]["packets"].as_u64().unwrap_or(0),
-            )
-        })
+        .map(|r| (name(r), r["counters"]["packets"].as_u64().unwrap_or(0)))
         .collect();
     let summary = serde_json::json!({
         "rules": rules.iter().map(|r| serde_json::json!({
-            "name": r["name"],
+            "name": name(r),
             "packets": r["counters"]["packets"],
             "new_flows": r["counters"]["new_flows"],
             "drops": r["counters"]["drops"],

@@ -3,6 +3,7 @@
 //! CPU accounting around the small-packet test. Command lines are built by
 //! one function each, used both to run and to document them.
 use std::{
+    collections::BTreeMap,
     io::Read,
     path::Path,
     process::{Output, Stdio},
@@ -25,6 +26,10 @@ pub struct Durations {
     pub udp: u32,
     /// The extra small-packet burst with BPF run-time statistics on.
     pub bpf: u32,
+    /// Flow-table scale: single-stream TCP. At least the daemon's sweep
+    /// interval (10 s with the scale runs' timeouts) in a full run, so every
+    /// run's window holds one sweep of the table, as production would.
+    pub scale_tcp: u32,
 }
 
 impl Durations {
@@ -35,6 +40,7 @@ impl Durations {
         rtt: 3,
         udp: 3,
         bpf: 2,
+        scale_tcp: 10,
     };
     pub const QUICK: Durations = Durations {
         tcp1: 2,
@@ -43,6 +49,7 @@ impl Durations {
         rtt: 1,
         udp: 1,
         bpf: 1,
+        scale_tcp: 2,
     };
 
     pub fn as_map(&self) -> std::collections::BTreeMap<String, u32> {
@@ -53,6 +60,7 @@ impl Durations {
             ("rtt", self.rtt),
             ("udp", self.udp),
             ("bpf", self.bpf),
+            ("scale_tcp", self.scale_tcp),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -463,11 +471,12 @@ impl Drop for BpfStats {
     }
 }
 
-/// (run_time_ns, run_cnt) summed over the programs that use the flow map
-/// pinned in `pin_dir`: exactly the forwarder instance under test, whatever
-/// its programs are called and wherever they are attached (other BPF users
-/// on the machine, even other forwarders, are not counted).
-pub fn bpf_prog_stats(pin_dir: &Path) -> Result<(u64, u64, Vec<String>)> {
+/// Per program (by id): name, run_time_ns, run_cnt, for the programs that
+/// use the flow map pinned in `pin_dir`: exactly the forwarder instance
+/// under test, whatever its programs are called and wherever they are
+/// attached (other BPF users on the machine, even other forwarders, are
+/// not counted).
+pub fn bpf_prog_stats(pin_dir: &Path) -> Result<BTreeMap<u64, (String, u64, u64)>> {
     let flows = pin_dir.join("FWD_FLOWS");
     let out = exec(
         None,
@@ -489,48 +498,72 @@ pub fn bpf_prog_stats(pin_dir: &Path) -> Result<(u64, u64, Vec<String>)> {
         Duration::from_secs(10),
     )?;
     let progs: Value = serde_json::from_slice(&out.stdout).context("bpftool prog show")?;
-    let (mut t, mut c, mut names) = (0, 0, Vec::new());
+    let mut found = BTreeMap::new();
     for p in progs.as_array().into_iter().flatten() {
         let uses = p["map_ids"]
             .as_array()
             .is_some_and(|ids| ids.iter().any(|i| i.as_u64() == Some(map_id)));
-        if uses {
-            t += p["run_time_ns"].as_u64().unwrap_or(0);
-            c += p["run_cnt"].as_u64().unwrap_or(0);
-            names.push(format!(
-                "{} (id {})",
-                p["name"].as_str().unwrap_or("?"),
-                p["id"]
+        if let (true, Some(id)) = (uses, p["id"].as_u64()) {
+            found.insert(
+                id,
+                (
+                    p["name"].as_str().unwrap_or("?").to_string(),
+                    p["run_time_ns"].as_u64().unwrap_or(0),
+                    p["run_cnt"].as_u64().unwrap_or(0),
+                ),
+            );
+        }
+    }
+    ensure!(
+        !found.is_empty(),
+        "no BPF program uses flow map id {map_id}"
+    );
+    Ok(found)
+}
+
+pub struct BpfCost {
+    /// All of the forwarder's BPF time divided by the packets it forwarded.
+    pub ns_per_pkt: f64,
+    pub packets: u64,
+    /// "name: N ns/run x runs" per program.
+    pub programs: Vec<String>,
+}
+
+/// The forwarder's BPF time per forwarded packet during a small-packet
+/// burst, with statistics on only for that burst (they add two clock reads
+/// to every BPF program run on the machine). A forwarded packet runs
+/// several programs (TC ingress on the way in, TC egress on the way out;
+/// later XDP first): their time is summed, and the packet count is the
+/// run count of the program that saw the most runs (the first hook every
+/// client packet passes).
+pub fn bpf_cost(client: &Netns, target: &str, pin_dir: &Path, secs: u32) -> Result<BpfCost> {
+    let stats = BpfStats::enable()?;
+    let before = bpf_prog_stats(pin_dir)?;
+    exec_ok(client, &iperf_udp_argv(target, secs), secs)?;
+    let after = bpf_prog_stats(pin_dir)?;
+    drop(stats);
+    let (mut time, mut packets, mut programs) = (0, 0, Vec::new());
+    for (id, (name, t1, c1)) in &after {
+        let (t0, c0) = before.get(id).map_or((0, 0), |(_, t, c)| (*t, *c));
+        let (dt, dc) = (t1.saturating_sub(t0), c1.saturating_sub(c0));
+        time += dt;
+        packets = packets.max(dc);
+        if dc > 0 {
+            programs.push(format!(
+                "{name}: {:.0} ns/run x {dc} runs",
+                dt as f64 / dc as f64
             ));
         }
     }
     ensure!(
-        !names.is_empty(),
-        "no BPF program uses flow map id {map_id}"
-    );
-    Ok((t, c, names))
-}
-
-/// Mean BPF ns per program run of the forwarder during a small-packet
-/// burst, with statistics on only for that burst (they add two clock reads
-/// to every BPF program run on the machine).
-pub fn bpf_ns_per_run(
-    client: &Netns,
-    target: &str,
-    pin_dir: &Path,
-    secs: u32,
-) -> Result<(f64, u64, Vec<String>)> {
-    let stats = BpfStats::enable()?;
-    let (t0, c0, _) = bpf_prog_stats(pin_dir)?;
-    exec_ok(client, &iperf_udp_argv(target, secs), secs)?;
-    let (t1, c1, names) = bpf_prog_stats(pin_dir)?;
-    drop(stats);
-    let runs = c1.saturating_sub(c0);
-    ensure!(
-        runs > 0,
+        packets > 0,
         "the forwarder's programs did not run during the burst"
     );
-    Ok((t1.saturating_sub(t0) as f64 / runs as f64, runs, names))
+    Ok(BpfCost {
+        ns_per_pkt: time as f64 / packets as f64,
+        packets,
+        programs,
+    })
 }
 
 #[cfg(test)]

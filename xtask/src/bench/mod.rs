@@ -53,6 +53,9 @@ pub struct BenchArgs {
     /// Runs per configuration (default 5; 2 with --quick).
     #[arg(long)]
     runs: Option<usize>,
+    /// Runs per flow-table size (default 3; 1 with --quick).
+    #[arg(long)]
+    scale_runs: Option<usize>,
     /// A note printed at the top of the report (e.g. "shared machine").
     #[arg(long)]
     note: Option<String>,
@@ -131,7 +134,9 @@ impl Plan {
             scale: want(SCALE),
             micro: want(MICRO),
             runs,
-            scale_runs: if args.quick { 1 } else { runs.min(5) },
+            // Each scale run needs a window of one sweep interval: three
+            // per size keep a full run inside its time bound.
+            scale_runs: args.scale_runs.unwrap_or(if args.quick { 1 } else { 3 }),
             d: if args.quick {
                 Durations::QUICK
             } else {
@@ -152,7 +157,7 @@ impl Plan {
             .sum::<u32>()
             * self.runs as u32;
         let scale = if self.scale {
-            (d.tcp1 + d.rtt + 8) * scale::SIZES.len() as u32 * self.scale_runs as u32
+            (d.scale_tcp + d.rtt + 8) * scale::SIZES.len() as u32 * self.scale_runs as u32
         } else {
             0
         };
@@ -162,7 +167,8 @@ impl Plan {
 
 pub fn bench(args: BenchArgs) -> Result<()> {
     let root = crate::root();
-    let partial = args.quick || !args.only.is_empty() || args.runs.is_some();
+    let partial =
+        args.quick || !args.only.is_empty() || args.runs.is_some() || args.scale_runs.is_some();
     let out = args.out.clone().unwrap_or_else(|| {
         if partial {
             root.join("target/bench")
@@ -209,20 +215,24 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     for (c, why) in &plan.skipped {
         eprintln!("bench: SKIPPING {}: {why}", c.name);
     }
+    let mut parts = Vec::new();
+    if !plan.configs.is_empty() {
+        let names: Vec<&str> = plan.configs.iter().map(|c| c.name).collect();
+        parts.push(format!("{} x {} runs", names.join(", "), plan.runs));
+    }
+    if plan.scale {
+        parts.push(format!(
+            "flow-table scale {:?} x {}",
+            scale::SIZES,
+            plan.scale_runs
+        ));
+    }
+    if plan.micro {
+        parts.push("micro-benchmarks".into());
+    }
     eprintln!(
-        "bench: {} configuration(s) x {} runs{}{}; estimated {}",
-        plan.configs.len(),
-        plan.runs,
-        if plan.scale {
-            format!(
-                ", flow-table scale {:?} x {}",
-                scale::SIZES,
-                plan.scale_runs
-            )
-        } else {
-            String::new()
-        },
-        if plan.micro { ", micro-benchmarks" } else { "" },
+        "bench: {}; estimated {}",
+        parts.join("; "),
         fmt_secs(plan.estimate_secs() as f64)
     );
 
@@ -415,12 +425,12 @@ fn run_config_inner(cfg: &Config, d: &Durations, rec: &mut RunRecord) -> Result<
     if let Some(daemon) = router.daemon() {
         record(
             rec,
-            BPF_RUN,
-            measure::bpf_ns_per_run(c, t, &daemon.pin_dir, d.bpf),
-            |r, (ns, runs, progs)| {
-                r.metrics.insert(BPF_RUN.into(), ns);
-                r.info.insert("bpf_runs".into(), runs.into());
-                r.info.insert("bpf_programs".into(), progs.into());
+            BPF_PKT,
+            measure::bpf_cost(c, t, &daemon.pin_dir, d.bpf),
+            |r, b| {
+                r.metrics.insert(BPF_PKT.into(), b.ns_per_pkt);
+                r.info.insert("bpf_packets".into(), b.packets.into());
+                r.info.insert("bpf_programs".into(), b.programs.into());
             },
         );
         // The forwarder must have carried the traffic: a forward that
@@ -494,8 +504,8 @@ fn progress(done: usize, total: usize, runs: usize, rec: &RunRecord, t0: Instant
             m(UDP_SENT).unwrap_or(0.0) / 1e3
         )
     }));
-    parts.extend(f(m(BPF_RUN), &|v| format!("bpf {v:.0} ns/run")));
-    parts.extend(f(m(DAEMON_CPU), &|v| format!("daemon cpu {v:.2} s")));
+    parts.extend(f(m(BPF_PKT), &|v| format!("bpf {v:.0} ns/pkt")));
+    parts.extend(f(m(DAEMON_CPU), &|v| format!("daemon cpu {v:.0}%")));
     parts.extend(f(m(FILL_SECS), &|v| format!("fill {v:.1} s")));
     eprintln!(
         "[{done:>2}/{total} {} eta {}] {} run {}/{runs} ({:.0} s): {}",

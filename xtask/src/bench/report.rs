@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use super::{
     configs::FORWARDER_TC,
     results::{
-        config_stat, metric, series, stat, Better, Results, RunRecord, Stat, BPF_RUN, CONN,
+        config_stat, metric, series, stat, Better, Results, RunRecord, Stat, BPF_PKT, CONN,
         DAEMON_CPU, FILL_SECS, METRICS, ROUTER_PROC, RTT50, RTT99, SOFTIRQ, TCP1, TCP4,
         UDP_DELIVERED,
     },
@@ -80,7 +80,7 @@ pub fn fmt_val(key: &str, v: f64) -> String {
         "Gbit/s" => format!("{v:.2}"),
         "µs" => format!("{v:.1}"),
         "pkt/s" | "conn/s" => thousands(v),
-        _ if key == DAEMON_CPU || key == FILL_SECS => format!("{v:.2}"),
+        _ if key == FILL_SECS => format!("{v:.2}"),
         _ => format!("{v:.0}"),
     }
 }
@@ -554,10 +554,18 @@ fn scale_section(w: &mut String, r: &Results) {
     if r.scale.is_empty() {
         return;
     }
+    let scale_tcp = r.meta.durations.get("scale_tcp").copied().unwrap_or(0);
     let _ = writeln!(
         w,
-        "## Flow-table scale (forwarder-tc)\n\nThe same single-stream throughput and RTT with synthetic established flows pre-filled into the pinned `FWD_FLOWS` (`bench_fill`: both directions per flow, clients in 198.18.0.0/16 and backends in 198.19.0.0/16 so they never match benchmark traffic). Every size runs with the same table capacity (`conntrack_max = {}`) and 24 h timeouts; a run only counts if all synthetic flows are still in the table afterwards. The daemon's sweeper walks the whole table every 10 s as in production; \"daemon CPU\" is the router namespace's process CPU during the two measurements. Median (min-max) over {} run(s).\n",
-        scale::CONNTRACK_MAX, r.meta.scale_runs
+        "## Flow-table scale (forwarder-tc)\n\nThe same single-stream throughput and RTT with synthetic established flows pre-filled into the pinned `FWD_FLOWS` (`bench_fill`: both directions per flow, clients in 198.18.0.0/16 and backends in 198.19.0.0/16 so they never match benchmark traffic). Every size runs with the same table capacity (`conntrack_max = {}`) and 24 h timeouts; a run only counts if all synthetic flows are still in the table afterwards. The daemon's sweeper walks the whole table every 10 s as in production, and the throughput test lasts {} s{}; \"daemon CPU\" is the router namespace's process CPU (the daemon: its sweeper) over the measurement window, in % of one CPU, a cost the table size puts on the host. Median (min-max) over {} run(s).\n",
+        scale::CONNTRACK_MAX,
+        scale_tcp,
+        if scale_tcp >= 10 {
+            " so each run's window holds one sweep"
+        } else {
+            ", shorter than the sweep interval, so a window may miss the sweep (daemon CPU then undercounts)"
+        },
+        r.meta.scale_runs
     );
     let _ = writeln!(
         w,
@@ -570,7 +578,7 @@ fn scale_section(w: &mut String, r: &Results) {
         .join(" "),
         scale::global()
     );
-    let _ = writeln!(w, "| flows in table | TCP 1 stream [Gbit/s] | RTT p50 [µs] | RTT p99 [µs] | daemon CPU [s] | fill time [s] | throughput vs {} | RTT p50 vs {} |", short_n(scale::SIZES[0]), short_n(scale::SIZES[0]));
+    let _ = writeln!(w, "| flows in table | TCP 1 stream [Gbit/s] | RTT p50 [µs] | RTT p99 [µs] | daemon CPU [% of a CPU] | fill time [s] | throughput vs {} | RTT p50 vs {} |", short_n(scale::SIZES[0]), short_n(scale::SIZES[0]));
     let _ = writeln!(w, "|---|---|---|---|---|---|---|---|");
     let runs = r.meta.scale_runs;
     for &n in scale::SIZES {
@@ -621,6 +629,7 @@ fn micro_section(w: &mut String, r: &Results) {
         ("nat_port_map", true, "the same with the destination port mapped too (four fields rewritten)"),
         ("no_nat", true, "established flow whose translation is the identity (no rewrite), FIB, TTL, redirect: the no-NAT forward"),
         ("floor", true, "packet on an interface the forwarder does not handle (one map lookup): entering the program at all"),
+        ("egress", true, "the egress program on the outgoing interface, which every redirected packet also passes (no flow of its own there: passed on)"),
         ("create", false, "first packet (SYN) of a new flow: listener match, SNAT port allocation, both entries inserted, NAT, FIB, redirect"),
         ("nat_single", false, "the `nat` case measured like `create`, for comparison (both include the kernel's timer reads)"),
     ];
@@ -641,6 +650,13 @@ fn micro_section(w: &mut String, r: &Results) {
         "\nNAT cost over the no-NAT forward: **{} ns** per packet (port mapped: {} ns). Flow creation over an established packet, both at repeat = 1: **{} ns**.\n",
         v["nat_cost"], v["nat_port_map_cost"], v["create_cost"]
     );
+    if let (Some(n), Some(e)) = (v["nat"]["median"].as_f64(), v["egress"]["median"].as_f64()) {
+        let _ = writeln!(
+            w,
+            "A NATed, redirected packet of an established flow passes both TC programs: {n:.0} + {e:.0} = **{:.0} ns** of BPF time (compare the end-to-end `bpf_ns_per_pkt`, which adds the cost of BPF statistics and of cache misses under real traffic).\n",
+            n + e
+        );
+    }
     let _ = writeln!(w, "BPF_PROG_TEST_RUN runs the program `repeat` times on one skb, so rewrites accumulate: the `no_nat` flow stays on its path by itself (only the TTL moves; it starts at 255), and the `nat` case uses two entries that translate into each other so every run is a full rewrite of an established flow. A first packet can only be first once, hence repeat = 1 for `create`.\n");
 }
 
@@ -722,7 +738,7 @@ fn method_section(w: &mut String, r: &Results) {
     let _ = writeln!(w, "- UDP: one iperf3 client sending 64-byte payloads (92-byte IPv4 packets) as fast as it can (`-b 0`); sent = client's count, delivered = server's count minus lost, per second.");
     let _ = writeln!(w, "- `{SOFTIRQ}`: softirq time of the whole machine (`/proc/stat`, all CPUs) during the UDP test divided by delivered packets. It includes the client's and server's kernel work, which is the same for every configuration, so differences between configurations are the router's. Namespaces share CPUs and softirq time cannot be attributed per namespace, so this is the closest per-run number for the kernel-side configurations.");
     let _ = writeln!(w, "- `{ROUTER_PROC}`: user+system CPU of the processes in the router namespace (socat and its forks; the forwarder daemon) during the UDP test, per delivered packet. Zero for the pure-kernel configurations, whose work is all softirq.");
-    let _ = writeln!(w, "- `{BPF_RUN}`: forwarder only. In a separate UDP burst right after the UDP test, BPF run-time statistics are switched on (BPF_ENABLE_STATS, the switch behind `kernel.bpf_stats_enabled=1`, held only for the burst) and `run_time_ns / run_cnt` deltas from `bpftool prog show` are summed over the programs that use this daemon's pinned flow map, i.e. ns per program run, not counting the kernel's own forwarding work.");
+    let _ = writeln!(w, "- `{BPF_PKT}`: forwarder only. In a separate UDP burst right after the UDP test, BPF run-time statistics are switched on (BPF_ENABLE_STATS, the switch behind `kernel.bpf_stats_enabled=1`, held only for the burst) and the `run_time_ns` deltas from `bpftool prog show` of every program that uses this daemon's pinned flow map (TC ingress and egress today) are summed and divided by the run count of the program that ran most often (the first hook each client packet passes): BPF ns per forwarded packet, not counting the kernel's own work around it. The per-program split is in `results.json` (`bpf_programs`).");
     let _ = writeln!(
         w,
         "- `{RTT99}` and all medians are over runs; each run contributes one number per metric."

@@ -39,9 +39,11 @@ pub const UDP_SENT: &str = "udp_sent_pps";
 pub const UDP_DELIVERED: &str = "udp_delivered_pps";
 pub const SOFTIRQ: &str = "softirq_ns_per_pkt";
 pub const ROUTER_PROC: &str = "router_proc_ns_per_pkt";
-pub const BPF_RUN: &str = "bpf_ns_per_run";
+pub const BPF_PKT: &str = "bpf_ns_per_pkt";
 /// Scale runs only.
-pub const DAEMON_CPU: &str = "daemon_cpu_s";
+/// CPU of the router's processes (the daemon) over the measurement window,
+/// in % of one CPU.
+pub const DAEMON_CPU: &str = "daemon_cpu_pct";
 pub const FILL_SECS: &str = "fill_s";
 
 /// The end-to-end metrics, in report order.
@@ -81,8 +83,8 @@ pub const METRICS: &[Metric] = &[
         Better::Lower,
     ),
     m(
-        BPF_RUN,
-        "UDP: forwarder BPF run time per program run",
+        BPF_PKT,
+        "UDP: forwarder BPF time per forwarded packet (all its programs)",
         "ns",
         Better::Lower,
     ),

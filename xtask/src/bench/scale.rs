@@ -82,8 +82,9 @@ pub fn run(size: u64, rec: &mut RunRecord, d: &Durations, fill_bin: &Path) -> Re
         return Ok(());
     }
     let cpu0 = measure::ns_proc_cpu_ns(&topo.router);
+    let window = std::time::Instant::now();
     let target = cfg.target();
-    match measure::tcp(&topo.client, target, 1, d.tcp1) {
+    match measure::tcp(&topo.client, target, 1, d.scale_tcp) {
         Ok(v) => {
             rec.metrics.insert(TCP1.into(), v);
         }
@@ -102,8 +103,11 @@ pub fn run(size: u64, rec: &mut RunRecord, d: &Durations, fill_bin: &Path) -> Re
         }
     }
     let cpu1 = measure::ns_proc_cpu_ns(&topo.router);
-    rec.metrics
-        .insert(DAEMON_CPU.into(), cpu1.saturating_sub(cpu0) as f64 / 1e9);
+    let busy = cpu1.saturating_sub(cpu0) as f64 / 1e9;
+    rec.metrics.insert(
+        DAEMON_CPU.into(),
+        100.0 * busy / window.elapsed().as_secs_f64(),
+    );
 
     // Afterwards: every synthetic flow still present, traffic counted.
     let (counts, summary) = configs::forwarder_counts(daemon)?;
