@@ -296,7 +296,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     if plan.scale {
         for round in 1..=plan.scale_runs {
-            for &size in scale::SIZES {
+            // Rotate the order each round so no size always runs right
+            // after the teardown of the biggest table.
+            let n = scale::SIZES.len();
+            for i in 0..n {
+                let size = scale::SIZES[(i + round - 1) % n];
                 done += 1;
                 let mut rec = new_record(&scale::config_name(size), round, t0);
                 rec.flows = Some(size);

@@ -282,10 +282,15 @@ fn goals(r: &Results) -> Vec<Goal> {
             },
         },
     );
-    g.push(match micro_num(r, &["create", "median"]) {
+    // Mean, as the issue asks for creation "averaged" (the tail of slow
+    // creations counts).
+    g.push(match micro_num(r, &["create", "mean"]) {
         Some(c) => Goal {
             goal: "Flow creation <= 2 µs".into(),
-            measured: format!("{c:.0} ns (first packet of a new flow, whole program run)"),
+            measured: format!(
+                "{c:.0} ns mean (median {:.0} ns; first packet of a new flow, whole program run)",
+                micro_num(r, &["create", "median"]).unwrap_or(0.0)
+            ),
             verdict: if c <= 2000.0 {
                 Verdict::Met
             } else {
@@ -620,7 +625,7 @@ fn micro_section(w: &mut String, r: &Results) {
     };
     let _ = writeln!(
         w,
-        "| case | median [ns] | p10-p90 [ns] | samples | what runs |\n|---|---|---|---|---|"
+        "| case | median [ns] | mean [ns] | p10-p90 [ns] | samples | what runs |\n|---|---|---|---|---|---|"
     );
     let repeat = v["repeat"].as_u64().unwrap_or(0);
     // (case, repeated runs per call?, what runs)
@@ -641,8 +646,12 @@ fn micro_section(w: &mut String, r: &Results) {
         let per_call = if repeated { repeat } else { 1 };
         let _ = writeln!(
             w,
-            "| `{k}` | {} | {}-{} | {} | {what}; repeat = {per_call} per call |",
-            c["median"], c["p10"], c["p90"], c["samples"]
+            "| `{k}` | {} | {:.0} | {}-{} | {} | {what}; repeat = {per_call} per call |",
+            c["median"],
+            c["mean"].as_f64().unwrap_or(0.0),
+            c["p10"],
+            c["p90"],
+            c["samples"]
         );
     }
     let _ = writeln!(
@@ -781,7 +790,7 @@ mod tests {
         r.micro = Some(Micro {
             command: "bench_prog".into(),
             result: Some(
-                serde_json::json!({"nat_cost": 46, "nat": {"median": 206}, "no_nat": {"median": 160}, "create": {"median": 747}}),
+                serde_json::json!({"nat_cost": 46, "nat": {"median": 206}, "no_nat": {"median": 160}, "create": {"median": 747, "mean": 800}}),
             ),
             error: None,
         });
