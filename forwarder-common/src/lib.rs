@@ -10,7 +10,11 @@
 //! without changing any layout (the `family` byte tells them apart).
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod counters;
+pub mod csum;
 pub mod maps;
 
 pub use counters::*;

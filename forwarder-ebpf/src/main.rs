@@ -15,8 +15,14 @@ mod mss;
 mod nat;
 mod parse;
 mod path;
+mod xdp;
 
-use aya_ebpf::{macros::classifier, maps::lpm_trie::Key, programs::TcContext};
+use aya_ebpf::{
+    bindings::xdp_action::XDP_PASS,
+    macros::{classifier, xdp},
+    maps::lpm_trie::Key,
+    programs::{TcContext, XdpContext},
+};
 use aya_log_ebpf::{debug, error};
 use forwarder_common::{
     AllowKey, FlowEntry, Hook, ListenerKey, Reason, AF_INET, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK,
@@ -47,6 +53,21 @@ pub fn fwd_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn fwd_egress(ctx: TcContext) -> i32 {
     run(&ctx, Hook::TcEgress)
+}
+
+/// XDP accelerator on Ethernet interfaces with native XDP: established
+/// flows only; everything else goes on to fwd_ingress (see `xdp`).
+#[xdp]
+pub fn fwd_xdp(ctx: XdpContext) -> u32 {
+    // SAFETY: ctx.ctx is the valid xdp_md the kernel passed in.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let Some(iface) = maps::iface(ifindex) else {
+        return XDP_PASS;
+    };
+    let len = (ctx.data_end() - ctx.data()) as u32;
+    let (action, reason) = xdp::handle(&ctx, len, ifindex);
+    counters::count_iface(iface.slot, Hook::Xdp, reason, len);
+    action
 }
 
 #[inline(always)]

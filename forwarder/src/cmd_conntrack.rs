@@ -82,8 +82,8 @@ fn proto_name(p: u8) -> &'static str {
 /// Every flow in the pinned table, oldest first.
 pub fn flows(pin_dir: &Path) -> Result<Vec<FlowView>> {
     let names = counters::read_rule_names(pin_dir)?;
-    let (map, _) = counters::open_flows(pin_dir)?;
-    let all: std::collections::HashMap<FlowKey, FlowEntry> = map.iter().flatten().collect();
+    let (entries, _) = counters::read_flows(pin_dir)?;
+    let all: std::collections::HashMap<FlowKey, FlowEntry> = entries.into_iter().collect();
     let now = sweeper::monotonic_ns();
     let secs = |ns: u64| now.saturating_sub(ns) as f64 / 1e9;
     let mut out = Vec::new();
@@ -191,19 +191,13 @@ pub fn conntrack(pin_dir: &Path, cmd: ConntrackCmd) -> Result<ExitCode> {
             let id = rule
                 .as_ref()
                 .and_then(|r| names.iter().find(|(_, n)| *n == r).map(|(i, _)| *i));
-            let (mut map, _) = counters::open_flows(pin_dir)?;
-            let doomed: Vec<FlowKey> = map
-                .iter()
-                .flatten()
+            let (map, _) = counters::open_flows(pin_dir)?;
+            let doomed: Vec<FlowKey> = forwarder::batch::dump::<FlowKey, FlowEntry>(&map)?
+                .into_iter()
                 .filter(|(_, e)| id.is_none_or(|i| e.rule_id == i))
                 .map(|(k, _)| k)
                 .collect();
-            let mut n = 0;
-            for k in &doomed {
-                if map.remove(k).is_ok() {
-                    n += 1;
-                }
-            }
+            let n = forwarder::batch::delete(&map, &doomed)?;
             println!("removed {} flows ({n} entries)", n / 2);
         }
     }

@@ -226,11 +226,21 @@ async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
                     Err(e) => warn!("reconcile after a netlink event failed: {e:#}"),
                 }
             }
-            _ = sweep.tick() => match d.sweep() {
-                Ok(s) if s.expired + s.orphans > 0 => info!(flows = s.flows, expired = s.expired, orphans = s.orphans, "conntrack sweep"),
-                Ok(s) => debug!(flows = s.flows, "conntrack sweep"),
-                Err(e) => warn!("conntrack sweep failed: {e:#}"),
-            },
+            _ = sweep.tick() => {
+                let t0 = Instant::now();
+                match d.sweep() {
+                    Ok(s) if s.expired + s.orphans > 0 => info!(flows = s.flows, expired = s.expired, orphans = s.orphans, "conntrack sweep"),
+                    Ok(s) => debug!(flows = s.flows, "conntrack sweep"),
+                    Err(e) => warn!("conntrack sweep failed: {e:#}"),
+                }
+                // A huge table takes a while to walk: keep the sweeper
+                // under a tenth of a core by spacing sweeps out.
+                let took = t0.elapsed();
+                let want = sweep_interval(&d.timeouts()).max(took * 10);
+                if want != sweep.period() {
+                    sweep = tokio::time::interval_at(Instant::now() + want, want);
+                }
+            }
         }
     }
 }

@@ -185,7 +185,7 @@ fn print_text(st: &Status) {
     if let Some(d) = &st.daemon {
         for i in &d.interfaces {
             println!(
-                "interface {:<12} {:<5} {:<20} {}{}{}",
+                "interface {:<12} {:<7} {:<20} {}{}{}",
                 i.name,
                 i.attach,
                 i.state,
@@ -197,6 +197,9 @@ fn print_text(st: &Status) {
                     String::new()
                 }
             );
+            if !i.mode.is_empty() {
+                println!("    {}", i.mode);
+            }
         }
     }
     for i in &st.interfaces {

@@ -153,11 +153,17 @@ pub fn read_rule_names(pin_dir: &Path) -> Result<BTreeMap<u32, String>> {
     Ok(out)
 }
 
-/// Opens the pinned flow table.
-pub fn open_flows(pin_dir: &Path) -> Result<(HashMap<MapData, FlowKey, FlowEntry>, u32)> {
+/// The pinned flow table's map and capacity (entries).
+pub fn open_flows(pin_dir: &Path) -> Result<(MapData, u32)> {
     let data = open_pinned(pin_dir, MAP_FLOWS)?;
     let capacity = data.info()?.max_entries();
-    Ok((HashMap::try_from(Map::HashMap(data))?, capacity))
+    Ok((data, capacity))
+}
+
+/// Every entry of the pinned flow table (batched reads).
+pub fn read_flows(pin_dir: &Path) -> Result<(Vec<(FlowKey, FlowEntry)>, u32)> {
+    let (data, capacity) = open_flows(pin_dir)?;
+    Ok((crate::batch::dump(&data)?, capacity))
 }
 
 /// Every named rule's counters and the flow table's fill, from pinned maps.
@@ -165,13 +171,13 @@ pub fn read_rules_pinned(pin_dir: &Path) -> Result<(Vec<RuleCount>, TableFill)> 
     let names = read_rule_names(pin_dir)?;
     let counters: PerCpuArray<MapData, RuleCounters> =
         PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, MAP_RULE_COUNTERS)?))?;
-    let (flows, capacity) = open_flows(pin_dir)?;
+    let (flows, capacity) = read_flows(pin_dir)?;
     let mut active: std::collections::HashMap<u32, u64> = Default::default();
     let mut fill = TableFill {
         capacity_entries: capacity,
         ..Default::default()
     };
-    for (_, e) in flows.iter().flatten() {
+    for (_, e) in &flows {
         fill.entries += 1;
         if e.flags & FLOW_REPLY == 0 {
             fill.flows += 1;

@@ -285,10 +285,40 @@ impl Daemon {
                     }
                 }
             }
+            let setting = self
+                .loaded
+                .rules
+                .interfaces
+                .get(name)
+                .map(|s| s.attach)
+                .unwrap_or_default();
+            let mode = match xdp_choice(setting, iface) {
+                Err(why) => {
+                    self.dp.detach_xdp(iface.ifindex);
+                    format!("tc only: {why}")
+                }
+                Ok(why) if self.dp.has_xdp(iface.ifindex) => format!("tc + xdp: {why}"),
+                Ok(why) => match self.dp.attach_xdp(iface.ifindex) {
+                    Ok(()) => {
+                        info!(iface = %name, "XDP accelerator attached (native mode): {why}");
+                        format!("tc + xdp: {why}")
+                    }
+                    Err(e) => {
+                        warn!(iface = %name, "XDP attach failed, falling back to TC only: {e:#}");
+                        format!("tc only: XDP attach failed ({e:#}); TC handles everything")
+                    }
+                },
+            };
             status.push(IfaceStatus {
                 name: name.clone(),
                 ifindex: Some(iface.ifindex),
-                attach: "tcx".into(),
+                attach: if self.dp.has_xdp(iface.ifindex) {
+                    "tcx+xdp"
+                } else {
+                    "tcx"
+                }
+                .into(),
+                mode,
                 state: if iface.up {
                     "attached"
                 } else {
@@ -390,7 +420,7 @@ impl Daemon {
             "maps in sync"
         );
 
-        self.rule_status = compiled
+        let rule_status: Vec<RuleStatus> = compiled
             .rules
             .iter()
             .map(|r| {
@@ -405,6 +435,21 @@ impl Daemon {
                 s
             })
             .collect();
+        // Say how each forward's flows will be treated, whenever that
+        // changes (a new rule, a route or interface change).
+        for s in &rule_status {
+            let before = self.rule_status.iter().find(|o| o.name == s.name);
+            if before.is_none_or(|o| o.decision != s.decision || o.mss != s.mss) {
+                info!(
+                    rule = %s.name,
+                    listeners = s.listeners,
+                    mss = ?s.mss,
+                    "{}",
+                    s.decision
+                );
+            }
+        }
+        self.rule_status = rule_status;
         self.ids = ids;
         self.compiled = compiled;
         self.entries = entries;
@@ -460,13 +505,33 @@ impl Daemon {
     pub fn sweep(&mut self) -> Result<crate::sweeper::SweepStats> {
         let t = self.timeouts();
         let now = crate::sweeper::monotonic_ns();
-        let stats = {
-            let mut flows = self.dp.flows()?;
-            crate::sweeper::sweep(&mut flows, &t, now)?
-        };
+        let stats = crate::sweeper::sweep(self.dp.flows_data()?, &t, now)?;
         let mut learned = self.dp.auto_snat()?;
         crate::sweeper::sweep_auto_snat(&mut learned, now);
         Ok(stats)
+    }
+}
+
+/// Whether an interface gets the XDP accelerator besides TC: `Ok(why)` to
+/// try native XDP, `Err(why)` for TC only.
+pub fn xdp_choice(setting: rules::AttachMode, iface: &Iface) -> Result<&'static str, &'static str> {
+    use rules::AttachMode;
+    if setting == AttachMode::Tc {
+        return Err("configured attach = \"tc\"");
+    }
+    if iface.l3 {
+        return Err("an L3 device (no link header) has no XDP");
+    }
+    if setting == AttachMode::Xdp {
+        return Ok("configured attach = \"xdp\"");
+    }
+    match iface.kind.as_deref() {
+        None => Ok("auto: a NIC, where native XDP handles established flows before the stack"),
+        Some("bridge") => Err("auto: a bridge runs XDP in generic mode only, slower than TC"),
+        Some("veth") => Err(
+            "auto: XDP on a veth takes GSO away from its peer, which slows bulk TCP through it several times",
+        ),
+        Some(_) => Err("auto: a virtual device (XDP on stacked or virtual devices is generic-mode or unreliable)"),
     }
 }
 

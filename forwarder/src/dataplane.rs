@@ -18,7 +18,8 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         tc::SchedClassifierLink,
-        SchedClassifier, TcAttachType,
+        xdp::XdpLink,
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
@@ -37,6 +38,10 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("FORWARDER_EBPF_OBJ"
 
 pub const PROG_INGRESS: &str = "fwd_ingress";
 pub const PROG_EGRESS: &str = "fwd_egress";
+pub const PROG_XDP: &str = "fwd_xdp";
+/// The devmap of XDP redirect targets (not pinned: rebuilt by each daemon
+/// before it attaches or adopts an XDP link).
+pub const MAP_XDP_DEVS: &str = "FWD_XDP_DEVS";
 /// Subdirectory of the pin directory holding the program links.
 pub const LINKS_DIR: &str = "links";
 
@@ -107,6 +112,8 @@ enum Link {
 struct Attachment {
     iface: Iface,
     links: Vec<Link>,
+    /// The XDP accelerator's link, when it runs on this interface.
+    xdp: Option<Link>,
 }
 
 /// What adopting a pin directory found.
@@ -237,6 +244,11 @@ impl Dataplane {
             prog.load()
                 .with_context(|| format!("the verifier rejected {name}"))?;
         }
+        let xdp: &mut Xdp = ebpf
+            .program_mut(PROG_XDP)
+            .context("program fwd_xdp missing from the object")?
+            .try_into()?;
+        xdp.load().context("the verifier rejected fwd_xdp")?;
         if let Some(dir) = opts.pin_dir {
             std::fs::create_dir_all(dir.join(LINKS_DIR))?;
         }
@@ -281,6 +293,14 @@ impl Dataplane {
         Ok(HashMap::try_from(
             self.ebpf.map_mut(MAP_FLOWS).context("FWD_FLOWS")?,
         )?)
+    }
+
+    /// The flow table's map, for batched reads and deletes.
+    pub fn flows_data(&self) -> Result<&MapData> {
+        match self.ebpf.map(MAP_FLOWS).context("FWD_FLOWS")? {
+            Map::HashMap(m) => Ok(m),
+            _ => anyhow::bail!("FWD_FLOWS is not a hash map"),
+        }
     }
 
     pub fn auto_snat(&mut self) -> Result<HashMap<&mut MapData, AutoSnatKey, u64>> {
@@ -410,9 +430,103 @@ impl Dataplane {
             Attachment {
                 iface: iface.clone(),
                 links,
+                xdp: None,
             },
         );
         Ok(())
+    }
+
+    /// Adds the XDP accelerator (native mode) to an interface that already
+    /// has the TC programs. The interface becomes a redirect target of the
+    /// accelerator first, so a link adopted from a previous daemon never
+    /// runs against an empty devmap.
+    pub fn attach_xdp(&mut self, ifindex: u32) -> Result<()> {
+        let iface = self
+            .attached
+            .get(&ifindex)
+            .context("attach the TC programs first")?
+            .iface
+            .clone();
+        if self.attached[&ifindex].xdp.is_some() {
+            return Ok(());
+        }
+        {
+            let mut devs: aya::maps::DevMapHash<&mut MapData> = aya::maps::DevMapHash::try_from(
+                self.ebpf.map_mut(MAP_XDP_DEVS).context("FWD_XDP_DEVS")?,
+            )?;
+            devs.insert(ifindex, ifindex, None, 0)?;
+        }
+        let pin = self.pin_dir.as_deref().map(|d| link_pin(d, &iface, "xdp"));
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROG_XDP)
+            .context("program fwd_xdp missing")?
+            .try_into()?;
+        let link = (|| -> Result<Link> {
+            if let Some(pin) = &pin {
+                if pin.exists() {
+                    let fd: FdLink = PinnedLink::from_pin(pin)?.into();
+                    match XdpLink::try_from(fd)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|l| Ok(prog.attach_to_link(l)?))
+                    {
+                        Ok(id) => {
+                            drop(prog.take_link(id)?);
+                            return Ok(Link::Pinned(pin.clone()));
+                        }
+                        Err(e) => {
+                            warn!(iface = %iface.name, "pinned XDP link unusable ({e:#}); attaching anew");
+                            let _ = std::fs::remove_file(pin);
+                        }
+                    }
+                }
+            }
+            let id = prog
+                .attach_to_if_index(iface.ifindex, XdpMode::Driver)
+                .with_context(|| format!("attaching fwd_xdp to {} (native mode)", iface.name))?;
+            let link: FdLink = prog.take_link(id)?.try_into()?;
+            match pin {
+                Some(pin) => {
+                    link.pin(&pin)
+                        .with_context(|| format!("pinning link {}", pin.display()))?;
+                    Ok(Link::Pinned(pin))
+                }
+                None => Ok(Link::Owned(link)),
+            }
+        })();
+        match link {
+            Ok(l) => {
+                if let Some(a) = self.attached.get_mut(&ifindex) {
+                    a.xdp = Some(l);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.forget_xdp_dev(ifindex);
+                Err(e)
+            }
+        }
+    }
+
+    fn forget_xdp_dev(&mut self, ifindex: u32) {
+        if let Some(m) = self.ebpf.map_mut(MAP_XDP_DEVS) {
+            if let Ok(mut devs) = aya::maps::DevMapHash::<&mut MapData>::try_from(m) {
+                let _ = devs.remove(ifindex);
+            }
+        }
+    }
+
+    /// Removes the XDP accelerator from an interface (TC stays).
+    pub fn detach_xdp(&mut self, ifindex: u32) {
+        let link = self.attached.get_mut(&ifindex).and_then(|a| a.xdp.take());
+        if let Some(l) = link {
+            self.forget_xdp_dev(ifindex);
+            release(l);
+        }
+    }
+
+    pub fn has_xdp(&self, ifindex: u32) -> bool {
+        self.attached.get(&ifindex).is_some_and(|a| a.xdp.is_some())
     }
 
     fn attach_hook(
@@ -458,6 +572,7 @@ impl Dataplane {
 
     /// Detaches from one interface and forgets it in the config map.
     pub fn detach(&mut self, ifindex: u32) -> Result<()> {
+        self.detach_xdp(ifindex);
         if let Some(a) = self.attached.remove(&ifindex) {
             for l in a.links {
                 release(l);

@@ -1,5 +1,6 @@
 //! The forwarder's userspace: a thin IO shell over the pure logic in `rules`
 //! and the ABI in `forwarder-common`. One module per concern.
+pub mod batch;
 pub mod bpffs;
 pub mod counters;
 pub mod daemon;

@@ -15,7 +15,13 @@ mod cmd_status;
 /// forwarding with their own connection tracking, and keeps the kernel maps in
 /// sync with the file.
 #[derive(Parser, Debug)]
-#[command(name = "forwarder", version, about, long_about)]
+#[command(
+    name = "forwarder",
+    version,
+    about,
+    long_about,
+    after_help = "Examples:\n  forwarder check /etc/forwarder/rules.toml\n  forwarder run --rules /etc/forwarder/rules.toml\n  forwarder status\n  forwarder conntrack list --rule web\n  forwarder import iptables < iptables-save.txt > rules.toml\n\nThe rules format: docs/rules.md. Operating the daemon: README.md."
+)]
 struct Cli {
     /// Where maps (and links) are pinned on bpffs.
     #[arg(

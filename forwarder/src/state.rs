@@ -83,8 +83,11 @@ impl RuleStatus {
 pub struct IfaceState {
     pub name: String,
     pub ifindex: Option<u32>,
-    /// "tcx" when attached, "none" when not.
+    /// "tcx", "tcx+xdp", or "none".
     pub attach: String,
+    /// The attach mode chosen and why (`[interface.NAME] attach`).
+    #[serde(default)]
+    pub mode: String,
     /// "attached", or why not ("missing: ...").
     pub state: String,
     /// Why the daemon uses this interface.

@@ -15,7 +15,8 @@ use std::{
 
 use forwarder_common::{
     addr_v4, AllowKey, ListenerKey, ListenerValue, AF_INET, LISTEN_ALLOWLIST, LISTEN_MSS_CLAMP,
-    LISTEN_REJECT, MAX_RULES, SNAT_AUTO, SNAT_FIXED, SNAT_MASQUERADE, SNAT_OFF,
+    LISTEN_REJECT, LISTEN_VIA_REDIRECT, LISTEN_VIA_STACK, MAX_RULES, SNAT_AUTO, SNAT_FIXED,
+    SNAT_MASQUERADE, SNAT_OFF,
 };
 use ipnet::Ipv4Net;
 
@@ -131,6 +132,11 @@ fn listener_value(f: &Forward, id: u32, port: u16) -> ListenerValue {
     }
     if f.reject == Reject::Rst {
         flags |= LISTEN_REJECT;
+    }
+    match f.path {
+        PathMode::Auto => {}
+        PathMode::Redirect => flags |= LISTEN_VIA_REDIRECT,
+        PathMode::Stack => flags |= LISTEN_VIA_STACK,
     }
     // "auto" needs the path MTU, which only the daemon knows: it sets the
     // flag and value when it resolves them. A fixed clamp is complete here.

@@ -19,6 +19,8 @@ use ipnet::Ipv4Net;
 pub struct RuleSet {
     pub global: Global,
     pub forwards: Vec<Forward>,
+    /// `[interface.NAME]` settings, by interface name.
+    pub interfaces: std::collections::BTreeMap<String, IfaceSettings>,
 }
 
 impl RuleSet {
@@ -192,6 +194,7 @@ pub struct Forward {
     pub allow: Vec<Ipv4Net>,
     pub mss_clamp: MssClamp,
     pub reject: Reject,
+    pub path: PathMode,
 }
 
 impl Forward {
@@ -214,6 +217,7 @@ impl Forward {
             allow: Vec::new(),
             mss_clamp: MssClamp::Auto,
             reject: Reject::Rst,
+            path: PathMode::Auto,
         }
     }
 
@@ -444,6 +448,62 @@ impl Reject {
         match self {
             Reject::Rst => "rst",
             Reject::Drop => "drop",
+        }
+    }
+}
+
+/// How translated packets travel: chosen per flow from the FIB by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathMode {
+    /// Redirect straight to the egress device when the flow is SNATed or
+    /// the target is on-link; else through the stack (so netfilter, e.g.
+    /// kube-proxy's ClusterIP DNAT, sees it).
+    Auto,
+    /// Redirect whenever the FIB has a route, even to targets behind a
+    /// gateway (bypassing netfilter FORWARD).
+    Redirect,
+    /// Always through the stack (netfilter sees every packet; no SNAT).
+    Stack,
+}
+
+impl PathMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathMode::Auto => "auto",
+            PathMode::Redirect => "redirect",
+            PathMode::Stack => "stack",
+        }
+    }
+}
+
+/// Per-interface settings (`[interface.NAME]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceSettings {
+    pub attach: AttachMode,
+}
+
+/// Which programs an interface gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// TC everywhere; the XDP accelerator in addition only where it helps:
+    /// physical NICs with native XDP. Never on bridges (generic XDP only),
+    /// L3 devices (no XDP), or veth (XDP on a veth takes GSO away from its
+    /// peer: bulk TCP through it slows down several times).
+    #[default]
+    Auto,
+    /// TC only.
+    Tc,
+    /// TC plus the XDP accelerator in native (driver) mode; when that
+    /// fails, TC only, and `status` says why.
+    Xdp,
+}
+
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Tc => "tc",
+            AttachMode::Xdp => "xdp",
         }
     }
 }

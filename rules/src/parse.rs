@@ -23,7 +23,7 @@ use crate::{
     model::*,
 };
 
-pub(crate) const FORWARD_KEYS: [&str; 11] = [
+pub(crate) const FORWARD_KEYS: [&str; 12] = [
     "name",
     "description",
     "in",
@@ -35,6 +35,7 @@ pub(crate) const FORWARD_KEYS: [&str; 11] = [
     "allow",
     "mss_clamp",
     "reject",
+    "path",
 ];
 const GLOBAL_KEYS: [&str; 6] = [
     "conntrack_max",
@@ -44,7 +45,8 @@ const GLOBAL_KEYS: [&str; 6] = [
     "metrics",
     "timeouts",
 ];
-const TOP_KEYS: [&str; 2] = ["global", "forward"];
+const TOP_KEYS: [&str; 3] = ["global", "forward", "interface"];
+const INTERFACE_KEYS: [&str; 1] = ["attach"];
 pub(crate) const CONNTRACK_MAX_LIMIT: i64 = 1 << 24;
 
 /// Where each value of a forward came from.
@@ -108,6 +110,18 @@ pub(crate) fn parse(src: &str, sink: &mut Sink) -> Parsed {
                 ),
             },
             "forward" => parse_forwards(item, sink, &mut parsed),
+            "interface" => match item.as_table_like() {
+                Some(t) => parse_interfaces(t, sink, &mut parsed),
+                None => type_error(
+                    sink,
+                    &item.span(),
+                    None,
+                    "interface",
+                    item,
+                    "a table of interfaces",
+                    Some("write [interface.eth0] sections"),
+                ),
+            },
             _ => unknown_key(sink, &key_span, None, key, &TOP_KEYS, "top level"),
         }
     }
@@ -181,6 +195,62 @@ fn unknown_key(
         format!("unknown key `{key}` in {place}"),
         Some(suggest(key, known)),
     );
+}
+
+/// `[interface.NAME]` sections.
+fn parse_interfaces(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
+    for (name, name_span, item) in entries(t) {
+        let ctx_owned = format!("interface {name}");
+        let ctx = Some(ctx_owned.as_str());
+        if let Err(why) = valid_iface(name) {
+            sink.error(
+                &name_span,
+                ctx,
+                why,
+                Some("use the name `ip link` shows".into()),
+            );
+            continue;
+        }
+        let Some(tbl) = item.as_table_like() else {
+            type_error(
+                sink,
+                &item.span(),
+                ctx,
+                name,
+                item,
+                "a table",
+                Some("e.g. [interface.eth0] with attach = \"xdp\""),
+            );
+            continue;
+        };
+        let mut settings = IfaceSettings::default();
+        for (key, key_span, item) in entries(tbl) {
+            let span = item.span();
+            match key {
+                "attach" => {
+                    if let Some(s) =
+                        expect_str(sink, ctx, key, item, "attach = \"auto\", \"tc\" or \"xdp\"")
+                    {
+                        match s {
+                            "auto" => settings.attach = AttachMode::Auto,
+                            "tc" => settings.attach = AttachMode::Tc,
+                            "xdp" => settings.attach = AttachMode::Xdp,
+                            _ => bad_keyword(sink, &span, ctx, key, s, &["auto", "tc", "xdp"]),
+                        }
+                    }
+                }
+                _ => unknown_key(
+                    sink,
+                    &key_span,
+                    ctx,
+                    key,
+                    &INTERFACE_KEYS,
+                    "[interface.NAME]",
+                ),
+            }
+        }
+        parsed.rules.interfaces.insert(name.to_string(), settings);
+    }
 }
 
 fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
@@ -684,6 +754,22 @@ fn parse_forward(
                         "rst" => f.reject = Reject::Rst,
                         "drop" => f.reject = Reject::Drop,
                         _ => bad_keyword(sink, &span, ctx, key, s, &["rst", "drop"]),
+                    }
+                }
+            }
+            "path" => {
+                if let Some(s) = expect_str(
+                    sink,
+                    ctx,
+                    key,
+                    item,
+                    "path = \"auto\", \"redirect\" or \"stack\"",
+                ) {
+                    match s {
+                        "auto" => f.path = PathMode::Auto,
+                        "redirect" => f.path = PathMode::Redirect,
+                        "stack" => f.path = PathMode::Stack,
+                        _ => bad_keyword(sink, &span, ctx, key, s, &["auto", "redirect", "stack"]),
                     }
                 }
             }

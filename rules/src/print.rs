@@ -31,6 +31,18 @@ pub fn to_toml(rules: &RuleSet) -> String {
     if let Some(g) = global_to_toml(&rules.global) {
         sections.push(g);
     }
+    sections.extend(rules.interfaces.iter().map(|(name, i)| {
+        // Dotted names (eth0.100) need a quoted key.
+        let key = if name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            name.clone()
+        } else {
+            quote(name)
+        };
+        format!("[interface.{key}]\nattach = {}\n", quote(i.attach.as_str()))
+    }));
     sections.extend(rules.forwards.iter().map(forward_to_toml));
     sections.join("\n")
 }
@@ -113,6 +125,9 @@ pub fn forward_to_toml(f: &Forward) -> String {
     }
     if f.reject != Reject::Rst {
         let _ = writeln!(s, "reject = {}", quote(f.reject.as_str()));
+    }
+    if f.path != PathMode::Auto {
+        let _ = writeln!(s, "path = {}", quote(f.path.as_str()));
     }
     s
 }

@@ -123,6 +123,17 @@ fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) 
         ),
         Snat::Auto | Snat::Masquerade => {}
     }
+    if f.path == PathMode::Stack && matches!(f.snat, Snat::Fixed(_) | Snat::Masquerade) {
+        sink.error(
+            &sp.field("path"),
+            ctx,
+            format!(
+                "path = \"stack\" cannot be combined with snat = \"{}\": the stack drops packets whose source is one of its own addresses",
+                f.snat
+            ),
+            Some("use path = \"auto\" (SNATed flows are redirected), or snat = \"off\" / \"auto\"".into()),
+        );
+    }
     let mut seen = HashSet::new();
     for (net, span) in f.allow.iter().zip(&sp.allow) {
         if net.prefix_len() == 0 {

@@ -13,8 +13,8 @@ use rules::{
     import::{iptables, socat},
     listeners_overlap, load_str,
     print::forward_to_toml,
-    to_toml, Forward, Global, Listen, LogFormat, LogLevel, MssClamp, PortRange, Proto, Reject,
-    RuleSet, Snat, Target, Timeouts, L4,
+    to_toml, AttachMode, Forward, Global, IfaceSettings, Listen, LogFormat, LogLevel, MssClamp,
+    PathMode, PortRange, Proto, Reject, RuleSet, Snat, Target, Timeouts, L4,
 };
 
 /// Ports up to `max`, ranges up to `max_len` ports long.
@@ -133,6 +133,11 @@ fn forward(i: usize) -> impl Strategy<Value = Forward> {
             (MssClamp::MIN..=MssClamp::MAX).prop_map(MssClamp::Fixed)
         ],
         prop_oneof![Just(Reject::Rst), Just(Reject::Drop)],
+        prop_oneof![
+            Just(PathMode::Auto),
+            Just(PathMode::Redirect),
+            Just(PathMode::Stack)
+        ],
     )
         .prop_map(
             move |(
@@ -147,6 +152,7 @@ fn forward(i: usize) -> impl Strategy<Value = Forward> {
                 allow,
                 mss_clamp,
                 reject,
+                path,
             )| {
                 let tports = match tkind {
                     0 => None,
@@ -173,6 +179,14 @@ fn forward(i: usize) -> impl Strategy<Value = Forward> {
                     allow,
                     mss_clamp,
                     reject,
+                    // A stack path cannot carry SNAT (validation refuses it).
+                    path: if matches!(snat, Snat::Fixed(_) | Snat::Masquerade)
+                        && path == PathMode::Stack
+                    {
+                        PathMode::Auto
+                    } else {
+                        path
+                    },
                 }
             },
         )
@@ -213,12 +227,31 @@ fn global() -> impl Strategy<Value = Global> {
         )
 }
 
+fn interfaces() -> impl Strategy<Value = std::collections::BTreeMap<String, IfaceSettings>> {
+    prop::collection::btree_map(
+        prop_oneof![
+            Just("eth0".to_string()),
+            Just("eth0.100".to_string()),
+            Just("tailscale0".to_string()),
+            Just("vmbr1".to_string())
+        ],
+        prop_oneof![
+            Just(AttachMode::Auto),
+            Just(AttachMode::Tc),
+            Just(AttachMode::Xdp)
+        ]
+        .prop_map(|attach| IfaceSettings { attach }),
+        0..3,
+    )
+}
+
 fn rule_set() -> impl Strategy<Value = RuleSet> {
-    (global(), 0..6usize).prop_flat_map(|(g, n)| {
+    (global(), 0..6usize, interfaces()).prop_flat_map(|(g, n, interfaces)| {
         let forwards: Vec<_> = (0..n).map(forward).collect();
         forwards.prop_map(move |forwards| RuleSet {
             global: g.clone(),
             forwards,
+            interfaces: interfaces.clone(),
         })
     })
 }

@@ -446,3 +446,47 @@ fn load_file_names_the_path() {
     assert!(e.contains("missing.toml: cannot read:"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn path_stack_cannot_carry_snat() {
+    assert_eq!(
+        one_error(&fwd("snat = \"masquerade\"\npath = \"stack\"")),
+        "rules.toml:7:8: error: forward \"web-http\": path = \"stack\" cannot be combined with snat = \"masquerade\": the stack drops packets whose source is one of its own addresses\n  help: use path = \"auto\" (SNATed flows are redirected), or snat = \"off\" / \"auto\""
+    );
+    assert!(load_str(FILE, &fwd("path = \"stack\"")).is_ok());
+    assert!(load_str(FILE, &fwd("snat = \"192.168.100.1\"\npath = \"redirect\"")).is_ok());
+    assert_eq!(
+        one_error(&fwd("path = \"fast\"")),
+        "rules.toml:6:8: error: forward \"web-http\": `fast` is not a valid path\n  help: expected one of: `auto`, `redirect`, `stack`"
+    );
+}
+
+#[test]
+fn interface_sections() {
+    let ok = load_str(
+        FILE,
+        &format!(
+            "[interface.eth0]\nattach = \"xdp\"\n[interface.\"eth0.100\"]\nattach = \"tc\"\n{}",
+            fwd("")
+        ),
+    )
+    .unwrap();
+    assert_eq!(ok.rules.interfaces["eth0"].attach, rules::AttachMode::Xdp);
+    assert_eq!(
+        ok.rules.interfaces["eth0.100"].attach,
+        rules::AttachMode::Tc
+    );
+    assert_eq!(
+        one_error(&format!("[interface.eth0]\nattach = \"fast\"\n{}", fwd(""))),
+        "rules.toml:2:10: error: interface eth0: `fast` is not a valid attach\n  help: expected one of: `auto`, `tc`, `xdp`"
+    );
+    assert!(
+        one_error(&format!("[interface.eth0]\nmode = \"xdp\"\n{}", fwd("")))
+            .contains("unknown key `mode`"),
+    );
+    assert!(one_error(&format!(
+        "[interface.\"a/b\"]\nattach = \"tc\"\n{}",
+        fwd("")
+    ))
+    .starts_with("rules.toml:1:12: error: interface a/b:"));
+}

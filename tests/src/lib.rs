@@ -4,10 +4,12 @@
 //! collide, and `sweep()` removes leftovers of test processes that died.
 pub mod client;
 pub mod daemon;
+pub mod k3s;
 pub mod netns;
 pub mod privilege;
 pub mod process;
 pub mod servers;
+pub mod tailnet;
 pub mod topology;
 
 pub use daemon::Daemon;

@@ -23,6 +23,18 @@ impl Nginx {
         tls_port: Option<u16>,
         files: &[(&str, usize)],
     ) -> Result<Nginx> {
+        Nginx::start_with(ns, port, tls_port, files, "")
+    }
+
+    /// As `start`, with `server_extra` directives added to the plain HTTP
+    /// server block (e.g. WebDAV PUT for upload tests).
+    pub fn start_with(
+        ns: &Netns,
+        port: u16,
+        tls_port: Option<u16>,
+        files: &[(&str, usize)],
+        server_extra: &str,
+    ) -> Result<Nginx> {
         let dir = std::env::temp_dir().join(format!(
             "{PREFIX}{}-{}-nginx",
             std::process::id(),
@@ -76,7 +88,7 @@ http {{
   log_format peer '$remote_addr $status $body_bytes_sent';
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
   uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-  server {{ listen {port}; root {w}; access_log {d}/peers.log peer; keepalive_requests 100000; }}
+  server {{ listen {port}; root {w}; access_log {d}/peers.log peer; keepalive_requests 100000; {server_extra} }}
   {tls}
 }}
 "#,
@@ -93,6 +105,11 @@ http {{
             bail!("nginx did not start: {}", bg.log());
         }
         Ok(Nginx { bg, dir })
+    }
+
+    /// The directory nginx serves files from.
+    pub fn www(&self) -> PathBuf {
+        self.dir.join("www")
     }
 
     /// Client addresses nginx saw on the plain HTTP server, in order.

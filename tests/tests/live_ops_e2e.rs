@@ -528,3 +528,95 @@ fn status_conntrack_and_metrics_report_an_exact_burst() -> Result<()> {
     ensure!(config_ok == Some(1.0), "config_ok: {samples:?}");
     Ok(())
 }
+
+#[test]
+fn an_incompatible_pinned_layout_is_refused_with_a_way_forward() -> Result<()> {
+    if !require_root("an_incompatible_pinned_layout_is_refused_with_a_way_forward") {
+        return Ok(());
+    }
+    let (topo, _dir, _path, mut daemon) = setup(WEB)?;
+    daemon.stop().context("daemon was running")?;
+    // Pretend an older forwarder wrote the pinned state: its layout
+    // version differs from this binary's.
+    {
+        use aya::maps::{Array, Map, MapData};
+        let data = MapData::from_pin(daemon.pin_dir.join("FWD_CONFIG"))?;
+        let mut cfg: Array<MapData, forwarder_common::GlobalConfig> =
+            Array::try_from(Map::Array(data))?;
+        let mut v = cfg.get(&0, 0)?;
+        v.abi_version = forwarder_common::ABI_VERSION + 1;
+        cfg.set(0, v, 0)?;
+    }
+    let err = daemon
+        .respawn()
+        .expect_err("the daemon must refuse the pinned state");
+    let msg = format!("{err:#}");
+    ensure!(
+        msg.contains("another map layout")
+            && msg.contains("down")
+            && msg.contains("layout version"),
+        "the error explains and names the way forward: {msg}"
+    );
+    // The refused start changed nothing: the old dataplane still forwards.
+    ensure!(
+        http_ok(&topo, 80, "3"),
+        "still forwarding after the refused start"
+    );
+    // The documented way forward works.
+    daemon.cli(&["down"])?;
+    daemon.respawn()?;
+    ensure!(
+        http_ok(&topo, 80, "3"),
+        "forwarding after down and a fresh start"
+    );
+    Ok(())
+}
+
+#[test]
+fn conntrack_flush_forgets_one_rules_flows() -> Result<()> {
+    if !require_root("conntrack_flush_forgets_one_rules_flows") {
+        return Ok(());
+    }
+    let (topo, dir, _path, daemon) = setup(&format!("{WEB}{}", extra(1, "192.168.100.1")))?;
+    // A long flow on each forward.
+    let a = dir.file("a.bin");
+    let mut dl = slow_download(&topo, &a)?;
+    let mut other = topo.lan.spawn(&[
+        "curl",
+        "-sS",
+        "--limit-rate",
+        "2M",
+        "-o",
+        "/dev/null",
+        "http://192.168.1.55:8001/big.bin",
+    ])?;
+    std::thread::sleep(Duration::from_millis(1000));
+    let list = |rule: &str| -> Result<usize> {
+        let v: serde_json::Value =
+            serde_json::from_str(&daemon.cli(&["conntrack", "list", "--json", "--rule", rule])?)?;
+        Ok(v.as_array().map_or(0, Vec::len))
+    };
+    ensure!(list("web")? == 1 && list("extra-1")? == 1, "one flow each");
+    let out = daemon.cli(&["conntrack", "flush", "--rule", "extra-1"])?;
+    ensure!(out.contains("removed 1 flows"), "flush: {out}");
+    ensure!(list("extra-1")? == 0, "extra-1's flow is gone");
+    ensure!(list("web")? == 1, "web's flow is untouched");
+    // The flushed connection breaks (its next segments meet a host with no
+    // such connection), the other completes.
+    let st = wait_for(Duration::from_secs(20), || {
+        other.child.try_wait().ok().flatten()
+    })
+    .context("flushed download did not end")?;
+    ensure!(!st.success(), "the flushed connection was reset");
+    let st = wait_for(Duration::from_secs(30), || {
+        dl.child.try_wait().ok().flatten()
+    })
+    .context("download did not finish")?;
+    ensure!(st.success(), "the untouched flow completed: {}", dl.log());
+    let bad = daemon.cli_output(&["conntrack", "flush", "--rule", "nope"])?;
+    ensure!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("no forward named"),
+        "unknown rule: {bad:?}"
+    );
+    Ok(())
+}

@@ -36,7 +36,12 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Setup, build, then run the self-contained demo in network namespaces.
-    Demo,
+    Demo {
+        /// Which use case: proxmox (LAN -> VMs) or tailnet (tailnet -> k3s
+        /// ClusterIPs).
+        #[arg(default_value = "proxmox", value_parser = ["proxmox", "tailnet"])]
+        scenario: String,
+    },
     /// Benchmark the forwarder against kernel forwarding, iptables, nftables
     /// and socat in namespaces; writes BENCHMARKS.md, results.json, a chart.
     Bench(bench::BenchArgs),
@@ -48,7 +53,7 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf => build_ebpf(),
         Cmd::Lint => lint(),
         Cmd::Test { args } => test(&args),
-        Cmd::Demo => demo(),
+        Cmd::Demo { scenario } => demo(&scenario),
         Cmd::Bench(args) => bench::bench(args),
     }
 }
@@ -149,7 +154,7 @@ fn test(extra: &[String]) -> Result<()> {
     run(&mut c)
 }
 
-fn demo() -> Result<()> {
+fn demo(scenario: &str) -> Result<()> {
     setup::install()?;
     build_ebpf()?;
     run(cargo()
@@ -165,6 +170,8 @@ fn demo() -> Result<()> {
             "forwarder-tests",
             "--bin",
             "demo",
+            "--",
+            scenario,
         ])
         .env("FORWARDER_BIN", root().join("target/debug/forwarder")))
 }

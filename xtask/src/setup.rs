@@ -34,6 +34,9 @@ const APT_PACKAGES: &[&str] = &[
     "wrk",
     "sockperf",
     "procps",
+    // conntrack -L: what the k3s node's netfilter made of forwarded flows
+    // (tailnet e2e diagnostics).
+    "conntrack",
     "kmod",
     // The OpenMetrics parser of the Prometheus project, which the metrics
     // test reads the endpoint with (run by Debian's /usr/bin/python3).
