@@ -35,8 +35,8 @@ pub struct Durations {
 impl Durations {
     pub const DEFAULT: Durations = Durations {
         tcp1: 5,
-        tcp4: 4,
-        wrk: 4,
+        tcp4: 3,
+        wrk: 3,
         rtt: 3,
         udp: 3,
         bpf: 2,

@@ -466,6 +466,28 @@ fn markdown(r: &Results) -> String {
         let _ = writeln!(w);
     }
 
+    // What the XDP hooks did, where any ran.
+    for c in &cfgs {
+        let sum = |k: &str| -> u64 {
+            r.runs
+                .iter()
+                .filter(|x| &x.config == c)
+                .filter_map(|x| x.info.get("forwarder"))
+                .filter_map(|f| f["xdp"][k].as_u64())
+                .sum()
+        };
+        let (fwd, to_tc) = (sum("fwd_redirect"), sum("pass_to_tc"));
+        if fwd + to_tc > 0 {
+            let _ = writeln!(
+                w,
+                "{c}: over all its runs XDP redirected {} packets itself and left {} to TC ({:.1}% in XDP).\n",
+                thousands(fwd as f64),
+                thousands(to_tc as f64),
+                100.0 * fwd as f64 / (fwd + to_tc) as f64
+            );
+        }
+    }
+
     // Ratios.
     let bases: Vec<&str> = BASELINES
         .iter()
