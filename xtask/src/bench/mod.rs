@@ -46,8 +46,9 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Output directory for BENCHMARKS.md and bench/{results.json,ratios.svg}.
-    /// Default: docs/ for a full run, target/bench/ with --quick, --only or
-    /// --runs (partial results never overwrite the published ones).
+    /// Default: docs/ for a full run, target/bench/ with --quick, --only,
+    /// --runs or --scale-runs (partial results never overwrite the published
+    /// ones).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Runs per configuration (default 5; 2 with --quick).
@@ -145,11 +146,12 @@ impl Plan {
         })
     }
 
-    /// Rough wall time: measurement seconds plus ~4 s per run for the
-    /// namespaces, servers and router setup.
+    /// Rough wall time: measurement seconds plus ~3 s per run for the
+    /// namespaces, servers and router setup (~5 s for a scale run: fill,
+    /// table walk).
     fn estimate_secs(&self) -> u32 {
         let d = &self.d;
-        let per = d.tcp1 + d.tcp4 + d.wrk + d.rtt + d.udp + 4;
+        let per = d.tcp1 + d.tcp4 + d.wrk + d.rtt + d.udp + 3;
         let main: u32 = self
             .configs
             .iter()
@@ -157,7 +159,7 @@ impl Plan {
             .sum::<u32>()
             * self.runs as u32;
         let scale = if self.scale {
-            (d.scale_tcp + d.rtt + 8) * scale::SIZES.len() as u32 * self.scale_runs as u32
+            (d.scale_tcp + d.rtt + 5) * scale::SIZES.len() as u32 * self.scale_runs as u32
         } else {
             0
         };
