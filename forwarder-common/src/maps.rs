@@ -67,6 +67,10 @@ pub struct IfaceConfig {
 /// The interface has no link-layer header (tun, wireguard: ARPHRD_NONE);
 /// the IP header starts at offset 0.
 pub const IFACE_L3: u32 = 1;
+/// Replies of stack-path flows may leave through this interface: the egress
+/// program translates them. Without the flag it returns at once, so
+/// interfaces whose forwards are all redirected pay nothing at egress.
+pub const IFACE_EGRESS_NAT: u32 = 2;
 
 /// Listener key: one entry per (interface, address, protocol, port). Port
 /// ranges are expanded by userspace so the kernel does one exact lookup.

@@ -26,8 +26,8 @@ use aya_ebpf::{
 use aya_log_ebpf::{debug, error};
 use forwarder_common::{
     AllowKey, FlowEntry, Hook, ListenerKey, Reason, AF_INET, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK,
-    LISTEN_ALLOWLIST, LISTEN_REJECT, PROTO_ICMP, PROTO_TCP, PROTO_UDP, RULE_DROP_DENIED,
-    RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL,
+    IFACE_EGRESS_NAT, LISTEN_ALLOWLIST, LISTEN_REJECT, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL,
 };
 use parse::{
     Packet, ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_ECHOREPLY, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED,
@@ -77,6 +77,9 @@ fn run(ctx: &TcContext, hook: Hook) -> i32 {
     let Some(iface) = maps::iface(ifindex) else {
         return TCX_NEXT;
     };
+    if hook == Hook::TcEgress && iface.flags & IFACE_EGRESS_NAT == 0 {
+        return TCX_NEXT;
+    }
     let len = ctx.len();
     let (verdict, reason) = match parse::ipv4(ctx, iface.flags) {
         Ok(p) => handle(ctx, &p, ifindex, len, hook),

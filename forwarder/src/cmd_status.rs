@@ -151,7 +151,10 @@ fn print_text(st: &Status) {
         if let Some(x) = &r.rule {
             println!("    {}", x.decision);
             if let Some(m) = x.mss {
-                println!("    MSS clamped to {m} ({} SYNs lowered)", c.mss_clamped);
+                println!(
+                    "    MSS clamp {m} ({} SYN/SYN-ACK options lowered)",
+                    c.mss_clamped
+                );
             }
             if x.listeners == 0 {
                 println!("    NOT LISTENING: the interface is missing or has no address");

@@ -335,6 +335,29 @@ impl Daemon {
                     .unwrap_or_default(),
             });
         }
+        // Egress translation is needed where replies of stack-path flows
+        // leave: the listening interface of every forward whose flows may
+        // go through the stack (no SNAT of ours, and a target that is not
+        // on-link, or path = "stack").
+        let mut egress: BTreeSet<&str> = BTreeSet::new();
+        for f in &self.loaded.rules.forwards {
+            let on_link = routes[&f.name].is_some_and(|r| r.gateway.is_none());
+            let routable = routes[&f.name].is_some();
+            let stack = match (f.snat, f.path) {
+                (Snat::Fixed(_) | Snat::Masquerade, _) => false,
+                (_, rules::PathMode::Stack) => true,
+                (_, rules::PathMode::Redirect) => !routable,
+                (_, rules::PathMode::Auto) => !on_link,
+            };
+            if stack {
+                egress.insert(f.iface.as_str());
+            }
+        }
+        let attached_now: Vec<Iface> = self.dp.attached().cloned().collect();
+        for a in &attached_now {
+            self.dp
+                .set_egress_nat(a.ifindex, egress.contains(a.name.as_str()))?;
+        }
         let attached: BTreeSet<(String, u32)> = self
             .dp
             .attached()

@@ -25,9 +25,9 @@ use aya::{
 };
 use forwarder_common::{
     AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
-    ListenerValue, RuleCounters, RuleName, ABI_VERSION, HOOKS, IFACE_L3, MAP_ALLOW, MAP_AUTO_SNAT,
-    MAP_CONFIG, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS, MAP_LISTENERS, MAP_RULE_COUNTERS,
-    MAP_RULE_NAMES, MAX_IFACES, MAX_RULES, REASONS,
+    ListenerValue, RuleCounters, RuleName, ABI_VERSION, HOOKS, IFACE_EGRESS_NAT, IFACE_L3,
+    MAP_ALLOW, MAP_AUTO_SNAT, MAP_CONFIG, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS, MAP_LISTENERS,
+    MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAX_IFACES, MAX_RULES, REASONS,
 };
 use tracing::{debug, info, warn};
 
@@ -406,9 +406,16 @@ impl Dataplane {
             slot < MAX_IFACES,
             "at most {MAX_IFACES} interfaces are supported"
         );
+        // An adopted entry keeps its egress flag until the daemon has
+        // recomputed it: clearing it, even briefly, would let replies of
+        // stack-path flows leave untranslated.
+        let egress = self
+            .ifaces_map()?
+            .get(&iface.ifindex, 0)
+            .map_or(0, |c| c.flags & IFACE_EGRESS_NAT);
         let cfg = IfaceConfig {
             slot,
-            flags: if iface.l3 { IFACE_L3 } else { 0 },
+            flags: if iface.l3 { IFACE_L3 } else { 0 } | egress,
         };
         // Registered before the programs see its packets, so the first
         // packet is already counted in the right slot.
@@ -564,6 +571,25 @@ impl Dataplane {
             }
             None => Ok(Link::Owned(link)),
         }
+    }
+
+    /// Sets whether the egress program translates on this interface
+    /// (`IFACE_EGRESS_NAT`); keeps the other flags.
+    pub fn set_egress_nat(&mut self, ifindex: u32, on: bool) -> Result<()> {
+        let mut m = self.ifaces_map()?;
+        let Ok(mut cfg) = m.get(&ifindex, 0) else {
+            return Ok(());
+        };
+        let flags = if on {
+            cfg.flags | IFACE_EGRESS_NAT
+        } else {
+            cfg.flags & !IFACE_EGRESS_NAT
+        };
+        if flags != cfg.flags {
+            cfg.flags = flags;
+            m.insert(ifindex, cfg, 0)?;
+        }
+        Ok(())
     }
 
     pub fn attached(&self) -> impl Iterator<Item = &Iface> {
