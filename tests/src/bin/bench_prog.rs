@@ -23,7 +23,9 @@
 //! * `floor`: a packet on an interface the forwarder does not handle (one
 //!   map lookup and return): the cost of entering the program at all;
 //! * `egress`: the egress program on the outgoing interface, which every
-//!   redirected packet also passes through (no flow of its own: passed on).
+//!   redirected packet also passes through, where no stack-path flow can
+//!   reply (returns at once); `egress_nat`: the same where one can
+//!   (`IFACE_EGRESS_NAT`: parse, lookup, no flow of its own, passed on).
 //!
 //! BPF_PROG_TEST_RUN runs the program `repeat` times on the *same* skb, so
 //! rewrites accumulate. `no_nat` stays on its path by itself (only the TTL
@@ -47,8 +49,8 @@ use forwarder::{
 };
 use forwarder_common::{
     addr_v4, iface_counter_index, Counter, FlowEntry, FlowKey, Hook, IfaceConfig, ListenerKey,
-    ListenerValue, Reason, RuleCounters, AF_INET, FLOW_SNAT, MAP_IFACES, MAP_IFACE_COUNTERS,
-    MAP_RULE_COUNTERS, PROTO_TCP, SEEN_ACK, SEEN_SYN, SNAT_FIXED,
+    ListenerValue, Reason, RuleCounters, AF_INET, FLOW_SNAT, IFACE_EGRESS_NAT, MAP_IFACES,
+    MAP_IFACE_COUNTERS, MAP_RULE_COUNTERS, PROTO_TCP, SEEN_ACK, SEEN_SYN, SNAT_FIXED,
 };
 use forwarder_tests::{require_root, Netns};
 use serde_json::json;
@@ -345,15 +347,22 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Registers `ifindex` with counter block `slot` and `IFACE_*` `flags`.
+fn set_iface_flags(dp: &mut Dataplane, ifindex: u32, slot: u32, flags: u32) -> Result<()> {
+    let mut ifaces: HashMap<&mut MapData, u32, IfaceConfig> =
+        HashMap::try_from(dp.ebpf.map_mut(MAP_IFACES).context("FWD_IFACES")?)?;
+    ifaces.insert(ifindex, IfaceConfig { slot, flags }, 0)?;
+    Ok(())
+}
+
 fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
     let (r0, r1) = (ifindex("r0")?, ifindex("r1")?);
     let mut dp = Dataplane::load(&LoadOptions::default())?;
-    {
-        let mut ifaces: HashMap<&mut MapData, u32, IfaceConfig> =
-            HashMap::try_from(dp.ebpf.map_mut(MAP_IFACES).context("FWD_IFACES")?)?;
-        ifaces.insert(r0, IfaceConfig { slot: 0, flags: 0 }, 0)?;
-        ifaces.insert(r1, IfaceConfig { slot: 1, flags: 0 }, 0)?;
-    }
+    // Neither interface gets IFACE_EGRESS_NAT: no stack-path flow can reply
+    // through them (every flow here is redirected), as the daemon decides
+    // for the benchmark's router.
+    set_iface_flags(&mut dp, r0, 0, 0)?;
+    set_iface_flags(&mut dp, r1, 1, 0)?;
     // (a) NAT: K1 -> K2 and K2 -> K1, both forwarded (routed out r1 / r0).
     // The destination port stays 80 (DNAT+SNAT keeping the port).
     let k1 = key(CLIENT, CLIENT_SIDE_PEER, 40000, 80);
@@ -445,13 +454,14 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
     }
 
     // What every redirected packet also costs: TCX egress of the outgoing
-    // interface runs the egress program, which finds no flow of its own for
-    // a translated packet (its reply key is the reverse tuple) and passes it.
+    // interface runs the egress program. Where no stack-path flow can reply
+    // (the daemon leaves IFACE_EGRESS_NAT off, as for r1 in the benchmark's
+    // topology) it returns at once, uncounted by design, so only the
+    // verdict can be checked. Where the flag is on it parses and looks the
+    // packet up, finds no flow of its own for a translated packet (its reply
+    // key is the reverse tuple) and passes it on, counted.
     let r1_ctx = ctx_for(r1);
     let out_frame = tcp_frame(r0_mac, SNAT, SERVER, 33001, 80, ACK_PSH, 64);
-    let passed0 = b
-        .iface_counter(1, Hook::TcEgress, Reason::PassNoMatch)?
-        .packets;
     let mut egress = Samples::default();
     for _ in 0..args.batches {
         let (v, ns) = b.run_prog(PROG_EGRESS, &r1_ctx, &out_frame, REPEAT)?;
@@ -461,14 +471,28 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
         );
         egress.0.push(ns);
     }
+    set_iface_flags(&mut b.dp, r1, 1, IFACE_EGRESS_NAT)?;
+    let passed0 = b
+        .iface_counter(1, Hook::TcEgress, Reason::PassNoMatch)?
+        .packets;
+    let mut egress_nat = Samples::default();
+    for _ in 0..args.batches {
+        let (v, ns) = b.run_prog(PROG_EGRESS, &r1_ctx, &out_frame, REPEAT)?;
+        ensure!(
+            v == TCX_NEXT,
+            "egress_nat: verdict {v}, expected TCX_NEXT (pass on)"
+        );
+        egress_nat.0.push(ns);
+    }
     let passed = b
         .iface_counter(1, Hook::TcEgress, Reason::PassNoMatch)?
         .packets
         - passed0;
     ensure!(
         passed == args.batches as u64 * REPEAT as u64,
-        "only {passed} egress runs were counted as passed"
+        "only {passed} egress runs were looked up and passed on"
     );
+    set_iface_flags(&mut b.dp, r1, 1, 0)?;
 
     // repeat = 1: first packets of new flows, and established NAT measured
     // the same way for comparison.
@@ -505,6 +529,7 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
         "nat_port_map_cost": nat_port_map.median() - no_nat.median(),
         "floor": floor.summary(),
         "egress": egress.summary(),
+        "egress_nat": egress_nat.summary(),
         "create": create.summary(),
         "nat_single": nat_single.summary(),
         "create_cost": create.median() - nat_single.median(),
