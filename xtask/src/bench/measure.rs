@@ -245,7 +245,7 @@ pub fn client_commands(d: &Durations) -> Vec<(String, String)> {
             iperf_udp_argv(t, d.udp).join(" "),
         ),
         (
-            "BPF ns per run (forwarder only, separate burst)".into(),
+            "BPF time per forwarded packet (forwarder configurations, separate burst)".into(),
             iperf_udp_argv(t, d.bpf).join(" "),
         ),
     ]
