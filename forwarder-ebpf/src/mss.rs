@@ -11,8 +11,6 @@ use crate::{nat, parse::Packet};
 const TCPOPT_EOL: u8 = 0;
 const TCPOPT_NOP: u8 = 1;
 const TCPOPT_MSS: u8 = 2;
-/// Options occupy at most 40 bytes; each step consumes at least one.
-const MAX_OPT_STEPS: usize = 8;
 
 /// Lowers the MSS option of `p` (a SYN or SYN-ACK) to `clamp` when it is
 /// larger. Returns whether it changed the packet. Headers were pulled
@@ -23,13 +21,20 @@ pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, ()> {
     let opts = p.l4 + 20;
     let end = p.l4 + p.tcp_hlen as usize;
     let mut off = opts;
-    let mut i = 0;
-    while i < MAX_OPT_STEPS {
-        i += 1;
-        if off >= end {
+    // No step counter: every step moves `off` forward and the header's end
+    // (at most 40 option bytes) stops the walk. That covers options in any
+    // order and number, and is cheaper to verify than a counter (which
+    // keeps the verifier from pruning across iterations): about 134k
+    // instructions verified for fwd_ingress, where a counter capped at 16
+    // steps already costs 149k and one at 40 exceeds the 1M limit.
+    loop {
+        // Kind and length in one load. Fewer than two bytes left: only a
+        // NOP or EOL fits there, no MSS (and loading the missing length
+        // byte would fail, or read past the header).
+        if off + 2 > end {
             return Ok(false);
         }
-        let kind: u8 = ctx.load(off).map_err(|_| ())?;
+        let [kind, len]: [u8; 2] = ctx.load(off).map_err(|_| ())?;
         if kind == TCPOPT_EOL {
             return Ok(false);
         }
@@ -37,7 +42,6 @@ pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, ()> {
             off += 1;
             continue;
         }
-        let len: u8 = ctx.load(off + 1).map_err(|_| ())?;
         if len < 2 || off + len as usize > end {
             // Malformed options: leave the packet alone.
             return Ok(false);
@@ -70,5 +74,4 @@ pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, ()> {
         }
         off += len as usize;
     }
-    Ok(false)
 }

@@ -7,7 +7,7 @@
 //! not; UDP adds BPF_F_MARK_MANGLED_0 because a zero UDP checksum means
 //! "none" and must stay zero. ICMP has no pseudo-header.
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM},
     helpers::{bpf_l3_csum_replace, bpf_l4_csum_replace, bpf_skb_store_bytes},
     programs::TcContext,
 };
@@ -33,6 +33,11 @@ pub fn ok(rc: i64) -> Result<(), ()> {
 
 #[inline(always)]
 fn store<T>(ctx: &TcContext, off: usize, v: &T) -> Result<(), ()> {
+    store_flags(ctx, off, v, 0)
+}
+
+#[inline(always)]
+fn store_flags<T>(ctx: &TcContext, off: usize, v: &T, flags: u64) -> Result<(), ()> {
     // SAFETY: the helper bounds-checks offset and length against the skb.
     ok(unsafe {
         bpf_skb_store_bytes(
@@ -40,7 +45,7 @@ fn store<T>(ctx: &TcContext, off: usize, v: &T) -> Result<(), ()> {
             off as u32,
             v as *const T as *const _,
             core::mem::size_of::<T>() as u32,
-            0,
+            flags,
         )
     })
 }
@@ -100,8 +105,18 @@ pub fn set_port(ctx: &TcContext, p: &Packet, which: usize, old: u16, new: u16) -
             None => return Err(()),
         },
     };
+    // A UDP datagram without checksum (0) has no checksum change to balance
+    // the port change, so on a CHECKSUM_COMPLETE skb the store itself must
+    // update skb->csum, or the stack is handed a stale packet sum. (With a
+    // checksum the two changes cancel out and skb->csum stays right.)
+    let no_csum = p.proto == PROTO_UDP && ctx.load::<u16>(csum).map_err(|_| ())? == 0;
+    let recompute = if no_csum {
+        BPF_F_RECOMPUTE_CSUM as u64
+    } else {
+        0
+    };
     l4_csum(ctx, csum, old as u64, new as u64, flags | 2)?;
-    store(ctx, field, &new)
+    store_flags(ctx, field, &new, recompute)
 }
 
 /// Decrements the TTL (we bypass the stack's forwarding, which would).

@@ -1,0 +1,579 @@
+//! BPF_PROG_TEST_RUN support for the NAT dataplane tests: a network
+//! namespace standing in for the Proxmox host (so the programs' FIB lookups
+//! see real routes), the loaded dataplane with rules compiled by the real
+//! rules compiler, one call to run a frame through a hook, and snapshots of
+//! every counter and map the programs write, to check exact deltas.
+//!
+//! ```text
+//!  peer ns                   host ns (the test thread moves in here)
+//!  lan ─────── veth ─────── vmbr0       192.168.1.55/24
+//!  vm  ─────── veth ─────── vmbr1       192.168.100.1/24   (VMs on-link)
+//!                           tailscale0  100.100.1.1/24, tun, MTU 1280,
+//!                                       route 8.0.0.0/24 (a subnet router)
+//!  no route to 10.43.0.0/16 (ClusterIPs), no default route
+//! ```
+//!
+//! veth ends named like the bridges they stand in for: the programs only
+//! care about ifindexes, routes and the per-interface config.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs::File,
+    os::fd::{AsFd, AsRawFd},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use aya::maps::{MapData, PerCpuArray};
+use forwarder::{
+    counters::sum_cpus,
+    dataplane::{Dataplane, LoadOptions},
+};
+use forwarder_common::{
+    iface_counter_index, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, Hook, IfaceConfig,
+    Reason, RuleCounters, ABI_VERSION, IFACE_L3, MAP_IFACE_COUNTERS, MAP_RULE_COUNTERS, MAX_RULES,
+    RULE_DROP_REASONS,
+};
+
+use crate::netns::{veth, Netns};
+
+/// The verdicts as test_run reports them (the return value as i32).
+pub const TC_ACT_OK: i32 = 0;
+pub const TC_ACT_SHOT: i32 = 2;
+/// What bpf_redirect/bpf_redirect_neigh return; test_run only reports it,
+/// nothing is sent.
+pub const TC_ACT_REDIRECT: i32 = 7;
+/// TCX_NEXT: the program left the packet to the next one / the stack.
+pub const TCX_NEXT: i32 = -1;
+
+pub const LAN_IF: &str = "vmbr0";
+pub const VM_IF: &str = "vmbr1";
+pub const TS_IF: &str = "tailscale0";
+pub const HOST_LAN: [u8; 4] = [192, 168, 1, 55];
+pub const HOST_VM: [u8; 4] = [192, 168, 100, 1];
+pub const HOST_TS: [u8; 4] = [100, 100, 1, 1];
+pub const TS_MTU: u32 = 1280;
+
+/// `struct __sk_buff` as BPF_PROG_TEST_RUN takes it in `ctx_in`: 192 bytes
+/// on this ABI. `ifindex` (offset 40) makes the kernel build the skb on
+/// that device; `ingress_ifindex` (36) goes to skb_iif; `gso_segs` (164)
+/// and `gso_size` (176) to the skb's shared info.
+const SKB_CTX_LEN: usize = 192;
+const SKB_INGRESS_IFINDEX: usize = 36;
+const SKB_IFINDEX: usize = 40;
+const SKB_GSO_SEGS: usize = 164;
+const SKB_GSO_SIZE: usize = 176;
+
+/// Counter slots the fixture gives the interfaces.
+const SLOTS: [(&str, u32); 3] = [(LAN_IF, 0), (VM_IF, 1), (TS_IF, 2)];
+
+/// Moves the calling thread into a network namespace and back on drop.
+/// Only this thread moves: setns(CLONE_NEWNET) is per thread, and BPF test
+/// runs, FIB lookups and if_nametoindex use the calling thread's namespace.
+struct Entered {
+    home: File,
+}
+
+impl Entered {
+    fn enter(ns: &str) -> Result<Entered> {
+        let home = File::open("/proc/thread-self/ns/net").context("opening own netns")?;
+        let target = File::open(format!("/run/netns/{ns}"))
+            .with_context(|| format!("opening netns {ns}"))?;
+        // SAFETY: plain syscall on valid namespace fds.
+        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns into {ns}: {}", std::io::Error::last_os_error());
+        }
+        Ok(Entered { home })
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        // SAFETY: as above; failure leaves the thread where it is, and the
+        // test process ends soon anyway.
+        unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
+    }
+}
+
+/// How the test skb's checksum state is set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Csum {
+    /// CHECKSUM_NONE: the kernel's default for test_run.
+    None,
+    /// CHECKSUM_COMPLETE (BPF_F_TEST_SKB_CHECKSUM_COMPLETE): skb->csum holds
+    /// the sum of the packet from the IP header on, as on receive from most
+    /// NICs, and after the run the kernel checks the program kept it right
+    /// (EBADMSG otherwise). The packet bytes come out exactly as with
+    /// CHECKSUM_NONE (the helpers rewrite the checksum fields the same way);
+    /// only this extra check differs, and it is the one that catches an
+    /// address rewrite without BPF_F_PSEUDO_HDR. (CHECKSUM_PARTIAL, which
+    /// veth and local senders produce, cannot be set up through test_run.)
+    Complete,
+}
+
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_F_TEST_SKB_CHECKSUM_COMPLETE: u32 = 1 << 2;
+
+/// The `test` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+/// What one program run returned.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub verdict: i32,
+    /// The packet as the program left it.
+    pub out: Vec<u8>,
+}
+
+/// The host namespace with the dataplane loaded (not attached: test_run
+/// feeds packets directly) and its interfaces registered.
+pub struct Host {
+    pub dp: Dataplane,
+    pub lan: u32,
+    pub vm: u32,
+    pub ts: u32,
+    /// Rule ids by forward name, from the last `rules()` call.
+    pub ids: BTreeMap<String, u32>,
+    // Drop order: leave the namespace, then delete it (and its links).
+    _entered: Entered,
+    pub peer: Netns,
+    pub ns: Netns,
+}
+
+impl Host {
+    /// Builds the namespaces, enters the host one and loads the dataplane
+    /// with a flow table of `conntrack_max` flows.
+    pub fn new(conntrack_max: u32) -> Result<Host> {
+        crate::netns::sweep();
+        let ns = Netns::new("trhost")?;
+        let peer = Netns::new("trpeer")?;
+        veth(&ns, LAN_IF, &peer, "lan")?;
+        veth(&ns, VM_IF, &peer, "vm")?;
+        ns.addr(LAN_IF, "192.168.1.55/24")?;
+        ns.addr(VM_IF, "192.168.100.1/24")?;
+        ns.ip(&["tuntap", "add", "dev", TS_IF, "mode", "tun"])?;
+        ns.ip(&["link", "set", TS_IF, "mtu", &TS_MTU.to_string()])?;
+        ns.addr(TS_IF, "100.100.1.1/24")?;
+        // A tun without a reader has no carrier; its routes stay usable.
+        ns.ip(&["route", "add", "8.0.0.0/24", "dev", TS_IF])?;
+        ns.sysctl("net.ipv4.ip_forward", "1")?;
+        let entered = Entered::enter(&ns.name)?;
+        let idx = |n: &str| forwarder::ifaces::ifindex(n).with_context(|| format!("no {n}"));
+        let (lan, vm, ts) = (idx(LAN_IF)?, idx(VM_IF)?, idx(TS_IF)?);
+        let dp = Dataplane::load(&LoadOptions {
+            conntrack_max,
+            ..Default::default()
+        })?;
+        let mut host = Host {
+            dp,
+            lan,
+            vm,
+            ts,
+            ids: BTreeMap::new(),
+            _entered: entered,
+            peer,
+            ns,
+        };
+        for (name, slot) in SLOTS {
+            let ifindex = host.ifindex(name);
+            let flags = if name == TS_IF { IFACE_L3 } else { 0 };
+            host.dp
+                .ifaces_map()?
+                .insert(ifindex, IfaceConfig { slot, flags }, 0)?;
+        }
+        Ok(host)
+    }
+
+    /// Turns egress translation on or off for an interface
+    /// (`IFACE_EGRESS_NAT`): the daemon sets it on the listening interfaces
+    /// of forwards whose flows may go through the stack; without it the
+    /// egress program leaves every packet alone, uncounted.
+    pub fn egress_nat(&mut self, name: &str, on: bool) -> Result<()> {
+        let ifindex = self.ifindex(name);
+        self.dp.set_egress_nat(ifindex, on)
+    }
+
+    pub fn ifindex(&self, name: &str) -> u32 {
+        match name {
+            LAN_IF => self.lan,
+            VM_IF => self.vm,
+            TS_IF => self.ts,
+            _ => panic!("unknown interface {name}"),
+        }
+    }
+
+    pub fn iface_name(&self, ifindex: u32) -> &'static str {
+        SLOTS
+            .iter()
+            .map(|(n, _)| *n)
+            .find(|n| self.ifindex(n) == ifindex)
+            .unwrap_or("?")
+    }
+
+    /// Loads a rules file text through the real rules compiler and writes
+    /// its listeners, allow-list and SNAT port range into the maps (what
+    /// the daemon's reconcile does, minus `mss_clamp = "auto"`, which needs
+    /// the path MTU: use a fixed clamp).
+    pub fn rules(&mut self, text: &str) -> Result<()> {
+        let loaded = match rules::load_str("test.toml", text) {
+            Ok(l) => l,
+            Err(d) => bail!("rules do not load:\n{d}"),
+        };
+        let ids = rules::assign_ids(
+            &BTreeMap::new(),
+            loaded.rules.forwards.iter().map(|f| f.name.as_str()),
+        );
+        let compiled = rules::compile(&loaded.rules, &ids)?;
+        let mut states = BTreeMap::new();
+        for (name, _) in SLOTS {
+            states.insert(
+                name.to_string(),
+                rules::IfaceState {
+                    ifindex: self.ifindex(name),
+                    addrs: self.addrs(name)?,
+                },
+            );
+        }
+        let entries = rules::materialize(&compiled, |n| states.get(n).cloned());
+        ensure!(
+            entries.missing_ifaces.is_empty(),
+            "rules name interfaces the fixture lacks: {:?}",
+            entries.missing_ifaces
+        );
+        let g = &loaded.rules.global;
+        self.dp.set_config(GlobalConfig {
+            abi_version: ABI_VERSION,
+            snat_port_min: g.snat_ports.start(),
+            snat_port_max: g.snat_ports.end(),
+            flags: 0,
+            _pad: 0,
+        })?;
+        {
+            let mut allow = self.dp.allow()?;
+            for k in entries.allow.keys() {
+                allow.insert(&aya::maps::lpm_trie::Key::new(k.prefix_len, k.data), 1, 0)?;
+            }
+        }
+        let mut listeners = self.dp.listeners()?;
+        for (k, v) in &entries.listeners {
+            listeners.insert(k, v, 0)?;
+        }
+        self.ids = ids;
+        Ok(())
+    }
+
+    pub fn id(&self, rule: &str) -> u32 {
+        *self
+            .ids
+            .get(rule)
+            .unwrap_or_else(|| panic!("no rule {rule}"))
+    }
+
+    fn addrs(&self, dev: &str) -> Result<Vec<std::net::Ipv4Addr>> {
+        let out = self
+            .ns
+            .output(&["ip", "-j", "-4", "addr", "show", "dev", dev])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(v[0]["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["local"].as_str()?.parse().ok())
+            .collect())
+    }
+
+    /// Runs `frame` through the program of `hook` as if it arrived on
+    /// (ingress) or left by (egress) `ifindex`, as a CHECKSUM_COMPLETE skb
+    /// (see [`Csum`]).
+    pub fn run(&mut self, hook: Hook, ifindex: u32, frame: &[u8]) -> Result<Run> {
+        self.run_with(hook, ifindex, frame, Csum::Complete, None)
+    }
+
+    /// `gso`: (segment size, segments) to present the frame as a GSO skb
+    /// (what GRO or a TSO sender hands over).
+    pub fn run_with(
+        &mut self,
+        hook: Hook,
+        ifindex: u32,
+        frame: &[u8],
+        csum: Csum,
+        gso: Option<(u32, u32)>,
+    ) -> Result<Run> {
+        let mut ctx = [0u8; SKB_CTX_LEN];
+        ctx[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
+        if hook == Hook::TcIngress {
+            ctx[SKB_INGRESS_IFINDEX..SKB_INGRESS_IFINDEX + 4]
+                .copy_from_slice(&ifindex.to_ne_bytes());
+        }
+        if let Some((size, segs)) = gso {
+            ctx[SKB_GSO_SIZE..SKB_GSO_SIZE + 4].copy_from_slice(&size.to_ne_bytes());
+            ctx[SKB_GSO_SEGS..SKB_GSO_SEGS + 4].copy_from_slice(&segs.to_ne_bytes());
+        }
+        // Room for what a program may add (an Ethernet header for L3).
+        let mut out = vec![0u8; frame.len() + 128];
+        let prog = match hook {
+            Hook::TcEgress => self.dp.egress_program()?,
+            _ => self.dp.ingress_program()?,
+        };
+        let fd = prog.fd()?.as_fd().as_raw_fd();
+        let mut attr = TestRunAttr {
+            prog_fd: fd as u32,
+            data_size_in: frame.len() as u32,
+            data_size_out: out.len() as u32,
+            data_in: frame.as_ptr() as u64,
+            data_out: out.as_mut_ptr() as u64,
+            repeat: 1,
+            ctx_size_in: ctx.len() as u32,
+            ctx_in: ctx.as_ptr() as u64,
+            flags: match csum {
+                Csum::None => 0,
+                Csum::Complete => BPF_F_TEST_SKB_CHECKSUM_COMPLETE,
+            },
+            ..Default::default()
+        };
+        // aya's TestRunOptions cannot pass BPF_F_TEST_SKB_CHECKSUM_COMPLETE
+        // (its flags are crate-private), so the syscall is made here.
+        // SAFETY: attr points at valid buffers that outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                &mut attr as *mut TestRunAttr,
+                std::mem::size_of::<TestRunAttr>(),
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EBADMSG) {
+                bail!(
+                    "BPF_PROG_TEST_RUN: EBADMSG: the program left skb->csum inconsistent with \
+                     the packet (a checksum update without BPF_F_PSEUDO_HDR where the \
+                     pseudo-header changed, or a store without its checksum update)"
+                );
+            }
+            bail!("BPF_PROG_TEST_RUN of a {}-byte frame: {e}", frame.len());
+        }
+        out.truncate(attr.data_size_out as usize);
+        Ok(Run {
+            verdict: attr.retval as i32,
+            out,
+        })
+    }
+
+    /// Every counter and map entry the programs write.
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        let mut iface = BTreeMap::new();
+        {
+            let m: PerCpuArray<&MapData, Counter> =
+                PerCpuArray::try_from(self.dp.ebpf.map(MAP_IFACE_COUNTERS).context("counters")?)?;
+            for (name, slot) in SLOTS {
+                for hook in Hook::ALL {
+                    for reason in Reason::ALL {
+                        let v = m.get(&iface_counter_index(slot, hook, reason), 0)?;
+                        let c = sum_cpus(v.iter().copied());
+                        if c != Counter::default() {
+                            iface.insert((name, hook as u32, reason as u32), c);
+                        }
+                    }
+                }
+            }
+        }
+        let mut rules = BTreeMap::new();
+        {
+            let m: PerCpuArray<&MapData, RuleCounters> =
+                PerCpuArray::try_from(self.dp.ebpf.map(MAP_RULE_COUNTERS).context("rules")?)?;
+            // Ids are handed out from 0; a few beyond the rules in use
+            // catch a stray id.
+            let top = (self.ids.len() as u32 + 4).min(MAX_RULES);
+            for id in 0..top {
+                let v = m.get(&id, 0)?;
+                let c = v.iter().fold(RuleCounters::default(), |a, c| add(&a, c));
+                if c != RuleCounters::default() {
+                    rules.insert(id, c);
+                }
+            }
+        }
+        let flows = self
+            .dp
+            .flows()?
+            .iter()
+            .collect::<Result<BTreeMap<FlowKey, FlowEntry>, _>>()?;
+        let auto_snat = self
+            .dp
+            .auto_snat()?
+            .iter()
+            .collect::<Result<BTreeMap<AutoSnatKey, u64>, _>>()?;
+        Ok(Snapshot {
+            iface,
+            rules,
+            flows,
+            auto_snat,
+        })
+    }
+
+    /// Inserts a flow entry as userspace (an adopted table) would.
+    pub fn insert_flow(&mut self, key: FlowKey, entry: FlowEntry) -> Result<()> {
+        self.dp.flows()?.insert(key, entry, 0)?;
+        Ok(())
+    }
+
+    /// Number of entries in the listener map, to check a test's rules
+    /// landed as expected.
+    pub fn listener_count(&mut self) -> Result<usize> {
+        Ok(self.dp.listeners()?.keys().count())
+    }
+
+    /// Current CLOCK_MONOTONIC in ns (what bpf_ktime_get_ns returns).
+    pub fn now_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+}
+
+fn add(a: &RuleCounters, b: &RuleCounters) -> RuleCounters {
+    let mut drops = [0; RULE_DROP_REASONS as usize];
+    for (i, d) in drops.iter_mut().enumerate() {
+        *d = a.drops[i] + b.drops[i];
+    }
+    RuleCounters {
+        packets: a.packets + b.packets,
+        bytes: a.bytes + b.bytes,
+        new_flows: a.new_flows + b.new_flows,
+        snat_flows: a.snat_flows + b.snat_flows,
+        stack_flows: a.stack_flows + b.stack_flows,
+        mss_clamped: a.mss_clamped + b.mss_clamped,
+        drops,
+    }
+}
+
+fn sub(a: &RuleCounters, b: &RuleCounters) -> RuleCounters {
+    let mut drops = [0; RULE_DROP_REASONS as usize];
+    for (i, d) in drops.iter_mut().enumerate() {
+        *d = a.drops[i].wrapping_sub(b.drops[i]);
+    }
+    RuleCounters {
+        packets: a.packets.wrapping_sub(b.packets),
+        bytes: a.bytes.wrapping_sub(b.bytes),
+        new_flows: a.new_flows.wrapping_sub(b.new_flows),
+        snat_flows: a.snat_flows.wrapping_sub(b.snat_flows),
+        stack_flows: a.stack_flows.wrapping_sub(b.stack_flows),
+        mss_clamped: a.mss_clamped.wrapping_sub(b.mss_clamped),
+        drops,
+    }
+}
+
+/// Counter identity: (interface name, hook, reason) as numbers.
+pub type IfaceCounterKey = (&'static str, u32, u32);
+
+/// Everything the programs write, at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Non-zero interface counters.
+    pub iface: BTreeMap<IfaceCounterKey, Counter>,
+    /// Non-zero per-rule counters (summed over CPUs).
+    pub rules: BTreeMap<u32, RuleCounters>,
+    pub flows: BTreeMap<FlowKey, FlowEntry>,
+    pub auto_snat: BTreeMap<AutoSnatKey, u64>,
+}
+
+/// What changed between two snapshots.
+#[derive(Clone, Debug, Default)]
+pub struct Delta {
+    pub iface: BTreeMap<IfaceCounterKey, Counter>,
+    pub rules: BTreeMap<u32, RuleCounters>,
+    pub flows_added: BTreeSet<FlowKey>,
+    pub flows_removed: BTreeSet<FlowKey>,
+    pub flows_changed: BTreeSet<FlowKey>,
+    pub auto_snat_changed: BTreeSet<AutoSnatKey>,
+}
+
+impl Snapshot {
+    pub fn delta(&self, after: &Snapshot) -> Delta {
+        let mut d = Delta::default();
+        let keys: BTreeSet<_> = self.iface.keys().chain(after.iface.keys()).collect();
+        for k in keys {
+            let (b, a) = (
+                self.iface.get(k).copied().unwrap_or_default(),
+                after.iface.get(k).copied().unwrap_or_default(),
+            );
+            if a != b {
+                d.iface.insert(
+                    *k,
+                    Counter {
+                        packets: a.packets.wrapping_sub(b.packets),
+                        bytes: a.bytes.wrapping_sub(b.bytes),
+                    },
+                );
+            }
+        }
+        let ids: BTreeSet<_> = self.rules.keys().chain(after.rules.keys()).collect();
+        for id in ids {
+            let (b, a) = (
+                self.rules.get(id).copied().unwrap_or_default(),
+                after.rules.get(id).copied().unwrap_or_default(),
+            );
+            if a != b {
+                d.rules.insert(*id, sub(&a, &b));
+            }
+        }
+        for (k, v) in &after.flows {
+            match self.flows.get(k) {
+                None => {
+                    d.flows_added.insert(*k);
+                }
+                Some(old) if old != v => {
+                    d.flows_changed.insert(*k);
+                }
+                Some(_) => {}
+            }
+        }
+        for k in self.flows.keys() {
+            if !after.flows.contains_key(k) {
+                d.flows_removed.insert(*k);
+            }
+        }
+        let keys: BTreeSet<_> = self
+            .auto_snat
+            .keys()
+            .chain(after.auto_snat.keys())
+            .collect();
+        for k in keys {
+            if self.auto_snat.get(k) != after.auto_snat.get(k) {
+                d.auto_snat_changed.insert(*k);
+            }
+        }
+        d
+    }
+}
+
+/// Hook and reason names for messages.
+pub fn counter_name(k: &IfaceCounterKey) -> String {
+    format!(
+        "{}/{}/{}",
+        k.0,
+        Hook::ALL[k.1 as usize].name(),
+        Reason::ALL[k.2 as usize].name()
+    )
+}
