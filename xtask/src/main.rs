@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask <setup|build-ebpf|test|demo|lint>`.
+//! Project automation: `cargo xtask <setup|build-ebpf|test|demo|lint|bench>`.
 //!
 //! Every command that needs tools installs them first (`setup` is idempotent
 //! and takes seconds when everything is present), so the README's two
@@ -11,6 +11,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod setup;
 
 #[derive(Parser)]
@@ -41,6 +42,9 @@ enum Cmd {
         #[arg(default_value = "proxmox", value_parser = ["proxmox", "tailnet"])]
         scenario: String,
     },
+    /// Benchmark the forwarder against kernel forwarding, iptables, nftables
+    /// and socat in namespaces; writes BENCHMARKS.md, results.json, a chart.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -50,6 +54,7 @@ fn main() -> Result<()> {
         Cmd::Lint => lint(),
         Cmd::Test { args } => test(&args),
         Cmd::Demo { scenario } => demo(&scenario),
+        Cmd::Bench(args) => bench::bench(args),
     }
 }
 
@@ -69,7 +74,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
@@ -86,7 +91,7 @@ fn ebpf_cargo() -> Command {
     c
 }
 
-fn build_ebpf() -> Result<()> {
+pub(crate) fn build_ebpf() -> Result<()> {
     run(ebpf_cargo().args(["build", "--release", "--locked"]))?;
     let obj = root().join("forwarder-ebpf/target/bpfel-unknown-none/release/forwarder");
     anyhow::ensure!(obj.is_file(), "expected object at {}", obj.display());
