@@ -120,6 +120,8 @@ fn replace(
 #[inline(never)]
 pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> (i32, Reason) {
     const NOT_OURS: (i32, Reason) = (crate::TCX_NEXT, Reason::PassNoMatch);
+    // The quoted IPv4 header and the 8 bytes after it are read directly.
+    crate::parse::pull(ctx, p.l4 + 8 + IPV4_HLEN + 8);
     let Some(i) = parse_inner(ctx, p) else {
         return NOT_OURS;
     };

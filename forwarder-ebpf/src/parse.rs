@@ -9,9 +9,9 @@ const ETH_P_IP: u16 = 0x0800;
 pub const IPV4_HLEN: usize = 20;
 /// More-fragments flag and fragment offset bits of frag_off (host order).
 const IP_MF_OFFSET: u16 = 0x3fff;
-/// Headers we may touch: IPv4 + an ICMP error carrying IPv4 + 8 bytes of L4
-/// (+ room for a full inner TCP header's checksum).
-const PULL_LEN: u32 = (ETH_HLEN + IPV4_HLEN + 8 + IPV4_HLEN + 20) as u32;
+/// What direct packet access reads of a TCP/UDP packet: IPv4 and the
+/// fixed TCP header (the larger of the two L4 headers).
+const PULL_L4: usize = IPV4_HLEN + 20;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -55,15 +55,17 @@ pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// Makes the headers linear so direct access sees them (GRO'd or
-/// fragmented skbs may hold them in frags). Cheap no-op when they already are.
+/// Makes the first `upto` bytes linear so direct access sees them (GRO'd
+/// or sendfile skbs may hold anything past the headers in frags). A no-op
+/// when they already are. Never more than what is read: pulling payload
+/// into the linear part costs a copy, often a reallocation, per packet.
 #[inline(always)]
-fn pull(ctx: &TcContext) {
-    let len = ctx.len();
-    let want = if len < PULL_LEN { len } else { PULL_LEN };
-    if ctx.data() + want as usize > ctx.data_end() {
+pub fn pull(ctx: &TcContext, upto: usize) {
+    let len = ctx.len() as usize;
+    let want = if len < upto { len } else { upto };
+    if ctx.data() + want > ctx.data_end() {
         // SAFETY: plain helper call on our own skb.
-        unsafe { bpf_skb_pull_data(ctx.skb.skb, want) };
+        unsafe { bpf_skb_pull_data(ctx.skb.skb, want as u32) };
     }
 }
 
@@ -87,7 +89,7 @@ pub fn ipv4(ctx: &TcContext, iface_flags: u32) -> Result<Packet, Reason> {
         }
         ETH_HLEN
     };
-    pull(ctx);
+    pull(ctx, l3 + PULL_L4);
     let hdr: *const [u8; IPV4_HLEN] = ptr_at(ctx, l3).ok_or(Reason::PassMalformed)?;
     // SAFETY: bounds-checked by ptr_at.
     let h = unsafe { &*hdr };
