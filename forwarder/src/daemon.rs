@@ -239,6 +239,24 @@ impl Daemon {
             self.dp.detach(a.ifindex)?;
         }
 
+        // Egress translation is needed where replies of stack-path flows
+        // leave: the listening interface of every forward whose flows may
+        // go through the stack (no SNAT of ours, and a target that is not
+        // on-link, or path = "stack").
+        let mut egress: BTreeSet<&str> = BTreeSet::new();
+        for f in &self.loaded.rules.forwards {
+            let on_link = routes[&f.name].is_some_and(|r| r.gateway.is_none());
+            let routable = routes[&f.name].is_some();
+            let stack = match (f.snat, f.path) {
+                (Snat::Fixed(_) | Snat::Masquerade, _) => false,
+                (_, rules::PathMode::Stack) => true,
+                (_, rules::PathMode::Redirect) => !routable,
+                (_, rules::PathMode::Auto) => !on_link,
+            };
+            if stack {
+                egress.insert(f.iface.as_str());
+            }
+        }
         let registered = self.dp.registered()?;
         let mut status = Vec::new();
         for (name, why) in &wanted {
@@ -269,7 +287,7 @@ impl Daemon {
                 match self.dp.attach(iface, slot) {
                     Ok(()) => info!(
                         iface = %name, ifindex = iface.ifindex, l3 = iface.l3, mtu = iface.mtu,
-                        "attached (tcx ingress+egress): {why}"
+                        "attached (tcx ingress): {why}"
                     ),
                     Err(e) => {
                         warn!(iface = %name, "attach failed: {e:#}");
@@ -284,6 +302,12 @@ impl Daemon {
                         continue;
                     }
                 }
+            }
+            if let Err(e) = self
+                .dp
+                .set_egress_nat(iface.ifindex, egress.contains(name.as_str()))
+            {
+                warn!(iface = %name, "egress program: {e:#}");
             }
             let setting = self
                 .loaded
@@ -312,10 +336,14 @@ impl Daemon {
             status.push(IfaceStatus {
                 name: name.clone(),
                 ifindex: Some(iface.ifindex),
-                attach: if self.dp.has_xdp(iface.ifindex) {
-                    "tcx+xdp"
-                } else {
-                    "tcx"
+                attach: match (
+                    self.dp.has_egress(iface.ifindex),
+                    self.dp.has_xdp(iface.ifindex),
+                ) {
+                    (false, false) => "tcx",
+                    (true, false) => "tcx+egress",
+                    (false, true) => "tcx+xdp",
+                    (true, true) => "tcx+egress+xdp",
                 }
                 .into(),
                 mode,
@@ -334,29 +362,6 @@ impl Daemon {
                     .map(|a| a.iter().map(Ipv4Addr::to_string).collect())
                     .unwrap_or_default(),
             });
-        }
-        // Egress translation is needed where replies of stack-path flows
-        // leave: the listening interface of every forward whose flows may
-        // go through the stack (no SNAT of ours, and a target that is not
-        // on-link, or path = "stack").
-        let mut egress: BTreeSet<&str> = BTreeSet::new();
-        for f in &self.loaded.rules.forwards {
-            let on_link = routes[&f.name].is_some_and(|r| r.gateway.is_none());
-            let routable = routes[&f.name].is_some();
-            let stack = match (f.snat, f.path) {
-                (Snat::Fixed(_) | Snat::Masquerade, _) => false,
-                (_, rules::PathMode::Stack) => true,
-                (_, rules::PathMode::Redirect) => !routable,
-                (_, rules::PathMode::Auto) => !on_link,
-            };
-            if stack {
-                egress.insert(f.iface.as_str());
-            }
-        }
-        let attached_now: Vec<Iface> = self.dp.attached().cloned().collect();
-        for a in &attached_now {
-            self.dp
-                .set_egress_nat(a.ifindex, egress.contains(a.name.as_str()))?;
         }
         let attached: BTreeSet<(String, u32)> = self
             .dp

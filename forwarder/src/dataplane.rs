@@ -96,11 +96,11 @@ impl Default for LoadOptions<'_> {
     }
 }
 
-/// Which TC hooks an interface gets the programs on.
-pub const TC_HOOKS: [(TcAttachType, &str, &str); 2] = [
-    (TcAttachType::Ingress, PROG_INGRESS, "ingress"),
-    (TcAttachType::Egress, PROG_EGRESS, "egress"),
-];
+/// The TC ingress hook every used interface gets.
+const INGRESS: (TcAttachType, &str, &str) = (TcAttachType::Ingress, PROG_INGRESS, "ingress");
+/// The TC egress hook, only where replies of stack-path flows may leave
+/// (see `set_egress_nat`): everywhere else it would only cost time.
+const EGRESS: (TcAttachType, &str, &str) = (TcAttachType::Egress, PROG_EGRESS, "egress");
 
 enum Link {
     /// Lives in bpffs; removing the file detaches it.
@@ -111,7 +111,9 @@ enum Link {
 
 struct Attachment {
     iface: Iface,
-    links: Vec<Link>,
+    ingress: Link,
+    /// The egress program's link, where it is needed.
+    egress: Option<Link>,
     /// The XDP accelerator's link, when it runs on this interface.
     xdp: Option<Link>,
 }
@@ -236,7 +238,7 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT).context("loading the eBPF object")?;
-        for (_, name, _) in TC_HOOKS {
+        for name in [PROG_INGRESS, PROG_EGRESS] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the object"))?
@@ -399,8 +401,8 @@ impl Dataplane {
     }
 
     /// Registers an interface (counter slot, link type) and attaches the
-    /// TC programs to it with TCX: into the pinned links when a previous
-    /// daemon left them (atomic program swap), else as new links.
+    /// TC ingress program to it with TCX: into the pinned link when a
+    /// previous daemon left one (atomic program swap), else as a new link.
     pub fn attach(&mut self, iface: &Iface, slot: u32) -> Result<()> {
         anyhow::ensure!(
             slot < MAX_IFACES,
@@ -420,23 +422,14 @@ impl Dataplane {
         // Registered before the programs see its packets, so the first
         // packet is already counted in the right slot.
         self.ifaces_map()?.insert(iface.ifindex, cfg, 0)?;
-        let mut links = Vec::new();
-        for (ty, prog, hook) in TC_HOOKS {
-            match self.attach_hook(iface, ty, prog, hook) {
-                Ok(l) => links.push(l),
-                Err(e) => {
-                    for l in links {
-                        release(l);
-                    }
-                    return Err(e);
-                }
-            }
-        }
+        let (ty, prog, hook) = INGRESS;
+        let ingress = self.attach_hook(iface, ty, prog, hook)?;
         self.attached.insert(
             iface.ifindex,
             Attachment {
                 iface: iface.clone(),
-                links,
+                ingress,
+                egress: None,
                 xdp: None,
             },
         );
@@ -573,23 +566,63 @@ impl Dataplane {
         }
     }
 
-    /// Sets whether the egress program translates on this interface
-    /// (`IFACE_EGRESS_NAT`); keeps the other flags.
+    /// Whether the egress program runs on this interface: attached (or
+    /// adopted) and told to translate (`IFACE_EGRESS_NAT`), or told to stop
+    /// and detached. Interfaces that only see redirected traffic go without
+    /// it, so their packets do not pay for a second program.
+    /// Interfaces registered without being attached by this instance
+    /// (BPF_PROG_TEST_RUN tests) only get the flag.
     pub fn set_egress_nat(&mut self, ifindex: u32, on: bool) -> Result<()> {
-        let mut m = self.ifaces_map()?;
-        let Ok(mut cfg) = m.get(&ifindex, 0) else {
-            return Ok(());
-        };
-        let flags = if on {
-            cfg.flags | IFACE_EGRESS_NAT
-        } else {
-            cfg.flags & !IFACE_EGRESS_NAT
-        };
-        if flags != cfg.flags {
-            cfg.flags = flags;
-            m.insert(ifindex, cfg, 0)?;
+        let iface = self.attached.get(&ifindex).map(|a| a.iface.clone());
+        if let (true, Some(iface)) = (on, &iface) {
+            if !self.has_egress(ifindex) {
+                let (ty, prog, hook) = EGRESS;
+                let link = self.attach_hook(iface, ty, prog, hook)?;
+                if let Some(a) = self.attached.get_mut(&ifindex) {
+                    a.egress = Some(link);
+                }
+            }
+        }
+        {
+            let mut m = self.ifaces_map()?;
+            if let Ok(mut cfg) = m.get(&ifindex, 0) {
+                let flags = if on {
+                    cfg.flags | IFACE_EGRESS_NAT
+                } else {
+                    cfg.flags & !IFACE_EGRESS_NAT
+                };
+                if flags != cfg.flags {
+                    cfg.flags = flags;
+                    m.insert(ifindex, cfg, 0)?;
+                }
+            }
+        }
+        if let (false, Some(iface)) = (on, iface) {
+            match self
+                .attached
+                .get_mut(&ifindex)
+                .and_then(|a| a.egress.take())
+            {
+                Some(l) => release(l),
+                // A link a previous daemon pinned and this one does not need.
+                None => {
+                    if let Some(pin) = self
+                        .pin_dir
+                        .as_deref()
+                        .map(|d| link_pin(d, &iface, "egress"))
+                    {
+                        let _ = std::fs::remove_file(pin);
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    pub fn has_egress(&self, ifindex: u32) -> bool {
+        self.attached
+            .get(&ifindex)
+            .is_some_and(|a| a.egress.is_some())
     }
 
     pub fn attached(&self) -> impl Iterator<Item = &Iface> {
@@ -600,9 +633,10 @@ impl Dataplane {
     pub fn detach(&mut self, ifindex: u32) -> Result<()> {
         self.detach_xdp(ifindex);
         if let Some(a) = self.attached.remove(&ifindex) {
-            for l in a.links {
+            if let Some(l) = a.egress {
                 release(l);
             }
+            release(a.ingress);
         }
         let _ = self.ifaces_map()?.remove(&ifindex);
         Ok(())
