@@ -570,6 +570,7 @@ impl Dataplane {
     /// adopted) and told to translate (`IFACE_EGRESS_NAT`), or told to stop
     /// and detached. Interfaces that only see redirected traffic go without
     /// it, so their packets do not pay for a second program.
+    ///
     /// Interfaces registered without being attached by this instance
     /// (BPF_PROG_TEST_RUN tests) only get the flag.
     pub fn set_egress_nat(&mut self, ifindex: u32, on: bool) -> Result<()> {
