@@ -199,7 +199,8 @@ pub struct FlowEntry {
     pub new_sport: u16,
     pub new_dport: u16,
     pub rule_id: u32,
-    /// bpf_ktime_get_ns() (CLOCK_MONOTONIC) at creation and at last packet.
+    /// bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC at tick resolution) at
+    /// creation and at the last packet.
     pub created_ns: u64,
     pub last_seen_ns: u64,
     pub packets: u64,

@@ -2,7 +2,7 @@
 //! reply entry first, since inserting it is what reserves the SNAT port).
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
 };
 use forwarder_common::{
     FlowEntry, FlowKey, ListenerValue, Reason, AF_INET, AUTO_SNAT_PROBE_NS, FLOW_AUTO, FLOW_REPLY,
@@ -61,7 +61,10 @@ pub fn touch(e: *mut FlowEntry, p: &Packet, len: u32) {
     // are plain adds: exact while one CPU handles a flow direction at a time
     // (RSS/RPS keep a flow on one queue), approximate otherwise.
     unsafe {
-        (*e).last_seen_ns = bpf_ktime_get_ns();
+        // The coarse clock (CLOCK_MONOTONIC at tick resolution) is a cached
+        // read, not a clocksource access: per packet that matters, and the
+        // sweeper's timeouts are seconds.
+        (*e).last_seen_ns = bpf_ktime_get_coarse_ns();
         (*e).packets += 1;
         (*e).bytes += len as u64;
         if p.proto == PROTO_TCP {
@@ -114,7 +117,7 @@ pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey) -> bool {
         return false;
     }
     // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if now.saturating_sub(e.created_ns) < AUTO_SNAT_PROBE_NS {
         return false;
     }
@@ -140,7 +143,7 @@ pub fn create(p: &Packet, l: &ListenerValue, d: &path::Decision) -> Result<(), R
     let flags = d.flags;
     let snat = flags & FLOW_SNAT != 0;
     // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let tcp_seen = if p.proto == PROTO_TCP {
         seen_bits(p.tcp_flags)
     } else {

@@ -12,7 +12,7 @@ use aya_ebpf::{
         xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
         BPF_FIB_LKUP_RET_SUCCESS,
     },
-    helpers::{bpf_fib_lookup as fib_lookup_helper, bpf_ktime_get_ns},
+    helpers::{bpf_fib_lookup as fib_lookup_helper, bpf_ktime_get_coarse_ns},
     macros::map,
     maps::{DevMapHash, PerCpuArray},
     programs::XdpContext,
@@ -221,7 +221,7 @@ pub fn handle(ctx: &XdpContext, len: u32, ifindex: u32) -> (u32, Reason) {
 
     // SAFETY: map value pointer; plain adds as in conntrack::touch.
     unsafe {
-        (*e).last_seen_ns = bpf_ktime_get_ns();
+        (*e).last_seen_ns = bpf_ktime_get_coarse_ns();
         (*e).packets += 1;
         (*e).bytes += len as u64;
     }

@@ -520,14 +520,16 @@ impl Host {
         Ok(self.dp.listeners()?.keys().count())
     }
 
-    /// Current CLOCK_MONOTONIC in ns (what bpf_ktime_get_ns returns).
+    /// Current CLOCK_MONOTONIC_COARSE in ns: the clock the dataplane stamps
+    /// flows with (bpf_ktime_get_coarse_ns, CLOCK_MONOTONIC at tick
+    /// resolution), so a stamp taken between two reads lies between them.
     pub fn now_ns() -> u64 {
         let mut ts = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
         // SAFETY: valid out pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 }

@@ -2747,7 +2747,7 @@ fn test_run_nat_auto_snat_learning() {
 
     // What was learned holds for AUTO_SNAT_TTL_NS; after that the next
     // flow tries to keep the client again. Aged here by rewriting the
-    // learned timestamp (CLOCK_MONOTONIC, like bpf_ktime_get_ns).
+    // learned timestamp (CLOCK_MONOTONIC_COARSE, like bpf_ktime_get_coarse_ns).
     let now = Host::now_ns();
     if now > AUTO_SNAT_TTL_NS + 2_000_000_000 {
         h.dp.auto_snat()
