@@ -359,6 +359,29 @@ pub fn proc_stat_ns() -> Result<(u64, u64, u64)> {
     Ok((cpu[6] * ns, cpu[7] * ns, total * ns))
 }
 
+/// Share of the machine's CPU time that was not idle over `window`.
+pub fn busy_pct(window: std::time::Duration) -> Result<f64> {
+    let read = || -> Result<(u64, u64)> {
+        let s = std::fs::read_to_string("/proc/stat")?;
+        let cpu: Vec<u64> = s
+            .lines()
+            .next()
+            .context("empty /proc/stat")?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        ensure!(cpu.len() >= 8, "unexpected /proc/stat");
+        // idle + iowait are not busy.
+        Ok((cpu.iter().take(8).sum(), cpu[3] + cpu[4]))
+    };
+    let (t0, i0) = read()?;
+    std::thread::sleep(window);
+    let (t1, i1) = read()?;
+    let total = t1.saturating_sub(t0).max(1);
+    Ok(100.0 * (total - i1.saturating_sub(i0).min(total)) as f64 / total as f64)
+}
+
 fn clk_tck() -> u64 {
     // SAFETY: sysconf has no preconditions.
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as u64

@@ -256,6 +256,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             tools: machine::tools(forwarder_bin.to_str().unwrap()),
             git: machine::git(&root),
             load_before: machine::loadavg(),
+            busy_before_pct: measure::busy_pct(std::time::Duration::from_secs(3)).ok(),
             note: args.note.clone(),
             commands: topology::server_commands()
                 .into_iter()

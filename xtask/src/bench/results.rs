@@ -119,6 +119,11 @@ pub struct Meta {
     /// /proc/loadavg before the first and after the last run.
     pub load_before: String,
     pub load_after: String,
+    /// Share of CPU time busy in the seconds just before the first run,
+    /// after the build: other work on the machine (the load average would
+    /// still count the benchmark's own build).
+    #[serde(default)]
+    pub busy_before_pct: Option<f64>,
     /// Share of CPU time stolen by the hypervisor during the whole run.
     pub steal_pct: f64,
     pub note: Option<String>,
