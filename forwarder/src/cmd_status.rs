@@ -54,7 +54,19 @@ pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCo
             .collect(),
         conntrack,
         auto_snat_learned: counters::read_learned(pin_dir).unwrap_or_default(),
-        interfaces: counters::read_pinned(pin_dir)?,
+        interfaces: {
+            // Names as the daemon saw them: `status` may run in another
+            // network namespace, where the same ifindex is another device.
+            let mut v = counters::read_pinned(pin_dir)?;
+            if let Some(d) = &daemon {
+                for i in &mut v {
+                    if let Some(s) = d.interfaces.iter().find(|s| s.ifindex == Some(i.ifindex)) {
+                        i.name = Some(s.name.clone());
+                    }
+                }
+            }
+            v
+        },
         daemon,
     };
     if args.json {
