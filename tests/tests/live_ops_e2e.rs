@@ -620,3 +620,28 @@ fn conntrack_flush_forgets_one_rules_flows() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() -> Result<()> {
+    if !require_root("json_logs_are_one_object_per_line") {
+        return Ok(());
+    }
+    let (topo, _dir, _path, daemon) = setup(&format!("[global]\nlog_format = \"json\"\n{WEB}"))?;
+    ensure!(http_ok(&topo, 80, "3"), "forwarding");
+    let log = daemon.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    ensure!(lines.len() >= 3, "some log lines: {log}");
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).with_context(|| format!("not JSON: {l}"))?;
+        ensure!(
+            v["timestamp"].is_string() && v["level"].is_string() && v["fields"].is_object(),
+            "structured: {l}"
+        );
+    }
+    ensure!(
+        lines.iter().any(|l| l.contains("attached (tcx ingress)")),
+        "the attach is logged: {log}"
+    );
+    Ok(())
+}

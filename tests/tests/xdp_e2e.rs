@@ -159,3 +159,113 @@ fn offloaded_checksums_are_left_to_tc_and_still_arrive_intact() -> Result<()> {
     ensure!(tc_fwd > 15_000, "TC forwarded them ({tc_fwd}): {st}");
     Ok(())
 }
+
+#[test]
+fn a_restart_adopts_the_xdp_links_and_the_flow_continues() -> Result<()> {
+    if !require_root("a_restart_adopts_the_xdp_links_and_the_flow_continues") {
+        return Ok(());
+    }
+    let t = build(false)?;
+    let rules = t.dir.file("rules.toml");
+    std::fs::write(&rules, RULES)?;
+    let mut daemon = Daemon::start(&t.router, &["--rules", rules.to_str().unwrap()])?;
+    let dest = t.dir.file("slow.bin");
+    let mut dl = t.client.spawn(&[
+        "curl",
+        "-sS",
+        "--limit-rate",
+        "6M",
+        "--max-time",
+        "30",
+        "-o",
+        dest.to_str().unwrap(),
+        "http://10.70.1.1:8080/big.bin",
+    ])?;
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    daemon.kill9()?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    daemon.respawn()?;
+    let st = daemon.state()?;
+    for i in st["interfaces"].as_array().context("interfaces")? {
+        ensure!(
+            i["attach"] == "tcx+xdp",
+            "XDP adopted after the restart: {i}"
+        );
+    }
+    let before = count(&daemon.status_json()?, "s0", "xdp", "fwd_redirect");
+    let done = forwarder_tests::process::wait_for(std::time::Duration::from_secs(30), || {
+        dl.child.try_wait().ok().flatten()
+    })
+    .context("download did not finish")?;
+    ensure!(
+        done.success(),
+        "download failed across the restart: {}",
+        dl.log()
+    );
+    let served = sha256(&t.nginx.dir.join("www/big.bin"))?;
+    ensure!(sha256(&dest)? == served, "the 30 MB arrived intact");
+    let after = count(&daemon.status_json()?, "s0", "xdp", "fwd_redirect");
+    ensure!(
+        after > before + 1000,
+        "the adopted XDP link runs the new program and keeps forwarding ({before} -> {after})"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_failed_xdp_attach_falls_back_to_tc_and_says_so() -> Result<()> {
+    if !require_root("a_failed_xdp_attach_falls_back_to_tc_and_says_so") {
+        return Ok(());
+    }
+    netns::sweep();
+    // A bridge has no native XDP: asking for it must fall back, not fail.
+    let cli = Netns::new("xbcli")?;
+    let router = Netns::new("xbrtr")?;
+    let server = Netns::new("xbsrv")?;
+    router.bridge("br0")?;
+    netns::veth(&cli, "eth0", &router, "p0")?;
+    router.ip(&["link", "set", "p0", "master", "br0"])?;
+    netns::veth(&router, "s0", &server, "eth0")?;
+    cli.addr("eth0", "10.71.1.2/24")?;
+    router.addr("br0", "10.71.1.1/24")?;
+    router.addr("s0", "10.71.2.1/24")?;
+    server.addr("eth0", "10.71.2.2/24")?;
+    router.sysctl("net.ipv4.ip_forward", "1")?;
+    let nginx = Nginx::start(&server, 80, None, &[])?;
+    let dir = TempDir::new("xdpfb")?;
+    let rules = dir.file("rules.toml");
+    std::fs::write(
+        &rules,
+        "[interface.br0]\nattach = \"xdp\"\n\n[[forward]]\nname = \"web\"\nin = \"br0\"\nlisten = \"10.71.1.1\"\nport = 8080\nto = \"10.71.2.2:80\"\nsnat = \"10.71.2.1\"\n",
+    )?;
+    let daemon = Daemon::start(&router, &["--rules", rules.to_str().unwrap()])?;
+    let st = daemon.state()?;
+    let br = st["interfaces"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["name"] == "br0"))
+        .context("br0 in status")?
+        .clone();
+    ensure!(
+        br["attach"] == "tcx"
+            && br["mode"]
+                .as_str()
+                .unwrap_or("")
+                .contains("XDP attach failed"),
+        "br0 fell back to TC and says why: {br}"
+    );
+    ensure!(
+        daemon.log().contains("falling back to TC only"),
+        "the log says so too"
+    );
+    let o = client(
+        &cli,
+        10,
+        &["curl", "-sS", "--max-time", "5", "http://10.71.1.1:8080/"],
+    );
+    ensure!(
+        o.ok && o.stdout.contains("hello"),
+        "forwarding works on TC: {o}"
+    );
+    let _ = (&nginx, &server);
+    Ok(())
+}
