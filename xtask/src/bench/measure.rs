@@ -340,9 +340,9 @@ pub fn rtt(client: &Netns, target: &str, secs: u32) -> Result<(f64, f64)> {
     parse_sockperf(&out)
 }
 
-/// CPU time (ns) spent so far in softirq on all CPUs, and stolen by the
-/// hypervisor, from /proc/stat (USER_HZ ticks).
-pub fn proc_stat_ns() -> Result<(u64, u64, u64)> {
+/// The aggregate `cpu` line of /proc/stat, in ticks: user nice system idle
+/// iowait irq softirq steal.
+fn proc_stat_cpu() -> Result<Vec<u64>> {
     let s = std::fs::read_to_string("/proc/stat")?;
     let cpu: Vec<u64> = s
         .lines()
@@ -353,26 +353,23 @@ pub fn proc_stat_ns() -> Result<(u64, u64, u64)> {
         .filter_map(|v| v.parse().ok())
         .collect();
     ensure!(cpu.len() >= 8, "unexpected /proc/stat");
+    Ok(cpu)
+}
+
+/// CPU time (ns) spent so far in softirq on all CPUs, stolen by the
+/// hypervisor, and in total, from /proc/stat (USER_HZ ticks).
+pub fn proc_stat_ns() -> Result<(u64, u64, u64)> {
+    let cpu = proc_stat_cpu()?;
     let ns = 1_000_000_000 / clk_tck();
     let total: u64 = cpu.iter().take(8).sum();
-    // user nice system idle iowait irq softirq steal
     Ok((cpu[6] * ns, cpu[7] * ns, total * ns))
 }
 
 /// Share of the machine's CPU time that was not idle over `window`.
 pub fn busy_pct(window: std::time::Duration) -> Result<f64> {
+    // (total, idle + iowait) ticks.
     let read = || -> Result<(u64, u64)> {
-        let s = std::fs::read_to_string("/proc/stat")?;
-        let cpu: Vec<u64> = s
-            .lines()
-            .next()
-            .context("empty /proc/stat")?
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        ensure!(cpu.len() >= 8, "unexpected /proc/stat");
-        // idle + iowait are not busy.
+        let cpu = proc_stat_cpu()?;
         Ok((cpu.iter().take(8).sum(), cpu[3] + cpu[4]))
     };
     let (t0, i0) = read()?;
