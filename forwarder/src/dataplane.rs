@@ -519,9 +519,23 @@ impl Dataplane {
     /// Removes the XDP accelerator from an interface (TC stays).
     pub fn detach_xdp(&mut self, ifindex: u32) {
         let link = self.attached.get_mut(&ifindex).and_then(|a| a.xdp.take());
-        if let Some(l) = link {
-            self.forget_xdp_dev(ifindex);
-            release(l);
+        match link {
+            Some(l) => {
+                self.forget_xdp_dev(ifindex);
+                release(l);
+            }
+            // An XDP link a previous daemon pinned that this configuration
+            // no longer wants (attach changed to "tc"): remove it too.
+            None => {
+                let pin = self.attached.get(&ifindex).and_then(|a| {
+                    self.pin_dir
+                        .as_deref()
+                        .map(|d| link_pin(d, &a.iface, "xdp"))
+                });
+                if let Some(pin) = pin {
+                    let _ = std::fs::remove_file(pin);
+                }
+            }
         }
     }
 

@@ -269,3 +269,52 @@ fn a_failed_xdp_attach_falls_back_to_tc_and_says_so() -> Result<()> {
     let _ = (&nginx, &server);
     Ok(())
 }
+
+/// Whether `ip link` shows an XDP program on `dev` in `ns`.
+fn has_xdp_prog(ns: &Netns, dev: &str) -> Result<bool> {
+    let out = ns.output(&["ip", "-d", "link", "show", dev])?;
+    Ok(out.contains("prog/xdp"))
+}
+
+#[test]
+fn switching_to_tc_removes_xdp_live_and_across_a_restart() -> Result<()> {
+    if !require_root("switching_to_tc_removes_xdp_live_and_across_a_restart") {
+        return Ok(());
+    }
+    let t = build(false)?;
+    let rules = t.dir.file("rules.toml");
+    std::fs::write(&rules, RULES)?;
+    let mut daemon = Daemon::start(&t.router, &["--rules", rules.to_str().unwrap()])?;
+    ensure!(
+        has_xdp_prog(&t.router, "c0")? && has_xdp_prog(&t.router, "s0")?,
+        "XDP on both"
+    );
+
+    // Live: c0 switches to tc with a reload.
+    std::fs::write(
+        &rules,
+        RULES.replacen("attach = \"xdp\"", "attach = \"tc\"", 1),
+    )?;
+    daemon.cli(&["reload"])?;
+    ensure!(
+        !has_xdp_prog(&t.router, "c0")?,
+        "c0's XDP removed by the reload"
+    );
+    ensure!(has_xdp_prog(&t.router, "s0")?, "s0 keeps XDP");
+
+    // Across a restart: the daemon stops (XDP pinned on s0 stays), the file
+    // says tc for both, the next daemon must remove the adopted link.
+    daemon.stop().context("daemon was running")?;
+    ensure!(
+        has_xdp_prog(&t.router, "s0")?,
+        "the pinned XDP link outlives the daemon"
+    );
+    std::fs::write(&rules, RULES.replace("attach = \"xdp\"", "attach = \"tc\""))?;
+    daemon.respawn()?;
+    ensure!(
+        !has_xdp_prog(&t.router, "c0")? && !has_xdp_prog(&t.router, "s0")?,
+        "no XDP left after restarting with attach = tc"
+    );
+    download(&t)?;
+    Ok(())
+}
