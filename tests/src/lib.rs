@@ -4,6 +4,10 @@
 //! collide, and `sweep()` removes leftovers of test processes that died.
 pub mod client;
 pub mod daemon;
+// Frames and checksums for the test_run tests (needs forwarder-common and
+// etherparse, both dataplane-only).
+#[cfg(feature = "dataplane")]
+pub mod frames;
 pub mod k3s;
 pub mod netns;
 pub mod privilege;

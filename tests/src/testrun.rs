@@ -19,6 +19,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs::File,
+    ops::RangeInclusive,
     os::fd::{AsFd, AsRawFd},
 };
 
@@ -60,6 +61,35 @@ pub const HOST_LAN: [u8; 4] = [192, 168, 1, 55];
 pub const HOST_VM: [u8; 4] = [192, 168, 100, 1];
 pub const HOST_TS: [u8; 4] = [100, 100, 1, 1];
 pub const TS_MTU: u32 = 1280;
+
+/// Rules for the fixture: "web" (TCP 80 of HOST_LAN to the VM's port 80)
+/// and "dns" (UDP 5353 to its port 53), both with SNAT to HOST_VM from the
+/// ports `SNAT_PORTS`; load alone or followed by more forwards.
+pub const WEB_AND_DNS: &str = r#"
+[global]
+snat_ports = "41000-41015"
+
+[[forward]]
+name = "web"
+in = "vmbr0"
+listen = "192.168.1.55"
+port = 80
+to = "192.168.100.80:80"
+snat = "192.168.100.1"
+mss_clamp = "off"
+
+[[forward]]
+name = "dns"
+in = "vmbr0"
+listen = "192.168.1.55"
+proto = "udp"
+port = 5353
+to = "192.168.100.80:53"
+snat = "192.168.100.1"
+"#;
+
+/// The SNAT source ports of `WEB_AND_DNS`.
+pub const SNAT_PORTS: RangeInclusive<u16> = 41000..=41015;
 
 /// `struct __sk_buff` as BPF_PROG_TEST_RUN takes it in `ctx_in`: 192 bytes
 /// on this ABI. `ifindex` (offset 40) makes the kernel build the skb on
@@ -227,6 +257,14 @@ impl Host {
                 .insert(ifindex, IfaceConfig { slot, flags }, 0)?;
         }
         Ok(host)
+    }
+
+    /// [`Host::new`] with these rules loaded ([`Host::rules`]); panics
+    /// when either fails: a test's fixture.
+    pub fn with_rules(conntrack_max: u32, rules: &str) -> Host {
+        let mut h = Host::new(conntrack_max).expect("test namespace and dataplane");
+        h.rules(rules).expect("rules");
+        h
     }
 
     /// Turns egress translation on or off for an interface
@@ -684,6 +722,55 @@ impl Snapshot {
             }
         }
         d
+    }
+}
+
+impl Delta {
+    /// The interface counters that moved, for messages.
+    pub fn moved(&self) -> Vec<String> {
+        shown(&self.iface)
+    }
+}
+
+/// Interface counters as `vmbr0/tc_ingress/fwd_redirect +1p/+74B`, for
+/// messages.
+pub fn shown(m: &BTreeMap<IfaceCounterKey, Counter>) -> Vec<String> {
+    m.iter()
+        .map(|(k, c)| format!("{} +{}p/+{}B", counter_name(k), c.packets, c.bytes))
+        .collect()
+}
+
+/// The interface counters one frame of `len` bytes moves when counted under
+/// `reason` on `iface` at `hook`: that one, by one packet of that size.
+/// `reason` `None`: none at all (not one of our interfaces).
+pub fn one_counter(
+    iface: &'static str,
+    hook: Hook,
+    reason: Option<Reason>,
+    len: usize,
+) -> BTreeMap<IfaceCounterKey, Counter> {
+    reason
+        .map(|r| {
+            (
+                (iface, hook as u32, r as u32),
+                Counter {
+                    packets: 1,
+                    bytes: len as u64,
+                },
+            )
+        })
+        .into_iter()
+        .collect()
+}
+
+/// Exactly the interface counters `want` moved in `d`, by exactly as much.
+pub fn assert_counters(case: &str, d: &Delta, want: &BTreeMap<IfaceCounterKey, Counter>) {
+    if d.iface != *want {
+        panic!(
+            "{case}: interface counters moved {:?}, expected {:?}",
+            d.moved(),
+            shown(want)
+        );
     }
 }
 

@@ -9,8 +9,9 @@
 //! * the packet the program left: parsed with etherparse, every rewritten
 //!   field compared, the IPv4 header checksum and the TCP/UDP/ICMP checksum
 //!   (and, in ICMP errors, the embedded ones) recomputed by etherparse and
-//!   compared; then byte for byte against an expected frame this file builds
-//!   itself (its own RFC 1071 arithmetic, no code shared with the program);
+//!   compared; then byte for byte against an expected frame built here with
+//!   `forwarder_tests::frames`' own RFC 1071 arithmetic (no code shared with
+//!   the program);
 //! * that exactly the expected interface counter moved (+1 packet, +frame
 //!   bytes) and the rule counters moved by exactly the expected deltas;
 //! * the flow entries (both directions, every field that matters) and which
@@ -27,49 +28,34 @@
 //! thread anyway.
 use std::{ops::RangeInclusive, time::Duration};
 
-use etherparse::{
-    Ipv4HeaderSlice, NetHeaders, PacketBuilder, PacketHeaders, PayloadSlice, TcpOptionElement,
-    TransportHeader,
-};
+use etherparse::PacketBuilder;
 use forwarder_common::{
-    addr_v4, FlowEntry, FlowKey, Hook, Reason, RuleCounters, TcpState, AF_INET, AUTO_SNAT_PROBE_NS,
+    addr_v4, FlowEntry, FlowKey, Hook, Reason, RuleCounters, TcpState, AUTO_SNAT_PROBE_NS,
     AUTO_SNAT_TTL_NS, FLOW_AUTO, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK, PROTO_ICMP, PROTO_TCP,
     PROTO_UDP, RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_TABLE_FULL, SEEN_ACK, SEEN_FIN,
     SEEN_RST, SEEN_SYN,
 };
 use forwarder_tests::{
+    frames::{
+        arp, assert_bytes, ep, fix_checksums, fkey, flow_entry, icmp_error, ip_of, mac_of,
+        patch_ip, set_l4_check, set_tuple, show, tcp, tcp6, tcp_opts, udp, verify, vlan_tagged,
+        with_ip_csum, with_ip_options, with_ttl, Ep, Ip, CLIENT, ETH, HOST_MAC, LAN_PEER, TTL, VM,
+        VM_ROUTER,
+    },
     require_root,
     testrun::{
-        counter_name, Csum, Delta, Host, Run, Snapshot, HOST_LAN, HOST_TS, HOST_VM, LAN_IF,
-        TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TS_IF, VM_IF,
+        assert_counters, counter_name, one_counter, Csum, Delta, Host, Run, Snapshot, HOST_LAN,
+        HOST_TS, HOST_VM, LAN_IF, SNAT_PORTS, TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+        TS_IF, VM_IF, WEB_AND_DNS,
     },
 };
 
 // ---------------------------------------------------------------------------
-// Addresses
+// Addresses (besides `frames`' CLIENT, LAN_PEER, VM and VM_ROUTER)
 
-type Ip = [u8; 4];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Ep {
-    ip: Ip,
-    port: u16,
-}
-
-const fn ep(ip: Ip, port: u16) -> Ep {
-    Ep { ip, port }
-}
-
-const CLIENT: Ip = [192, 168, 1, 10];
 /// A LAN address no allow-list admits.
 const STRANGER: Ip = [192, 168, 1, 200];
-/// Another LAN host: a hairpin target (reached through the listening
-/// interface itself).
-const LAN_PEER: Ip = [192, 168, 1, 20];
-const VM: Ip = [192, 168, 100, 80];
 const VM81: Ip = [192, 168, 100, 81];
-/// A router on the VM side that is not the backend.
-const VM_ROUTER: Ip = [192, 168, 100, 254];
 /// A kube-proxy ClusterIP: the host has no route to 10.43.0.0/16.
 const CLUSTER_IP: Ip = [10, 43, 0, 10];
 /// A tailnet peer behind tailscale0 (see `l3()` for why 8.0.0.0/16).
@@ -79,83 +65,12 @@ const TS_CLIENT: Ip = [8, 0, 0, 7];
 /// by tailscale0, can be expressed as L3 frames too.
 const TS_CLUSTER_IP: Ip = [8, 0, 43, 10];
 
-const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-
-fn mac_of(ip: Ip) -> [u8; 6] {
-    [0x02, 0x00, ip[0], ip[1], ip[2], ip[3]]
-}
-
-fn fkey(src: Ep, dst: Ep, proto: u8) -> FlowKey {
-    FlowKey {
-        src: addr_v4(src.ip),
-        dst: addr_v4(dst.ip),
-        sport: src.port.to_be(),
-        dport: dst.port.to_be(),
-        proto,
-        family: AF_INET,
-        _pad: [0; 2],
-    }
-}
-
-fn show(k: &FlowKey) -> String {
-    let a = |x: &[u32; 4]| std::net::Ipv4Addr::from(forwarder_common::addr_v4_octets(x));
-    format!(
-        "{}:{} -> {}:{} proto {}",
-        a(&k.src),
-        u16::from_be(k.sport),
-        a(&k.dst),
-        u16::from_be(k.dport),
-        k.proto
-    )
-}
-
 // ---------------------------------------------------------------------------
-// Frames (built with etherparse; checksums are etherparse's)
-
-const ETH: usize = 14;
-const TTL: u8 = 64;
-
-/// TCP flags for `tcp()`: any of "S", "A", "F", "R", "P".
-fn tcp_opts(src: Ep, dst: Ep, flags: &str, opts: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(mac_of(src.ip), HOST_MAC)
-        .ipv4(src.ip, dst.ip, TTL)
-        .tcp(src.port, dst.port, 1_000_000, 64_240);
-    for f in flags.chars() {
-        b = match f {
-            'S' => b.syn(),
-            'A' => b.ack(2_000_000),
-            'F' => b.fin(),
-            'R' => b.rst(),
-            'P' => b.psh(),
-            _ => panic!("flag {f}"),
-        };
-    }
-    if !opts.is_empty() {
-        b = b.options_raw(opts).expect("tcp options");
-    }
-    let mut v = Vec::new();
-    b.write(&mut v, payload).unwrap();
-    v
-}
-
-fn tcp(src: Ep, dst: Ep, flags: &str, payload: &[u8]) -> Vec<u8> {
-    tcp_opts(src, dst, flags, &[], payload)
-}
-
-fn udp(src: Ep, dst: Ep, payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(mac_of(src.ip), HOST_MAC)
-        .ipv4(src.ip, dst.ip, TTL)
-        .udp(src.port, dst.port);
-    let mut v = Vec::new();
-    b.write(&mut v, payload).unwrap();
-    v
-}
+// Frames (besides `frames`' builders)
 
 /// A UDP datagram without checksum (0: "none").
 fn udp_nocsum(src: Ep, dst: Ep, payload: &[u8]) -> Vec<u8> {
-    let mut v = udp(src, dst, payload);
-    v[ETH + 20 + 6..ETH + 20 + 8].copy_from_slice(&[0, 0]);
-    v
+    set_l4_check(udp(src, dst, payload), 0)
 }
 
 fn echo(src: Ip, dst: Ip, id: u16, request: bool) -> Vec<u8> {
@@ -168,22 +83,6 @@ fn echo(src: Ip, dst: Ip, id: u16, request: bool) -> Vec<u8> {
     let mut v = Vec::new();
     b.write(&mut v, b"ping payload 0123456789").unwrap();
     v
-}
-
-/// An ICMP error from `src` to `dst` quoting `quoted` (an IPv4 packet, as
-/// much of it as the sender quotes).
-fn icmp_error(src: Ip, dst: Ip, ty: u8, code: u8, rest: [u8; 4], quoted: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(mac_of(src), HOST_MAC)
-        .ipv4(src, dst, TTL)
-        .icmpv4_raw(ty, code, rest);
-    let mut v = Vec::new();
-    b.write(&mut v, quoted).unwrap();
-    v
-}
-
-/// The IPv4 packet of a frame (what an ICMP error quotes).
-fn ip_of(frame: &[u8]) -> Vec<u8> {
-    frame[ETH..].to_vec()
 }
 
 /// The frame as an L3 device (tun, wireguard) delivers it: no Ethernet
@@ -208,96 +107,8 @@ fn l3(frame: &[u8]) -> Vec<u8> {
     ip
 }
 
-/// Sets bytes of the IPv4 header of an Ethernet frame (nothing else).
-fn patch_ip(mut frame: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
-    frame[ETH + at..ETH + at + bytes.len()].copy_from_slice(bytes);
-    frame
-}
-
 // ---------------------------------------------------------------------------
-// Independent checksum arithmetic and expected frames
-
-fn sum16(data: &[u8]) -> u32 {
-    let mut s = 0u32;
-    for c in data.chunks(2) {
-        s += u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0));
-    }
-    s
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-/// RFC 1071 checksum of `data` (its checksum field zeroed) plus `extra`.
-fn inet_csum(data: &[u8], extra: u32) -> u16 {
-    !fold(sum16(data) + extra)
-}
-
-fn pseudo(ip: &[u8], proto: u8, len: usize) -> u32 {
-    sum16(&ip[12..20]) + u32::from(proto) + len as u32
-}
-
-/// Recomputes every checksum of the IPv4 packet at `ip[..]`: the header,
-/// then TCP / UDP (a zero UDP checksum stays zero) / ICMP, only over what is
-/// present (a quoted packet may be cut short: its L4 checksum is left alone
-/// unless the whole segment is there). ICMP errors get their quoted packet
-/// fixed first.
-fn fix_checksums(ip: &mut [u8]) {
-    let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    ip[10..12].copy_from_slice(&[0, 0]);
-    let c = inet_csum(&ip[..20], 0);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    if ip.len() < tot {
-        return; // a truncated quote: the L4 checksum cannot be computed
-    }
-    let proto = ip[9];
-    let (hdr, l4) = ip.split_at_mut(20);
-    let l4 = &mut l4[..tot - 20];
-    match proto {
-        PROTO_TCP => {
-            l4[16..18].copy_from_slice(&[0, 0]);
-            let c = inet_csum(l4, pseudo(hdr, proto, l4.len()));
-            l4[16..18].copy_from_slice(&c.to_be_bytes());
-        }
-        // A zero UDP checksum means "none" and stays zero.
-        PROTO_UDP if l4[6..8] != [0, 0] => {
-            l4[6..8].copy_from_slice(&[0, 0]);
-            let c = match inet_csum(l4, pseudo(hdr, proto, l4.len())) {
-                0 => 0xffff,
-                c => c,
-            };
-            l4[6..8].copy_from_slice(&c.to_be_bytes());
-        }
-        PROTO_ICMP => {
-            if matches!(l4[0], 3 | 11 | 12) && l4.len() >= 28 {
-                fix_checksums(&mut l4[8..]);
-            }
-            l4[2..4].copy_from_slice(&[0, 0]);
-            let c = inet_csum(l4, 0);
-            l4[2..4].copy_from_slice(&c.to_be_bytes());
-        }
-        _ => {}
-    }
-}
-
-/// Rewrites the tuple of the IPv4 packet `ip` (ports; for ICMP echo the
-/// identifier, taken from `src.port`) without fixing checksums.
-fn set_tuple(ip: &mut [u8], src: Ep, dst: Ep) {
-    ip[12..16].copy_from_slice(&src.ip);
-    ip[16..20].copy_from_slice(&dst.ip);
-    match ip[9] {
-        PROTO_TCP | PROTO_UDP => {
-            ip[20..22].copy_from_slice(&src.port.to_be_bytes());
-            ip[22..24].copy_from_slice(&dst.port.to_be_bytes());
-        }
-        PROTO_ICMP => ip[24..26].copy_from_slice(&src.port.to_be_bytes()),
-        _ => {}
-    }
-}
+// Expected frames (with `frames`' independent checksum arithmetic)
 
 /// Offset of the MSS option's value in the TCP header at `tcp`.
 fn mss_offset(tcp: &[u8]) -> Option<usize> {
@@ -379,140 +190,6 @@ fn expect_icmp_error(frame: &[u8], outer_src: Ip, outer_dst: Ip, inner: (Ep, Ep)
     set_tuple(&mut ip[28..], inner.0, inner.1);
     fix_checksums(ip);
     f
-}
-
-// ---------------------------------------------------------------------------
-// Checking the output with etherparse
-
-/// The facts of a packet as etherparse reads them.
-#[derive(Debug)]
-struct Parsed {
-    src: Ep,
-    dst: Ep,
-    ttl: u8,
-    mss: Option<u16>,
-}
-
-/// Parses `out` (Ethernet unless `l3`), recomputes every checksum with
-/// etherparse and compares it with the packet's.
-fn verify(case: &str, out: &[u8], l3: bool) -> Parsed {
-    let h = if l3 {
-        PacketHeaders::from_ip_slice(out)
-    } else {
-        PacketHeaders::from_ethernet_slice(out)
-    }
-    .unwrap_or_else(|e| panic!("{case}: output does not parse: {e}"));
-    let Some(NetHeaders::Ipv4(ip, _)) = &h.net else {
-        panic!("{case}: output is not IPv4: {:?}", h.net);
-    };
-    assert_eq!(
-        ip.header_checksum,
-        ip.calc_header_checksum(),
-        "{case}: IPv4 header checksum"
-    );
-    let mut p = Parsed {
-        src: ep(ip.source, 0),
-        dst: ep(ip.destination, 0),
-        ttl: ip.time_to_live,
-        mss: None,
-    };
-    match (&h.transport, &h.payload) {
-        (Some(TransportHeader::Tcp(t)), PayloadSlice::Tcp(payload)) => {
-            assert_eq!(
-                t.checksum,
-                t.calc_checksum_ipv4(ip, payload).unwrap(),
-                "{case}: TCP checksum"
-            );
-            p.src.port = t.source_port;
-            p.dst.port = t.destination_port;
-            p.mss = t.options_iterator().find_map(|o| match o {
-                Ok(TcpOptionElement::MaximumSegmentSize(m)) => Some(m),
-                _ => None,
-            });
-        }
-        (Some(TransportHeader::Udp(u)), PayloadSlice::Udp(payload)) => {
-            if u.checksum != 0 {
-                assert_eq!(
-                    u.checksum,
-                    u.calc_checksum_ipv4(ip, payload).unwrap(),
-                    "{case}: UDP checksum"
-                );
-            }
-            p.src.port = u.source_port;
-            p.dst.port = u.destination_port;
-        }
-        (Some(TransportHeader::Icmpv4(i)), PayloadSlice::Icmpv4(payload)) => {
-            assert_eq!(
-                i.checksum,
-                i.icmp_type.calc_checksum(payload),
-                "{case}: ICMP checksum"
-            );
-            let b = i.to_bytes();
-            if matches!(b[0], 0 | 8) {
-                let id = u16::from_be_bytes([b[4], b[5]]);
-                p.src.port = id;
-                p.dst.port = id;
-            } else {
-                verify_quote(case, payload);
-            }
-        }
-        other => panic!("{case}: unexpected transport {other:?}"),
-    }
-    p
-}
-
-/// The packet quoted by an ICMP error: its IPv4 header checksum, and its
-/// L4 checksum when all of it is quoted.
-fn verify_quote(case: &str, quoted: &[u8]) {
-    let h = Ipv4HeaderSlice::from_slice(quoted)
-        .unwrap_or_else(|e| panic!("{case}: quoted header does not parse: {e}"));
-    assert_eq!(
-        h.header_checksum(),
-        h.to_header().calc_header_checksum(),
-        "{case}: quoted IPv4 header checksum"
-    );
-    if quoted.len() < usize::from(h.total_len()) {
-        return;
-    }
-    let inner = PacketHeaders::from_ip_slice(quoted)
-        .unwrap_or_else(|e| panic!("{case}: quoted packet does not parse: {e}"));
-    let Some(NetHeaders::Ipv4(ip, _)) = &inner.net else {
-        unreachable!()
-    };
-    match (&inner.transport, &inner.payload) {
-        (Some(TransportHeader::Tcp(t)), PayloadSlice::Tcp(payload)) => assert_eq!(
-            t.checksum,
-            t.calc_checksum_ipv4(ip, payload).unwrap(),
-            "{case}: quoted TCP checksum"
-        ),
-        (Some(TransportHeader::Udp(u)), PayloadSlice::Udp(payload)) if u.checksum != 0 => {
-            assert_eq!(
-                u.checksum,
-                u.calc_checksum_ipv4(ip, payload).unwrap(),
-                "{case}: quoted UDP checksum"
-            )
-        }
-        _ => {}
-    }
-}
-
-/// Byte-for-byte comparison with the first difference named.
-fn assert_bytes(case: &str, got: &[u8], want: &[u8]) {
-    if got == want {
-        return;
-    }
-    let at = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
-    panic!(
-        "{case}: output differs from the expected frame at byte {at} (len {} vs {}):\n got  {:02x?}\n want {:02x?}",
-        got.len(),
-        want.len(),
-        &got[at.saturating_sub(4)..(at + 12).min(got.len())],
-        &want[at.saturating_sub(4)..(at + 12).min(want.len())],
-    );
 }
 
 // ---------------------------------------------------------------------------
@@ -699,28 +376,11 @@ fn step(h: &mut Host, s: &Step) -> Outcome {
     assert_eq!(run.verdict, s.verdict, "{}: verdict", ctx_of(s, &delta));
 
     // Interface counters: exactly one moved, by one packet of this size.
-    let mut want = std::collections::BTreeMap::new();
-    if let Some(r) = s.reason {
-        want.insert(
-            (s.iface, s.hook as u32, r as u32),
-            forwarder_common::Counter {
-                packets: 1,
-                bytes: s.frame.len() as u64,
-            },
-        );
-    }
-    if delta.iface != want {
-        let show = |m: &std::collections::BTreeMap<_, forwarder_common::Counter>| {
-            m.iter()
-                .map(|(k, c)| format!("{} +{}p/+{}B", counter_name(k), c.packets, c.bytes))
-                .collect::<Vec<_>>()
-        };
-        panic!(
-            "{case}: interface counters moved {:?}, expected {:?}",
-            show(&delta.iface),
-            show(&want)
-        );
-    }
+    assert_counters(
+        case,
+        &delta,
+        &one_counter(s.iface, s.hook, s.reason, s.frame.len()),
+    );
 
     // Rule counters: exactly the expected delta on the one rule.
     let mut want_rules = std::collections::BTreeMap::new();
@@ -884,39 +544,8 @@ fn tcp_state(case: &str, snap: &Snapshot, orig: &FlowKey, reply: &FlowKey) -> Tc
     )
 }
 
-fn host(conntrack_max: u32, rules: &str) -> Host {
-    let mut h = Host::new(conntrack_max).expect("test namespace and dataplane");
-    h.rules(rules).expect("rules");
-    h
-}
-
 // ---------------------------------------------------------------------------
 // The cases
-
-const WEB_FIXED: &str = r#"
-[global]
-snat_ports = "41000-41015"
-
-[[forward]]
-name = "web-http"
-in = "vmbr0"
-listen = "192.168.1.55"
-port = 80
-to = "192.168.100.80:80"
-snat = "192.168.100.1"
-mss_clamp = "off"
-
-[[forward]]
-name = "dns"
-in = "vmbr0"
-listen = "192.168.1.55"
-proto = "udp"
-port = 5353
-to = "192.168.100.80:53"
-snat = "192.168.100.1"
-"#;
-
-const SNAT_PORTS: RangeInclusive<u16> = 41000..=41015;
 
 /// SYN creating a flow (DNAT + fixed SNAT), the reply's SYN-ACK, data both
 /// ways, FIN both ways, then a second connection closed by RST and
@@ -926,8 +555,8 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
     if !require_root("test_run_nat_tcp_fixed_snat_lifecycle") {
         return;
     }
-    let mut h = host(64, WEB_FIXED);
-    let id = h.id("web-http");
+    let mut h = Host::with_rules(64, WEB_AND_DNS);
+    let id = h.id("web");
     let client = ep(CLIENT, 40000);
     let listen = ep(HOST_LAN, 80);
     let vm = ep(VM, 80);
@@ -936,7 +565,7 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
     let syn = tcp(client, listen, "S", &[]);
     let s = ingress("SYN creates the flow", LAN_IF, syn.clone())
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("web-http", created(true, false))
+        .rule("web", created(true, false))
         .out(Out::Snat(HOST_VM, SNAT_PORTS, redirect(client, vm)));
     let o = step(&mut h, &s);
     let snat = ep(HOST_VM, o.port);
@@ -1031,7 +660,7 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
             (VM_IF, redirect(listen, client), reply)
         };
         let len = frame.len() as u64;
-        let o = step(&mut h, &ingress(name, iface, frame).fwd("web-http", x));
+        let o = step(&mut h, &ingress(name, iface, frame).fwd("web", x));
         assert_flows(name, &o.delta, &[], &[], &[key]);
         let w = if client_side { &mut ow } else { &mut rw };
         w.packets += 1;
@@ -1051,7 +680,7 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
     let syn2 = tcp(client2, listen, "S", &[]);
     let s = ingress("second SYN", LAN_IF, syn2.clone())
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("web-http", created(true, false))
+        .rule("web", created(true, false))
         .out(Out::Snat(HOST_VM, SNAT_PORTS, redirect(client2, vm)));
     let o = step(&mut h, &s);
     assert_ne!(o.port, snat.port, "two flows share a SNAT port");
@@ -1064,7 +693,7 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
     let name = "backend RST";
     let o = step(
         &mut h,
-        &ingress(name, VM_IF, rst.clone()).fwd("web-http", redirect(listen, client2)),
+        &ingress(name, VM_IF, rst.clone()).fwd("web", redirect(listen, client2)),
     );
     assert_flows(name, &o.delta, &[], &[], &[reply2]);
     assert_eq!(entry(name, &o.after, &reply2).tcp_seen, SEEN_RST | SEEN_ACK);
@@ -1073,7 +702,7 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
     let name = "new SYN on the closed tuple";
     let o = step(
         &mut h,
-        &ingress(name, LAN_IF, syn2.clone()).fwd("web-http", redirect(snat2, vm)),
+        &ingress(name, LAN_IF, syn2.clone()).fwd("web", redirect(snat2, vm)),
     );
     assert_flows(name, &o.delta, &[], &[], &[orig2]);
     assert_entry(
@@ -1094,7 +723,7 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
     let name = "SYN-ACK of the restarted connection";
     let o = step(
         &mut h,
-        &ingress(name, VM_IF, tcp(vm, snat2, "SA", &[])).fwd("web-http", redirect(listen, client2)),
+        &ingress(name, VM_IF, tcp(vm, snat2, "SA", &[])).fwd("web", redirect(listen, client2)),
     );
     assert_eq!(entry(name, &o.after, &reply2).tcp_seen, SEEN_SYN | SEEN_ACK);
     assert_eq!(
@@ -1113,7 +742,7 @@ fn test_run_nat_udp() {
     if !require_root("test_run_nat_udp") {
         return;
     }
-    let mut h = host(64, WEB_FIXED);
+    let mut h = Host::with_rules(64, WEB_AND_DNS);
     let id = h.id("dns");
     let listen = ep(HOST_LAN, 5353);
     let vm = ep(VM, 53);
@@ -1206,8 +835,8 @@ fn test_run_nat_icmp_echo() {
     if !require_root("test_run_nat_icmp_echo") {
         return;
     }
-    let mut h = host(64, WEB_FIXED);
-    let id = h.id("web-http");
+    let mut h = Host::with_rules(64, WEB_AND_DNS);
+    let id = h.id("web");
     let ping = echo(CLIENT, HOST_LAN, 0x1234, true);
     let o = step(
         &mut h,
@@ -1223,17 +852,7 @@ fn test_run_nat_icmp_echo() {
     let orig = fkey(client, listen, PROTO_ICMP);
     let reply = fkey(vm, snat, PROTO_ICMP);
     let now = Host::now_ns();
-    let mk = |src: Ep, dst: Ep, flags: u8| FlowEntry {
-        new_src: addr_v4(src.ip),
-        new_dst: addr_v4(dst.ip),
-        new_sport: src.port.to_be(),
-        new_dport: dst.port.to_be(),
-        rule_id: id,
-        created_ns: now,
-        last_seen_ns: now,
-        flags,
-        ..Default::default()
-    };
+    let mk = |src: Ep, dst: Ep, flags: u8| flow_entry(src, dst, id, now, flags);
     h.insert_flow(reply, mk(listen, client, FLOW_SNAT | FLOW_REPLY))
         .unwrap();
     h.insert_flow(orig, mk(snat, vm, FLOW_SNAT)).unwrap();
@@ -1241,7 +860,7 @@ fn test_run_nat_icmp_echo() {
     let name = "echo request, identifier and addresses translated";
     let o = step(
         &mut h,
-        &ingress(name, LAN_IF, ping.clone()).fwd("web-http", redirect(snat, vm)),
+        &ingress(name, LAN_IF, ping.clone()).fwd("web", redirect(snat, vm)),
     );
     assert_flows(name, &o.delta, &[], &[], &[orig]);
     assert_eq!(entry(name, &o.after, &orig).packets, 1);
@@ -1249,7 +868,7 @@ fn test_run_nat_icmp_echo() {
     let name = "echo reply, translated back";
     let o = step(
         &mut h,
-        &ingress(name, VM_IF, pong.clone()).fwd("web-http", redirect(listen, client)),
+        &ingress(name, VM_IF, pong.clone()).fwd("web", redirect(listen, client)),
     );
     assert_flows(name, &o.delta, &[], &[], &[reply]);
     let e = entry(name, &o.after, &reply);
@@ -1273,7 +892,7 @@ fn test_run_nat_icmp_errors() {
     if !require_root("test_run_nat_icmp_errors") {
         return;
     }
-    let mut h = host(64, WEB_FIXED);
+    let mut h = Host::with_rules(64, WEB_AND_DNS);
     let client = ep(CLIENT, 40000);
     let listen = ep(HOST_LAN, 80);
     let vm = ep(VM, 80);
@@ -1281,7 +900,7 @@ fn test_run_nat_icmp_errors() {
         &mut h,
         &ingress("SYN", LAN_IF, tcp(client, listen, "S", &[]))
             .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-            .rule("web-http", created(true, false))
+            .rule("web", created(true, false))
             .out(Out::Snat(HOST_VM, SNAT_PORTS, redirect(client, vm))),
     );
     let snat = ep(HOST_VM, o.port);
@@ -1483,45 +1102,34 @@ fn test_run_nat_allow_list() {
     if !require_root("test_run_nat_allow_list") {
         return;
     }
-    let mut h = host(64, ALLOW);
+    let mut h = Host::with_rules(64, ALLOW);
     let stranger = ep(STRANGER, 40000);
+    // A segment from `src` denied by web-rst (port 80): passed to the stack.
+    let deny_rst = |name: &str, src: Ep, flags: &str| {
+        ingress(name, LAN_IF, tcp(src, ep(HOST_LAN, 80), flags, &[]))
+            .expect(TC_ACT_OK, Reason::PassDenied)
+            .rule("web-rst", dropped(RULE_DROP_DENIED))
+    };
+    // A SYN from `src` denied by web-drop (port 81): dropped.
+    let deny_drop = |name: &str, src: Ep| {
+        ingress(name, LAN_IF, tcp(src, ep(HOST_LAN, 81), "S", &[]))
+            .expect(TC_ACT_SHOT, Reason::DropDenied)
+            .rule("web-drop", dropped(RULE_DROP_DENIED))
+    };
     let cases = vec![
-        ingress(
-            "denied SYN, reject rst",
-            LAN_IF,
-            tcp(stranger, ep(HOST_LAN, 80), "S", &[]),
-        )
-        .expect(TC_ACT_OK, Reason::PassDenied)
-        .rule("web-rst", dropped(RULE_DROP_DENIED)),
-        ingress(
-            "denied ACK, reject rst",
-            LAN_IF,
-            tcp(stranger, ep(HOST_LAN, 80), "A", &[]),
-        )
-        .expect(TC_ACT_OK, Reason::PassDenied)
-        .rule("web-rst", dropped(RULE_DROP_DENIED)),
-        ingress(
+        deny_rst("denied SYN, reject rst", stranger, "S"),
+        deny_rst("denied ACK, reject rst", stranger, "A"),
+        deny_rst(
             "denied SYN, just outside the /28",
-            LAN_IF,
-            tcp(ep([192, 168, 1, 16], 40000), ep(HOST_LAN, 80), "S", &[]),
-        )
-        .expect(TC_ACT_OK, Reason::PassDenied)
-        .rule("web-rst", dropped(RULE_DROP_DENIED)),
-        ingress(
-            "denied SYN, reject drop",
-            LAN_IF,
-            tcp(stranger, ep(HOST_LAN, 81), "S", &[]),
-        )
-        .expect(TC_ACT_SHOT, Reason::DropDenied)
-        .rule("web-drop", dropped(RULE_DROP_DENIED)),
+            ep([192, 168, 1, 16], 40000),
+            "S",
+        ),
+        deny_drop("denied SYN, reject drop", stranger),
         // 10.0.0.0/8 is in web-rst's list, not web-drop's: lists are per rule.
-        ingress(
+        deny_drop(
             "source allowed by another rule only",
-            LAN_IF,
-            tcp(ep([10, 1, 2, 3], 40000), ep(HOST_LAN, 81), "S", &[]),
-        )
-        .expect(TC_ACT_SHOT, Reason::DropDenied)
-        .rule("web-drop", dropped(RULE_DROP_DENIED)),
+            ep([10, 1, 2, 3], 40000),
+        ),
     ];
     for s in &cases {
         let o = step(&mut h, s);
@@ -1553,53 +1161,35 @@ fn test_run_nat_untouched_packets() {
     if !require_root("test_run_nat_untouched_packets") {
         return;
     }
-    let mut h = host(64, WEB_FIXED);
+    let mut h = Host::with_rules(64, WEB_AND_DNS);
     let client = ep(CLIENT, 40000);
     let web = ep(HOST_LAN, 80);
     let syn = tcp(client, web, "S", &[]);
 
-    let mut arp = vec![0xffu8; 6];
-    arp.extend_from_slice(&mac_of(CLIENT));
-    arp.extend_from_slice(&[0x08, 0x06]);
-    arp.extend_from_slice(&[0u8; 28]);
-    let mut ipv6 = Vec::new();
-    PacketBuilder::ethernet2(mac_of(CLIENT), HOST_MAC)
-        .ipv6([0xfd; 16], [0xfe; 16], 64)
-        .tcp(40000, 80, 1, 1000)
-        .syn()
-        .write(&mut ipv6, &[])
-        .unwrap();
-    let mut vlan = syn.clone();
-    vlan.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+    let arp = arp(CLIENT);
+    let ipv6 = tcp6("S", &[]);
+    let vlan = vlan_tagged(&syn);
     // The shortest frame test_run accepts: an Ethernet header alone.
     let mut eth_only = arp[..14].to_vec();
     eth_only[12..14].copy_from_slice(&[0x88, 0xcc]);
 
-    let with_opts = {
-        // IHL 6: one word of options (NOPs), a SYN to a listened port.
-        let mut f = syn.clone();
-        f[ETH] = 0x46;
-        f.splice(ETH + 20..ETH + 20, [1u8, 1, 1, 1]);
-        let tl = (f.len() - ETH) as u16;
-        f[ETH + 2..ETH + 4].copy_from_slice(&tl.to_be_bytes());
-        fix_ip_hdr(&mut f[ETH..ETH + 24]);
-        f
-    };
-    let first_frag = with_ip_csum(patch_ip(syn.clone(), 6, &[0x20, 0x00]));
-    let later_frag = with_ip_csum(patch_ip(syn.clone(), 6, &[0x00, 0x10]));
-    let df_only = with_ip_csum(patch_ip(syn.clone(), 6, &[0x40, 0x00]));
+    // IHL 6: one word of options (NOPs), a SYN to a listened port.
+    let with_opts = with_ip_options(&syn);
+    let first_frag = patch_ip(syn.clone(), 6, &[0x20, 0x00]);
+    let later_frag = patch_ip(syn.clone(), 6, &[0x00, 0x10]);
+    let df_only = patch_ip(syn.clone(), 6, &[0x40, 0x00]);
 
     // Truncation at each layer. test_run itself refuses (EINVAL) frames
     // shorter than an Ethernet header and IPv4 frames whose fixed IPv4
     // header is cut short (checked at the end, so a kernel that starts
     // accepting them is noticed); from the IPv4 options on, every layer can
     // be cut short here.
-    let ip_opts_cut = with_ip_csum(patch_ip(syn.clone(), 0, &[0x4f])); // IHL 60 > tot_len
-    let tot_below_hdr = with_ip_csum(patch_ip(syn.clone(), 2, &[0x00, 0x10]));
-    let tot_beyond_frame = with_ip_csum(patch_ip(syn.clone(), 2, &[0x05, 0xdc]));
-    let version6 = with_ip_csum(patch_ip(syn.clone(), 0, &[0x65]));
+    let ip_opts_cut = patch_ip(syn.clone(), 0, &[0x4f]); // IHL 60 > tot_len
+    let tot_below_hdr = patch_ip(syn.clone(), 2, &[0x00, 0x10]);
+    let tot_beyond_frame = patch_ip(syn.clone(), 2, &[0x05, 0xdc]);
+    let version6 = patch_ip(syn.clone(), 0, &[0x65]);
     let tcp_cut = truncate_l4(&syn, 10);
-    let tcp_cut_padded = with_ip_csum(patch_ip(syn.clone(), 2, &[0x00, 30]));
+    let tcp_cut_padded = patch_ip(syn.clone(), 2, &[0x00, 30]);
     let tcp_doff_beyond = {
         let mut f = syn.clone();
         f[ETH + 20 + 12] = 0xf0; // 60-byte header in a 20-byte segment
@@ -1613,166 +1203,61 @@ fn test_run_nat_untouched_packets() {
     let udp_cut = truncate_l4(&udp(client, ep(HOST_LAN, 5353), b"q"), 4);
     let icmp_cut = truncate_l4(&echo(CLIENT, HOST_LAN, 1, true), 4);
 
-    let gre = {
-        let mut f = syn.clone();
-        f[ETH + 9] = 47;
-        fix_ip_hdr(&mut f[ETH..ETH + 20]);
-        f
-    };
+    let gre = patch_ip(syn.clone(), 9, &[47]);
 
-    let pass = |name: &str, iface: &'static str, f: Vec<u8>, r: Reason| {
-        ingress(name, iface, f).expect(TCX_NEXT, r)
-    };
+    // Every case but one arrives on vmbr0: a row per case, named by the
+    // reason it must be counted under.
+    let on_lan =
+        |r: Reason| move |name: &str, f: Vec<u8>| ingress(name, LAN_IF, f).expect(TCX_NEXT, r);
+    let no_match = on_lan(Reason::PassNoMatch);
+    let untracked = on_lan(Reason::PassUntracked);
+    let fragment = on_lan(Reason::PassFragment);
+    let ip_options = on_lan(Reason::PassIpOptions);
+    let not_ipv4 = on_lan(Reason::PassNotIpv4);
+    let malformed = on_lan(Reason::PassMalformed);
     let cases = vec![
-        pass(
+        no_match(
             "SYN to a port without rule",
-            LAN_IF,
             tcp(client, ep(HOST_LAN, 81), "S", &[]),
-            Reason::PassNoMatch,
         ),
-        pass(
+        no_match(
             "SYN to another address",
-            LAN_IF,
             tcp(client, ep([192, 168, 1, 56], 80), "S", &[]),
-            Reason::PassNoMatch,
         ),
-        pass(
-            "UDP to a TCP-only port",
-            LAN_IF,
-            udp(client, web, b"x"),
-            Reason::PassNoMatch,
-        ),
-        pass(
+        no_match("UDP to a TCP-only port", udp(client, web, b"x")),
+        no_match(
             "TCP to a UDP-only port",
-            LAN_IF,
             tcp(client, ep(HOST_LAN, 5353), "S", &[]),
-            Reason::PassNoMatch,
         ),
-        pass(
-            "listened tuple on another interface",
-            VM_IF,
-            syn.clone(),
-            Reason::PassNoMatch,
-        ),
-        pass(
+        ingress("listened tuple on another interface", VM_IF, syn.clone())
+            .expect(TCX_NEXT, Reason::PassNoMatch),
+        no_match(
             "echo request to the listen address",
-            LAN_IF,
             echo(CLIENT, HOST_LAN, 9, true),
-            Reason::PassNoMatch,
         ),
-        pass("GRE", LAN_IF, gre, Reason::PassNoMatch),
-        pass(
-            "ACK without a flow",
-            LAN_IF,
-            tcp(client, web, "A", &[]),
-            Reason::PassUntracked,
-        ),
-        pass(
-            "data without a flow",
-            LAN_IF,
-            tcp(client, web, "PA", b"hello"),
-            Reason::PassUntracked,
-        ),
-        pass(
-            "SYN-ACK to a listener",
-            LAN_IF,
-            tcp(client, web, "SA", &[]),
-            Reason::PassUntracked,
-        ),
-        pass(
-            "RST without a flow",
-            LAN_IF,
-            tcp(client, web, "R", &[]),
-            Reason::PassUntracked,
-        ),
-        pass(
-            "FIN without a flow",
-            LAN_IF,
-            tcp(client, web, "FA", &[]),
-            Reason::PassUntracked,
-        ),
-        pass(
-            "first fragment of a SYN",
-            LAN_IF,
-            first_frag,
-            Reason::PassFragment,
-        ),
-        pass("later fragment", LAN_IF, later_frag, Reason::PassFragment),
-        pass(
-            "SYN with IP options",
-            LAN_IF,
-            with_opts,
-            Reason::PassIpOptions,
-        ),
-        pass("ARP", LAN_IF, arp, Reason::PassNotIpv4),
-        pass("IPv6 SYN", LAN_IF, ipv6, Reason::PassNotIpv4),
-        pass("VLAN-tagged SYN", LAN_IF, vlan, Reason::PassNotIpv4),
-        pass(
-            "Ethernet header only (LLDP type)",
-            LAN_IF,
-            eth_only,
-            Reason::PassNotIpv4,
-        ),
-        pass(
-            "IHL beyond total length",
-            LAN_IF,
-            ip_opts_cut,
-            Reason::PassMalformed,
-        ),
-        pass(
-            "total length below the header",
-            LAN_IF,
-            tot_below_hdr,
-            Reason::PassMalformed,
-        ),
-        pass(
-            "total length beyond the frame",
-            LAN_IF,
-            tot_beyond_frame,
-            Reason::PassMalformed,
-        ),
-        pass(
-            "version 6 with EtherType IPv4",
-            LAN_IF,
-            version6,
-            Reason::PassMalformed,
-        ),
-        pass(
-            "TCP header cut at 10 bytes",
-            LAN_IF,
-            tcp_cut,
-            Reason::PassMalformed,
-        ),
-        pass(
-            "TCP segment of 10 bytes in a padded frame",
-            LAN_IF,
-            tcp_cut_padded,
-            Reason::PassMalformed,
-        ),
-        pass(
-            "TCP data offset beyond the segment",
-            LAN_IF,
-            tcp_doff_beyond,
-            Reason::PassMalformed,
-        ),
-        pass(
-            "TCP data offset below 20 bytes",
-            LAN_IF,
-            tcp_doff_short,
-            Reason::PassMalformed,
-        ),
-        pass(
-            "UDP header cut at 4 bytes",
-            LAN_IF,
-            udp_cut,
-            Reason::PassMalformed,
-        ),
-        pass(
-            "ICMP header cut at 4 bytes",
-            LAN_IF,
-            icmp_cut,
-            Reason::PassMalformed,
-        ),
+        no_match("GRE", gre),
+        untracked("ACK without a flow", tcp(client, web, "A", &[])),
+        untracked("data without a flow", tcp(client, web, "PA", b"hello")),
+        untracked("SYN-ACK to a listener", tcp(client, web, "SA", &[])),
+        untracked("RST without a flow", tcp(client, web, "R", &[])),
+        untracked("FIN without a flow", tcp(client, web, "FA", &[])),
+        fragment("first fragment of a SYN", first_frag),
+        fragment("later fragment", later_frag),
+        ip_options("SYN with IP options", with_opts),
+        not_ipv4("ARP", arp),
+        not_ipv4("IPv6 SYN", ipv6),
+        not_ipv4("VLAN-tagged SYN", vlan),
+        not_ipv4("Ethernet header only (LLDP type)", eth_only),
+        malformed("IHL beyond total length", ip_opts_cut),
+        malformed("total length below the header", tot_below_hdr),
+        malformed("total length beyond the frame", tot_beyond_frame),
+        malformed("version 6 with EtherType IPv4", version6),
+        malformed("TCP header cut at 10 bytes", tcp_cut),
+        malformed("TCP segment of 10 bytes in a padded frame", tcp_cut_padded),
+        malformed("TCP data offset beyond the segment", tcp_doff_beyond),
+        malformed("TCP data offset below 20 bytes", tcp_doff_short),
+        malformed("UDP header cut at 4 bytes", udp_cut),
+        malformed("ICMP header cut at 4 bytes", icmp_cut),
         // Not one of our interfaces: not even counted.
         Step {
             reason: None,
@@ -1817,24 +1302,13 @@ fn test_run_nat_untouched_packets() {
 fn ingress_ok(h: &mut Host, name: &str, f: Vec<u8>) {
     let s = ingress(name, LAN_IF, f)
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("web-http", created(true, false))
+        .rule("web", created(true, false))
         .out(Out::Snat(
             HOST_VM,
             SNAT_PORTS,
             redirect(ep(CLIENT, 40000), ep(VM, 80)),
         ));
     step(h, &s);
-}
-
-fn fix_ip_hdr(hdr: &mut [u8]) {
-    hdr[10..12].copy_from_slice(&[0, 0]);
-    let c = inet_csum(hdr, 0);
-    hdr[10..12].copy_from_slice(&c.to_be_bytes());
-}
-
-fn with_ip_csum(mut f: Vec<u8>) -> Vec<u8> {
-    fix_ip_hdr(&mut f[ETH..ETH + 20]);
-    f
 }
 
 /// The frame cut `keep` bytes into its L4 header, total length to match.
@@ -1869,7 +1343,7 @@ fn test_run_nat_port_ranges() {
     if !require_root("test_run_nat_port_ranges") {
         return;
     }
-    let mut h = host(64, RANGES);
+    let mut h = Host::with_rules(64, RANGES);
     assert_eq!(h.listener_count().unwrap(), 6, "listener entries");
     let table: [(&'static str, u16, u16); 6] = [
         ("range", 8000, 9000),
@@ -1971,7 +1445,7 @@ fn test_run_nat_snat_modes() {
     if !require_root("test_run_nat_snat_modes") {
         return;
     }
-    let mut h = host(64, SNAT_MODES);
+    let mut h = Host::with_rules(64, SNAT_MODES);
     // The route to vm81 prefers a secondary address: masquerade must take
     // it from the FIB, not from the interface's first address.
     h.ns.ip(&["addr", "add", "192.168.100.2/24", "dev", VM_IF])
@@ -2139,7 +1613,7 @@ fn test_run_nat_mss_clamp() {
     if !require_root("test_run_nat_mss_clamp") {
         return;
     }
-    let mut h = host(64, MSS);
+    let mut h = Host::with_rules(64, MSS);
     let id = h.id("clamped");
     let listen = ep(HOST_LAN, 443);
     let vm = ep(VM, 443);
@@ -2336,7 +1810,7 @@ fn test_run_nat_path_stack_and_egress() {
     if !require_root("test_run_nat_path_stack_and_egress") {
         return;
     }
-    let mut h = host(64, PATHS);
+    let mut h = Host::with_rules(64, PATHS);
     h.ns.ip(&["route", "add", "10.50.0.0/16", "via", "192.168.100.254"])
         .unwrap();
     let client = ep(CLIENT, 40000);
@@ -2579,9 +2053,7 @@ fn test_run_nat_path_stack_and_egress() {
 
     // TTL 1: translated and created, then left to the stack (which sends
     // Time Exceeded from the translated packet's view).
-    let mut syn1 = tcp(ep(CLIENT, 40001), web, "S", &[]);
-    syn1[ETH + 8] = 1;
-    fix_ip_hdr(&mut syn1[ETH..ETH + 20]);
+    let syn1 = with_ttl(&tcp(ep(CLIENT, 40001), web, "S", &[]), 1);
     step(
         &mut h,
         &ingress("TTL 1", LAN_IF, syn1)
@@ -2617,7 +2089,7 @@ fn test_run_nat_auto_snat_learning() {
     if !require_root("test_run_nat_auto_snat_learning") {
         return;
     }
-    let mut h = host(64, AUTO);
+    let mut h = Host::with_rules(64, AUTO);
     let client = ep(CLIENT, 40000);
     let listen = ep(HOST_LAN, 80);
     let vm = ep(VM, 80);
@@ -2799,7 +2271,7 @@ fn test_run_nat_table_full() {
         return;
     }
     // One flow: two entries.
-    let mut h = host(1, FULL);
+    let mut h = Host::with_rules(1, FULL);
     let client = ep(CLIENT, 40000);
     let listen = ep(HOST_LAN, 80);
     let vm = ep(VM, 80);
@@ -2879,7 +2351,7 @@ fn test_run_nat_l3_ingress() {
     if !require_root("test_run_nat_l3_ingress") {
         return;
     }
-    let mut h = host(64, TAILNET);
+    let mut h = Host::with_rules(64, TAILNET);
     let client = ep(TS_CLIENT, 40000);
     let listen = ep(HOST_TS, 443);
     let vm = ep(VM, 443);
@@ -3030,7 +2502,7 @@ fn test_run_nat_snat_ports_exhausted() {
     if !require_root("test_run_nat_snat_ports_exhausted") {
         return;
     }
-    let mut h = host(64, TWO_PORTS);
+    let mut h = Host::with_rules(64, TWO_PORTS);
     let listen = ep(HOST_LAN, 80);
     let vm = ep(VM, 80);
     let mut ports = Vec::new();

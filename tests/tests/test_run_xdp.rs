@@ -14,7 +14,7 @@
 //!   recomputed by etherparse, every rewritten field compared (addresses,
 //!   ports, TTL, destination MAC from the next hop's neighbour entry,
 //!   source MAC of the egress device), then byte for byte against a frame
-//!   this file builds with its own RFC 1071 arithmetic;
+//!   built here with `forwarder_tests::frames`' own RFC 1071 arithmetic;
 //! * that exactly one interface counter moved, (interface, xdp, reason), by
 //!   one packet of the frame's size: no TC counter, no other interface;
 //! * the rule counters: +1 packet and +frame bytes on the flow's rule when
@@ -46,206 +46,36 @@
 //! offload on); multi-buffer frames (the program is not loaded with
 //! BPF_F_XDP_HAS_FRAGS); generic-mode XDP, which runs on an skb; and frames
 //! shorter than an Ethernet header (test_run refuses them).
-use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, PayloadSlice, TransportHeader};
+use etherparse::PacketBuilder;
 use forwarder_common::{
-    addr_v4, Counter, FlowEntry, FlowKey, Hook, Reason, AF_INET, FLOW_REPLY, FLOW_SNAT, PROTO_ICMP,
-    PROTO_TCP, PROTO_UDP,
+    FlowEntry, FlowKey, Hook, Reason, FLOW_REPLY, FLOW_SNAT, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
 };
 use forwarder_tests::{
+    frames::{
+        arp, assert_bytes, ep, fix_checksums, fkey, flow_entry, fold, icmp_error, ip_of, l4_check,
+        mac_of, patch_ip, pseudo_sum, set_l4_check, set_tuple, show, sum16, tcp, tcp6, udp, verify,
+        vlan_tagged, with_ip_options, with_ttl, Ep, Ip, Mac, CLIENT, ETH, HOST_MAC, LAN_PEER, TTL,
+        VM, VM_ROUTER,
+    },
     require_root,
     testrun::{
-        counter_name, Delta, Host, Run, HOST_LAN, HOST_VM, LAN_IF, TCX_NEXT, TC_ACT_OK,
-        TC_ACT_REDIRECT, VM_IF, XDP_PASS, XDP_REDIRECT,
+        assert_counters, one_counter, Host, Run, HOST_LAN, HOST_VM, LAN_IF, SNAT_PORTS, TCX_NEXT,
+        TC_ACT_OK, TC_ACT_REDIRECT, VM_IF, WEB_AND_DNS, XDP_PASS, XDP_REDIRECT,
     },
 };
 use std::collections::{BTreeMap, BTreeSet};
 
 // ---------------------------------------------------------------------------
-// Addresses
+// Addresses (besides `frames`' CLIENT, LAN_PEER, VM and VM_ROUTER)
 
-type Ip = [u8; 4];
-type Mac = [u8; 6];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Ep {
-    ip: Ip,
-    port: u16,
-}
-
-const fn ep(ip: Ip, port: u16) -> Ep {
-    Ep { ip, port }
-}
-
-const CLIENT: Ip = [192, 168, 1, 10];
-/// Another LAN host: a hairpin target (reached through vmbr0 itself).
-const LAN_PEER: Ip = [192, 168, 1, 20];
-const VM: Ip = [192, 168, 100, 80];
 /// An on-link VM whose neighbour entry does not exist (yet).
 const VM_NO_NEIGH: Ip = [192, 168, 100, 81];
-/// A router on the VM side; `ROUTED` is behind it.
-const VM_ROUTER: Ip = [192, 168, 100, 254];
+/// A host behind `VM_ROUTER`, in `ROUTED_NET` (the fixture routes it there).
 const ROUTED: Ip = [10, 99, 0, 5];
 const ROUTED_NET: &str = "10.99.0.0/24";
 
-const HOST_MAC: Mac = [0x02, 0, 0, 0, 0, 0x01];
-
-/// The MAC the neighbour entry of `ip` holds (and frames from it carry).
-fn mac_of(ip: Ip) -> Mac {
-    [0x02, 0x00, ip[0], ip[1], ip[2], ip[3]]
-}
-
-fn fkey(src: Ep, dst: Ep, proto: u8) -> FlowKey {
-    FlowKey {
-        src: addr_v4(src.ip),
-        dst: addr_v4(dst.ip),
-        sport: src.port.to_be(),
-        dport: dst.port.to_be(),
-        proto,
-        family: AF_INET,
-        _pad: [0; 2],
-    }
-}
-
-fn show(k: &FlowKey) -> String {
-    let a = |x: &[u32; 4]| std::net::Ipv4Addr::from(forwarder_common::addr_v4_octets(x));
-    format!(
-        "{}:{} -> {}:{} proto {}",
-        a(&k.src),
-        u16::from_be(k.sport),
-        a(&k.dst),
-        u16::from_be(k.dport),
-        k.proto
-    )
-}
-
 // ---------------------------------------------------------------------------
-// Frames (built with etherparse; its checksums)
-
-const ETH: usize = 14;
-const TTL: u8 = 64;
-
-/// TCP flags: any of "S", "A", "F", "R", "P".
-fn tcp(src: Ep, dst: Ep, flags: &str, payload: &[u8]) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(mac_of(src.ip), HOST_MAC)
-        .ipv4(src.ip, dst.ip, TTL)
-        .tcp(src.port, dst.port, 1_000_000, 64_240);
-    for f in flags.chars() {
-        b = match f {
-            'S' => b.syn(),
-            'A' => b.ack(2_000_000),
-            'F' => b.fin(),
-            'R' => b.rst(),
-            'P' => b.psh(),
-            _ => panic!("flag {f}"),
-        };
-    }
-    let mut v = Vec::new();
-    b.write(&mut v, payload).unwrap();
-    v
-}
-
-fn udp(src: Ep, dst: Ep, payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(mac_of(src.ip), HOST_MAC)
-        .ipv4(src.ip, dst.ip, TTL)
-        .udp(src.port, dst.port);
-    let mut v = Vec::new();
-    b.write(&mut v, payload).unwrap();
-    v
-}
-
-/// Offset of the L4 checksum field in a frame.
-fn l4_check_at(frame: &[u8]) -> usize {
-    ETH + 20
-        + match frame[ETH + 9] {
-            PROTO_TCP => 16,
-            PROTO_UDP => 6,
-            p => panic!("no L4 checksum for protocol {p}"),
-        }
-}
-
-fn set_l4_check(mut frame: Vec<u8>, check: u16) -> Vec<u8> {
-    let at = l4_check_at(&frame);
-    frame[at..at + 2].copy_from_slice(&check.to_be_bytes());
-    frame
-}
-
-fn l4_check(frame: &[u8]) -> u16 {
-    let at = l4_check_at(frame);
-    u16::from_be_bytes([frame[at], frame[at + 1]])
-}
-
-/// Sets bytes of the IPv4 header and fixes its checksum (nothing else).
-fn patch_ip(mut frame: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
-    frame[ETH + at..ETH + at + bytes.len()].copy_from_slice(bytes);
-    let ihl = usize::from(frame[ETH] & 0x0f) * 4;
-    let end = (ETH + ihl.max(20)).min(frame.len());
-    fix_ip_header(&mut frame[ETH..end]);
-    frame
-}
-
-fn with_ttl(frame: &[u8], ttl: u8) -> Vec<u8> {
-    patch_ip(frame.to_vec(), 8, &[ttl])
-}
-
-// ---------------------------------------------------------------------------
-// Independent checksum arithmetic and expected frames
-
-fn sum16(data: &[u8]) -> u32 {
-    let mut s = 0u32;
-    for c in data.chunks(2) {
-        s += u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0));
-    }
-    s
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-/// The pseudo-header sum of the IPv4 packet `ip` (folded, not
-/// complemented): what a sender that leaves the checksum to offload
-/// (CHECKSUM_PARTIAL) writes into the TCP/UDP checksum field.
-fn pseudo(ip: &[u8]) -> u16 {
-    let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    fold(sum16(&ip[12..20]) + u32::from(ip[9]) + (tot - 20) as u32)
-}
-
-/// A header whose IHL may be anything: the checksum covers what is there.
-fn fix_ip_header(hdr: &mut [u8]) {
-    if hdr.len() < 12 {
-        return;
-    }
-    hdr[10..12].copy_from_slice(&[0, 0]);
-    let c = !fold(sum16(hdr));
-    hdr[10..12].copy_from_slice(&c.to_be_bytes());
-}
-
-/// Recomputes the IPv4 header checksum and the TCP or UDP checksum of the
-/// packet at `ip` (a zero UDP checksum means "none" and stays zero; a
-/// computed zero is sent as all ones). Bytes beyond the total length
-/// (Ethernet padding) are not covered.
-fn fix_checksums(ip: &mut [u8]) {
-    fix_ip_header(&mut ip[..20]);
-    let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let proto = ip[9];
-    let ph = u32::from(pseudo(ip));
-    let l4 = &mut ip[20..tot];
-    let at = match proto {
-        PROTO_TCP => 16,
-        PROTO_UDP if l4[6..8] == [0, 0] => return,
-        PROTO_UDP => 6,
-        _ => return,
-    };
-    l4[at..at + 2].copy_from_slice(&[0, 0]);
-    let c = match !fold(sum16(l4) + ph) {
-        0 if proto == PROTO_UDP => 0xffff,
-        c => c,
-    };
-    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
-}
+// Expected frames (with `frames`' independent checksum arithmetic)
 
 /// What a redirected frame must be: `frame` with this tuple, TTL one less,
 /// these MACs and every checksum recomputed.
@@ -255,10 +85,7 @@ fn expect_fwd(frame: &[u8], src: Ep, dst: Ep, dmac: Mac, smac: Mac) -> Vec<u8> {
     f[6..12].copy_from_slice(&smac);
     let ip = &mut f[ETH..];
     ip[8] -= 1;
-    ip[12..16].copy_from_slice(&src.ip);
-    ip[16..20].copy_from_slice(&dst.ip);
-    ip[20..22].copy_from_slice(&src.port.to_be_bytes());
-    ip[22..24].copy_from_slice(&dst.port.to_be_bytes());
+    set_tuple(ip, src, dst);
     fix_checksums(ip);
     f
 }
@@ -274,88 +101,9 @@ fn zero_sum_payload(src: Ep, dst: Ep, len: usize) -> Vec<u8> {
     let ip = &f[ETH..];
     let mut l4 = ip[20..].to_vec();
     l4[6..8].copy_from_slice(&[0, 0]);
-    let word = !fold(sum16(&l4) + u32::from(pseudo(ip)));
+    let word = !fold(sum16(&l4) + u32::from(pseudo_sum(ip)));
     payload[len - 2..].copy_from_slice(&word.to_be_bytes());
     payload
-}
-
-// ---------------------------------------------------------------------------
-// Checking a frame with etherparse
-
-#[derive(Debug)]
-struct Parsed {
-    dmac: Mac,
-    smac: Mac,
-    src: Ep,
-    dst: Ep,
-    ttl: u8,
-}
-
-/// Parses an Ethernet frame and checks its IPv4 header checksum and its
-/// TCP/UDP checksum against etherparse's own computation.
-fn verify(case: &str, out: &[u8]) -> Parsed {
-    let h = PacketHeaders::from_ethernet_slice(out)
-        .unwrap_or_else(|e| panic!("{case}: output does not parse: {e}"));
-    let eth = h
-        .link
-        .clone()
-        .and_then(|l| l.ethernet2())
-        .expect("Ethernet");
-    let Some(NetHeaders::Ipv4(ip, _)) = &h.net else {
-        panic!("{case}: output is not IPv4: {:?}", h.net);
-    };
-    assert_eq!(
-        ip.header_checksum,
-        ip.calc_header_checksum(),
-        "{case}: IPv4 header checksum"
-    );
-    let (sport, dport) = match (&h.transport, &h.payload) {
-        (Some(TransportHeader::Tcp(t)), PayloadSlice::Tcp(payload)) => {
-            assert_eq!(
-                t.checksum,
-                t.calc_checksum_ipv4(ip, payload).unwrap(),
-                "{case}: TCP checksum"
-            );
-            (t.source_port, t.destination_port)
-        }
-        (Some(TransportHeader::Udp(u)), PayloadSlice::Udp(payload)) => {
-            if u.checksum != 0 {
-                assert_eq!(
-                    u.checksum,
-                    u.calc_checksum_ipv4(ip, payload).unwrap(),
-                    "{case}: UDP checksum"
-                );
-            }
-            (u.source_port, u.destination_port)
-        }
-        other => panic!("{case}: unexpected transport {other:?}"),
-    };
-    Parsed {
-        dmac: eth.destination,
-        smac: eth.source,
-        src: ep(ip.source, sport),
-        dst: ep(ip.destination, dport),
-        ttl: ip.time_to_live,
-    }
-}
-
-/// Byte-for-byte comparison with the first difference named.
-fn assert_bytes(case: &str, got: &[u8], want: &[u8]) {
-    if got == want {
-        return;
-    }
-    let at = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
-    panic!(
-        "{case}: output differs from the expected frame at byte {at} (len {} vs {}):\n got  {:02x?}\n want {:02x?}",
-        got.len(),
-        want.len(),
-        &got[at.saturating_sub(4)..(at + 12).min(got.len())],
-        &want[at.saturating_sub(4)..(at + 12).min(want.len())],
-    );
 }
 
 // ---------------------------------------------------------------------------
@@ -402,14 +150,6 @@ fn fwd(rule: &'static str, key: FlowKey, src: Ep, dst: Ep, out: &'static str) ->
     })
 }
 
-/// The interface counters that moved, for messages.
-fn moved(d: &Delta) -> Vec<String> {
-    d.iface
-        .iter()
-        .map(|(k, c)| format!("{} +{}p/+{}B", counter_name(k), c.packets, c.bytes))
-        .collect()
-}
-
 /// Runs one frame through fwd_xdp on `iface` and checks action, counters,
 /// flow table and output.
 fn xdp(h: &mut Host, case: &str, iface: &'static str, frame: &[u8], want: &Expect) -> Run {
@@ -430,30 +170,15 @@ fn xdp(h: &mut Host, case: &str, iface: &'static str, frame: &[u8], want: &Expec
         run.verdict,
         verdict,
         "{case}: XDP action [counters that moved: {:?}]",
-        moved(&d)
+        d.moved()
     );
 
     // Exactly one interface counter, in the XDP block: TC saw nothing.
-    let mut want_iface = BTreeMap::new();
-    if let Some(r) = reason {
-        want_iface.insert(
-            (iface, Hook::Xdp as u32, r as u32),
-            Counter {
-                packets: 1,
-                bytes: frame.len() as u64,
-            },
-        );
-    }
-    if d.iface != want_iface {
-        let want: Vec<String> = want_iface
-            .keys()
-            .map(|k| format!("{} +1p/+{}B", counter_name(k), frame.len()))
-            .collect();
-        panic!(
-            "{case}: interface counters moved {:?}, expected {want:?}",
-            moved(&d)
-        );
-    }
+    assert_counters(
+        case,
+        &d,
+        &one_counter(iface, Hook::Xdp, reason, frame.len()),
+    );
     assert!(
         d.flows_added.is_empty() && d.flows_removed.is_empty(),
         "{case}: flows added {:?} removed {:?}",
@@ -512,15 +237,16 @@ fn xdp(h: &mut Host, case: &str, iface: &'static str, frame: &[u8], want: &Expec
 fn check_fwd(h: &Host, case: &str, frame: &[u8], out: &[u8], x: &Fwd) {
     let smac = h.mac(x.out).expect("egress MAC");
     let dmac = mac_of(x.next_hop);
-    let p = verify(case, out);
+    let p = verify(case, out, false);
     assert_eq!(p.src, x.src, "{case}: source address:port");
     assert_eq!(p.dst, x.dst, "{case}: destination address:port");
     assert_eq!(p.ttl, frame[ETH + 8] - 1, "{case}: TTL decremented");
     assert_eq!(
-        p.dmac, dmac,
+        p.dmac,
+        Some(dmac),
         "{case}: destination MAC (next hop's neighbour)"
     );
-    assert_eq!(p.smac, smac, "{case}: source MAC (egress {})", x.out);
+    assert_eq!(p.smac, Some(smac), "{case}: source MAC (egress {})", x.out);
     assert_bytes(case, out, &expect_fwd(frame, x.src, x.dst, dmac, smac));
 }
 
@@ -534,15 +260,9 @@ fn tc(h: &mut Host, case: &str, iface: &'static str, frame: &[u8], verdict: i32,
         .run(Hook::TcIngress, h.ifindex(iface), frame)
         .unwrap_or_else(|e| panic!("{case} (TC): {e:#}"));
     let d = before.delta(&h.snapshot().expect("snapshot"));
-    assert_eq!(run.verdict, verdict, "{case} (TC): verdict {:?}", moved(&d));
-    let want = BTreeMap::from([(
-        (iface, Hook::TcIngress as u32, r as u32),
-        Counter {
-            packets: 1,
-            bytes: frame.len() as u64,
-        },
-    )]);
-    assert_eq!(d.iface, want, "{case} (TC): counters {:?}", moved(&d));
+    assert_eq!(run.verdict, verdict, "{case} (TC): verdict {:?}", d.moved());
+    let want = one_counter(iface, Hook::TcIngress, Some(r), frame.len());
+    assert_eq!(d.iface, want, "{case} (TC): counters {:?}", d.moved());
     run
 }
 
@@ -595,7 +315,7 @@ impl Conn {
 fn open_tcp(h: &mut Host, client: Ep, listen: Ep, target: Ep, back_if: &'static str) -> Conn {
     let syn = tcp(client, listen, "S", &[]);
     let run = xdp_then_tc(h, "SYN", LAN_IF, &syn, TC_ACT_REDIRECT, Reason::FwdRedirect);
-    let p = verify("SYN (TC)", &run.out);
+    let p = verify("SYN (TC)", &run.out, false);
     assert_eq!(p.dst, target, "SYN (TC): DNAT");
     let c = Conn {
         client,
@@ -616,13 +336,12 @@ fn open_tcp(h: &mut Host, client: Ep, listen: Ep, target: Ep, back_if: &'static 
     c
 }
 
-/// The fixture: the host namespace with the rules below, both Ethernet
-/// interfaces XDP redirect targets, neighbour entries for the client, the
-/// VM, the LAN peer and the VM-side router, and a network behind that
-/// router.
+/// The fixture: the host namespace with `WEB_AND_DNS` and the rules below,
+/// both Ethernet interfaces XDP redirect targets, neighbour entries for the
+/// client, the VM, the LAN peer and the VM-side router, and a network
+/// behind that router.
 fn host() -> Host {
-    let mut h = Host::new(64).expect("test namespace and dataplane");
-    h.rules(RULES).expect("rules");
+    let mut h = Host::with_rules(64, &format!("{WEB_AND_DNS}{MORE_RULES}"));
     for dev in [LAN_IF, VM_IF] {
         h.xdp_dev(dev, true).expect("devmap");
     }
@@ -639,28 +358,8 @@ fn host() -> Host {
     h
 }
 
-const RULES: &str = r#"
-[global]
-snat_ports = "41000-41015"
-
-[[forward]]
-name = "web"
-in = "vmbr0"
-listen = "192.168.1.55"
-port = 80
-to = "192.168.100.80:80"
-snat = "192.168.100.1"
-mss_clamp = "off"
-
-[[forward]]
-name = "dns"
-in = "vmbr0"
-listen = "192.168.1.55"
-proto = "udp"
-port = 5353
-to = "192.168.100.80:53"
-snat = "192.168.100.1"
-
+/// Forwards besides `WEB_AND_DNS`'s "web" and "dns".
+const MORE_RULES: &str = r#"
 [[forward]]
 name = "routed"
 in = "vmbr0"
@@ -698,8 +397,6 @@ snat = "off"
 path = "stack"
 mss_clamp = "off"
 "#;
-
-const SNAT_PORTS: std::ops::RangeInclusive<u16> = 41000..=41015;
 
 // ---------------------------------------------------------------------------
 // The cases
@@ -834,7 +531,7 @@ fn test_run_xdp_udp() {
         TC_ACT_REDIRECT,
         Reason::FwdRedirect,
     );
-    let seen_as = verify("first query (TC)", &run.out).src;
+    let seen_as = verify("first query (TC)", &run.out, false).src;
     let dns = Conn {
         client,
         listen,
@@ -939,12 +636,12 @@ fn test_run_xdp_partial_checksum() {
     let dns = Conn {
         client: ep(CLIENT, 50000),
         listen: ep(HOST_LAN, 5353),
-        seen_as: verify("first query", &run.out).src,
+        seen_as: verify("first query", &run.out, false).src,
         target: ep(VM, 53),
         proto: PROTO_UDP,
     };
     let partial = |f: Vec<u8>| {
-        let p = pseudo(&f[ETH..]);
+        let p = pseudo_sum(&f[ETH..]);
         set_l4_check(f, p)
     };
     let frames: Vec<(&str, &'static str, Vec<u8>, Expect)> = vec![
@@ -1259,7 +956,7 @@ fn test_run_xdp_passes_untouched() {
     let dns = Conn {
         client: ep(CLIENT, 50000),
         listen: ep(HOST_LAN, 5353),
-        seen_as: verify("first query", &run.out).src,
+        seen_as: verify("first query", &run.out, false).src,
         target: ep(VM, 53),
         proto: PROTO_UDP,
     };
@@ -1288,17 +985,7 @@ fn test_run_xdp_passes_untouched() {
 
     // An ICMP echo flow (userspace can insert one; TC translates it).
     let now = Host::now_ns();
-    let echo_entry = |src: Ep, dst: Ep, flags: u8| FlowEntry {
-        new_src: addr_v4(src.ip),
-        new_dst: addr_v4(dst.ip),
-        new_sport: src.port.to_be(),
-        new_dport: dst.port.to_be(),
-        rule_id: h.id("web"),
-        created_ns: now,
-        last_seen_ns: now,
-        flags,
-        ..Default::default()
-    };
+    let echo_entry = |src: Ep, dst: Ep, flags: u8| flow_entry(src, dst, h.id("web"), now, flags);
     let (e_client, e_listen) = (ep(CLIENT, 0x1234), ep(HOST_LAN, 0x1234));
     let (e_snat, e_vm) = (ep(HOST_VM, 41100), ep(VM, 41100));
     let echo_orig = echo_entry(e_snat, e_vm, FLOW_SNAT);
@@ -1316,40 +1003,16 @@ fn test_run_xdp_passes_untouched() {
             .unwrap();
         v
     };
-    let icmp_error = {
-        // Port unreachable from the VM about a datagram it got from us.
-        let quoted = udp(dns.seen_as, dns.target, b"quoted");
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(mac_of(VM), HOST_MAC)
-            .ipv4(VM, dns.seen_as.ip, TTL)
-            .icmpv4_raw(3, 3, [0; 4])
-            .write(&mut v, &quoted[ETH..])
-            .unwrap();
-        v
-    };
+    // Port unreachable from the VM about a datagram it got from us.
+    let quoted = udp(dns.seen_as, dns.target, b"quoted");
+    let icmp_error = icmp_error(VM, dns.seen_as.ip, 3, 3, [0; 4], &ip_of(&quoted));
 
     // Malformed and unusual frames built from the established data frame.
-    let mut arp = vec![0xffu8; 6];
-    arp.extend_from_slice(&mac_of(CLIENT));
-    arp.extend_from_slice(&[0x08, 0x06]);
-    arp.extend_from_slice(&[0u8; 28]);
-    let mut ipv6 = Vec::new();
-    PacketBuilder::ethernet2(mac_of(CLIENT), HOST_MAC)
-        .ipv6([0xfd; 16], [0xfe; 16], 64)
-        .tcp(40000, 80, 1, 1000)
-        .ack(1)
-        .write(&mut ipv6, b"x")
-        .unwrap();
-    let mut vlan = data.clone();
-    vlan.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
-    let with_opts = {
-        // IHL 6: one word of options (NOPs).
-        let mut f = data.clone();
-        f.splice(ETH + 20..ETH + 20, [1u8, 1, 1, 1]);
-        let tl = (f.len() - ETH) as u16;
-        f[ETH + 2..ETH + 4].copy_from_slice(&tl.to_be_bytes());
-        patch_ip(f, 0, &[0x46])
-    };
+    let arp = arp(CLIENT);
+    let ipv6 = tcp6("A", b"x");
+    let vlan = vlan_tagged(&data);
+    // IHL 6: one word of options (NOPs).
+    let with_opts = with_ip_options(&data);
     let tot_len = |f: &[u8], tl: u16| patch_ip(f.to_vec(), 2, &tl.to_be_bytes());
     let doff = |d: u8| {
         let mut f = data.clone();
@@ -1590,7 +1253,7 @@ fn test_run_xdp_context() {
     assert!(
         d.iface.is_empty() && d.rules.is_empty() && d.flows_changed.is_empty(),
         "nothing counted on loopback: {:?}",
-        moved(&d)
+        d.moved()
     );
     let e = h.run_xdp(99_999, &data).expect_err("no such interface");
     assert!(format!("{e:#}").contains("No such device"), "{e:#}");
