@@ -590,24 +590,37 @@ fn conntrack_flush_forgets_one_rules_flows() -> Result<()> {
         "/dev/null",
         "http://192.168.1.55:8001/big.bin",
     ])?;
-    std::thread::sleep(Duration::from_millis(1000));
     let list = |rule: &str| -> Result<usize> {
         let v: serde_json::Value =
             serde_json::from_str(&daemon.cli(&["conntrack", "list", "--json", "--rule", rule])?)?;
         Ok(v.as_array().map_or(0, Vec::len))
     };
-    ensure!(list("web")? == 1 && list("extra-1")? == 1, "one flow each");
+    // Both transfers under way (curl may take a moment to start on a busy
+    // machine).
+    let both = wait_for(Duration::from_secs(5), || {
+        (list("web").ok() == Some(1) && list("extra-1").ok() == Some(1)).then_some(())
+    });
+    ensure!(
+        both.is_some(),
+        "one flow each: {}",
+        daemon.cli(&["conntrack", "list"]).unwrap_or_default()
+    );
     let out = daemon.cli(&["conntrack", "flush", "--rule", "extra-1"])?;
     ensure!(out.contains("removed 1 flows"), "flush: {out}");
-    ensure!(list("extra-1")? == 0, "extra-1's flow is gone");
-    ensure!(list("web")? == 1, "web's flow is untouched");
+    let after = daemon.cli(&["conntrack", "list"]).unwrap_or_default();
+    ensure!(list("extra-1")? == 0, "extra-1's flow is gone: {after}");
+    ensure!(list("web")? == 1, "web's flow is untouched: {after}");
     // The flushed connection breaks (its next segments meet a host with no
     // such connection), the other completes.
-    let st = wait_for(Duration::from_secs(20), || {
+    let st = wait_for(Duration::from_secs(30), || {
         other.child.try_wait().ok().flatten()
     })
     .context("flushed download did not end")?;
-    ensure!(!st.success(), "the flushed connection was reset");
+    ensure!(
+        !st.success(),
+        "the flushed connection was reset: {st:?} {}",
+        other.log()
+    );
     let st = wait_for(Duration::from_secs(30), || {
         dl.child.try_wait().ok().flatten()
     })
