@@ -127,14 +127,6 @@ impl Reason {
             Reason::PassToTc => "pass_to_tc",
         }
     }
-
-    /// Whether the packet was dropped.
-    pub const fn is_drop(self) -> bool {
-        matches!(
-            self,
-            Reason::DropDenied | Reason::DropTableFull | Reason::DropNoPort | Reason::DropError
-        )
-    }
 }
 
 /// Index into the per-interface counter array.

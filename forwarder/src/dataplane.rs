@@ -462,38 +462,25 @@ impl Dataplane {
             .program_mut(PROG_XDP)
             .context("program fwd_xdp missing")?
             .try_into()?;
-        let link = (|| -> Result<Link> {
-            if let Some(pin) = &pin {
-                if pin.exists() {
-                    let fd: FdLink = PinnedLink::from_pin(pin)?.into();
-                    match XdpLink::try_from(fd)
-                        .map_err(anyhow::Error::from)
-                        .and_then(|l| Ok(prog.attach_to_link(l)?))
-                    {
-                        Ok(id) => {
-                            drop(prog.take_link(id)?);
-                            return Ok(Link::Pinned(pin.clone()));
-                        }
-                        Err(e) => {
-                            warn!(iface = %iface.name, "pinned XDP link unusable ({e:#}); attaching anew");
-                            let _ = std::fs::remove_file(pin);
-                        }
-                    }
-                }
-            }
-            let id = prog
-                .attach_to_if_index(iface.ifindex, XdpMode::Driver)
-                .with_context(|| format!("attaching fwd_xdp to {} (native mode)", iface.name))?;
-            let link: FdLink = prog.take_link(id)?.try_into()?;
-            match pin {
-                Some(pin) => {
-                    link.pin(&pin)
-                        .with_context(|| format!("pinning link {}", pin.display()))?;
-                    Ok(Link::Pinned(pin))
-                }
-                None => Ok(Link::Owned(link)),
-            }
-        })();
+        let link = pinned_link(
+            prog,
+            pin,
+            &iface,
+            "xdp",
+            |prog, fd| {
+                let id = prog.attach_to_link(XdpLink::try_from(fd)?)?;
+                drop(prog.take_link(id)?);
+                Ok(())
+            },
+            |prog| {
+                let id = prog
+                    .attach_to_if_index(iface.ifindex, XdpMode::Driver)
+                    .with_context(|| {
+                        format!("attaching fwd_xdp to {} (native mode)", iface.name)
+                    })?;
+                Ok(prog.take_link(id)?.try_into()?)
+            },
+        );
         match link {
             Ok(l) => {
                 if let Some(a) = self.attached.get_mut(&ifindex) {
@@ -551,33 +538,23 @@ impl Dataplane {
         hook: &str,
     ) -> Result<Link> {
         let pin = self.pin_dir.as_deref().map(|d| link_pin(d, iface, hook));
-        let program = self.program(prog)?;
-        if let Some(pin) = &pin {
-            if pin.exists() {
-                match adopt_link(program, pin) {
-                    Ok(()) => {
-                        debug!(iface = %iface.name, hook, "adopted pinned link");
-                        return Ok(Link::Pinned(pin.clone()));
-                    }
-                    Err(e) => {
-                        warn!(iface = %iface.name, hook, "pinned link unusable ({e:#}); attaching anew");
-                        let _ = std::fs::remove_file(pin);
-                    }
-                }
-            }
-        }
-        let id = program
-            .attach(&iface.name, ty)
-            .with_context(|| format!("attaching {prog} to {} {hook} (TCX)", iface.name))?;
-        let link: FdLink = program.take_link(id)?.try_into()?;
-        match pin {
-            Some(pin) => {
-                link.pin(&pin)
-                    .with_context(|| format!("pinning link {}", pin.display()))?;
-                Ok(Link::Pinned(pin))
-            }
-            None => Ok(Link::Owned(link)),
-        }
+        pinned_link(
+            self.program(prog)?,
+            pin,
+            iface,
+            hook,
+            |program, fd| {
+                let id = program.attach_to_link(SchedClassifierLink::try_from(fd)?)?;
+                drop(program.take_link(id)?);
+                Ok(())
+            },
+            |program| {
+                let id = program
+                    .attach(&iface.name, ty)
+                    .with_context(|| format!("attaching {prog} to {} {hook} (TCX)", iface.name))?;
+                Ok(program.take_link(id)?.try_into()?)
+            },
+        )
     }
 
     /// Whether the egress program runs on this interface: attached (or
@@ -701,13 +678,43 @@ impl Dataplane {
     }
 }
 
-fn adopt_link(program: &mut SchedClassifier, pin: &Path) -> Result<()> {
-    let fd: FdLink = PinnedLink::from_pin(pin)?.into();
-    let link = SchedClassifierLink::try_from(fd)?;
-    let id = program.attach_to_link(link)?;
-    // The pin keeps the link (now running our program); our handle can go.
-    drop(program.take_link(id)?);
-    Ok(())
+/// One program link on an interface, for any program type: with a pin
+/// path, the link a previous daemon pinned there is adopted (`adopt` swaps
+/// our program into it with bpf_link_update; the pin keeps it, our handle
+/// can go) or, when there is none or it is unusable, a new one is made
+/// (`attach`) and pinned. Without a pin path the link is owned by us.
+fn pinned_link<P>(
+    program: &mut P,
+    pin: Option<PathBuf>,
+    iface: &Iface,
+    hook: &str,
+    adopt: impl FnOnce(&mut P, FdLink) -> Result<()>,
+    attach: impl FnOnce(&mut P) -> Result<FdLink>,
+) -> Result<Link> {
+    if let Some(pin) = pin.as_ref().filter(|p| p.exists()) {
+        match PinnedLink::from_pin(pin)
+            .map_err(anyhow::Error::from)
+            .and_then(|l| adopt(program, l.into()))
+        {
+            Ok(()) => {
+                debug!(iface = %iface.name, hook, "adopted pinned link");
+                return Ok(Link::Pinned(pin.clone()));
+            }
+            Err(e) => {
+                warn!(iface = %iface.name, hook, "pinned link unusable ({e:#}); attaching anew");
+                let _ = std::fs::remove_file(pin);
+            }
+        }
+    }
+    let link = attach(program)?;
+    match pin {
+        Some(pin) => {
+            link.pin(&pin)
+                .with_context(|| format!("pinning link {}", pin.display()))?;
+            Ok(Link::Pinned(pin))
+        }
+        None => Ok(Link::Owned(link)),
+    }
 }
 
 fn release(l: Link) {

@@ -133,11 +133,8 @@ impl Drop for Entered {
 }
 
 fn ifindex(name: &str) -> Result<u32> {
-    let c = std::ffi::CString::new(name)?;
-    // SAFETY: valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    ensure!(i != 0, "no interface {name} in this namespace");
-    Ok(i)
+    forwarder::ifaces::ifindex(name)
+        .with_context(|| format!("no interface {name} in this namespace"))
 }
 
 fn mac_of(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
