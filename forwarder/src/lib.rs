@@ -2,6 +2,7 @@
 //! and the ABI in `forwarder-common`. One module per concern.
 pub mod batch;
 pub mod bpffs;
+pub mod cli;
 pub mod counters;
 pub mod daemon;
 pub mod dataplane;

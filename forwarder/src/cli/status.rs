@@ -2,8 +2,8 @@
 //! is down or busy) plus the daemon's status file.
 use std::{path::Path, process::ExitCode};
 
+use crate::{counters, state};
 use anyhow::Result;
-use forwarder::{counters, state};
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]

@@ -5,13 +5,13 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
-use forwarder::{
+use crate::{
     bpffs,
     daemon::{load_rules, Daemon},
     dataplane::{self, Dataplane, LoadOptions},
     metrics, netlink, watch,
 };
+use anyhow::{Context, Result};
 use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -82,7 +82,7 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         unsafe { libc::geteuid() } == 0,
         "forwarder run needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for bpffs)"
     );
-    if let Some(pid) = forwarder::state::running_pid(run_dir) {
+    if let Some(pid) = crate::state::running_pid(run_dir) {
         if pid != std::process::id() {
             anyhow::bail!(
                 "another forwarder daemon (pid {pid}) runs with run directory {}",
@@ -143,7 +143,7 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
             info!("stopping: programs stay attached and keep forwarding; the next daemon adopts them (`forwarder down` removes them)");
             d.dp.leave_running();
         }
-        let _ = std::fs::remove_file(forwarder::state::status_path(run_dir));
+        let _ = std::fs::remove_file(crate::state::status_path(run_dir));
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -2,9 +2,9 @@
 //! edited in) the pinned map directly, like `conntrack -L` / `-D`.
 use std::{net::Ipv4Addr, path::Path, process::ExitCode};
 
+use crate::{counters, sweeper};
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use forwarder::{counters, sweeper};
 use forwarder_common::{
     addr_v4_octets, FlowEntry, FlowKey, FLOW_AUTO, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK,
     PROTO_ICMP, PROTO_TCP, PROTO_UDP,
@@ -192,12 +192,12 @@ pub fn conntrack(pin_dir: &Path, cmd: ConntrackCmd) -> Result<ExitCode> {
                 .as_ref()
                 .and_then(|r| names.iter().find(|(_, n)| *n == r).map(|(i, _)| *i));
             let (map, _) = counters::open_flows(pin_dir)?;
-            let doomed: Vec<FlowKey> = forwarder::batch::dump::<FlowKey, FlowEntry>(&map)?
+            let doomed: Vec<FlowKey> = crate::batch::dump::<FlowKey, FlowEntry>(&map)?
                 .into_iter()
                 .filter(|(_, e)| id.is_none_or(|i| e.rule_id == i))
                 .map(|(k, _)| k)
                 .collect();
-            let n = forwarder::batch::delete(&map, &doomed)?;
+            let n = crate::batch::delete(&map, &doomed)?;
             println!("removed {} flows ({n} entries)", n / 2);
         }
     }
