@@ -1,0 +1,590 @@
+//! nftables input: `nft -j list ruleset` JSON, read with serde_json, and
+//! the text form (`/etc/nftables.conf`, `nft list ruleset`), which is
+//! handed to nft itself: loaded into a throwaway network namespace and
+//! listed back as JSON.
+//!
+//! Why nft for the text form: the language has variables, includes, sets,
+//! maps, several spellings of one statement and grows with each release;
+//! nft's own parser is the only one that reads a file exactly as the
+//! kernel will get it, and a private empty namespace (`unshare --net`)
+//! touches no real firewall. That is the one place the rules crate runs a
+//! program. Line numbers of text input are recovered by walking the text's
+//! chain blocks (one rule per line, as `nft list ruleset` prints them).
+//!
+//! The fact a reader would get wrong: a table made by iptables-nft shows
+//! up here too (as `xt` expressions); it is read from iptables-save
+//! instead, never twice.
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    net::IpAddr,
+    process::{Command, Stdio},
+};
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use super::{
+    ir::{Action, Family, Hook, Iface, Nets, Origin, PortMap, Rule, Ruleset},
+    Entry,
+};
+use crate::model::{PortRange, L4};
+
+pub fn looks_like_text(text: &str) -> bool {
+    text.lines().any(|l| {
+        let t = l.trim_start();
+        (t.starts_with("table ") && t.trim_end().ends_with('{'))
+            || t.starts_with("#!/usr/sbin/nft")
+            || t.starts_with("flush ruleset")
+    })
+}
+
+/// Text ruleset to `nft -j list ruleset` JSON, through nft in a private
+/// network namespace (a user namespace too when not root).
+pub fn load_text(text: &str) -> Result<String, String> {
+    let root = unsafe_free_is_root();
+    let mut cmd = Command::new("unshare");
+    if !root {
+        cmd.args(["--user", "--map-root-user"]);
+    }
+    cmd.args([
+        "--net",
+        "--",
+        "sh",
+        "-c",
+        "nft -f - && exec nft -j list ruleset",
+    ]);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("reading the nftables text form needs `unshare` and `nft` ({e}): install nftables, or import `nft -j list ruleset` output instead"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(text.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "nft could not load this ruleset (in a private namespace): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let mut json = String::from_utf8_lossy(&out.stdout).into_owned();
+    json.push('\n');
+    json.push_str(&format!(
+        "//lines {}",
+        serde_json::to_string(&line_map(text)).unwrap_or_default()
+    ));
+    Ok(json)
+}
+
+fn unsafe_free_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// (family table chain) -> the text lines of its rules, in order.
+fn line_map(text: &str) -> HashMap<String, Vec<(usize, String)>> {
+    let mut map: HashMap<String, Vec<(usize, String)>> = HashMap::new();
+    let (mut table, mut chain) = (None::<String>, None::<String>);
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        let words: Vec<&str> = t.split_whitespace().collect();
+        if words.first() == Some(&"table") && t.ends_with('{') {
+            let (fam, name) = if words.len() >= 4 {
+                (words[1], words[2])
+            } else {
+                ("ip", words.get(1).copied().unwrap_or(""))
+            };
+            table = Some(format!("{fam} {name}"));
+        } else if words.first() == Some(&"chain") && t.ends_with('{') {
+            chain = words.get(1).map(|s| s.to_string());
+        } else if t == "}" {
+            if chain.take().is_none() {
+                table = None;
+            }
+        } else if let (Some(tb), Some(ch)) = (&table, &chain) {
+            if !(t.is_empty()
+                || t.starts_with('#')
+                || t.starts_with("type ")
+                || t.starts_with("policy ")
+                || t.starts_with("comment "))
+            {
+                map.entry(format!("{tb} {ch}"))
+                    .or_default()
+                    .push((i + 1, t.to_owned()));
+            }
+        }
+    }
+    map
+}
+
+/// `nft -j list ruleset` output into the model. `iptables_too`: the input
+/// also holds iptables-save output, so iptables-nft tables are read there.
+pub fn read_json(
+    source: &str,
+    text: &str,
+    rs: &mut Ruleset,
+    entries: &mut Vec<Entry>,
+    iptables_too: bool,
+) {
+    let (json, lines) = match text.split_once("\n//lines ") {
+        Some((j, l)) => (
+            j,
+            serde_json::from_str::<HashMap<String, Vec<(usize, String)>>>(l).unwrap_or_default(),
+        ),
+        None => (text, HashMap::new()),
+    };
+    let doc: Value = match serde_json::from_str(json) {
+        Ok(v) => v,
+        Err(e) => {
+            entries.push(Entry::left(
+                Origin::new(source, e.line(), ""),
+                format!("not nft JSON: {e}"),
+            ));
+            return;
+        }
+    };
+    let objects = doc["nftables"].as_array().cloned().unwrap_or_default();
+    let mut sets: HashMap<(String, String, String), Vec<Value>> = HashMap::new();
+    let mut xt_tables = Vec::new();
+    for o in &objects {
+        for kind in ["set", "map"] {
+            if let Some(s) = o.get(kind) {
+                let key = (
+                    str_of(&s["family"]),
+                    str_of(&s["table"]),
+                    str_of(&s["name"]),
+                );
+                sets.insert(key, s["elem"].as_array().cloned().unwrap_or_default());
+            }
+        }
+        if let Some(r) = o.get("rule") {
+            if r["expr"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|x| x.get("xt").is_some()))
+            {
+                xt_tables.push((str_of(&r["family"]), str_of(&r["table"])));
+            }
+        }
+    }
+    let mut counters: HashMap<String, usize> = HashMap::new();
+    for (n, o) in objects.iter().enumerate() {
+        if let Some(c) = o.get("chain") {
+            let fam = str_of(&c["family"]);
+            let table = str_of(&c["table"]);
+            if xt_tables.contains(&(fam.clone(), table.clone())) {
+                continue;
+            }
+            for family in families(&fam) {
+                let ch = rs.chain(family, &table, &str_of(&c["name"]));
+                ch.hook = c["hook"].as_str().and_then(Hook::from_name);
+                ch.nat = c["type"].as_str() == Some("nat");
+                ch.prio = c["prio"].as_i64().unwrap_or(0) as i32;
+                ch.owner = if table.starts_with("kube") {
+                    Some("kube-proxy")
+                } else {
+                    None
+                };
+            }
+        }
+        let Some(r) = o.get("rule") else { continue };
+        let (fam, table, chain) = (
+            str_of(&r["family"]),
+            str_of(&r["table"]),
+            str_of(&r["chain"]),
+        );
+        let key = format!("{fam} {table} {chain}");
+        let idx = counters.entry(key.clone()).or_default();
+        *idx += 1;
+        let origin = match lines.get(&key).and_then(|l| l.get(*idx - 1)) {
+            Some((line, t)) => Origin::new(source, *line, t),
+            None => Origin::new(
+                source,
+                n + 1,
+                &format!(
+                    "{fam} {table} {chain} rule #{idx}{}",
+                    r["handle"]
+                        .as_u64()
+                        .map(|h| format!(" (handle {h})"))
+                        .unwrap_or_default()
+                ),
+            ),
+        };
+        if xt_tables.contains(&(fam.clone(), table.clone())) {
+            if *idx == 1 {
+                let why = format!(
+                    "table {fam} {table} is managed by iptables-nft (its rules use xt expressions)"
+                );
+                entries.push(if iptables_too {
+                    Entry::note(origin, format!("{why}: read from iptables-save instead"))
+                } else {
+                    Entry::left(origin, format!("{why}: import `iptables-save` output for it (`forwarder import iptables`), or use --from-running"))
+                });
+            }
+            continue;
+        }
+        for family in families(&fam) {
+            let sets_of = |name: &str| {
+                sets.get(&(
+                    fam.clone(),
+                    table.clone(),
+                    name.trim_start_matches('@').to_owned(),
+                ))
+                .cloned()
+            };
+            match rule(family, &r["expr"], &origin, &sets_of) {
+                Ok(Some(rules)) => {
+                    let c = rs.chain(family, &table, &chain);
+                    for mut x in rules {
+                        x.comment = r["comment"].as_str().map(str::to_owned);
+                        c.rules.push(x);
+                    }
+                }
+                Ok(None) => {}
+                Err(reason) => entries.push(Entry::left(origin.clone(), reason)),
+            }
+        }
+    }
+}
+
+fn families(fam: &str) -> Vec<Family> {
+    match fam {
+        "ip" => vec![Family::V4],
+        "ip6" => vec![Family::V6],
+        "inet" => vec![Family::V4, Family::V6],
+        _ => vec![],
+    }
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str().unwrap_or("").to_owned()
+}
+
+type SetsOf<'a> = dyn Fn(&str) -> Option<Vec<Value>> + 'a;
+
+/// One rule's statements; `Ok(None)` when it cannot match `family`. A dnat
+/// through a port map becomes one rule per map entry.
+fn rule(
+    family: Family,
+    expr: &Value,
+    origin: &Origin,
+    sets: &SetsOf,
+) -> Result<Option<Vec<Rule>>, String> {
+    let mut r = Rule::new(origin.clone(), family, Action::Continue);
+    let mut by_port: Option<Vec<(PortRange, Value)>> = None;
+    for st in expr.as_array().into_iter().flatten() {
+        let Some((key, val)) = st.as_object().and_then(|o| o.iter().next()) else {
+            continue;
+        };
+        match key.as_str() {
+            "match" => {
+                if !matches_stmt(&mut r, family, val, sets)? {
+                    return Ok(None);
+                }
+            }
+            "counter" | "log" | "limit" | "meta" | "mangle" | "notrack" | "ct helper" => {}
+            "accept" | "return" | "drop" | "reject" => {
+                r.action = Action::Stop(key.to_ascii_uppercase())
+            }
+            "jump" | "goto" => {
+                r.action = Action::Jump {
+                    chain: str_of(&val["target"]),
+                    goto: key == "goto",
+                }
+            }
+            "masquerade" => r.action = Action::Masquerade,
+            "redirect" => {
+                r.action = Action::Redirect {
+                    to: val
+                        .get("port")
+                        .map_or("the same port".into(), |p| p.to_string()),
+                }
+            }
+            "snat" => {
+                r.action = match val["addr"].as_str().and_then(|a| a.parse::<IpAddr>().ok()) {
+                    Some(a) => Action::Snat { addr: a },
+                    None => Action::Unsupported(format!(
+                        "snat to {}: only a single address is supported",
+                        val["addr"]
+                    )),
+                };
+            }
+            "dnat" => {
+                if val
+                    .get("family")
+                    .and_then(Value::as_str)
+                    .is_some_and(|f| (f == "ip6") != (family == Family::V6))
+                {
+                    return Ok(None);
+                }
+                match &val["addr"] {
+                    Value::String(s) => match s.parse::<IpAddr>() {
+                        Ok(a) if Family::of(&a) == family => {
+                            r.action = Action::Dnat {
+                                addr: a,
+                                ports: port_map(&val["port"])?,
+                            }
+                        }
+                        Ok(_) => return Ok(None),
+                        Err(_) => {
+                            r.action = Action::Unsupported(format!("dnat to {s}: not an address"))
+                        }
+                    },
+                    Value::Null => {
+                        r.action = Action::LocalPort {
+                            port: val["port"].to_string(),
+                        }
+                    }
+                    Value::Object(m) if m.contains_key("map") => {
+                        let data = &m["map"]["data"];
+                        let elems = match data {
+                            Value::String(name) => sets(name).unwrap_or_default(),
+                            other => other["set"].as_array().cloned().unwrap_or_default(),
+                        };
+                        let mut out = Vec::new();
+                        for e in elems {
+                            let pair = e.as_array().cloned().unwrap_or_default();
+                            let (Some(k), Some(v)) = (pair.first(), pair.get(1)) else {
+                                continue;
+                            };
+                            for p in ports_of(k, sets)? {
+                                out.push((p, v.clone()));
+                            }
+                        }
+                        by_port = Some(out);
+                        r.action = Action::Dnat {
+                            addr: IpAddr::from([0, 0, 0, 0]),
+                            ports: PortMap::Shift(0),
+                        };
+                    }
+                    other => {
+                        r.action = Action::Unsupported(format!(
+                            "dnat to {other}: not a form the importer reads"
+                        ))
+                    }
+                }
+            }
+            "xt" => r.unknown.push("an iptables (xt) extension".into()),
+            other => r.unknown.push(format!("statement `{other}`")),
+        }
+    }
+    let Some(entries) = by_port else {
+        return Ok(Some(vec![r]));
+    };
+    let mut out = Vec::new();
+    for (p, v) in entries {
+        let mut x = r.clone();
+        x.dports = Some(vec![p]);
+        let (addr, port) = match &v {
+            Value::String(a) => (a.clone(), Value::Null),
+            Value::Object(o) if o.contains_key("concat") => {
+                (str_of(&o["concat"][0]), o["concat"][1].clone())
+            }
+            other => return Err(format!("map value {other}: not an address")),
+        };
+        match addr.parse::<IpAddr>() {
+            Ok(a) if Family::of(&a) == family => {
+                x.action = Action::Dnat {
+                    addr: a,
+                    ports: port_map(&port)?,
+                }
+            }
+            Ok(_) => continue,
+            Err(_) => x.action = Action::Unsupported(format!("map value {addr}: not an address")),
+        }
+        out.push(x);
+    }
+    Ok(Some(out))
+}
+
+fn port_map(p: &Value) -> Result<PortMap, String> {
+    Ok(match p {
+        Value::Null => PortMap::Shift(0),
+        Value::Number(n) => PortMap::Single(
+            n.as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .ok_or("bad port")?,
+        ),
+        Value::Object(o) if o.contains_key("range") => {
+            let r = &o["range"];
+            let (a, b) = (r[0].as_u64().unwrap_or(0), r[1].as_u64().unwrap_or(0));
+            PortMap::Range(PortRange::new(a as u16, b as u16).ok_or("bad port range")?)
+        }
+        other => return Err(format!("dnat port {other}: not a form the importer reads")),
+    })
+}
+
+/// A match statement into `r`; false when it can never hold for `family`.
+fn matches_stmt(r: &mut Rule, family: Family, m: &Value, sets: &SetsOf) -> Result<bool, String> {
+    let negated = m["op"].as_str() == Some("!=");
+    let left = &m["left"];
+    let right = &m["right"];
+    if let Some(meta) = left.get("meta") {
+        match meta["key"].as_str().unwrap_or("") {
+            k @ ("iifname" | "iif" | "oifname" | "oif") => {
+                let name = right.as_str().map(|s| {
+                    s.trim_end_matches('*').to_owned() + if s.ends_with('*') { "+" } else { "" }
+                });
+                let Some(name) = name else {
+                    r.unknown.push(format!("{k} in a set"));
+                    return Ok(true);
+                };
+                let i = Some(Iface { name, negated });
+                if k.starts_with('i') {
+                    r.in_iface = i;
+                } else {
+                    r.out_iface = i;
+                }
+            }
+            "l4proto" => set_proto(r, right, negated),
+            "nfproto" => return Ok((right.as_str() == Some("ipv6")) == (family == Family::V6)),
+            k => r.unknown.push(format!("meta {k}")),
+        }
+        return Ok(true);
+    }
+    if let Some(p) = left.get("payload") {
+        let proto = p["protocol"].as_str().unwrap_or("");
+        let field = p["field"].as_str().unwrap_or("");
+        match (proto, field) {
+            ("ip" | "ip6", "saddr" | "daddr") => {
+                if (proto == "ip6") != (family == Family::V6) {
+                    return Ok(false);
+                }
+                let nets = Nets {
+                    nets: nets_of(right, sets)?,
+                    negated,
+                };
+                if field == "saddr" {
+                    r.src = Some(nets);
+                } else {
+                    r.dst = Some(nets);
+                }
+            }
+            ("tcp" | "udp" | "th", "dport") => {
+                if proto != "th" {
+                    set_proto(r, &Value::String(proto.into()), false);
+                }
+                if negated {
+                    r.unknown.push(format!("{proto} dport != {right}"));
+                } else {
+                    r.dports = Some(ports_of(right, sets)?);
+                }
+            }
+            ("ip", "protocol") | ("ip6", "nexthdr") => set_proto(r, right, negated),
+            _ => r.unknown.push(format!("{proto} {field}")),
+        }
+        return Ok(true);
+    }
+    if left.get("ct").is_some_and(|c| c["key"] == "state") {
+        let states: Vec<String> = match right {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().map(str_of).collect(),
+            _ => vec![],
+        };
+        if states.iter().any(|s| s == "new") && !negated {
+            r.accepted
+                .push("ct state new (the nat chains only see a connection's first packet)".into());
+        } else {
+            r.unknown.push(format!("ct state {}", states.join(",")));
+        }
+        return Ok(true);
+    }
+    if left.get("fib").is_some() && right.as_str() == Some("local") && !negated {
+        r.accepted.push(
+            "fib daddr type local (a forward listens on the interface's own addresses)".into(),
+        );
+        return Ok(true);
+    }
+    r.unknown.push(format!("match {left}"));
+    Ok(true)
+}
+
+fn set_proto(r: &mut Rule, v: &Value, negated: bool) {
+    match (v.as_str(), negated) {
+        (Some("tcp"), false) => r.proto = Some(L4::Tcp),
+        (Some("udp"), false) => r.proto = Some(L4::Udp),
+        _ => r.unknown.push(format!("protocol {v}")),
+    }
+}
+
+fn ports_of(v: &Value, sets: &SetsOf) -> Result<Vec<PortRange>, String> {
+    let bad = || format!("port {v}: not a port, range or set of them");
+    match v {
+        Value::Number(n) => Ok(vec![n
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .and_then(PortRange::single)
+            .ok_or_else(bad)?]),
+        Value::String(s) if s.starts_with('@') => {
+            let elems = sets(s).ok_or_else(|| format!("set {s} is not in the input"))?;
+            let mut out = Vec::new();
+            for e in elems {
+                out.extend(ports_of(&e, sets)?);
+            }
+            Ok(out)
+        }
+        Value::Object(o) if o.contains_key("range") => {
+            let r = &o["range"];
+            Ok(vec![PortRange::new(
+                r[0].as_u64().unwrap_or(0) as u16,
+                r[1].as_u64().unwrap_or(0) as u16,
+            )
+            .ok_or_else(bad)?])
+        }
+        Value::Object(o) if o.contains_key("set") => {
+            let mut out = Vec::new();
+            for e in o["set"].as_array().into_iter().flatten() {
+                out.extend(ports_of(e, sets)?);
+            }
+            Ok(out)
+        }
+        Value::Object(o) if o.contains_key("elem") => ports_of(&o["elem"]["val"], sets),
+        _ => Err(bad()),
+    }
+}
+
+fn nets_of(v: &Value, sets: &SetsOf) -> Result<Vec<IpNet>, String> {
+    let bad = || format!("address {v}: not an address, prefix or set of them");
+    match v {
+        Value::String(s) if s.starts_with('@') => {
+            let elems = sets(s).ok_or_else(|| format!("set {s} is not in the input"))?;
+            let mut out = Vec::new();
+            for e in elems {
+                out.extend(nets_of(&e, sets)?);
+            }
+            Ok(out)
+        }
+        Value::String(s) => s
+            .parse::<IpAddr>()
+            .map(|a| vec![IpNet::from(a)])
+            .map_err(|_| bad()),
+        Value::Object(o) if o.contains_key("prefix") => {
+            let p = &o["prefix"];
+            let a: IpAddr = str_of(&p["addr"]).parse().map_err(|_| bad())?;
+            Ok(vec![IpNet::new(a, p["len"].as_u64().unwrap_or(0) as u8)
+                .map_err(|_| bad())?
+                .trunc()])
+        }
+        Value::Object(o) if o.contains_key("set") => {
+            let mut out = Vec::new();
+            for e in o["set"].as_array().into_iter().flatten() {
+                out.extend(nets_of(e, sets)?);
+            }
+            Ok(out)
+        }
+        Value::Object(o) if o.contains_key("elem") => nets_of(&o["elem"]["val"], sets),
+        _ => Err(bad()),
+    }
+}
