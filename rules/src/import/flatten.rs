@@ -78,6 +78,9 @@ fn walk(
     depth: usize,
 ) {
     for r in &chain.rules {
+        if r.owner.is_some() {
+            continue;
+        }
         let Some(joined) = conj(outer, r) else {
             continue;
         };
@@ -211,18 +214,29 @@ pub fn chain_entries(rs: &Ruleset, reached: &dyn Fn(&Chain) -> bool, entries: &m
         let Some(first) = c.rules.first() else {
             continue;
         };
+        if c.name.starts_with("ufw-user-") || c.name.starts_with("ufw6-user-") {
+            // Read as UFW rules (ufw.rs).
+            continue;
+        }
         if let Some(owner) = c.owner {
             let e = by_owner.entry(owner).or_insert((first.origin.clone(), 0));
             e.1 += c.rules.len();
             continue;
         }
-        let lines = c
-            .rules
+        for r in c.rules.iter().filter(|r| r.owner.is_some()) {
+            let e = by_owner
+                .entry(r.owner.unwrap_or_default())
+                .or_insert((r.origin.clone(), 0));
+            e.1 += 1;
+        }
+        let own: Vec<&super::ir::Rule> = c.rules.iter().filter(|r| r.owner.is_none()).collect();
+        let Some(first) = own.first() else { continue };
+        let lines = own
             .iter()
             .map(|r| r.origin.line.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        let n = c.rules.len();
+        let n = own.len();
         let rules = if n == 1 {
             "1 rule".to_owned()
         } else {

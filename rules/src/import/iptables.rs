@@ -429,6 +429,10 @@ fn parse_rule(
         }
         i += 1;
     }
+    r.owner = [&r.in_iface, &r.out_iface]
+        .into_iter()
+        .flatten()
+        .find_map(|i| super::ir::iface_owner(&i.name));
     r.action = match jump {
         None => Action::Continue,
         Some((target, goto)) => target_action(&target, goto, family, &to_dest, &to_src, to_ports),
@@ -466,9 +470,9 @@ fn target_action(
         "REDIRECT" => Action::Redirect { to: to_ports.unwrap_or_else(|| "the same port".into()) },
         "ACCEPT" | "RETURN" | "DROP" | "REJECT" => Action::Stop(target.to_owned()),
         "LOG" | "NFLOG" | "MARK" | "CONNMARK" | "CT" | "TCPMSS" | "TRACE" | "NOTRACK" | "CLASSIFY" | "DSCP" | "TOS" | "TTL" | "AUDIT" | "CHECKSUM" | "ULOG" | "SET" => Action::Continue,
-        "NETMAP" => Action::Unsupported("NETMAP maps whole networks: the forwarder forwards ports".into()),
-        t if t.chars().any(|c| c.is_ascii_lowercase()) || !t.chars().all(|c| c.is_ascii_uppercase()) || t.contains('-') || t.starts_with("DOCKER") || t.starts_with("KUBE") => Action::Jump { chain: t.to_owned(), goto },
-        t => Action::Unsupported(format!("target {t} is not a NAT the forwarder does")),
+        "NETMAP" | "TPROXY" | "NFQUEUE" | "TEE" | "CLUSTERIP" | "SYNPROXY" => Action::Unsupported(format!("target {target} is not a NAT the forwarder does")),
+        // Anything else names a chain.
+        t => Action::Jump { chain: t.to_owned(), goto },
     }
 }
 

@@ -284,6 +284,9 @@ pub struct Rule {
     /// Matches the importer does not evaluate: where this rule applies is
     /// not known.
     pub unknown: Vec<String>,
+    /// A tool whose interfaces the rule names (Docker's docker0...): its
+    /// rule, ignored like the tool's chains.
+    pub owner: Option<&'static str>,
     pub action: Action,
     pub comment: Option<String>,
 }
@@ -301,6 +304,7 @@ impl Rule {
             dports: None,
             accepted: Vec::new(),
             unknown: Vec::new(),
+            owner: None,
             action,
             comment: None,
         }
@@ -427,4 +431,21 @@ pub struct Candidate {
     /// (UFW `allow ... to any port N`) applied to it. DNATed traffic is
     /// filtered by FORWARD rules (UFW `route allow`) instead.
     pub local: bool,
+}
+
+/// Interfaces other tools create: a rule naming one is that tool's.
+pub fn iface_owner(name: &str) -> Option<&'static str> {
+    const OWNERS: [(&str, &str); 7] = [
+        ("docker0", "Docker"),
+        ("br-", "Docker"),
+        ("cni0", "the CNI plugins"),
+        ("flannel", "flannel"),
+        ("cali", "Calico"),
+        ("kube-", "kube-router"),
+        ("cilium_", "Cilium"),
+    ];
+    OWNERS
+        .iter()
+        .find(|(p, _)| name.starts_with(p))
+        .map(|(_, t)| *t)
 }

@@ -362,6 +362,10 @@ impl Reader {
             );
             return;
         }
+        let unit = text
+            .lines()
+            .any(|l| l.trim_start().starts_with("ExecStart"))
+            || text.contains("[Service]");
         let save_lines = text.lines().filter(|l| {
             let t = l.trim_start();
             t.starts_with('*')
@@ -370,9 +374,9 @@ impl Reader {
                 || t.starts_with("-P ")
                 || t.starts_with("-N ")
                 || t == "COMMIT"
-                || t.starts_with('[')
         });
-        if save_lines.count() > 0
+        if !unit
+            && save_lines.count() > 0
             && !text
                 .lines()
                 .any(|l| l.contains("iptables ") && !l.trim_start().starts_with('#'))
@@ -383,11 +387,8 @@ impl Reader {
             }
             return;
         }
-        let script = if text
-            .lines()
-            .any(|l| l.trim_start().starts_with("ExecStart"))
-            || source == Source::Socat && text.contains("[Service]")
-        {
+        let _ = source;
+        let script = if unit {
             shell::read_unit(&input.name, text)
         } else {
             shell::read_script(&input.name, text)
@@ -404,12 +405,6 @@ impl Reader {
             }
         }
     }
-}
-
-/// A file name without directories and extension, for forward names.
-pub(crate) fn file_stem(path: &str) -> String {
-    let file = path.rsplit('/').next().unwrap_or(path);
-    file.split('.').next().unwrap_or(file).to_owned()
 }
 
 /// A forward name from free text: lowercase, runs of other characters

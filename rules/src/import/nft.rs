@@ -257,6 +257,19 @@ pub fn read_json(
             }
         }
     }
+    // Regular chains of a table with nat base chains are part of NAT
+    // (reached by jumps); flatten decides whether anything jumps to them.
+    let nat_tables: Vec<(Family, String)> = rs
+        .chains
+        .iter()
+        .filter(|c| c.nat && c.hook.is_some())
+        .map(|c| (c.family, c.table.clone()))
+        .collect();
+    for c in rs.chains.iter_mut().filter(|c| c.hook.is_none()) {
+        if nat_tables.contains(&(c.family, c.table.clone())) {
+            c.nat = true;
+        }
+    }
 }
 
 fn families(fam: &str) -> Vec<Family> {
@@ -348,6 +361,9 @@ fn rule(
                         }
                     }
                     Value::Object(m) if m.contains_key("map") => {
+                        if let Some(p) = m["map"]["key"]["payload"]["protocol"].as_str() {
+                            set_proto(&mut r, &Value::String(p.into()), false);
+                        }
                         let data = &m["map"]["data"];
                         let elems = match data {
                             Value::String(name) => sets(name).unwrap_or_default(),
@@ -380,6 +396,10 @@ fn rule(
             other => r.unknown.push(format!("statement `{other}`")),
         }
     }
+    r.owner = [&r.in_iface, &r.out_iface]
+        .into_iter()
+        .flatten()
+        .find_map(|i| super::ir::iface_owner(&i.name));
     let Some(entries) = by_port else {
         return Ok(Some(vec![r]));
     };

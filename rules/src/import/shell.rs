@@ -72,7 +72,8 @@ pub fn read_script(source: &str, text: &str) -> Script {
     let mut current_iface: Option<String> = None;
     let mut heredoc: Option<(String, usize)> = None;
     let mut block: Vec<(String, usize)> = Vec::new();
-    let label = Some(super::file_stem(source));
+    // Forwards of a script are named after their interface and port.
+    let label: Option<String> = None;
     for (line, raw) in logical_lines(text) {
         let origin = Origin::new(source, line, &raw);
         let t = raw.trim();
@@ -102,8 +103,11 @@ pub fn read_script(source: &str, text: &str) -> Script {
                     continue;
                 }
                 "address" => {
-                    if let (Some(i), Ok(net)) = (&current_iface, IpNet::from_str(rest)) {
-                        s.iface_nets.push((i.clone(), net.trunc()));
+                    let net = IpNet::from_str(rest)
+                        .ok()
+                        .or_else(|| IpAddr::from_str(rest).ok().map(IpNet::from));
+                    if let (Some(i), Some(net)) = (&current_iface, net) {
+                        s.iface_nets.push((i.clone(), net));
                     }
                     continue;
                 }
@@ -153,40 +157,22 @@ pub fn read_script(source: &str, text: &str) -> Script {
                 _ => {}
             }
         }
-        let tokens = match tokenize(body, &vars) {
-            Ok(t) => t,
-            Err(reason) => {
-                if is_importable_line(body) {
-                    s.entries.push(Entry::left(origin, reason));
-                } else {
-                    s.entries.push(Entry::note(
-                        origin,
-                        format!("not followed ({reason}); no firewall or socat command in it"),
-                    ));
-                }
-                continue;
-            }
-        };
         // Loops and functions: their commands run zero or more times with
         // values the file does not say.
-        let first = match tokens.first() {
-            Some(Tok::Word(w)) => w.as_str(),
-            _ => "",
-        };
+        let raw_words: Vec<&str> = body.split_whitespace().collect();
+        let first = raw_words.first().copied().unwrap_or("");
         match first {
-            "for" | "while" | "until" | "select" | "case" => {
-                block.push((first.to_owned(), line));
-            }
+            "for" | "while" | "until" | "select" | "case" => block.push((first.to_owned(), line)),
             "function" => block.push(("function".into(), line)),
-            f if f.ends_with("()") || tokens.get(1) == Some(&Tok::Word("()".into())) => {
+            f if f.ends_with("()") || raw_words.get(1) == Some(&"()") => {
                 block.push(("function".into(), line))
             }
             _ => {}
         }
         if let Some((kind, start)) = block.last() {
-            let ends = tokens
+            let ends = raw_words
                 .iter()
-                .any(|t| matches!(t, Tok::Word(w) if w == "done" || w == "esac" || w == "}"));
+                .any(|w| matches!(w.trim_end_matches(';'), "done" | "esac" | "}"));
             if is_importable_line(body) {
                 s.entries.push(Entry::left(
                     origin.clone(),
@@ -198,6 +184,30 @@ pub fn read_script(source: &str, text: &str) -> Script {
             }
             continue;
         }
+        let tokens = match tokenize(body, &vars) {
+            Ok(t) => t,
+            Err(reason) => {
+                if let Some((name, _)) = raw_words.first().and_then(|w| assignment(w)) {
+                    // Uses of the variable say where its value came from.
+                    vars.insert(
+                        name.to_owned(),
+                        Err(format!(
+                            "${name} is computed when the script runs (line {line}: {reason})"
+                        )),
+                    );
+                    continue;
+                }
+                if is_importable_line(body) {
+                    s.entries.push(Entry::left(origin, reason));
+                } else {
+                    s.entries.push(Entry::note(
+                        origin,
+                        format!("not followed ({reason}); no firewall or socat command in it"),
+                    ));
+                }
+                continue;
+            }
+        };
         for cmd in split_commands(&tokens) {
             if let Some(h) = cmd.iter().find_map(|t| match t {
                 Tok::Heredoc(d) => Some(d.clone()),
@@ -539,7 +549,7 @@ mod tests {
                 "/sbin/iptables -t nat -A PREROUTING -i eth0 -p udp --dport 53 -j DNAT --to 10.0.0.4",
             ]
         );
-        assert_eq!(s.commands[3].origin.line, 10);
+        assert_eq!(s.commands[3].origin.line, 9);
     }
 
     #[test]

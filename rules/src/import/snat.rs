@@ -21,6 +21,7 @@ use super::{
 
 pub fn snat(flats: &[Flat], cands: &mut [Candidate], view: &HostView, entries: &mut Vec<Entry>) {
     let mut applied: Vec<Vec<String>> = vec![Vec::new(); flats.len()];
+    let mut unsure_rules: Vec<usize> = Vec::new();
     for c in cands.iter_mut() {
         let egress = view.egress(c.target);
         let target_ports = c.map.apply(c.ports);
@@ -77,11 +78,14 @@ pub fn snat(flats: &[Flat], cands: &mut [Candidate], view: &HostView, entries: &
                     // Clients arrive on the forward's interface; a network
                     // that lives behind another interface is not among them
                     // (the VMs' own masquerade, `-s 10.10.10.0/24`).
+                    // So is the target's own network, unless clients come
+                    // in through the target's interface (a hairpin).
                     let elsewhere = s.nets.iter().all(|n| {
                         view.iface_nets
                             .iter()
                             .any(|(i, net)| *i != c.iface && net.trunc().contains(n))
-                    });
+                    }) || (s.nets.iter().any(|n| n.contains(&c.target))
+                        && egress.as_deref() != Some(c.iface.as_str()));
                     match (elsewhere, s.negated) {
                         (true, false) => Tri::No,
                         (true, true) => Tri::Yes,
@@ -140,6 +144,7 @@ pub fn snat(flats: &[Flat], cands: &mut [Candidate], view: &HostView, entries: &
         }
         let name = format!("{} {} {}", c.iface, c.l4, c.ports);
         if let Some((u, why)) = unsure {
+            unsure_rules.push(u);
             entries.push(Entry::left(
                 flats[u].rule.origin.clone(),
                 format!("may or may not apply to the forward of {} ({name} -> {}): {why}; its snat is left at \"auto\", set it by hand", c.origins[0].at(), c.target),
@@ -183,7 +188,9 @@ pub fn snat(flats: &[Flat], cands: &mut [Candidate], view: &HostView, entries: &
             let general = r.dst.is_none() && r.dports.is_none();
             entries.push(Entry::kept(
                 r.origin.clone(),
-                if general {
+                if unsure_rules.contains(&i) {
+                    "also source NAT of other routed traffic: keep it in your firewall for that".into()
+                } else if general {
                     "source NAT of routed traffic that is not a forward (such as the VMs' own internet access): keep it in your firewall; the forwarder SNATs only its own forwards".into()
                 } else {
                     "matches none of the translated forwards (by -p, -d, --dport, -o, -s), or an earlier rule covers them: keep it if other traffic needs it".into()
