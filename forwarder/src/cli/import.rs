@@ -239,9 +239,11 @@ pub fn running_inputs() -> Result<Vec<Input>> {
     Ok(inputs)
 }
 
-/// Running socat processes: (pid, command line, shell-quoted).
+/// Running socat processes of this network namespace (a socat elsewhere
+/// listens on other interfaces): (pid, command line, shell-quoted).
 pub fn socat_processes() -> Vec<(u32, String)> {
     let mut out = Vec::new();
+    let own_ns = std::fs::read_link("/proc/self/ns/net").ok();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
     };
@@ -249,6 +251,9 @@ pub fn socat_processes() -> Vec<(u32, String)> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
+        if std::fs::read_link(e.path().join("ns/net")).ok() != own_ns {
+            continue;
+        }
         let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
             continue;
         };
