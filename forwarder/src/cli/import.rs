@@ -150,7 +150,7 @@ pub fn import(args: ImportArgs) -> Result<ExitCode> {
         bail!("`import ufw` adds allow-lists to forwards: give the rules file with --rules FILE, or pass the UFW rules to a forward import with --ufw FILE");
     }
     inputs.extend(ufw);
-    let live = Live::default();
+    let live = Live;
     let opts = Options {
         source,
         host: HostView {

@@ -10,17 +10,24 @@
 //! file:line and a reason, listed at the end of the generated file and on
 //! stderr. [`Imported::exit_code`] is 1 when something was left out.
 
+mod assemble;
 mod emit;
 mod flatten;
 pub mod iptables;
+mod iptables_values;
 mod ir;
 pub mod migrate;
 pub mod nft;
+mod nft_text;
+mod nft_values;
 mod resolve;
 mod shell;
 mod snat;
 pub mod socat;
 pub mod ufw;
+mod ufw_patch;
+mod ufw_status;
+mod unit;
 mod words;
 
 use std::net::IpAddr;
@@ -340,8 +347,8 @@ impl Reader {
             nft::read_json(&input.name, text, &mut self.ruleset, entries, iptables_too);
             return;
         }
-        if nft::looks_like_text(text) {
-            match nft::load_text(text) {
+        if nft_text::looks_like_text(text) {
+            match nft_text::load_text(text) {
                 Ok(json) => {
                     nft::read_json(&input.name, &json, &mut self.ruleset, entries, iptables_too)
                 }
@@ -352,8 +359,8 @@ impl Reader {
             }
             return;
         }
-        if ufw::looks_like_status(text) {
-            ufw::read_status(
+        if ufw_status::looks_like_status(text) {
+            ufw_status::read_status(
                 &input.name,
                 text,
                 &mut self.ufw,
@@ -389,7 +396,7 @@ impl Reader {
         }
         let _ = source;
         let script = if unit {
-            shell::read_unit(&input.name, text)
+            unit::read_unit(&input.name, text)
         } else {
             shell::read_script(&input.name, text)
         };

@@ -15,120 +15,16 @@
 //! up here too (as `xt` expressions); it is read from iptables-save
 //! instead, never twice.
 
-use std::{
-    collections::HashMap,
-    io::Write,
-    net::IpAddr,
-    process::{Command, Stdio},
-};
+use std::{collections::HashMap, net::IpAddr};
 
-use ipnet::IpNet;
 use serde_json::Value;
 
 use super::{
     ir::{Action, Family, Hook, Iface, Nets, Origin, PortMap, Rule, Ruleset},
+    nft_values::{nets_of, port_map, ports_of},
     Entry,
 };
 use crate::model::{PortRange, L4};
-
-pub fn looks_like_text(text: &str) -> bool {
-    text.lines().any(|l| {
-        let t = l.trim_start();
-        (t.starts_with("table ") && t.trim_end().ends_with('{'))
-            || t.starts_with("#!/usr/sbin/nft")
-            || t.starts_with("flush ruleset")
-    })
-}
-
-/// Text ruleset to `nft -j list ruleset` JSON, through nft in a private
-/// network namespace (a user namespace too when not root).
-pub fn load_text(text: &str) -> Result<String, String> {
-    let root = unsafe_free_is_root();
-    let mut cmd = Command::new("unshare");
-    if !root {
-        cmd.args(["--user", "--map-root-user"]);
-    }
-    cmd.args([
-        "--net",
-        "--",
-        "sh",
-        "-c",
-        "nft -f - && exec nft -j list ruleset",
-    ]);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("reading the nftables text form needs `unshare` and `nft` ({e}): install nftables, or import `nft -j list ruleset` output instead"))?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(text.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "nft could not load this ruleset (in a private namespace): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let mut json = String::from_utf8_lossy(&out.stdout).into_owned();
-    json.push('\n');
-    json.push_str(&format!(
-        "//lines {}",
-        serde_json::to_string(&line_map(text)).unwrap_or_default()
-    ));
-    Ok(json)
-}
-
-fn unsafe_free_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// (family table chain) -> the text lines of its rules, in order.
-fn line_map(text: &str) -> HashMap<String, Vec<(usize, String)>> {
-    let mut map: HashMap<String, Vec<(usize, String)>> = HashMap::new();
-    let (mut table, mut chain) = (None::<String>, None::<String>);
-    for (i, l) in text.lines().enumerate() {
-        let t = l.trim();
-        let words: Vec<&str> = t.split_whitespace().collect();
-        if words.first() == Some(&"table") && t.ends_with('{') {
-            let (fam, name) = if words.len() >= 4 {
-                (words[1], words[2])
-            } else {
-                ("ip", words.get(1).copied().unwrap_or(""))
-            };
-            table = Some(format!("{fam} {name}"));
-        } else if words.first() == Some(&"chain") && t.ends_with('{') {
-            chain = words.get(1).map(|s| s.to_string());
-        } else if t == "}" {
-            if chain.take().is_none() {
-                table = None;
-            }
-        } else if let (Some(tb), Some(ch)) = (&table, &chain) {
-            if !(t.is_empty()
-                || t.starts_with('#')
-                || t.starts_with("type ")
-                || t.starts_with("policy ")
-                || t.starts_with("comment "))
-            {
-                map.entry(format!("{tb} {ch}"))
-                    .or_default()
-                    .push((i + 1, t.to_owned()));
-            }
-        }
-    }
-    map
-}
 
 /// `nft -j list ruleset` output into the model. `iptables_too`: the input
 /// also holds iptables-save output, so iptables-nft tables are read there.
@@ -285,7 +181,7 @@ fn str_of(v: &Value) -> String {
     v.as_str().unwrap_or("").to_owned()
 }
 
-type SetsOf<'a> = dyn Fn(&str) -> Option<Vec<Value>> + 'a;
+pub(super) type SetsOf<'a> = dyn Fn(&str) -> Option<Vec<Value>> + 'a;
 
 /// One rule's statements; `Ok(None)` when it cannot match `family`. A dnat
 /// through a port map becomes one rule per map entry.
@@ -429,23 +325,6 @@ fn rule(
     Ok(Some(out))
 }
 
-fn port_map(p: &Value) -> Result<PortMap, String> {
-    Ok(match p {
-        Value::Null => PortMap::Shift(0),
-        Value::Number(n) => PortMap::Single(
-            n.as_u64()
-                .and_then(|n| u16::try_from(n).ok())
-                .ok_or("bad port")?,
-        ),
-        Value::Object(o) if o.contains_key("range") => {
-            let r = &o["range"];
-            let (a, b) = (r[0].as_u64().unwrap_or(0), r[1].as_u64().unwrap_or(0));
-            PortMap::Range(PortRange::new(a as u16, b as u16).ok_or("bad port range")?)
-        }
-        other => return Err(format!("dnat port {other}: not a form the importer reads")),
-    })
-}
-
 /// A match statement into `r`; false when it can never hold for `family`.
 fn matches_stmt(r: &mut Rule, family: Family, m: &Value, sets: &SetsOf) -> Result<bool, String> {
     let negated = m["op"].as_str() == Some("!=");
@@ -536,75 +415,5 @@ fn set_proto(r: &mut Rule, v: &Value, negated: bool) {
         (Some("tcp"), false) => r.proto = Some(L4::Tcp),
         (Some("udp"), false) => r.proto = Some(L4::Udp),
         _ => r.unknown.push(format!("protocol {v}")),
-    }
-}
-
-fn ports_of(v: &Value, sets: &SetsOf) -> Result<Vec<PortRange>, String> {
-    let bad = || format!("port {v}: not a port, range or set of them");
-    match v {
-        Value::Number(n) => Ok(vec![n
-            .as_u64()
-            .and_then(|n| u16::try_from(n).ok())
-            .and_then(PortRange::single)
-            .ok_or_else(bad)?]),
-        Value::String(s) if s.starts_with('@') => {
-            let elems = sets(s).ok_or_else(|| format!("set {s} is not in the input"))?;
-            let mut out = Vec::new();
-            for e in elems {
-                out.extend(ports_of(&e, sets)?);
-            }
-            Ok(out)
-        }
-        Value::Object(o) if o.contains_key("range") => {
-            let r = &o["range"];
-            Ok(vec![PortRange::new(
-                r[0].as_u64().unwrap_or(0) as u16,
-                r[1].as_u64().unwrap_or(0) as u16,
-            )
-            .ok_or_else(bad)?])
-        }
-        Value::Object(o) if o.contains_key("set") => {
-            let mut out = Vec::new();
-            for e in o["set"].as_array().into_iter().flatten() {
-                out.extend(ports_of(e, sets)?);
-            }
-            Ok(out)
-        }
-        Value::Object(o) if o.contains_key("elem") => ports_of(&o["elem"]["val"], sets),
-        _ => Err(bad()),
-    }
-}
-
-fn nets_of(v: &Value, sets: &SetsOf) -> Result<Vec<IpNet>, String> {
-    let bad = || format!("address {v}: not an address, prefix or set of them");
-    match v {
-        Value::String(s) if s.starts_with('@') => {
-            let elems = sets(s).ok_or_else(|| format!("set {s} is not in the input"))?;
-            let mut out = Vec::new();
-            for e in elems {
-                out.extend(nets_of(&e, sets)?);
-            }
-            Ok(out)
-        }
-        Value::String(s) => s
-            .parse::<IpAddr>()
-            .map(|a| vec![IpNet::from(a)])
-            .map_err(|_| bad()),
-        Value::Object(o) if o.contains_key("prefix") => {
-            let p = &o["prefix"];
-            let a: IpAddr = str_of(&p["addr"]).parse().map_err(|_| bad())?;
-            Ok(vec![IpNet::new(a, p["len"].as_u64().unwrap_or(0) as u8)
-                .map_err(|_| bad())?
-                .trunc()])
-        }
-        Value::Object(o) if o.contains_key("set") => {
-            let mut out = Vec::new();
-            for e in o["set"].as_array().into_iter().flatten() {
-                out.extend(nets_of(e, sets)?);
-            }
-            Ok(out)
-        }
-        Value::Object(o) if o.contains_key("elem") => nets_of(&o["elem"]["val"], sets),
-        _ => Err(bad()),
     }
 }

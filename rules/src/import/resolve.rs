@@ -16,14 +16,14 @@ use ipnet::IpNet;
 
 use super::{
     flatten::Flat,
-    ir::{Action, Candidate, Nets, PortMap, SnatChoice, Tri},
+    ir::{Action, Candidate, Nets, PortMap, Tri},
     Entry, HostView,
 };
 use crate::model::{PortRange, L4};
 
 /// What a cell's traffic gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Outcome {
+pub(super) enum Outcome {
     /// No translation: the packet reaches this host (or is routed) as is.
     Untranslated,
     Dnat {
@@ -36,13 +36,17 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn rule(&self) -> Option<usize> {
+    pub(super) fn rule(&self) -> Option<usize> {
         match self {
             Outcome::Untranslated => None,
             Outcome::Dnat { rule, .. } | Outcome::Local { rule } => Some(*rule),
         }
     }
 }
+
+/// A listener cell: interface, protocol, ports, fixed address (or the
+/// interface's), its outcome and allow-list.
+pub(super) type Cell = (String, L4, PortRange, Option<IpAddr>, Outcome, Vec<IpNet>);
 
 /// A region of source addresses: a listed network, or everything else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -116,8 +120,7 @@ pub fn dnat(flats: &[Flat], view: &HostView, entries: &mut Vec<Entry>) -> Vec<Ca
 
     let mut won: Vec<bool> = vec![false; flats.len()];
     let mut shadowed_by: Vec<Option<usize>> = vec![None; flats.len()];
-    let mut listeners: Vec<(String, L4, PortRange, Option<IpAddr>, Outcome, Vec<IpNet>)> =
-        Vec::new();
+    let mut listeners: Vec<Cell> = Vec::new();
     for iface in &ifaces {
         for l4 in [L4::Tcp, L4::Udp] {
             // Rules that may apply to this interface and protocol.
@@ -213,7 +216,7 @@ pub fn dnat(flats: &[Flat], view: &HostView, entries: &mut Vec<Entry>) -> Vec<Ca
             }
         }
     }
-    assemble(flats, listeners, entries)
+    super::assemble::assemble(flats, listeners, entries)
 }
 
 fn quote_list(items: &[String]) -> String {
@@ -428,116 +431,4 @@ fn eval_sources(
         o => o,
     };
     Some((outcome, allow))
-}
-
-/// Listener cells to candidates: neighbouring port runs with the same
-/// outcome merge back into one range.
-fn assemble(
-    flats: &[Flat],
-    mut cells: Vec<(String, L4, PortRange, Option<IpAddr>, Outcome, Vec<IpNet>)>,
-    entries: &mut Vec<Entry>,
-) -> Vec<Candidate> {
-    cells.sort_by(|a, b| (a.4.rule(), &a.0, a.1, a.3, a.2).cmp(&(b.4.rule(), &b.0, b.1, b.3, b.2)));
-    let mut out: Vec<Candidate> = Vec::new();
-    for (iface, l4, iv, listen, outcome, allow) in cells {
-        let Outcome::Dnat { rule, addr, map } = outcome else {
-            continue;
-        };
-        let map = match map {
-            PortMap::Range(r) if r.start() <= iv.start() && iv.end() <= r.end() => {
-                PortMap::Shift(0)
-            }
-            PortMap::Range(r) => {
-                entries.push(Entry::left(flats[rule].rule.origin.clone(), format!("ports {iv} are outside the target range {r}: netfilter sends each connection to the range's first free port (usually {}), the forwarder maps ranges 1:1; write `to = \"{addr}:{}\"` to keep netfilter's choice", r.start(), r.start())));
-                continue;
-            }
-            m => m,
-        };
-        let r = &flats[rule].rule;
-        if let Some(last) = out.last_mut() {
-            let contiguous = u32::from(last.ports.end()) + 1 == u32::from(iv.start());
-            if contiguous
-                && last.iface == iface
-                && last.l4 == l4
-                && last.listen == listen
-                && last.target == addr
-                && last.map == map
-                && last.allow == allow
-                && last.origins[0] == r.origin
-            {
-                last.ports = PortRange::new(last.ports.start(), iv.end()).expect("ordered");
-                continue;
-            }
-        }
-        let mut origins = vec![r.origin.clone()];
-        for f in flats {
-            if matches!(&f.rule.action, Action::Dnat { addr: a, .. } if *a == addr)
-                && f.rule.origin != r.origin
-                && f.rule.src.is_some()
-                && allow
-                    .iter()
-                    .any(|n| f.rule.src.as_ref().is_some_and(|s| s.nets.contains(n)))
-            {
-                origins.push(f.rule.origin.clone());
-            }
-        }
-        let mut comments = Vec::new();
-        if origins.len() > 1 {
-            comments.push(format!(
-                "{} rules that differ only by source: one forward, their sources as the allow-list",
-                origins.len()
-            ));
-        }
-        if !flats[rule].via.is_empty() {
-            comments.push(format!(
-                "reached through the jump at {}",
-                flats[rule]
-                    .via
-                    .iter()
-                    .map(|o| o.at())
-                    .collect::<Vec<_>>()
-                    .join(" -> ")
-            ));
-        }
-        for a in &r.accepted {
-            comments.push(format!("{a}: translated as is"));
-        }
-        out.push(Candidate {
-            family: r.family,
-            iface,
-            listen,
-            l4,
-            ports: iv,
-            target: addr,
-            map,
-            allow,
-            snat: SnatChoice::Auto,
-            origins,
-            comments,
-            name_hint: r.comment.clone(),
-            description: r.comment.clone(),
-            local: false,
-        });
-    }
-    // A rule split around an earlier one says so.
-    for c in &mut out {
-        let ports = flats
-            .iter()
-            .find(|f| f.rule.origin == c.origins[0])
-            .and_then(|f| f.rule.dports.clone());
-        if let Some(ps) = ports {
-            if !ps.contains(&c.ports) {
-                let listed = ps
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",");
-                c.comments.push(format!(
-                    "ports {} of the rule's {listed}: earlier rules take the others",
-                    c.ports
-                ));
-            }
-        }
-    }
-    out
 }

@@ -56,13 +56,6 @@ pub struct UfwRules {
     pub allow_routed: bool,
 }
 
-pub fn looks_like_status(text: &str) -> bool {
-    text.lines().any(|l| {
-        l.trim_start().starts_with("Status: active")
-            || l.trim_start().starts_with("Status: inactive")
-    })
-}
-
 const SERVICES: [(&str, u16); 8] = [
     ("ssh", 22),
     ("http", 80),
@@ -75,7 +68,7 @@ const SERVICES: [(&str, u16); 8] = [
 ];
 
 /// `8080`, `8080/tcp`, `8000:8100/udp`, `80,443/tcp`, `ssh`.
-fn port_spec(s: &str) -> Result<(Option<Vec<PortRange>>, Option<L4>), String> {
+pub(crate) fn port_spec(s: &str) -> Result<(Option<Vec<PortRange>>, Option<L4>), String> {
     let (ports, proto) = match s.split_once('/') {
         Some((p, pr)) => (p, Some(pr)),
         None => (s, None),
@@ -102,7 +95,7 @@ fn port_spec(s: &str) -> Result<(Option<Vec<PortRange>>, Option<L4>), String> {
     Ok((Some(out), proto))
 }
 
-fn addr(s: &str) -> Result<Option<IpNet>, String> {
+pub(crate) fn addr(s: &str) -> Result<Option<IpNet>, String> {
     if s == "any" || s == "Anywhere" {
         return Ok(None);
     }
@@ -229,127 +222,6 @@ fn parse_command(w: &[&str], origin: Origin) -> Result<UfwRule, String> {
     }
     r.v6 = r.src.is_some_and(|n| n.addr().is_ipv6()) || r.dst.is_some_and(|n| n.addr().is_ipv6());
     Ok(r)
-}
-
-/// `ufw status [numbered|verbose]` output.
-pub fn read_status(
-    source: &str,
-    text: &str,
-    rules: &mut Vec<UfwRule>,
-    defaults: &mut Vec<(String, String)>,
-    entries: &mut Vec<Entry>,
-) {
-    for (n, line) in text.lines().enumerate() {
-        let origin = Origin::new(source, n + 1, line);
-        let t = line.trim();
-        if let Some(d) = t.strip_prefix("Default:") {
-            for part in d.split(',') {
-                let mut it = part.split_whitespace();
-                if let (Some(policy), Some(dir)) = (it.next(), it.next()) {
-                    defaults.push((dir.trim_matches(['(', ')']).to_owned(), policy.to_owned()));
-                }
-            }
-            continue;
-        }
-        let body = t
-            .strip_prefix('[')
-            .and_then(|r| r.split_once(']'))
-            .map_or(t, |(_, r)| r.trim());
-        let Some(pos) = [" ALLOW", " DENY", " REJECT", " LIMIT"]
-            .iter()
-            .filter_map(|a| body.find(a))
-            .min()
-        else {
-            continue;
-        };
-        let (to, rest) = body.split_at(pos);
-        let mut rest = rest.split_whitespace();
-        let verdict = rest.next().unwrap_or("");
-        let mut dir = "IN";
-        let mut from: Vec<&str> = rest.collect();
-        if from
-            .first()
-            .is_some_and(|d| matches!(*d, "IN" | "OUT" | "FWD"))
-        {
-            dir = from.remove(0);
-        }
-        if let Some(c) = from.iter().position(|w| *w == "#") {
-            from.truncate(c);
-        }
-        let r = status_rule(to.trim(), verdict, dir, &from, origin.clone());
-        match r {
-            Ok(Some(r)) => rules.push(r),
-            Ok(None) => {}
-            Err(reason) => entries.push(Entry::left(origin, reason)),
-        }
-    }
-}
-
-fn status_rule(
-    to: &str,
-    verdict: &str,
-    dir: &str,
-    from: &[&str],
-    origin: Origin,
-) -> Result<Option<UfwRule>, String> {
-    if dir == "OUT" {
-        return Ok(None);
-    }
-    let v6 = to.contains("(v6)") || from.contains(&"(v6)");
-    let to_words: Vec<&str> = to.split_whitespace().filter(|w| *w != "(v6)").collect();
-    let mut r = UfwRule {
-        origin,
-        verdict: match verdict {
-            "ALLOW" => Verdict::Allow,
-            "LIMIT" => Verdict::Limit,
-            _ => Verdict::Deny,
-        },
-        route: dir == "FWD",
-        in_iface: None,
-        src: None,
-        dst: None,
-        ports: None,
-        proto: None,
-        v6,
-    };
-    let mut i = 0;
-    while i < to_words.len() {
-        match to_words[i] {
-            "on" => {
-                r.in_iface = to_words.get(i + 1).map(|s| s.to_string());
-                i += 1;
-            }
-            "Anywhere" => {}
-            w if w.contains('/')
-                && w.split('/').next().is_some_and(|p| {
-                    p.chars()
-                        .all(|c| c.is_ascii_digit() || c == ':' || c == ',')
-                }) =>
-            {
-                let (p, proto) = port_spec(w)?;
-                r.ports = p;
-                r.proto = proto;
-            }
-            w if w
-                .chars()
-                .all(|c| c.is_ascii_digit() || c == ':' || c == ',') =>
-            {
-                r.ports = port_spec(w)?.0
-            }
-            w => match addr(w) {
-                Ok(a) => r.dst = a,
-                Err(_) => r.ports = port_spec(w)?.0,
-            },
-        }
-        i += 1;
-    }
-    let from: Vec<&str> = from.iter().copied().filter(|w| *w != "(v6)").collect();
-    match from.as_slice() {
-        [] | ["Anywhere"] => {}
-        ["Anywhere", "on", i] => r.in_iface = Some(i.to_string()),
-        [a, ..] => r.src = addr(a)?,
-    }
-    Ok(Some(r))
 }
 
 /// Rules from commands and status output, plus those in `ufw-user-input` /
@@ -531,106 +403,4 @@ impl Candidate {
     }
 }
 
-/// `forwarder import ufw FILES --rules rules.toml`: the rules file with the
-/// allow-lists UFW implies written into its forwards (comments and layout
-/// kept). Forwards here listen locally as far as UFW is concerned: its
-/// plain rules name the port clients connect to.
-pub fn patch(
-    rules_file: &str,
-    rules_text: &str,
-    inputs: &[super::Input],
-) -> Result<super::Imported, crate::Diagnostics> {
-    use super::{
-        ir::{Family, PortMap, SnatChoice},
-        Reader, Source,
-    };
-    let loaded = crate::load_str(rules_file, rules_text)?;
-    let mut reader = Reader::default();
-    let mut entries = Vec::new();
-    let mut nets = Vec::new();
-    for i in inputs {
-        reader.read(i, Source::Ufw, &mut entries, &mut nets, false);
-    }
-    let ufw = collect(
-        &reader.ruleset,
-        &reader.ufw,
-        &reader.ufw_defaults,
-        &mut entries,
-    );
-    let mut doc: toml_edit::DocumentMut = rules_text.parse().expect("loaded above");
-    let mut changed = Vec::new();
-    for (n, f) in loaded.rules.forwards.iter().enumerate() {
-        let mut c = Candidate {
-            family: Family::V4,
-            iface: f.iface.clone(),
-            listen: match f.listen {
-                crate::Listen::Addr(a) => Some(IpAddr::V4(a)),
-                crate::Listen::Interface => None,
-            },
-            l4: f.proto.l4()[0],
-            ports: f.ports,
-            target: IpAddr::V4(f.target.addr),
-            map: PortMap::Shift(0),
-            allow: Vec::new(),
-            snat: SnatChoice::Auto,
-            origins: vec![Origin::new(
-                rules_file,
-                0,
-                &format!("forward \"{}\"", f.name),
-            )],
-            comments: Vec::new(),
-            name_hint: None,
-            description: None,
-            local: true,
-        };
-        apply(&ufw, &mut c, &mut entries);
-        if c.allow.is_empty()
-            || !f.allow.is_empty()
-                && c.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>()
-                    == f.allow
-                        .iter()
-                        .map(|n| IpNet::V4(*n).to_string())
-                        .collect::<Vec<_>>()
-        {
-            continue;
-        }
-        let list: toml_edit::Array = c
-            .allow
-            .iter()
-            .map(|n| {
-                if n.prefix_len() == n.max_prefix_len() {
-                    n.addr().to_string()
-                } else {
-                    n.to_string()
-                }
-            })
-            .collect();
-        if let Some(t) = forward_table(&mut doc, n) {
-            t.insert("allow", toml_edit::value(list));
-            changed.push(f.name.clone());
-        }
-    }
-    entries.sort_by(|a, b| {
-        (a.origin.source.as_str(), a.origin.line).cmp(&(b.origin.source.as_str(), b.origin.line))
-    });
-    let mut toml = doc.to_string();
-    if !changed.is_empty() {
-        toml.push_str(&format!(
-            "\n# allow-lists set from ufw by `forwarder import ufw` on: {}\n",
-            changed.join(", ")
-        ));
-    }
-    let rules = crate::load_str(rules_file, &toml)?.rules;
-    Ok(super::Imported {
-        rules,
-        entries,
-        toml,
-    })
-}
-
-fn forward_table(doc: &mut toml_edit::DocumentMut, n: usize) -> Option<&mut toml_edit::Table> {
-    match doc.get_mut("forward")? {
-        toml_edit::Item::ArrayOfTables(a) => a.get_mut(n),
-        _ => None,
-    }
-}
+pub use super::ufw_patch::patch;
