@@ -10,7 +10,7 @@ use std::{
 use ipnet::Ipv4Net;
 use proptest::prelude::*;
 use rules::{
-    import::{iptables, socat},
+    import::{HostView, Input, Options, Source},
     listeners_overlap, load_str,
     print::forward_to_toml,
     to_toml, AttachMode, Forward, Global, IfaceSettings, Listen, LogFormat, LogLevel, MssClamp,
@@ -256,6 +256,22 @@ fn rule_set() -> impl Strategy<Value = RuleSet> {
     })
 }
 
+/// The whole import pipeline on one input.
+fn import_text(name: &str, text: &str, source: Source) -> rules::import::Imported {
+    let opts = Options {
+        source,
+        host: HostView::default(),
+        from_running: false,
+    };
+    rules::import::import(
+        &[Input {
+            name: name.into(),
+            text: text.into(),
+        }],
+        &opts,
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -328,8 +344,9 @@ proptest! {
     #[test]
     fn arbitrary_text_never_panics(text in "(?s).{0,400}") {
         let _ = load_str("f.toml", &text);
-        let _ = iptables::import("f", &text);
-        let _ = socat::import(&[socat::Input { name: "f.service".into(), text: text.clone() }], None);
+        for (name, source) in [("f", Source::Iptables), ("f.service", Source::Socat), ("f", Source::Ufw)] {
+            let _ = import_text(name, &text, source);
+        }
     }
 
     #[test]
@@ -348,7 +365,7 @@ proptest! {
         Just("-d"), Just("10.0.0.0/8"), Just("-s"), Just("!"), Just("-m"), Just("multiport"), Just("--dports"), Just("1,2:3"),
         Just("*nat"), Just("*filter"), Just(":X"), Just("-t"), Just("nat"), Just("\\\n"),
     ], 0..20)) {
-        let imported = iptables::import("", &words.join(" "));
+        let imported = import_text("", &words.join(" "), Source::Iptables);
         // Whatever is generated either loads or says why; it never panics.
         let _ = imported.validate("gen.toml");
     }

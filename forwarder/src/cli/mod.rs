@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 pub mod conntrack;
 pub mod control;
+pub mod import;
+pub mod migrate;
 pub mod offline;
 pub mod run;
 pub mod status;
@@ -21,7 +23,7 @@ pub mod status;
     version,
     about,
     long_about,
-    after_help = "Examples:\n  forwarder check /etc/forwarder/rules.toml\n  forwarder run --rules /etc/forwarder/rules.toml\n  forwarder status\n  forwarder conntrack list --rule web\n  forwarder import iptables < iptables-save.txt > rules.toml\n\nThe rules format: docs/rules.md. Operating the daemon: README.md."
+    after_help = "Examples:\n  forwarder check /etc/forwarder/rules.toml\n  forwarder run --rules /etc/forwarder/rules.toml\n  forwarder status\n  forwarder conntrack list --rule web\n  forwarder import --from-running > rules.toml\n\nThe rules format: docs/rules.md. Operating the daemon: README.md."
 )]
 pub struct Cli {
     /// Where maps (and links) are pinned on bpffs.
@@ -62,8 +64,10 @@ pub enum Command {
     Check(offline::CheckArgs),
     /// Offline: which forward a packet matches and how it is translated.
     Explain(offline::ExplainArgs),
-    /// Translate iptables-save output or socat units into a rules file.
-    Import(offline::ImportArgs),
+    /// Translate iptables, nftables, UFW and socat setups into a rules file.
+    Import(import::ImportArgs),
+    /// After switching: NAT rules and socat processes that still handle the forwards' traffic.
+    MigrateCheck(migrate::MigrateCheckArgs),
 }
 
 /// Parses the command line and runs the command; the process exit code.
@@ -77,7 +81,8 @@ pub fn main() -> ExitCode {
         Command::Down => control::down(&cli.pin_dir, &cli.run_dir),
         Command::Check(args) => offline::check(args),
         Command::Explain(args) => offline::explain(args),
-        Command::Import(args) => offline::import(args),
+        Command::Import(args) => import::import(args),
+        Command::MigrateCheck(args) => migrate::migrate_check(args),
     };
     match result {
         Ok(code) => code,
