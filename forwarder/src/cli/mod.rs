@@ -22,7 +22,7 @@ pub mod status;
     version,
     about,
     long_about,
-    after_help = "Examples:\n  forwarder check /etc/forwarder/rules.toml\n  forwarder run --rules /etc/forwarder/rules.toml\n  forwarder status\n  forwarder conntrack list --rule web\n  forwarder import iptables < iptables-save.txt > rules.toml\n\nThe rules format: docs/rules.md. Operating the daemon: README.md."
+    after_help = "Examples:\n  forwarder check /etc/forwarder/rules.toml\n  forwarder run --rules /etc/forwarder/rules.toml\n  forwarder status\n  forwarder conntrack list --rule web\n  forwarder import iptables < iptables-save.txt > rules.toml\n\nThe rules format: /usr/share/doc/forwarder/rules.md (docs/rules.md in the source).\nOne man page per command: man forwarder, man forwarder-run, ..."
 )]
 pub struct Cli {
     #[command(flatten)]
