@@ -133,6 +133,7 @@ impl Daemon {
     /// Re-reads the rules file. An invalid file changes nothing: the running
     /// configuration stays and the error is kept for `status`.
     pub async fn reload(&mut self, trigger: &str) -> Result<()> {
+        crate::notify::reloading();
         self.generation += 1;
         let result = match load_rules(&self.rules_path) {
             Ok(loaded) => {
@@ -162,8 +163,15 @@ impl Daemon {
             }
         };
         self.record_load(trigger, result.as_ref().err().map(|e| format!("{e:#}")));
-        self.write_state()?;
+        let written = self.write_state();
+        crate::notify::ready(self.last_load.as_ref());
+        written?;
         result
+    }
+
+    /// The result of the last load attempt (start or reload).
+    pub fn last_load(&self) -> Option<&LoadResult> {
+        self.last_load.as_ref()
     }
 
     fn record_load(&mut self, trigger: &str, error: Option<String>) {

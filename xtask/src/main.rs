@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask <setup|build-ebpf|test|demo|lint|bench>`.
+//! Project automation: `cargo xtask <setup|build-ebpf|test|demo|lint|bench|dist>`.
 //!
 //! Every command that needs tools installs them first (`setup` is idempotent
 //! and takes seconds when everything is present), so the README's two
@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod dist;
 mod setup;
 
 #[derive(Parser)]
@@ -45,6 +46,9 @@ enum Cmd {
     /// Benchmark the forwarder against kernel forwarding, iptables, nftables
     /// and socat in namespaces; writes BENCHMARKS.md, results.json, a chart.
     Bench(bench::BenchArgs),
+    /// Build the Debian package (release binary with the eBPF object inside,
+    /// unit, rules file, man pages, completions): target/dist/*.deb.
+    Dist,
 }
 
 fn main() -> Result<()> {
@@ -55,6 +59,7 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Demo { scenario } => demo(&scenario),
         Cmd::Bench(args) => bench::bench(args),
+        Cmd::Dist => dist::dist(),
     }
 }
 
@@ -124,6 +129,9 @@ fn test(extra: &[String]) -> Result<()> {
     run(cargo()
         .current_dir(root())
         .args(["build", "--workspace", "--locked"]))?;
+    // The package the install test (tests/tests/package_install.rs) takes
+    // apart: built here once, not inside a test.
+    let deb = dist::build_package()?;
     // nextest runs every test in its own process (a panicking namespace test
     // cannot take others down) and ends with one summary line for the whole
     // suite; plain `cargo test` is the fallback where it is missing.
@@ -146,7 +154,8 @@ fn test(extra: &[String]) -> Result<()> {
         c.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
     }
     c.args(extra)
-        .env("FORWARDER_BIN", root().join("target/debug/forwarder"));
+        .env("FORWARDER_BIN", root().join("target/debug/forwarder"))
+        .env("FORWARDER_DEB", deb);
     if std::env::var_os("CI").is_some() {
         // CI runs as root and must run the privileged tests: make a skip fatal.
         c.env("FORWARDER_REQUIRE_ROOT_TESTS", "1");

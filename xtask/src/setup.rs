@@ -42,6 +42,14 @@ const APT_PACKAGES: &[&str] = &[
     // test reads the endpoint with (run by Debian's /usr/bin/python3).
     "python3",
     "python3-prometheus-client",
+    // `cargo xtask dist` and the package install test: dpkg-shlibdeps,
+    // strip, deb-systemd-helper (the maintainer scripts), systemd-analyze
+    // verify and the man it runs to check Documentation=.
+    "dpkg-dev",
+    "binutils",
+    "init-system-helpers",
+    "systemd",
+    "man-db",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

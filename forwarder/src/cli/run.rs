@@ -132,7 +132,9 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
             d.metrics = Some(m.addr.to_string());
             d.write_state()?;
         }
+        crate::notify::ready(d.last_load());
         serve(&mut d, !args.no_watch).await?;
+        crate::notify::stopping();
         if teardown {
             info!("stopping: removing programs, links and pins");
             d.dp.detach_all()?;
