@@ -108,6 +108,12 @@ pub const LISTEN_REJECT: u8 = 4;
 pub const LISTEN_VIA_STACK: u8 = 8;
 /// Path override (`path = "redirect"`): redirect whenever the FIB answers.
 pub const LISTEN_VIA_REDIRECT: u8 = 16;
+/// The target is of the other address family than the listener key
+/// (NAT64 for an `AF_INET6` key, NAT46 for an `AF_INET` one):
+/// `target_addr` and `snat_addr` hold addresses of that other family, and
+/// `snat_mode` is never `SNAT_OFF`/`SNAT_AUTO` (a translated flow cannot
+/// keep the client's address).
+pub const LISTEN_XLAT: u8 = 32;
 
 /// What a matching packet becomes.
 #[repr(C)]
@@ -129,6 +135,9 @@ pub struct ListenerValue {
 
 /// Allow-list LPM trie data (the trie key adds the prefix length in front).
 /// The prefix length counts the 32 bits of `rule_id` plus the CIDR's bits.
+/// IPv6 entries set `ALLOW_ID_V6` in the id word, so that one trie holds
+/// both families without an IPv6 prefix ever matching an IPv4 source
+/// (whose key has the same id and zeroes after word 0).
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AllowKey {
@@ -136,6 +145,10 @@ pub struct AllowKey {
     pub rule_id_be: u32,
     pub addr: [u32; 4],
 }
+
+/// Set in `AllowKey::rule_id_be` (before the byte swap) for IPv6 entries;
+/// rule ids stay below `MAX_RULES`, far under this bit.
+pub const ALLOW_ID_V6: u32 = 1 << 31;
 
 /// Connection-tracking key: the tuple as it appears on the wire in one
 /// direction. ICMP echo uses the identifier as both ports.

@@ -47,10 +47,27 @@ pub struct Daemon {
 /// Reads and validates the rules file; the error text is the rendered
 /// diagnostics (file, line, column, rule, what and how to fix).
 pub fn load_rules(path: &std::path::Path) -> Result<rules::Loaded, String> {
-    rules::load_file(path).map_err(|e| match e.diagnostics() {
+    let loaded = rules::load_file(path).map_err(|e| match e.diagnostics() {
         Some(d) => d.to_string(),
         None => e.to_string(),
-    })
+    })?;
+    // The rules format takes IPv6 and dual-stack forwards; this dataplane
+    // does not translate them yet (issue 13). Refusing the file keeps the
+    // running configuration, instead of listeners that never match.
+    let v4 = [rules::Af::V4];
+    if let Some(f) = loaded
+        .rules
+        .forwards
+        .iter()
+        .find(|f| f.listen_afs() != v4 || f.target.af() != rules::Af::V4)
+    {
+        return Err(format!(
+            "{}: forward \"{}\": IPv6 forwards pass `forwarder check`, but this version's dataplane translates IPv4 only (issue 13)\n  help: remove the forward (or its family/IPv6 addresses) and keep that traffic in ip6tables or socat for now",
+            path.display(),
+            f.name
+        ));
+    }
+    Ok(loaded)
 }
 
 /// Map contents already in the kernel (adopted from a previous daemon), so
@@ -210,7 +227,11 @@ impl Daemon {
         let addrs = netlink::v4_addrs(&self.netlink).await?;
         let mut routes: BTreeMap<String, Option<netlink::Route>> = BTreeMap::new();
         for f in &self.loaded.rules.forwards {
-            let r = netlink::route_get(&self.netlink, f.target.addr).await;
+            // IPv4 only: `load_rules` refuses IPv6 forwards for now.
+            let r = match f.target.addr {
+                std::net::IpAddr::V4(a) => netlink::route_get(&self.netlink, a).await,
+                std::net::IpAddr::V6(_) => None,
+            };
             routes.insert(f.name.clone(), r);
         }
         let name_of = |ifindex: u32| links.values().find(|l| l.ifindex == ifindex);
@@ -386,7 +407,10 @@ impl Daemon {
         let mut entries = rules::materialize(&compiled, |n| {
             links.get(n).map(|l| IfaceState {
                 ifindex: l.ifindex,
-                addrs: addrs.get(&l.ifindex).cloned().unwrap_or_default(),
+                addrs: addrs
+                    .get(&l.ifindex)
+                    .map(|a| a.iter().copied().map(std::net::IpAddr::V4).collect())
+                    .unwrap_or_default(),
             })
         });
         // mss_clamp = "auto": the narrower of the listening interface and

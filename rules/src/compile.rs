@@ -10,17 +10,17 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use forwarder_common::{
-    addr_v4, AllowKey, ListenerKey, ListenerValue, AF_INET, LISTEN_ALLOWLIST, LISTEN_MSS_CLAMP,
-    LISTEN_REJECT, LISTEN_VIA_REDIRECT, LISTEN_VIA_STACK, MAX_RULES, SNAT_AUTO, SNAT_FIXED,
-    SNAT_MASQUERADE, SNAT_OFF,
+    AllowKey, ListenerKey, ListenerValue, ALLOW_ID_V6, LISTEN_ALLOWLIST, LISTEN_MSS_CLAMP,
+    LISTEN_REJECT, LISTEN_VIA_REDIRECT, LISTEN_VIA_STACK, LISTEN_XLAT, MAX_RULES, SNAT_AUTO,
+    SNAT_FIXED, SNAT_MASQUERADE, SNAT_OFF,
 };
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
-use crate::model::*;
+use crate::{family::abi_addr, model::*};
 
 /// Rule ids for `names`, stable across reloads.
 ///
@@ -65,9 +65,19 @@ pub fn assign_ids<'a>(
 /// The listen side of a listener before interfaces are resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ListenAddr {
-    Fixed(Ipv4Addr),
-    /// Every IPv4 address the interface has when materialized.
-    Interface,
+    Fixed(IpAddr),
+    /// Every address of this family the interface has when materialized
+    /// (IPv6 link-local ones excepted).
+    Interface(Af),
+}
+
+impl ListenAddr {
+    pub fn af(self) -> Af {
+        match self {
+            ListenAddr::Fixed(a) => Af::of(a),
+            ListenAddr::Interface(af) => af,
+        }
+    }
 }
 
 /// One listened port of one protocol, and what it translates to.
@@ -88,7 +98,7 @@ pub struct ListenerSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AllowSpec {
     pub rule_id: u32,
-    pub net: Ipv4Net,
+    pub net: IpNet,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,15 +128,19 @@ pub enum CompileError {
     MissingId(String),
 }
 
-/// The `ListenerValue` fields a forward sets, per listened port.
-fn listener_value(f: &Forward, id: u32, port: u16) -> ListenerValue {
-    let (snat_mode, snat_addr) = match f.snat {
+/// The `ListenerValue` fields a forward sets, per listened port, for its
+/// clients of family `af`.
+fn listener_value(f: &Forward, af: Af, id: u32, port: u16) -> ListenerValue {
+    let (snat_mode, snat_addr) = match f.snat_for(af) {
         Snat::Off => (SNAT_OFF, [0; 4]),
-        Snat::Fixed(a) => (SNAT_FIXED, addr_v4(a.octets())),
+        Snat::Fixed(a) => (SNAT_FIXED, abi_addr(a)),
         Snat::Masquerade => (SNAT_MASQUERADE, [0; 4]),
         Snat::Auto => (SNAT_AUTO, [0; 4]),
     };
     let mut flags = 0;
+    if f.translates(af) {
+        flags |= LISTEN_XLAT;
+    }
     if !f.allow.is_empty() {
         flags |= LISTEN_ALLOWLIST;
     }
@@ -148,7 +162,7 @@ fn listener_value(f: &Forward, id: u32, port: u16) -> ListenerValue {
         MssClamp::Auto | MssClamp::Off => 0,
     };
     ListenerValue {
-        target_addr: addr_v4(f.target.addr.octets()),
+        target_addr: abi_addr(f.target.addr),
         snat_addr,
         rule_id: id,
         target_port: f.target.port_for(f.ports, port).to_be(),
@@ -166,21 +180,24 @@ pub fn compile(rules: &RuleSet, ids: &BTreeMap<String, u32>) -> Result<Compiled,
         let id = *ids
             .get(&f.name)
             .ok_or_else(|| CompileError::MissingId(f.name.clone()))?;
-        let addr = match f.listen {
-            Listen::Interface => ListenAddr::Interface,
-            Listen::Addr(a) => ListenAddr::Fixed(a),
+        let addrs: Vec<ListenAddr> = match f.listen {
+            Listen::Interface => f
+                .listen_afs()
+                .iter()
+                .map(|af| ListenAddr::Interface(*af))
+                .collect(),
+            Listen::Addr(a) => vec![ListenAddr::Fixed(a)],
         };
-        let listeners = f
-            .proto
-            .l4()
+        let listeners = addrs
             .iter()
-            .flat_map(|l4| f.ports.iter().map(move |port| (l4, port)))
-            .map(|(l4, port)| ListenerSpec {
+            .flat_map(|addr| f.proto.l4().iter().map(move |l4| (*addr, l4)))
+            .flat_map(|(addr, l4)| f.ports.iter().map(move |port| (addr, l4, port)))
+            .map(|(addr, l4, port)| ListenerSpec {
                 iface: f.iface.clone(),
                 addr,
                 proto: l4.number(),
                 port,
-                value: listener_value(f, id, port),
+                value: listener_value(f, addr.af(), id, port),
             })
             .collect();
         let allow = f
@@ -206,8 +223,8 @@ pub fn compile(rules: &RuleSet, ids: &BTreeMap<String, u32>) -> Result<Compiled,
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IfaceState {
     pub ifindex: u32,
-    /// Its IPv4 addresses now.
-    pub addrs: Vec<Ipv4Addr>,
+    /// Its addresses now, of both families.
+    pub addrs: Vec<IpAddr>,
 }
 
 /// An allow-list LPM trie key: `prefix_len` counts the 32 bits of the rule
@@ -219,12 +236,16 @@ pub struct AllowLpmKey {
 }
 
 impl AllowLpmKey {
-    pub fn new(rule_id: u32, net: Ipv4Net) -> Self {
+    pub fn new(rule_id: u32, net: IpNet) -> Self {
+        let id = match net {
+            IpNet::V4(_) => rule_id,
+            IpNet::V6(_) => rule_id | ALLOW_ID_V6,
+        };
         AllowLpmKey {
             prefix_len: 32 + u32::from(net.prefix_len()),
             data: AllowKey {
-                rule_id_be: rule_id.to_be(),
-                addr: addr_v4(net.trunc().addr().octets()),
+                rule_id_be: id.to_be(),
+                addr: abi_addr(net.trunc().addr()),
             },
         }
     }
@@ -257,17 +278,22 @@ pub fn materialize(compiled: &Compiled, iface: impl Fn(&str) -> Option<IfaceStat
                 missing.insert(spec.iface.clone());
                 continue;
             };
-            let addrs: &[Ipv4Addr] = match &spec.addr {
-                ListenAddr::Fixed(a) => std::slice::from_ref(a),
-                ListenAddr::Interface => &state.addrs,
+            let addrs: Vec<IpAddr> = match spec.addr {
+                ListenAddr::Fixed(a) => vec![a],
+                ListenAddr::Interface(af) => state
+                    .addrs
+                    .iter()
+                    .copied()
+                    .filter(|a| Af::of(*a) == af && !crate::family::is_link_local(*a))
+                    .collect(),
             };
             for a in addrs {
                 let key = ListenerKey {
-                    addr: addr_v4(a.octets()),
+                    addr: abi_addr(a),
                     ifindex: state.ifindex,
                     port: spec.port.to_be(),
                     proto: spec.proto,
-                    family: AF_INET,
+                    family: Af::of(a).number(),
                 };
                 out.listeners.entry(key).or_insert(spec.value);
             }
@@ -283,7 +309,7 @@ pub fn materialize(compiled: &Compiled, iface: impl Fn(&str) -> Option<IfaceStat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use forwarder_common::{addr_v4_octets, PROTO_TCP, PROTO_UDP};
+    use forwarder_common::{addr_v4, addr_v4_octets, AF_INET, PROTO_TCP, PROTO_UDP};
 
     fn ids(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
         pairs.iter().map(|(n, i)| (n.to_string(), *i)).collect()

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
 };
 
 use crate::model::*;
@@ -13,17 +13,18 @@ use crate::model::*;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Query {
     pub iface: String,
-    pub from: SocketAddrV4,
-    pub to: SocketAddrV4,
+    /// Of one family with `to`; IPv6 as `[addr]:port`.
+    pub from: SocketAddr,
+    pub to: SocketAddr,
     pub proto: L4,
     /// Known addresses of interfaces, for `listen = "interface"` forwards.
-    pub iface_addrs: BTreeMap<String, Vec<Ipv4Addr>>,
+    pub iface_addrs: BTreeMap<String, Vec<IpAddr>>,
 }
 
 /// One end of a tuple; SNAT sources are not known offline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    Known(SocketAddrV4),
+    Known(SocketAddr),
     /// Rendered as `host:port` where either part may be a `<placeholder>`.
     Partial {
         host: String,
@@ -79,8 +80,8 @@ pub enum Explanation {
     NoMatch { reasons: Vec<String> },
 }
 
-fn known(a: Ipv4Addr, p: u16) -> Endpoint {
-    Endpoint::Known(SocketAddrV4::new(a, p))
+fn known(a: IpAddr, p: u16) -> Endpoint {
+    Endpoint::Known(SocketAddr::new(a, p))
 }
 
 /// Why `f` does not take the query's packet, or `None` when it does (with a
@@ -103,13 +104,29 @@ fn mismatch(f: &Forward, q: &Query) -> Result<Option<String>, String> {
             q.to.port()
         ));
     }
+    let af = Af::of(q.to.ip());
     match f.listen {
-        Listen::Addr(a) if a != *q.to.ip() => Err(format!("forward \"{}\" listens on {a}, not {}", f.name, q.to.ip())),
+        Listen::Addr(a) if a != q.to.ip() => Err(format!("forward \"{}\" listens on {a}, not {}", f.name, q.to.ip())),
         Listen::Addr(_) => Ok(None),
+        Listen::Interface if !f.family.includes(af) => Err(format!(
+            "forward \"{}\" takes {} clients only (family = \"{}\"), not {af}",
+            f.name,
+            f.family.label(),
+            f.family.as_str()
+        )),
+        Listen::Interface if crate::family::is_link_local(q.to.ip()) => Err(format!(
+            "forward \"{}\" does not listen on link-local addresses such as {}",
+            f.name,
+            q.to.ip()
+        )),
         Listen::Interface => match q.iface_addrs.get(&f.iface) {
-            Some(addrs) if addrs.contains(q.to.ip()) => Ok(None),
+            Some(addrs) if addrs.contains(&q.to.ip()) => Ok(None),
             Some(addrs) => {
-                let list: Vec<String> = addrs.iter().map(Ipv4Addr::to_string).collect();
+                let list: Vec<String> = addrs
+                    .iter()
+                    .filter(|a| Af::of(**a) == af)
+                    .map(IpAddr::to_string)
+                    .collect();
                 Err(format!(
                     "forward \"{}\" listens on {}'s addresses ({}), and {} is not one of them",
                     f.name,
@@ -130,6 +147,14 @@ fn mismatch(f: &Forward, q: &Query) -> Result<Option<String>, String> {
 }
 
 pub fn explain(rules: &RuleSet, q: &Query) -> Explanation {
+    if q.from.is_ipv4() != q.to.is_ipv4() {
+        return Explanation::NoMatch {
+            reasons: vec![format!(
+                "{} and {} are of different families: a packet's source and destination never are",
+                q.from, q.to
+            )],
+        };
+    }
     let on_iface: Vec<&Forward> = rules
         .forwards
         .iter()
@@ -156,7 +181,7 @@ pub fn explain(rules: &RuleSet, q: &Query) -> Explanation {
         match mismatch(f, q) {
             Err(why) => reasons.push(why),
             Ok(assumption) => {
-                if !f.allow.is_empty() && !f.allow.iter().any(|n| n.contains(q.from.ip())) {
+                if !f.allow.is_empty() && !f.allow.iter().any(|n| n.contains(&q.from.ip())) {
                     let list: Vec<String> = f.allow.iter().map(|n| n.to_string()).collect();
                     let answer = match (f.reject, q.proto) {
                         (Reject::Drop, _) => "the packet is dropped silently (reject = \"drop\")",
@@ -192,7 +217,17 @@ fn translated(rules: &RuleSet, f: &Forward, q: &Query, assumption: Option<String
         ),
         port: port.to_owned(),
     };
-    let source = match f.snat {
+    let af = Af::of(q.from.ip());
+    if f.translates(af) {
+        let rfc = if af == Af::V6 { "NAT64" } else { "NAT46" };
+        notes.push(format!(
+            "an {af} client of the {} target {}: the header is translated between families ({rfc}, RFC 7915) and the source always becomes an {} address of this host",
+            f.target.af(),
+            f.target.addr,
+            f.target.af()
+        ));
+    }
+    let source = match f.snat_for(af) {
         Snat::Off => {
             notes.push(format!(
                 "snat = \"off\": {} must route replies to {} back through this host",
@@ -202,7 +237,11 @@ fn translated(rules: &RuleSet, f: &Forward, q: &Query, assumption: Option<String
             client.clone()
         }
         Snat::Fixed(a) => Endpoint::Partial {
-            host: a.to_string(),
+            // Bracketed like a socket address, so the port stays apart.
+            host: match a {
+                IpAddr::V4(a) => a.to_string(),
+                IpAddr::V6(a) => format!("[{a}]"),
+            },
             port: snat_port,
         },
         Snat::Masquerade => {
@@ -258,7 +297,11 @@ pub fn render(rules: &RuleSet, q: &Query, e: &Explanation) -> String {
             let summary = f.map_or(String::new(), |f| {
                 format!(
                     " ({} {} port {} -> {}, snat {})",
-                    f.iface, f.listen, f.ports, f.target, f.snat
+                    f.iface,
+                    f.listen_label(),
+                    f.ports,
+                    f.target,
+                    f.snat
                 )
             });
             out.push_str(&format!("matches forward \"{rule}\"{summary}\n"));
@@ -294,14 +337,15 @@ pub fn render(rules: &RuleSet, q: &Query, e: &Explanation) -> String {
     out
 }
 
-/// Parses `NAME=IP` as given to `--iface-addr`.
-pub fn parse_iface_addr(s: &str) -> Result<(String, Ipv4Addr), String> {
-    let (name, addr) = s
-        .split_once('=')
-        .ok_or_else(|| format!("`{s}`: expected NAME=IPv4, e.g. tailscale0=100.118.5.68"))?;
-    let addr = addr
-        .parse()
-        .map_err(|_| format!("`{addr}` is not an IPv4 address"))?;
+/// Parses `NAME=IP` as given to `--iface-addr` (either family).
+pub fn parse_iface_addr(s: &str) -> Result<(String, IpAddr), String> {
+    let (name, addr) = s.split_once('=').ok_or_else(|| {
+        format!(
+            "`{s}`: expected NAME=IP, e.g. tailscale0=100.118.5.68 or tailscale0=fd7a:115c:a1e0::1"
+        )
+    })?;
+    let addr =
+        crate::addrs::parse_addr(addr).ok_or_else(|| format!("`{addr}` is not an IP address"))?;
     Ok((name.to_owned(), addr))
 }
 
@@ -483,6 +527,10 @@ snat = "off"
             Ok(("tailscale0".into(), "100.118.5.68".parse().unwrap()))
         );
         assert!(parse_iface_addr("tailscale0").is_err());
-        assert!(parse_iface_addr("x=::1").is_err());
+        assert_eq!(
+            parse_iface_addr("x=fd7a:115c:a1e0::1"),
+            Ok(("x".into(), "fd7a:115c:a1e0::1".parse().unwrap()))
+        );
+        assert!(parse_iface_addr("x=fd7a::zz").is_err());
     }
 }

@@ -15,16 +15,19 @@
 //!
 //! The file format is documented in `docs/rules.md`.
 
+mod addrs;
 pub mod compile;
 pub mod diagnostics;
 pub mod diff;
 pub mod explain;
+mod family;
 pub mod import;
 pub mod model;
 mod parse;
 pub mod print;
 pub mod report;
 mod validate;
+mod validate_addrs;
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +37,7 @@ pub use compile::{
 };
 pub use diagnostics::{Diagnostic, Diagnostics, Location, Severity};
 pub use diff::{diff, Diff};
+pub use family::{abi_addr, is_link_local};
 pub use model::*;
 pub use print::to_toml;
 pub use validate::{listeners_overlap, ASSUMED_IFACE_ADDRS};

@@ -1,18 +1,18 @@
 //! The validated rule set: what the rules file means, free of syntax.
 //!
-//! Everything here is IPv4-typed on purpose. The kernel ABI is v6-ready, but
-//! until the dataplane translates IPv6 the parser rejects IPv6 addresses with
-//! a clear error instead of letting them reach a type that cannot hold them.
-//! Moving to IPv6 means widening these types to `IpAddr`/`IpNet`.
+//! Addresses are `IpAddr`/`IpNet`: a forward's clients and its target each
+//! have a family, and they may differ (see `family.rs` for what follows).
 
 use std::{
     fmt,
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     ops::RangeInclusive,
     time::Duration,
 };
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
+
+pub use crate::family::{Af, Family};
 
 /// A whole rules file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -186,12 +186,16 @@ pub struct Forward {
     /// The interface packets arrive on (`in` in the file).
     pub iface: String,
     pub listen: Listen,
+    /// The client families it takes. With a fixed listen address this is
+    /// always that address's family.
+    pub family: Family,
     pub proto: Proto,
     pub ports: PortRange,
     pub target: Target,
     pub snat: Snat,
-    /// Source allow-list; empty means every source may connect.
-    pub allow: Vec<Ipv4Net>,
+    /// Source allow-list; empty means every source may connect. Entries
+    /// of a family apply to clients of that family.
+    pub allow: Vec<IpNet>,
     pub mss_clamp: MssClamp,
     pub reject: Reject,
     pub path: PathMode,
@@ -210,6 +214,7 @@ impl Forward {
             description: None,
             iface: iface.into(),
             listen: Listen::Interface,
+            family: Family::from(target.af()),
             proto: Proto::Tcp,
             ports,
             target,
@@ -231,9 +236,10 @@ impl Forward {
 /// Where a forward listens on its interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Listen {
-    /// The interface's own addresses, followed live as they change.
+    /// The interface's own addresses (of the forward's `family`; IPv6
+    /// link-local ones excepted), followed live as they change.
     Interface,
-    Addr(Ipv4Addr),
+    Addr(IpAddr),
 }
 
 impl fmt::Display for Listen {
@@ -358,7 +364,7 @@ impl fmt::Display for PortRange {
 /// Where translated packets go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Target {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// `None`: the same port(s) as the listener. A single port takes every
     /// listened port; a range maps a same-size listen range 1:1.
     pub ports: Option<PortRange>,
@@ -375,13 +381,19 @@ impl Target {
             Some(t) => t.start().saturating_add(port - listen.start()),
         }
     }
+
+    pub fn af(&self) -> Af {
+        Af::of(self.addr)
+    }
 }
 
 impl fmt::Display for Target {
+    /// IPv6 with ports in brackets, like a socket address: `[fd00::5]:80`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.ports {
-            None => self.addr.fmt(f),
-            Some(p) => write!(f, "{}:{}", self.addr, p),
+        match (self.ports, self.addr) {
+            (None, a) => a.fmt(f),
+            (Some(p), IpAddr::V4(a)) => write!(f, "{a}:{p}"),
+            (Some(p), IpAddr::V6(a)) => write!(f, "[{a}]:{p}"),
         }
     }
 }
@@ -391,7 +403,8 @@ impl fmt::Display for Target {
 pub enum Snat {
     /// Keep the client's address: replies must route back via this host.
     Off,
-    Fixed(Ipv4Addr),
+    /// Always this address of the host (of the target's family).
+    Fixed(IpAddr),
     /// The egress interface's address toward the target.
     Masquerade,
     /// Keep the client's address when the backend's reply routes back via

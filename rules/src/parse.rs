@@ -10,24 +10,25 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     str::FromStr,
     time::Duration,
 };
 
-use ipnet::{IpNet, Ipv4Net};
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
 use crate::{
+    addrs::{parse_addr, parse_cidr, parse_target},
     diagnostics::{suggest, Sink, Span},
     model::*,
 };
 
-pub(crate) const FORWARD_KEYS: [&str; 12] = [
+pub(crate) const FORWARD_KEYS: [&str; 13] = [
     "name",
     "description",
     "in",
     "listen",
+    "family",
     "proto",
     "port",
     "to",
@@ -463,22 +464,6 @@ fn parse_forwards(item: &Item, sink: &mut Sink, parsed: &mut Parsed) {
     }
 }
 
-/// An address as written, before the family is checked against the rest.
-enum Addr {
-    V4(Ipv4Addr),
-    V6(Ipv6Addr),
-}
-
-fn parse_addr(s: &str) -> Option<Addr> {
-    let s = s.trim_start_matches('[').trim_end_matches(']');
-    match IpAddr::from_str(s).ok()? {
-        IpAddr::V4(a) => Some(Addr::V4(a)),
-        IpAddr::V6(a) => Some(Addr::V6(a)),
-    }
-}
-
-const V6_HELP: &str = "the forwarder translates IPv4 only for now; use an IPv4 address";
-
 fn parse_forward(
     index: usize,
     t: &dyn TableLike,
@@ -508,7 +493,7 @@ fn parse_forward(
         String::new(),
         PortRange::single(1).expect("1 is a port"),
         Target {
-            addr: Ipv4Addr::UNSPECIFIED,
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             ports: None,
         },
     );
@@ -530,8 +515,7 @@ fn parse_forward(
             );
         }
     }
-    let mut target_v6 = false;
-    let mut snat_v6: Option<(Ipv6Addr, Span)> = None;
+    let mut family = None;
 
     for (key, key_span, item) in entries(t) {
         let span = item.span();
@@ -577,21 +561,35 @@ fn parse_forward(
                     ctx,
                     key,
                     item,
-                    "listen = \"interface\" or a fixed IPv4 address",
+                    "listen = \"interface\" or a fixed IP address",
                 ) {
                     if s == "interface" {
                         f.listen = Listen::Interface;
                     } else {
                         match parse_addr(s) {
-                            Some(Addr::V4(a)) => f.listen = Listen::Addr(a),
-                            Some(Addr::V6(_)) => sink.error(&span, ctx, format!("listen address {s}: IPv6 is not supported yet"), Some(V6_HELP.into())),
+                            Some(a) => f.listen = Listen::Addr(a),
                             None => sink.error(
                                 &span,
                                 ctx,
-                                format!("listen `{s}` is neither an IPv4 address nor \"interface\""),
-                                Some("use \"interface\" to follow the interface's own addresses, or one fixed IPv4 address".into()),
+                                format!("listen `{s}` is neither an IP address nor \"interface\""),
+                                Some("use \"interface\" to follow the interface's own addresses, or one fixed IPv4 or IPv6 address".into()),
                             ),
                         }
+                    }
+                }
+            }
+            "family" => {
+                let names: Vec<&str> = Family::ALL.iter().map(|(n, _)| *n).collect();
+                if let Some(s) = expect_str(
+                    sink,
+                    ctx,
+                    key,
+                    item,
+                    "family = \"ipv4\", \"ipv6\" or \"both\"",
+                ) {
+                    match Family::ALL.iter().find(|(n, _)| *n == s) {
+                        Some((_, fam)) => family = Some(*fam),
+                        None => bad_keyword(sink, &span, ctx, key, s, &names),
                     }
                 }
             }
@@ -629,18 +627,7 @@ fn parse_forward(
                 {
                     match parse_target(s) {
                         Ok(tgt) => f.target = tgt,
-                        Err(TargetError::V6) => {
-                            target_v6 = true;
-                            sink.error(
-                                &span,
-                                ctx,
-                                format!("target {s}: IPv6 is not supported yet"),
-                                Some(V6_HELP.into()),
-                            );
-                        }
-                        Err(TargetError::Other(e)) => {
-                            sink.error(&span, ctx, e.message, Some(e.help))
-                        }
+                        Err(e) => sink.error(&span, ctx, e.message, Some(e.help)),
                     }
                 }
             }
@@ -650,22 +637,21 @@ fn parse_forward(
                     ctx,
                     key,
                     item,
-                    "snat = \"off\", \"auto\", \"masquerade\" or an IPv4 address of this host",
+                    "snat = \"off\", \"auto\", \"masquerade\" or an address of this host",
                 ) {
                     match s {
                         "off" => f.snat = Snat::Off,
                         "auto" => f.snat = Snat::Auto,
                         "masquerade" => f.snat = Snat::Masquerade,
                         _ => match parse_addr(s) {
-                            Some(Addr::V4(a)) => f.snat = Snat::Fixed(a),
-                            Some(Addr::V6(a)) => snat_v6 = Some((a, span.clone())),
+                            Some(a) => f.snat = Snat::Fixed(a),
                             None => sink.error(
                                 &span,
                                 ctx,
-                                format!("snat `{s}` is neither a keyword nor an IPv4 address"),
+                                format!("snat `{s}` is neither a keyword nor an IP address"),
                                 Some(match crate::diagnostics::did_you_mean(s, ["off", "auto", "masquerade"]) {
                                     Some(k) => format!("did you mean `{k}`?"),
-                                    None => "use \"off\", \"auto\", \"masquerade\" or an IPv4 address of this host".into(),
+                                    None => "use \"off\", \"auto\", \"masquerade\" or an address of this host".into(),
                                 }),
                             ),
                         },
@@ -777,23 +763,9 @@ fn parse_forward(
         }
     }
 
-    if let Some((a, span)) = snat_v6 {
-        if target_v6 {
-            sink.error(
-                &span,
-                ctx,
-                format!("snat address {a}: IPv6 is not supported yet"),
-                Some(V6_HELP.into()),
-            );
-        } else {
-            sink.error(
-                &span,
-                ctx,
-                format!("SNAT address family mismatch: snat {a} is IPv6 but the target is IPv4"),
-                Some("use an IPv4 address of this host, or \"masquerade\"".into()),
-            );
-        }
-    }
+    // Without `family`, a fixed address's own or the target's (what a file
+    // written before dual-stack meant); a contradiction is for `validate`.
+    f.family = family.unwrap_or_else(|| f.default_family());
 
     let errors_after = sink.items.iter().filter(|d| d.is_error()).count();
     if errors_after == errors_before {
@@ -845,13 +817,14 @@ pub(crate) fn valid_iface(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+#[derive(Debug)]
 pub(crate) struct PortError {
     pub message: String,
     pub help: String,
 }
 
 impl PortError {
-    fn new(message: impl Into<String>, help: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>, help: impl Into<String>) -> Self {
         PortError {
             message: message.into(),
             help: help.into(),
@@ -899,73 +872,5 @@ pub(crate) fn parse_port_spec(s: &str) -> Result<PortRange, PortError> {
                 )
             })
         }
-    }
-}
-
-enum TargetError {
-    V6,
-    Other(PortError),
-}
-
-/// `"10.0.0.5"`, `"10.0.0.5:80"` or `"10.0.0.5:30000-32767"`.
-fn parse_target(s: &str) -> Result<Target, TargetError> {
-    let help = "write the target as \"IPv4\", \"IPv4:port\" or \"IPv4:first-last\"";
-    // IPv6 forms: bare (several colons) or bracketed with a port.
-    if s.starts_with('[') || s.matches(':').count() > 1 {
-        let host = s
-            .strip_prefix('[')
-            .and_then(|r| r.split_once(']'))
-            .map_or(s, |(h, _)| h);
-        return match Ipv6Addr::from_str(host) {
-            Ok(_) => Err(TargetError::V6),
-            Err(_) => Err(TargetError::Other(PortError::new(
-                format!("target `{s}` is not an address"),
-                help,
-            ))),
-        };
-    }
-    let (host, ports) = match s.split_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (s, None),
-    };
-    let addr = Ipv4Addr::from_str(host).map_err(|_| {
-        let msg = if host.chars().any(|c| c.is_ascii_alphabetic()) {
-            format!("target `{host}` is not an IP address (hostnames are not resolved)")
-        } else {
-            format!("target `{host}` is not an IPv4 address")
-        };
-        TargetError::Other(PortError::new(msg, help))
-    })?;
-    let ports = match ports {
-        None => None,
-        Some(p) => Some(parse_port_spec(p).map_err(|e| {
-            TargetError::Other(PortError::new(format!("target {}", e.message), e.help))
-        })?),
-    };
-    Ok(Target { addr, ports })
-}
-
-/// A bare address (a /32) or a CIDR without host bits.
-pub(crate) fn parse_cidr(s: &str) -> Result<Ipv4Net, PortError> {
-    let help = "use an IPv4 address or CIDR, e.g. \"100.101.92.95\" or \"192.168.1.0/24\"";
-    if let Ok(a) = Ipv4Addr::from_str(s) {
-        return Ok(Ipv4Net::from(a));
-    }
-    if Ipv6Addr::from_str(s).is_ok() || s.parse::<ipnet::Ipv6Net>().is_ok() {
-        return Err(PortError::new(
-            format!("allow-list entry {s}: IPv6 is not supported yet"),
-            V6_HELP,
-        ));
-    }
-    match s.parse::<IpNet>() {
-        Ok(IpNet::V4(net)) if net.trunc() != net => Err(PortError::new(
-            format!("allow-list entry {s} has host bits set"),
-            format!("write the network address: \"{}\"", net.trunc()),
-        )),
-        Ok(IpNet::V4(net)) => Ok(net),
-        _ => Err(PortError::new(
-            format!("allow-list entry `{s}` is not an IPv4 address or CIDR"),
-            help,
-        )),
     }
 }

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::model::*;
 
@@ -16,8 +16,9 @@ pub(crate) fn quote(s: &str) -> String {
     toml_edit::Value::from(s).to_string().trim().to_owned()
 }
 
-fn allow_entry(net: &Ipv4Net) -> String {
-    if net.prefix_len() == 32 {
+/// A host prefix (/32, /128) as the bare address, as people write them.
+pub(crate) fn allow_entry(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
         net.addr().to_string()
     } else {
         net.to_string()
@@ -101,6 +102,9 @@ pub fn forward_to_toml(f: &Forward) -> String {
     let _ = writeln!(s, "in = {}", quote(&f.iface));
     if f.listen != Listen::Interface {
         let _ = writeln!(s, "listen = {}", quote(&f.listen.to_string()));
+    }
+    if f.family != f.default_family() {
+        let _ = writeln!(s, "family = {}", quote(f.family.as_str()));
     }
     if f.proto != Proto::Tcp {
         let _ = writeln!(s, "proto = {}", quote(f.proto.as_str()));

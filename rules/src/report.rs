@@ -39,13 +39,7 @@ fn allow_cell(f: &Forward) -> String {
         .allow
         .iter()
         .take(SHOWN)
-        .map(|n| {
-            if n.prefix_len() == 32 {
-                n.addr().to_string()
-            } else {
-                n.to_string()
-            }
-        })
+        .map(crate::print::allow_entry)
         .collect();
     if f.allow.len() > SHOWN {
         parts.push(format!("+{} more", f.allow.len() - SHOWN));
@@ -65,7 +59,7 @@ pub fn forwards_table(rules: &RuleSet) -> String {
             vec![
                 f.name.clone(),
                 f.iface.clone(),
-                f.listen.to_string(),
+                f.listen_label(),
                 f.proto.as_str().to_owned(),
                 f.ports.to_string(),
                 f.target.to_string(),

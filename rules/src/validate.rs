@@ -1,9 +1,6 @@
 //! Checks between values and between forwards: what parses but cannot work.
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    net::Ipv4Addr,
-};
+use std::collections::{BTreeMap, HashMap};
 
 use forwarder_common::{MAX_ALLOW_PREFIXES, MAX_LISTENERS, MAX_RULES};
 
@@ -40,46 +37,14 @@ fn ctx(f: &Forward) -> String {
     format!("forward \"{}\"", f.name)
 }
 
-/// Why an address cannot be used where a unicast address is needed.
-fn unusable(a: Ipv4Addr) -> Option<&'static str> {
-    if a.is_unspecified() {
-        Some("the unspecified address")
-    } else if a.is_loopback() {
-        Some("a loopback address")
-    } else if a.is_multicast() {
-        Some("a multicast address")
-    } else if a.is_broadcast() {
-        Some("the broadcast address")
-    } else {
-        None
-    }
-}
-
 fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) {
     let c = ctx(f);
     let ctx = Some(c.as_str());
-    let to = sp.field("to");
-    let t = f.target.addr;
-    if let Some(why) = unusable(t) {
-        let help = if t.is_loopback() {
-            "translated packets leave through an interface and never reach local sockets; point at the backend's own address"
-        } else {
-            "point at the backend's unicast address"
-        };
-        sink.error(&to, ctx, format!("target {t} is {why}"), Some(help.into()));
-    }
-    if f.listen == Listen::Addr(t) {
-        sink.error(
-            &to,
-            ctx,
-            format!("target {t} is the listen address itself"),
-            Some("packets would be sent back to this listener; point at the backend".into()),
-        );
-    }
+    crate::validate_addrs::check(f, sp, ctx, sink);
     if let Some(tp) = f.target.ports {
         if !tp.is_single() && tp.len() != f.ports.len() {
             sink.error(
-                &to,
+                &sp.field("to"),
                 ctx,
                 format!(
                     "port range size mismatch: port {} ({} ports) cannot map onto {} ({} ports)",
@@ -92,37 +57,6 @@ fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) 
             );
         }
     }
-    if let Listen::Addr(a) = f.listen {
-        if let Some(why) = unusable(a) {
-            let help = if a.is_unspecified() {
-                "to listen on all of the interface's addresses, write listen = \"interface\""
-            } else {
-                "listen on a unicast address of the interface, or \"interface\""
-            };
-            sink.error(
-                &sp.field("listen"),
-                ctx,
-                format!("listen address {a} is {why}"),
-                Some(help.into()),
-            );
-        }
-    }
-    match f.snat {
-        Snat::Fixed(a) => {
-            if let Some(why) = unusable(a) {
-                sink.error(&sp.field("snat"), ctx, format!("SNAT address {a} is {why}"), Some("use an address of this host on the path to the target, or \"masquerade\"".into()));
-            } else if a == t {
-                sink.error(&sp.field("snat"), ctx, format!("SNAT address {a} is the target itself"), Some("use an address of this host on the path to the target".into()));
-            }
-        }
-        Snat::Off => sink.warning(
-            &sp.field("snat"),
-            ctx,
-            format!("snat = \"off\" keeps the client's address: replies from {t} must route back through this host, or connections will hang"),
-            Some("use snat = \"auto\" to rewrite the source only when the reply would not come back this way".into()),
-        ),
-        Snat::Auto | Snat::Masquerade => {}
-    }
     if f.path == PathMode::Stack && matches!(f.snat, Snat::Fixed(_) | Snat::Masquerade) {
         sink.error(
             &sp.field("path"),
@@ -133,28 +67,6 @@ fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) 
             ),
             Some("use path = \"auto\" (SNATed flows are redirected), or snat = \"off\" / \"auto\"".into()),
         );
-    }
-    let mut seen = HashSet::new();
-    for (net, span) in f.allow.iter().zip(&sp.allow) {
-        if net.prefix_len() == 0 {
-            sink.warning(
-                span,
-                ctx,
-                format!("allow-list entry {net} allows every source"),
-                Some(
-                    "remove `allow` to accept every source, or list the addresses that may connect"
-                        .into(),
-                ),
-            );
-        }
-        if !seen.insert(*net) {
-            sink.warning(
-                span,
-                ctx,
-                format!("allow-list entry {net} is listed twice"),
-                Some("remove the duplicate".into()),
-            );
-        }
     }
     if let MssClamp::Fixed(_) = f.mss_clamp {
         if f.proto == Proto::Udp {
@@ -212,7 +124,7 @@ fn check_limits(parsed: &Parsed, sink: &mut Sink) {
     for (f, sp) in forwards.iter().zip(&parsed.spans) {
         let addrs = match f.listen {
             Listen::Addr(_) => 1,
-            Listen::Interface => ASSUMED_IFACE_ADDRS,
+            Listen::Interface => ASSUMED_IFACE_ADDRS * f.listen_afs().len() as u64,
         };
         listeners += f.listener_entries(addrs);
         if listeners > u64::from(MAX_LISTENERS) && !reported_listeners {
@@ -222,7 +134,7 @@ fn check_limits(parsed: &Parsed, sink: &mut Sink) {
                 Some(&ctx(f)),
                 format!("too many listener entries: the forwards up to this one need {listeners} (the limit is {MAX_LISTENERS})"),
                 Some(format!(
-                    "each port x protocol x listen address is one entry, and listen = \"interface\" counts as {ASSUMED_IFACE_ADDRS} addresses; use a fixed listen address or smaller port ranges"
+                    "each port x protocol x listen address is one entry, and listen = \"interface\" counts as {ASSUMED_IFACE_ADDRS} addresses per family; use a fixed listen address or smaller port ranges"
                 )),
             );
         }
@@ -249,7 +161,8 @@ pub fn listeners_overlap(a: &Forward, b: &Forward) -> Option<(Vec<L4>, PortRange
     }
     let addrs = match (a.listen, b.listen) {
         (Listen::Addr(x), Listen::Addr(y)) => x == y,
-        _ => true,
+        // An address of one family never equals one of the other.
+        _ => a.listen_afs().iter().any(|af| b.listen_afs().contains(af)),
     };
     if !addrs {
         return None;
@@ -269,7 +182,8 @@ pub fn listeners_overlap(a: &Forward, b: &Forward) -> Option<(Vec<L4>, PortRange
 
 fn describe_listener(f: &Forward) -> String {
     let addr = match f.listen {
-        Listen::Interface => "the interface's addresses".to_owned(),
+        Listen::Interface if f.family == Family::Ipv4 => "the interface's addresses".to_owned(),
+        Listen::Interface => format!("the interface's {} addresses", f.family.label()),
         Listen::Addr(a) => a.to_string(),
     };
     let ports = if f.ports.is_single() { "port" } else { "ports" };

@@ -3,18 +3,18 @@
 
 use std::{
     collections::BTreeSet,
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::Duration,
 };
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
 use rules::{
     import::{HostView, Input, Options, Source},
     listeners_overlap, load_str,
     print::forward_to_toml,
-    to_toml, AttachMode, Forward, Global, IfaceSettings, Listen, LogFormat, LogLevel, MssClamp,
-    PathMode, PortRange, Proto, Reject, RuleSet, Snat, Target, Timeouts, L4,
+    to_toml, Af, AttachMode, Family, Forward, Global, IfaceSettings, Listen, LogFormat, LogLevel,
+    MssClamp, PathMode, PortRange, Proto, Reject, RuleSet, Snat, Target, Timeouts, L4,
 };
 
 /// Ports up to `max`, ranges up to `max_len` ports long.
@@ -27,44 +27,72 @@ fn proto() -> impl Strategy<Value = Proto> {
     prop_oneof![Just(Proto::Tcp), Just(Proto::Udp), Just(Proto::Both)]
 }
 
-/// Small forwards on few interfaces/addresses/ports, so overlaps are common.
-fn small_forward() -> impl Strategy<Value = Forward> {
-    (0..2u8, 0..3u8, proto(), port_range(40, 40)).prop_map(|(iface, addr, proto, ports)| {
-        let mut f = Forward::new(
-            "x",
-            format!("eth{iface}"),
-            ports,
-            Target {
-                addr: Ipv4Addr::new(10, 9, 9, 9),
-                ports: None,
-            },
-        );
-        f.listen = if addr == 0 {
-            Listen::Interface
-        } else {
-            Listen::Addr(Ipv4Addr::new(192, 168, 1, addr))
-        };
-        f.proto = proto;
-        f
-    })
+fn family() -> impl Strategy<Value = Family> {
+    prop_oneof![Just(Family::Ipv4), Just(Family::Ipv6), Just(Family::Both)]
 }
 
-/// Every (interface, address, protocol, port) a forward listens on; the
-/// interface form is the address `None`, which may be any address.
-fn expand(f: &Forward) -> BTreeSet<(String, Option<Ipv4Addr>, L4, u16)> {
-    let addr = match f.listen {
-        Listen::Interface => None,
-        Listen::Addr(a) => Some(a),
+/// Small forwards on few interfaces/addresses/ports, both families, so
+/// overlaps are common.
+fn small_forward() -> impl Strategy<Value = Forward> {
+    (0..2u8, 0..5u8, family(), proto(), port_range(40, 40)).prop_map(
+        |(iface, addr, family, proto, ports)| {
+            let mut f = Forward::new(
+                "x",
+                format!("eth{iface}"),
+                ports,
+                Target {
+                    addr: Ipv4Addr::new(10, 9, 9, 9).into(),
+                    ports: None,
+                },
+            );
+            (f.listen, f.family) = match addr {
+                0 => (Listen::Interface, family),
+                1 | 2 => (
+                    Listen::Addr(Ipv4Addr::new(192, 168, 1, addr).into()),
+                    Family::Ipv4,
+                ),
+                _ => (
+                    Listen::Addr(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(addr)).into()),
+                    Family::Ipv6,
+                ),
+            };
+            f.proto = proto;
+            f
+        },
+    )
+}
+
+/// Where a listener may match: one fixed address, or any address of a
+/// family (the interface form).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Slot {
+    Fixed(IpAddr),
+    Any(Af),
+}
+
+/// Every (interface, address slot, protocol, port) a forward listens on.
+fn expand(f: &Forward) -> BTreeSet<(String, Slot, L4, u16)> {
+    let slots: Vec<Slot> = match f.listen {
+        Listen::Interface => f.family.afs().iter().map(|af| Slot::Any(*af)).collect(),
+        Listen::Addr(a) => vec![Slot::Fixed(a)],
     };
-    f.proto
-        .l4()
-        .iter()
-        .flat_map(|p| {
-            f.ports
-                .iter()
-                .map(move |port| (f.iface.clone(), addr, *p, port))
-        })
-        .collect()
+    let mut out = BTreeSet::new();
+    for slot in slots {
+        for p in f.proto.l4() {
+            for port in f.ports.iter() {
+                out.insert((f.iface.clone(), slot, *p, port));
+            }
+        }
+    }
+    out
+}
+
+fn slots_meet(a: Slot, b: Slot) -> bool {
+    match (a, b) {
+        (Slot::Fixed(x), Slot::Fixed(y)) => x == y,
+        (Slot::Any(af), Slot::Fixed(y)) | (Slot::Fixed(y), Slot::Any(af)) => Af::of(y) == af,
+        (Slot::Any(x), Slot::Any(y)) => x == y,
+    }
 }
 
 fn brute_overlap(a: &Forward, b: &Forward) -> BTreeSet<(L4, u16)> {
@@ -72,7 +100,7 @@ fn brute_overlap(a: &Forward, b: &Forward) -> BTreeSet<(L4, u16)> {
     let mut out = BTreeSet::new();
     for (ia, aa, pa, porta) in &ea {
         for (ib, ab, pb, portb) in &eb {
-            let addrs_may_meet = aa.is_none() || ab.is_none() || aa == ab;
+            let addrs_may_meet = slots_meet(*aa, *ab);
             if ia == ib && pa == pb && porta == portb && addrs_may_meet {
                 out.insert((*pa, *porta));
             }
@@ -105,28 +133,67 @@ fn addr_in(a: u8) -> impl Strategy<Value = Ipv4Addr> {
     (any::<u8>(), any::<u8>(), 1..=254u8).prop_map(move |(b, c, d)| Ipv4Addr::new(a, b, c, d))
 }
 
-fn net() -> impl Strategy<Value = Ipv4Net> {
-    (any::<u32>(), 1..=32u8)
-        .prop_map(|(a, len)| Ipv4Net::new(Ipv4Addr::from(a), len).unwrap().trunc())
+/// A unique-local IPv6 address under `fd00:<a>::/32`.
+fn addr6_in(a: u16) -> impl Strategy<Value = Ipv6Addr> {
+    (any::<u16>(), 1..=0xfffeu16).prop_map(move |(b, h)| Ipv6Addr::new(0xfd00, a, b, 0, 0, 0, 0, h))
 }
 
+/// An address of `af` in the region `a` (10, 172, 192...).
+fn addr_of(af: Af, a: u8) -> BoxedStrategy<IpAddr> {
+    match af {
+        Af::V4 => addr_in(a).prop_map(IpAddr::V4).boxed(),
+        Af::V6 => addr6_in(u16::from(a)).prop_map(IpAddr::V6).boxed(),
+    }
+}
+
+fn af() -> impl Strategy<Value = Af> {
+    prop_oneof![Just(Af::V4), Just(Af::V6)]
+}
+
+fn net() -> impl Strategy<Value = IpNet> {
+    prop_oneof![
+        (any::<u32>(), 1..=32u8)
+            .prop_map(|(a, len)| IpNet::V4(Ipv4Net::new(Ipv4Addr::from(a), len).unwrap().trunc())),
+        (any::<u128>(), 1..=128u8)
+            .prop_map(|(a, len)| IpNet::V6(Ipv6Net::new(Ipv6Addr::from(a), len).unwrap().trunc())),
+    ]
+}
+
+/// The listen side: the interface form with a family, or a fixed address
+/// of either family (whose family is its own).
+fn listen() -> impl Strategy<Value = (Listen, Family)> {
+    prop_oneof![
+        family().prop_map(|f| (Listen::Interface, f)),
+        af().prop_flat_map(
+            |af| addr_of(af, 192).prop_map(move |a| (Listen::Addr(a), Family::from(af)))
+        ),
+    ]
+}
+
+/// A valid forward of either family, translating between families or not.
 fn forward(i: usize) -> impl Strategy<Value = Forward> {
+    af().prop_flat_map(move |taf| forward_to(i, taf))
+}
+
+/// A valid forward whose target is of family `taf`.
+fn forward_to(i: usize, taf: Af) -> impl Strategy<Value = Forward> {
     (
         proptest::option::of("(?s).{0,20}"),
-        prop_oneof![Just(Listen::Interface), addr_in(192).prop_map(Listen::Addr)],
+        listen(),
         proto(),
         // Short enough that six forwards stay within MAX_LISTENERS.
         port_range(65535, 2000),
-        addr_in(10),
+        addr_of(taf, 10),
         0..3u8,
         1..=65535u16,
         prop_oneof![
             Just(Snat::Off),
             Just(Snat::Auto),
             Just(Snat::Masquerade),
-            addr_in(172).prop_map(Snat::Fixed)
+            // An SNAT address is of the target's family.
+            addr_of(taf, 172).prop_map(Snat::Fixed)
         ],
-        prop::collection::vec(net(), 0..4),
+        prop::collection::vec(net(), 0..5),
         prop_oneof![
             Just(MssClamp::Auto),
             Just(MssClamp::Off),
@@ -142,7 +209,7 @@ fn forward(i: usize) -> impl Strategy<Value = Forward> {
         .prop_map(
             move |(
                 description,
-                listen,
+                (listen, family),
                 proto,
                 ports,
                 taddr,
@@ -163,12 +230,13 @@ fn forward(i: usize) -> impl Strategy<Value = Forward> {
                         PortRange::new(start, start + (ports.end() - ports.start()))
                     }
                 };
-                Forward {
+                let mut f = Forward {
                     name: format!("f{i}"),
                     description,
                     // One interface per forward: overlaps are tested above.
                     iface: format!("eth{i}"),
                     listen,
+                    family,
                     proto,
                     ports,
                     target: Target {
@@ -176,18 +244,29 @@ fn forward(i: usize) -> impl Strategy<Value = Forward> {
                         ports: tports,
                     },
                     snat,
-                    allow,
+                    // Entries of families the forward takes.
+                    allow: Vec::new(),
                     mss_clamp,
                     reject,
-                    // A stack path cannot carry SNAT (validation refuses it).
-                    path: if matches!(snat, Snat::Fixed(_) | Snat::Masquerade)
-                        && path == PathMode::Stack
-                    {
-                        PathMode::Auto
-                    } else {
-                        path
-                    },
+                    path,
+                };
+                f.allow = allow
+                    .into_iter()
+                    .filter(|n| f.listen_afs().contains(&Af::of(n.addr())))
+                    .collect();
+                let translated = f.listen_afs().iter().any(|af| f.translates(*af));
+                // Translated clients cannot keep their address.
+                if translated && f.snat == Snat::Off {
+                    f.snat = Snat::Auto;
                 }
+                // A stack path cannot carry SNAT (validation refuses it),
+                // and translated flows are always SNATed.
+                if f.path == PathMode::Stack
+                    && (matches!(f.snat, Snat::Fixed(_) | Snat::Masquerade) || translated)
+                {
+                    f.path = PathMode::Auto;
+                }
+                f
             },
         )
 }

@@ -313,7 +313,7 @@ impl Host {
                 name.to_string(),
                 rules::IfaceState {
                     ifindex: self.ifindex(name),
-                    addrs: self.addrs(name)?,
+                    addrs: self.addrs(name)?.into_iter().map(Into::into).collect(),
                 },
             );
         }

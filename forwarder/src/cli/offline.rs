@@ -2,7 +2,7 @@
 //! around the `rules` crate, which holds all of the logic.
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -29,18 +29,18 @@ pub struct ExplainArgs {
     /// Interface the packet arrives on.
     #[arg(long = "in", value_name = "IFACE")]
     pub iface: String,
-    /// The packet's source.
+    /// The packet's source (IPv6 as [ADDR]:PORT).
     #[arg(long, value_name = "IP:PORT")]
-    pub from: SocketAddrV4,
-    /// The packet's destination.
+    pub from: SocketAddr,
+    /// The packet's destination (IPv6 as [ADDR]:PORT).
     #[arg(long, value_name = "IP:PORT")]
-    pub to: SocketAddrV4,
+    pub to: SocketAddr,
     #[arg(long, value_enum, default_value = "tcp")]
     pub proto: ProtoArg,
     /// An address of an interface, for `listen = "interface"` forwards
-    /// (repeatable), e.g. tailscale0=100.118.5.68.
+    /// (repeatable), e.g. tailscale0=100.118.5.68 or tailscale0=fd7a:115c:a1e0::1.
     #[arg(long = "iface-addr", value_name = "NAME=IP", value_parser = ex::parse_iface_addr)]
-    pub iface_addr: Vec<(String, Ipv4Addr)>,
+    pub iface_addr: Vec<(String, IpAddr)>,
 }
 
 /// Loads a rules file; validation errors are printed and mapped to exit 1.
@@ -76,7 +76,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    let mut iface_addrs: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
+    let mut iface_addrs: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
     for (name, addr) in args.iface_addr {
         iface_addrs.entry(name).or_default().push(addr);
     }

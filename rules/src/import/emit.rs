@@ -1,18 +1,14 @@
 //! Candidates to `[[forward]]` sections, and the generated file.
 //!
-//! This is the only place that refuses IPv6: the rules format is IPv4-only
-//! until dual-stack lands (issue 13), and everything before emission keeps
-//! IPv6 addresses so that change is confined to here and `model`.
+//! The two halves of a dual-stack socket (socat `TCP6-LISTEN` without
+//! `ipv6only`) arrive as two candidates, one per family; they become one
+//! forward with `family = "both"` when they agree on everything else, so
+//! that the file says what socat did: one listener, both families.
 
-use std::{
-    collections::HashSet,
-    net::{IpAddr, Ipv4Addr},
-};
-
-use ipnet::{IpNet, Ipv4Net};
+use std::collections::HashSet;
 
 use super::{
-    ir::{Candidate, PortMap, SnatChoice},
+    ir::{Candidate, Family as IrFamily, PortMap, SnatChoice},
     sanitize_name, Entry, Imported, Kind, SECTIONS,
 };
 use crate::{model::*, print::forward_to_toml};
@@ -23,14 +19,15 @@ pub struct Draft {
     pub comments: Vec<String>,
 }
 
-pub const IPV6_REASON: &str = "IPv6 forwards are not supported by the rules format yet (dual-stack is planned, issue 13): keep this rule until then";
-
 pub fn emit(cands: Vec<Candidate>, entries: &mut Vec<Entry>) -> Vec<Draft> {
     let mut names = HashSet::new();
     let mut out = Vec::new();
-    for c in cands {
-        let Some(f) = to_forward(&c, &mut names) else {
-            entries.push(Entry::left(c.origins[0].clone(), IPV6_REASON.into()));
+    for (c, family) in pair_dual_stack(cands) {
+        let Some(f) = to_forward(&c, family, &mut names) else {
+            entries.push(Entry::left(
+                c.origins[0].clone(),
+                "the target port range does not fit below 65536".into(),
+            ));
             continue;
         };
         let mut comments: Vec<String> = c
@@ -39,6 +36,13 @@ pub fn emit(cands: Vec<Candidate>, entries: &mut Vec<Entry>) -> Vec<Draft> {
             .map(|o| format!("from {}: {}", o.at(), o.text))
             .collect();
         comments.extend(c.comments.iter().cloned());
+        for af in f.listen_afs().iter().filter(|af| f.translates(**af)) {
+            let taf = f.target.af();
+            comments.push(format!(
+                "{af} clients of the {taf} target are translated ({}) and get this host's {taf} address toward it as their source, as with socat",
+                if *af == Af::V6 { "NAT64" } else { "NAT46" }
+            ));
+        }
         out.push(Draft {
             forward: f,
             comments,
@@ -47,27 +51,59 @@ pub fn emit(cands: Vec<Candidate>, entries: &mut Vec<Entry>) -> Vec<Draft> {
     out
 }
 
-fn v4(a: IpAddr) -> Option<Ipv4Addr> {
-    match a {
-        IpAddr::V4(a) => Some(a),
-        IpAddr::V6(a) => a.to_ipv4_mapped(),
+/// Candidates with the family of their forward: the IPv4 and IPv6 halves
+/// of one dual-stack listener merged into one `Both` (in the place of the
+/// first half). Halves that differ, or where one half has an allow-list and
+/// the other does not (a merged list would refuse every client of the
+/// family without entries), stay two forwards.
+fn pair_dual_stack(cands: Vec<Candidate>) -> Vec<(Candidate, Family)> {
+    let same_listener = |a: &Candidate, b: &Candidate| {
+        a.family != b.family
+            && a.listen.is_none()
+            && b.listen.is_none()
+            && a.origins == b.origins
+            && (&a.iface, a.l4, a.ports, a.target, a.map, a.snat, a.local)
+                == (&b.iface, b.l4, b.ports, b.target, b.map, b.snat, b.local)
+            && a.allow.is_empty() == b.allow.is_empty()
+    };
+    let mut out: Vec<(Candidate, Family)> = Vec::new();
+    for c in cands {
+        let family = Family::from(Af::from(c.family));
+        if let Some((first, fam)) = out
+            .iter_mut()
+            .find(|(o, fam)| *fam != Family::Both && same_listener(o, &c))
+        {
+            *fam = Family::Both;
+            let mut allow = first.allow.clone();
+            allow.extend(c.allow.iter().copied());
+            allow.sort_by_key(|n| (n.addr().is_ipv6(), *n));
+            first.allow = allow;
+            for comment in c.comments {
+                if !first.comments.contains(&comment) {
+                    first.comments.push(comment);
+                }
+            }
+            continue;
+        }
+        out.push((c, family));
+    }
+    out
+}
+
+impl From<IrFamily> for Af {
+    fn from(f: IrFamily) -> Af {
+        match f {
+            IrFamily::V4 => Af::V4,
+            IrFamily::V6 => Af::V6,
+        }
     }
 }
 
-fn to_forward(c: &Candidate, names: &mut HashSet<String>) -> Option<Forward> {
-    let target = v4(c.target)?;
+fn to_forward(c: &Candidate, family: Family, names: &mut HashSet<String>) -> Option<Forward> {
     let listen = match c.listen {
         None => Listen::Interface,
-        Some(a) => Listen::Addr(v4(a)?),
+        Some(a) => Listen::Addr(a),
     };
-    let allow = c
-        .allow
-        .iter()
-        .map(|n| match n {
-            IpNet::V4(n) => Some(*n),
-            IpNet::V6(_) => None,
-        })
-        .collect::<Option<Vec<Ipv4Net>>>()?;
     let target_ports = match c.map {
         PortMap::Shift(0) => None,
         m => Some(m.apply(c.ports)?),
@@ -79,34 +115,36 @@ fn to_forward(c: &Candidate, names: &mut HashSet<String>) -> Option<Forward> {
         .filter(|n| !n.is_empty() && n.starts_with(|ch: char| ch.is_ascii_alphanumeric()))
         .unwrap_or_else(|| {
             let udp = if c.l4 == L4::Udp { "-udp" } else { "" };
+            let v6 = if family == Family::Ipv6 { "-v6" } else { "" };
             let iface = if c.iface.is_empty() {
                 c.l4.as_str()
             } else {
                 &c.iface
             };
-            sanitize_name(&format!("{iface}{udp}-{}", c.ports))
+            sanitize_name(&format!("{iface}{udp}-{}{v6}", c.ports))
         });
     let mut f = Forward::new(
         unique_name(&base, names),
         c.iface.clone(),
         c.ports,
         Target {
-            addr: target,
+            addr: c.target,
             ports: target_ports,
         },
     );
     f.listen = listen;
+    f.family = family;
     f.proto = if c.l4 == L4::Udp {
         Proto::Udp
     } else {
         Proto::Tcp
     };
-    f.allow = allow;
+    f.allow = c.allow.clone();
     f.description = c.description.clone();
     f.snat = match c.snat {
         SnatChoice::Auto => Snat::Auto,
         SnatChoice::Masquerade => Snat::Masquerade,
-        SnatChoice::Addr(a) => Snat::Fixed(v4(a)?),
+        SnatChoice::Addr(a) => Snat::Fixed(a),
     };
     Some(f)
 }

@@ -9,8 +9,6 @@
 //! flow the forwarder sends through the stack is translated a second time
 //! by a matching SNAT rule. Both are reported here, read-only.
 
-use std::net::IpAddr;
-
 use super::{flatten, ir, Entry, HostView, Input, Origin, Reader, Source};
 use crate::model::{Forward, Listen, RuleSet};
 
@@ -71,16 +69,21 @@ pub fn nat_rules(rules: &RuleSet, inputs: &[Input]) -> Vec<Finding> {
 }
 
 fn touches(r: &ir::Rule, fw: &Forward, after_dnat: bool) -> bool {
-    let proto = r.proto.is_none_or(|p| fw.proto.includes(p));
+    // Netfilter rules are per family: before DNAT the clients', after it
+    // the target's (a NAT64 forward's translated traffic is IPv4).
+    let af = crate::Af::from(r.family);
+    let family = if after_dnat {
+        fw.target.af() == af
+    } else {
+        fw.listen_afs().contains(&af)
+    };
+    let proto = family && r.proto.is_none_or(|p| fw.proto.includes(p));
     let (addr, ports) = if after_dnat {
-        (
-            Some(IpAddr::V4(fw.target.addr)),
-            fw.target.ports.unwrap_or(fw.ports),
-        )
+        (Some(fw.target.addr), fw.target.ports.unwrap_or(fw.ports))
     } else {
         (
             match fw.listen {
-                Listen::Addr(a) => Some(IpAddr::V4(a)),
+                Listen::Addr(a) => Some(a),
                 Listen::Interface => None,
             },
             fw.ports,
@@ -121,9 +124,14 @@ pub fn socat_processes(rules: &RuleSet, processes: &[(u32, String)]) -> Vec<Find
             for fw in &rules.forwards {
                 let same_addr = match (c.listen, fw.listen) {
                     (None, _) | (_, Listen::Interface) => true,
-                    (Some(a), Listen::Addr(b)) => a == IpAddr::V4(b),
+                    (Some(a), Listen::Addr(b)) => a == b,
                 };
-                if fw.proto.includes(c.l4) && fw.ports.intersect(c.ports).is_some() && same_addr {
+                let family = fw.listen_afs().contains(&crate::Af::from(c.family));
+                if fw.proto.includes(c.l4)
+                    && fw.ports.intersect(c.ports).is_some()
+                    && same_addr
+                    && family
+                {
                     out.push(Finding {
                         origin: Origin { line: 0, ..origin.clone() },
                         forward: fw.name.clone(),

@@ -112,15 +112,16 @@ pub fn read_script(source: &str, text: &str) -> Script {
                     continue;
                 }
                 "netmask" => {
-                    if let (Some((i, net)), Ok(mask)) =
-                        (s.iface_nets.last_mut(), IpAddr::from_str(rest))
-                    {
+                    // A dotted mask, or a prefix length (`inet6` stanzas).
+                    let len = IpAddr::from_str(rest)
+                        .ok()
+                        .and_then(|m| ipnet::ip_mask_to_prefix(m).ok())
+                        .or_else(|| rest.parse::<u8>().ok());
+                    if let (Some((i, net)), Some(len)) = (s.iface_nets.last_mut(), len) {
                         if Some(&*i) == current_iface.as_ref() {
-                            if let Ok(len) = ipnet::ip_mask_to_prefix(mask) {
-                                *net = IpNet::new(net.addr(), len)
-                                    .map(|n| n.trunc())
-                                    .unwrap_or(*net);
-                            }
+                            *net = IpNet::new(net.addr(), len)
+                                .map(|n| n.trunc())
+                                .unwrap_or(*net);
                         }
                     }
                     continue;

@@ -262,29 +262,17 @@ fn translate(
         description: cmd.description.clone(),
         local: true,
     };
-    let family = family.unwrap_or(Family::V4);
-    let mut out = Vec::new();
-    if family == Family::V6 {
-        // A wildcard IPv6 socket also takes IPv4 unless ipv6only is set
-        // (Linux's bindv6only is 0): its IPv4 half is a forward today.
-        let dual = wildcard && v6only != Some(true) && target.is_ipv4();
-        if dual {
-            out.push(make(Family::V4, None));
-            entries.push(Entry::left(
-                cmd.origin.clone(),
-                format!(
-                    "the IPv6 half of this dual-stack listener: {}; the IPv4 half is translated",
-                    super::emit::IPV6_REASON
-                ),
-            ));
-        } else {
-            out.push(make(Family::V6, listen));
-        }
-    } else {
-        out.push(make(
-            Family::of(&target).max(listen.map_or(Family::V4, |a| Family::of(&a))),
-            listen,
-        ));
+    // The listening socket's family: the address type, `pf=`, or the bound
+    // address; plain TCP-LISTEN is IPv4.
+    let family = family
+        .or_else(|| listen.map(|a| Family::of(&a)))
+        .unwrap_or(Family::V4);
+    let mut out = vec![make(family, listen)];
+    // A wildcard IPv6 socket also takes IPv4 unless ipv6only is set
+    // (Linux's bindv6only is 0): a second half, which `emit` joins with
+    // the first into one dual-stack forward.
+    if family == Family::V6 && wildcard && v6only != Some(true) {
+        out.push(make(Family::V4, None));
     }
     Ok(out)
 }

@@ -1,8 +1,6 @@
 //! `forwarder import ufw FILES --rules rules.toml`: allow-lists written
 //! into an existing rules file, its comments and layout kept (toml_edit).
 
-use std::net::IpAddr;
-
 use ipnet::IpNet;
 
 use super::{
@@ -39,42 +37,43 @@ pub fn patch(
     let mut doc: toml_edit::DocumentMut = rules_text.parse().expect("loaded above");
     let mut changed = Vec::new();
     for (n, f) in loaded.rules.forwards.iter().enumerate() {
-        let mut c = Candidate {
-            family: Family::V4,
-            iface: f.iface.clone(),
-            listen: match f.listen {
-                crate::Listen::Addr(a) => Some(IpAddr::V4(a)),
-                crate::Listen::Interface => None,
-            },
-            l4: f.proto.l4()[0],
-            ports: f.ports,
-            target: IpAddr::V4(f.target.addr),
-            map: PortMap::Shift(0),
-            allow: Vec::new(),
-            snat: SnatChoice::Auto,
-            origins: vec![Origin::new(
-                rules_file,
-                0,
-                &format!("forward \"{}\"", f.name),
-            )],
-            comments: Vec::new(),
-            name_hint: None,
-            description: None,
-            local: true,
-        };
-        apply(&ufw, &mut c, &mut entries);
-        if c.allow.is_empty()
-            || !f.allow.is_empty()
-                && c.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>()
-                    == f.allow
-                        .iter()
-                        .map(|n| IpNet::V4(*n).to_string())
-                        .collect::<Vec<_>>()
-        {
+        // UFW keeps its IPv4 and IPv6 rules apart: each family of clients
+        // gets the allow-list of its own rules, and the forward the union.
+        let mut allow: Vec<IpNet> = Vec::new();
+        for af in f.listen_afs() {
+            let mut c = Candidate {
+                family: match af {
+                    crate::Af::V4 => Family::V4,
+                    crate::Af::V6 => Family::V6,
+                },
+                iface: f.iface.clone(),
+                listen: match f.listen {
+                    crate::Listen::Addr(a) => Some(a),
+                    crate::Listen::Interface => None,
+                },
+                l4: f.proto.l4()[0],
+                ports: f.ports,
+                target: f.target.addr,
+                map: PortMap::Shift(0),
+                allow: Vec::new(),
+                snat: SnatChoice::Auto,
+                origins: vec![Origin::new(
+                    rules_file,
+                    0,
+                    &format!("forward \"{}\"", f.name),
+                )],
+                comments: Vec::new(),
+                name_hint: None,
+                description: None,
+                local: true,
+            };
+            apply(&ufw, &mut c, &mut entries);
+            allow.extend(c.allow);
+        }
+        if allow.is_empty() || allow == f.allow {
             continue;
         }
-        let list: toml_edit::Array = c
-            .allow
+        let list: toml_edit::Array = allow
             .iter()
             .map(|n| {
                 if n.prefix_len() == n.max_prefix_len() {
