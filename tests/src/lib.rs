@@ -4,6 +4,7 @@
 //! collide, and `sweep()` removes leftovers of test processes that died.
 pub mod client;
 pub mod daemon;
+pub mod dual_stack;
 // Frames and checksums for the test_run tests (needs forwarder-common and
 // etherparse, both dataplane-only).
 #[cfg(feature = "dataplane")]
@@ -12,6 +13,7 @@ pub mod k3s;
 pub mod netns;
 pub mod privilege;
 pub mod process;
+pub mod proxmox6;
 pub mod servers;
 pub mod tailnet;
 // Needs the forwarder crate: off in xtask's build (see Cargo.toml).

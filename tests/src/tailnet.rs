@@ -91,12 +91,13 @@ impl std::fmt::Display for RelayStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "relay: forwarded {}, dropped {} without owner (last {}), {} hairpin, {} not IPv4",
+            "relay: forwarded {}, dropped {} without owner (last {}), {} hairpin, {} not IP, {} IPv6 multicast",
             self.get("forwarded"),
             self.get("no_owner"),
             self.0["last_no_owner"].as_str().unwrap_or("-"),
             self.get("hairpin"),
-            self.get("not_ipv4"),
+            self.get("not_ip"),
+            self.get("multicast"),
         )
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! Creates an L3 tun device (`IFF_TUN | IFF_NO_PI`, MTU 1280, default name
 //! `tailscale0`) inside each namespace named on the command line and moves
-//! IPv4 packets between them by destination address, the way tailscaled
-//! moves them between peers (minus WireGuard). Addresses, links and routes
-//! inside the namespaces are configured by the caller with `ip`, like
-//! tailscaled's own setup after it creates the device.
+//! IPv4 and IPv6 packets between them by destination address, the way
+//! tailscaled moves them between peers (minus WireGuard). Addresses, links
+//! and routes inside the namespaces are configured by the caller with `ip`,
+//! like tailscaled's own setup after it creates the device. IPv6 multicast
+//! (the kernel's own router solicitations and MLD reports on the device) is
+//! dropped and counted apart: tailscaled does not carry it either.
 //!
 //! ```text
 //! tunrelay [--dev NAME] [--mtu N] NS[:down]...
@@ -34,8 +36,8 @@
 use std::{
     collections::HashMap,
     fs::{File, OpenOptions},
-    io::{self, Read, Write},
-    net::Ipv4Addr,
+    io::{self, Read, Seek, Write},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::{
         fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::fs::OpenOptionsExt,
@@ -54,6 +56,10 @@ struct Member {
     /// AF_INET socket created inside the namespace: ioctls on it (the
     /// address list, the MTU) act on that namespace without setns.
     sock: OwnedFd,
+    /// `/proc/thread-self/net/if_inet6` opened inside the namespace: a
+    /// proc net file stays bound to the namespace it was opened in, so
+    /// re-reading it lists that namespace's IPv6 addresses without setns.
+    inet6: File,
     netns: File,
     tun: Option<File>,
     /// Packets read from this member's device (it sent them).
@@ -67,9 +73,12 @@ struct Counters {
     forwarded: u64,
     no_owner: u64,
     hairpin: u64,
-    not_ipv4: u64,
+    /// Neither IPv4 nor IPv6.
+    not_ip: u64,
+    /// IPv6 multicast (ff00::/8), never relayed.
+    multicast: u64,
     write_errors: u64,
-    last_no_owner: Option<Ipv4Addr>,
+    last_no_owner: Option<IpAddr>,
 }
 
 struct Relay {
@@ -77,8 +86,8 @@ struct Relay {
     mtu: i32,
     home: File,
     members: Vec<Member>,
-    owners: HashMap<Ipv4Addr, usize>,
-    stale: HashMap<Ipv4Addr, usize>,
+    owners: HashMap<IpAddr, usize>,
+    stale: HashMap<IpAddr, usize>,
     refreshed: Instant,
     c: Counters,
 }
@@ -123,17 +132,19 @@ impl Relay {
 
     fn add_member(&mut self, ns: &str) -> io::Result<()> {
         let netns = File::open(format!("/run/netns/{ns}"))?;
-        let sock = self.in_ns(&netns, || {
+        let (sock, inet6) = self.in_ns(&netns, || {
             // SAFETY: plain socket creation; the fd is owned right away.
             let fd = cvt(unsafe {
                 libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
             })?;
             // SAFETY: fd is a fresh, valid descriptor nobody else owns.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+            Ok((sock, File::open("/proc/thread-self/net/if_inet6")?))
         })?;
         self.members.push(Member {
             ns: ns.to_string(),
             sock,
+            inet6,
             netns,
             tun: None,
             rx: 0,
@@ -191,27 +202,34 @@ impl Relay {
         Ok(())
     }
 
-    /// IPv4 addresses on the device (and its `dev:label` aliases) of every
-    /// member that is up.
+    /// Addresses on the device (IPv4 with its `dev:label` aliases, and
+    /// IPv6) of every member that is up.
     fn refresh(&mut self) {
         self.owners.clear();
-        for (i, m) in self.members.iter().enumerate() {
+        for (i, m) in self.members.iter_mut().enumerate() {
             if m.tun.is_none() {
                 continue;
             }
-            match addrs_of(m.sock.as_raw_fd(), &self.dev) {
-                Ok(addrs) => {
-                    for a in addrs {
-                        self.owners.insert(a, i);
+            let v4 = addrs_of(m.sock.as_raw_fd(), &self.dev);
+            let v6 = addrs6_of(&mut m.inet6, &self.dev);
+            match (v4, v6) {
+                (Ok(v4), Ok(v6)) => {
+                    for a in v4 {
+                        self.owners.insert(IpAddr::V4(a), i);
+                    }
+                    for a in v6 {
+                        self.owners.insert(IpAddr::V6(a), i);
                     }
                 }
-                Err(e) => eprintln!("tunrelay: reading addresses in {}: {e}", m.ns),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("tunrelay: reading addresses in {}: {e}", m.ns)
+                }
             }
         }
         self.refreshed = Instant::now();
     }
 
-    fn owner(&mut self, dst: Ipv4Addr) -> Option<usize> {
+    fn owner(&mut self, dst: IpAddr) -> Option<usize> {
         if let Some(&i) = self.owners.get(&dst) {
             return Some(i);
         }
@@ -226,11 +244,25 @@ impl Relay {
 
     fn route(&mut self, from: usize, pkt: &[u8]) {
         self.members[from].rx += 1;
-        if pkt.len() < 20 || pkt[0] >> 4 != 4 {
-            self.c.not_ipv4 += 1;
-            return;
-        }
-        let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+        let dst = match pkt.first().map(|b| b >> 4) {
+            Some(4) if pkt.len() >= 20 => {
+                IpAddr::V4(Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]))
+            }
+            Some(6) if pkt.len() >= 40 => {
+                let mut d = [0u8; 16];
+                d.copy_from_slice(&pkt[24..40]);
+                let d = Ipv6Addr::from(d);
+                if d.is_multicast() {
+                    self.c.multicast += 1;
+                    return;
+                }
+                IpAddr::V6(d)
+            }
+            _ => {
+                self.c.not_ip += 1;
+                return;
+            }
+        };
         let to = match self.owner(dst) {
             Some(to) if to == from => {
                 self.c.hairpin += 1;
@@ -307,7 +339,8 @@ impl Relay {
             "forwarded": self.c.forwarded,
             "no_owner": self.c.no_owner,
             "hairpin": self.c.hairpin,
-            "not_ipv4": self.c.not_ipv4,
+            "not_ip": self.c.not_ip,
+            "multicast": self.c.multicast,
             "write_errors": self.c.write_errors,
             "last_no_owner": self.c.last_no_owner.map(|a| a.to_string()),
             "owners": owners,
@@ -327,14 +360,14 @@ impl Relay {
                 .member(ns)
                 .and_then(|i| self.down(i))
                 .map(|_| String::new()),
-            ["stale", addr, ns] => match addr.parse::<Ipv4Addr>() {
+            ["stale", addr, ns] => match addr.parse::<IpAddr>() {
                 Ok(a) => self.member(ns).map(|i| {
                     self.stale.insert(a, i);
                     String::new()
                 }),
                 Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, e)),
             },
-            ["unstale", addr] => match addr.parse::<Ipv4Addr>() {
+            ["unstale", addr] => match addr.parse::<IpAddr>() {
                 Ok(a) => {
                     self.stale.remove(&a);
                     Ok(String::new())
@@ -390,6 +423,25 @@ fn addrs_of(sock: RawFd, dev: &str) -> io::Result<Vec<Ipv4Addr>> {
         out.push(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)));
     }
     Ok(out)
+}
+
+/// IPv6 addresses of `dev` from an `if_inet6` file opened in the member's
+/// namespace (lines: address as 32 hex digits, ifindex, prefix length,
+/// scope, flags, device name), read again from the start.
+fn addrs6_of(f: &mut File, dev: &str) -> io::Result<Vec<Ipv6Addr>> {
+    f.rewind()?;
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if w.len() < 6 || w[5] != dev {
+                return None;
+            }
+            u128::from_str_radix(w[0], 16).ok().map(Ipv6Addr::from)
+        })
+        .collect())
 }
 
 fn usage() -> ! {
