@@ -164,7 +164,9 @@ fn pod(node: &Netns, app: &App) -> Result<Netns> {
 }
 
 fn app_server(ns: &Netns, app: &App, files: &[(&str, usize)], extra: &str) -> Result<Nginx> {
-    let n = Nginx::start_with(ns, app.pod_port, None, files, extra)?;
+    // Both families, as a dual-stack cluster's pods (k3s6.rs) need.
+    let extra = format!("listen [::]:{}; {extra}", app.pod_port);
+    let n = Nginx::start_with(ns, app.pod_port, None, files, &extra)?;
     std::fs::write(n.www().join("app"), app_body(app))?;
     Ok(n)
 }

@@ -10,6 +10,7 @@ pub mod dual_stack;
 #[cfg(feature = "dataplane")]
 pub mod frames;
 pub mod k3s;
+pub mod k3s6;
 pub mod netns;
 pub mod privilege;
 pub mod process;

@@ -1,0 +1,269 @@
+//! Use case 2 over the tailnet's IPv6 addresses (tests/src/k3s6.rs): a VPS
+//! and a phone reach the k3s node's fd7a:115c:a1e0:: address over the
+//! 1280-byte tunnel. IPv6 clients of the IPv4 ClusterIPs are translated
+//! (what the seed's socat does with `TCP6-LISTEN:...,ipv6only=0`); IPv6
+//! clients of the IPv6 ClusterIPs keep their address.
+//!
+//! Each scenario runs first through today's setup (socat units and
+//! ip6tables rules on the node), proving the harness, then through the
+//! forwarder with the equivalent rules (ignored until the IPv6 dataplane,
+//! issue 13 phase B).
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use forwarder_tests::{
+    client::{check_new_peers, client, curl, sha256},
+    k3s::{app_body, App, IMMICH, JELLYFIN, NODE_LAN, NODE_TS, VPS},
+    k3s6::{K3s6, BIG30_FILE, BIG30_SIZE, DNS_ANSWER, DNS_NAME, JELLYFIN6, NODE_TS6, PHONE6, VPS6},
+    netns,
+    process::wait_for,
+    require_root, Bg, Daemon, Netns,
+};
+
+fn url(host: &str, port: u16, path: &str) -> String {
+    if host.contains(':') {
+        format!("http://[{host}]:{port}/{path}")
+    } else {
+        format!("http://{host}:{port}/{path}")
+    }
+}
+
+/// `from` fetches /app of `app` at `host:port`; the pod saw `seen`.
+fn check_app(t: &K3s6, from: &Netns, host: &str, port: u16, app: &App, seen: &str) -> Result<()> {
+    let before = t.k.peers(app).len();
+    let u = url(host, port, "app");
+    let o = curl(from, 3, 8, &["-g"], &u);
+    ensure!(o.ok && o.stdout == app_body(app), "curl {u}: {o}");
+    check_new_peers(app.name, before, 1, seen, || t.k.peers(app))
+}
+
+/// 30 MB from immich over IPv6 and the 1280-byte tunnel, intact.
+fn check_download(t: &K3s6, port: u16, seen: &str) -> Result<()> {
+    let before = t.k.peers(&IMMICH).len();
+    let dest = t.k.dir.file("download6.bin");
+    let _ = std::fs::remove_file(&dest);
+    let u = url(NODE_TS6, port, BIG30_FILE);
+    let o = curl(
+        &t.k.vps,
+        3,
+        60,
+        &[
+            "-g",
+            "-o",
+            dest.to_str().unwrap(),
+            "-w",
+            "%{http_code} %{size_download} %{speed_download}",
+        ],
+        &u,
+    );
+    ensure!(o.ok, "curl {u}: {o}");
+    let len = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+    ensure!(
+        len == BIG30_SIZE as u64,
+        "downloaded {len} bytes, want {BIG30_SIZE}: {o}"
+    );
+    let served = sha256(&t.k.immich.www().join(BIG30_FILE))?;
+    let got = sha256(&dest)?;
+    let _ = std::fs::remove_file(&dest);
+    ensure!(
+        served == got,
+        "download corrupted: sha256 {got}, served {served}"
+    );
+    check_new_peers("immich download", before, 1, seen, || t.k.peers(&IMMICH))
+}
+
+/// DNS over UDP from the VPS to the node's IPv6 address, port 5353.
+fn check_dns(t: &K3s6, seen: &str) -> Result<()> {
+    let before = t.dns_peers().len();
+    let at = format!("@{NODE_TS6}");
+    let o = client(
+        &t.k.vps,
+        6,
+        &[
+            "dig", &at, "-p", "5353", DNS_NAME, "+short", "+time=2", "+tries=1",
+        ],
+    );
+    ensure!(
+        o.ok && o.stdout.trim() == DNS_ANSWER,
+        "dig {at} -p 5353: {o}"
+    );
+    check_new_peers("dns", before, 1, seen, || t.dns_peers())
+}
+
+/// The phone is not on immich's allow-list: a reset at once, and the pod
+/// never sees it.
+fn check_phone_refused(t: &K3s6) -> Result<()> {
+    let before = t.k.peers(&IMMICH).len();
+    let u = url(NODE_TS6, IMMICH.node_port, "app");
+    let o = curl(&t.k.phone, 3, 5, &["-g"], &u);
+    ensure!(
+        o.code == Some(7) && o.elapsed < Duration::from_secs(2),
+        "phone -> {u}: want a reset: {o}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    ensure!(
+        t.k.peers(&IMMICH).len() == before,
+        "the phone reached immich"
+    );
+    Ok(())
+}
+
+fn socat(node: &Netns, listen: &str, connect: &str, port: u16, udp: bool) -> Result<Bg> {
+    let mut bg = node.spawn(&["socat", listen, connect])?;
+    let flag = if udp { "-lun" } else { "-ltn" };
+    let needle = format!(":{port} ");
+    wait_for(Duration::from_secs(10), || {
+        node.output(&["ss", flag])
+            .unwrap_or_default()
+            .contains(&needle)
+            .then_some(())
+    })
+    .with_context(|| format!("socat {listen} did not listen: {}", bg.log()))?;
+    ensure!(bg.is_running(), "socat exited: {}", bg.log());
+    Ok(bg)
+}
+
+fn ip6tables(node: &Netns, rules: &[&str]) -> Result<()> {
+    for r in rules {
+        let mut args = vec!["ip6tables", "-w", "5"];
+        args.extend(r.split_whitespace());
+        node.run(&args)?;
+    }
+    Ok(())
+}
+
+/// The seed's relays made dual-stack, and its per-app firewall for IPv6.
+fn seed_setup(t: &K3s6) -> Result<Vec<Bg>> {
+    ip6tables(
+        &t.k.node,
+        &[
+            &format!("-A INPUT -p tcp --dport 8080 -s {VPS6} -j ACCEPT"),
+            "-A INPUT -p tcp --dport 8080 -j REJECT --reject-with tcp-reset",
+        ],
+    )?;
+    Ok(vec![
+        socat(
+            &t.k.node,
+            "TCP6-LISTEN:8080,ipv6only=0,reuseaddr,fork",
+            &format!("TCP4:{}:80", IMMICH.cluster_ip),
+            8080,
+            false,
+        )?,
+        socat(
+            &t.k.node,
+            "UDP6-RECVFROM:5353,ipv6only=0,reuseaddr,fork",
+            "UDP4:10.43.0.10:53",
+            5353,
+            true,
+        )?,
+    ])
+}
+
+/// The IPv6 ClusterIP of jellyfin exposed on the node's tailnet address
+/// like a NodePort: straight into kube-proxy's service chain, so nothing
+/// rewrites the client's address.
+fn nodeport6(t: &K3s6) -> Result<()> {
+    ip6tables(
+        &t.k.node,
+        &[&format!(
+            "-t nat -I PREROUTING -i tailscale0 -d {NODE_TS6} -p tcp --dport {} -j {}",
+            JELLYFIN.node_port,
+            JELLYFIN6.svc_chain()
+        )],
+    )
+}
+
+#[test]
+fn socat_and_ip6tables_prove_the_ipv6_tailnet_harness() -> Result<()> {
+    if !require_root("socat_and_ip6tables_prove_the_ipv6_tailnet_harness") {
+        return Ok(());
+    }
+    netns::sweep();
+    let t = K3s6::build()?;
+    let _units = seed_setup(&t)?;
+    nodeport6(&t)?;
+    // Translated: the pod sees the node, as behind the seed's socat.
+    check_app(&t, &t.k.vps, NODE_TS6, IMMICH.node_port, &IMMICH, NODE_LAN)?;
+    check_app(&t, &t.k.vps, NODE_TS, IMMICH.node_port, &IMMICH, NODE_LAN)?;
+    check_download(&t, IMMICH.node_port, NODE_LAN)?;
+    check_dns(&t, NODE_LAN)?;
+    check_phone_refused(&t)?;
+    // IPv6 to IPv6: the client's address is kept.
+    check_app(&t, &t.k.vps, NODE_TS6, JELLYFIN.node_port, &JELLYFIN, VPS6)?;
+    check_app(
+        &t,
+        &t.k.phone,
+        NODE_TS6,
+        JELLYFIN.node_port,
+        &JELLYFIN,
+        PHONE6,
+    )
+}
+
+/// Negative control: nothing on the node, nothing reaches a pod.
+#[test]
+fn ipv6_tailnet_harness_detects_missing_forwards() -> Result<()> {
+    if !require_root("ipv6_tailnet_harness_detects_missing_forwards") {
+        return Ok(());
+    }
+    netns::sweep();
+    let t = K3s6::build()?;
+    assert!(check_app(&t, &t.k.vps, NODE_TS6, IMMICH.node_port, &IMMICH, NODE_LAN).is_err());
+    assert!(check_app(&t, &t.k.vps, NODE_TS6, JELLYFIN.node_port, &JELLYFIN, VPS6).is_err());
+    assert!(check_dns(&t, NODE_LAN).is_err());
+    Ok(())
+}
+
+const RULES: &str = r#"
+[[forward]]
+name = "immich"
+in = "tailscale0"
+family = "both"
+port = 8080
+to = "10.43.126.136:80"
+allow = ["100.101.92.95", "fd7a:115c:a1e0::655c:5f5f"]
+
+[[forward]]
+name = "jellyfin6"
+in = "tailscale0"
+family = "ipv6"
+port = 8081
+to = "[2001:cafe:43::201]:80"
+
+[[forward]]
+name = "dns"
+in = "tailscale0"
+family = "both"
+proto = "udp"
+port = 5353
+to = "10.43.0.10:53"
+"#;
+
+#[test]
+#[ignore = "phase B"]
+fn forwarder_serves_the_ipv6_tailnet() -> Result<()> {
+    if !require_root("forwarder_serves_the_ipv6_tailnet") {
+        return Ok(());
+    }
+    netns::sweep();
+    let t = K3s6::build()?;
+    let rules = t.k.dir.file("rules.toml");
+    std::fs::write(&rules, RULES)?;
+    let _d = Daemon::start(&t.k.node, &["--rules", rules.to_str().unwrap()])?;
+    // IPv6 clients of the IPv4 ClusterIP get the node's IPv4 address
+    // toward it (its egress, eth0); IPv4 clients keep theirs.
+    check_app(&t, &t.k.vps, NODE_TS6, IMMICH.node_port, &IMMICH, NODE_LAN)?;
+    check_app(&t, &t.k.vps, NODE_TS, IMMICH.node_port, &IMMICH, VPS)?;
+    check_download(&t, IMMICH.node_port, NODE_LAN)?;
+    check_dns(&t, NODE_LAN)?;
+    check_phone_refused(&t)?;
+    check_app(&t, &t.k.vps, NODE_TS6, JELLYFIN.node_port, &JELLYFIN, VPS6)?;
+    check_app(
+        &t,
+        &t.k.phone,
+        NODE_TS6,
+        JELLYFIN.node_port,
+        &JELLYFIN,
+        PHONE6,
+    )
+}
