@@ -7,8 +7,8 @@ use std::{collections::BTreeMap, path::Path};
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use forwarder_common::{
-    iface_counter_index, AutoSnatKey, Counter, FlowEntry, FlowKey, Hook, IfaceConfig, Reason,
-    RuleCounters, RuleName, FLOW_REPLY, MAP_AUTO_SNAT, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS,
+    iface_counter_index, AutoSnatKey, Counter, FlowEntry, FlowFlags, FlowKey, Hook, IfaceConfig,
+    Reason, RuleCounters, RuleName, MAP_AUTO_SNAT, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS,
     MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAX_RULES, RULE_DROP_NAMES,
 };
 use serde::Serialize;
@@ -88,7 +88,7 @@ pub fn read_iface_counters<T: std::borrow::Borrow<MapData>>(
         out.push(IfaceCounters {
             ifindex,
             name: crate::ifaces::name_of(ifindex),
-            l3: cfg.flags & forwarder_common::IFACE_L3 != 0,
+            l3: cfg.flags.contains(forwarder_common::IfaceFlags::L3),
             slot: cfg.slot,
             hooks,
         });
@@ -179,7 +179,7 @@ pub fn read_rules_pinned(pin_dir: &Path) -> Result<(Vec<RuleCount>, TableFill)> 
     };
     for (_, e) in &flows {
         fill.entries += 1;
-        if e.flags & FLOW_REPLY == 0 {
+        if !e.flags.contains(FlowFlags::REPLY) {
             fill.flows += 1;
             *active.entry(e.rule_id).or_default() += 1;
         }

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::maps::lpm_trie::Key as LpmKey;
-use forwarder_common::{GlobalConfig, RuleName, LISTEN_MSS_CLAMP};
+use forwarder_common::{GlobalConfig, ListenFlags, RuleName};
 use rtnetlink::Handle;
 use rules::{AllowLpmKey, Compiled, IfaceState, MapEntries, MssClamp, Snat};
 use tracing::{info, warn};
@@ -187,13 +187,8 @@ impl Daemon {
     /// Brings attachments and maps in line with the rules and the kernel.
     pub async fn reconcile(&mut self) -> Result<()> {
         let g = &self.loaded.rules.global;
-        self.dp.set_config(GlobalConfig {
-            abi_version: forwarder_common::ABI_VERSION,
-            snat_port_min: g.snat_ports.start(),
-            snat_port_max: g.snat_ports.end(),
-            flags: 0,
-            _pad: 0,
-        })?;
+        self.dp
+            .set_config(GlobalConfig::new(g.snat_ports.start(), g.snat_ports.end()))?;
         let names = self.loaded.rules.forwards.iter().map(|f| f.name.as_str());
         let ids = rules::assign_ids(&self.ids, names);
         let compiled = rules::compile(&self.loaded.rules, &ids).context("compiling rules")?;
@@ -409,7 +404,7 @@ impl Daemon {
         }
         for v in entries.listeners.values_mut() {
             if let Some(m) = mss_of.get(&v.rule_id) {
-                v.flags |= LISTEN_MSS_CLAMP;
+                v.flags |= ListenFlags::MSS_CLAMP;
                 v.mss = *m;
             }
         }

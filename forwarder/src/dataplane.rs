@@ -24,10 +24,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use forwarder_common::{
-    AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
-    ListenerValue, RuleCounters, RuleName, ABI_VERSION, HOOKS, IFACE_EGRESS_NAT, IFACE_L3,
-    MAP_ALLOW, MAP_AUTO_SNAT, MAP_CONFIG, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS, MAP_LISTENERS,
-    MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAX_IFACES, MAX_RULES, REASONS,
+    AllowKey, AutoSnatKey, Capacity, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig,
+    IfaceFlags, ListenerKey, ListenerValue, RuleCounters, RuleName, ABI_VERSION, ENTRIES_PER_FLOW,
+    HOOKS, MAP_ALLOW, MAP_AUTO_SNAT, MAP_CONFIG, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS,
+    MAP_LISTENERS, MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAX_IFACES, MAX_RULES, REASONS,
 };
 use tracing::{debug, info, warn};
 
@@ -36,42 +36,9 @@ use crate::ifaces::Iface;
 /// The kernel object built by `cargo xtask build-ebpf`, embedded at compile time.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("FORWARDER_EBPF_OBJ"));
 
-pub const PROG_INGRESS: &str = "fwd_ingress";
-pub const PROG_EGRESS: &str = "fwd_egress";
-pub const PROG_XDP: &str = "fwd_xdp";
-/// The devmap of XDP redirect targets (not pinned: rebuilt by each daemon
-/// before it attaches or adopts an XDP link).
-pub const MAP_XDP_DEVS: &str = "FWD_XDP_DEVS";
-/// Subdirectory of the pin directory holding the program links.
-pub const LINKS_DIR: &str = "links";
-
-/// Every map the daemon pins (and adopts on restart), with the key and
-/// value sizes this binary expects: a pinned map of another shape was
-/// written by an incompatible forwarder and must not be adopted.
-pub const PINNED_MAPS: &[(&str, usize, usize)] = &[
-    (MAP_IFACES, 4, size_of::<IfaceConfig>()),
-    (MAP_IFACE_COUNTERS, 4, size_of::<Counter>()),
-    (
-        MAP_LISTENERS,
-        size_of::<ListenerKey>(),
-        size_of::<ListenerValue>(),
-    ),
-    // LPM trie keys carry the prefix length in front.
-    (MAP_ALLOW, 4 + size_of::<AllowKey>(), 1),
-    (MAP_RULE_COUNTERS, 4, size_of::<RuleCounters>()),
-    (MAP_FLOWS, size_of::<FlowKey>(), size_of::<FlowEntry>()),
-    (MAP_CONFIG, 4, size_of::<GlobalConfig>()),
-    (MAP_AUTO_SNAT, size_of::<AutoSnatKey>(), 8),
-    (MAP_RULE_NAMES, 4, size_of::<RuleName>()),
-];
-
-/// Array maps whose size is part of the layout (counter blocks indexed by
-/// slot, hook and reason; rule ids).
-const FIXED_SIZES: &[(&str, u32)] = &[
-    (MAP_IFACE_COUNTERS, MAX_IFACES * HOOKS * REASONS),
-    (MAP_RULE_COUNTERS, MAX_RULES),
-    (MAP_RULE_NAMES, MAX_RULES),
-];
+pub use forwarder_common::{
+    MAP_XDP_DEVS, PIN_LINKS_DIR as LINKS_DIR, PROG_EGRESS, PROG_INGRESS, PROG_XDP,
+};
 
 /// Load-time settings.
 #[derive(Clone, Debug)]
@@ -90,7 +57,7 @@ impl Default for LoadOptions<'_> {
     fn default() -> Self {
         LoadOptions {
             pin_dir: None,
-            conntrack_max: 65536,
+            conntrack_max: forwarder_common::PRIVATE_CONNTRACK_MAX,
             log_level: 0,
         }
     }
@@ -140,7 +107,8 @@ pub struct Dataplane {
 pub fn check_pinned_layout(pin_dir: &Path) -> Result<usize> {
     let mut found = 0;
     let mut problems = Vec::new();
-    for (name, key, value) in PINNED_MAPS {
+    for spec in forwarder_common::pinned_maps() {
+        let (name, key, value) = (spec.name, spec.key_size, spec.value_size);
         let path = pin_dir.join(name);
         if !path.exists() {
             continue;
@@ -149,14 +117,14 @@ pub fn check_pinned_layout(pin_dir: &Path) -> Result<usize> {
         let info = MapData::from_pin(&path)
             .and_then(|m| m.info())
             .with_context(|| format!("reading pinned map {}", path.display()))?;
-        let (k, v) = (info.key_size() as usize, info.value_size() as usize);
-        if (k, v) != (*key, *value) {
+        let (k, v) = (info.key_size(), info.value_size());
+        if (k, v) != (key, value) {
             problems.push(format!(
                 "{name}: key/value {k}/{v} bytes, expected {key}/{value}"
             ));
         }
-        if let Some((_, n)) = FIXED_SIZES.iter().find(|(m, _)| m == name) {
-            if info.max_entries() != *n {
+        if let Capacity::Fixed(n) = spec.capacity {
+            if info.max_entries() != n {
                 problems.push(format!(
                     "{name}: {} entries, expected {n}",
                     info.max_entries()
@@ -218,7 +186,10 @@ impl Dataplane {
     /// survive restarts); an incompatible pinned layout is an error.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
         let mut adopted = Adopted::default();
-        let wanted_flows = opts.conntrack_max.saturating_mul(2).max(2);
+        let wanted_flows = opts
+            .conntrack_max
+            .saturating_mul(ENTRIES_PER_FLOW)
+            .max(ENTRIES_PER_FLOW);
         if let Some(dir) = opts.pin_dir {
             adopted.maps = check_pinned_layout(dir)?;
             if let Ok(info) = MapData::from_pin(dir.join(MAP_FLOWS)).and_then(|m| m.info()) {
@@ -232,7 +203,11 @@ impl Dataplane {
         loader.override_global("AYA_LOG_LEVEL", &opts.log_level, false);
         let paths: Vec<(&str, PathBuf)> = opts
             .pin_dir
-            .map(|d| PINNED_MAPS.iter().map(|(m, ..)| (*m, d.join(m))).collect())
+            .map(|d| {
+                forwarder_common::pinned_maps()
+                    .map(|m| (m.name, d.join(m.name)))
+                    .collect()
+            })
             .unwrap_or_default();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
@@ -261,13 +236,7 @@ impl Dataplane {
             adopted,
         };
         if dp.adopted.maps == 0 {
-            dp.set_config(GlobalConfig {
-                abi_version: ABI_VERSION,
-                snat_port_min: 32768,
-                snat_port_max: 60999,
-                flags: 0,
-                _pad: 0,
-            })?;
+            dp.set_config(GlobalConfig::DEFAULT)?;
         }
         Ok(dp)
     }
@@ -414,10 +383,14 @@ impl Dataplane {
         let egress = self
             .ifaces_map()?
             .get(&iface.ifindex, 0)
-            .map_or(0, |c| c.flags & IFACE_EGRESS_NAT);
+            .map_or(IfaceFlags::empty(), |c| c.flags & IfaceFlags::EGRESS_NAT);
         let cfg = IfaceConfig {
             slot,
-            flags: if iface.l3 { IFACE_L3 } else { 0 } | egress,
+            flags: if iface.l3 {
+                IfaceFlags::L3
+            } else {
+                IfaceFlags::empty()
+            } | egress,
         };
         // Registered before the programs see its packets, so the first
         // packet is already counted in the right slot.
@@ -558,7 +531,7 @@ impl Dataplane {
     }
 
     /// Whether the egress program runs on this interface: attached (or
-    /// adopted) and told to translate (`IFACE_EGRESS_NAT`), or told to stop
+    /// adopted) and told to translate (`IfaceFlags::EGRESS_NAT`), or told to stop
     /// and detached. Interfaces that only see redirected traffic go without
     /// it, so their packets do not pay for a second program.
     ///
@@ -579,9 +552,9 @@ impl Dataplane {
             let mut m = self.ifaces_map()?;
             if let Ok(mut cfg) = m.get(&ifindex, 0) {
                 let flags = if on {
-                    cfg.flags | IFACE_EGRESS_NAT
+                    cfg.flags | IfaceFlags::EGRESS_NAT
                 } else {
-                    cfg.flags & !IFACE_EGRESS_NAT
+                    cfg.flags & !IfaceFlags::EGRESS_NAT
                 };
                 if flags != cfg.flags {
                     cfg.flags = flags;
@@ -744,8 +717,8 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     let _ = std::fs::remove_dir(&links);
-    for (name, ..) in PINNED_MAPS {
-        let p = pin_dir.join(name);
+    for spec in forwarder_common::pinned_maps() {
+        let p = pin_dir.join(spec.name);
         if p.exists() {
             std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
             removed.push(p);

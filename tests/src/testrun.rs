@@ -31,28 +31,21 @@ use forwarder::{
 };
 use forwarder_common::{
     iface_counter_index, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, Hook, IfaceConfig,
-    Reason, RuleCounters, ABI_VERSION, IFACE_L3, MAP_IFACE_COUNTERS, MAP_RULE_COUNTERS, MAX_RULES,
+    IfaceFlags, Reason, RuleCounters, MAP_IFACE_COUNTERS, MAP_RULE_COUNTERS, MAX_RULES,
     RULE_DROP_REASONS,
 };
 
 use crate::netns::{veth, Netns};
 
-/// The verdicts as test_run reports them (the return value as i32).
-pub const TC_ACT_OK: i32 = 0;
-pub const TC_ACT_SHOT: i32 = 2;
-/// What bpf_redirect/bpf_redirect_neigh return; test_run only reports it,
-/// nothing is sent.
-pub const TC_ACT_REDIRECT: i32 = 7;
-/// TCX_NEXT: the program left the packet to the next one / the stack.
-pub const TCX_NEXT: i32 = -1;
+/// The TC verdicts as test_run reports them (the return value as i32).
+pub use forwarder_common::{TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
 
-/// XDP actions as test_run reports them. Without BPF_F_TEST_XDP_LIVE_FRAMES
-/// an XDP_REDIRECT is only reported: nothing is transmitted.
-pub const XDP_ABORTED: i32 = 0;
-pub const XDP_DROP: i32 = 1;
-pub const XDP_PASS: i32 = 2;
-pub const XDP_TX: i32 = 3;
-pub const XDP_REDIRECT: i32 = 4;
+/// XDP actions as test_run reports them (as i32, like the TC verdicts).
+pub const XDP_ABORTED: i32 = forwarder_common::XDP_ABORTED as i32;
+pub const XDP_DROP: i32 = forwarder_common::XDP_DROP as i32;
+pub const XDP_PASS: i32 = forwarder_common::XDP_PASS as i32;
+pub const XDP_TX: i32 = forwarder_common::XDP_TX as i32;
+pub const XDP_REDIRECT: i32 = forwarder_common::XDP_REDIRECT as i32;
 
 pub const LAN_IF: &str = "vmbr0";
 pub const VM_IF: &str = "vmbr1";
@@ -251,7 +244,11 @@ impl Host {
         };
         for (name, slot) in SLOTS {
             let ifindex = host.ifindex(name);
-            let flags = if name == TS_IF { IFACE_L3 } else { 0 };
+            let flags = if name == TS_IF {
+                IfaceFlags::L3
+            } else {
+                IfaceFlags::empty()
+            };
             host.dp
                 .ifaces_map()?
                 .insert(ifindex, IfaceConfig { slot, flags }, 0)?;
@@ -268,7 +265,7 @@ impl Host {
     }
 
     /// Turns egress translation on or off for an interface
-    /// (`IFACE_EGRESS_NAT`): the daemon sets it on the listening interfaces
+    /// (`IfaceFlags::EGRESS_NAT`): the daemon sets it on the listening interfaces
     /// of forwards whose flows may go through the stack; without it the
     /// egress program leaves every packet alone, uncounted.
     pub fn egress_nat(&mut self, name: &str, on: bool) -> Result<()> {
@@ -324,13 +321,8 @@ impl Host {
             entries.missing_ifaces
         );
         let g = &loaded.rules.global;
-        self.dp.set_config(GlobalConfig {
-            abi_version: ABI_VERSION,
-            snat_port_min: g.snat_ports.start(),
-            snat_port_max: g.snat_ports.end(),
-            flags: 0,
-            _pad: 0,
-        })?;
+        self.dp
+            .set_config(GlobalConfig::new(g.snat_ports.start(), g.snat_ports.end()))?;
         {
             let mut allow = self.dp.allow()?;
             for k in entries.allow.keys() {

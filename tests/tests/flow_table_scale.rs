@@ -9,7 +9,7 @@ use forwarder::{
     dataplane::{Dataplane, LoadOptions},
     sweeper,
 };
-use forwarder_common::{FlowEntry, FlowKey, AF_INET, FLOW_REPLY, PROTO_UDP};
+use forwarder_common::{FlowEntry, FlowFlags, FlowKey, AF_INET, PROTO_UDP};
 use forwarder_tests::require_root;
 
 fn flow(i: u32, reply: bool) -> (FlowKey, FlowEntry) {
@@ -28,7 +28,11 @@ fn flow(i: u32, reply: bool) -> (FlowKey, FlowEntry) {
         _pad: [0; 2],
     };
     let e = FlowEntry {
-        flags: if reply { FLOW_REPLY } else { 0 },
+        flags: if reply {
+            FlowFlags::REPLY
+        } else {
+            FlowFlags::empty()
+        },
         rule_id: 1,
         ..Default::default()
     };

@@ -10,11 +10,11 @@ use forwarder::{
     counters::sum_cpus,
     dataplane::{Dataplane, LoadOptions},
 };
-use forwarder_common::{iface_counter_index, Counter, Hook, IfaceConfig, Reason};
+use forwarder_common::{iface_counter_index, Counter, Hook, IfaceConfig, IfaceFlags, Reason};
 use forwarder_tests::require_root;
 
 /// TCX_NEXT as the u32 the kernel reports.
-const TCX_NEXT: u32 = -1i32 as u32;
+const TCX_NEXT: u32 = forwarder_common::TCX_NEXT as u32;
 /// BPF_PROG_TEST_RUN gives skbs the loopback device unless told otherwise.
 const TEST_IFINDEX: u32 = 1;
 const SLOT: u32 = 3;
@@ -33,7 +33,7 @@ impl Harness {
                 TEST_IFINDEX,
                 IfaceConfig {
                     slot: SLOT,
-                    flags: 0,
+                    flags: IfaceFlags::empty(),
                 },
                 0,
             )

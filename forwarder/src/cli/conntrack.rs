@@ -6,8 +6,7 @@ use crate::{counters, sweeper};
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use forwarder_common::{
-    addr_v4_octets, FlowEntry, FlowKey, FLOW_AUTO, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK,
-    PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    addr_v4_octets, FlowEntry, FlowFlags, FlowKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
 };
 use serde::Serialize;
 
@@ -88,7 +87,7 @@ pub fn flows(pin_dir: &Path) -> Result<Vec<FlowView>> {
     let secs = |ns: u64| now.saturating_sub(ns) as f64 / 1e9;
     let mut out = Vec::new();
     for (k, e) in &all {
-        if e.flags & FLOW_REPLY != 0 {
+        if e.flags.contains(FlowFlags::REPLY) {
             continue;
         }
         let reply = all.get(&FlowKey::peer_of(e, k.proto, k.family));
@@ -112,13 +111,13 @@ pub fn flows(pin_dir: &Path) -> Result<Vec<FlowView>> {
                 sport: u16::from_be(e.new_sport),
                 dport: u16::from_be(e.new_dport),
             },
-            snat: e.flags & FLOW_SNAT != 0,
-            path: if e.flags & FLOW_VIA_STACK != 0 {
+            snat: e.flags.contains(FlowFlags::SNAT),
+            path: if e.flags.contains(FlowFlags::VIA_STACK) {
                 "stack"
             } else {
                 "redirect"
             },
-            auto: e.flags & FLOW_AUTO != 0,
+            auto: e.flags.contains(FlowFlags::AUTO),
             mss: (e.mss != 0).then_some(e.mss),
             age_s: secs(e.created_ns),
             idle_s: secs(e.last_seen_ns.max(reply.map_or(0, |r| r.last_seen_ns))),
