@@ -24,15 +24,13 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use aya::maps::{MapData, PerCpuArray};
 use forwarder::{
-    counters::sum_cpus,
-    dataplane::{Dataplane, LoadOptions, MAP_XDP_DEVS, PROG_XDP},
+    dataplane::{Dataplane, LoadOptions},
+    observe::pinned::sum_cpus,
 };
 use forwarder_common::{
     iface_counter_index, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, Hook, IfaceConfig,
-    IfaceFlags, Reason, RuleCounters, MAP_IFACE_COUNTERS, MAP_RULE_COUNTERS, MAX_RULES,
-    RULE_DROP_REASONS,
+    IfaceFlags, Reason, RuleCounters, MAX_RULES, PROG_XDP, RULE_DROP_REASONS,
 };
 
 use crate::netns::{veth, Netns};
@@ -250,7 +248,8 @@ impl Host {
                 IfaceFlags::empty()
             };
             host.dp
-                .ifaces_map()?
+                .maps
+                .ifaces
                 .insert(ifindex, IfaceConfig { slot, flags }, 0)?;
         }
         Ok(host)
@@ -322,16 +321,13 @@ impl Host {
         );
         let g = &loaded.rules.global;
         self.dp
+            .maps
             .set_config(GlobalConfig::new(g.snat_ports.start(), g.snat_ports.end()))?;
-        {
-            let mut allow = self.dp.allow()?;
-            for k in entries.allow.keys() {
-                allow.insert(&aya::maps::lpm_trie::Key::new(k.prefix_len, k.data), 1, 0)?;
-            }
+        for k in entries.allow.keys() {
+            self.dp.maps.insert_allow(k)?;
         }
-        let mut listeners = self.dp.listeners()?;
         for (k, v) in &entries.listeners {
-            listeners.insert(k, v, 0)?;
+            self.dp.maps.listeners.insert(k, v, 0)?;
         }
         self.ids = ids;
         Ok(())
@@ -440,9 +436,7 @@ impl Host {
     /// ifindex). The program itself is not attached: test_run feeds it.
     pub fn xdp_dev(&mut self, name: &str, on: bool) -> Result<()> {
         let ifindex = self.ifindex(name);
-        let mut devs: aya::maps::DevMapHash<&mut MapData> = aya::maps::DevMapHash::try_from(
-            self.dp.ebpf.map_mut(MAP_XDP_DEVS).context("FWD_XDP_DEVS")?,
-        )?;
+        let devs = &mut self.dp.maps.xdp_devs;
         if on {
             devs.insert(ifindex, ifindex, None, 0)?;
         } else {
@@ -491,8 +485,7 @@ impl Host {
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         let mut iface = BTreeMap::new();
         {
-            let m: PerCpuArray<&MapData, Counter> =
-                PerCpuArray::try_from(self.dp.ebpf.map(MAP_IFACE_COUNTERS).context("counters")?)?;
+            let m = &self.dp.maps.iface_counters;
             for (name, slot) in SLOTS {
                 for hook in Hook::ALL {
                     for reason in Reason::ALL {
@@ -507,8 +500,7 @@ impl Host {
         }
         let mut rules = BTreeMap::new();
         {
-            let m: PerCpuArray<&MapData, RuleCounters> =
-                PerCpuArray::try_from(self.dp.ebpf.map(MAP_RULE_COUNTERS).context("rules")?)?;
+            let m = &self.dp.maps.rule_counters;
             // Ids are handed out from 0; a few beyond the rules in use
             // catch a stray id.
             let top = (self.ids.len() as u32 + 4).min(MAX_RULES);
@@ -522,12 +514,14 @@ impl Host {
         }
         let flows = self
             .dp
-            .flows()?
+            .maps
+            .flows
             .iter()
             .collect::<Result<BTreeMap<FlowKey, FlowEntry>, _>>()?;
         let auto_snat = self
             .dp
-            .auto_snat()?
+            .maps
+            .auto_snat
             .iter()
             .collect::<Result<BTreeMap<AutoSnatKey, u64>, _>>()?;
         Ok(Snapshot {
@@ -540,14 +534,14 @@ impl Host {
 
     /// Inserts a flow entry as userspace (an adopted table) would.
     pub fn insert_flow(&mut self, key: FlowKey, entry: FlowEntry) -> Result<()> {
-        self.dp.flows()?.insert(key, entry, 0)?;
+        self.dp.maps.flows.insert(key, entry, 0)?;
         Ok(())
     }
 
     /// Number of entries in the listener map, to check a test's rules
     /// landed as expected.
     pub fn listener_count(&mut self) -> Result<usize> {
-        Ok(self.dp.listeners()?.keys().count())
+        Ok(self.dp.maps.listeners.keys().count())
     }
 
     /// Current CLOCK_MONOTONIC_COARSE in ns: the clock the dataplane stamps

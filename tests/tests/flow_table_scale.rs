@@ -3,11 +3,9 @@
 //! reclaims a large table quickly (it walks it every few seconds).
 use std::{collections::HashSet, time::Instant};
 
-use aya::maps::HashMap;
 use forwarder::{
-    batch,
-    dataplane::{Dataplane, LoadOptions},
-    sweeper,
+    daemon::sweeper,
+    dataplane::{batch, Dataplane, LoadOptions},
 };
 use forwarder_common::{FlowEntry, FlowFlags, FlowKey, AF_INET, PROTO_UDP};
 use forwarder_tests::require_root;
@@ -51,14 +49,14 @@ fn batched_reads_and_the_sweeper_handle_a_large_table() {
     })
     .expect("load");
     {
-        let mut m: HashMap<_, FlowKey, FlowEntry> = dp.flows().unwrap();
+        let m = &mut dp.maps.flows;
         for i in 0..N {
             let (k, e) = flow(i, i % 2 == 1);
             m.insert(k, e, 0).unwrap();
         }
     }
     let t0 = Instant::now();
-    let all = batch::dump::<FlowKey, FlowEntry>(dp.flows_data().unwrap()).unwrap();
+    let all = batch::dump::<FlowKey, FlowEntry>(dp.maps.flow_table()).unwrap();
     let read = t0.elapsed();
     let unique: HashSet<FlowKey> = all.iter().map(|(k, _)| *k).collect();
     assert_eq!(all.len(), N as usize, "every entry read once");
@@ -69,7 +67,7 @@ fn batched_reads_and_the_sweeper_handle_a_large_table() {
     // orphans: both kinds go.
     let t0 = Instant::now();
     let stats = sweeper::sweep(
-        dp.flows_data().unwrap(),
+        dp.maps.flow_table(),
         &sweeper::Timeouts::default(),
         u64::MAX / 2,
     )
@@ -78,7 +76,7 @@ fn batched_reads_and_the_sweeper_handle_a_large_table() {
     assert_eq!(stats.flows, N as usize / 2);
     assert_eq!(stats.expired, N as usize / 2);
     assert_eq!(stats.orphans, N as usize / 2);
-    let left = batch::dump::<FlowKey, FlowEntry>(dp.flows_data().unwrap()).unwrap();
+    let left = batch::dump::<FlowKey, FlowEntry>(dp.maps.flow_table()).unwrap();
     assert!(left.is_empty(), "{} entries left", left.len());
     eprintln!("{N} entries: batched read {read:?}, sweep {swept:?}");
 }

@@ -1,14 +1,11 @@
 //! BPF_PROG_TEST_RUN harness: crafted packet in -> verdict + counters out.
 //! Later dataplane tests extend the table.
 use aya::programs::TestRun;
-use aya::{
-    maps::{HashMap, MapData, PerCpuArray},
-    programs::{SchedClassifier, TestRunOptions},
-};
+use aya::programs::{SchedClassifier, TestRunOptions};
 use etherparse::PacketBuilder;
 use forwarder::{
-    counters::sum_cpus,
     dataplane::{Dataplane, LoadOptions},
+    observe::pinned::sum_cpus,
 };
 use forwarder_common::{iface_counter_index, Counter, Hook, IfaceConfig, IfaceFlags, Reason};
 use forwarder_tests::require_root;
@@ -26,9 +23,8 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         let mut dp = Dataplane::load(&LoadOptions::default()).expect("load");
-        let mut ifaces: HashMap<&mut MapData, u32, IfaceConfig> =
-            HashMap::try_from(dp.ebpf.map_mut("FWD_IFACES").unwrap()).unwrap();
-        ifaces
+        dp.maps
+            .ifaces
             .insert(
                 TEST_IFINDEX,
                 IfaceConfig {
@@ -53,8 +49,7 @@ impl Harness {
     }
 
     fn counter(&self, reason: Reason) -> Counter {
-        let m: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(self.dp.ebpf.map("FWD_IFACE_CNT").unwrap()).unwrap();
+        let m = &self.dp.maps.iface_counters;
         sum_cpus(
             m.get(&iface_counter_index(SLOT, Hook::TcIngress, reason), 0)
                 .unwrap()
@@ -163,11 +158,7 @@ fn unknown_interface_is_not_counted() {
         return;
     }
     let mut h = Harness::new();
-    {
-        let mut ifaces: HashMap<&mut MapData, u32, IfaceConfig> =
-            HashMap::try_from(h.dp.ebpf.map_mut("FWD_IFACES").unwrap()).unwrap();
-        ifaces.remove(&TEST_IFINDEX).unwrap();
-    }
+    h.dp.maps.ifaces.remove(&TEST_IFINDEX).unwrap();
     let before = h.all();
     assert_eq!(h.run(&tcp_frame(b"x")), TCX_NEXT);
     assert_eq!(h.all(), before);

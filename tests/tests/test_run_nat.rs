@@ -1572,7 +1572,7 @@ fn test_run_nat_snat_modes() {
     let vm = ep(VM, 80);
     let orig = fkey(client, listen, PROTO_TCP);
     let reply = fkey(vm, client, PROTO_TCP);
-    h.dp.flows().unwrap().remove(&orig).unwrap();
+    h.dp.maps.flows.remove(&orig).unwrap();
     let syn = tcp(client, listen, "S", &[]);
     let name = "off: SYN over a leftover reply entry";
     let o = step(
@@ -2234,8 +2234,8 @@ fn test_run_nat_auto_snat_learning() {
     // learned timestamp (CLOCK_MONOTONIC_COARSE, like bpf_ktime_get_coarse_ns).
     let now = Host::now_ns();
     if now > AUTO_SNAT_TTL_NS + 2_000_000_000 {
-        h.dp.auto_snat()
-            .unwrap()
+        h.dp.maps
+            .auto_snat
             .insert(learned, now - AUTO_SNAT_TTL_NS - 1_000_000_000, 0)
             .unwrap();
         let c3 = ep(CLIENT, 40002);

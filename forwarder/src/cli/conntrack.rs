@@ -2,7 +2,7 @@
 //! edited in) the pinned map directly, like `conntrack -L` / `-D`.
 use std::{net::Ipv4Addr, path::Path, process::ExitCode};
 
-use crate::{counters, sweeper};
+use crate::{daemon::sweeper, observe::pinned};
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use forwarder_common::{
@@ -80,8 +80,8 @@ fn proto_name(p: u8) -> &'static str {
 
 /// Every flow in the pinned table, oldest first.
 pub fn flows(pin_dir: &Path) -> Result<Vec<FlowView>> {
-    let names = counters::read_rule_names(pin_dir)?;
-    let (entries, _) = counters::read_flows(pin_dir)?;
+    let names = pinned::read_rule_names(pin_dir)?;
+    let (entries, _) = pinned::read_flows(pin_dir)?;
     let all: std::collections::HashMap<FlowKey, FlowEntry> = entries.into_iter().collect();
     let now = sweeper::monotonic_ns();
     let secs = |ns: u64| now.saturating_sub(ns) as f64 / 1e9;
@@ -133,7 +133,7 @@ pub fn flows(pin_dir: &Path) -> Result<Vec<FlowView>> {
 
 fn check_rule(pin_dir: &Path, rule: &Option<String>) -> Result<()> {
     if let Some(r) = rule {
-        let names = counters::read_rule_names(pin_dir)?;
+        let names = pinned::read_rule_names(pin_dir)?;
         if !names.values().any(|n| n == r) {
             let known: Vec<&str> = names.values().map(String::as_str).collect();
             bail!("no forward named {r:?} (known: {})", known.join(", "));
@@ -186,17 +186,17 @@ pub fn conntrack(pin_dir: &Path, cmd: ConntrackCmd) -> Result<ExitCode> {
                 bail!("say which flows: --rule NAME, or --all");
             }
             check_rule(pin_dir, &rule)?;
-            let names = counters::read_rule_names(pin_dir)?;
+            let names = pinned::read_rule_names(pin_dir)?;
             let id = rule
                 .as_ref()
                 .and_then(|r| names.iter().find(|(_, n)| *n == r).map(|(i, _)| *i));
-            let (map, _) = counters::open_flows(pin_dir)?;
-            let doomed: Vec<FlowKey> = crate::batch::dump::<FlowKey, FlowEntry>(&map)?
+            let (map, _) = pinned::open_flows(pin_dir)?;
+            let doomed: Vec<FlowKey> = crate::dataplane::batch::dump::<FlowKey, FlowEntry>(&map)?
                 .into_iter()
                 .filter(|(_, e)| id.is_none_or(|i| e.rule_id == i))
                 .map(|(k, _)| k)
                 .collect();
-            let n = crate::batch::delete(&map, &doomed)?;
+            let n = crate::dataplane::batch::delete(&map, &doomed)?;
             println!("removed {} flows ({n} entries)", n / 2);
         }
     }

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{dataplane, state};
+use crate::{dataplane, observe::status};
 use anyhow::{bail, Context, Result};
 
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -28,20 +28,20 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// SIGHUP to the daemon, then wait for it to report the load's result.
 pub fn reload(run_dir: &Path) -> Result<ExitCode> {
-    let Some(pid) = state::running_pid(run_dir) else {
+    let Some(pid) = status::running_pid(run_dir) else {
         bail!(
             "no forwarder daemon is running (no live pid in {})",
-            state::status_path(run_dir).display()
+            status::status_path(run_dir).display()
         );
     };
-    let before = state::read(run_dir)?.generation;
+    let before = status::read(run_dir)?.generation;
     // SAFETY: plain signal to a pid we just read.
     if unsafe { libc::kill(pid as i32, libc::SIGHUP) } != 0 {
         return Err(std::io::Error::last_os_error()).context("signalling the daemon");
     }
     let mut st = None;
     let done = wait_until(Duration::from_secs(15), || {
-        st = state::read(run_dir).ok();
+        st = status::read(run_dir).ok();
         st.as_ref().is_some_and(|s| s.generation > before)
     });
     let st = st
@@ -63,7 +63,7 @@ pub fn reload(run_dir: &Path) -> Result<ExitCode> {
 /// Stops the daemon if one runs, then removes every program, link and pin
 /// under the pin directory.
 pub fn down(pin_dir: &Path, run_dir: &Path) -> Result<ExitCode> {
-    if let Some(pid) = state::running_pid(run_dir) {
+    if let Some(pid) = status::running_pid(run_dir) {
         // SAFETY: plain signal to a pid we just read.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         let gone = wait_until(Duration::from_secs(15), || {
@@ -76,7 +76,7 @@ pub fn down(pin_dir: &Path, run_dir: &Path) -> Result<ExitCode> {
         println!("stopped the daemon (pid {pid})");
     }
     let removed = dataplane::teardown(pin_dir)?;
-    let _ = std::fs::remove_file(state::status_path(run_dir));
+    let _ = std::fs::remove_file(status::status_path(run_dir));
     if removed.is_empty() {
         println!("nothing pinned under {}", pin_dir.display());
     } else {

@@ -39,18 +39,15 @@
 use std::{fs::File, os::fd::AsRawFd};
 
 use anyhow::{bail, ensure, Context, Result};
-use aya::{
-    maps::{HashMap, MapData, PerCpuArray},
-    programs::{SchedClassifier, TestRun, TestRunOptions},
-};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use forwarder::{
-    counters::sum_cpus,
-    dataplane::{Dataplane, LoadOptions, PROG_EGRESS, PROG_INGRESS},
+    dataplane::{Dataplane, LoadOptions},
+    observe::pinned::sum_cpus,
 };
 use forwarder_common::{
     addr_v4, iface_counter_index, Counter, FlowEntry, FlowFlags, FlowKey, Hook, IfaceConfig,
-    IfaceFlags, ListenerKey, ListenerValue, Reason, RuleCounters, Seen, SnatMode, AF_INET,
-    MAP_IFACES, MAP_IFACE_COUNTERS, MAP_RULE_COUNTERS, PROTO_TCP,
+    IfaceFlags, ListenerKey, ListenerValue, Reason, Seen, SnatMode, AF_INET, PROG_EGRESS,
+    PROG_INGRESS, PROTO_TCP,
 };
 use forwarder_tests::{require_root, Netns};
 use serde_json::json;
@@ -276,8 +273,7 @@ impl Bench {
     }
 
     fn iface_counter(&self, slot: u32, hook: Hook, reason: Reason) -> Result<Counter> {
-        let m: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(self.dp.ebpf.map(MAP_IFACE_COUNTERS).context("counters")?)?;
+        let m = &self.dp.maps.iface_counters;
         Ok(sum_cpus(
             m.get(&iface_counter_index(slot, hook, reason), 0)?
                 .iter()
@@ -286,12 +282,7 @@ impl Bench {
     }
 
     fn new_flows(&self, rule: u32) -> Result<u64> {
-        let m: PerCpuArray<&MapData, RuleCounters> = PerCpuArray::try_from(
-            self.dp
-                .ebpf
-                .map(MAP_RULE_COUNTERS)
-                .context("rule counters")?,
-        )?;
+        let m = &self.dp.maps.rule_counters;
         Ok(m.get(&rule, 0)?.iter().map(|c| c.new_flows).sum())
     }
 }
@@ -346,9 +337,9 @@ fn main() -> Result<()> {
 
 /// Registers `ifindex` with counter block `slot` and `IFACE_*` `flags`.
 fn set_iface_flags(dp: &mut Dataplane, ifindex: u32, slot: u32, flags: IfaceFlags) -> Result<()> {
-    let mut ifaces: HashMap<&mut MapData, u32, IfaceConfig> =
-        HashMap::try_from(dp.ebpf.map_mut(MAP_IFACES).context("FWD_IFACES")?)?;
-    ifaces.insert(ifindex, IfaceConfig { slot, flags }, 0)?;
+    dp.maps
+        .ifaces
+        .insert(ifindex, IfaceConfig { slot, flags }, 0)?;
     Ok(())
 }
 
@@ -370,7 +361,7 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
     // (b) identity: K3 -> K3, forwarded out r1.
     let k3 = key(CLIENT, SERVER, 40001, 80);
     {
-        let mut flows = dp.flows()?;
+        let flows = &mut dp.maps.flows;
         flows.insert(k1, entry_to(&k2, FlowFlags::SNAT), 0)?;
         flows.insert(k2, entry_to(&k1, FlowFlags::SNAT), 0)?;
         flows.insert(k4, entry_to(&k5, FlowFlags::SNAT), 0)?;
@@ -378,7 +369,7 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
         flows.insert(k3, entry_to(&k3, FlowFlags::empty()), 0)?;
     }
     // (c) creation: a listener on LISTEN:80 at r0 -> SERVER:80, SNAT fixed.
-    dp.listeners()?.insert(
+    dp.maps.listeners.insert(
         ListenerKey {
             addr: addr_v4(LISTEN),
             ifindex: r0,
@@ -511,7 +502,7 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
         "only {created} of {} first packets created a flow",
         args.creates
     );
-    let flows_now = b.dp.flows()?.keys().count();
+    let flows_now = b.dp.maps.flows.keys().count();
 
     Ok(json!({
         "repeat": REPEAT,

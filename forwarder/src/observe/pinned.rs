@@ -2,6 +2,9 @@
 //! rule names, the flow table. `status`, `conntrack` and the metrics
 //! endpoint all read through here, so they work whether or not a daemon
 //! runs (the dataplane keeps forwarding without one).
+//!
+//! The one fact a reader gets wrong: every per-CPU value is one number per
+//! possible CPU; a reader sums them (`sum_cpus`), the kernel never does.
 use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context, Result};
@@ -163,7 +166,7 @@ pub fn open_flows(pin_dir: &Path) -> Result<(MapData, u32)> {
 /// Every entry of the pinned flow table (batched reads).
 pub fn read_flows(pin_dir: &Path) -> Result<(Vec<(FlowKey, FlowEntry)>, u32)> {
     let (data, capacity) = open_flows(pin_dir)?;
-    Ok((crate::batch::dump(&data)?, capacity))
+    Ok((crate::dataplane::batch::dump(&data)?, capacity))
 }
 
 /// Every named rule's counters and the flow table's fill, from pinned maps.
@@ -221,7 +224,7 @@ pub struct Learned {
 pub fn read_learned(pin_dir: &Path) -> Result<Vec<Learned>> {
     let m: HashMap<MapData, AutoSnatKey, u64> =
         HashMap::try_from(Map::LruHashMap(open_pinned(pin_dir, MAP_AUTO_SNAT)?))?;
-    let now = crate::sweeper::monotonic_ns();
+    let now = crate::daemon::sweeper::monotonic_ns();
     let mut out: Vec<Learned> = m
         .iter()
         .flatten()

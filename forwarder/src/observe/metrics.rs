@@ -18,7 +18,7 @@ use prometheus_client::{
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::{counters, state};
+use crate::observe::{pinned, status};
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -61,8 +61,8 @@ where
 /// The whole exposition for the dataplane pinned in `pin_dir`.
 pub fn render(pin_dir: &Path, run_dir: &Path) -> Result<String> {
     let mut reg = Registry::with_prefix("forwarder");
-    let (rules, fill) = counters::read_rules_pinned(pin_dir)?;
-    let ifaces = counters::read_pinned(pin_dir)?;
+    let (rules, fill) = pinned::read_rules_pinned(pin_dir)?;
+    let ifaces = pinned::read_pinned(pin_dir)?;
 
     let packets = counter_family::<RuleLabels>(
         &mut reg,
@@ -159,7 +159,7 @@ pub fn render(pin_dir: &Path, run_dir: &Path) -> Result<String> {
     cap.set(fill.capacity_entries as i64);
     reg.register("conntrack_capacity_entries", "Flow-table size", cap);
 
-    let st = state::read(run_dir).ok();
+    let st = status::read(run_dir).ok();
     let up = Gauge::<i64>::default();
     up.set(st.as_ref().map_or(0, |s| s.rules_error.is_none() as i64));
     reg.register(

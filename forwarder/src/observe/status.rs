@@ -26,7 +26,7 @@ pub struct DaemonState {
     pub adopted: Option<String>,
     /// Prometheus endpoint, when enabled.
     pub metrics: Option<String>,
-    pub interfaces: Vec<IfaceState>,
+    pub interfaces: Vec<IfaceReport>,
     pub rules: Vec<RuleStatus>,
 }
 
@@ -79,11 +79,12 @@ impl RuleStatus {
     }
 }
 
+/// One interface as the daemon uses it (`status` shows these).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct IfaceState {
+pub struct IfaceReport {
     pub name: String,
     pub ifindex: Option<u32>,
-    /// "tcx", "tcx+xdp", or "none".
+    /// "tcx", "tcx+egress", "tcx+xdp", "tcx+egress+xdp", or "none".
     pub attach: String,
     /// The attach mode chosen and why (`[interface.NAME] attach`).
     #[serde(default)]

@@ -87,9 +87,10 @@ pub struct SweepStats {
 /// direction whose partner is gone, e.g. after a racing insert). Reads and
 /// deletes in batches, so a million flows cost a fraction of a second.
 pub fn sweep(flows: &MapData, t: &Timeouts, now_ns: u64) -> Result<SweepStats> {
-    let all: StdHashMap<FlowKey, FlowEntry> = crate::batch::dump::<FlowKey, FlowEntry>(flows)?
-        .into_iter()
-        .collect();
+    let all: StdHashMap<FlowKey, FlowEntry> =
+        crate::dataplane::batch::dump::<FlowKey, FlowEntry>(flows)?
+            .into_iter()
+            .collect();
     let mut stats = SweepStats::default();
     let mut doomed = Vec::new();
     for (k, e) in &all {
@@ -121,7 +122,7 @@ pub fn sweep(flows: &MapData, t: &Timeouts, now_ns: u64) -> Result<SweepStats> {
             }
         }
     }
-    crate::batch::delete(flows, &doomed)?;
+    crate::dataplane::batch::delete(flows, &doomed)?;
     Ok(stats)
 }
 
