@@ -205,6 +205,22 @@ fn rule_of(k: &AllowLpmKey) -> u32 {
 /// order of this module's documentation, or [`NoRoom`] when `new` does not
 /// fit `room` on its own.
 pub fn update(old: MapState, new: MapState, room: Room) -> Result<Update, NoRoom> {
+    ordered(old, new, room, false)
+}
+
+/// The operations back from a half-applied `now` to `old` after a failed
+/// write: removes first, so going back never needs more room than the
+/// larger of the two (a map that just refused an insert has none to spare).
+pub fn rollback(now: MapState, old: MapState, room: Room) -> Result<Update, NoRoom> {
+    ordered(now, old, room, true)
+}
+
+fn ordered(
+    old: MapState,
+    new: MapState,
+    room: Room,
+    force_removes_first: bool,
+) -> Result<Update, NoRoom> {
     let (ol, nl) = (&old.entries.listeners, &new.entries.listeners);
     let (oa, na) = (&old.entries.allow, &new.entries.allow);
     if nl.len() > room.listeners {
@@ -236,15 +252,16 @@ pub fn update(old: MapState, new: MapState, room: Room) -> Result<Update, NoRoom
     let (mut removes_late, mut removes_early): (Vec<_>, Vec<_>) =
         allow.removes.iter().copied().partition(late_remove);
     let both_allow = oa.len() - removes_early.len() + allow.inserts.len();
-    let mut removes_first = false;
-    if both_allow > room.allow {
+    let mut removes_first = force_removes_first;
+    if both_allow > room.allow || force_removes_first {
         removes_early.append(&mut removes_late);
         removes_first = true;
     }
     let peak_allow = oa
         .len()
         .max(oa.len() - removes_early.len() + allow.inserts.len());
-    let listeners_removes_first = ol.len() + listeners.inserts.len() > room.listeners;
+    let listeners_removes_first =
+        force_removes_first || ol.len() + listeners.inserts.len() > room.listeners;
     removes_first |= listeners_removes_first;
     let peak_listeners = if listeners_removes_first {
         ol.len().max(nl.len())

@@ -200,12 +200,14 @@ proptest! {
 
     /// Every step admits only what the old or the new file admits, with
     /// that file's translation, and the last step leaves exactly the new
-    /// maps.
+    /// maps; in the usual order and in the removes-first order of a
+    /// rollback.
     #[test]
     fn no_step_admits_what_both_files_refuse(
         ol in listeners_strategy(), op in prefixes_strategy(),
         nl in listeners_strategy(), np in prefixes_strategy(),
         tight in any::<bool>(),
+        back in any::<bool>(),
     ) {
         let (oi, oe) = config(&ol, &op);
         let (ni, ne) = config(&nl, &np);
@@ -219,7 +221,8 @@ proptest! {
         } else {
             ROOMY
         };
-        let u = update(old, new, room).unwrap();
+        let u = if back { rollback(old, new, room) } else { update(old, new, room) }.unwrap();
+        prop_assert!(u.removes_first || !back);
         let k = run_checked(old, new, &u, room).map_err(TestCaseError::fail)?;
         prop_assert_eq!(k, Kernel::of(new));
     }

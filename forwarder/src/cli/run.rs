@@ -7,7 +7,7 @@ use std::{
 use crate::{
     daemon::{events, load_rules, Daemon},
     dataplane::{self, bpffs, Dataplane, LoadOptions},
-    observe::{metrics, status},
+    observe::{metrics, running, status},
 };
 use anyhow::Result;
 use tracing::{info, warn};
@@ -78,14 +78,9 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         unsafe { libc::geteuid() } == 0,
         "forwarder run needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for bpffs)"
     );
-    if let Some(pid) = status::running_pid(run_dir) {
-        if pid != std::process::id() {
-            anyhow::bail!(
-                "another forwarder daemon (pid {pid}) runs with run directory {}",
-                run_dir.display()
-            );
-        }
-    }
+    // Held until the process ends: `reload`, `down` and a second `run`
+    // find this daemon by it, not by a pid that may have been recycled.
+    let _lock = running::DaemonLock::take(run_dir)?;
     bpffs::ensure_pin_dir(pin_dir)?;
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: Some(pin_dir),
@@ -126,7 +121,7 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         };
         if let Some(m) = &metrics {
             d.metrics = Some(m.addr.to_string());
-            d.write_state()?;
+            d.publish();
         }
         events::serve(&mut d, !args.no_watch).await?;
         if teardown {

@@ -2,7 +2,7 @@
 //! is down or busy) plus the daemon's status file.
 use std::{path::Path, process::ExitCode};
 
-use crate::observe::{pinned, status};
+use crate::observe::{pinned, running, status};
 use anyhow::Result;
 use serde::Serialize;
 
@@ -36,7 +36,7 @@ struct Status {
 
 pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCode> {
     let daemon = status::read(run_dir).ok();
-    let daemon_running = status::running_pid(run_dir).is_some();
+    let daemon_running = running::running_pid(run_dir).is_some();
     let (counts, conntrack) = pinned::read_rules_pinned(pin_dir)?;
     let by_id = |id: u32| {
         daemon

@@ -216,7 +216,7 @@ pub fn write_maps(
     let old = record.clone();
     let back = facts::read_record(&dp.maps).and_then(|now| {
         let room = dp.maps.room()?;
-        let undo = rules::diff::update(now.state(), old.state(), room)?;
+        let undo = rules::diff::rollback(now.state(), old.state(), room)?;
         run(&mut dp.maps, &undo.ops, &now, faults)
             .map_err(|(op, e)| e.context(format!("undoing at {op:?}")))
     });

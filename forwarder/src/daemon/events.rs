@@ -40,6 +40,11 @@ const FILE_SETTLE: Duration = Duration::from_millis(250);
 /// within a second.
 const NETLINK_SETTLE: Duration = Duration::from_millis(100);
 
+/// After a failed reconcile (a write that failed, a netlink error), the
+/// first retry; each further failure doubles the wait, up to `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// The event loop: signals, file changes, netlink events, the sweeper.
 pub async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -57,6 +62,17 @@ pub async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
     let far = Instant::now() + Duration::from_secs(86400 * 365);
     let mut file_due = far;
     let mut netlink_due = far;
+    let mut retry = RETRY_FIRST;
+    // After each reload or reconcile: a failed one is tried again (the
+    // record says what the maps hold, so the retry converges from there).
+    let schedule = |d: &Daemon, due: &mut Instant, retry: &mut Duration| {
+        if d.failed() {
+            *due = (*due).min(Instant::now() + *retry);
+            *retry = (*retry * 2).min(RETRY_MAX);
+        } else {
+            *retry = RETRY_FIRST;
+        }
+    };
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM"); return Ok(()) }
@@ -66,6 +82,7 @@ pub async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
                 if let Err(e) = d.reload("SIGHUP").await {
                     warn!("reload failed: {e:#}");
                 }
+                schedule(d, &mut netlink_due, &mut retry);
                 file_due = far;
                 sweep = tokio::time::interval(sweep_interval(&d.timeouts()));
             }
@@ -78,6 +95,7 @@ pub async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
                 if let Err(e) = d.reload("file changed").await {
                     warn!("reload failed: {e:#}");
                 }
+                schedule(d, &mut netlink_due, &mut retry);
                 sweep = tokio::time::interval(sweep_interval(&d.timeouts()));
             }
             Some(_) = nl.next() => {
@@ -89,9 +107,10 @@ pub async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
                 netlink_due = far;
                 debug!("interfaces, addresses or routes changed: reconciling");
                 match d.reconcile().await {
-                    Ok(()) => d.write_state()?,
-                    Err(e) => warn!("reconcile after a netlink event failed: {e:#}"),
+                    Ok(()) => d.publish(),
+                    Err(e) => warn!("reconcile failed (retrying in {retry:?}): {e:#}"),
                 }
+                schedule(d, &mut netlink_due, &mut retry);
             }
             _ = sweep.tick() => {
                 let t0 = Instant::now();

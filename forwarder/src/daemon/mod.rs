@@ -55,6 +55,8 @@ pub struct Daemon {
     netlink: Handle,
     /// Faults injected into map writes (tests only; empty otherwise).
     pub faults: Faults,
+    /// The last reconcile failed: the event loop tries again.
+    failed: bool,
 }
 
 /// Reads and validates the rules file; the error text is the rendered
@@ -101,6 +103,7 @@ impl Daemon {
             metrics: None,
             netlink: facts::connect()?,
             faults: Faults::default(),
+            failed: false,
         })
     }
 
@@ -122,7 +125,7 @@ impl Daemon {
         self.generation += 1;
         let r = self.reconcile().await;
         self.record_load("start", r.as_ref().err().map(|e| format!("{e:#}")));
-        self.write_state()?;
+        self.publish();
         r
     }
 
@@ -141,7 +144,9 @@ impl Daemon {
                     }
                     Err(e) => {
                         // Keep describing what is in force; the record says
-                        // what the maps hold, and the next event retries.
+                        // what the maps hold, and the event loop retries.
+                        warn!(trigger, "rules not applied: {e:#}");
+                        self.rules_error = Some(format!("{e:#}"));
                         self.loaded = old;
                         Err(e)
                     }
@@ -157,7 +162,7 @@ impl Daemon {
             }
         };
         self.record_load(trigger, result.as_ref().err().map(|e| format!("{e:#}")));
-        self.write_state()?;
+        self.publish();
         result
     }
 
@@ -179,9 +184,20 @@ impl Daemon {
         });
     }
 
+    /// Whether the last reconcile failed (and should be tried again).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
     /// Brings attachments and maps in line with the rules and the kernel:
     /// facts, plan, apply.
     pub async fn reconcile(&mut self) -> Result<()> {
+        let r = self.facts_plan_apply().await;
+        self.failed = r.is_err();
+        r
+    }
+
+    async fn facts_plan_apply(&mut self) -> Result<()> {
         let targets = self.loaded.rules.forwards.iter().map(|f| f.target.addr);
         let facts = Facts::gather(&self.netlink, targets, &self.dp).await?;
         let plan = plan::plan(&self.loaded.rules, &facts, &self.record)?;
@@ -215,6 +231,15 @@ impl Daemon {
         self.rule_status = plan.rules;
         self.forwards = plan.compiled.rules.len();
         Ok(())
+    }
+
+    /// Writes the status file; a failure (a full or read-only run
+    /// directory) is logged and changes nothing else: the dataplane and the
+    /// daemon go on, and the next write tries again.
+    pub fn publish(&self) {
+        if let Err(e) = self.write_state() {
+            warn!("writing the status file failed, status shows older news: {e:#}");
+        }
     }
 
     pub fn write_state(&self) -> Result<()> {

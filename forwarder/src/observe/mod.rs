@@ -1,5 +1,6 @@
 //! What an operator sees: the pinned maps read back (`pinned`), the
-//! daemon's status file (`status`) and the Prometheus endpoint (`metrics`).
+//! daemon's status file (`status`), whether a daemon runs (`running`) and
+//! the Prometheus endpoint (`metrics`).
 //!
 //! The one fact a reader gets wrong: none of this asks the daemon. The CLI
 //! reads the pinned maps and the status file directly, so `status` and
@@ -7,4 +8,5 @@
 //! dataplane goes on forwarding alone.
 pub mod metrics;
 pub mod pinned;
+pub mod running;
 pub mod status;

@@ -169,30 +169,47 @@ pub fn read_flows(pin_dir: &Path) -> Result<(Vec<(FlowKey, FlowEntry)>, u32)> {
     Ok((crate::dataplane::batch::dump(&data)?, capacity))
 }
 
-/// Every named rule's counters and the flow table's fill, from pinned maps.
-pub fn read_rules_pinned(pin_dir: &Path) -> Result<(Vec<RuleCount>, TableFill)> {
-    let names = read_rule_names(pin_dir)?;
-    let counters: PerCpuArray<MapData, RuleCounters> =
-        PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, MAP_RULE_COUNTERS)?))?;
+/// Live flows per rule and the table's fill: one walk of the flow table.
+#[derive(Clone, Debug, Default)]
+pub struct FlowCounts {
+    pub per_rule: BTreeMap<u32, u64>,
+    pub fill: TableFill,
+}
+
+/// Counts the pinned flow table (batched reads of every entry: at a
+/// million flows a fraction of a second of CPU, so callers that may run
+/// often keep the result a while, see `metrics`).
+pub fn count_flows(pin_dir: &Path) -> Result<FlowCounts> {
     let (flows, capacity) = read_flows(pin_dir)?;
-    let mut active: std::collections::HashMap<u32, u64> = Default::default();
-    let mut fill = TableFill {
-        capacity_entries: capacity,
+    let mut out = FlowCounts {
+        fill: TableFill {
+            capacity_entries: capacity,
+            ..Default::default()
+        },
         ..Default::default()
     };
     for (_, e) in &flows {
-        fill.entries += 1;
+        out.fill.entries += 1;
         if !e.flags.contains(FlowFlags::REPLY) {
-            fill.flows += 1;
-            *active.entry(e.rule_id).or_default() += 1;
+            out.fill.flows += 1;
+            *out.per_rule.entry(e.rule_id).or_default() += 1;
         }
     }
+    Ok(out)
+}
+
+/// Every named rule's counters (cheap: one per-CPU array read per rule),
+/// with `active_flows` from `flows`.
+pub fn read_rule_counters(pin_dir: &Path, flows: &FlowCounts) -> Result<Vec<RuleCount>> {
+    let names = read_rule_names(pin_dir)?;
+    let counters: PerCpuArray<MapData, RuleCounters> =
+        PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, MAP_RULE_COUNTERS)?))?;
     let mut out = Vec::new();
     for (&id, name) in &names {
         let mut sum = RuleCount {
             id,
             name: name.clone(),
-            active_flows: active.get(&id).copied().unwrap_or(0),
+            active_flows: flows.per_rule.get(&id).copied().unwrap_or(0),
             ..Default::default()
         };
         let mut drops = [0u64; RULE_DROP_NAMES.len()];
@@ -210,7 +227,13 @@ pub fn read_rules_pinned(pin_dir: &Path) -> Result<(Vec<RuleCount>, TableFill)> 
         sum.drops = RULE_DROP_NAMES.iter().copied().zip(drops).collect();
         out.push(sum);
     }
-    Ok((out, fill))
+    Ok(out)
+}
+
+/// Every named rule's counters and the flow table's fill, from pinned maps.
+pub fn read_rules_pinned(pin_dir: &Path) -> Result<(Vec<RuleCount>, TableFill)> {
+    let flows = count_flows(pin_dir)?;
+    Ok((read_rule_counters(pin_dir, &flows)?, flows.fill))
 }
 
 /// A backend `snat = "auto"` switched to SNAT, and how long ago.
