@@ -314,9 +314,40 @@ fn a_reload_whose_writes_fail_says_failed_and_keeps_the_old_maps() -> Result<()>
             st.rules_error
         );
         ensure!(!metrics::config_ok(Some(&st)), "metrics say failed");
+        ensure!(!last.maps_mixed, "nothing mixed: {last:?}");
         ensure!(
             facts::read_record(&d.dp.maps)?.same_maps(&a),
             "the maps hold file A exactly"
+        );
+
+        // The rollback fails too: the status says the maps hold a mix, and
+        // the retry of the event loop (a reconcile) restores file A.
+        d.faults = Faults::new(vec![
+            Fault::Write {
+                at: 40,
+                errno: libc::EIO,
+            },
+            Fault::Write {
+                at: 41,
+                errno: libc::EIO,
+            },
+        ]);
+        ensure!(d.reload("test").await.is_err(), "the reload fails");
+        ensure!(d.failed(), "and is to be retried");
+        let last = status::read(&run_dir)?.last_load.context("a load result")?;
+        ensure!(
+            !last.applied && last.maps_mixed,
+            "status says the maps hold a mix: {last:?}"
+        );
+        ensure!(
+            !facts::read_record(&d.dp.maps)?.same_maps(&a),
+            "a mix indeed"
+        );
+        d.faults = Faults::default();
+        d.reconcile().await?;
+        ensure!(
+            facts::read_record(&d.dp.maps)?.same_maps(&a),
+            "the retry restores file A exactly"
         );
 
         d.faults = Faults::default();

@@ -54,6 +54,14 @@ pub fn reload(run_dir: &Path) -> Result<ExitCode> {
             println!("applied: {}", l.summary);
             Ok(ExitCode::SUCCESS)
         }
+        Some(l) if l.maps_mixed => {
+            eprintln!(
+                "failed, and the rollback failed too: the maps hold a mix of the old and the \
+                 new file until the daemon's retry succeeds:"
+            );
+            eprintln!("{}", st.rules_error.as_deref().unwrap_or("(no details)"));
+            Ok(ExitCode::FAILURE)
+        }
         _ => {
             eprintln!("rejected; the running configuration is unchanged:");
             eprintln!("{}", st.rules_error.as_deref().unwrap_or("(no details)"));

@@ -97,7 +97,14 @@ fn print_text(st: &Status) {
                 );
             }
             if let Some(e) = &d.rules_error {
-                println!("LAST RELOAD REJECTED (running configuration unchanged):\n{e}");
+                if d.last_load.as_ref().is_some_and(|l| l.maps_mixed) {
+                    println!(
+                        "LAST RELOAD FAILED, ROLLBACK FAILED (the maps hold a mix until the \
+                         daemon's retry):\n{e}"
+                    );
+                } else {
+                    println!("LAST RELOAD REJECTED (running configuration unchanged):\n{e}");
+                }
             }
             if let Some(a) = &d.adopted {
                 println!("{a}");

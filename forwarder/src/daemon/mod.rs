@@ -57,6 +57,8 @@ pub struct Daemon {
     pub faults: Faults,
     /// The last reconcile failed: the event loop tries again.
     failed: bool,
+    /// ... and its writes could not be rolled back.
+    maps_mixed: bool,
 }
 
 /// Reads and validates the rules file; the error text is the rendered
@@ -104,6 +106,7 @@ impl Daemon {
             netlink: facts::connect()?,
             faults: Faults::default(),
             failed: false,
+            maps_mixed: false,
         })
     }
 
@@ -181,6 +184,7 @@ impl Daemon {
             trigger: trigger.to_string(),
             applied: error.is_none(),
             summary,
+            maps_mixed: error.is_some() && self.maps_mixed,
         });
     }
 
@@ -192,6 +196,7 @@ impl Daemon {
     /// Brings attachments and maps in line with the rules and the kernel:
     /// facts, plan, apply.
     pub async fn reconcile(&mut self) -> Result<()> {
+        self.maps_mixed = false;
         let r = self.facts_plan_apply().await;
         self.failed = r.is_err();
         r
@@ -203,6 +208,9 @@ impl Daemon {
         let plan = plan::plan(&self.loaded.rules, &facts, &self.record)?;
         let applied = apply::apply(&mut self.dp, &plan, &mut self.record, &mut self.faults)?;
         self.iface_status = applied.ifaces;
+        if let Err(e) = &applied.maps {
+            self.maps_mixed = !e.rolled_back;
+        }
         applied.maps?;
         for name in &plan.entries.missing_ifaces {
             warn!(iface = %name, "interface does not exist (yet): its forwards wait for it");

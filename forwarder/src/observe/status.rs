@@ -39,6 +39,12 @@ pub struct LoadResult {
     /// One-line summary ("4 forwards; 2 listeners added, 1 removed" or the
     /// first line of the error).
     pub summary: String,
+    /// The load failed while writing the maps and could not roll back:
+    /// they hold a mix of the old and the new file until the daemon's
+    /// retry (the status says exactly which entries are in force only in
+    /// the daemon's record; `forwarder status` shows the counters).
+    #[serde(default)]
+    pub maps_mixed: bool,
 }
 
 /// One forward as the daemon applied it.
