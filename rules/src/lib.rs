@@ -7,8 +7,9 @@
 //!   loads completely or not at all.
 //! * [`compile`]: rule ids stable across reloads, listener and allow-list
 //!   map entries in the kernel ABI of `forwarder-common`.
-//! * [`diff`]: old vs new map contents and the order that keeps live traffic
-//!   flowing while they are applied.
+//! * [`diff`]: old vs new map contents as ordered operations
+//!   ([`diff::update`]): the order that never opens a hole while they are
+//!   applied, and that fits the maps.
 //! * [`explain`], [`report`]: the `explain` and `check` commands' logic.
 //! * [`import`]: `iptables-save` output and socat units to a rules file.
 //! * [`print`]: the model back to TOML.
@@ -33,7 +34,7 @@ pub use compile::{
     IfaceState, ListenAddr, ListenerSpec, MapEntries,
 };
 pub use diagnostics::{Diagnostic, Diagnostics, Location, Severity};
-pub use diff::{diff, Diff};
+pub use diff::{diff, Diff, MapOp, MapState, NoRoom, Room, Update};
 pub use model::*;
 pub use print::to_toml;
 pub use validate::{listeners_overlap, ASSUMED_IFACE_ADDRS};

@@ -46,10 +46,14 @@ pub struct Global {
 impl Default for Global {
     fn default() -> Self {
         Global {
-            conntrack_max: 262_144,
+            conntrack_max: forwarder_common::DEFAULT_CONNTRACK_MAX,
             // Linux's own ephemeral range: sized for many concurrent flows
             // per (SNAT address, target) pair, and familiar to operators.
-            snat_ports: PortRange::new(32768, 60999).expect("valid constant range"),
+            snat_ports: PortRange::new(
+                forwarder_common::DEFAULT_SNAT_PORT_MIN,
+                forwarder_common::DEFAULT_SNAT_PORT_MAX,
+            )
+            .expect("valid constant range"),
             log_level: LogLevel::Info,
             log_format: LogFormat::Text,
             metrics: None,

@@ -2,7 +2,7 @@
 //! is down or busy) plus the daemon's status file.
 use std::{path::Path, process::ExitCode};
 
-use crate::{counters, state};
+use crate::observe::{pinned, running, status};
 use anyhow::Result;
 use serde::Serialize;
 
@@ -17,27 +17,27 @@ pub struct StatusArgs {
 struct RuleView {
     /// The forward as the daemon applied it (absent when no daemon runs).
     #[serde(flatten)]
-    rule: Option<state::RuleStatus>,
-    counters: counters::RuleCount,
+    rule: Option<status::RuleStatus>,
+    counters: pinned::RuleCount,
 }
 
 #[derive(Serialize)]
 struct Status {
     /// Whether the daemon named in the status file is running.
     daemon_running: bool,
-    daemon: Option<state::DaemonState>,
+    daemon: Option<status::DaemonState>,
     rules: Vec<RuleView>,
-    conntrack: counters::TableFill,
+    conntrack: pinned::TableFill,
     /// Backends `snat = "auto"` switched to SNAT (their replies bypassed
     /// this host).
-    auto_snat_learned: Vec<counters::Learned>,
-    interfaces: Vec<counters::IfaceCounters>,
+    auto_snat_learned: Vec<pinned::Learned>,
+    interfaces: Vec<pinned::IfaceCounters>,
 }
 
 pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCode> {
-    let daemon = state::read(run_dir).ok();
-    let daemon_running = state::running_pid(run_dir).is_some();
-    let (counts, conntrack) = counters::read_rules_pinned(pin_dir)?;
+    let daemon = status::read(run_dir).ok();
+    let daemon_running = running::running_pid(run_dir).is_some();
+    let (counts, conntrack) = pinned::read_rules_pinned(pin_dir)?;
     let by_id = |id: u32| {
         daemon
             .as_ref()
@@ -53,11 +53,11 @@ pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCo
             })
             .collect(),
         conntrack,
-        auto_snat_learned: counters::read_learned(pin_dir).unwrap_or_default(),
+        auto_snat_learned: pinned::read_learned(pin_dir).unwrap_or_default(),
         interfaces: {
             // Names as the daemon saw them: `status` may run in another
             // network namespace, where the same ifindex is another device.
-            let mut v = counters::read_pinned(pin_dir)?;
+            let mut v = pinned::read_pinned(pin_dir)?;
             if let Some(d) = &daemon {
                 for i in &mut v {
                     if let Some(s) = d.interfaces.iter().find(|s| s.ifindex == Some(i.ifindex)) {
@@ -97,7 +97,14 @@ fn print_text(st: &Status) {
                 );
             }
             if let Some(e) = &d.rules_error {
-                println!("LAST RELOAD REJECTED (running configuration unchanged):\n{e}");
+                if d.last_load.as_ref().is_some_and(|l| l.maps_mixed) {
+                    println!(
+                        "LAST RELOAD FAILED, ROLLBACK FAILED (the maps hold a mix until the \
+                         daemon's retry):\n{e}"
+                    );
+                } else {
+                    println!("LAST RELOAD REJECTED (running configuration unchanged):\n{e}");
+                }
             }
             if let Some(a) = &d.adopted {
                 println!("{a}");

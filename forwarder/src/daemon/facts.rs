@@ -1,9 +1,16 @@
-//! Kernel facts over rtnetlink: links (index, link type, MTU, kind), routes
-//! (which interface reaches a target, so the daemon hooks the side replies
+//! The first stage of the daemon: what is true now, read from the kernel.
+//! Over rtnetlink: links (index, link type, MTU, kind), routes (which
+//! interface reaches each target, so the daemon hooks the side replies
 //! arrive on), interface addresses (for listeners that follow "the
 //! interface's own addresses"), and a watch for changes of any of them.
+//! From the dataplane: what is attached and registered, how big the maps
+//! are. The rules file is the other input of `plan`.
+//!
+//! The one fact a reader gets wrong: facts are read whole each time, never
+//! patched from netlink messages (the messages only say "something
+//! changed"), so a missed or reordered message cannot leave a stale fact.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr},
 };
 
@@ -16,7 +23,85 @@ use netlink_packet_route::{
 };
 use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 
-use crate::ifaces::Iface;
+use forwarder_common::IfaceConfig;
+use rules::Room;
+
+use super::plan::Record;
+use crate::{
+    dataplane::{Dataplane, Maps},
+    ifaces::Iface,
+};
+
+/// Everything `plan` needs to know about the machine.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facts {
+    /// Every link of this network namespace, by name.
+    pub links: BTreeMap<String, Iface>,
+    /// IPv4 addresses by ifindex.
+    pub addrs: BTreeMap<u32, Vec<Ipv4Addr>>,
+    /// The route to each target of the rules (`None`: no forwarding route,
+    /// e.g. a ClusterIP or a local address).
+    pub routes: BTreeMap<Ipv4Addr, Option<Route>>,
+    /// Interfaces this daemon has attached, as it attached them.
+    pub attached: Vec<Attached>,
+    /// Interfaces registered in the config map (ifindex -> counter slot),
+    /// including ones a previous daemon registered.
+    pub registered: BTreeMap<u32, IfaceConfig>,
+    /// How many listener and allow-list entries the maps take.
+    pub room: Room,
+}
+
+/// An interface the dataplane has programs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attached {
+    pub iface: Iface,
+    pub egress: bool,
+    pub xdp: bool,
+}
+
+impl Facts {
+    /// Reads the facts for `targets` (the rules' backends).
+    pub async fn gather(
+        handle: &Handle,
+        targets: impl IntoIterator<Item = Ipv4Addr>,
+        dp: &Dataplane,
+    ) -> Result<Facts> {
+        let mut routes = BTreeMap::new();
+        for t in targets.into_iter().collect::<BTreeSet<_>>() {
+            routes.insert(t, route_get(handle, t).await);
+        }
+        Ok(Facts {
+            links: links(handle).await?,
+            addrs: v4_addrs(handle).await?,
+            routes,
+            attached: dp
+                .attached()
+                .map(|i| Attached {
+                    iface: i.clone(),
+                    egress: dp.has_egress(i.ifindex),
+                    xdp: dp.has_xdp(i.ifindex),
+                })
+                .collect(),
+            registered: dp.maps.registered(),
+            room: dp.maps.room()?,
+        })
+    }
+
+    /// The link with this ifindex.
+    pub fn link(&self, ifindex: u32) -> Option<&Iface> {
+        self.links.values().find(|l| l.ifindex == ifindex)
+    }
+
+    /// The route to `target` as gathered (`None` when there is none).
+    pub fn route(&self, target: Ipv4Addr) -> Option<Route> {
+        self.routes.get(&target).copied().flatten()
+    }
+
+    /// The link the route to `target` leaves by.
+    pub fn route_link(&self, target: Ipv4Addr) -> Option<&Iface> {
+        self.route(target).and_then(|r| self.link(r.oif))
+    }
+}
 
 pub fn connect() -> Result<Handle> {
     let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
@@ -147,4 +232,13 @@ pub async fn v4_addrs(handle: &Handle) -> Result<BTreeMap<u32, Vec<Ipv4Addr>>> {
         }
     }
     Ok(out)
+}
+
+/// What the kernel maps hold, read back: the daemon's record at start
+/// (adopting a previous daemon's maps) and after a failed write.
+pub fn read_record(maps: &Maps) -> Result<Record> {
+    Ok(Record {
+        ids: maps.rule_ids()?,
+        entries: maps.entries()?,
+    })
 }
