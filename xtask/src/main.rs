@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod setup;
+mod vm;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -45,6 +46,9 @@ enum Cmd {
     /// Benchmark the forwarder against kernel forwarding, iptables, nftables
     /// and socat in namespaces; writes BENCHMARKS.md, results.json, a chart.
     Bench(bench::BenchArgs),
+    /// Boot an older kernel (Debian's 6.1 by default) under qemu and run the
+    /// namespace e2e subset inside it.
+    VmTest(vm::VmArgs),
 }
 
 fn main() -> Result<()> {
@@ -55,6 +59,7 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Demo { scenario } => demo(&scenario),
         Cmd::Bench(args) => bench::bench(args),
+        Cmd::VmTest(args) => vm::vm_test(&args),
     }
 }
 
