@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod conntrack;
 pub mod control;
+pub mod doctor;
 pub mod offline;
 pub mod run;
 pub mod status;
@@ -64,6 +65,9 @@ pub enum Command {
     Explain(offline::ExplainArgs),
     /// Translate iptables-save output or socat units into a rules file.
     Import(offline::ImportArgs),
+    /// Probe the kernel for everything the forwarder needs (root; starts
+    /// nothing): a table of what is there and what is missing.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Parses the command line and runs the command; the process exit code.
@@ -78,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => offline::check(args),
         Command::Explain(args) => offline::explain(args),
         Command::Import(args) => offline::import(args),
+        Command::Doctor(args) => doctor::doctor(args),
     };
     match result {
         Ok(code) => code,
