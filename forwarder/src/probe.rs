@@ -105,6 +105,9 @@ pub struct ProbeOptions {
     /// Also load the real object and attach it every way, in a scratch
     /// network namespace (`doctor`; takes a second or two).
     pub attach: bool,
+    /// Probe this object instead of the embedded one (`doctor --object`:
+    /// would a candidate build load on this kernel?).
+    pub object: Option<&'static [u8]>,
 }
 
 pub fn kernel_release() -> String {
@@ -221,7 +224,8 @@ pub fn probe(opts: &ProbeOptions) -> Probe {
             checks: c.list,
         };
     }
-    f.object_needs_met = needs(&mut c, crate::dataplane::OBJECT);
+    let object = opts.object.unwrap_or(crate::dataplane::OBJECT);
+    f.object_needs_met = needs(&mut c, object);
     f.tcx = c.add(
         "TCX (tc links)",
         raw::tcx_supported(),
@@ -255,7 +259,7 @@ pub fn probe(opts: &ProbeOptions) -> Probe {
          cannot read the flow table",
     );
     if opts.attach {
-        attach_checks(&mut c, &mut f);
+        attach_checks(&mut c, &mut f, object);
     }
     Probe {
         kernel,
@@ -342,8 +346,8 @@ fn outcome(o: &scratch::Outcome) -> Result<bool, String> {
 
 /// The scratch-namespace probes: the object through the verifier, then
 /// every attach mode.
-fn attach_checks(c: &mut Checks, f: &mut Features) {
-    let found = match scratch::run(crate::dataplane::OBJECT, f.tcx) {
+fn attach_checks(c: &mut Checks, f: &mut Features, object: &'static [u8]) {
+    let found = match scratch::run(object, f.tcx) {
         Ok(found) => found,
         Err(e) => {
             c.add("attach probes", Err(e), Impact::Info, "", "");

@@ -7,7 +7,7 @@
 //! rules file, offline and as any user; this judges the machine, as root.
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::probe::{self, Impact, Probe, ProbeOptions, Status};
@@ -20,11 +20,20 @@ pub struct DoctorArgs {
     /// Skip loading the object and the attach probes (no scratch namespace).
     #[arg(long)]
     pub quick: bool,
+    /// Probe this eBPF object file instead of the embedded one (would a
+    /// candidate build load on this kernel?).
+    #[arg(long, value_name = "FILE")]
+    pub object: Option<std::path::PathBuf>,
 }
 
 pub fn doctor(args: DoctorArgs) -> Result<ExitCode> {
+    let object = match &args.object {
+        Some(path) => Some(read_aligned(path)?),
+        None => None,
+    };
     let p = probe::probe(&ProbeOptions {
         attach: !args.quick,
+        object,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&p)?);
@@ -36,6 +45,21 @@ pub fn doctor(args: DoctorArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// An object file, read into 8-byte aligned memory (the ELF parser reads
+/// its headers in place) and kept for the life of the command.
+fn read_aligned(path: &std::path::Path) -> Result<&'static [u8]> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    // SAFETY: `words` owns at least bytes.len() bytes; u8 has no alignment
+    // or validity requirements.
+    let view =
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, bytes.len()) };
+    view.copy_from_slice(&bytes);
+    let words: &'static [u64] = Box::leak(words.into_boxed_slice());
+    // SAFETY: as above; the leaked allocation lives until the process ends.
+    Ok(unsafe { std::slice::from_raw_parts(words.as_ptr() as *const u8, bytes.len()) })
 }
 
 fn result(status: Status, impact: Impact) -> &'static str {

@@ -58,6 +58,10 @@ pub struct VmArgs {
     /// Guest memory in MiB (the overlay's writes live in it).
     #[arg(long, default_value_t = 4096)]
     pub memory: u32,
+    /// Multiplier for the tests' own waits and client time-outs in the
+    /// guest (FORWARDER_TEST_TIME_SCALE): emulation is tens of times slower.
+    #[arg(long, default_value_t = 6)]
+    pub time_scale: u32,
     /// nextest --test-threads in the guest (default: its CPU count).
     #[arg(long)]
     pub test_threads: Option<u32>,
@@ -118,6 +122,10 @@ pub fn vm_test(args: &VmArgs) -> Result<()> {
         ),
         // The guest runs as root: a test that skips there is broken.
         ("FORWARDER_REQUIRE_ROOT_TESTS".into(), "1".into()),
+        (
+            "FORWARDER_TEST_TIME_SCALE".into(),
+            args.time_scale.to_string(),
+        ),
         ("RUST_BACKTRACE".into(), "1".into()),
         ("NO_COLOR".into(), "1".into()),
     ];
