@@ -234,19 +234,21 @@ pub fn probe(opts: &ProbeOptions) -> Probe {
         "no TCX (Linux 6.6): TC programs can only be attached the legacy way \
          (clsact qdisc + cls_bpf over netlink), which this build does not do yet",
     );
+    let (answer, detail) = fib_flag(BPF_FIB_LOOKUP_SKIP_NEIGH);
     f.fib_skip_neigh = c.add(
         "fib_lookup SKIP_NEIGH",
-        raw::fib_lookup_accepts(BPF_FIB_LOOKUP_SKIP_NEIGH),
+        answer,
         Impact::Fatal,
-        "bpf_fib_lookup(.., BPF_FIB_LOOKUP_SKIP_NEIGH) run in a test program",
+        detail,
         "bpf_fib_lookup rejects BPF_FIB_LOOKUP_SKIP_NEIGH (Linux 6.3): every route lookup \
          of this object fails, so SNATed forwards drop and the rest go through the stack",
     );
+    let (answer, detail) = fib_flag(BPF_FIB_LOOKUP_SRC);
     f.fib_src = c.add(
         "fib_lookup SRC",
-        raw::fib_lookup_accepts(BPF_FIB_LOOKUP_SRC),
+        answer,
         Impact::Fatal,
-        "bpf_fib_lookup(.., BPF_FIB_LOOKUP_SRC) run in a test program",
+        detail,
         "bpf_fib_lookup rejects BPF_FIB_LOOKUP_SRC (Linux 6.8): the per-flow route lookup \
          fails, so snat = \"masquerade\", \"auto\" and fixed-address SNAT cannot forward",
     );
@@ -265,6 +267,26 @@ pub fn probe(opts: &ProbeOptions) -> Probe {
         kernel,
         features: f,
         checks: c.list,
+    }
+}
+
+/// Whether bpf_fib_lookup accepts `flag`, with the evidence. A flag no
+/// kernel has must come back EINVAL first, or the probe cannot tell.
+fn fib_flag(flag: u32) -> (Result<bool, String>, String) {
+    let control = match raw::fib_lookup_rc(1 << 31) {
+        Ok(rc) => rc,
+        Err(e) => return (Err(e), String::new()),
+    };
+    if control != -libc::EINVAL {
+        let e = format!("cannot tell: an unknown flag returned {control}, not -EINVAL");
+        return (Err(e), String::new());
+    }
+    match raw::fib_lookup_rc(flag) {
+        Ok(rc) => (
+            Ok(rc != -libc::EINVAL),
+            format!("bpf_fib_lookup returned {rc} in a test run (unknown flag: {control})"),
+        ),
+        Err(e) => (Err(e), String::new()),
     }
 }
 
@@ -363,16 +385,39 @@ fn attach_checks(c: &mut Checks, f: &mut Features, object: &'static [u8]) {
     );
     let mut loads = obj_ok;
     for (name, r) in &found.programs {
+        let why = r.as_ref().err().map(String::as_str).unwrap_or_default();
         let ok = c.add(
             format!("verifier: {name}"),
             r.clone().map(|_| true),
             Impact::Fatal,
             "accepted",
-            format!("the verifier rejects {name}"),
+            format!("the verifier rejects {name}: {why}"),
         );
         loads &= ok;
     }
     f.object_loads = Some(loads);
+    c.add(
+        "fib_lookup SRC on a route",
+        outcome(&found.fib_src_route),
+        if f.fib_src {
+            Impact::Fatal
+        } else {
+            Impact::Info
+        },
+        "output lookup filled in the egress address",
+        "BPF_FIB_LOOKUP_SRC does not fill in the source address",
+    );
+    c.add(
+        "fib_lookup SKIP_NEIGH on a route",
+        outcome(&found.fib_skip_neigh_route),
+        if f.fib_skip_neigh {
+            Impact::Fatal
+        } else {
+            Impact::Info
+        },
+        "NO_NEIGH without the flag, success with it",
+        "BPF_FIB_LOOKUP_SKIP_NEIGH does not skip the neighbour",
+    );
     let needs_prog = "needs a classifier the verifier accepted";
     if found.tcx_attach.is_some() {
         c.add(

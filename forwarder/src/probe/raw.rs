@@ -54,6 +54,8 @@ const STDW_IMM: u8 = 0x7a; // *(u64 *)(dst + off) = imm
 const STB_IMM: u8 = 0x72; // *(u8 *)(dst + off) = imm
 const STW_IMM: u8 = 0x62; // *(u32 *)(dst + off) = imm
 const CALL: u8 = 0x85;
+const JNE_IMM: u8 = 0x55; // if dst != imm goto pc + off
+const LDXW: u8 = 0x61; // dst = *(u32 *)(src + off)
 const EXIT: u8 = 0x95;
 const BPF_FUNC_FIB_LOOKUP: i32 = 69;
 const R0: u8 = 0;
@@ -100,24 +102,44 @@ pub fn trivial_classifier() -> Result<OwnedFd, String> {
 /// before anything else and returns -EINVAL for bits it does not know,
 /// which the program hands back as its return value (BPF_PROG_TEST_RUN).
 /// A verifier would accept any flags: only running it tells.
+#[cfg(test)]
 pub fn fib_lookup_accepts(flags: u32) -> Result<bool, String> {
-    // struct bpf_fib_lookup on the stack at fp-64: family at 0, ifindex
-    // at 8 (loopback: the test run's skb lives on it), the rest zero.
+    Ok(fib_lookup_rc(flags)? != -libc::EINVAL)
+}
+
+/// What bpf_fib_lookup returns for `flags` in a test run (a BPF_FIB_LKUP_RET_*
+/// code, or a negative errno), looking up nothing in particular from
+/// loopback (the test run's skb lives on it).
+pub fn fib_lookup_rc(flags: u32) -> Result<i32, String> {
+    fib_lookup(1, 0, flags, false)
+}
+
+/// Runs bpf_fib_lookup in a test program: from `ifindex` to `dst`
+/// (network order). Returns the helper's return code, or with `want_src`
+/// the source address it filled in (network order, as an i32) when it
+/// succeeded.
+pub fn fib_lookup(ifindex: u32, dst: u32, flags: u32, want_src: bool) -> Result<i32, String> {
+    // struct bpf_fib_lookup on the stack at fp-64: family at 0, ifindex at
+    // 8, ipv4_src at 16, ipv4_dst at 32; the rest zero.
     let mut prog = vec![insn(MOV64_REG, R6, R1, 0, 0)];
     for off in (-64..0).step_by(8) {
         prog.push(insn(STDW_IMM, R10, 0, off, 0));
     }
     prog.extend([
         insn(STB_IMM, R10, 0, -64, libc::AF_INET),
-        insn(STW_IMM, R10, 0, -56, 1),
+        insn(STW_IMM, R10, 0, -56, ifindex as i32),
+        insn(STW_IMM, R10, 0, -32, dst as i32),
         insn(MOV64_REG, R1, R6, 0, 0),
         insn(MOV64_REG, R2, R10, 0, 0),
         insn(ADD64_IMM, R2, 0, 0, -64),
         insn(MOV64_IMM, R3, 0, 0, 64),
         insn(MOV64_IMM, R4, 0, 0, flags as i32),
         insn(CALL, 0, 0, 0, BPF_FUNC_FIB_LOOKUP),
-        insn(EXIT, 0, 0, 0, 0),
     ]);
+    if want_src {
+        prog.extend([insn(JNE_IMM, R0, 0, 1, 0), insn(LDXW, R0, R10, -48, 0)]);
+    }
+    prog.push(insn(EXIT, 0, 0, 0, 0));
     let fd = load_classifier(&prog)?;
     // An Ethernet header + an IPv4 header's worth of zeroes: test_run
     // wants at least ETH_HLEN bytes.
@@ -134,8 +156,7 @@ pub fn fib_lookup_accepts(flags: u32) -> Result<bool, String> {
     t.repeat = 1;
     sys_bpf(bpf_cmd::BPF_PROG_TEST_RUN, &mut attr).map_err(|e| format!("test run: {e}"))?;
     // SAFETY: as above.
-    let rc = unsafe { attr.test.retval } as i32;
-    Ok(rc != -libc::EINVAL)
+    Ok(unsafe { attr.test.retval } as i32)
 }
 
 /// BPF_TCX_INGRESS (include/uapi/linux/bpf.h; aya 0.14's bindings have it,

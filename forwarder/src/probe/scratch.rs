@@ -30,9 +30,18 @@ pub struct Findings {
     pub xdp_driver: Outcome,
     pub xdp_generic: Outcome,
     pub xdp_link_update: Outcome,
+    /// A real output route lookup with BPF_FIB_LOOKUP_SRC filled in the
+    /// source address of the egress device.
+    pub fib_src_route: Outcome,
+    /// A lookup to an unresolved neighbour is NO_NEIGH without
+    /// BPF_FIB_LOOKUP_SKIP_NEIGH and a success with it.
+    pub fib_skip_neigh_route: Outcome,
 }
 
 const VETH: (&str, &str) = ("fwdprobe0", "fwdprobe1");
+/// On VETH.0 (a /24 in the scratch namespace: reaches nothing).
+const ADDR: [u8; 4] = [10, 255, 0, 1];
+const PEER: [u8; 4] = [10, 255, 0, 2];
 
 /// Runs the probes in a private network namespace on a thread of its own.
 pub fn run(object: &'static [u8], tcx: bool) -> Result<Findings, String> {
@@ -103,6 +112,7 @@ fn probe(object: &[u8], tcx: bool) -> Result<Findings, String> {
             .push((name.to_string(), r.map_err(|e| verifier_summary(&e))));
     }
     make_veth()?;
+    fib_routes(&mut f);
     let tc_prog = f.programs.iter().find_map(|(n, r)| {
         (r.is_ok() && matches!(ebpf.program(n), Some(Program::SchedClassifier(_))))
             .then(|| n.clone())
@@ -184,7 +194,52 @@ fn probe(object: &[u8], tcx: bool) -> Result<Findings, String> {
     Ok(f)
 }
 
-/// The veth pair, up, in this thread's (scratch) namespace.
+/// bpf_fib_lookup's flags at work on a real route (VETH.0's /24): what
+/// accepting a flag promises, checked.
+fn fib_routes(f: &mut Findings) {
+    const OUTPUT: u32 = 1 << 1;
+    const SKIP_NEIGH: u32 = 1 << 2;
+    const SRC: u32 = 1 << 4;
+    const NO_NEIGH: i32 = 7;
+    let name = std::ffi::CString::new(VETH.0).expect("no NUL");
+    // SAFETY: a valid NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    // bpf_fib_lookup answers FWD_DISABLED for devices without forwarding,
+    // output lookups included. /proc/sys/net is the opener's namespace's.
+    let fwd = format!("/proc/sys/net/ipv4/conf/{}/forwarding", VETH.0);
+    if let Err(e) = std::fs::write(&fwd, "1") {
+        let e = Some(Err(format!("enabling forwarding ({fwd}): {e}")));
+        (f.fib_src_route, f.fib_skip_neigh_route) = (e.clone(), e);
+        return;
+    }
+    let dst = u32::from_ne_bytes(PEER);
+    f.fib_src_route = Some(
+        super::raw::fib_lookup(ifindex, dst, OUTPUT | SRC | SKIP_NEIGH, true).and_then(|got| {
+            let want = i32::from_ne_bytes(ADDR);
+            (got == want).then_some(()).ok_or_else(|| {
+                format!(
+                    "to 10.255.0.2 via {}: got {got:#x}, want 10.255.0.1",
+                    VETH.0
+                )
+            })
+        }),
+    );
+    f.fib_skip_neigh_route = Some(
+        super::raw::fib_lookup(ifindex, dst, OUTPUT, false).and_then(|plain| {
+            let skip = super::raw::fib_lookup(ifindex, dst, OUTPUT | SKIP_NEIGH, false)?;
+            (plain == NO_NEIGH && skip == 0)
+                .then_some(())
+                .ok_or_else(|| {
+                    format!(
+                        "unresolved neighbour: {plain} without, {skip} with SKIP_NEIGH (want 7, 0)"
+                    )
+                })
+        }),
+    );
+}
+
+/// The veth pair, up, VETH.0 with ADDR/24, in this thread's (scratch)
+/// namespace.
 fn make_veth() -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -208,6 +263,15 @@ fn make_veth() -> Result<(), String> {
                     .await
                     .map_err(|e| format!("setting {name} up: {e}"))?;
             }
+            let name = std::ffi::CString::new(VETH.0).expect("no NUL");
+            // SAFETY: a valid NUL-terminated name.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            handle
+                .address()
+                .add(index, std::net::Ipv4Addr::from(ADDR).into(), 24)
+                .execute()
+                .await
+                .map_err(|e| format!("adding an address to {}: {e}", VETH.0))?;
             Ok(())
         }
         .await;

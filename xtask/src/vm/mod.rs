@@ -283,6 +283,12 @@ fn report(
             qemu_cannot_start(&vm.console.join(" "))
         }
         (_, Some(0)) => Ok(()),
+        (_, Some(124)) => bail!(
+            "vm-test failed on {}: the guest's command ran out of its {budget} s \
+             (stopped; what ran is above)",
+            kernel.release,
+            budget = args.timeout.saturating_sub(90).max(60)
+        ),
         (_, Some(rc)) => bail!(
             "vm-test failed on {}: the guest's command exited {rc}",
             kernel.release
