@@ -257,8 +257,8 @@ pub fn probe(opts: &ProbeOptions) -> Probe {
         raw::map_lookup_batch_supported(),
         Impact::Degraded,
         "BPF_MAP_LOOKUP_BATCH on a hash map",
-        "no BPF_MAP_LOOKUP_BATCH (Linux 5.6): the sweeper, status and conntrack list \
-         cannot read the flow table",
+        "no BPF_MAP_LOOKUP_BATCH (Linux 5.6): the sweeper, status and conntrack \
+         list/flush read and delete flows in batches and fail",
     );
     if opts.attach {
         attach_checks(&mut c, &mut f, object);
@@ -290,9 +290,8 @@ fn fib_flag(flag: u32) -> (Result<bool, String>, String) {
     }
 }
 
-/// include/uapi/linux/bpf.h (aya 0.14's bindings predate SRC).
-const BPF_FIB_LOOKUP_SKIP_NEIGH: u32 = 1 << 2;
-const BPF_FIB_LOOKUP_SRC: u32 = 1 << 4;
+const BPF_FIB_LOOKUP_SKIP_NEIGH: u32 = aya_obj::generated::BPF_FIB_LOOKUP_SKIP_NEIGH as u32;
+const BPF_FIB_LOOKUP_SRC: u32 = aya_obj::generated::BPF_FIB_LOOKUP_SRC as u32;
 
 /// Program types, map types and helpers of the object, each asked of the
 /// kernel. Whether all of them exist.
