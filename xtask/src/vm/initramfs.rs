@@ -66,11 +66,7 @@ pub fn build(kernel: &Kernel, dir: &Path) -> Result<PathBuf> {
     std::fs::copy(busybox, staging.join("bin/busybox"))?;
     for (i, module) in boot_modules(kernel)?.iter().enumerate() {
         let name = module.file_name().context("module path")?.to_string_lossy();
-        std::fs::copy(
-            module,
-            staging.join("modules").join(format!("{i:02}-{name}")),
-        )
-        .with_context(|| format!("copying {}", module.display()))?;
+        copy_module(module, &staging.join("modules"), &format!("{i:02}-{name}"))?;
     }
     let init = staging.join("init");
     std::fs::write(&init, INIT.replace("@STAGE1_FAILED@", STAGE1_FAILED))?;
@@ -96,6 +92,34 @@ pub fn build(kernel: &Kernel, dir: &Path) -> Result<PathBuf> {
         bail!("cpio failed");
     }
     Ok(out)
+}
+
+/// Copies a module as a plain `.ko`: busybox's insmod cannot unpack the
+/// xz/zstd-compressed modules of newer Debian kernels (6.12 ships
+/// `.ko.xz`), the kernel takes them either way.
+fn copy_module(module: &Path, dir: &Path, name: &str) -> Result<()> {
+    let tool = [(".ko.xz", "xz"), (".ko.zst", "zstd"), (".ko.gz", "gzip")]
+        .into_iter()
+        .find(|(ext, _)| name.ends_with(ext));
+    match tool {
+        None => {
+            std::fs::copy(module, dir.join(name))
+                .with_context(|| format!("copying {}", module.display()))?;
+        }
+        Some((ext, tool)) => {
+            let plain = format!("{}.ko", name.strip_suffix(ext).unwrap_or(name));
+            let out = Command::new(tool)
+                .arg("-dc")
+                .arg(module)
+                .output()
+                .with_context(|| format!("running {tool} to unpack {}", module.display()))?;
+            if !out.status.success() {
+                bail!("{tool} -dc {} failed", module.display());
+            }
+            std::fs::write(dir.join(plain), out.stdout)?;
+        }
+    }
+    Ok(())
 }
 
 fn make_executable(path: &Path) -> Result<()> {
