@@ -12,3 +12,4 @@ pub mod dataplane;
 pub mod ifaces;
 pub mod notify;
 pub mod observe;
+pub mod probe;

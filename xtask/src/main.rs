@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod dist;
 mod setup;
+mod vm;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -49,6 +50,9 @@ enum Cmd {
     /// Build the Debian package (release binary with the eBPF object inside,
     /// unit, rules file, man pages, completions): target/dist/*.deb.
     Dist,
+    /// Boot an older kernel (Debian's 6.1 by default) under qemu and run the
+    /// namespace e2e subset inside it.
+    VmTest(vm::VmArgs),
 }
 
 fn main() -> Result<()> {
@@ -60,6 +64,7 @@ fn main() -> Result<()> {
         Cmd::Demo { scenario } => demo(&scenario),
         Cmd::Bench(args) => bench::bench(args),
         Cmd::Dist => dist::dist(),
+        Cmd::VmTest(args) => vm::vm_test(&args),
     }
 }
 
