@@ -21,6 +21,7 @@ pub mod diff;
 pub mod explain;
 pub mod import;
 pub mod model;
+pub mod nodes;
 mod parse;
 pub mod print;
 pub mod report;

@@ -23,7 +23,7 @@ use crate::{
     model::*,
 };
 
-pub(crate) const FORWARD_KEYS: [&str; 12] = [
+pub(crate) const FORWARD_KEYS: [&str; 13] = [
     "name",
     "description",
     "in",
@@ -36,14 +36,17 @@ pub(crate) const FORWARD_KEYS: [&str; 12] = [
     "mss_clamp",
     "reject",
     "path",
+    "nodes",
 ];
-const GLOBAL_KEYS: [&str; 6] = [
+const GLOBAL_KEYS: [&str; 8] = [
     "conntrack_max",
     "snat_ports",
     "log_level",
     "log_format",
     "metrics",
     "timeouts",
+    "rules_watch",
+    "rules_poll_interval",
 ];
 const TOP_KEYS: [&str; 3] = ["global", "forward", "interface"];
 const INTERFACE_KEYS: [&str; 1] = ["attach"];
@@ -56,6 +59,8 @@ pub(crate) struct ForwardSpans {
     pub table: Span,
     fields: HashMap<&'static str, Span>,
     pub allow: Vec<Span>,
+    /// One per `nodes` entry.
+    pub nodes: crate::nodes::NodeSpans,
 }
 
 impl ForwardSpans {
@@ -326,6 +331,40 @@ fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
                             ctx,
                             format!("metrics endpoint `{s}` is not an address:port"),
                             Some("e.g. metrics = \"127.0.0.1:9750\"; remove the key to turn metrics off".into()),
+                        ),
+                    }
+                }
+            }
+            "rules_watch" => {
+                let names: Vec<&str> = RulesWatch::ALL.iter().map(|(n, _)| *n).collect();
+                if let Some(s) = expect_str(sink, ctx, key, item, "e.g. rules_watch = \"auto\"") {
+                    match RulesWatch::ALL.iter().find(|(n, _)| *n == s) {
+                        Some((_, w)) => g.rules_watch = *w,
+                        None => bad_keyword(sink, &span, ctx, key, s, &names),
+                    }
+                }
+            }
+            "rules_poll_interval" => {
+                if let Some(s) =
+                    expect_str(sink, ctx, key, item, "e.g. rules_poll_interval = \"2s\"")
+                {
+                    let (min, max) = (RulesWatch::MIN_POLL_INTERVAL, RulesWatch::MAX_POLL_INTERVAL);
+                    match humantime::parse_duration(s) {
+                        Ok(d) if (min..=max).contains(&d) => g.rules_poll_interval = d,
+                        Ok(_) => sink.error(
+                            &span,
+                            ctx,
+                            format!("rules_poll_interval `{s}` is out of range"),
+                            Some(
+                                "use between \"100ms\" and \"1h\"; the default \"2s\" suits pmxcfs"
+                                    .into(),
+                            ),
+                        ),
+                        Err(e) => sink.error(
+                            &span,
+                            ctx,
+                            format!("rules_poll_interval `{s}` is not a duration ({e})"),
+                            Some("durations look like \"2s\", \"500ms\" or \"1m\"".into()),
                         ),
                     }
                 }
@@ -673,41 +712,10 @@ fn parse_forward(
                 }
             }
             "allow" => {
-                let values: Vec<&Value> = match item {
-                    Item::Value(Value::Array(a)) => a.iter().collect(),
-                    Item::Value(v @ Value::String(_)) => vec![v],
-                    _ => {
-                        type_error(
-                            sink,
-                            &span,
-                            ctx,
-                            key,
-                            item,
-                            "an array of addresses or CIDRs",
-                            Some("e.g. allow = [\"100.101.92.95\", \"192.168.1.0/24\"]"),
-                        );
-                        continue;
-                    }
+                let Some(values) = string_list(sink, ctx, key, item, &ALLOW_LIST) else {
+                    continue;
                 };
-                if values.is_empty() {
-                    sink.error(
-                        &span,
-                        ctx,
-                        "an empty allow-list would refuse every source",
-                        Some("remove `allow` to accept every source, or list the addresses that may connect".into()),
-                    );
-                }
-                for v in values {
-                    let vspan = v.span();
-                    let Some(s) = v.as_str() else {
-                        sink.error(
-                            &vspan,
-                            ctx,
-                            "allow-list entries must be strings",
-                            Some("e.g. \"100.101.92.95\" or \"192.168.1.0/24\"".into()),
-                        );
-                        continue;
-                    };
+                for (s, vspan) in values {
                     match parse_cidr(s) {
                         Ok(net) => {
                             f.allow.push(net);
@@ -773,6 +781,25 @@ fn parse_forward(
                     }
                 }
             }
+            "nodes" => {
+                let Some(values) = string_list(sink, ctx, key, item, &NODE_LIST) else {
+                    continue;
+                };
+                for (s, vspan) in values {
+                    match crate::nodes::valid_node_name(s) {
+                        Ok(()) => {
+                            f.nodes.push(s.to_owned());
+                            spans.nodes.push(vspan);
+                        }
+                        Err(help) => sink.error(
+                            &vspan,
+                            ctx,
+                            format!("`{s}` is not a valid node name"),
+                            Some(help),
+                        ),
+                    }
+                }
+            }
             _ => unknown_key(sink, &key_span, ctx, key, &FORWARD_KEYS, "[[forward]]"),
         }
     }
@@ -800,6 +827,72 @@ fn parse_forward(
         parsed.rules.forwards.push(f);
         parsed.spans.push(spans);
     }
+}
+
+/// What a key that takes one string or an array of strings says when the
+/// value has another shape.
+struct ListMessages {
+    expected: &'static str,
+    example: &'static str,
+    empty: &'static str,
+    empty_help: &'static str,
+    not_string: &'static str,
+    not_string_help: &'static str,
+}
+
+const ALLOW_LIST: ListMessages = ListMessages {
+    expected: "an array of addresses or CIDRs",
+    example: "e.g. allow = [\"100.101.92.95\", \"192.168.1.0/24\"]",
+    empty: "an empty allow-list would refuse every source",
+    empty_help: "remove `allow` to accept every source, or list the addresses that may connect",
+    not_string: "allow-list entries must be strings",
+    not_string_help: "e.g. \"100.101.92.95\" or \"192.168.1.0/24\"",
+};
+
+const NODE_LIST: ListMessages = ListMessages {
+    expected: "an array of node names",
+    example: "e.g. nodes = [\"pve-alpha\", \"pve-beta\"]",
+    empty: "an empty nodes list would apply the forward on no node",
+    empty_help: "remove `nodes` to apply it on every node, or name the nodes (their hostnames)",
+    not_string: "node names must be strings",
+    not_string_help: "e.g. nodes = [\"pve-alpha\"]",
+};
+
+/// The strings of a key that takes one string or an array of them, with
+/// their spans; `None` (after reporting) for another type. An empty array
+/// and non-string elements are reported; the strings still come back.
+fn string_list<'i>(
+    sink: &mut Sink,
+    ctx: Option<&str>,
+    key: &str,
+    item: &'i Item,
+    msg: &ListMessages,
+) -> Option<Vec<(&'i str, Span)>> {
+    let span = item.span();
+    let values: Vec<&Value> = match item {
+        Item::Value(Value::Array(a)) => a.iter().collect(),
+        Item::Value(v @ Value::String(_)) => vec![v],
+        _ => {
+            type_error(sink, &span, ctx, key, item, msg.expected, Some(msg.example));
+            return None;
+        }
+    };
+    if values.is_empty() {
+        sink.error(&span, ctx, msg.empty, Some(msg.empty_help.into()));
+    }
+    let mut out = Vec::new();
+    for v in values {
+        match v.as_str() {
+            Some(s) => out.push((s, v.span())),
+            None => sink.error(
+                &v.span(),
+                ctx,
+                msg.not_string,
+                Some(msg.not_string_help.into()),
+            ),
+        }
+    }
+    Some(out)
 }
 
 /// Names are CLI arguments and metrics label values: keep them plain.
