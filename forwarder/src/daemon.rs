@@ -41,16 +41,25 @@ pub struct Daemon {
     last_load: Option<LoadResult>,
     adopted: Option<String>,
     pub metrics: Option<String>,
+    /// How the rules file is watched (`watch::RulesWatch::description`).
+    pub rules_watch: Option<String>,
     netlink: Handle,
 }
 
-/// Reads and validates the rules file; the error text is the rendered
-/// diagnostics (file, line, column, rule, what and how to fix).
+/// Reads and validates the rules file and keeps the forwards for this node
+/// (`nodes = [...]`, the narrowest place: nothing downstream ever sees the
+/// others); the error text is the rendered diagnostics (file, line,
+/// column, rule, what and how to fix).
 pub fn load_rules(path: &std::path::Path) -> Result<rules::Loaded, String> {
-    rules::load_file(path).map_err(|e| match e.diagnostics() {
+    let loaded = rules::load_file(path).map_err(|e| match e.diagnostics() {
         Some(d) => d.to_string(),
         None => e.to_string(),
-    })
+    })?;
+    let loaded = loaded.for_node(crate::node::name());
+    if !loaded.other_nodes.is_empty() {
+        info!(node = crate::node::name(), forwards = ?loaded.other_nodes, "forwards for other nodes: not applied here");
+    }
+    Ok(loaded)
 }
 
 /// Map contents already in the kernel (adopted from a previous daemon), so
@@ -108,6 +117,7 @@ impl Daemon {
             last_load: None,
             adopted,
             metrics: None,
+            rules_watch: None,
             netlink: netlink::connect()?,
         })
     }
@@ -381,6 +391,9 @@ impl Daemon {
                 addrs: addrs.get(&l.ifindex).cloned().unwrap_or_default(),
             })
         });
+        // A fixed listen address held by another node (a VIP) listens
+        // nowhere here; the netlink event of its arrival brings it back.
+        entries.retain_assigned(&addrs.values().flatten().copied().collect());
         // mss_clamp = "auto": the narrower of the listening interface and
         // the interface toward the target (the path MTU as far as this host
         // can see it), minus IPv4 and TCP headers.
@@ -524,6 +537,9 @@ impl Daemon {
             rules_error: self.rules_error.clone(),
             adopted: self.adopted.clone(),
             metrics: self.metrics.clone(),
+            rules_watch: self.rules_watch.clone(),
+            node: Some(crate::node::name().to_string()),
+            other_nodes: self.loaded.other_nodes.clone(),
             interfaces: self.iface_status.clone(),
             rules: self.rule_status.clone(),
         };
