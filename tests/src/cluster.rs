@@ -115,6 +115,7 @@ pub struct FuseMount {
 
 impl FuseMount {
     pub fn new() -> Result<FuseMount> {
+        sweep_fuse_mounts();
         let source = TempDir::new("fuse-src")?;
         let mount = TempDir::new("fuse-mnt")?;
         run_in(
@@ -130,16 +131,49 @@ impl FuseMount {
     }
 }
 
-impl Drop for FuseMount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.mount.path)
-            .status();
+fn unmount(path: &Path) {
+    let done = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !done {
         let _ = std::process::Command::new("umount")
             .arg("-l")
-            .arg(&self.mount.path)
+            .arg(path)
+            .stderr(std::process::Stdio::null())
             .status();
+    }
+}
+
+/// Unmounts FUSE mounts left by test processes that died (their TempDir
+/// guards never ran).
+fn sweep_fuse_mounts() {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    for m in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+        let Some(name) = Path::new(m).file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let owner = name
+            .strip_prefix(crate::netns::PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok());
+        // SAFETY: signal 0 only checks for existence.
+        if let Some(pid) = owner.filter(|p| unsafe { libc::kill(*p, 0) } != 0) {
+            if name.ends_with("-fuse-mnt") && pid > 0 {
+                unmount(Path::new(m));
+                let _ = std::fs::remove_dir_all(m);
+            }
+        }
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        unmount(&self.mount.path);
     }
 }
 
