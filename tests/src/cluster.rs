@@ -11,6 +11,7 @@
 //!   port 8001 and "two" on 8002, so a client sees which target a forward
 //!   points at.
 use std::{
+    collections::BTreeSet,
     os::unix::fs::symlink,
     path::{Path, PathBuf},
     time::Duration,
@@ -258,4 +259,145 @@ pub fn ask(ns: &Netns, addr: &str, port: u16) -> Option<String> {
     );
     let line = o.stdout.lines().next().unwrap_or("").trim().to_string();
     (o.ok && !line.is_empty()).then_some(line)
+}
+
+/// The VIP the two nodes of [`TwoNodes`] hand over between them.
+pub const VIP: &str = "192.168.50.100";
+pub const BACKEND: &str = "10.60.0.100";
+
+/// Two cluster nodes on one LAN and one backend network, like two Proxmox
+/// hosts sharing `vmbr0` and a VM network:
+///
+/// ```text
+/// client 192.168.50.10 ─┬─ eth0 192.168.50.1 [node A] eth1 10.60.0.1 ─┬─ backend 10.60.0.100
+///          (lan switch) └─ eth0 192.168.50.2 [node B] eth1 10.60.0.2 ─┘  (san switch)
+/// ```
+///
+/// The backend answers TCP 80 with the address it saw the connection come
+/// from: a node's eth1 address once that node masquerades, which tells
+/// which node forwarded it. Each node has IP forwarding on (as Proxmox
+/// hosts do). The VIP is on no node until [`TwoNodes::move_vip`].
+pub struct TwoNodes {
+    _backend_server: Bg,
+    pub client: Netns,
+    pub a: Netns,
+    pub b: Netns,
+    pub backend: Netns,
+    _lan: Netns,
+    _san: Netns,
+}
+
+impl TwoNodes {
+    pub fn build() -> Result<TwoNodes> {
+        let lan = Netns::new("lansw")?;
+        let san = Netns::new("sansw")?;
+        lan.bridge("br0")?;
+        san.bridge("br0")?;
+        let client = Netns::new("vipcli")?;
+        let a = Netns::new("nodea")?;
+        let b = Netns::new("nodeb")?;
+        let backend = Netns::new("vipbe")?;
+        let port = |sw: &Netns, ns: &Netns, dev: &str, swdev: &str| -> Result<()> {
+            veth(ns, dev, sw, swdev)?;
+            sw.ip(&["link", "set", swdev, "master", "br0"])
+        };
+        port(&lan, &client, "eth0", "pcli")?;
+        port(&lan, &a, "eth0", "pa")?;
+        port(&lan, &b, "eth0", "pb")?;
+        port(&san, &a, "eth1", "pa")?;
+        port(&san, &b, "eth1", "pb")?;
+        port(&san, &backend, "eth0", "pbe")?;
+        client.addr("eth0", "192.168.50.10/24")?;
+        a.addr("eth0", "192.168.50.1/24")?;
+        b.addr("eth0", "192.168.50.2/24")?;
+        a.addr("eth1", "10.60.0.1/24")?;
+        b.addr("eth1", "10.60.0.2/24")?;
+        backend.addr("eth0", &format!("{BACKEND}/24"))?;
+        for n in [&a, &b] {
+            n.sysctl("net.ipv4.ip_forward", "1")?;
+        }
+        let backend_server = echo_server(&backend, 80, "echo $SOCAT_PEERADDR")?;
+        Ok(TwoNodes {
+            _backend_server: backend_server,
+            client,
+            a,
+            b,
+            backend,
+            _lan: lan,
+            _san: san,
+        })
+    }
+
+    /// What keepalived does on a failover: the VIP leaves `from` (if
+    /// given), is added on `to`, and `to` announces it with a gratuitous
+    /// ARP. Returns the wall-clock time (seconds since the epoch, the
+    /// clock of the client loop's timestamps) when it started.
+    pub fn move_vip(&self, from: Option<&Netns>, to: &Netns) -> Result<f64> {
+        let t = unix_now();
+        let cidr = format!("{VIP}/32");
+        if let Some(f) = from {
+            f.ip(&["addr", "del", &cidr, "dev", "eth0"])?;
+        }
+        to.ip(&["addr", "add", &cidr, "dev", "eth0"])?;
+        to.run(&[
+            "arping", "-q", "-U", "-c", "1", "-I", "eth0", "-s", VIP, VIP,
+        ])?;
+        Ok(t)
+    }
+
+    /// The MAC address of `ns`'s eth0.
+    pub fn mac(ns: &Netns) -> Result<String> {
+        let out = ns.output(&["ip", "-j", "link", "show", "eth0"])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        v[0]["address"]
+            .as_str()
+            .map(str::to_lowercase)
+            .context("no MAC address")
+    }
+
+    /// MAC addresses that answer ARP for the VIP on the LAN now.
+    pub fn vip_owners(&self) -> Result<BTreeSet<String>> {
+        let o = client(
+            &self.client,
+            10,
+            &["arping", "-c", "3", "-w", "4", "-I", "eth0", VIP],
+        );
+        // "Unicast reply from 192.168.50.100 [AA:BB:CC:DD:EE:FF]  0.6ms"
+        Ok(o.stdout
+            .lines()
+            .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+            .map(str::to_lowercase)
+            .collect())
+    }
+
+    /// A client loop on the VIP: one new connection every 20 ms, each line
+    /// `<unix time> <what the backend said, or FAIL>`.
+    pub fn client_loop(&self) -> Result<Bg> {
+        self.client.spawn(&[
+            "sh",
+            "-c",
+            &format!(
+                "while :; do r=$(timeout 1 socat -T1 -u TCP:{VIP}:80,connect-timeout=0.3 - 2>/dev/null); \
+                 echo \"$(date +%s.%N) ${{r:-FAIL}}\"; sleep 0.02; done"
+            ),
+        ])
+    }
+}
+
+/// Seconds since the epoch, as `date +%s.%N` prints them.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The lines of a [`TwoNodes::client_loop`] log as (time, answer).
+pub fn loop_answers(log: &str) -> Vec<(f64, String)> {
+    log.lines()
+        .filter_map(|l| {
+            let (t, r) = l.split_once(' ')?;
+            Some((t.parse().ok()?, r.trim().to_string()))
+        })
+        .collect()
 }
