@@ -146,7 +146,8 @@ fn test(extra: &[String]) -> Result<()> {
         c.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
     }
     c.args(extra)
-        .env("FORWARDER_BIN", root().join("target/debug/forwarder"));
+        .env("FORWARDER_BIN", root().join("target/debug/forwarder"))
+        .env("KUBERNETES_VALIDATE", setup::kubernetes_validate_bin());
     if std::env::var_os("CI").is_some() {
         // CI runs as root and must run the privileged tests: make a skip fatal.
         c.env("FORWARDER_REQUIRE_ROOT_TESTS", "1");
