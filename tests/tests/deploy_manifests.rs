@@ -132,7 +132,7 @@ fn manifests_validate_against_the_kubernetes_schemas() -> Result<()> {
     ensure!(broken != ds);
     let tmp = std::env::temp_dir().join(format!("fwt-{}-broken-ds.yaml", std::process::id()));
     std::fs::write(&tmp, broken)?;
-    let (ok, text) = validate(&bin, KUBERNETES_VERSIONS[1], &[tmp.clone()])?;
+    let (ok, text) = validate(&bin, KUBERNETES_VERSIONS[1], std::slice::from_ref(&tmp))?;
     let _ = std::fs::remove_file(&tmp);
     ensure!(
         !ok && text.contains("'hostNetworking' was unexpected"),
