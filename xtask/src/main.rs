@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask <setup|build-ebpf|test|demo|lint|bench>`.
+//! Project automation: `cargo xtask <setup|build-ebpf|test|demo|lint|bench|image>`.
 //!
 //! Every command that needs tools installs them first (`setup` is idempotent
 //! and takes seconds when everything is present), so the README's two
@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod image;
 mod setup;
 
 #[derive(Parser)]
@@ -42,6 +43,9 @@ enum Cmd {
         #[arg(default_value = "proxmox", value_parser = ["proxmox", "tailnet"])]
         scenario: String,
     },
+    /// Build the container image of the Kubernetes DaemonSet: an OCI
+    /// layout and a docker-archive tarball under target/image/.
+    Image(image::ImageArgs),
     /// Benchmark the forwarder against kernel forwarding, iptables, nftables
     /// and socat in namespaces; writes BENCHMARKS.md, results.json, a chart.
     Bench(bench::BenchArgs),
@@ -55,6 +59,7 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Demo { scenario } => demo(&scenario),
         Cmd::Bench(args) => bench::bench(args),
+        Cmd::Image(args) => image::image(args),
     }
 }
 

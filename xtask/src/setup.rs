@@ -49,6 +49,8 @@ const APT_PACKAGES: &[&str] = &[
     // Kubernetes schema validator (PyPI).
     "umoci",
     "skopeo",
+    // objcopy: the image carries the binary without its DWARF.
+    "binutils",
     "fuse3",
     "bindfs",
     "iputils-arping",
