@@ -147,7 +147,10 @@ impl WatchState {
             match msg {
                 Some(Msg::Stop) => return,
                 Some(Msg::Fs(ev)) => {
-                    if !ev.paths.iter().any(|p| self.chain.paths.contains(p)) {
+                    // An overflowed inotify queue lost events: look anyway.
+                    let relevant = ev.need_rescan()
+                        || ev.paths.iter().any(|p| self.chain.paths.contains(p));
+                    if !relevant {
                         continue;
                     }
                     // A link on the way may now point elsewhere.
