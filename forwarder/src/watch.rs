@@ -148,8 +148,8 @@ impl WatchState {
                 Some(Msg::Stop) => return,
                 Some(Msg::Fs(ev)) => {
                     // An overflowed inotify queue lost events: look anyway.
-                    let relevant = ev.need_rescan()
-                        || ev.paths.iter().any(|p| self.chain.paths.contains(p));
+                    let relevant =
+                        ev.need_rescan() || ev.paths.iter().any(|p| self.chain.paths.contains(p));
                     if !relevant {
                         continue;
                     }

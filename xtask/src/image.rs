@@ -149,10 +149,18 @@ pub fn build(binary: &Path, out: &Path) -> Result<Built> {
     // config and fails on anything malformed.
     let inspect = skopeo_inspect(&format!("oci:{image}"))?;
     ensure!(inspect["Os"] == "linux", "{inspect}");
-    let compressed_bytes = inspect["LayersData"]
+    // The manifest itself (skopeo 1.9 has no LayersData): layer sizes.
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", &format!("oci:{image}")])
+        .output()
+        .context("running skopeo")?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&raw.stdout).with_context(|| format!("the manifest of {image}"))?;
+    let compressed_bytes = manifest["layers"]
         .as_array()
-        .map(|l| l.iter().filter_map(|x| x["Size"].as_u64()).sum())
+        .map(|l| l.iter().filter_map(|x| x["size"].as_u64()).sum())
         .unwrap_or(0);
+    ensure!(compressed_bytes > 0, "no layer in {manifest}");
     run(Command::new("skopeo").args([
         "copy",
         "--quiet",
