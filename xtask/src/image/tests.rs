@@ -68,7 +68,7 @@ fn the_image_layout_is_valid_and_its_entrypoint_runs() -> Result<()> {
 
     // The archive containerd imports names the image the DaemonSet runs.
     let archive = skopeo_inspect(&format!("docker-archive:{}", built.archive.display()))?;
-    assert_eq!(archive["Digest"].is_string(), true, "{archive}");
+    assert!(archive["Digest"].is_string(), "{archive}");
     let config = Command::new("skopeo")
         .args(["inspect", "--config"])
         .arg(format!("docker-archive:{}", built.archive.display()))
