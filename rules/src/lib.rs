@@ -26,6 +26,7 @@ mod parse;
 pub mod print;
 pub mod report;
 mod validate;
+mod values;
 
 use std::path::{Path, PathBuf};
 

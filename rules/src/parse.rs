@@ -21,6 +21,7 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 use crate::{
     diagnostics::{suggest, Sink, Span},
     model::*,
+    values::{string_list, ALLOW_LIST, NODE_LIST},
 };
 
 pub(crate) const FORWARD_KEYS: [&str; 13] = [
@@ -169,7 +170,7 @@ fn type_name(item: &Item) -> &'static str {
     }
 }
 
-fn type_error(
+pub(crate) fn type_error(
     sink: &mut Sink,
     span: &Span,
     ctx: Option<&str>,
@@ -348,24 +349,9 @@ fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
                 if let Some(s) =
                     expect_str(sink, ctx, key, item, "e.g. rules_poll_interval = \"2s\"")
                 {
-                    let (min, max) = (RulesWatch::MIN_POLL_INTERVAL, RulesWatch::MAX_POLL_INTERVAL);
-                    match humantime::parse_duration(s) {
-                        Ok(d) if (min..=max).contains(&d) => g.rules_poll_interval = d,
-                        Ok(_) => sink.error(
-                            &span,
-                            ctx,
-                            format!("rules_poll_interval `{s}` is out of range"),
-                            Some(
-                                "use between \"100ms\" and \"1h\"; the default \"2s\" suits pmxcfs"
-                                    .into(),
-                            ),
-                        ),
-                        Err(e) => sink.error(
-                            &span,
-                            ctx,
-                            format!("rules_poll_interval `{s}` is not a duration ({e})"),
-                            Some("durations look like \"2s\", \"500ms\" or \"1m\"".into()),
-                        ),
+                    match crate::values::poll_interval(s) {
+                        Ok(d) => g.rules_poll_interval = d,
+                        Err((msg, help)) => sink.error(&span, ctx, msg, Some(help.into())),
                     }
                 }
             }
@@ -827,72 +813,6 @@ fn parse_forward(
         parsed.rules.forwards.push(f);
         parsed.spans.push(spans);
     }
-}
-
-/// What a key that takes one string or an array of strings says when the
-/// value has another shape.
-struct ListMessages {
-    expected: &'static str,
-    example: &'static str,
-    empty: &'static str,
-    empty_help: &'static str,
-    not_string: &'static str,
-    not_string_help: &'static str,
-}
-
-const ALLOW_LIST: ListMessages = ListMessages {
-    expected: "an array of addresses or CIDRs",
-    example: "e.g. allow = [\"100.101.92.95\", \"192.168.1.0/24\"]",
-    empty: "an empty allow-list would refuse every source",
-    empty_help: "remove `allow` to accept every source, or list the addresses that may connect",
-    not_string: "allow-list entries must be strings",
-    not_string_help: "e.g. \"100.101.92.95\" or \"192.168.1.0/24\"",
-};
-
-const NODE_LIST: ListMessages = ListMessages {
-    expected: "an array of node names",
-    example: "e.g. nodes = [\"pve-alpha\", \"pve-beta\"]",
-    empty: "an empty nodes list would apply the forward on no node",
-    empty_help: "remove `nodes` to apply it on every node, or name the nodes (their hostnames)",
-    not_string: "node names must be strings",
-    not_string_help: "e.g. nodes = [\"pve-alpha\"]",
-};
-
-/// The strings of a key that takes one string or an array of them, with
-/// their spans; `None` (after reporting) for another type. An empty array
-/// and non-string elements are reported; the strings still come back.
-fn string_list<'i>(
-    sink: &mut Sink,
-    ctx: Option<&str>,
-    key: &str,
-    item: &'i Item,
-    msg: &ListMessages,
-) -> Option<Vec<(&'i str, Span)>> {
-    let span = item.span();
-    let values: Vec<&Value> = match item {
-        Item::Value(Value::Array(a)) => a.iter().collect(),
-        Item::Value(v @ Value::String(_)) => vec![v],
-        _ => {
-            type_error(sink, &span, ctx, key, item, msg.expected, Some(msg.example));
-            return None;
-        }
-    };
-    if values.is_empty() {
-        sink.error(&span, ctx, msg.empty, Some(msg.empty_help.into()));
-    }
-    let mut out = Vec::new();
-    for v in values {
-        match v.as_str() {
-            Some(s) => out.push((s, v.span())),
-            None => sink.error(
-                &v.span(),
-                ctx,
-                msg.not_string,
-                Some(msg.not_string_help.into()),
-            ),
-        }
-    }
-    Some(out)
 }
 
 /// Names are CLI arguments and metrics label values: keep them plain.
