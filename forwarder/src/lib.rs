@@ -10,6 +10,7 @@ pub mod cli;
 pub mod daemon;
 pub mod dataplane;
 pub mod ifaces;
+pub mod node;
 pub mod notify;
 pub mod observe;
 pub mod probe;

@@ -236,6 +236,28 @@ pub struct MapEntries {
     pub missing_ifaces: Vec<String>,
 }
 
+impl MapEntries {
+    /// Keeps only listeners whose address is assigned to an interface of
+    /// this host (`assigned`: every IPv4 address in the daemon's network
+    /// namespace) and returns how many were dropped.
+    ///
+    /// This is what makes one rules file serve a cluster: a fixed listen
+    /// address that lives on another node (its own address, or a
+    /// keepalived VIP held elsewhere) installs nothing here, and when the
+    /// VIP moves in, the netlink event's reconcile installs it. Interface
+    /// addresses are assigned by definition; only fixed ones are affected.
+    /// Netfilter DNAT would match any destination; a listener for an
+    /// address this node does not hold would only answer misdirected or
+    /// stale-ARP traffic on behalf of the node that holds it.
+    pub fn retain_assigned(&mut self, assigned: &BTreeSet<Ipv4Addr>) -> usize {
+        let before = self.listeners.len();
+        self.listeners.retain(|k, _| {
+            assigned.contains(&Ipv4Addr::from(forwarder_common::addr_v4_octets(&k.addr)))
+        });
+        before - self.listeners.len()
+    }
+}
+
 /// Binds compiled rules to the interfaces as they are now.
 ///
 /// Validation guarantees no two forwards produce the same listener key; if a
@@ -448,5 +470,37 @@ mod tests {
         assert_eq!(key.prefix_len, 56);
         assert_eq!(key.data.rule_id_be, 1u32.to_be());
         assert!(m.allow.contains_key(&key));
+    }
+
+    #[test]
+    fn listeners_need_their_address_assigned_on_this_host() {
+        let mut vip = fwd("vip", (80, 80), "10.0.0.1");
+        vip.listen = Listen::Addr("192.168.1.100".parse().unwrap());
+        let rs = RuleSet {
+            forwards: vec![vip, fwd("iface", (53, 53), "10.0.0.3")],
+            ..Default::default()
+        };
+        let c = compile(&rs, &assign_ids(&BTreeMap::new(), ["vip", "iface"])).unwrap();
+        let own: Ipv4Addr = "192.168.1.55".parse().unwrap();
+        let vip_addr: Ipv4Addr = "192.168.1.100".parse().unwrap();
+        let eth0 = |addrs: Vec<Ipv4Addr>| {
+            move |name: &str| {
+                (name == "eth0").then(|| IfaceState {
+                    ifindex: 4,
+                    addrs: addrs.clone(),
+                })
+            }
+        };
+        // The VIP is held by another node: only the interface listener.
+        let mut m = materialize(&c, eth0(vec![own]));
+        assert_eq!(m.retain_assigned(&BTreeSet::from([own])), 1);
+        assert_eq!(m.listeners.len(), 1);
+        assert!(m.listeners.values().all(|v| v.rule_id == 1));
+        // The VIP moved in (on eth0, or on any other interface: lo, a dummy).
+        for assigned in [vec![own, vip_addr], vec![own]] {
+            let mut m = materialize(&c, eth0(assigned));
+            assert_eq!(m.retain_assigned(&BTreeSet::from([own, vip_addr])), 0);
+            assert!(m.listeners.values().any(|v| v.rule_id == 0));
+        }
     }
 }

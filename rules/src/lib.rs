@@ -22,10 +22,12 @@ pub mod diff;
 pub mod explain;
 pub mod import;
 pub mod model;
+pub mod nodes;
 mod parse;
 pub mod print;
 pub mod report;
 mod validate;
+mod values;
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +47,18 @@ pub struct Loaded {
     pub rules: RuleSet,
     /// Problems that do not stop the file from loading.
     pub warnings: Diagnostics,
+    /// Forwards of the file left out by [`Loaded::for_node`]: they apply on
+    /// other cluster nodes (`nodes = [...]`).
+    pub other_nodes: Vec<String>,
+}
+
+impl Loaded {
+    /// The forwards that apply on the node called `node`; the names of the
+    /// others go to `other_nodes`.
+    pub fn for_node(mut self, node: &str) -> Self {
+        self.other_nodes = self.rules.retain_node(node);
+        self
+    }
 }
 
 /// Why a rules file did not load.
@@ -95,6 +109,7 @@ pub fn load_str(file: &str, text: &str) -> Result<Loaded, Diagnostics> {
         Ok(Loaded {
             rules: parsed.rules,
             warnings: diags,
+            other_nodes: Vec::new(),
         })
     }
 }

@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// Log level (error, warn, info, debug, trace); overrides the rules file.
     #[arg(long, env = "FORWARDER_LOG")]
     log_level: Option<String>,
+    /// This node's name for `nodes = [...]` in the rules file (default: the
+    /// hostname). The Kubernetes DaemonSet passes the node name.
+    #[arg(long, env = "FORWARDER_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
 }
 
 /// aya-log's numbering (aya_log_common::Level): 1 error ... 5 trace.
@@ -44,6 +48,7 @@ fn kernel_log_level(level: &str) -> u8 {
 }
 
 pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
+    crate::node::init(args.node_name.clone());
     // Refuse to start on a bad file, with the rules-file error text.
     let loaded = match load_rules(&args.rules) {
         Ok(l) => l,

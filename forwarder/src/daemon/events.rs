@@ -53,7 +53,10 @@ pub async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut sweep = tokio::time::interval(sweep_interval(&d.timeouts()));
     let (_watcher, mut file_events) = if watch_file {
-        let (w, rx) = watch::rules_file(&d.rules_path)?;
+        let (w, rx) = watch::rules_file(&d.rules_path, &d.loaded.rules.global)?;
+        info!("rules file: {}", w.description);
+        d.rules_watch = Some(w.description.clone());
+        d.publish();
         (Some(w), Some(rx))
     } else {
         (None, None)

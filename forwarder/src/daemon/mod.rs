@@ -52,6 +52,8 @@ pub struct Daemon {
     last_load: Option<LoadResult>,
     adopted: Option<String>,
     pub metrics: Option<String>,
+    /// How the rules file is watched (`watch::RulesWatch::description`).
+    pub rules_watch: Option<String>,
     netlink: Handle,
     /// Faults injected into map writes (tests only; empty otherwise).
     pub faults: Faults,
@@ -64,10 +66,17 @@ pub struct Daemon {
 /// Reads and validates the rules file; the error text is the rendered
 /// diagnostics (file, line, column, rule, what and how to fix).
 pub fn load_rules(path: &std::path::Path) -> Result<rules::Loaded, String> {
-    rules::load_file(path).map_err(|e| match e.diagnostics() {
+    let loaded = rules::load_file(path).map_err(|e| match e.diagnostics() {
         Some(d) => d.to_string(),
         None => e.to_string(),
-    })
+    })?;
+    // Forwards scoped to other nodes (`nodes = [...]`) are dropped here, the
+    // narrowest place: nothing downstream ever sees them.
+    let loaded = loaded.for_node(crate::node::name());
+    if !loaded.other_nodes.is_empty() {
+        info!(node = crate::node::name(), forwards = ?loaded.other_nodes, "forwards for other nodes: not applied here");
+    }
+    Ok(loaded)
 }
 
 impl Daemon {
@@ -103,6 +112,7 @@ impl Daemon {
             last_load: None,
             adopted,
             metrics: None,
+            rules_watch: None,
             netlink: facts::connect()?,
             faults: Faults::default(),
             failed: false,
@@ -268,6 +278,9 @@ impl Daemon {
             rules_error: self.rules_error.clone(),
             adopted: self.adopted.clone(),
             metrics: self.metrics.clone(),
+            rules_watch: self.rules_watch.clone(),
+            node: Some(crate::node::name().to_string()),
+            other_nodes: self.loaded.other_nodes.clone(),
             interfaces: self.iface_status.clone(),
             rules: self.rule_status.clone(),
         };

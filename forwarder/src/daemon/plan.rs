@@ -142,6 +142,9 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
             addrs: facts.addrs.get(&l.ifindex).cloned().unwrap_or_default(),
         })
     });
+    // A fixed listen address held by another node (a VIP) listens nowhere
+    // here; the netlink event of its arrival brings it back.
+    entries.retain_assigned(&facts.addrs.values().flatten().copied().collect());
     let mss: BTreeMap<u32, u16> = compiled
         .rules
         .iter()

@@ -26,6 +26,15 @@ pub struct DaemonState {
     pub adopted: Option<String>,
     /// Prometheus endpoint, when enabled.
     pub metrics: Option<String>,
+    /// How the rules file is watched (inotify, polling and why).
+    #[serde(default)]
+    pub rules_watch: Option<String>,
+    /// This node's name for `nodes = [...]`.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Forwards of the file scoped to other nodes (not applied here).
+    #[serde(default)]
+    pub other_nodes: Vec<String>,
     pub interfaces: Vec<IfaceReport>,
     pub rules: Vec<RuleStatus>,
 }
