@@ -13,16 +13,12 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::TcContext,
 };
-use forwarder_common::{Reason, IFACE_L3};
+use forwarder_common::{IfaceFlags, Reason, AF_INET, TC_ACT_OK, TC_ACT_SHOT};
 
 use crate::{
     maps, nat,
     parse::{Packet, ETH_HLEN},
 };
-
-const AF_INET: u8 = 2;
-pub const TC_ACT_OK: i32 = 0;
-pub const TC_ACT_SHOT: i32 = 2;
 
 /// What the FIB says about a destination.
 #[derive(Clone, Copy)]
@@ -102,7 +98,7 @@ pub fn output_oif(ctx: &TcContext, dst: u32) -> Option<u32> {
 
 #[inline(always)]
 fn is_l3(ifindex: u32) -> bool {
-    maps::iface(ifindex).is_some_and(|c| c.flags & IFACE_L3 != 0)
+    maps::iface(ifindex).is_some_and(|c| c.flags.contains(IfaceFlags::L3))
 }
 
 /// Sends a translated packet on: straight to the egress device when the

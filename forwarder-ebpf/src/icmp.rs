@@ -9,12 +9,10 @@ use aya_ebpf::{
     helpers::{bpf_l3_csum_replace, bpf_l4_csum_replace, bpf_skb_store_bytes},
     programs::TcContext,
 };
-use forwarder_common::{FlowKey, Hook, Reason, AF_INET, PROTO_TCP, PROTO_UDP};
+use forwarder_common::{FlowKey, Hook, Reason, PROTO_TCP, PROTO_UDP, TCX_NEXT, TC_ACT_SHOT};
 
 use crate::{
-    deliver,
-    fib::TC_ACT_SHOT,
-    handled_here,
+    deliver, handled_here,
     maps::FLOWS,
     nat,
     parse::{ptr_at, Packet, IPV4_HLEN},
@@ -119,7 +117,7 @@ fn replace(
 // instead of adding to the caller's (512-byte stack limit).
 #[inline(never)]
 pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> (i32, Reason) {
-    const NOT_OURS: (i32, Reason) = (crate::TCX_NEXT, Reason::PassNoMatch);
+    const NOT_OURS: (i32, Reason) = (TCX_NEXT, Reason::PassNoMatch);
     // The quoted IPv4 header and the 8 bytes after it are read directly.
     crate::parse::pull(ctx, p.l4 + 8 + IPV4_HLEN + 8);
     let Some(i) = parse_inner(ctx, p) else {
@@ -127,15 +125,7 @@ pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> (i32, Reason) {
     };
     // The quoted packet went out translated; the error travels back the
     // way its replies would, so the reversed quote is that direction's key.
-    let key = FlowKey {
-        src: [i.dst, 0, 0, 0],
-        dst: [i.src, 0, 0, 0],
-        sport: i.dport,
-        dport: i.sport,
-        proto: i.proto,
-        family: AF_INET,
-        _pad: [0; 2],
-    };
+    let key = FlowKey::v4(i.dst, i.src, i.dport, i.sport, i.proto);
     // A pointer into the map value rather than a copy: this function's
     // frame counts toward the 512-byte stack of the whole call chain.
     let Some(e) = FLOWS.get_ptr(key) else {

@@ -25,20 +25,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, error};
 use forwarder_common::{
-    AllowKey, FlowEntry, Hook, ListenerKey, Reason, AF_INET, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK,
-    IFACE_EGRESS_NAT, LISTEN_ALLOWLIST, LISTEN_REJECT, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL,
+    addr_v4_word, AllowKey, FlowEntry, FlowFlags, Hook, IfaceFlags, ListenFlags, ListenerKey,
+    Reason, ALLOW_EXACT_V4_PREFIX, PROTO_ICMP, PROTO_TCP, PROTO_UDP, RULE_DROP_DENIED,
+    RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL, TCX_NEXT, TC_ACT_OK, TC_ACT_SHOT,
 };
 use parse::{
     Packet, ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_ECHOREPLY, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED,
     TCP_ACK, TCP_SYN,
 };
-
-use crate::fib::{TC_ACT_OK, TC_ACT_SHOT};
-
-/// TCX: let the next program in the chain (or the stack) have the packet.
-/// Used for everything we leave untouched so we compose with other TCX users.
-const TCX_NEXT: i32 = -1;
 
 /// TC ingress on every interface the rules use (listening and backend
 /// side): creates flows, translates, redirects.
@@ -77,7 +71,7 @@ fn run(ctx: &TcContext, hook: Hook) -> i32 {
     let Some(iface) = maps::iface(ifindex) else {
         return TCX_NEXT;
     };
-    if hook == Hook::TcEgress && iface.flags & IFACE_EGRESS_NAT == 0 {
+    if hook == Hook::TcEgress && !iface.flags.contains(IfaceFlags::EGRESS_NAT) {
         return TCX_NEXT;
     }
     let len = ctx.len();
@@ -95,7 +89,7 @@ fn run(ctx: &TcContext, hook: Hook) -> i32 {
 /// must see them to keep its own conntrack (and kube-proxy's) consistent.
 #[inline(always)]
 pub fn handled_here(e: &FlowEntry, hook: Hook) -> bool {
-    let stack_reply = e.flags & (FLOW_VIA_STACK | FLOW_REPLY) == FLOW_VIA_STACK | FLOW_REPLY;
+    let stack_reply = e.flags.contains(FlowFlags::VIA_STACK | FlowFlags::REPLY);
     match hook {
         Hook::TcEgress => stack_reply,
         _ => !stack_reply,
@@ -138,32 +132,23 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
     if hook != Hook::TcIngress || p.proto == PROTO_ICMP {
         return (TCX_NEXT, Reason::PassNoMatch);
     }
-    let lkey = ListenerKey {
-        addr: [p.dst, 0, 0, 0],
-        ifindex,
-        port: p.dport,
-        proto: p.proto,
-        family: AF_INET,
-    };
+    let lkey = ListenerKey::v4(addr_v4_word(p.dst), ifindex, p.dport, p.proto);
     let Some(l) = maps::LISTENERS.get_ptr(lkey) else {
         return (TCX_NEXT, Reason::PassNoMatch);
     };
     // SAFETY: a pointer into the map value, valid for this run.
     let l = unsafe { &*l };
     let rule_id = l.rule_id;
-    if l.flags & LISTEN_ALLOWLIST != 0 {
+    if l.flags.contains(ListenFlags::ALLOWLIST) {
         let k = Key::new(
-            64,
-            AllowKey {
-                rule_id_be: rule_id.to_be(),
-                addr: [p.src, 0, 0, 0],
-            },
+            ALLOW_EXACT_V4_PREFIX,
+            AllowKey::new(rule_id, addr_v4_word(p.src)),
         );
         if maps::ALLOW.get(&k).is_none() {
             counters::count_rule_drop(rule_id, RULE_DROP_DENIED);
             // Reject: the untouched packet meets the stack, which answers
             // exactly as for a closed port (RST / port unreachable).
-            return if l.flags & LISTEN_REJECT != 0 {
+            return if l.flags.contains(ListenFlags::REJECT) {
                 (TC_ACT_OK, Reason::PassDenied)
             } else {
                 (TC_ACT_SHOT, Reason::DropDenied)
@@ -196,8 +181,8 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
     let entry = unsafe { &*e };
     counters::count_new_flow(
         rule_id,
-        entry.flags & FLOW_SNAT != 0,
-        entry.flags & FLOW_VIA_STACK != 0,
+        entry.flags.contains(FlowFlags::SNAT),
+        entry.flags.contains(FlowFlags::VIA_STACK),
     );
     counters::count_rule(rule_id, len);
     conntrack::touch(e, p, len);
@@ -209,7 +194,7 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
         u16::from_be(p.sport),
         u32::from_be(entry.new_dst[0]),
         u16::from_be(entry.new_dport),
-        entry.flags
+        entry.flags.bits()
     );
     translate(ctx, p, entry, hook)
 }
@@ -265,7 +250,7 @@ pub fn deliver(
     if hook == Hook::TcEgress {
         return (TC_ACT_OK, Reason::FwdEgress);
     }
-    if e.flags & FLOW_VIA_STACK != 0 {
+    if e.flags.contains(FlowFlags::VIA_STACK) {
         return (TC_ACT_OK, Reason::FwdStack);
     }
     fib::forward(ctx, p, src, dst)

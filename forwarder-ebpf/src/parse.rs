@@ -2,7 +2,7 @@
 //! against data_end right before use: the verifier tracks the check only on
 //! the register that was compared, so the shape below is deliberate.
 use aya_ebpf::{helpers::bpf_skb_pull_data, programs::TcContext};
-use forwarder_common::{Reason, IFACE_L3, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use forwarder_common::{IfaceFlags, Reason, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -72,8 +72,8 @@ pub fn pull(ctx: &TcContext, upto: usize) {
 /// Finds the IPv4 header (after Ethernet, or at 0 on L3 devices) and rejects
 /// what the NAT must not touch, with the reason it is counted under.
 #[inline(always)]
-pub fn ipv4(ctx: &TcContext, iface_flags: u32) -> Result<Packet, Reason> {
-    let l3 = if iface_flags & IFACE_L3 != 0 {
+pub fn ipv4(ctx: &TcContext, iface_flags: IfaceFlags) -> Result<Packet, Reason> {
+    let l3 = if iface_flags.contains(IfaceFlags::L3) {
         // tun/wireguard: no link header; skb->protocol says what L3 is.
         // SAFETY: reading a field of the context the kernel passed in.
         let proto = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);

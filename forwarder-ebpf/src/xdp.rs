@@ -18,7 +18,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use forwarder_common::{
-    csum, FlowEntry, FlowKey, Reason, AF_INET, FLOW_VIA_STACK, PROTO_TCP, PROTO_UDP,
+    csum, FlowEntry, FlowFlags, FlowKey, Reason, AF_INET, MAX_IFACES, PROTO_TCP, PROTO_UDP,
 };
 
 use crate::{
@@ -31,7 +31,7 @@ use crate::{
 /// daemon with the interfaces that run the XDP accelerator: a device
 /// without ndo_xdp_xmit would drop redirected frames.
 #[map(name = "FWD_XDP_DEVS")]
-pub static XDP_DEVS: DevMapHash = DevMapHash::with_max_entries(64, 0);
+pub static XDP_DEVS: DevMapHash = DevMapHash::with_max_entries(MAX_IFACES, 0);
 
 #[map(name = "FWD_XDP_FIB")]
 static FIB_PARAMS: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
@@ -132,21 +132,19 @@ pub fn handle(ctx: &XdpContext, len: u32, ifindex: u32) -> (u32, Reason) {
         // the skb path can finish it correctly.
         return TO_TC;
     }
-    let key = FlowKey {
-        src: [src.to_be(), 0, 0, 0],
-        dst: [dst.to_be(), 0, 0, 0],
-        sport: u16::from_ne_bytes([t[sport], t[sport + 1]]),
-        dport: u16::from_ne_bytes([t[dport], t[dport + 1]]),
+    let key = FlowKey::v4(
+        src.to_be(),
+        dst.to_be(),
+        u16::from_ne_bytes([t[sport], t[sport + 1]]),
+        u16::from_ne_bytes([t[dport], t[dport + 1]]),
         proto,
-        family: AF_INET,
-        _pad: [0; 2],
-    };
+    );
     let Some(e) = FLOWS.get_ptr_mut(key) else {
         return TO_TC;
     };
     // SAFETY: a map value, valid for this run.
     let entry: &FlowEntry = unsafe { &*e };
-    if entry.flags & FLOW_VIA_STACK != 0 || ttl <= 1 {
+    if entry.flags.contains(FlowFlags::VIA_STACK) || ttl <= 1 {
         return TO_TC;
     }
     let (nsrc, ndst) = (

@@ -9,7 +9,7 @@
 //! NOTIFY_SOCKET (not under systemd) every call does nothing.
 use tracing::debug;
 
-use crate::state::LoadResult;
+use crate::observe::status::LoadResult;
 
 /// READY=1 with the load's outcome as STATUS=: after the first load and
 /// after every reload, applied or rejected.
@@ -70,6 +70,7 @@ mod tests {
             trigger: "SIGHUP".into(),
             applied,
             summary: summary.into(),
+            ..Default::default()
         }
     }
 

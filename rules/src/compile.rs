@@ -13,11 +13,7 @@ use std::{
     net::IpAddr,
 };
 
-use forwarder_common::{
-    AllowKey, ListenerKey, ListenerValue, ALLOW_ID_V6, LISTEN_ALLOWLIST, LISTEN_MSS_CLAMP,
-    LISTEN_REJECT, LISTEN_VIA_REDIRECT, LISTEN_VIA_STACK, LISTEN_XLAT, MAX_RULES, SNAT_AUTO,
-    SNAT_FIXED, SNAT_MASQUERADE, SNAT_OFF,
-};
+use forwarder_common::{AllowKey, ListenFlags, ListenerKey, ListenerValue, SnatMode, MAX_RULES};
 use ipnet::IpNet;
 
 use crate::{family::abi_addr, model::*};
@@ -132,44 +128,45 @@ pub enum CompileError {
 /// clients of family `af`.
 fn listener_value(f: &Forward, af: Af, id: u32, port: u16) -> ListenerValue {
     let (snat_mode, snat_addr) = match f.snat_for(af) {
-        Snat::Off => (SNAT_OFF, [0; 4]),
-        Snat::Fixed(a) => (SNAT_FIXED, abi_addr(a)),
-        Snat::Masquerade => (SNAT_MASQUERADE, [0; 4]),
-        Snat::Auto => (SNAT_AUTO, [0; 4]),
+        Snat::Off => (SnatMode::OFF, [0; 4]),
+        Snat::Fixed(a) => (SnatMode::FIXED, abi_addr(a)),
+        Snat::Masquerade => (SnatMode::MASQUERADE, [0; 4]),
+        Snat::Auto => (SnatMode::AUTO, [0; 4]),
     };
-    let mut flags = 0;
+    let mut flags = ListenFlags::empty();
     if f.translates(af) {
-        flags |= LISTEN_XLAT;
+        flags |= ListenFlags::XLAT;
     }
     if !f.allow.is_empty() {
-        flags |= LISTEN_ALLOWLIST;
+        flags |= ListenFlags::ALLOWLIST;
     }
     if f.reject == Reject::Rst {
-        flags |= LISTEN_REJECT;
+        flags |= ListenFlags::REJECT;
     }
     match f.path {
         PathMode::Auto => {}
-        PathMode::Redirect => flags |= LISTEN_VIA_REDIRECT,
-        PathMode::Stack => flags |= LISTEN_VIA_STACK,
+        PathMode::Redirect => flags |= ListenFlags::VIA_REDIRECT,
+        PathMode::Stack => flags |= ListenFlags::VIA_STACK,
     }
     // "auto" needs the path MTU, which only the daemon knows: it sets the
     // flag and value when it resolves them. A fixed clamp is complete here.
     let mss = match f.mss_clamp {
         MssClamp::Fixed(m) => {
-            flags |= LISTEN_MSS_CLAMP;
+            flags |= ListenFlags::MSS_CLAMP;
             m
         }
         MssClamp::Auto | MssClamp::Off => 0,
     };
     ListenerValue {
-        target_addr: abi_addr(f.target.addr),
         snat_addr,
-        rule_id: id,
-        target_port: f.target.port_for(f.ports, port).to_be(),
         snat_mode,
         flags,
         mss,
-        _pad: 0,
+        ..ListenerValue::new(
+            abi_addr(f.target.addr),
+            f.target.port_for(f.ports, port).to_be(),
+            id,
+        )
     }
 }
 
@@ -236,17 +233,16 @@ pub struct AllowLpmKey {
 }
 
 impl AllowLpmKey {
-    pub fn new(rule_id: u32, net: IpNet) -> Self {
-        let id = match net {
-            IpNet::V4(_) => rule_id,
-            IpNet::V6(_) => rule_id | ALLOW_ID_V6,
+    pub fn new(rule_id: u32, net: impl Into<IpNet>) -> Self {
+        let net: IpNet = net.into();
+        let addr = abi_addr(net.trunc().addr());
+        let data = match net {
+            IpNet::V4(_) => AllowKey::new(rule_id, addr),
+            IpNet::V6(_) => AllowKey::v6(rule_id, addr),
         };
         AllowLpmKey {
             prefix_len: 32 + u32::from(net.prefix_len()),
-            data: AllowKey {
-                rule_id_be: id.to_be(),
-                addr: abi_addr(net.trunc().addr()),
-            },
+            data,
         }
     }
 }
@@ -259,6 +255,27 @@ pub struct MapEntries {
     /// Interfaces named by forwards that do not exist now (sorted, once
     /// each): their forwards wait until the interface appears.
     pub missing_ifaces: Vec<String>,
+}
+
+impl MapEntries {
+    /// Keeps only listeners whose address is assigned to an interface of
+    /// this host (`assigned`: every address, of both families, in the
+    /// daemon's network namespace) and returns how many were dropped.
+    ///
+    /// This is what makes one rules file serve a cluster: a fixed listen
+    /// address that lives on another node (its own address, or a
+    /// keepalived VIP held elsewhere) installs nothing here, and when the
+    /// VIP moves in, the netlink event's reconcile installs it. Interface
+    /// addresses are assigned by definition; only fixed ones are affected.
+    /// Netfilter DNAT would match any destination; a listener for an
+    /// address this node does not hold would only answer misdirected or
+    /// stale-ARP traffic on behalf of the node that holds it.
+    pub fn retain_assigned(&mut self, assigned: &BTreeSet<IpAddr>) -> usize {
+        let before = self.listeners.len();
+        self.listeners
+            .retain(|k, _| assigned.contains(&crate::family::key_addr(k)));
+        before - self.listeners.len()
+    }
 }
 
 /// Binds compiled rules to the interfaces as they are now.
@@ -288,13 +305,11 @@ pub fn materialize(compiled: &Compiled, iface: impl Fn(&str) -> Option<IfaceStat
                     .collect(),
             };
             for a in addrs {
-                let key = ListenerKey {
-                    addr: abi_addr(a),
-                    ifindex: state.ifindex,
-                    port: spec.port.to_be(),
-                    proto: spec.proto,
-                    family: Af::of(a).number(),
-                };
+                let key =
+                    match a {
+                        IpAddr::V4(_) => ListenerKey::v4,
+                        IpAddr::V6(_) => ListenerKey::v6,
+                    }(abi_addr(a), state.ifindex, spec.port.to_be(), spec.proto);
                 out.listeners.entry(key).or_insert(spec.value);
             }
         }
@@ -309,7 +324,7 @@ pub fn materialize(compiled: &Compiled, iface: impl Fn(&str) -> Option<IfaceStat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use forwarder_common::{addr_v4, addr_v4_octets, AF_INET, PROTO_TCP, PROTO_UDP};
+    use forwarder_common::{addr_v4, addr_v4_octets, PROTO_TCP, PROTO_UDP};
 
     fn ids(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
         pairs.iter().map(|(n, i)| (n.to_string(), *i)).collect()
@@ -383,8 +398,11 @@ mod tests {
         assert_eq!(addr_v4_octets(&v.target_addr), [192, 168, 100, 80]);
         assert_eq!(addr_v4_octets(&v.snat_addr), [192, 168, 100, 1]);
         assert_eq!(u16::from_be(v.target_port), 80);
-        assert_eq!(v.snat_mode, SNAT_FIXED);
-        assert_eq!(v.flags, LISTEN_ALLOWLIST | LISTEN_REJECT | LISTEN_MSS_CLAMP);
+        assert_eq!(v.snat_mode, SnatMode::FIXED);
+        assert_eq!(
+            v.flags,
+            ListenFlags::ALLOWLIST | ListenFlags::REJECT | ListenFlags::MSS_CLAMP
+        );
         assert_eq!(v.mss, 1240);
         assert_eq!(v.rule_id, 7);
         assert_eq!(
@@ -424,8 +442,8 @@ mod tests {
         );
         assert_eq!(ports(1), vec![(8000, 9000), (8001, 9001), (8002, 9002)]);
         assert_eq!(ports(2), vec![(7000, 80), (7001, 80), (7002, 80)]);
-        assert_eq!(c.rules[0].listeners[0].value.snat_mode, SNAT_AUTO);
-        assert_eq!(c.rules[0].listeners[0].value.flags, LISTEN_REJECT);
+        assert_eq!(c.rules[0].listeners[0].value.snat_mode, SnatMode::AUTO);
+        assert_eq!(c.rules[0].listeners[0].value.flags, ListenFlags::REJECT);
     }
 
     #[test]
@@ -469,18 +487,44 @@ mod tests {
         assert_eq!(m.missing_ifaces, vec!["wg0".to_string()]);
         // fixed: 2 ports x 1 addr; iface: 1 port x 2 addrs.
         assert_eq!(m.listeners.len(), 4);
-        let k = ListenerKey {
-            addr: addr_v4([192, 168, 1, 56]),
-            ifindex: 4,
-            port: 53u16.to_be(),
-            proto: PROTO_TCP,
-            family: AF_INET,
-        };
+        let k = ListenerKey::v4(addr_v4([192, 168, 1, 56]), 4, 53u16.to_be(), PROTO_TCP);
         assert_eq!(m.listeners[&k].rule_id, 2);
         // Allow entries do not depend on the interface being there.
-        let key = AllowLpmKey::new(1, "10.1.2.0/24".parse().unwrap());
+        let key = AllowLpmKey::new(1, "10.1.2.0/24".parse::<ipnet::IpNet>().unwrap());
         assert_eq!(key.prefix_len, 56);
         assert_eq!(key.data.rule_id_be, 1u32.to_be());
         assert!(m.allow.contains_key(&key));
+    }
+
+    #[test]
+    fn listeners_need_their_address_assigned_on_this_host() {
+        let mut vip = fwd("vip", (80, 80), "10.0.0.1");
+        vip.listen = Listen::Addr("192.168.1.100".parse().unwrap());
+        let rs = RuleSet {
+            forwards: vec![vip, fwd("iface", (53, 53), "10.0.0.3")],
+            ..Default::default()
+        };
+        let c = compile(&rs, &assign_ids(&BTreeMap::new(), ["vip", "iface"])).unwrap();
+        let own: IpAddr = "192.168.1.55".parse().unwrap();
+        let vip_addr: IpAddr = "192.168.1.100".parse().unwrap();
+        let eth0 = |addrs: Vec<IpAddr>| {
+            move |name: &str| {
+                (name == "eth0").then(|| IfaceState {
+                    ifindex: 4,
+                    addrs: addrs.clone(),
+                })
+            }
+        };
+        // The VIP is held by another node: only the interface listener.
+        let mut m = materialize(&c, eth0(vec![own]));
+        assert_eq!(m.retain_assigned(&BTreeSet::from([own])), 1);
+        assert_eq!(m.listeners.len(), 1);
+        assert!(m.listeners.values().all(|v| v.rule_id == 1));
+        // The VIP moved in (on eth0, or on any other interface: lo, a dummy).
+        for assigned in [vec![own, vip_addr], vec![own]] {
+            let mut m = materialize(&c, eth0(assigned));
+            assert_eq!(m.retain_assigned(&BTreeSet::from([own, vip_addr])), 0);
+            assert!(m.listeners.values().any(|v| v.rule_id == 0));
+        }
     }
 }

@@ -9,7 +9,7 @@
 
 use std::{fmt, net::IpAddr};
 
-use forwarder_common::{addr_v4, addr_v6};
+use forwarder_common::{addr_v4, addr_v4_octets, addr_v6, addr_v6_octets, ListenerKey, AF_INET6};
 
 use crate::model::{Forward, Listen, Snat};
 
@@ -175,4 +175,14 @@ pub fn abi_addr(a: IpAddr) -> [u32; 4] {
 /// on another.
 pub fn is_link_local(a: IpAddr) -> bool {
     matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local())
+}
+
+/// A listener key's address (the inverse of [`abi_addr`] by the key's
+/// family).
+pub fn key_addr(k: &ListenerKey) -> IpAddr {
+    if k.family == AF_INET6 {
+        IpAddr::from(addr_v6_octets(&k.addr))
+    } else {
+        IpAddr::from(addr_v4_octets(&k.addr))
+    }
 }

@@ -6,8 +6,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use forwarder_common::{
-    addr_v4, addr_v6, ListenerKey, AF_INET, AF_INET6, ALLOW_ID_V6, LISTEN_ALLOWLIST, LISTEN_REJECT,
-    LISTEN_XLAT, PROTO_TCP, SNAT_AUTO, SNAT_FIXED, SNAT_MASQUERADE,
+    addr_v4, addr_v6, ListenFlags, ListenerKey, SnatMode, AF_INET, AF_INET6, ALLOW_ID_V6, PROTO_TCP,
 };
 use rules::{assign_ids, compile, load_str, materialize, AllowLpmKey, IfaceState, MapEntries};
 
@@ -80,10 +79,13 @@ fn a_dual_stack_interface_listener_gets_one_key_per_address_of_each_family() {
     assert_eq!(u16::from_be(k6.target_port), 80);
     // IPv4 clients: snat = "auto" as written; IPv6 clients: translated,
     // masqueraded to the egress IPv4 address.
-    assert_eq!((k4.snat_mode, k4.flags & LISTEN_XLAT), (SNAT_AUTO, 0));
     assert_eq!(
-        (k6.snat_mode, k6.flags & LISTEN_XLAT),
-        (SNAT_MASQUERADE, LISTEN_XLAT)
+        (k4.snat_mode, k4.flags.contains(ListenFlags::XLAT)),
+        (SnatMode::AUTO, false)
+    );
+    assert_eq!(
+        (k6.snat_mode, k6.flags.contains(ListenFlags::XLAT)),
+        (SnatMode::MASQUERADE, true)
     );
     assert_eq!(k4.rule_id, k6.rule_id);
 }
@@ -100,8 +102,11 @@ fn an_ipv6_forward_takes_ipv6_addresses_only() {
     assert_eq!(*k, key(v6("fd7a:115c:a1e0::1"), 7, 80, AF_INET6));
     assert_eq!(v.target_addr, v6("fd00:100::80"));
     assert_eq!(u16::from_be(v.target_port), 8080);
-    assert_eq!((v.snat_mode, v.snat_addr), (SNAT_FIXED, v6("fd00:100::1")));
-    assert_eq!(v.flags, LISTEN_REJECT);
+    assert_eq!(
+        (v.snat_mode, v.snat_addr),
+        (SnatMode::FIXED, v6("fd00:100::1"))
+    );
+    assert_eq!(v.flags, ListenFlags::REJECT);
 }
 
 #[test]
@@ -113,8 +118,14 @@ fn nat46_listens_on_ipv4_and_carries_an_ipv6_target_and_source() {
     );
     let v = m.listeners[&key(v4("192.168.1.55"), 3, 443, AF_INET)];
     assert_eq!(v.target_addr, v6("fd00:100::80"));
-    assert_eq!((v.snat_mode, v.snat_addr), (SNAT_FIXED, v6("fd00:100::1")));
-    assert_eq!(v.flags, LISTEN_XLAT | LISTEN_ALLOWLIST | LISTEN_REJECT);
+    assert_eq!(
+        (v.snat_mode, v.snat_addr),
+        (SnatMode::FIXED, v6("fd00:100::1"))
+    );
+    assert_eq!(
+        v.flags,
+        ListenFlags::XLAT | ListenFlags::ALLOWLIST | ListenFlags::REJECT
+    );
 }
 
 /// The LPM trie's answer for `key`: the longest stored prefix whose
@@ -146,11 +157,11 @@ fn an_ipv6_allow_prefix_never_admits_an_ipv4_source_and_back() {
     let m = entries(text, &TS, &[]);
     let stored: Vec<AllowLpmKey> = m.allow.keys().copied().collect();
     assert_eq!(stored.len(), 3);
-    let k6 = AllowLpmKey::new(0, "fd7a:115c:a1e0::/48".parse().unwrap());
+    let k6 = AllowLpmKey::new(0, "fd7a:115c:a1e0::/48".parse::<ipnet::IpNet>().unwrap());
     assert_eq!(k6.prefix_len, 32 + 48);
     assert_eq!(u32::from_be(k6.data.rule_id_be), ALLOW_ID_V6);
     // What the kernel looks up: the full source address with the id word.
-    let probe = |a: &str| AllowLpmKey::new(0, ip(a).into());
+    let probe = |a: &str| AllowLpmKey::new(0, ipnet::IpNet::from(ip(a)));
     // 10.1.2.3 and the IPv6 prefix a00::/8 share their first 8 bits.
     assert_eq!(
         lpm_match(&stored, &probe("10.1.2.3")).map(|k| k.prefix_len),
@@ -175,8 +186,14 @@ fn an_ipv6_allow_prefix_never_admits_an_ipv4_source_and_back() {
     assert!(lpm_match(&stored, &probe("fd7a:115c:a1e0:1::9")).is_some());
     assert!(lpm_match(&stored, &probe("fd7a:115c:a1e1::9")).is_none());
     // Each family's prefix alone: the other family's source finds nothing.
-    let only_v4 = [AllowLpmKey::new(0, "10.0.0.0/8".parse().unwrap())];
-    let only_v6 = [AllowLpmKey::new(0, "a00::/8".parse().unwrap())];
+    let only_v4 = [AllowLpmKey::new(
+        0,
+        "10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+    )];
+    let only_v6 = [AllowLpmKey::new(
+        0,
+        "a00::/8".parse::<ipnet::IpNet>().unwrap(),
+    )];
     assert!(lpm_match(&only_v4, &probe("a01::1")).is_none());
     assert!(lpm_match(&only_v6, &probe("10.1.2.3")).is_none());
     assert!(lpm_match(&only_v4, &probe("10.1.2.3")).is_some());

@@ -12,7 +12,8 @@ use etherparse::{
     TransportHeader,
 };
 use forwarder_common::{
-    addr_v4, addr_v4_octets, FlowEntry, FlowKey, AF_INET, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    addr_v4, addr_v4_octets, FlowEntry, FlowFlags, FlowKey, AF_INET, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP,
 };
 
 // ---------------------------------------------------------------------------
@@ -83,7 +84,7 @@ pub fn show(k: &FlowKey) -> String {
 /// A flow entry as userspace can insert it (the dataplane never creates
 /// ICMP echo flows): packets matching it are translated to
 /// `new_src` -> `new_dst`; created and last seen at `now`, nothing counted.
-pub fn flow_entry(new_src: Ep, new_dst: Ep, rule_id: u32, now: u64, flags: u8) -> FlowEntry {
+pub fn flow_entry(new_src: Ep, new_dst: Ep, rule_id: u32, now: u64, flags: FlowFlags) -> FlowEntry {
     FlowEntry {
         new_src: addr_v4(new_src.ip),
         new_dst: addr_v4(new_dst.ip),

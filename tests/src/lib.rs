@@ -3,6 +3,7 @@
 //! test panics). Names carry a `fwt-<pid>-` prefix so parallel tests never
 //! collide, and `sweep()` removes leftovers of test processes that died.
 pub mod client;
+pub mod cluster;
 pub mod daemon;
 pub mod dual_stack;
 // Frames and checksums for the test_run tests (needs forwarder-common and

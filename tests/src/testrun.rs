@@ -24,35 +24,26 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use aya::maps::{MapData, PerCpuArray};
 use forwarder::{
-    counters::sum_cpus,
-    dataplane::{Dataplane, LoadOptions, MAP_XDP_DEVS, PROG_XDP},
+    dataplane::{Dataplane, LoadOptions},
+    observe::pinned::sum_cpus,
 };
 use forwarder_common::{
     iface_counter_index, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, Hook, IfaceConfig,
-    Reason, RuleCounters, ABI_VERSION, IFACE_L3, MAP_IFACE_COUNTERS, MAP_RULE_COUNTERS, MAX_RULES,
-    RULE_DROP_REASONS,
+    IfaceFlags, Reason, RuleCounters, MAX_RULES, PROG_XDP, RULE_DROP_REASONS,
 };
 
 use crate::netns::{veth, Netns};
 
-/// The verdicts as test_run reports them (the return value as i32).
-pub const TC_ACT_OK: i32 = 0;
-pub const TC_ACT_SHOT: i32 = 2;
-/// What bpf_redirect/bpf_redirect_neigh return; test_run only reports it,
-/// nothing is sent.
-pub const TC_ACT_REDIRECT: i32 = 7;
-/// TCX_NEXT: the program left the packet to the next one / the stack.
-pub const TCX_NEXT: i32 = -1;
+/// The TC verdicts as test_run reports them (the return value as i32).
+pub use forwarder_common::{TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
 
-/// XDP actions as test_run reports them. Without BPF_F_TEST_XDP_LIVE_FRAMES
-/// an XDP_REDIRECT is only reported: nothing is transmitted.
-pub const XDP_ABORTED: i32 = 0;
-pub const XDP_DROP: i32 = 1;
-pub const XDP_PASS: i32 = 2;
-pub const XDP_TX: i32 = 3;
-pub const XDP_REDIRECT: i32 = 4;
+/// XDP actions as test_run reports them (as i32, like the TC verdicts).
+pub const XDP_ABORTED: i32 = forwarder_common::XDP_ABORTED as i32;
+pub const XDP_DROP: i32 = forwarder_common::XDP_DROP as i32;
+pub const XDP_PASS: i32 = forwarder_common::XDP_PASS as i32;
+pub const XDP_TX: i32 = forwarder_common::XDP_TX as i32;
+pub const XDP_REDIRECT: i32 = forwarder_common::XDP_REDIRECT as i32;
 
 pub const LAN_IF: &str = "vmbr0";
 pub const VM_IF: &str = "vmbr1";
@@ -251,9 +242,14 @@ impl Host {
         };
         for (name, slot) in SLOTS {
             let ifindex = host.ifindex(name);
-            let flags = if name == TS_IF { IFACE_L3 } else { 0 };
+            let flags = if name == TS_IF {
+                IfaceFlags::L3
+            } else {
+                IfaceFlags::empty()
+            };
             host.dp
-                .ifaces_map()?
+                .maps
+                .ifaces
                 .insert(ifindex, IfaceConfig { slot, flags }, 0)?;
         }
         Ok(host)
@@ -268,7 +264,7 @@ impl Host {
     }
 
     /// Turns egress translation on or off for an interface
-    /// (`IFACE_EGRESS_NAT`): the daemon sets it on the listening interfaces
+    /// (`IfaceFlags::EGRESS_NAT`): the daemon sets it on the listening interfaces
     /// of forwards whose flows may go through the stack; without it the
     /// egress program leaves every packet alone, uncounted.
     pub fn egress_nat(&mut self, name: &str, on: bool) -> Result<()> {
@@ -324,22 +320,14 @@ impl Host {
             entries.missing_ifaces
         );
         let g = &loaded.rules.global;
-        self.dp.set_config(GlobalConfig {
-            abi_version: ABI_VERSION,
-            snat_port_min: g.snat_ports.start(),
-            snat_port_max: g.snat_ports.end(),
-            flags: 0,
-            _pad: 0,
-        })?;
-        {
-            let mut allow = self.dp.allow()?;
-            for k in entries.allow.keys() {
-                allow.insert(&aya::maps::lpm_trie::Key::new(k.prefix_len, k.data), 1, 0)?;
-            }
+        self.dp
+            .maps
+            .set_config(GlobalConfig::new(g.snat_ports.start(), g.snat_ports.end()))?;
+        for k in entries.allow.keys() {
+            self.dp.maps.insert_allow(k)?;
         }
-        let mut listeners = self.dp.listeners()?;
         for (k, v) in &entries.listeners {
-            listeners.insert(k, v, 0)?;
+            self.dp.maps.listeners.insert(k, v, 0)?;
         }
         self.ids = ids;
         Ok(())
@@ -448,9 +436,7 @@ impl Host {
     /// ifindex). The program itself is not attached: test_run feeds it.
     pub fn xdp_dev(&mut self, name: &str, on: bool) -> Result<()> {
         let ifindex = self.ifindex(name);
-        let mut devs: aya::maps::DevMapHash<&mut MapData> = aya::maps::DevMapHash::try_from(
-            self.dp.ebpf.map_mut(MAP_XDP_DEVS).context("FWD_XDP_DEVS")?,
-        )?;
+        let devs = &mut self.dp.maps.xdp_devs;
         if on {
             devs.insert(ifindex, ifindex, None, 0)?;
         } else {
@@ -499,8 +485,7 @@ impl Host {
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         let mut iface = BTreeMap::new();
         {
-            let m: PerCpuArray<&MapData, Counter> =
-                PerCpuArray::try_from(self.dp.ebpf.map(MAP_IFACE_COUNTERS).context("counters")?)?;
+            let m = &self.dp.maps.iface_counters;
             for (name, slot) in SLOTS {
                 for hook in Hook::ALL {
                     for reason in Reason::ALL {
@@ -515,8 +500,7 @@ impl Host {
         }
         let mut rules = BTreeMap::new();
         {
-            let m: PerCpuArray<&MapData, RuleCounters> =
-                PerCpuArray::try_from(self.dp.ebpf.map(MAP_RULE_COUNTERS).context("rules")?)?;
+            let m = &self.dp.maps.rule_counters;
             // Ids are handed out from 0; a few beyond the rules in use
             // catch a stray id.
             let top = (self.ids.len() as u32 + 4).min(MAX_RULES);
@@ -530,12 +514,14 @@ impl Host {
         }
         let flows = self
             .dp
-            .flows()?
+            .maps
+            .flows
             .iter()
             .collect::<Result<BTreeMap<FlowKey, FlowEntry>, _>>()?;
         let auto_snat = self
             .dp
-            .auto_snat()?
+            .maps
+            .auto_snat
             .iter()
             .collect::<Result<BTreeMap<AutoSnatKey, u64>, _>>()?;
         Ok(Snapshot {
@@ -548,14 +534,14 @@ impl Host {
 
     /// Inserts a flow entry as userspace (an adopted table) would.
     pub fn insert_flow(&mut self, key: FlowKey, entry: FlowEntry) -> Result<()> {
-        self.dp.flows()?.insert(key, entry, 0)?;
+        self.dp.maps.flows.insert(key, entry, 0)?;
         Ok(())
     }
 
     /// Number of entries in the listener map, to check a test's rules
     /// landed as expected.
     pub fn listener_count(&mut self) -> Result<usize> {
-        Ok(self.dp.listeners()?.keys().count())
+        Ok(self.dp.maps.listeners.keys().count())
     }
 
     /// Current CLOCK_MONOTONIC_COARSE in ns: the clock the dataplane stamps

@@ -1,20 +1,17 @@
 //! BPF_PROG_TEST_RUN harness: crafted packet in -> verdict + counters out.
 //! Later dataplane tests extend the table.
 use aya::programs::TestRun;
-use aya::{
-    maps::{HashMap, MapData, PerCpuArray},
-    programs::{SchedClassifier, TestRunOptions},
-};
+use aya::programs::{SchedClassifier, TestRunOptions};
 use etherparse::PacketBuilder;
 use forwarder::{
-    counters::sum_cpus,
     dataplane::{Dataplane, LoadOptions},
+    observe::pinned::sum_cpus,
 };
-use forwarder_common::{iface_counter_index, Counter, Hook, IfaceConfig, Reason};
+use forwarder_common::{iface_counter_index, Counter, Hook, IfaceConfig, IfaceFlags, Reason};
 use forwarder_tests::require_root;
 
 /// TCX_NEXT as the u32 the kernel reports.
-const TCX_NEXT: u32 = -1i32 as u32;
+const TCX_NEXT: u32 = forwarder_common::TCX_NEXT as u32;
 /// BPF_PROG_TEST_RUN gives skbs the loopback device unless told otherwise.
 const TEST_IFINDEX: u32 = 1;
 const SLOT: u32 = 3;
@@ -26,14 +23,13 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         let mut dp = Dataplane::load(&LoadOptions::default()).expect("load");
-        let mut ifaces: HashMap<&mut MapData, u32, IfaceConfig> =
-            HashMap::try_from(dp.ebpf.map_mut("FWD_IFACES").unwrap()).unwrap();
-        ifaces
+        dp.maps
+            .ifaces
             .insert(
                 TEST_IFINDEX,
                 IfaceConfig {
                     slot: SLOT,
-                    flags: 0,
+                    flags: IfaceFlags::empty(),
                 },
                 0,
             )
@@ -53,8 +49,7 @@ impl Harness {
     }
 
     fn counter(&self, reason: Reason) -> Counter {
-        let m: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(self.dp.ebpf.map("FWD_IFACE_CNT").unwrap()).unwrap();
+        let m = &self.dp.maps.iface_counters;
         sum_cpus(
             m.get(&iface_counter_index(SLOT, Hook::TcIngress, reason), 0)
                 .unwrap()
@@ -163,11 +158,7 @@ fn unknown_interface_is_not_counted() {
         return;
     }
     let mut h = Harness::new();
-    {
-        let mut ifaces: HashMap<&mut MapData, u32, IfaceConfig> =
-            HashMap::try_from(h.dp.ebpf.map_mut("FWD_IFACES").unwrap()).unwrap();
-        ifaces.remove(&TEST_IFINDEX).unwrap();
-    }
+    h.dp.maps.ifaces.remove(&TEST_IFINDEX).unwrap();
     let before = h.all();
     assert_eq!(h.run(&tcp_frame(b"x")), TCX_NEXT);
     assert_eq!(h.all(), before);

@@ -30,10 +30,9 @@ use std::{ops::RangeInclusive, time::Duration};
 
 use etherparse::PacketBuilder;
 use forwarder_common::{
-    addr_v4, FlowEntry, FlowKey, Hook, Reason, RuleCounters, TcpState, AUTO_SNAT_PROBE_NS,
-    AUTO_SNAT_TTL_NS, FLOW_AUTO, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK, PROTO_ICMP, PROTO_TCP,
-    PROTO_UDP, RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_TABLE_FULL, SEEN_ACK, SEEN_FIN,
-    SEEN_RST, SEEN_SYN,
+    addr_v4, FlowEntry, FlowFlags, FlowKey, Hook, Reason, RuleCounters, Seen, TcpState,
+    AUTO_SNAT_PROBE_NS, AUTO_SNAT_TTL_NS, PROTO_ICMP, PROTO_TCP, PROTO_UDP, RULE_DROP_DENIED,
+    RULE_DROP_ERROR, RULE_DROP_TABLE_FULL,
 };
 use forwarder_tests::{
     frames::{
@@ -484,8 +483,8 @@ struct Want {
     new_src: Ep,
     new_dst: Ep,
     rule: u32,
-    flags: u8,
-    tcp_seen: u8,
+    flags: FlowFlags,
+    tcp_seen: Seen,
     packets: u64,
     bytes: u64,
     mss: u16,
@@ -576,8 +575,8 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
         new_src: snat,
         new_dst: vm,
         rule: id,
-        flags: FLOW_SNAT,
-        tcp_seen: SEEN_SYN,
+        flags: FlowFlags::SNAT,
+        tcp_seen: Seen::SYN,
         packets: 1,
         bytes: syn.len() as u64,
         mss: 0,
@@ -585,8 +584,8 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
     let mut rw = Want {
         new_src: listen,
         new_dst: client,
-        flags: FLOW_SNAT | FLOW_REPLY,
-        tcp_seen: 0,
+        flags: FlowFlags::SNAT | FlowFlags::REPLY,
+        tcp_seen: Seen::empty(),
         packets: 0,
         bytes: 0,
         ..ow
@@ -602,54 +601,54 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
     // tcp_seen bits it leaves there and the derived state.
     let from_client = |flags: &str, payload: &[u8]| tcp(client, listen, flags, payload);
     let from_vm = |flags: &str, payload: &[u8]| tcp(vm, snat, flags, payload);
-    let table: Vec<(&str, Vec<u8>, bool, u8, TcpState)> = vec![
+    let table: Vec<(&str, Vec<u8>, bool, Seen, TcpState)> = vec![
         (
             "SYN-ACK un-NATed on the backend side",
             from_vm("SA", &[]),
             false,
-            SEEN_SYN | SEEN_ACK,
+            Seen::SYN | Seen::ACK,
             TcpState::Established,
         ),
         (
             "client ACK",
             from_client("A", &[]),
             true,
-            SEEN_SYN | SEEN_ACK,
+            Seen::SYN | Seen::ACK,
             TcpState::Established,
         ),
         (
             "client data",
             from_client("PA", b"GET / HTTP/1.1\r\nHost: vm80\r\n\r\n"),
             true,
-            SEEN_SYN | SEEN_ACK,
+            Seen::SYN | Seen::ACK,
             TcpState::Established,
         ),
         (
             "backend data",
             from_vm("PA", &[b'x'; 700]),
             false,
-            SEEN_SYN | SEEN_ACK,
+            Seen::SYN | Seen::ACK,
             TcpState::Established,
         ),
         (
             "client FIN",
             from_client("FA", &[]),
             true,
-            SEEN_SYN | SEEN_ACK | SEEN_FIN,
+            Seen::SYN | Seen::ACK | Seen::FIN,
             TcpState::FinWait,
         ),
         (
             "backend FIN",
             from_vm("FA", &[]),
             false,
-            SEEN_SYN | SEEN_ACK | SEEN_FIN,
+            Seen::SYN | Seen::ACK | Seen::FIN,
             TcpState::TimeWait,
         ),
         (
             "client last ACK",
             from_client("A", &[]),
             true,
-            SEEN_SYN | SEEN_ACK | SEEN_FIN,
+            Seen::SYN | Seen::ACK | Seen::FIN,
             TcpState::TimeWait,
         ),
     ];
@@ -696,7 +695,10 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
         &ingress(name, VM_IF, rst.clone()).fwd("web", redirect(listen, client2)),
     );
     assert_flows(name, &o.delta, &[], &[], &[reply2]);
-    assert_eq!(entry(name, &o.after, &reply2).tcp_seen, SEEN_RST | SEEN_ACK);
+    assert_eq!(
+        entry(name, &o.after, &reply2).tcp_seen,
+        Seen::RST | Seen::ACK
+    );
     assert_eq!(tcp_state(name, &o.after, &orig2, &reply2), TcpState::Close);
 
     let name = "new SYN on the closed tuple";
@@ -713,8 +715,8 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
             new_src: snat2,
             new_dst: vm,
             rule: id,
-            flags: FLOW_SNAT,
-            tcp_seen: SEEN_SYN,
+            flags: FlowFlags::SNAT,
+            tcp_seen: Seen::SYN,
             packets: 2,
             bytes: 2 * syn2.len() as u64,
             mss: 0,
@@ -725,7 +727,10 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
         &mut h,
         &ingress(name, VM_IF, tcp(vm, snat2, "SA", &[])).fwd("web", redirect(listen, client2)),
     );
-    assert_eq!(entry(name, &o.after, &reply2).tcp_seen, SEEN_SYN | SEEN_ACK);
+    assert_eq!(
+        entry(name, &o.after, &reply2).tcp_seen,
+        Seen::SYN | Seen::ACK
+    );
     assert_eq!(
         tcp_state(name, &o.after, &orig2, &reply2),
         TcpState::Established
@@ -792,8 +797,8 @@ fn test_run_nat_udp() {
             new_src: snat,
             new_dst: vm,
             rule: id,
-            flags: FLOW_SNAT,
-            tcp_seen: 0,
+            flags: FlowFlags::SNAT,
+            tcp_seen: Seen::empty(),
             packets: 1,
             bytes: q.len() as u64,
             mss: 0,
@@ -817,7 +822,7 @@ fn test_run_nat_udp() {
             Want {
                 new_src: listen,
                 new_dst: client,
-                flags: FLOW_SNAT | FLOW_REPLY,
+                flags: FlowFlags::SNAT | FlowFlags::REPLY,
                 packets: 1,
                 bytes: a.len() as u64,
                 ..ow
@@ -852,10 +857,13 @@ fn test_run_nat_icmp_echo() {
     let orig = fkey(client, listen, PROTO_ICMP);
     let reply = fkey(vm, snat, PROTO_ICMP);
     let now = Host::now_ns();
-    let mk = |src: Ep, dst: Ep, flags: u8| flow_entry(src, dst, id, now, flags);
-    h.insert_flow(reply, mk(listen, client, FLOW_SNAT | FLOW_REPLY))
-        .unwrap();
-    h.insert_flow(orig, mk(snat, vm, FLOW_SNAT)).unwrap();
+    let mk = |src: Ep, dst: Ep, flags: FlowFlags| flow_entry(src, dst, id, now, flags);
+    h.insert_flow(
+        reply,
+        mk(listen, client, FlowFlags::SNAT | FlowFlags::REPLY),
+    )
+    .unwrap();
+    h.insert_flow(orig, mk(snat, vm, FlowFlags::SNAT)).unwrap();
 
     let name = "echo request, identifier and addresses translated";
     let o = step(
@@ -873,7 +881,7 @@ fn test_run_nat_icmp_echo() {
     assert_flows(name, &o.delta, &[], &[], &[reply]);
     let e = entry(name, &o.after, &reply);
     assert_eq!((e.packets, e.bytes), (1, pong.len() as u64), "{name}");
-    assert_eq!(e.tcp_seen, 0, "{name}: no TCP flags on ICMP");
+    assert_eq!(e.tcp_seen, Seen::empty(), "{name}: no TCP flags on ICMP");
     // Another identifier is another (unknown) flow.
     step(
         &mut h,
@@ -1270,7 +1278,7 @@ fn test_run_nat_untouched_packets() {
     }
 
     // The same at egress: never a translation there for these. Without
-    // IFACE_EGRESS_NAT (no forward of the interface can take the stack
+    // IfaceFlags::EGRESS_NAT (no forward of the interface can take the stack
     // path) the egress program does not even look.
     step(
         &mut h,
@@ -1469,7 +1477,7 @@ fn test_run_nat_snat_modes() {
         target: Ep,
         /// Source the backend sees; None: the client.
         snat: Option<Ip>,
-        flags: u8,
+        flags: FlowFlags,
         /// Interface the target (and its replies) are on.
         back: &'static str,
     }
@@ -1479,7 +1487,7 @@ fn test_run_nat_snat_modes() {
             port: 80,
             target: ep(VM, 80),
             snat: None,
-            flags: 0,
+            flags: FlowFlags::empty(),
             back: VM_IF,
         },
         Case {
@@ -1487,7 +1495,7 @@ fn test_run_nat_snat_modes() {
             port: 81,
             target: ep(VM81, 81),
             snat: Some([192, 168, 100, 2]),
-            flags: FLOW_SNAT,
+            flags: FlowFlags::SNAT,
             back: VM_IF,
         },
         Case {
@@ -1495,7 +1503,7 @@ fn test_run_nat_snat_modes() {
             port: 82,
             target: ep(VM, 82),
             snat: None,
-            flags: FLOW_AUTO,
+            flags: FlowFlags::AUTO,
             back: VM_IF,
         },
         Case {
@@ -1503,7 +1511,7 @@ fn test_run_nat_snat_modes() {
             port: 83,
             target: ep(LAN_PEER, 83),
             snat: Some(HOST_LAN),
-            flags: FLOW_AUTO | FLOW_SNAT,
+            flags: FlowFlags::AUTO | FlowFlags::SNAT,
             back: LAN_IF,
         },
     ];
@@ -1528,7 +1536,7 @@ fn test_run_nat_snat_modes() {
             new_dst: c.target,
             rule: h.id(c.rule),
             flags: c.flags,
-            tcp_seen: SEEN_SYN,
+            tcp_seen: Seen::SYN,
             packets: 1,
             bytes: syn.len() as u64,
             mss: 0,
@@ -1541,8 +1549,8 @@ fn test_run_nat_snat_modes() {
             Want {
                 new_src: listen,
                 new_dst: client,
-                flags: c.flags | FLOW_REPLY,
-                tcp_seen: 0,
+                flags: c.flags | FlowFlags::REPLY,
+                tcp_seen: Seen::empty(),
                 packets: 0,
                 bytes: 0,
                 ..ow
@@ -1564,7 +1572,7 @@ fn test_run_nat_snat_modes() {
     let vm = ep(VM, 80);
     let orig = fkey(client, listen, PROTO_TCP);
     let reply = fkey(vm, client, PROTO_TCP);
-    h.dp.flows().unwrap().remove(&orig).unwrap();
+    h.dp.maps.flows.remove(&orig).unwrap();
     let syn = tcp(client, listen, "S", &[]);
     let name = "off: SYN over a leftover reply entry";
     let o = step(
@@ -1576,7 +1584,11 @@ fn test_run_nat_snat_modes() {
     );
     assert_flows(name, &o.delta, &[orig], &[], &[reply]);
     let e = entry(name, &o.after, &reply);
-    assert_eq!((e.packets, e.tcp_seen), (0, 0), "{name}: reply entry fresh");
+    assert_eq!(
+        (e.packets, e.tcp_seen),
+        (0, Seen::empty()),
+        "{name}: reply entry fresh"
+    );
 
     // Without SNAT the backend addresses its ICMP errors to the client
     // itself: only the VM's side of the tuple changes back.
@@ -1803,7 +1815,7 @@ path = "redirect"
 
 /// The per-flow path: an on-link target is redirected; a target without a
 /// route (a ClusterIP) or behind a gateway goes through the stack with
-/// FLOW_VIA_STACK on both entries, and its replies are translated at
+/// FlowFlags::VIA_STACK on both entries, and its replies are translated at
 /// egress of the listening interface (never at ingress).
 #[test]
 fn test_run_nat_path_stack_and_egress() {
@@ -1827,7 +1839,7 @@ fn test_run_nat_path_stack_and_egress() {
     let vm_reply = fkey(ep(VM, 80), client, PROTO_TCP);
     assert_eq!(
         entry("on-link target", &o.after, &vm_reply).flags,
-        FLOW_AUTO | FLOW_REPLY
+        FlowFlags::AUTO | FlowFlags::REPLY
     );
 
     // ClusterIP: no route, so through the stack (kube-proxy DNATs it in
@@ -1850,8 +1862,8 @@ fn test_run_nat_path_stack_and_egress() {
         new_src: client,
         new_dst: cip,
         rule: h.id("svc"),
-        flags: FLOW_AUTO | FLOW_VIA_STACK,
-        tcp_seen: SEEN_SYN,
+        flags: FlowFlags::AUTO | FlowFlags::VIA_STACK,
+        tcp_seen: Seen::SYN,
         packets: 1,
         bytes: syn.len() as u64,
         mss: 0,
@@ -1860,8 +1872,8 @@ fn test_run_nat_path_stack_and_egress() {
     let rw = Want {
         new_src: svc,
         new_dst: client,
-        flags: FLOW_AUTO | FLOW_VIA_STACK | FLOW_REPLY,
-        tcp_seen: 0,
+        flags: FlowFlags::AUTO | FlowFlags::VIA_STACK | FlowFlags::REPLY,
+        tcp_seen: Seen::empty(),
         packets: 0,
         bytes: 0,
         ..ow
@@ -1899,7 +1911,7 @@ fn test_run_nat_path_stack_and_egress() {
         &o.after,
         &reply,
         Want {
-            tcp_seen: SEEN_SYN | SEEN_ACK,
+            tcp_seen: Seen::SYN | Seen::ACK,
             packets: 1,
             bytes: synack.len() as u64,
             ..rw
@@ -1985,7 +1997,7 @@ fn test_run_nat_path_stack_and_egress() {
     let k = fkey(client, gw, PROTO_TCP);
     assert_eq!(
         entry("target behind a gateway", &o.after, &k).flags,
-        FLOW_AUTO | FLOW_VIA_STACK
+        FlowFlags::AUTO | FlowFlags::VIA_STACK
     );
     step(
         &mut h,
@@ -2018,8 +2030,8 @@ fn test_run_nat_path_stack_and_egress() {
         fkey(ep(VM, 81), client, PROTO_TCP),
     ] {
         assert_eq!(
-            entry(name, &o.after, &k).flags & !FLOW_REPLY,
-            FLOW_VIA_STACK,
+            entry(name, &o.after, &k).flags & !FlowFlags::REPLY,
+            FlowFlags::VIA_STACK,
             "{name}: {}",
             show(&k)
         );
@@ -2035,7 +2047,7 @@ fn test_run_nat_path_stack_and_egress() {
     );
     assert_eq!(
         entry(name, &o.after, &fkey(client, ep(HOST_LAN, 8082), PROTO_TCP)).flags,
-        FLOW_AUTO,
+        FlowFlags::AUTO,
         "{name}"
     );
     // ... but without a route there is nothing to redirect to.
@@ -2104,7 +2116,7 @@ fn test_run_nat_auto_snat_learning() {
             .xlate(redirect(client, vm)),
     );
     assert_flows("first SYN", &o.delta, &[orig, dnat_reply], &[], &[]);
-    assert_eq!(entry("first SYN", &o.after, &orig).flags, FLOW_AUTO);
+    assert_eq!(entry("first SYN", &o.after, &orig).flags, FlowFlags::AUTO);
     let created_at = entry("first SYN", &o.after, &orig).created_ns;
 
     // Answered flow on the other rule: SYN, SYN-ACK.
@@ -2161,8 +2173,8 @@ fn test_run_nat_auto_snat_learning() {
             new_src: snat,
             new_dst: vm,
             rule: h.id("auto80"),
-            flags: FLOW_AUTO | FLOW_SNAT,
-            tcp_seen: SEEN_SYN,
+            flags: FlowFlags::AUTO | FlowFlags::SNAT,
+            tcp_seen: Seen::SYN,
             packets: 1,
             bytes: syn.len() as u64,
             mss: 0,
@@ -2208,7 +2220,7 @@ fn test_run_nat_auto_snat_learning() {
     );
     assert_eq!(
         entry(name, &o.after, &fkey(c2, listen, PROTO_TCP)).flags,
-        FLOW_AUTO | FLOW_SNAT
+        FlowFlags::AUTO | FlowFlags::SNAT
     );
     // ... and the new flow's replies come back through the SNAT address.
     let name = "SYN-ACK of the SNATed flow";
@@ -2222,8 +2234,8 @@ fn test_run_nat_auto_snat_learning() {
     // learned timestamp (CLOCK_MONOTONIC_COARSE, like bpf_ktime_get_coarse_ns).
     let now = Host::now_ns();
     if now > AUTO_SNAT_TTL_NS + 2_000_000_000 {
-        h.dp.auto_snat()
-            .unwrap()
+        h.dp.maps
+            .auto_snat
             .insert(learned, now - AUTO_SNAT_TTL_NS - 1_000_000_000, 0)
             .unwrap();
         let c3 = ep(CLIENT, 40002);
@@ -2237,7 +2249,7 @@ fn test_run_nat_auto_snat_learning() {
         );
         assert_eq!(
             entry(name, &o.after, &fkey(c3, listen, PROTO_TCP)).flags,
-            FLOW_AUTO,
+            FlowFlags::AUTO,
             "{name}"
         );
     } else {
@@ -2373,7 +2385,7 @@ fn test_run_nat_l3_ingress() {
     assert_flows(name, &o.delta, &[orig, reply], &[], &[]);
     assert_eq!(
         entry(name, &o.after, &orig).flags,
-        FLOW_AUTO,
+        FlowFlags::AUTO,
         "{name}: the route back to the tailnet peer leaves by tailscale0: client kept"
     );
     assert_eq!(entry(name, &o.after, &orig).bytes, syn.len() as u64);
@@ -2450,9 +2462,10 @@ fn test_run_nat_l3_ingress() {
             .xlate(via_stack(client, cip)),
     );
     for k in [fkey(client, svc, PROTO_TCP), fkey(cip, client, PROTO_TCP)] {
-        assert_ne!(
-            entry(name, &o.after, &k).flags & FLOW_VIA_STACK,
-            0,
+        assert!(
+            entry(name, &o.after, &k)
+                .flags
+                .contains(FlowFlags::VIA_STACK),
             "{name}: {} via stack",
             show(&k)
         );

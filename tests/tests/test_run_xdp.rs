@@ -48,7 +48,7 @@
 //! shorter than an Ethernet header (test_run refuses them).
 use etherparse::PacketBuilder;
 use forwarder_common::{
-    FlowEntry, FlowKey, Hook, Reason, FLOW_REPLY, FLOW_SNAT, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    FlowEntry, FlowFlags, FlowKey, Hook, Reason, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
 };
 use forwarder_tests::{
     frames::{
@@ -419,7 +419,7 @@ fn test_run_xdp_tcp_established() {
     assert_eq!(web.seen_as.ip, HOST_VM, "fixed SNAT address");
     assert!(SNAT_PORTS.contains(&web.seen_as.port), "{web:?}");
     let orig_flags = h.snapshot().unwrap().flows[&web.orig()].flags;
-    assert_eq!(orig_flags, FLOW_SNAT, "a redirect-path SNAT flow");
+    assert_eq!(orig_flags, FlowFlags::SNAT, "a redirect-path SNAT flow");
 
     let from_client = |flags: &str, payload: &[u8]| tcp(web.client, web.listen, flags, payload);
     let from_vm = |flags: &str, payload: &[u8]| tcp(web.target, web.seen_as, flags, payload);
@@ -985,11 +985,12 @@ fn test_run_xdp_passes_untouched() {
 
     // An ICMP echo flow (userspace can insert one; TC translates it).
     let now = Host::now_ns();
-    let echo_entry = |src: Ep, dst: Ep, flags: u8| flow_entry(src, dst, h.id("web"), now, flags);
+    let echo_entry =
+        |src: Ep, dst: Ep, flags: FlowFlags| flow_entry(src, dst, h.id("web"), now, flags);
     let (e_client, e_listen) = (ep(CLIENT, 0x1234), ep(HOST_LAN, 0x1234));
     let (e_snat, e_vm) = (ep(HOST_VM, 41100), ep(VM, 41100));
-    let echo_orig = echo_entry(e_snat, e_vm, FLOW_SNAT);
-    let echo_reply = echo_entry(e_listen, e_client, FLOW_SNAT | FLOW_REPLY);
+    let echo_orig = echo_entry(e_snat, e_vm, FlowFlags::SNAT);
+    let echo_reply = echo_entry(e_listen, e_client, FlowFlags::SNAT | FlowFlags::REPLY);
     h.insert_flow(fkey(e_client, e_listen, PROTO_ICMP), echo_orig)
         .unwrap();
     h.insert_flow(fkey(e_vm, e_snat, PROTO_ICMP), echo_reply)

@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask <setup|build-ebpf|test|demo|lint|bench|dist>`.
+//! Project automation: `cargo xtask <setup|build-ebpf|test|demo|lint|bench|dist|vm-test|image>`.
 //!
 //! Every command that needs tools installs them first (`setup` is idempotent
 //! and takes seconds when everything is present), so the README's two
@@ -13,7 +13,9 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod dist;
+mod image;
 mod setup;
+mod vm;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -43,12 +45,18 @@ enum Cmd {
         #[arg(default_value = "proxmox", value_parser = ["proxmox", "tailnet"])]
         scenario: String,
     },
+    /// Build the container image of the Kubernetes DaemonSet: an OCI
+    /// layout and a docker-archive tarball under target/image/.
+    Image(image::ImageArgs),
     /// Benchmark the forwarder against kernel forwarding, iptables, nftables
     /// and socat in namespaces; writes BENCHMARKS.md, results.json, a chart.
     Bench(bench::BenchArgs),
     /// Build the Debian package (release binary with the eBPF object inside,
     /// unit, rules file, man pages, completions): target/dist/*.deb.
     Dist,
+    /// Boot an older kernel (Debian's 6.1 by default) under qemu and run the
+    /// namespace e2e subset inside it.
+    VmTest(vm::VmArgs),
 }
 
 fn main() -> Result<()> {
@@ -60,6 +68,8 @@ fn main() -> Result<()> {
         Cmd::Demo { scenario } => demo(&scenario),
         Cmd::Bench(args) => bench::bench(args),
         Cmd::Dist => dist::dist(),
+        Cmd::VmTest(args) => vm::vm_test(&args),
+        Cmd::Image(args) => image::image(args),
     }
 }
 
@@ -155,7 +165,8 @@ fn test(extra: &[String]) -> Result<()> {
     }
     c.args(extra)
         .env("FORWARDER_BIN", root().join("target/debug/forwarder"))
-        .env("FORWARDER_DEB", deb);
+        .env("FORWARDER_DEB", deb)
+        .env("KUBERNETES_VALIDATE", setup::kubernetes_validate_bin());
     if std::env::var_os("CI").is_some() {
         // CI runs as root and must run the privileged tests: make a skip fatal.
         c.env("FORWARDER_REQUIRE_ROOT_TESTS", "1");

@@ -7,6 +7,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 pub mod conntrack;
 pub mod control;
 pub mod dirs;
+pub mod doctor;
 pub mod import;
 pub mod migrate;
 pub mod offline;
@@ -81,6 +82,9 @@ pub enum Command {
     Import(import::ImportArgs),
     /// After switching: NAT rules and socat processes that still handle the forwards' traffic.
     MigrateCheck(migrate::MigrateCheckArgs),
+    /// Probe the kernel for everything the forwarder needs (root; starts
+    /// nothing): a table of what is there and what is missing.
+    Doctor(doctor::DoctorArgs),
 }
 
 impl Cli {
@@ -123,6 +127,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => offline::explain(args),
         Command::Import(args) => import::import(args),
         Command::MigrateCheck(args) => migrate::migrate_check(args),
+        Command::Doctor(args) => doctor::doctor(args),
     };
     match result {
         Ok(code) => code,

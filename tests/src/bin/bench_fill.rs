@@ -20,8 +20,7 @@ use std::{net::Ipv4Addr, path::PathBuf, time::Instant};
 use anyhow::{bail, ensure, Context, Result};
 use aya::maps::{HashMap, Map, MapData};
 use forwarder_common::{
-    addr_v4, FlowEntry, FlowKey, AF_INET, FLOW_REPLY, FLOW_SNAT, MAP_FLOWS, MAX_RULES, PROTO_TCP,
-    SEEN_ACK, SEEN_SYN,
+    addr_v4, FlowEntry, FlowFlags, FlowKey, Seen, AF_INET, MAP_FLOWS, MAX_RULES, PROTO_TCP,
 };
 
 /// Listen/target port of the synthetic flows (discard): no benchmark
@@ -94,7 +93,7 @@ fn flow(i: u32, a: &Args, now: u64) -> [(FlowKey, FlowEntry); 2] {
     let snat_port = 32768 + (i >> 16) as u16;
     let listen = addr_v4(a.listen.octets());
     let snat = addr_v4(a.snat.octets());
-    let seen = SEEN_SYN | SEEN_ACK;
+    let seen = Seen::SYN | Seen::ACK;
     let entry = |new_src, new_dst, new_sport: u16, new_dport: u16, flags| FlowEntry {
         new_src,
         new_dst,
@@ -119,14 +118,14 @@ fn flow(i: u32, a: &Args, now: u64) -> [(FlowKey, FlowEntry); 2] {
         family: AF_INET,
         _pad: [0; 2],
     };
-    let orig = entry(snat, backend, snat_port, SYNTH_PORT, FLOW_SNAT);
+    let orig = entry(snat, backend, snat_port, SYNTH_PORT, FlowFlags::SNAT);
     let reply_key = FlowKey::peer_of(&orig, PROTO_TCP, AF_INET);
     let reply = entry(
         listen,
         client,
         SYNTH_PORT,
         client_port,
-        FLOW_SNAT | FLOW_REPLY,
+        FlowFlags::SNAT | FlowFlags::REPLY,
     );
     [(orig_key, orig), (reply_key, reply)]
 }

@@ -25,7 +25,7 @@
 //! * `egress`: the egress program on the outgoing interface, which every
 //!   redirected packet also passes through, where no stack-path flow can
 //!   reply (returns at once); `egress_nat`: the same where one can
-//!   (`IFACE_EGRESS_NAT`: parse, lookup, no flow of its own, passed on).
+//!   (`IfaceFlags::EGRESS_NAT`: parse, lookup, no flow of its own, passed on).
 //!
 //! BPF_PROG_TEST_RUN runs the program `repeat` times on the *same* skb, so
 //! rewrites accumulate. `no_nat` stays on its path by itself (only the TTL
@@ -39,18 +39,15 @@
 use std::{fs::File, os::fd::AsRawFd};
 
 use anyhow::{bail, ensure, Context, Result};
-use aya::{
-    maps::{HashMap, MapData, PerCpuArray},
-    programs::{SchedClassifier, TestRun, TestRunOptions},
-};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use forwarder::{
-    counters::sum_cpus,
-    dataplane::{Dataplane, LoadOptions, PROG_EGRESS, PROG_INGRESS},
+    dataplane::{Dataplane, LoadOptions},
+    observe::pinned::sum_cpus,
 };
 use forwarder_common::{
-    addr_v4, iface_counter_index, Counter, FlowEntry, FlowKey, Hook, IfaceConfig, ListenerKey,
-    ListenerValue, Reason, RuleCounters, AF_INET, FLOW_SNAT, IFACE_EGRESS_NAT, MAP_IFACES,
-    MAP_IFACE_COUNTERS, MAP_RULE_COUNTERS, PROTO_TCP, SEEN_ACK, SEEN_SYN, SNAT_FIXED,
+    addr_v4, iface_counter_index, Counter, FlowEntry, FlowFlags, FlowKey, Hook, IfaceConfig,
+    IfaceFlags, ListenerKey, ListenerValue, Reason, Seen, SnatMode, AF_INET, PROG_EGRESS,
+    PROG_INGRESS, PROTO_TCP,
 };
 use forwarder_tests::{require_root, Netns};
 use serde_json::json;
@@ -60,7 +57,7 @@ use serde_json::json;
 const REPEAT: u32 = 200;
 const TC_ACT_REDIRECT: u32 = 7;
 /// TCX_NEXT (-1) as the u32 the kernel reports.
-const TCX_NEXT: u32 = -1i32 as u32;
+const TCX_NEXT: u32 = forwarder_common::TCX_NEXT as u32;
 /// The kernel's `struct __sk_buff` is 192 bytes; `ifindex` is at offset 40.
 /// Passing it as ctx_in makes the skb arrive on that device.
 const SKB_CTX_LEN: usize = 192;
@@ -224,7 +221,7 @@ fn key(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> FlowKey {
 }
 
 /// An established-flow entry translating into `to`.
-fn entry_to(to: &FlowKey, flags: u8) -> FlowEntry {
+fn entry_to(to: &FlowKey, flags: FlowFlags) -> FlowEntry {
     FlowEntry {
         new_src: to.src,
         new_dst: to.dst,
@@ -232,7 +229,7 @@ fn entry_to(to: &FlowKey, flags: u8) -> FlowEntry {
         new_dport: to.dport,
         rule_id: RULE_NAT,
         flags,
-        tcp_seen: SEEN_SYN | SEEN_ACK,
+        tcp_seen: Seen::SYN | Seen::ACK,
         ..Default::default()
     }
 }
@@ -276,8 +273,7 @@ impl Bench {
     }
 
     fn iface_counter(&self, slot: u32, hook: Hook, reason: Reason) -> Result<Counter> {
-        let m: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(self.dp.ebpf.map(MAP_IFACE_COUNTERS).context("counters")?)?;
+        let m = &self.dp.maps.iface_counters;
         Ok(sum_cpus(
             m.get(&iface_counter_index(slot, hook, reason), 0)?
                 .iter()
@@ -286,12 +282,7 @@ impl Bench {
     }
 
     fn new_flows(&self, rule: u32) -> Result<u64> {
-        let m: PerCpuArray<&MapData, RuleCounters> = PerCpuArray::try_from(
-            self.dp
-                .ebpf
-                .map(MAP_RULE_COUNTERS)
-                .context("rule counters")?,
-        )?;
+        let m = &self.dp.maps.rule_counters;
         Ok(m.get(&rule, 0)?.iter().map(|c| c.new_flows).sum())
     }
 }
@@ -345,21 +336,21 @@ fn main() -> Result<()> {
 }
 
 /// Registers `ifindex` with counter block `slot` and `IFACE_*` `flags`.
-fn set_iface_flags(dp: &mut Dataplane, ifindex: u32, slot: u32, flags: u32) -> Result<()> {
-    let mut ifaces: HashMap<&mut MapData, u32, IfaceConfig> =
-        HashMap::try_from(dp.ebpf.map_mut(MAP_IFACES).context("FWD_IFACES")?)?;
-    ifaces.insert(ifindex, IfaceConfig { slot, flags }, 0)?;
+fn set_iface_flags(dp: &mut Dataplane, ifindex: u32, slot: u32, flags: IfaceFlags) -> Result<()> {
+    dp.maps
+        .ifaces
+        .insert(ifindex, IfaceConfig { slot, flags }, 0)?;
     Ok(())
 }
 
 fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
     let (r0, r1) = (ifindex("r0")?, ifindex("r1")?);
     let mut dp = Dataplane::load(&LoadOptions::default())?;
-    // Neither interface gets IFACE_EGRESS_NAT: no stack-path flow can reply
+    // Neither interface gets IfaceFlags::EGRESS_NAT: no stack-path flow can reply
     // through them (every flow here is redirected), as the daemon decides
     // for the benchmark's router.
-    set_iface_flags(&mut dp, r0, 0, 0)?;
-    set_iface_flags(&mut dp, r1, 1, 0)?;
+    set_iface_flags(&mut dp, r0, 0, IfaceFlags::empty())?;
+    set_iface_flags(&mut dp, r1, 1, IfaceFlags::empty())?;
     // (a) NAT: K1 -> K2 and K2 -> K1, both forwarded (routed out r1 / r0).
     // The destination port stays 80 (DNAT+SNAT keeping the port).
     let k1 = key(CLIENT, CLIENT_SIDE_PEER, 40000, 80);
@@ -370,15 +361,15 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
     // (b) identity: K3 -> K3, forwarded out r1.
     let k3 = key(CLIENT, SERVER, 40001, 80);
     {
-        let mut flows = dp.flows()?;
-        flows.insert(k1, entry_to(&k2, FLOW_SNAT), 0)?;
-        flows.insert(k2, entry_to(&k1, FLOW_SNAT), 0)?;
-        flows.insert(k4, entry_to(&k5, FLOW_SNAT), 0)?;
-        flows.insert(k5, entry_to(&k4, FLOW_SNAT), 0)?;
-        flows.insert(k3, entry_to(&k3, 0), 0)?;
+        let flows = &mut dp.maps.flows;
+        flows.insert(k1, entry_to(&k2, FlowFlags::SNAT), 0)?;
+        flows.insert(k2, entry_to(&k1, FlowFlags::SNAT), 0)?;
+        flows.insert(k4, entry_to(&k5, FlowFlags::SNAT), 0)?;
+        flows.insert(k5, entry_to(&k4, FlowFlags::SNAT), 0)?;
+        flows.insert(k3, entry_to(&k3, FlowFlags::empty()), 0)?;
     }
     // (c) creation: a listener on LISTEN:80 at r0 -> SERVER:80, SNAT fixed.
-    dp.listeners()?.insert(
+    dp.maps.listeners.insert(
         ListenerKey {
             addr: addr_v4(LISTEN),
             ifindex: r0,
@@ -391,7 +382,7 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
             snat_addr: addr_v4(SNAT),
             rule_id: RULE_CREATE,
             target_port: 80u16.to_be(),
-            snat_mode: SNAT_FIXED,
+            snat_mode: SnatMode::FIXED,
             ..Default::default()
         },
         0,
@@ -452,7 +443,7 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
 
     // What every redirected packet also costs: TCX egress of the outgoing
     // interface runs the egress program. Where no stack-path flow can reply
-    // (the daemon leaves IFACE_EGRESS_NAT off, as for r1 in the benchmark's
+    // (the daemon leaves IfaceFlags::EGRESS_NAT off, as for r1 in the benchmark's
     // topology) it returns at once, uncounted by design, so only the
     // verdict can be checked. Where the flag is on it parses and looks the
     // packet up, finds no flow of its own for a translated packet (its reply
@@ -468,7 +459,7 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
         );
         egress.0.push(ns);
     }
-    set_iface_flags(&mut b.dp, r1, 1, IFACE_EGRESS_NAT)?;
+    set_iface_flags(&mut b.dp, r1, 1, IfaceFlags::EGRESS_NAT)?;
     let passed0 = b
         .iface_counter(1, Hook::TcEgress, Reason::PassNoMatch)?
         .packets;
@@ -489,7 +480,7 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
         passed == args.batches as u64 * REPEAT as u64,
         "only {passed} egress runs were looked up and passed on"
     );
-    set_iface_flags(&mut b.dp, r1, 1, 0)?;
+    set_iface_flags(&mut b.dp, r1, 1, IfaceFlags::empty())?;
 
     // repeat = 1: first packets of new flows, and established NAT measured
     // the same way for comparison.
@@ -511,7 +502,7 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
         "only {created} of {} first packets created a flow",
         args.creates
     );
-    let flows_now = b.dp.flows()?.keys().count();
+    let flows_now = b.dp.maps.flows.keys().count();
 
     Ok(json!({
         "repeat": REPEAT,

@@ -2,13 +2,16 @@
 //! rule names, the flow table. `status`, `conntrack` and the metrics
 //! endpoint all read through here, so they work whether or not a daemon
 //! runs (the dataplane keeps forwarding without one).
+//!
+//! The one fact a reader gets wrong: every per-CPU value is one number per
+//! possible CPU; a reader sums them (`sum_cpus`), the kernel never does.
 use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use forwarder_common::{
-    iface_counter_index, AutoSnatKey, Counter, FlowEntry, FlowKey, Hook, IfaceConfig, Reason,
-    RuleCounters, RuleName, FLOW_REPLY, MAP_AUTO_SNAT, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS,
+    iface_counter_index, AutoSnatKey, Counter, FlowEntry, FlowFlags, FlowKey, Hook, IfaceConfig,
+    Reason, RuleCounters, RuleName, MAP_AUTO_SNAT, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS,
     MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAX_RULES, RULE_DROP_NAMES,
 };
 use serde::Serialize;
@@ -88,7 +91,7 @@ pub fn read_iface_counters<T: std::borrow::Borrow<MapData>>(
         out.push(IfaceCounters {
             ifindex,
             name: crate::ifaces::name_of(ifindex),
-            l3: cfg.flags & forwarder_common::IFACE_L3 != 0,
+            l3: cfg.flags.contains(forwarder_common::IfaceFlags::L3),
             slot: cfg.slot,
             hooks,
         });
@@ -163,33 +166,50 @@ pub fn open_flows(pin_dir: &Path) -> Result<(MapData, u32)> {
 /// Every entry of the pinned flow table (batched reads).
 pub fn read_flows(pin_dir: &Path) -> Result<(Vec<(FlowKey, FlowEntry)>, u32)> {
     let (data, capacity) = open_flows(pin_dir)?;
-    Ok((crate::batch::dump(&data)?, capacity))
+    Ok((crate::dataplane::batch::dump(&data)?, capacity))
 }
 
-/// Every named rule's counters and the flow table's fill, from pinned maps.
-pub fn read_rules_pinned(pin_dir: &Path) -> Result<(Vec<RuleCount>, TableFill)> {
-    let names = read_rule_names(pin_dir)?;
-    let counters: PerCpuArray<MapData, RuleCounters> =
-        PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, MAP_RULE_COUNTERS)?))?;
+/// Live flows per rule and the table's fill: one walk of the flow table.
+#[derive(Clone, Debug, Default)]
+pub struct FlowCounts {
+    pub per_rule: BTreeMap<u32, u64>,
+    pub fill: TableFill,
+}
+
+/// Counts the pinned flow table (batched reads of every entry: at a
+/// million flows a fraction of a second of CPU, so callers that may run
+/// often keep the result a while, see `metrics`).
+pub fn count_flows(pin_dir: &Path) -> Result<FlowCounts> {
     let (flows, capacity) = read_flows(pin_dir)?;
-    let mut active: std::collections::HashMap<u32, u64> = Default::default();
-    let mut fill = TableFill {
-        capacity_entries: capacity,
+    let mut out = FlowCounts {
+        fill: TableFill {
+            capacity_entries: capacity,
+            ..Default::default()
+        },
         ..Default::default()
     };
     for (_, e) in &flows {
-        fill.entries += 1;
-        if e.flags & FLOW_REPLY == 0 {
-            fill.flows += 1;
-            *active.entry(e.rule_id).or_default() += 1;
+        out.fill.entries += 1;
+        if !e.flags.contains(FlowFlags::REPLY) {
+            out.fill.flows += 1;
+            *out.per_rule.entry(e.rule_id).or_default() += 1;
         }
     }
+    Ok(out)
+}
+
+/// Every named rule's counters (cheap: one per-CPU array read per rule),
+/// with `active_flows` from `flows`.
+pub fn read_rule_counters(pin_dir: &Path, flows: &FlowCounts) -> Result<Vec<RuleCount>> {
+    let names = read_rule_names(pin_dir)?;
+    let counters: PerCpuArray<MapData, RuleCounters> =
+        PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, MAP_RULE_COUNTERS)?))?;
     let mut out = Vec::new();
     for (&id, name) in &names {
         let mut sum = RuleCount {
             id,
             name: name.clone(),
-            active_flows: active.get(&id).copied().unwrap_or(0),
+            active_flows: flows.per_rule.get(&id).copied().unwrap_or(0),
             ..Default::default()
         };
         let mut drops = [0u64; RULE_DROP_NAMES.len()];
@@ -207,7 +227,13 @@ pub fn read_rules_pinned(pin_dir: &Path) -> Result<(Vec<RuleCount>, TableFill)> 
         sum.drops = RULE_DROP_NAMES.iter().copied().zip(drops).collect();
         out.push(sum);
     }
-    Ok((out, fill))
+    Ok(out)
+}
+
+/// Every named rule's counters and the flow table's fill, from pinned maps.
+pub fn read_rules_pinned(pin_dir: &Path) -> Result<(Vec<RuleCount>, TableFill)> {
+    let flows = count_flows(pin_dir)?;
+    Ok((read_rule_counters(pin_dir, &flows)?, flows.fill))
 }
 
 /// A backend `snat = "auto"` switched to SNAT, and how long ago.
@@ -221,7 +247,7 @@ pub struct Learned {
 pub fn read_learned(pin_dir: &Path) -> Result<Vec<Learned>> {
     let m: HashMap<MapData, AutoSnatKey, u64> =
         HashMap::try_from(Map::LruHashMap(open_pinned(pin_dir, MAP_AUTO_SNAT)?))?;
-    let now = crate::sweeper::monotonic_ns();
+    let now = crate::daemon::sweeper::monotonic_ns();
     let mut out: Vec<Learned> = m
         .iter()
         .flatten()

@@ -1,26 +1,80 @@
 //! The Prometheus endpoint (`[global] metrics = "127.0.0.1:9750"`, off by
-//! default). Each scrape reads the pinned maps, like `forwarder status`,
-//! and encodes them in the OpenMetrics text format with prometheus-client.
+//! default). Each scrape reads the pinned counters, like `forwarder
+//! status`, and encodes them in the OpenMetrics text format with
+//! prometheus-client.
+//!
+//! The one fact a reader gets wrong: a scrape is not free. Counting live
+//! flows walks the whole flow table, so that count is kept for
+//! `FLOW_COUNT_MAX_AGE` and shared by every scrape in between; at most
+//! `MAX_CONNECTIONS` connections are served at once, each must send its
+//! request headers within `HEADER_TIMEOUT` and is closed after
+//! `CONNECTION_TIMEOUT`; a failing accept (out of file descriptors) backs
+//! off instead of spinning. Scrapes from a hostile or broken client cost a
+//! bounded, small amount.
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 use http_body_util::Full;
 use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tracing::{info, warn};
 
-use crate::{counters, state};
+use crate::observe::{pinned, status};
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How long a count of live flows serves scrapes before the table is
+/// walked again.
+pub const FLOW_COUNT_MAX_AGE: Duration = Duration::from_secs(5);
+/// Connections served at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 8;
+/// A client must send its request headers within this time.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed after this time, whatever it does.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Waits after a failed accept: the first, and the most.
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The last count of live flows, shared by scrapes.
+#[derive(Default)]
+pub struct FlowCache {
+    last: Mutex<Option<(Instant, pinned::FlowCounts)>>,
+}
+
+impl FlowCache {
+    /// The counts, walking the table only when the last count is older than
+    /// `FLOW_COUNT_MAX_AGE` (one walk at a time: concurrent scrapes wait
+    /// for it and share it).
+    pub fn get(&self, pin_dir: &Path) -> Result<pinned::FlowCounts> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, counts)) = last.as_ref() {
+            if at.elapsed() < FLOW_COUNT_MAX_AGE {
+                return Ok(counts.clone());
+            }
+        }
+        let counts = pinned::count_flows(pin_dir)?;
+        *last = Some((Instant::now(), counts.clone()));
+        Ok(counts)
+    }
+}
+
+/// `forwarder_config_ok`: the last load of the rules file applied (a file
+/// rejected whole, or writes that failed and were rolled back, give 0).
+pub fn config_ok(st: Option<&status::DaemonState>) -> bool {
+    st.is_some_and(|s| s.rules_error.is_none() && s.last_load.as_ref().is_some_and(|l| l.applied))
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuleLabels {
@@ -58,11 +112,13 @@ where
     f
 }
 
-/// The whole exposition for the dataplane pinned in `pin_dir`.
-pub fn render(pin_dir: &Path, run_dir: &Path) -> Result<String> {
+/// The whole exposition for the dataplane pinned in `pin_dir`, with live
+/// flows as `flows` counted them.
+pub fn render(pin_dir: &Path, run_dir: &Path, flows: &pinned::FlowCounts) -> Result<String> {
     let mut reg = Registry::with_prefix("forwarder");
-    let (rules, fill) = counters::read_rules_pinned(pin_dir)?;
-    let ifaces = counters::read_pinned(pin_dir)?;
+    let rules = pinned::read_rule_counters(pin_dir, flows)?;
+    let fill = &flows.fill;
+    let ifaces = pinned::read_pinned(pin_dir)?;
 
     let packets = counter_family::<RuleLabels>(
         &mut reg,
@@ -159,12 +215,13 @@ pub fn render(pin_dir: &Path, run_dir: &Path) -> Result<String> {
     cap.set(fill.capacity_entries as i64);
     reg.register("conntrack_capacity_entries", "Flow-table size", cap);
 
-    let st = state::read(run_dir).ok();
+    let st = status::read(run_dir).ok();
     let up = Gauge::<i64>::default();
-    up.set(st.as_ref().map_or(0, |s| s.rules_error.is_none() as i64));
+    up.set(config_ok(st.as_ref()) as i64);
     reg.register(
         "config_ok",
-        "1 when the rules file in force is the file on disk, 0 when the last load was rejected",
+        "1 when the last load of the rules file applied, 0 when it was rejected or its writes \
+         failed (and were rolled back)",
         up,
     );
     let generation = Gauge::<i64>::default();
@@ -191,37 +248,62 @@ pub async fn serve(addr: SocketAddr, pin_dir: PathBuf, run_dir: PathBuf) -> Resu
         .with_context(|| format!("binding the metrics endpoint {addr}"))?;
     let addr = listener.local_addr()?;
     info!(%addr, "metrics endpoint: http://{addr}/metrics");
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!("metrics endpoint: accept failed: {e}");
-                    continue;
-                }
-            };
-            let (pin_dir, run_dir) = (pin_dir.clone(), run_dir.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let (pin_dir, run_dir) = (pin_dir.clone(), run_dir.clone());
-                    async move {
-                        Ok::<_, std::convert::Infallible>(respond(req, pin_dir, run_dir).await)
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
+    let ctx = Arc::new(Scrape {
+        pin_dir,
+        run_dir,
+        flows: FlowCache::default(),
     });
+    tokio::spawn(accept_loop(listener, ctx));
     Ok(Server { addr })
 }
 
-async fn respond(
-    req: Request<hyper::body::Incoming>,
+/// What a scrape reads.
+struct Scrape {
     pin_dir: PathBuf,
     run_dir: PathBuf,
-) -> Response<Full<Bytes>> {
+    flows: FlowCache,
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<Scrape>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = ACCEPT_BACKOFF_FIRST;
+    loop {
+        // A slot first: while all are busy, new connections wait in the
+        // kernel's backlog instead of costing a task and a descriptor each.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_FIRST;
+                stream
+            }
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: retrying at once would spin.
+                warn!("metrics endpoint: accept failed, retrying in {backoff:?}: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(req, ctx).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+        });
+    }
+}
+
+async fn respond(req: Request<hyper::body::Incoming>, ctx: Arc<Scrape>) -> Response<Full<Bytes>> {
     let reply = |code: StatusCode, ctype: &str, body: String| {
         Response::builder()
             .status(code)
@@ -231,9 +313,12 @@ async fn respond(
     };
     match req.uri().path() {
         "/metrics" => {
-            // Walking the flow table is blocking map syscalls: keep it off
-            // the event loop.
-            match tokio::task::spawn_blocking(move || render(&pin_dir, &run_dir)).await {
+            // Map syscalls block: keep them off the event loop.
+            let work = move || {
+                let flows = ctx.flows.get(&ctx.pin_dir)?;
+                render(&ctx.pin_dir, &ctx.run_dir, &flows)
+            };
+            match tokio::task::spawn_blocking(work).await {
                 Ok(Ok(body)) => reply(StatusCode::OK, CONTENT_TYPE, body),
                 Ok(Err(e)) => reply(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -253,5 +338,36 @@ async fn respond(
             "forwarder: metrics at /metrics\n".into(),
         ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use status::{DaemonState, LoadResult};
+
+    fn state(applied: bool, rules_error: Option<&str>) -> DaemonState {
+        DaemonState {
+            last_load: Some(LoadResult {
+                applied,
+                ..Default::default()
+            }),
+            rules_error: rules_error.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn config_ok_only_when_the_last_load_applied() {
+        assert!(config_ok(Some(&state(true, None))));
+        // Writes that failed and were rolled back: the file is valid, yet
+        // not in force.
+        assert!(!config_ok(Some(&state(false, None))));
+        assert!(!config_ok(Some(&state(false, Some("line 3: bad port")))));
+        assert!(!config_ok(None), "no daemon has reported");
+        assert!(
+            !config_ok(Some(&DaemonState::default())),
+            "nothing loaded yet"
+        );
     }
 }

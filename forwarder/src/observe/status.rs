@@ -26,7 +26,16 @@ pub struct DaemonState {
     pub adopted: Option<String>,
     /// Prometheus endpoint, when enabled.
     pub metrics: Option<String>,
-    pub interfaces: Vec<IfaceState>,
+    /// How the rules file is watched (inotify, polling and why).
+    #[serde(default)]
+    pub rules_watch: Option<String>,
+    /// This node's name for `nodes = [...]`.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Forwards of the file scoped to other nodes (not applied here).
+    #[serde(default)]
+    pub other_nodes: Vec<String>,
+    pub interfaces: Vec<IfaceReport>,
     pub rules: Vec<RuleStatus>,
 }
 
@@ -39,6 +48,12 @@ pub struct LoadResult {
     /// One-line summary ("4 forwards; 2 listeners added, 1 removed" or the
     /// first line of the error).
     pub summary: String,
+    /// The load failed while writing the maps and could not roll back:
+    /// they hold a mix of the old and the new file until the daemon's
+    /// retry (the status says exactly which entries are in force only in
+    /// the daemon's record; `forwarder status` shows the counters).
+    #[serde(default)]
+    pub maps_mixed: bool,
 }
 
 /// One forward as the daemon applied it.
@@ -79,11 +94,12 @@ impl RuleStatus {
     }
 }
 
+/// One interface as the daemon uses it (`status` shows these).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct IfaceState {
+pub struct IfaceReport {
     pub name: String,
     pub ifindex: Option<u32>,
-    /// "tcx", "tcx+xdp", or "none".
+    /// "tcx", "tcx+egress", "tcx+xdp", "tcx+egress+xdp", or "none".
     pub attach: String,
     /// The attach mode chosen and why (`[interface.NAME] attach`).
     #[serde(default)]
@@ -106,12 +122,39 @@ pub fn status_path(run_dir: &Path) -> PathBuf {
     run_dir.join("status.json")
 }
 
+/// Creates the run directory root-only (0700) when it does not exist. An
+/// existing one keeps its mode (it may be shared, like /run itself); the
+/// files in it are 0600 anyway.
+pub fn ensure_run_dir(run_dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if run_dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(run_dir)
+        .with_context(|| format!("creating run directory {}", run_dir.display()))
+}
+
+/// Writes the status file atomically (a temporary file renamed over it),
+/// readable by root only: it names the rules file and the interfaces.
 pub fn write(run_dir: &Path, state: &DaemonState) -> Result<()> {
-    std::fs::create_dir_all(run_dir)
-        .with_context(|| format!("creating run directory {}", run_dir.display()))?;
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    ensure_run_dir(run_dir)?;
     let tmp = run_dir.join(".status.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
-    std::fs::rename(&tmp, status_path(run_dir))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    // A temporary file left by an older version may have another mode.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    f.write_all(&serde_json::to_vec_pretty(state)?)?;
+    std::fs::rename(&tmp, status_path(run_dir))
+        .with_context(|| format!("renaming {} into place", tmp.display()))?;
     Ok(())
 }
 
@@ -119,13 +162,6 @@ pub fn read(run_dir: &Path) -> Result<DaemonState> {
     let p = status_path(run_dir);
     let text = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
     Ok(serde_json::from_slice(&text)?)
-}
-
-/// The daemon named by the status file, if that process still runs.
-pub fn running_pid(run_dir: &Path) -> Option<u32> {
-    let st = read(run_dir).ok()?;
-    // SAFETY: signal 0 only checks for existence.
-    (st.pid != 0 && unsafe { libc::kill(st.pid as i32, 0) } == 0).then_some(st.pid)
 }
 
 pub fn now_unix() -> u64 {

@@ -9,7 +9,8 @@ use std::{
 use anyhow::Result;
 use aya::maps::{HashMap, MapData};
 use forwarder_common::{
-    AutoSnatKey, FlowEntry, FlowKey, TcpState, AUTO_SNAT_TTL_NS, FLOW_REPLY, PROTO_ICMP, PROTO_TCP,
+    AutoSnatKey, FlowEntry, FlowFlags, FlowKey, Seen, TcpState, AUTO_SNAT_TTL_NS, PROTO_ICMP,
+    PROTO_TCP,
 };
 
 pub use rules::Timeouts;
@@ -17,7 +18,9 @@ pub use rules::Timeouts;
 /// The state a flow is in, for display and expiry.
 pub fn state_name(proto: u8, orig: &FlowEntry, reply: Option<&FlowEntry>) -> &'static str {
     match proto {
-        PROTO_TCP => TcpState::derive(orig.tcp_seen, reply.map_or(0, |r| r.tcp_seen)).name(),
+        PROTO_TCP => {
+            TcpState::derive(orig.tcp_seen, reply.map_or(Seen::empty(), |r| r.tcp_seen)).name()
+        }
         PROTO_ICMP => "ICMP",
         _ if reply.is_some_and(|r| r.packets > 0) => "UDP_STREAM",
         _ => "UDP",
@@ -32,13 +35,15 @@ pub fn timeout_for(
     reply: Option<&FlowEntry>,
 ) -> Duration {
     match proto {
-        PROTO_TCP => match TcpState::derive(orig.tcp_seen, reply.map_or(0, |r| r.tcp_seen)) {
-            TcpState::SynSent => t.tcp_syn_sent,
-            TcpState::Established => t.tcp_established,
-            TcpState::FinWait => t.tcp_fin_wait,
-            TcpState::TimeWait => t.tcp_time_wait,
-            TcpState::Close => t.tcp_close,
-        },
+        PROTO_TCP => {
+            match TcpState::derive(orig.tcp_seen, reply.map_or(Seen::empty(), |r| r.tcp_seen)) {
+                TcpState::SynSent => t.tcp_syn_sent,
+                TcpState::Established => t.tcp_established,
+                TcpState::FinWait => t.tcp_fin_wait,
+                TcpState::TimeWait => t.tcp_time_wait,
+                TcpState::Close => t.tcp_close,
+            }
+        }
         PROTO_ICMP => t.icmp,
         _ if reply.is_some_and(|r| r.packets > 0) => t.udp_stream,
         _ => t.udp,
@@ -82,13 +87,14 @@ pub struct SweepStats {
 /// direction whose partner is gone, e.g. after a racing insert). Reads and
 /// deletes in batches, so a million flows cost a fraction of a second.
 pub fn sweep(flows: &MapData, t: &Timeouts, now_ns: u64) -> Result<SweepStats> {
-    let all: StdHashMap<FlowKey, FlowEntry> = crate::batch::dump::<FlowKey, FlowEntry>(flows)?
-        .into_iter()
-        .collect();
+    let all: StdHashMap<FlowKey, FlowEntry> =
+        crate::dataplane::batch::dump::<FlowKey, FlowEntry>(flows)?
+            .into_iter()
+            .collect();
     let mut stats = SweepStats::default();
     let mut doomed = Vec::new();
     for (k, e) in &all {
-        if e.flags & FLOW_REPLY != 0 {
+        if e.flags.contains(FlowFlags::REPLY) {
             continue;
         }
         stats.flows += 1;
@@ -104,11 +110,11 @@ pub fn sweep(flows: &MapData, t: &Timeouts, now_ns: u64) -> Result<SweepStats> {
     // racing insert. Reclaim it once idle past the shortest timeout.
     let peers: HashSet<FlowKey> = all
         .iter()
-        .filter(|(_, e)| e.flags & FLOW_REPLY == 0)
+        .filter(|(_, e)| !e.flags.contains(FlowFlags::REPLY))
         .map(|(k, e)| FlowKey::peer_of(e, k.proto, k.family))
         .collect();
     for (k, e) in &all {
-        if e.flags & FLOW_REPLY != 0 && !peers.contains(k) {
+        if e.flags.contains(FlowFlags::REPLY) && !peers.contains(k) {
             let idle = Duration::from_nanos(now_ns.saturating_sub(e.last_seen_ns));
             if idle > t.tcp_close {
                 stats.orphans += 1;
@@ -116,7 +122,7 @@ pub fn sweep(flows: &MapData, t: &Timeouts, now_ns: u64) -> Result<SweepStats> {
             }
         }
     }
-    crate::batch::delete(flows, &doomed)?;
+    crate::dataplane::batch::delete(flows, &doomed)?;
     Ok(stats)
 }
 
@@ -139,11 +145,11 @@ pub fn sweep_auto_snat<T: std::borrow::BorrowMut<MapData>>(
 
 #[cfg(test)]
 mod tests {
-    use forwarder_common::{PROTO_UDP, SEEN_ACK, SEEN_FIN, SEEN_RST, SEEN_SYN};
+    use forwarder_common::PROTO_UDP;
 
     use super::*;
 
-    fn entry(seen: u8, last_s: u64, packets: u64) -> FlowEntry {
+    fn entry(seen: Seen, last_s: u64, packets: u64) -> FlowEntry {
         FlowEntry {
             tcp_seen: seen,
             last_seen_ns: last_s * 1_000_000_000,
@@ -157,14 +163,14 @@ mod tests {
     #[test]
     fn tcp_states_pick_their_timeouts() {
         let t = Timeouts::default();
-        let syn = entry(SEEN_SYN, 0, 1);
+        let syn = entry(Seen::SYN, 0, 1);
         assert_eq!(timeout_for(&t, PROTO_TCP, &syn, None), t.tcp_syn_sent);
-        let synack = entry(SEEN_SYN | SEEN_ACK, 0, 1);
+        let synack = entry(Seen::SYN | Seen::ACK, 0, 1);
         assert_eq!(
             timeout_for(&t, PROTO_TCP, &syn, Some(&synack)),
             t.tcp_established
         );
-        let fin = entry(SEEN_SYN | SEEN_ACK | SEEN_FIN, 0, 1);
+        let fin = entry(Seen::SYN | Seen::ACK | Seen::FIN, 0, 1);
         assert_eq!(
             timeout_for(&t, PROTO_TCP, &fin, Some(&synack)),
             t.tcp_fin_wait
@@ -173,17 +179,20 @@ mod tests {
             timeout_for(&t, PROTO_TCP, &fin, Some(&fin)),
             t.tcp_time_wait
         );
-        let rst = entry(SEEN_RST, 0, 1);
+        let rst = entry(Seen::RST, 0, 1);
         assert_eq!(timeout_for(&t, PROTO_TCP, &syn, Some(&rst)), t.tcp_close);
     }
 
     #[test]
     fn udp_becomes_a_stream_once_replied() {
         let t = Timeouts::default();
-        let o = entry(0, 0, 3);
-        assert_eq!(timeout_for(&t, PROTO_UDP, &o, Some(&entry(0, 0, 0))), t.udp);
+        let o = entry(Seen::empty(), 0, 3);
         assert_eq!(
-            timeout_for(&t, PROTO_UDP, &o, Some(&entry(0, 0, 1))),
+            timeout_for(&t, PROTO_UDP, &o, Some(&entry(Seen::empty(), 0, 0))),
+            t.udp
+        );
+        assert_eq!(
+            timeout_for(&t, PROTO_UDP, &o, Some(&entry(Seen::empty(), 0, 1))),
             t.udp_stream
         );
     }
@@ -194,8 +203,8 @@ mod tests {
             udp_stream: Duration::from_secs(10),
             ..Default::default()
         };
-        let o = entry(0, 100, 1);
-        let r = entry(0, 105, 1);
+        let o = entry(Seen::empty(), 100, 1);
+        let r = entry(Seen::empty(), 105, 1);
         assert!(!expired(&t, PROTO_UDP, &o, Some(&r), 114 * S));
         assert!(expired(&t, PROTO_UDP, &o, Some(&r), 116 * S));
     }

@@ -1,0 +1,256 @@
+//! The first stage of the daemon: what is true now, read from the kernel.
+//! Over rtnetlink: links (index, link type, MTU, kind), routes (which
+//! interface reaches each target, so the daemon hooks the side replies
+//! arrive on), interface addresses (for listeners that follow "the
+//! interface's own addresses"), and a watch for changes of any of them.
+//! From the dataplane: what is attached and registered, how big the maps
+//! are. The rules file is the other input of `plan`. Addresses and routes
+//! are read for both families: a forward's clients and target may each be
+//! IPv4 or IPv6.
+//!
+//! The one fact a reader gets wrong: facts are read whole each time, never
+//! patched from netlink messages (the messages only say "something
+//! changed"), so a missed or reordered message cannot leave a stale fact.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use anyhow::{Context, Result};
+use futures::{channel::mpsc::UnboundedReceiver, TryStreamExt};
+use netlink_packet_route::{
+    address::AddressAttribute,
+    link::{LinkAttribute, LinkFlags, LinkInfo, LinkLayerType},
+    route::RouteAttribute,
+};
+use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
+
+use forwarder_common::IfaceConfig;
+use rules::Room;
+
+use super::plan::Record;
+use crate::{
+    dataplane::{Dataplane, Maps},
+    ifaces::Iface,
+};
+
+/// Everything `plan` needs to know about the machine.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facts {
+    /// Every link of this network namespace, by name.
+    pub links: BTreeMap<String, Iface>,
+    /// Addresses of both families by ifindex.
+    pub addrs: BTreeMap<u32, Vec<IpAddr>>,
+    /// The route to each target of the rules (`None`: no forwarding route,
+    /// e.g. a ClusterIP or a local address).
+    pub routes: BTreeMap<IpAddr, Option<Route>>,
+    /// Interfaces this daemon has attached, as it attached them.
+    pub attached: Vec<Attached>,
+    /// Interfaces registered in the config map (ifindex -> counter slot),
+    /// including ones a previous daemon registered.
+    pub registered: BTreeMap<u32, IfaceConfig>,
+    /// How many listener and allow-list entries the maps take.
+    pub room: Room,
+}
+
+/// An interface the dataplane has programs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attached {
+    pub iface: Iface,
+    pub egress: bool,
+    pub xdp: bool,
+}
+
+impl Facts {
+    /// Reads the facts for `targets` (the rules' backends).
+    pub async fn gather(
+        handle: &Handle,
+        targets: impl IntoIterator<Item = IpAddr>,
+        dp: &Dataplane,
+    ) -> Result<Facts> {
+        let mut routes = BTreeMap::new();
+        for t in targets.into_iter().collect::<BTreeSet<_>>() {
+            routes.insert(t, route_get(handle, t).await);
+        }
+        Ok(Facts {
+            links: links(handle).await?,
+            addrs: addrs(handle).await?,
+            routes,
+            attached: dp
+                .attached()
+                .map(|i| Attached {
+                    iface: i.clone(),
+                    egress: dp.has_egress(i.ifindex),
+                    xdp: dp.has_xdp(i.ifindex),
+                })
+                .collect(),
+            registered: dp.maps.registered(),
+            room: dp.maps.room()?,
+        })
+    }
+
+    /// The link with this ifindex.
+    pub fn link(&self, ifindex: u32) -> Option<&Iface> {
+        self.links.values().find(|l| l.ifindex == ifindex)
+    }
+
+    /// The route to `target` as gathered (`None` when there is none).
+    pub fn route(&self, target: IpAddr) -> Option<Route> {
+        self.routes.get(&target).copied().flatten()
+    }
+
+    /// The link the route to `target` leaves by.
+    pub fn route_link(&self, target: IpAddr) -> Option<&Iface> {
+        self.route(target).and_then(|r| self.link(r.oif))
+    }
+}
+
+pub fn connect() -> Result<Handle> {
+    let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// Any change of links, addresses or routes of either family (`ip monitor`).
+/// The messages themselves are not interpreted: the daemon re-reads the
+/// facts it needs and reconciles, which is idempotent.
+pub type Events = UnboundedReceiver<(
+    rtnetlink::packet_core::NetlinkMessage<netlink_packet_route::RouteNetlinkMessage>,
+    rtnetlink::sys::SocketAddr,
+)>;
+
+pub fn watch() -> Result<Events> {
+    let (conn, _handle, events) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Ifaddr,
+        MulticastGroup::Ipv6Route,
+    ])
+    .context("subscribing to rtnetlink link/address/route events")?;
+    tokio::spawn(conn);
+    Ok(events)
+}
+
+/// The kernel's route to a destination, as `ip route get` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub oif: u32,
+    /// `None`: on-link (a connected route).
+    pub gateway: Option<IpAddr>,
+    pub prefsrc: Option<IpAddr>,
+}
+
+/// `ip route get DST`; `None` when there is no usable route (unreachable,
+/// or the address is local: then the route is in the local table and has
+/// no forwarding meaning, which callers treat alike).
+pub async fn route_get(handle: &Handle, dst: IpAddr) -> Option<Route> {
+    let msg = match dst {
+        IpAddr::V4(d) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(d, 32)
+            .build(),
+        IpAddr::V6(d) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(d, 128)
+            .build(),
+    };
+    let mut routes = handle.route().get(msg).execute();
+    let r = routes.try_next().await.ok().flatten()?;
+    if r.header.kind != netlink_packet_route::route::RouteType::Unicast {
+        return None;
+    }
+    let mut out = Route {
+        oif: 0,
+        gateway: None,
+        prefsrc: None,
+    };
+    use netlink_packet_route::route::RouteAddress;
+    let ip = |a: &RouteAddress| match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    };
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Oif(i) => out.oif = *i,
+            RouteAttribute::Gateway(g) => out.gateway = ip(g),
+            RouteAttribute::PrefSource(s) => out.prefsrc = ip(s),
+            _ => {}
+        }
+    }
+    (out.oif != 0).then_some(out)
+}
+
+/// Every link in this network namespace, by name.
+pub async fn links(handle: &Handle) -> Result<BTreeMap<String, Iface>> {
+    let mut out = BTreeMap::new();
+    let mut s = handle.link().get().execute();
+    while let Some(m) = s.try_next().await.context("listing links")? {
+        let mut name = None;
+        let mut mtu = 0;
+        let mut kind = None;
+        for a in &m.attributes {
+            match a {
+                LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::Mtu(v) => mtu = *v,
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        if let LinkInfo::Kind(k) = i {
+                            kind = Some(k.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(name) = name else { continue };
+        out.insert(
+            name.clone(),
+            Iface {
+                name,
+                ifindex: m.header.index,
+                l3: m.header.link_layer_type != LinkLayerType::Ether,
+                mtu,
+                kind,
+                up: m.header.flags.contains(LinkFlags::Up),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Addresses of both families currently on each interface (by ifindex).
+pub async fn addrs(handle: &Handle) -> Result<BTreeMap<u32, Vec<IpAddr>>> {
+    let mut out: BTreeMap<u32, Vec<IpAddr>> = BTreeMap::new();
+    let mut s = handle.address().get().execute();
+    while let Some(m) = s.try_next().await.context("listing addresses")? {
+        // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the
+        // peer on point-to-point links and the same as local elsewhere.
+        // IPv6 addresses have IFA_ADDRESS only.
+        let local = m.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        });
+        let addr = local.or_else(|| {
+            m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            })
+        });
+        if let Some(ip) = addr {
+            let list = out.entry(m.header.index).or_default();
+            if !list.contains(&ip) {
+                list.push(ip);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What the kernel maps hold, read back: the daemon's record at start
+/// (adopting a previous daemon's maps) and after a failed write.
+pub fn read_record(maps: &Maps) -> Result<Record> {
+    Ok(Record {
+        ids: maps.rule_ids()?,
+        entries: maps.entries()?,
+    })
+}
