@@ -1,5 +1,5 @@
 //! A stand-in tailnet: `tailscale0` tun devices (L3, MTU 1280) in several
-//! namespaces, joined by the `tunrelay` binary, which moves IPv4 packets
+//! namespaces, joined by the `tunrelay` binary, which moves IPv4 and IPv6 packets
 //! between them by destination address like tailscaled does.
 //!
 //! Each member gets its /32 and the route `100.64.0.0/10 dev tailscale0`,
