@@ -186,3 +186,12 @@ pub fn key_addr(k: &ListenerKey) -> IpAddr {
         IpAddr::from(addr_v4_octets(&k.addr))
     }
 }
+
+/// A listener key's family.
+pub fn family_of_key(k: &ListenerKey) -> Af {
+    if k.family == AF_INET6 {
+        Af::V6
+    } else {
+        Af::V4
+    }
+}

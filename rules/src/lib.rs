@@ -40,7 +40,7 @@ pub use compile::{
 };
 pub use diagnostics::{Diagnostic, Diagnostics, Location, Severity};
 pub use diff::{diff, Diff, MapOp, MapState, NoRoom, Room, Update};
-pub use family::{abi_addr, is_link_local};
+pub use family::{abi_addr, family_of_key, is_link_local, key_addr};
 pub use model::*;
 pub use print::to_toml;
 pub use validate::{listeners_overlap, ASSUMED_IFACE_ADDRS};

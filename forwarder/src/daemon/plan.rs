@@ -19,15 +19,21 @@ use std::{
 use anyhow::{Context, Result};
 use forwarder_common::{GlobalConfig, ListenFlags, MAX_IFACES};
 use rules::{
-    AttachMode, Compiled, Forward, IfaceState, MapEntries, MapState, MssClamp, PathMode, RuleSet,
-    Snat, Update,
+    Af, AttachMode, Compiled, Forward, IfaceState, MapEntries, MapState, MssClamp, PathMode,
+    RuleSet, Snat, Update,
 };
 
 use super::facts::{Facts, Route};
 use crate::{ifaces::Iface, observe::status::RuleStatus};
 
-/// IPv4 + TCP headers without options: MSS = MTU - 40.
-const TCPIP_HLEN: u32 = 40;
+/// IP + TCP headers without options: MSS = MTU - 40 over IPv4, MTU - 60
+/// over IPv6.
+fn tcpip_hlen(af: Af) -> u32 {
+    match af {
+        Af::V4 => 40,
+        Af::V6 => 60,
+    }
+}
 /// RFC 879's default MSS, and the largest an IPv4 packet can carry.
 const MSS_MIN: u32 = 536;
 const MSS_MAX: u32 = 65_495;
@@ -145,13 +151,17 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
     // A fixed listen address held by another node (a VIP) listens nowhere
     // here; the netlink event of its arrival brings it back.
     entries.retain_assigned(&facts.addrs.values().flatten().copied().collect());
-    let mss: BTreeMap<u32, u16> = compiled
+    // Per rule and client family: a dual-stack forward's IPv6 clients have
+    // 20 bytes less room in each packet than its IPv4 ones.
+    let mss: BTreeMap<(u32, Af), u16> = compiled
         .rules
         .iter()
-        .filter_map(|r| mss_clamp(&r.forward, facts).map(|m| (r.id, m)))
+        .flat_map(|r| r.forward.listen_afs().iter().map(move |af| (r, *af)))
+        .filter_map(|(r, af)| mss_clamp(&r.forward, af, facts).map(|m| ((r.id, af), m)))
         .collect();
-    for v in entries.listeners.values_mut() {
-        if let Some(m) = mss.get(&v.rule_id) {
+    for (k, v) in entries.listeners.iter_mut() {
+        let af = rules::family_of_key(k);
+        if let Some(m) = mss.get(&(v.rule_id, af)) {
             v.flags |= ListenFlags::MSS_CLAMP;
             v.mss = *m;
         }
@@ -169,7 +179,11 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
         .iter()
         .map(|r| {
             let mut s = RuleStatus::of(r.id, &r.forward);
-            s.mss = mss.get(&r.id).copied();
+            s.mss = mss
+                .iter()
+                .filter(|((id, _), _)| *id == r.id)
+                .map(|(_, m)| *m)
+                .min();
             s.listeners = entries
                 .listeners
                 .values()
@@ -320,24 +334,26 @@ fn iface_plans(
     Ok(out)
 }
 
-/// `mss_clamp = "auto"`: the narrower of the listening interface and the
-/// interface toward the target (the path MTU as far as this host can see
-/// it), minus IPv4 and TCP headers. `None`: no clamp.
-pub fn mss_clamp(f: &Forward, facts: &Facts) -> Option<u16> {
+/// `mss_clamp = "auto"` for clients of family `af`: what fits both the
+/// listening interface (with `af`'s headers) and the interface toward the
+/// target (with the target's: a NAT64 flow's segments carry 40 bytes of
+/// headers there, 60 on the client's side). The path MTU as far as this
+/// host can see it. `None`: no clamp.
+pub fn mss_clamp(f: &Forward, af: Af, facts: &Facts) -> Option<u16> {
     match f.mss_clamp {
         MssClamp::Fixed(m) => Some(m),
         MssClamp::Off => None,
         MssClamp::Auto => {
-            let in_mtu = facts.links.get(&f.iface).map(|l| l.mtu).filter(|m| *m > 0);
-            let out_mtu = facts
+            let room = |mtu: u32, af: Af| (mtu > 0).then(|| mtu.saturating_sub(tcpip_hlen(af)));
+            let in_side = facts.links.get(&f.iface).and_then(|l| room(l.mtu, af));
+            let out_side = facts
                 .route_link(f.target.addr)
-                .map(|l| l.mtu)
-                .filter(|m| *m > 0);
-            let mtu = match (in_mtu, out_mtu) {
+                .and_then(|l| room(l.mtu, f.target.af()));
+            let mss = match (in_side, out_side) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            mtu.map(|m| m.saturating_sub(TCPIP_HLEN).clamp(MSS_MIN, MSS_MAX) as u16)
+            mss.map(|m| m.clamp(MSS_MIN, MSS_MAX) as u16)
         }
     }
 }
@@ -418,3 +434,7 @@ pub fn explain_decision(f: &Forward, facts: &Facts) -> String {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_ipv6_tests.rs"]
+mod ipv6_tests;
