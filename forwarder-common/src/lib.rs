@@ -86,6 +86,17 @@ pub const fn addr_v6_octets(addr: &[u32; 4]) -> [u8; 16] {
     ]
 }
 
+/// The address an ABI address of `family` (`AF_INET` or `AF_INET6`)
+/// holds; anything but `AF_INET6` is read as IPv4.
+#[inline(always)]
+pub fn abi_ip(addr: &[u32; 4], family: u8) -> core::net::IpAddr {
+    if family == AF_INET6 {
+        core::net::IpAddr::from(addr_v6_octets(addr))
+    } else {
+        core::net::IpAddr::from(addr_v4_octets(addr))
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -143,6 +154,16 @@ mod tests {
         assert_eq!(addr_v6_octets(&addr_v6(o)), o);
         // Word 0 holds the first four bytes in packet order, as addr_v4 does.
         assert_eq!(addr_v6(o)[0], addr_v4([0xfd, 0x7a, 0x11, 0x5c])[0]);
+    }
+
+    #[test]
+    fn abi_ip_reads_either_family() {
+        let v6 = [0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80];
+        assert_eq!(abi_ip(&addr_v6(v6), AF_INET6), core::net::IpAddr::from(v6));
+        assert_eq!(
+            abi_ip(&addr_v4([10, 0, 0, 1]), AF_INET),
+            core::net::IpAddr::from([10, 0, 0, 1])
+        );
     }
 
     #[test]

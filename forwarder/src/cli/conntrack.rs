@@ -1,13 +1,11 @@
 //! `forwarder conntrack list|flush`: the live flow table, read from (and
 //! edited in) the pinned map directly, like `conntrack -L` / `-D`.
-use std::{net::Ipv4Addr, path::Path, process::ExitCode};
+use std::{path::Path, process::ExitCode};
 
 use crate::{daemon::sweeper, observe::pinned};
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use forwarder_common::{
-    addr_v4_octets, FlowEntry, FlowFlags, FlowKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-};
+use forwarder_common::{FlowEntry, FlowFlags, FlowKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use serde::Serialize;
 
 #[derive(Subcommand, Debug)]
@@ -65,8 +63,8 @@ pub struct FlowView {
     pub bytes_reply: u64,
 }
 
-fn ip(a: &[u32; 4]) -> String {
-    Ipv4Addr::from(addr_v4_octets(a)).to_string()
+fn ip(a: &[u32; 4], family: u8) -> String {
+    forwarder_common::abi_ip(a, family).to_string()
 }
 
 fn proto_name(p: u8) -> &'static str {
@@ -100,14 +98,14 @@ pub fn flows(pin_dir: &Path) -> Result<Vec<FlowView>> {
                 .unwrap_or_else(|| format!("#{}", e.rule_id)),
             rule_id: e.rule_id,
             original: Tuple {
-                src: ip(&k.src),
-                dst: ip(&k.dst),
+                src: ip(&k.src, k.family),
+                dst: ip(&k.dst, k.family),
                 sport: u16::from_be(k.sport),
                 dport: u16::from_be(k.dport),
             },
             translated: Tuple {
-                src: ip(&e.new_src),
-                dst: ip(&e.new_dst),
+                src: ip(&e.new_src, k.family),
+                dst: ip(&e.new_dst, k.family),
                 sport: u16::from_be(e.new_sport),
                 dport: u16::from_be(e.new_dport),
             },
