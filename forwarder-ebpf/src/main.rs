@@ -9,6 +9,8 @@
 mod conntrack;
 mod counters;
 mod fib;
+mod hdr;
+mod helpers;
 mod icmp;
 mod maps;
 mod mss;
@@ -29,10 +31,12 @@ use forwarder_common::{
     IFACE_EGRESS_NAT, LISTEN_ALLOWLIST, LISTEN_REJECT, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
     RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL,
 };
-use parse::{
-    Packet, ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_ECHOREPLY, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED,
-    TCP_ACK, TCP_SYN,
+use hdr::{
+    ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_ECHOREPLY, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED, IP_DST,
+    IP_SRC, L4_DPORT, L4_SPORT, TCP_ACK, TCP_SYN,
 };
+use helpers::{frame::Frame, skb};
+use parse::Packet;
 
 use crate::fib::{TC_ACT_OK, TC_ACT_SHOT};
 
@@ -58,22 +62,20 @@ pub fn fwd_egress(ctx: TcContext) -> i32 {
 /// XDP accelerator on Ethernet interfaces with native XDP: established
 /// flows only; everything else goes on to fwd_ingress (see `xdp`).
 #[xdp]
-pub fn fwd_xdp(ctx: XdpContext) -> u32 {
-    // SAFETY: ctx.ctx is the valid xdp_md the kernel passed in.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+pub fn fwd_xdp(mut ctx: XdpContext) -> u32 {
+    let ifindex = ctx.ingress_ifindex() as u32;
     let Some(iface) = maps::iface(ifindex) else {
         return XDP_PASS;
     };
-    let len = (ctx.data_end() - ctx.data()) as u32;
-    let (action, reason) = xdp::handle(&ctx, len, ifindex);
+    let len = Frame::len(&ctx);
+    let (action, reason) = xdp::handle(&mut ctx, len, ifindex);
     counters::count_iface(iface.slot, Hook::Xdp, reason, len);
     action
 }
 
 #[inline(always)]
 fn run(ctx: &TcContext, hook: Hook) -> i32 {
-    // SAFETY: ctx.skb.skb is the valid __sk_buff the kernel passed in.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let ifindex = skb::ifindex(ctx);
     let Some(iface) = maps::iface(ifindex) else {
         return TCX_NEXT;
     };
@@ -119,18 +121,15 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
         return (TCX_NEXT, Reason::PassNoMatch);
     }
     let key = conntrack::key_of(p);
-    if let Some(e) = maps::FLOWS.get_ptr_mut(key) {
-        // SAFETY: a pointer into the map value; the entry stays valid for
-        // this run (deleted entries are freed after an RCU grace period).
-        // Working on the map value instead of a copy keeps the stack small.
-        let entry = unsafe { &*e };
-        if !handled_here(entry, hook) {
+    if let Some(flow) = maps::flow(key) {
+        if !handled_here(flow.entry(), hook) {
             return (TCX_NEXT, Reason::PassNoMatch);
         }
-        if hook == Hook::TcIngress && conntrack::auto_probe(p, entry, &key) {
+        if hook == Hook::TcIngress && conntrack::auto_probe(p, flow.entry(), &key) {
             // Forgotten: fall through and create it anew, SNATed.
         } else {
-            conntrack::touch(e, p, len);
+            conntrack::touch(flow.as_ptr(), p, len);
+            let entry = flow.entry();
             counters::count_rule(entry.rule_id, len);
             return translate(ctx, p, entry, hook);
         }
@@ -145,11 +144,9 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
         proto: p.proto,
         family: AF_INET,
     };
-    let Some(l) = maps::LISTENERS.get_ptr(lkey) else {
+    let Some(l) = maps::listener(lkey) else {
         return (TCX_NEXT, Reason::PassNoMatch);
     };
-    // SAFETY: a pointer into the map value, valid for this run.
-    let l = unsafe { &*l };
     let rule_id = l.rule_id;
     if l.flags & LISTEN_ALLOWLIST != 0 {
         let k = Key::new(
@@ -187,20 +184,16 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
         counters::count_rule_drop(rule_id, drop);
         return (TC_ACT_SHOT, reason);
     }
-    let Some(e) = maps::FLOWS.get_ptr_mut(key) else {
+    let Some(flow) = maps::flow(key) else {
         // Swept or replaced by another CPU in the meantime: let the
         // client's retransmission try again.
         return (TC_ACT_SHOT, Reason::DropError);
     };
-    // SAFETY: as above.
-    let entry = unsafe { &*e };
-    counters::count_new_flow(
-        rule_id,
-        entry.flags & FLOW_SNAT != 0,
-        entry.flags & FLOW_VIA_STACK != 0,
-    );
+    let flags = flow.entry().flags;
+    counters::count_new_flow(rule_id, flags & FLOW_SNAT != 0, flags & FLOW_VIA_STACK != 0);
     counters::count_rule(rule_id, len);
-    conntrack::touch(e, p, len);
+    conntrack::touch(flow.as_ptr(), p, len);
+    let entry = flow.entry();
     debug!(
         ctx,
         "rule {} new flow {:i}:{} -> {:i}:{} flags {}",
@@ -219,15 +212,15 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
 #[inline(never)]
 fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> (i32, Reason) {
     let (src, dst) = (e.new_src[0], e.new_dst[0]);
-    let rewritten = nat::set_addr(ctx, p, nat::IP_SRC, p.src, src)
-        .and_then(|_| nat::set_addr(ctx, p, nat::IP_DST, p.dst, dst))
-        .and_then(|_| nat::set_port(ctx, p, 0, p.sport, e.new_sport))
+    let rewritten = nat::set_addr(ctx, p, IP_SRC, p.src, src)
+        .and_then(|_| nat::set_addr(ctx, p, IP_DST, p.dst, dst))
+        .and_then(|_| nat::set_port(ctx, p, L4_SPORT, p.sport, e.new_sport))
         .and_then(|_| {
             // ICMP echo carries one identifier, already rewritten above.
             if p.proto == PROTO_ICMP {
                 Ok(())
             } else {
-                nat::set_port(ctx, p, 2, p.dport, e.new_dport)
+                nat::set_port(ctx, p, L4_DPORT, p.dport, e.new_dport)
             }
         })
         .and_then(|_| {

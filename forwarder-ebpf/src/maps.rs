@@ -58,6 +58,53 @@ pub fn iface(ifindex: u32) -> Option<IfaceConfig> {
     unsafe { IFACES.get(ifindex).copied() }
 }
 
+/// A flow table entry in place: a pointer into the map value, not a copy
+/// (a copy would cost 80 bytes of the 512-byte stack). It stays valid for
+/// the rest of the program run: a deleted entry is freed only after an RCU
+/// grace period.
+#[derive(Clone, Copy)]
+pub struct FlowRef(*mut FlowEntry);
+
+impl FlowRef {
+    /// The entry as it is now. Take it again after writing through
+    /// `as_ptr` rather than holding one across the write.
+    #[inline(always)]
+    pub fn entry(&self) -> &FlowEntry {
+        // SAFETY: a live map value (see the type); FlowEntry is plain data.
+        unsafe { &*self.0 }
+    }
+
+    /// For the per-packet updates (`conntrack::touch`).
+    #[inline(always)]
+    pub fn as_ptr(self) -> *mut FlowEntry {
+        self.0
+    }
+}
+
+#[inline(always)]
+pub fn flow(key: FlowKey) -> Option<FlowRef> {
+    FLOWS.get_ptr_mut(key).map(FlowRef)
+}
+
+/// The listener for `key`, in place (a copy would cost stack).
+#[inline(always)]
+pub fn listener(key: ListenerKey) -> Option<&'static ListenerValue> {
+    // SAFETY: a live map value, valid for the rest of this run (freed only
+    // after an RCU grace period); plain data, only read.
+    LISTENERS.get_ptr(key).map(|l| unsafe { &*l })
+}
+
+/// This CPU's slot `i` of a per-CPU array, for a counter update.
+// The map is shared, the slot is not: this CPU's alone (see SAFETY).
+#[allow(clippy::mut_from_ref)]
+#[inline(always)]
+pub fn per_cpu<T>(map: &'static PerCpuArray<T>, i: u32) -> Option<&'static mut T> {
+    // SAFETY: a per-CPU slot is only this CPU's, and a program run is not
+    // interrupted by another on the same CPU: no other reference exists
+    // while the caller holds this one (for one update, never across calls).
+    map.get_ptr_mut(i).map(|c| unsafe { &mut *c })
+}
+
 #[inline(always)]
 pub fn config() -> GlobalConfig {
     CONFIG.get(0).copied().unwrap_or_default()

@@ -7,24 +7,26 @@
 //! offload, unresolved neighbours) is passed on untouched to the TC
 //! program, which stays the source of truth.
 use aya_ebpf::{
-    bindings::{
-        bpf_fib_lookup,
-        xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
-        BPF_FIB_LKUP_RET_SUCCESS,
-    },
-    helpers::{bpf_fib_lookup as fib_lookup_helper, bpf_ktime_get_coarse_ns},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
     macros::map,
-    maps::{DevMapHash, PerCpuArray},
+    maps::DevMapHash,
     programs::XdpContext,
 };
-use forwarder_common::{
-    csum, FlowEntry, FlowKey, Reason, AF_INET, FLOW_VIA_STACK, PROTO_TCP, PROTO_UDP,
-};
+use forwarder_common::{csum, FlowKey, Reason, AF_INET, FLOW_VIA_STACK, PROTO_TCP, PROTO_UDP};
+use network_types::ip::Ipv4Hdr;
 
 use crate::{
     counters,
-    maps::FLOWS,
-    parse::{ETH_HLEN, IPV4_HLEN},
+    hdr::{
+        ETH_HLEN, ETH_P_IP, ETH_TYPE, IPV4_HLEN, IPV4_VIHL_PLAIN, IP_MF_OFFSET, L4_DPORT, L4_SPORT,
+        TCP_CHECK, TCP_DOFF, TCP_FIN, TCP_FLAGS, TCP_HLEN, TCP_RST, TCP_SYN, UDP_CHECK, UDP_HLEN,
+    },
+    helpers::{
+        fib::FibParams,
+        frame::{EthIpv4L4, Frame},
+        ktime_coarse_ns,
+    },
+    maps,
 };
 
 /// Egress devices XDP may redirect to (ifindex -> ifindex), filled by the
@@ -33,20 +35,9 @@ use crate::{
 #[map(name = "FWD_XDP_DEVS")]
 pub static XDP_DEVS: DevMapHash = DevMapHash::with_max_entries(64, 0);
 
-#[map(name = "FWD_XDP_FIB")]
-static FIB_PARAMS: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
-
-const ETH_P_IP: u16 = 0x0800;
-const TCP_FIN_SYN_RST: u8 = 0x07;
-
-#[inline(always)]
-fn ptr<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
-    let start = ctx.data();
-    if start + off + core::mem::size_of::<T>() > ctx.data_end() {
-        return None;
-    }
-    Some((start + off) as *mut T)
-}
+/// The FIB's full answer, neighbour included (no flags): XDP rewrites the
+/// MACs itself.
+const FORWARD_WITH_NEIGH: u32 = 0;
 
 #[inline(always)]
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -62,69 +53,63 @@ fn put16(b: &mut [u8], at: usize, v: u16) {
 
 /// Handles one frame: (XDP action, what to count it as).
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, len: u32, ifindex: u32) -> (u32, Reason) {
+pub fn handle(ctx: &mut XdpContext, len: u32, ifindex: u32) -> (u32, Reason) {
     const TO_TC: (u32, Reason) = (XDP_PASS, Reason::PassToTc);
-    let Some(eth) = ptr::<[u8; ETH_HLEN]>(ctx, 0) else {
+    let Some(ethertype) = ctx.header::<[u8; 2]>(ETH_TYPE) else {
         return (XDP_PASS, Reason::PassMalformed);
     };
-    // SAFETY: bounds-checked by ptr.
-    let eth = unsafe { &mut *eth };
-    if be16(eth, 12) != ETH_P_IP {
+    if u16::from_be_bytes(*ethertype) != ETH_P_IP {
         return (XDP_PASS, Reason::PassNotIpv4);
     }
-    let Some(ip) = ptr::<[u8; IPV4_HLEN]>(ctx, ETH_HLEN) else {
+    let Some(ip) = ctx.header::<Ipv4Hdr>(ETH_HLEN) else {
         return (XDP_PASS, Reason::PassMalformed);
     };
-    // SAFETY: bounds-checked by ptr.
-    let ip = unsafe { &mut *ip };
-    if ip[0] != 0x45 {
-        return if ip[0] >> 4 == 4 && ip[0] & 0x0f > 5 {
+    if ip.vihl != IPV4_VIHL_PLAIN {
+        return if ip.version() == 4 && ip.ihl() as usize > IPV4_HLEN {
             (XDP_PASS, Reason::PassIpOptions)
         } else {
             (XDP_PASS, Reason::PassMalformed)
         };
     }
-    let tot_len = be16(ip, 2);
-    if ETH_HLEN + tot_len as usize > len as usize || (tot_len as usize) < IPV4_HLEN + 8 {
+    let tot_len = u16::from_be_bytes(ip.tot_len);
+    if ETH_HLEN + tot_len as usize > len as usize || (tot_len as usize) < IPV4_HLEN + UDP_HLEN {
         return (XDP_PASS, Reason::PassMalformed);
     }
-    if be16(ip, 6) & 0x3fff != 0 {
+    if u16::from_be_bytes(ip.frags) & IP_MF_OFFSET != 0 {
         return (XDP_PASS, Reason::PassFragment);
     }
-    let proto = ip[9];
-    let ttl = ip[8];
-    let l4 = ETH_HLEN + IPV4_HLEN;
+    let proto = ip.proto;
+    let ttl = ip.ttl;
     // The first 20 bytes of TCP, or the 8 of UDP (and 12 we do not touch).
-    let (sport, dport, check_at, l4_min) = match proto {
-        PROTO_TCP => (0, 2, 16, 20),
-        PROTO_UDP => (0, 2, 6, 8),
+    let (check_at, l4_min) = match proto {
+        PROTO_TCP => (TCP_CHECK, TCP_HLEN),
+        PROTO_UDP => (UDP_CHECK, UDP_HLEN),
         _ => return TO_TC,
     };
     if (tot_len as usize) < IPV4_HLEN + l4_min {
         return (XDP_PASS, Reason::PassMalformed);
     }
-    let Some(t) = ptr::<[u8; 20]>(ctx, l4) else {
+    let Some(f) = ctx.header::<EthIpv4L4>(0) else {
         // A UDP datagram shorter than 20 bytes of L4: rare, TC has it.
         return TO_TC;
     };
-    // SAFETY: bounds-checked by ptr.
-    let t = unsafe { &mut *t };
+    let (ip, t) = (&f.ip, &f.l4);
     let l4_len = tot_len - IPV4_HLEN as u16;
     if proto == PROTO_TCP {
         // The same validation as TC's parse: a data offset below the
         // minimum header or beyond the segment is malformed, for the stack
         // to refuse, never to be forwarded.
-        let doff = u16::from(t[12] >> 4) * 4;
-        if doff < 20 || doff > l4_len {
+        let doff = u16::from(t[TCP_DOFF] >> 4) * 4;
+        if doff < TCP_HLEN as u16 || doff > l4_len {
             return (XDP_PASS, Reason::PassMalformed);
         }
-        if t[13] & TCP_FIN_SYN_RST != 0 {
+        if t[TCP_FLAGS] & (TCP_FIN | TCP_SYN | TCP_RST) != 0 {
             // Control packets drive the TCP state (and MSS clamping): TC's.
             return TO_TC;
         }
     }
-    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let src = u32::from_be_bytes(ip.src_addr);
+    let dst = u32::from_be_bytes(ip.dst_addr);
     let check = be16(t, check_at);
     let udp_no_csum = proto == PROTO_UDP && check == 0;
     if !udp_no_csum && check == csum::pseudo_header_sum(src, dst, proto, l4_len) {
@@ -135,17 +120,16 @@ pub fn handle(ctx: &XdpContext, len: u32, ifindex: u32) -> (u32, Reason) {
     let key = FlowKey {
         src: [src.to_be(), 0, 0, 0],
         dst: [dst.to_be(), 0, 0, 0],
-        sport: u16::from_ne_bytes([t[sport], t[sport + 1]]),
-        dport: u16::from_ne_bytes([t[dport], t[dport + 1]]),
+        sport: u16::from_ne_bytes([t[L4_SPORT], t[L4_SPORT + 1]]),
+        dport: u16::from_ne_bytes([t[L4_DPORT], t[L4_DPORT + 1]]),
         proto,
         family: AF_INET,
         _pad: [0; 2],
     };
-    let Some(e) = FLOWS.get_ptr_mut(key) else {
+    let Some(flow) = maps::flow(key) else {
         return TO_TC;
     };
-    // SAFETY: a map value, valid for this run.
-    let entry: &FlowEntry = unsafe { &*e };
+    let entry = flow.entry();
     if entry.flags & FLOW_VIA_STACK != 0 || ttl <= 1 {
         return TO_TC;
     }
@@ -157,38 +141,20 @@ pub fn handle(ctx: &XdpContext, len: u32, ifindex: u32) -> (u32, Reason) {
 
     // Next hop for the translated packet, neighbour included: anything but
     // a plain answer (no neighbour yet, too big, not forwarded) is TC's.
-    let Some(fp) = FIB_PARAMS.get_ptr_mut(0) else {
+    let Some(mut fp) = FibParams::v4(ifindex, proto, nsrc.to_be(), ndst.to_be()) else {
         return TO_TC;
     };
-    // SAFETY: per-CPU scratch, ours for this run.
-    let fp = unsafe { &mut *fp };
-    // SAFETY: plain data; all-zero is its "unset" state.
-    unsafe { core::ptr::write_bytes(fp as *mut bpf_fib_lookup, 0, 1) };
-    fp.family = AF_INET;
-    fp.l4_protocol = proto;
-    fp.ifindex = ifindex;
-    fp.__bindgen_anon_1.tot_len = tot_len;
-    fp.__bindgen_anon_3.ipv4_src = nsrc.to_be();
-    fp.__bindgen_anon_4.ipv4_dst = ndst.to_be();
-    // SAFETY: valid parameter block; ctx is the xdp_md the kernel passed.
-    let rc = unsafe {
-        fib_lookup_helper(
-            ctx.ctx as *mut _,
-            fp,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
-    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
+    fp.set_tot_len(tot_len);
+    if !fp.lookup(ctx, FORWARD_WITH_NEIGH) {
         return TO_TC;
     }
-    let out = fp.ifindex;
+    let out = fp.oif();
     if XDP_DEVS.get_ifindex(out).is_none() {
         return TO_TC;
     }
 
     // Rewrite: addresses (IP header and L4 pseudo-header), ports, TTL.
-    let mut ipc = be16(ip, 10);
+    let mut ipc = u16::from_be_bytes(ip.check);
     let mut l4c = check;
     ipc = csum::replace32(ipc, src, nsrc);
     ipc = csum::replace32(ipc, dst, ndst);
@@ -198,7 +164,7 @@ pub fn handle(ctx: &XdpContext, len: u32, ifindex: u32) -> (u32, Reason) {
         u16::from_be_bytes([ttl, proto]),
         u16::from_be_bytes([ttl - 1, proto]),
     );
-    let (osport, odport) = (be16(t, sport), be16(t, dport));
+    let (osport, odport) = (be16(t, L4_SPORT), be16(t, L4_DPORT));
     if !udp_no_csum {
         l4c = csum::replace32(l4c, src, nsrc);
         l4c = csum::replace32(l4c, dst, ndst);
@@ -209,23 +175,28 @@ pub fn handle(ctx: &XdpContext, len: u32, ifindex: u32) -> (u32, Reason) {
             l4c = 0xffff;
         }
     }
-    ip[8] = ttl - 1;
-    put16(ip, 10, ipc);
-    ip[12..16].copy_from_slice(&nsrc.to_be_bytes());
-    ip[16..20].copy_from_slice(&ndst.to_be_bytes());
-    put16(t, sport, nsport);
-    put16(t, dport, ndport);
-    put16(t, check_at, l4c);
-    eth[0..6].copy_from_slice(&fp.dmac);
-    eth[6..12].copy_from_slice(&fp.smac);
+    let Some(w) = ctx.header_mut::<EthIpv4L4>(0) else {
+        return TO_TC;
+    };
+    w.ip.ttl = ttl - 1;
+    w.ip.check = ipc.to_be_bytes();
+    w.ip.src_addr = nsrc.to_be_bytes();
+    w.ip.dst_addr = ndst.to_be_bytes();
+    put16(&mut w.l4, L4_SPORT, nsport);
+    put16(&mut w.l4, L4_DPORT, ndport);
+    put16(&mut w.l4, check_at, l4c);
+    w.dmac = fp.dmac();
+    w.smac = fp.smac();
 
+    let rule_id = flow.entry().rule_id;
+    let e = flow.as_ptr();
     // SAFETY: map value pointer; plain adds as in conntrack::touch.
     unsafe {
-        (*e).last_seen_ns = bpf_ktime_get_coarse_ns();
+        (*e).last_seen_ns = ktime_coarse_ns();
         (*e).packets += 1;
         (*e).bytes += len as u64;
     }
-    counters::count_rule(entry.rule_id, len);
+    counters::count_rule(rule_id, len);
     match XDP_DEVS.redirect(out, 0) {
         Ok(XDP_REDIRECT) => (XDP_REDIRECT, Reason::FwdRedirect),
         // Cannot happen after the lookup above. The frame is rewritten
