@@ -7,6 +7,7 @@ use aya_ebpf::{
 use forwarder_common::{Reason, IFACE_L3};
 
 use crate::{
+    error::RewriteError,
     hdr::{ETH_HLEN, ETH_P_IP, ETH_TYPE},
     helpers::{
         fib::FibParams,
@@ -14,10 +15,8 @@ use crate::{
     },
     maps, nat,
     parse::Packet,
+    verdict::Verdict,
 };
-
-pub const TC_ACT_OK: i32 = 0;
-pub const TC_ACT_SHOT: i32 = 2;
 
 /// Route only, as for the per-flow decision: no neighbour needed (the
 /// redirect resolves it), and the source address the kernel would pick.
@@ -74,15 +73,16 @@ fn is_l3(ifindex: u32) -> bool {
 /// Sends a translated packet on: straight to the egress device when the
 /// FIB has a plain answer, else to the stack. `p` holds the pre-translation
 /// header facts (offsets, TTL); `src`/`dst` are the translated addresses.
+/// An error is a failed TTL or link-header write: the packet is half-done.
 #[inline(always)]
-pub fn forward(ctx: &TcContext, p: &Packet, src: u32, dst: u32) -> (i32, Reason) {
+pub fn forward(ctx: &TcContext, p: &Packet, src: u32, dst: u32) -> Result<Verdict, RewriteError> {
     if p.ttl <= 1 {
         // Let the stack send Time Exceeded.
-        return (TC_ACT_OK, Reason::PassTtl);
+        return Ok(Verdict::ok(Reason::PassTtl));
     }
     let in_ifindex = skb::ifindex(ctx);
     let Some(mut fp) = FibParams::v4(in_ifindex, p.proto, src, dst) else {
-        return (TC_ACT_OK, Reason::FwdStack);
+        return Ok(Verdict::ok(Reason::FwdStack));
     };
     // GSO packets are segmented on egress: their IP length says nothing
     // about the MTU, so only check the MTU for single packets.
@@ -97,25 +97,21 @@ pub fn forward(ctx: &TcContext, p: &Packet, src: u32, dst: u32) -> (i32, Reason)
     if !fp.lookup(ctx, FORWARD_ROUTE) {
         // FRAG_NEEDED (the stack sends the ICMP), not forwarded, forwarding
         // disabled, blackhole...: the stack knows what to do.
-        return (TC_ACT_OK, Reason::FwdStack);
+        return Ok(Verdict::ok(Reason::FwdStack));
     }
     let out = fp.oif();
-    if nat::dec_ttl(ctx, p).is_err() {
-        return (TC_ACT_SHOT, Reason::DropError);
-    }
+    nat::dec_ttl(ctx, p)?;
     if is_l3(out) {
         // No neighbours on an L3 device: a plain redirect, which strips
         // any Ethernet header for a device that has none
         // (__bpf_redirect_no_mac).
-        return (skb::redirect(out), Reason::FwdRedirect);
+        return Ok(Verdict::new(skb::redirect(out), Reason::FwdRedirect));
     }
-    if p.l3 == 0 && push_eth(ctx).is_err() {
-        return (TC_ACT_SHOT, Reason::DropError);
+    if p.l3 == 0 {
+        push_eth(ctx)?;
     }
-    (
-        skb::redirect_neigh_v4(out, fp.nexthop_v4()),
-        Reason::FwdRedirect,
-    )
+    let action = skb::redirect_neigh_v4(out, fp.nexthop_v4());
+    Ok(Verdict::new(action, Reason::FwdRedirect))
 }
 
 /// A packet from an L3 device (tun, wireguard) has no link header, and
@@ -124,7 +120,8 @@ pub fn forward(ctx: &TcContext, p: &Packet, src: u32, dst: u32) -> (i32, Reason)
 /// pushes zeroed room for a MAC header, which redirect_neigh then strips
 /// and replaces with the real one. Only the EtherType must be right.
 #[inline(always)]
-fn push_eth(ctx: &TcContext) -> Result<(), ()> {
-    skb::change_head(ctx, ETH_HLEN).map_err(drop)?;
-    skb::store(ctx, ETH_TYPE, &ETH_P_IP.to_be_bytes(), Store::PLAIN).map_err(drop)
+fn push_eth(ctx: &TcContext) -> Result<(), RewriteError> {
+    skb::change_head(ctx, ETH_HLEN).map_err(|_| RewriteError::ChangeHead)?;
+    skb::store(ctx, ETH_TYPE, &ETH_P_IP.to_be_bytes(), Store::PLAIN)
+        .map_err(|_| RewriteError::StoreEthType)
 }

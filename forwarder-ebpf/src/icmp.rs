@@ -6,12 +6,12 @@
 //! over all of that, or path-MTU discovery breaks (cilium/cilium#47755 is
 //! this bug in a big project). tailscale0's MTU 1280 puts it on the main path.
 use aya_ebpf::programs::TcContext;
-use forwarder_common::{FlowKey, Hook, Reason, AF_INET, PROTO_TCP, PROTO_UDP};
+use forwarder_common::{FlowEntry, FlowKey, Hook, Reason, AF_INET, PROTO_TCP, PROTO_UDP};
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
     deliver,
-    fib::TC_ACT_SHOT,
+    error::{log_rewrite_failed, RewriteError},
     handled_here,
     hdr::{
         ICMP_CHECK, ICMP_QUOTE, IPV4_HLEN, IPV4_VIHL_PLAIN, IP_CHECK, IP_DST, IP_SRC, L4_DPORT,
@@ -23,6 +23,7 @@ use crate::{
     },
     maps, nat,
     parse::Packet,
+    verdict::Verdict,
 };
 
 /// The embedded header as found in the error.
@@ -87,27 +88,28 @@ fn replace<T: CsumWord + PartialEq>(
     old: T,
     new: T,
     also: Option<usize>,
-) -> Result<(), ()> {
+) -> Result<(), RewriteError> {
     if old == new {
         return Ok(());
     }
     if let Some(c) = also {
         replace_csum_only(ctx, icmp_csum, c, old, new)?;
     }
-    skb::l4_csum_replace(ctx, icmp_csum, old, new, L4Csum::PLAIN).map_err(drop)?;
-    skb::store(ctx, off, &new, Store::PLAIN).map_err(drop)
+    skb::l4_csum_replace(ctx, icmp_csum, old, new, L4Csum::PLAIN)
+        .map_err(|_| RewriteError::L4Csum)?;
+    skb::store(ctx, off, &new, Store::PLAIN).map_err(|_| RewriteError::StoreQuoted)
 }
 
 /// Translates an ICMP error about a tracked flow; an error that is not ours
-/// (here) gets TCX_NEXT and `PassNoMatch`. A plain pair, not an Option:
+/// (here) gets TCX_NEXT and `PassNoMatch`. A `Verdict`, not an Option:
 /// this is a BPF-to-BPF call, and BTF cannot describe the layout Rust gives
 /// `Option<(i32, Reason)>` (a union member at a non-zero offset), which
-/// makes the kernel refuse the object's BTF.
+/// makes the kernel refuse the object's BTF (and see `verdict` on pairs).
 // A BPF-to-BPF call rather than inlined: its locals get their own frame
 // instead of adding to the caller's (512-byte stack limit).
 #[inline(never)]
-pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> (i32, Reason) {
-    const NOT_OURS: (i32, Reason) = (crate::TCX_NEXT, Reason::PassNoMatch);
+pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> Verdict {
+    const NOT_OURS: Verdict = Verdict::next(Reason::PassNoMatch);
     // The quoted IPv4 header and the 8 bytes after it are read directly.
     crate::parse::pull(ctx, p.l4 + ICMP_QUOTE + IPV4_HLEN + QUOTED_L4_MIN);
     let Some(i) = parse_inner(ctx, p) else {
@@ -137,44 +139,39 @@ pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> (i32, Reason) {
     // An error sent by the peer itself names the peer as outer source: it
     // becomes the translated peer, like every other packet of the flow.
     let outer_src = if p.src == i.dst { new_src } else { p.src };
-    let icmp_csum = p.l4 + ICMP_CHECK;
-    let ip_csum = Some(i.l3 + IP_CHECK);
-    let done = replace(ctx, icmp_csum, i.l3 + IP_SRC, i.src, new_dst, ip_csum)
-        .and_then(|_| replace(ctx, icmp_csum, i.l3 + IP_DST, i.dst, new_src, ip_csum))
-        .and_then(|_| {
-            // The embedded L4 checksum covers the pseudo-header addresses.
-            match i.l4_csum {
-                Some(c) => replace_csum_only(ctx, icmp_csum, c, i.src, new_dst)
-                    .and_then(|_| replace_csum_only(ctx, icmp_csum, c, i.dst, new_src)),
-                None => Ok(()),
-            }
-        })
-        .and_then(|_| {
-            replace(
-                ctx,
-                icmp_csum,
-                i.l4 + L4_SPORT,
-                i.sport,
-                e.new_dport,
-                i.l4_csum,
-            )
-        })
-        .and_then(|_| {
-            replace(
-                ctx,
-                icmp_csum,
-                i.l4 + L4_DPORT,
-                i.dport,
-                e.new_sport,
-                i.l4_csum,
-            )
-        })
-        .and_then(|_| nat::set_addr(ctx, p, IP_DST, p.dst, new_dst))
-        .and_then(|_| nat::set_addr(ctx, p, IP_SRC, p.src, outer_src));
-    if done.is_err() {
-        return (TC_ACT_SHOT, Reason::DropError);
+    if let Err(err) = translate_back(ctx, p, &i, e, outer_src) {
+        log_rewrite_failed(ctx, e.rule_id, err);
+        return Verdict::shot(Reason::DropError);
     }
     deliver(ctx, p, hook, e, outer_src, new_dst)
+}
+
+/// Rewrites the quoted packet back to what its sender sent (addresses,
+/// ports, both embedded checksums) and the outer header to the flow's
+/// peer, keeping the ICMP checksum right at every step.
+#[inline(always)]
+fn translate_back(
+    ctx: &TcContext,
+    p: &Packet,
+    i: &Inner,
+    e: &FlowEntry,
+    outer_src: u32,
+) -> Result<(), RewriteError> {
+    let (new_src, new_dst) = (e.new_src[0], e.new_dst[0]);
+    let icmp_csum = p.l4 + ICMP_CHECK;
+    let ip_csum = Some(i.l3 + IP_CHECK);
+    replace(ctx, icmp_csum, i.l3 + IP_SRC, i.src, new_dst, ip_csum)?;
+    replace(ctx, icmp_csum, i.l3 + IP_DST, i.dst, new_src, ip_csum)?;
+    if let Some(c) = i.l4_csum {
+        // The embedded L4 checksum covers the pseudo-header addresses.
+        replace_csum_only(ctx, icmp_csum, c, i.src, new_dst)?;
+        replace_csum_only(ctx, icmp_csum, c, i.dst, new_src)?;
+    }
+    let (sport, dport) = (i.l4 + L4_SPORT, i.l4 + L4_DPORT);
+    replace(ctx, icmp_csum, sport, i.sport, e.new_dport, i.l4_csum)?;
+    replace(ctx, icmp_csum, dport, i.dport, e.new_sport, i.l4_csum)?;
+    nat::set_addr(ctx, p, IP_DST, p.dst, new_dst)?;
+    nat::set_addr(ctx, p, IP_SRC, p.src, outer_src)
 }
 
 /// Updates the embedded checksum at `c` for a value it covers changing
@@ -188,14 +185,15 @@ fn replace_csum_only<T: CsumWord + PartialEq>(
     c: usize,
     old: T,
     new: T,
-) -> Result<(), ()> {
+) -> Result<(), RewriteError> {
     if old == new {
         return Ok(());
     }
-    let before: u16 = skb::load(ctx, c).map_err(drop)?;
+    let before: u16 = skb::load(ctx, c).map_err(|_| RewriteError::Load)?;
     // An embedded checksum is plain data here: l3_csum_replace updates it
     // without any of the L4 helper's skb checksum-state handling.
-    skb::l3_csum_replace(ctx, c, old, new).map_err(drop)?;
-    let after: u16 = skb::load(ctx, c).map_err(drop)?;
-    skb::l4_csum_replace(ctx, icmp_csum, before, after, L4Csum::PLAIN).map_err(drop)
+    skb::l3_csum_replace(ctx, c, old, new).map_err(|_| RewriteError::QuotedCsum)?;
+    let after: u16 = skb::load(ctx, c).map_err(|_| RewriteError::Load)?;
+    skb::l4_csum_replace(ctx, icmp_csum, before, after, L4Csum::PLAIN)
+        .map_err(|_| RewriteError::L4Csum)
 }

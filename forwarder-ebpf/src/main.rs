@@ -8,6 +8,7 @@
 
 mod conntrack;
 mod counters;
+mod error;
 mod fib;
 mod hdr;
 mod helpers;
@@ -17,6 +18,7 @@ mod mss;
 mod nat;
 mod parse;
 mod path;
+mod verdict;
 mod xdp;
 
 use aya_ebpf::{
@@ -25,24 +27,21 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::{TcContext, XdpContext},
 };
-use aya_log_ebpf::{debug, error};
+use aya_log_ebpf::debug;
+use error::log_rewrite_failed;
 use forwarder_common::{
     AllowKey, FlowEntry, Hook, ListenerKey, Reason, AF_INET, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK,
     IFACE_EGRESS_NAT, LISTEN_ALLOWLIST, LISTEN_REJECT, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
     RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL,
 };
 use hdr::{
-    ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_ECHOREPLY, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED, IP_DST,
-    IP_SRC, L4_DPORT, L4_SPORT, TCP_ACK, TCP_SYN,
+    ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_ECHOREPLY, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED, TCP_ACK,
+    TCP_SYN,
 };
 use helpers::{frame::Frame, skb};
 use parse::Packet;
 
-use crate::fib::{TC_ACT_OK, TC_ACT_SHOT};
-
-/// TCX: let the next program in the chain (or the stack) have the packet.
-/// Used for everything we leave untouched so we compose with other TCX users.
-const TCX_NEXT: i32 = -1;
+use verdict::{Verdict, TCX_NEXT};
 
 /// TC ingress on every interface the rules use (listening and backend
 /// side): creates flows, translates, redirects.
@@ -83,12 +82,12 @@ fn run(ctx: &TcContext, hook: Hook) -> i32 {
         return TCX_NEXT;
     }
     let len = ctx.len();
-    let (verdict, reason) = match parse::ipv4(ctx, iface.flags) {
+    let verdict = match parse::ipv4(ctx, iface.flags) {
         Ok(p) => handle(ctx, &p, ifindex, len, hook),
-        Err(reason) => (TCX_NEXT, reason),
+        Err(reason) => Verdict::next(reason),
     };
-    counters::count_iface(iface.slot, hook, reason, len);
-    verdict
+    counters::count_iface(iface.slot, hook, verdict.reason(), len);
+    verdict.action()
 }
 
 /// Whether a packet matching flow entry `e` is translated at `hook`.
@@ -105,7 +104,7 @@ pub fn handled_here(e: &FlowEntry, hook: Hook) -> bool {
 }
 
 #[inline(always)]
-fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i32, Reason) {
+fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> Verdict {
     let tracked = match p.proto {
         PROTO_TCP | PROTO_UDP => true,
         PROTO_ICMP => match p.icmp_type {
@@ -118,12 +117,12 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
         _ => false,
     };
     if !tracked {
-        return (TCX_NEXT, Reason::PassNoMatch);
+        return Verdict::next(Reason::PassNoMatch);
     }
     let key = conntrack::key_of(p);
     if let Some(flow) = maps::flow(key) {
         if !handled_here(flow.entry(), hook) {
-            return (TCX_NEXT, Reason::PassNoMatch);
+            return Verdict::next(Reason::PassNoMatch);
         }
         if hook == Hook::TcIngress && conntrack::auto_probe(p, flow.entry(), &key) {
             // Forgotten: fall through and create it anew, SNATed.
@@ -135,7 +134,7 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
         }
     }
     if hook != Hook::TcIngress || p.proto == PROTO_ICMP {
-        return (TCX_NEXT, Reason::PassNoMatch);
+        return Verdict::next(Reason::PassNoMatch);
     }
     let lkey = ListenerKey {
         addr: [p.dst, 0, 0, 0],
@@ -145,7 +144,7 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
         family: AF_INET,
     };
     let Some(l) = maps::listener(lkey) else {
-        return (TCX_NEXT, Reason::PassNoMatch);
+        return Verdict::next(Reason::PassNoMatch);
     };
     let rule_id = l.rule_id;
     if l.flags & LISTEN_ALLOWLIST != 0 {
@@ -161,16 +160,16 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
             // Reject: the untouched packet meets the stack, which answers
             // exactly as for a closed port (RST / port unreachable).
             return if l.flags & LISTEN_REJECT != 0 {
-                (TC_ACT_OK, Reason::PassDenied)
+                Verdict::ok(Reason::PassDenied)
             } else {
-                (TC_ACT_SHOT, Reason::DropDenied)
+                Verdict::shot(Reason::DropDenied)
             };
         }
     }
     if p.proto == PROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN {
         // Mid-stream packet of a flow we do not know (expired, or from
         // before we started): the stack answers it like a closed port.
-        return (TCX_NEXT, Reason::PassUntracked);
+        return Verdict::next(Reason::PassUntracked);
     }
     // Decided first, then created: two calls in a row rather than one
     // inside the other keeps the call chain's stack under 512 bytes.
@@ -182,12 +181,12 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
             _ => RULE_DROP_ERROR,
         };
         counters::count_rule_drop(rule_id, drop);
-        return (TC_ACT_SHOT, reason);
+        return Verdict::shot(reason);
     }
     let Some(flow) = maps::flow(key) else {
         // Swept or replaced by another CPU in the meantime: let the
         // client's retransmission try again.
-        return (TC_ACT_SHOT, Reason::DropError);
+        return Verdict::shot(Reason::DropError);
     };
     let flags = flow.entry().flags;
     counters::count_new_flow(rule_id, flags & FLOW_SNAT != 0, flags & FLOW_VIA_STACK != 0);
@@ -210,38 +209,13 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
 /// Applies `e`'s translation to the packet and sends it on.
 // Not inlined: own stack frame (see `conntrack::create`).
 #[inline(never)]
-fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> (i32, Reason) {
-    let (src, dst) = (e.new_src[0], e.new_dst[0]);
-    let rewritten = nat::set_addr(ctx, p, IP_SRC, p.src, src)
-        .and_then(|_| nat::set_addr(ctx, p, IP_DST, p.dst, dst))
-        .and_then(|_| nat::set_port(ctx, p, L4_SPORT, p.sport, e.new_sport))
-        .and_then(|_| {
-            // ICMP echo carries one identifier, already rewritten above.
-            if p.proto == PROTO_ICMP {
-                Ok(())
-            } else {
-                nat::set_port(ctx, p, L4_DPORT, p.dport, e.new_dport)
-            }
-        })
-        .and_then(|_| {
-            if e.mss != 0
-                && p.proto == PROTO_TCP
-                && p.tcp_flags & TCP_SYN != 0
-                && mss::clamp(ctx, p, e.mss)?
-            {
-                counters::count_mss_clamped(e.rule_id);
-            }
-            Ok(())
-        });
-    if rewritten.is_err() {
-        error!(
-            ctx,
-            "rule {}: rewriting a packet failed, dropped", e.rule_id
-        );
+fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict {
+    if let Err(err) = nat::apply(ctx, p, e) {
+        log_rewrite_failed(ctx, e.rule_id, err);
         counters::count_rule_drop(e.rule_id, RULE_DROP_ERROR);
-        return (TC_ACT_SHOT, Reason::DropError);
+        return Verdict::shot(Reason::DropError);
     }
-    deliver(ctx, p, hook, e, src, dst)
+    deliver(ctx, p, hook, e, e.new_src[0], e.new_dst[0])
 }
 
 /// Sends a translated packet on: at egress it simply continues; at ingress
@@ -254,14 +228,20 @@ pub fn deliver(
     e: &FlowEntry,
     src: u32,
     dst: u32,
-) -> (i32, Reason) {
+) -> Verdict {
     if hook == Hook::TcEgress {
-        return (TC_ACT_OK, Reason::FwdEgress);
+        return Verdict::ok(Reason::FwdEgress);
     }
     if e.flags & FLOW_VIA_STACK != 0 {
-        return (TC_ACT_OK, Reason::FwdStack);
+        return Verdict::ok(Reason::FwdStack);
     }
-    fib::forward(ctx, p, src, dst)
+    match fib::forward(ctx, p, src, dst) {
+        Ok(sent) => sent,
+        Err(err) => {
+            log_rewrite_failed(ctx, e.rule_id, err);
+            Verdict::shot(Reason::DropError)
+        }
+    }
 }
 
 #[cfg(not(test))]

@@ -4,6 +4,7 @@
 use aya_ebpf::programs::TcContext;
 
 use crate::{
+    error::RewriteError,
     hdr::{TCPOLEN_MSS, TCPOPT_EOL, TCPOPT_MSS, TCPOPT_NOP, TCP_CHECK, TCP_HLEN},
     helpers::skb::{self, L4Csum, Store},
     parse::Packet,
@@ -14,7 +15,7 @@ use crate::{
 /// linear by the parser only up to the fixed part, so options are read with
 /// ctx.load (bpf_skb_load_bytes), which copes with any layout.
 #[inline(always)]
-pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, ()> {
+pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, RewriteError> {
     let opts = p.l4 + TCP_HLEN;
     let end = p.l4 + p.tcp_hlen as usize;
     let mut off = opts;
@@ -31,7 +32,7 @@ pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, ()> {
         if off + 2 > end {
             return Ok(false);
         }
-        let [kind, len]: [u8; 2] = skb::load(ctx, off).map_err(drop)?;
+        let [kind, len]: [u8; 2] = skb::load(ctx, off).map_err(|_| RewriteError::Mss)?;
         if kind == TCPOPT_EOL {
             return Ok(false);
         }
@@ -45,7 +46,7 @@ pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, ()> {
         }
         if kind == TCPOPT_MSS && len == TCPOLEN_MSS {
             let at = off + 2;
-            let raw: [u8; 2] = skb::load(ctx, at).map_err(drop)?;
+            let raw: [u8; 2] = skb::load(ctx, at).map_err(|_| RewriteError::Mss)?;
             if u16::from_be_bytes(raw) <= clamp {
                 return Ok(false);
             }
@@ -60,8 +61,9 @@ pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, ()> {
             } else {
                 (old_w, new_w)
             };
-            skb::l4_csum_replace(ctx, p.l4 + TCP_CHECK, o, n, L4Csum::PLAIN).map_err(drop)?;
-            skb::store(ctx, at, &new, Store::PLAIN).map_err(drop)?;
+            skb::l4_csum_replace(ctx, p.l4 + TCP_CHECK, o, n, L4Csum::PLAIN)
+                .map_err(|_| RewriteError::Mss)?;
+            skb::store(ctx, at, &new, Store::PLAIN).map_err(|_| RewriteError::Mss)?;
             return Ok(true);
         }
         off += len as usize;

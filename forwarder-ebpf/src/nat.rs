@@ -7,13 +7,41 @@
 //! not; UDP adds BPF_F_MARK_MANGLED_0 because a zero UDP checksum means
 //! "none" and must stay zero. ICMP has no pseudo-header.
 use aya_ebpf::programs::TcContext;
-use forwarder_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use forwarder_common::{FlowEntry, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 use crate::{
-    hdr::{ICMP_CHECK, ICMP_ECHO_ID, IP_CHECK, IP_TTL, TCP_CHECK, UDP_CHECK},
+    counters,
+    error::RewriteError,
+    hdr::{
+        ICMP_CHECK, ICMP_ECHO_ID, IP_CHECK, IP_DST, IP_SRC, IP_TTL, L4_DPORT, L4_SPORT, TCP_CHECK,
+        TCP_SYN, UDP_CHECK,
+    },
     helpers::skb::{self, L4Csum, Store},
+    mss,
     parse::Packet,
 };
+
+/// Rewrites the packet to flow entry `e`'s tuple: addresses, ports (the
+/// identifier of an ICMP echo), and the MSS option of a SYN when the rule
+/// clamps it. Stops at the first step that fails.
+#[inline(always)]
+pub fn apply(ctx: &TcContext, p: &Packet, e: &FlowEntry) -> Result<(), RewriteError> {
+    set_addr(ctx, p, IP_SRC, p.src, e.new_src[0])?;
+    set_addr(ctx, p, IP_DST, p.dst, e.new_dst[0])?;
+    set_port(ctx, p, L4_SPORT, p.sport, e.new_sport)?;
+    // ICMP echo carries one identifier, already rewritten above.
+    if p.proto != PROTO_ICMP {
+        set_port(ctx, p, L4_DPORT, p.dport, e.new_dport)?;
+    }
+    if e.mss != 0
+        && p.proto == PROTO_TCP
+        && p.tcp_flags & TCP_SYN != 0
+        && mss::clamp(ctx, p, e.mss)?
+    {
+        counters::count_mss_clamped(e.rule_id);
+    }
+    Ok(())
+}
 
 /// Where the L4 checksum sits and how the helper must treat it.
 #[inline(always)]
@@ -27,21 +55,34 @@ fn l4_csum_of(p: &Packet) -> Option<(usize, L4Csum)> {
 
 /// Rewrites the source (`field` = IP_SRC) or destination (IP_DST) address.
 #[inline(always)]
-pub fn set_addr(ctx: &TcContext, p: &Packet, field: usize, old: u32, new: u32) -> Result<(), ()> {
+pub fn set_addr(
+    ctx: &TcContext,
+    p: &Packet,
+    field: usize,
+    old: u32,
+    new: u32,
+) -> Result<(), RewriteError> {
     if old == new {
         return Ok(());
     }
     if let Some((off, what)) = l4_csum_of(p) {
-        skb::l4_csum_replace(ctx, off, old, new, what.pseudo_header()).map_err(drop)?;
+        skb::l4_csum_replace(ctx, off, old, new, what.pseudo_header())
+            .map_err(|_| RewriteError::L4Csum)?;
     }
-    skb::l3_csum_replace(ctx, p.l3 + IP_CHECK, old, new).map_err(drop)?;
-    skb::store(ctx, p.l3 + field, &new, Store::PLAIN).map_err(drop)
+    skb::l3_csum_replace(ctx, p.l3 + IP_CHECK, old, new).map_err(|_| RewriteError::L3Csum)?;
+    skb::store(ctx, p.l3 + field, &new, Store::PLAIN).map_err(|_| RewriteError::StoreAddr)
 }
 
 /// Rewrites the source (`field` = L4_SPORT) or destination (L4_DPORT)
 /// port; for ICMP echo the identifier, whatever `field` says.
 #[inline(always)]
-pub fn set_port(ctx: &TcContext, p: &Packet, field: usize, old: u16, new: u16) -> Result<(), ()> {
+pub fn set_port(
+    ctx: &TcContext,
+    p: &Packet,
+    field: usize,
+    old: u16,
+    new: u16,
+) -> Result<(), RewriteError> {
     if old == new {
         return Ok(());
     }
@@ -49,29 +90,30 @@ pub fn set_port(ctx: &TcContext, p: &Packet, field: usize, old: u16, new: u16) -
         PROTO_ICMP => (p.l4 + ICMP_ECHO_ID, p.l4 + ICMP_CHECK, L4Csum::PLAIN),
         _ => match l4_csum_of(p) {
             Some((c, what)) => (p.l4 + field, c, what),
-            None => return Err(()),
+            None => return Err(RewriteError::NoPorts),
         },
     };
     // A UDP datagram without checksum (0) has no checksum change to balance
     // the port change, so on a CHECKSUM_COMPLETE skb the store itself must
     // update skb->csum, or the stack is handed a stale packet sum. (With a
     // checksum the two changes cancel out and skb->csum stays right.)
-    let no_csum = p.proto == PROTO_UDP && skb::load::<u16>(ctx, csum).map_err(drop)? == 0;
+    let no_csum =
+        p.proto == PROTO_UDP && skb::load::<u16>(ctx, csum).map_err(|_| RewriteError::Load)? == 0;
     let how = if no_csum {
         Store::RECOMPUTE_CSUM
     } else {
         Store::PLAIN
     };
-    skb::l4_csum_replace(ctx, csum, old, new, what).map_err(drop)?;
-    skb::store(ctx, field, &new, how).map_err(drop)
+    skb::l4_csum_replace(ctx, csum, old, new, what).map_err(|_| RewriteError::L4Csum)?;
+    skb::store(ctx, field, &new, how).map_err(|_| RewriteError::StorePort)
 }
 
 /// Decrements the TTL (we bypass the stack's forwarding, which would).
 #[inline(always)]
-pub fn dec_ttl(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
+pub fn dec_ttl(ctx: &TcContext, p: &Packet) -> Result<(), RewriteError> {
     // TTL shares a 16-bit checksum word with the protocol byte.
     let old = u16::from_ne_bytes([p.ttl, p.proto]);
     let new = u16::from_ne_bytes([p.ttl - 1, p.proto]);
-    skb::l3_csum_replace(ctx, p.l3 + IP_CHECK, old, new).map_err(drop)?;
-    skb::store(ctx, p.l3 + IP_TTL, &(p.ttl - 1), Store::PLAIN).map_err(drop)
+    skb::l3_csum_replace(ctx, p.l3 + IP_CHECK, old, new).map_err(|_| RewriteError::L3Csum)?;
+    skb::store(ctx, p.l3 + IP_TTL, &(p.ttl - 1), Store::PLAIN).map_err(|_| RewriteError::StoreTtl)
 }
