@@ -8,7 +8,7 @@ use forwarder_common::{
 
 use crate::{
     helpers::{ktime_coarse_ns, prandom_u32},
-    maps::{self, AUTO_SNAT, FLOWS},
+    maps::{self, FlowRef, AUTO_SNAT, FLOWS},
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     path,
 };
@@ -53,18 +53,11 @@ fn seen_bits(tcp_flags: u8) -> u8 {
 
 /// Accounts a packet on an existing entry and records TCP flags.
 #[inline(always)]
-pub fn touch(e: *mut FlowEntry, p: &Packet, len: u32) {
+pub fn touch(flow: FlowRef, p: &Packet, len: u32) {
+    flow.account(len);
+    let e = flow.as_ptr();
     // SAFETY: e points into a map value that stays valid for this run.
-    // The bpfel target has no atomic read-modify-write in `core`, so these
-    // are plain adds: exact while one CPU handles a flow direction at a time
-    // (RSS/RPS keep a flow on one queue), approximate otherwise.
     unsafe {
-        // The coarse clock (CLOCK_MONOTONIC at tick resolution) is a cached
-        // read, not a clocksource access: per packet that matters, and the
-        // sweeper's timeouts are seconds.
-        (*e).last_seen_ns = ktime_coarse_ns();
-        (*e).packets += 1;
-        (*e).bytes += len as u64;
         if p.proto == PROTO_TCP {
             let seen = seen_bits(p.tcp_flags);
             let old = (*e).tcp_seen;

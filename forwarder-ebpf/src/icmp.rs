@@ -10,9 +10,8 @@ use forwarder_common::{FlowEntry, FlowKey, Hook, Reason, AF_INET, PROTO_TCP, PRO
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
-    deliver,
     error::{log_rewrite_failed, RewriteError},
-    handled_here,
+    flow::handled_here,
     hdr::{
         ICMP_CHECK, ICMP_QUOTE, IPV4_HLEN, IPV4_VIHL_PLAIN, IP_CHECK, IP_DST, IP_SRC, L4_DPORT,
         L4_SPORT, QUOTED_L4_MIN, TCP_CHECK, UDP_CHECK, UDP_HLEN,
@@ -23,6 +22,7 @@ use crate::{
     },
     maps, nat,
     parse::Packet,
+    tc,
     verdict::Verdict,
 };
 
@@ -111,7 +111,7 @@ fn replace<T: CsumWord + PartialEq>(
 pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> Verdict {
     const NOT_OURS: Verdict = Verdict::next(Reason::PassNoMatch);
     // The quoted IPv4 header and the 8 bytes after it are read directly.
-    crate::parse::pull(ctx, p.l4 + ICMP_QUOTE + IPV4_HLEN + QUOTED_L4_MIN);
+    ctx.pull(p.l4 + ICMP_QUOTE + IPV4_HLEN + QUOTED_L4_MIN);
     let Some(i) = parse_inner(ctx, p) else {
         return NOT_OURS;
     };
@@ -143,7 +143,7 @@ pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> Verdict {
         log_rewrite_failed(ctx, e.rule_id, err);
         return Verdict::shot(Reason::DropError);
     }
-    deliver(ctx, p, hook, e, outer_src, new_dst)
+    tc::deliver(ctx, p, hook, e, outer_src, new_dst)
 }
 
 /// Rewrites the quoted packet back to what its sender sent (addresses,

@@ -1,6 +1,7 @@
 //! Map definitions. Names come from `forwarder_common::maps` so userspace
 //! finds them; the flow table's size is set by the daemon at load time
 //! (`conntrack_max` x 2 entries, one per direction).
+use crate::helpers::ktime_coarse_ns;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
@@ -78,6 +79,22 @@ impl FlowRef {
     #[inline(always)]
     pub fn as_ptr(self) -> *mut FlowEntry {
         self.0
+    }
+
+    /// Accounts a packet of `len` bytes: last seen now, packets, bytes.
+    /// The same for TC and XDP.
+    #[inline(always)]
+    pub fn account(self, len: u32) {
+        let e = self.0;
+        // SAFETY: a live map value (see the type). The bpfel target has no
+        // atomic read-modify-write in `core`, so these are plain adds:
+        // exact while one CPU handles a flow direction at a time (RSS/RPS
+        // keep a flow on one queue), approximate otherwise.
+        unsafe {
+            (*e).last_seen_ns = ktime_coarse_ns();
+            (*e).packets += 1;
+            (*e).bytes += len as u64;
+        }
     }
 }
 

@@ -1,8 +1,14 @@
-//! Header parsing with direct packet access. Every pointer is bounds-checked
-//! against data_end right before use: the verifier tracks the check only on
-//! the register that was compared, so the shape below is deliberate.
-use aya_ebpf::programs::TcContext;
-use forwarder_common::{Reason, IFACE_L3, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+//! Header parsing with direct packet access, one parser for TC and XDP
+//! (`Frame`). Every header is bounds-checked against data_end right before
+//! use: the verifier tracks the check only on the register that was
+//! compared, so the shape below is deliberate.
+//!
+//! IPv4 only today. The shape an IPv6 path fits into: `packet` picks the
+//! family, `ipv4` fills `Packet` from its header, `l4` (family-independent)
+//! the ports and flags; an `ipv6` would walk its extension headers to the
+//! same `l4`. `Packet`'s addresses would then take the flow key's
+//! `[u32; 4]` form.
+use forwarder_common::{Reason, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use network_types::{icmp::Icmpv4Hdr, ip::Ipv4Hdr, udp::UdpHdr};
 
 use crate::{
@@ -10,7 +16,7 @@ use crate::{
         ETH_HLEN, ETH_P_IP, ETH_TYPE, ICMP_ECHO, ICMP_ECHOREPLY, ICMP_HLEN, IPV4_HLEN,
         IP_MF_OFFSET, L4_DPORT, L4_SPORT, TCP_DOFF, TCP_FLAGS, TCP_HLEN, UDP_HLEN,
     },
-    helpers::{frame::Frame, skb},
+    helpers::frame::Frame,
 };
 
 // Re-exported for conntrack, which reads the flags of `Packet`.
@@ -41,28 +47,22 @@ pub struct Packet {
     pub icmp_type: u8,
 }
 
-/// Makes the first `upto` bytes linear so direct access sees them (GRO'd
-/// or sendfile skbs may hold anything past the headers in frags). A no-op
-/// when they already are. Never more than what is read: pulling payload
-/// into the linear part costs a copy, often a reallocation, per packet.
-#[inline(always)]
-pub fn pull(ctx: &TcContext, upto: usize) {
-    let len = ctx.len() as usize;
-    let want = if len < upto { len } else { upto };
-    if ctx.data() + want > ctx.data_end() {
-        // A failure leaves the skb as it was: the bounds checks that follow
-        // then refuse what is still out of reach.
-        let _ = skb::pull_data(ctx, want);
+impl Packet {
+    /// The L4 length (TCP/UDP header and payload) as the IP header says.
+    #[inline(always)]
+    pub fn l4_len(&self) -> u16 {
+        self.tot_len - IPV4_HLEN as u16
     }
 }
 
-/// Finds the IPv4 header (after Ethernet, or at 0 on L3 devices) and rejects
-/// what the NAT must not touch, with the reason it is counted under.
+/// Finds the IP header (after Ethernet, or at 0 on an L3 device: tun,
+/// wireguard) and parses the packet, or says why the NAT must not touch it
+/// (the reason it is counted under).
 #[inline(always)]
-pub fn ipv4(ctx: &TcContext, iface_flags: u32) -> Result<Packet, Reason> {
-    let l3 = if iface_flags & IFACE_L3 != 0 {
-        // tun/wireguard: no link header; skb->protocol says what L3 is.
-        if skb::protocol(ctx) != ETH_P_IP {
+pub fn packet<F: Frame>(ctx: &F, l3_device: bool) -> Result<Packet, Reason> {
+    let l3 = if l3_device {
+        // No link header; skb->protocol says what L3 is.
+        if ctx.link_protocol() != Some(ETH_P_IP) {
             return Err(Reason::PassNotIpv4);
         }
         0
@@ -73,7 +73,14 @@ pub fn ipv4(ctx: &TcContext, iface_flags: u32) -> Result<Packet, Reason> {
         }
         ETH_HLEN
     };
-    pull(ctx, l3 + PULL_L4);
+    ctx.pull(l3 + PULL_L4);
+    ipv4(ctx, l3)
+}
+
+/// The IPv4 header at `l3` and what follows it. Refuses fragments (no
+/// ports after the first) and options (the rewrite offsets assume none).
+#[inline(always)]
+fn ipv4<F: Frame>(ctx: &F, l3: usize) -> Result<Packet, Reason> {
     let h: &Ipv4Hdr = ctx.header(l3).ok_or(Reason::PassMalformed)?;
     if h.version() != 4 {
         return Err(Reason::PassMalformed);
@@ -106,7 +113,14 @@ pub fn ipv4(ctx: &TcContext, iface_flags: u32) -> Result<Packet, Reason> {
         tcp_hlen: 0,
         icmp_type: 0,
     };
-    let l4_len = tot_len as usize - IPV4_HLEN;
+    l4(ctx, &mut p, tot_len as usize - IPV4_HLEN)?;
+    Ok(p)
+}
+
+/// Ports and flags of the L4 header at `p.l4`, `l4_len` bytes long by the
+/// IP header. Other protocols keep zero ports.
+#[inline(always)]
+fn l4<F: Frame>(ctx: &F, p: &mut Packet, l4_len: usize) -> Result<(), Reason> {
     match p.proto {
         PROTO_TCP => {
             // Bytes, not network-types' TcpHdr: its data offset and flags
@@ -146,5 +160,5 @@ pub fn ipv4(ctx: &TcContext, iface_flags: u32) -> Result<Packet, Reason> {
         }
         _ => {}
     }
-    Ok(p)
+    Ok(())
 }

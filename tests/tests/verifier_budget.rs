@@ -6,7 +6,7 @@
 //! a loop or a branch multiplies the paths (see forwarder-ebpf/src/mss.rs).
 //! It also tracks per-packet cost loosely (stack spills, duplicated code).
 //! Each program gets a ceiling with headroom over what it costs today
-//! (forwarder-ebpf/VERIFIER.md has the history); a change that blows
+//! (forwarder-ebpf/README.md has the history); a change that blows
 //! through one must say why, and raise it on purpose.
 //!
 //! The count depends on the kernel-side log level: `AYA_LOG_LEVEL` is a
@@ -20,14 +20,17 @@ use aya::{
 use forwarder::dataplane::OBJECT;
 use forwarder_tests::require_root;
 
-/// (program, log level, ceiling in verified instructions).
+/// (program, log level, ceiling in verified instructions): about 40 %
+/// over the counts on Linux 6.18 when the ceilings were set (106k, 134k,
+/// 41k, 53k, 2.1k, 2.1k; other kernels verify differently, the test prints
+/// what it finds).
 const BUDGET: &[(&str, u8, u32)] = &[
-    ("fwd_ingress", 0, 200_000),
-    ("fwd_ingress", 3, 240_000),
-    ("fwd_egress", 0, 120_000),
-    ("fwd_egress", 3, 140_000),
-    ("fwd_xdp", 0, 4_000),
-    ("fwd_xdp", 3, 4_000),
+    ("fwd_ingress", 0, 150_000),
+    ("fwd_ingress", 3, 190_000),
+    ("fwd_egress", 0, 60_000),
+    ("fwd_egress", 3, 75_000),
+    ("fwd_xdp", 0, 3_000),
+    ("fwd_xdp", 3, 3_000),
 ];
 
 /// Loads every program of the object at `log_level` and returns each

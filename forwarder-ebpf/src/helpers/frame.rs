@@ -8,6 +8,7 @@ use core::mem::{align_of, size_of};
 use aya_ebpf::programs::{TcContext, XdpContext};
 use network_types::{icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
+use super::skb;
 use crate::hdr::{ETH_HLEN, IPV4_HLEN, TCP_HLEN};
 
 /// Plain wire data: alignment 1 and every bit pattern a valid value, so a
@@ -58,6 +59,16 @@ pub trait Frame {
     /// The packet's length: an skb's includes data not in the linear part.
     fn len(&self) -> u32;
 
+    /// Makes the first `upto` bytes (or all, if fewer) directly readable.
+    /// An XDP frame always is; an skb may hold anything past the headers
+    /// in frags (GRO, sendfile).
+    fn pull(&self, upto: usize);
+
+    /// The L3 protocol (EtherType) the kernel recorded for the packet,
+    /// where there is no link header to read it from: skb->protocol. XDP
+    /// runs only on Ethernet devices and has none.
+    fn link_protocol(&self) -> Option<u16>;
+
     /// The `T` at packet offset `off`, when the linear data holds all of it.
     #[inline(always)]
     fn header<T: Wire>(&self, off: usize) -> Option<&T> {
@@ -97,6 +108,25 @@ impl Frame for TcContext {
     fn len(&self) -> u32 {
         TcContext::len(self)
     }
+
+    /// A no-op when the bytes already are linear. Never more than what is
+    /// read: pulling payload into the linear part costs a copy, often a
+    /// reallocation, per packet.
+    #[inline(always)]
+    fn pull(&self, upto: usize) {
+        let len = TcContext::len(self) as usize;
+        let want = if len < upto { len } else { upto };
+        if self.data() + want > self.data_end() {
+            // A failure leaves the skb as it was: the bounds checks that
+            // follow then refuse what is still out of reach.
+            let _ = skb::pull_data(self, want);
+        }
+    }
+
+    #[inline(always)]
+    fn link_protocol(&self) -> Option<u16> {
+        Some(skb::protocol(self))
+    }
 }
 
 impl Frame for XdpContext {
@@ -111,5 +141,11 @@ impl Frame for XdpContext {
     #[inline(always)]
     fn len(&self) -> u32 {
         (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+    }
+    #[inline(always)]
+    fn pull(&self, _upto: usize) {}
+    #[inline(always)]
+    fn link_protocol(&self) -> Option<u16> {
+        None
     }
 }
