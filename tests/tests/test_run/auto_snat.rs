@@ -23,6 +23,9 @@ use forwarder_tests::testrun::{
     Host, EPHEMERAL_PORTS, HOST_LAN, HOST_VM, LAN_IF, TC_ACT_REDIRECT, VM_IF,
 };
 
+/// How old the flow is when its SYN is retransmitted early.
+const EARLY: Duration = Duration::from_millis(20);
+
 const AUTO: &str = r#"
 [[forward]]
 name = "auto80"
@@ -80,10 +83,15 @@ fn a_syn_retransmitted_without_any_reply_switches_the_backend_to_snat_until_the_
             .fwd("auto81", redirect(l81, c81)),
     );
 
-    // An early retransmission is just another packet of the flow. Early
-    // must not depend on how fast a loaded machine got through the steps
-    // above: for this one packet the flow is stamped as created a minute
-    // ahead of the clock, then as created now, before the real wait.
+    // An early retransmission is just another packet of the flow. Its
+    // flow is made 20 ms old for it: older than a tick of the coarse clock
+    // the program reads (4 ms here; two steps often fit in one tick), so a
+    // probe that does not wait fires here; and 180 ms younger than the
+    // probe time, a margin that what runs between the stamp and the
+    // program (one snapshot of the maps) does not eat, even when slowed.
+    // (Left to the steps above, the age was whatever a loaded machine took
+    // for them: often 0, sometimes over 200 ms.) Then the flow is made new
+    // again for the real wait below.
     let created_ns = |h: &mut Host, at: u64| {
         let e = h.snapshot().unwrap().flows[&orig];
         h.insert_flow(
@@ -95,7 +103,7 @@ fn a_syn_retransmitted_without_any_reply_switches_the_backend_to_snat_until_the_
         )
         .unwrap();
     };
-    created_ns(&mut h, Host::now_ns() + 60_000_000_000);
+    created_ns(&mut h, Host::now_ns() - EARLY.as_nanos() as u64);
     let o = step(
         &mut h,
         &ingress("SYN retransmitted at once", LAN_IF, syn.clone())
