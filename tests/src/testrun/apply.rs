@@ -1,18 +1,23 @@
-//! Everything the harness writes into the dataplane's maps, in one place:
-//! the registered interfaces, the compiled rules (global config,
-//! listeners, allow-list), the egress-translation and XDP-target flags, and
-//! the flow-table state a test sets up directly.
+//! Everything the harness writes into the dataplane's maps, in one place.
 //!
-//! The first part is what the daemon's reconcile writes, re-done here with
-//! the real rules compiler (`rules::compile` + `materialize`); it is meant
-//! to become a call of the daemon's own apply step, so nothing else in the
-//! harness writes a map. The last part (flows, auto-SNAT learning) is state
-//! the programs keep themselves, which tests set to reach a situation (an
-//! adopted table, a swept entry, an aged learning) without waiting for it.
-use std::collections::BTreeMap;
-
-use anyhow::{bail, ensure, Result};
-use forwarder_common::{AutoSnatKey, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, IfaceFlags};
+//! The rules go in the way the daemon puts them in: its own facts stage
+//! (rtnetlink, in the fixture's namespace), `plan` and `apply_maps`, with
+//! a [`Record`] of what the maps hold carried from call to call; so the
+//! listeners, allow-list, SNAT port range, rule names and the MSS of
+//! `mss_clamp = "auto"` are the daemon's, not a copy. What the daemon does
+//! through links (registering an attached interface, the egress flag, the
+//! XDP devmap) is done here by hand, because test_run feeds the programs
+//! without attaching them. The last part (flows, auto-SNAT learning) is
+//! state the programs keep themselves, which tests set to reach a
+//! situation (an adopted table, a swept entry, an aged learning) without
+//! waiting for it.
+use anyhow::{bail, ensure, Context, Result};
+use forwarder::daemon::{
+    apply::{apply_maps, Faults},
+    facts::{self, Facts},
+    plan,
+};
+use forwarder_common::{AutoSnatKey, FlowEntry, FlowKey, IfaceConfig, IfaceFlags};
 
 use super::host::{Host, SLOTS, TS_IF};
 
@@ -43,48 +48,47 @@ impl Host {
         Ok(())
     }
 
-    /// Loads a rules file text through the real rules compiler and writes
-    /// its listeners, allow-list and SNAT port range into the maps (what
-    /// the daemon's reconcile does, minus `mss_clamp = "auto"`, which needs
-    /// the path MTU: use a fixed clamp).
+    /// Loads a rules file text and applies it as the daemon's reconcile
+    /// does to the maps: facts from the namespace (links with their MTUs,
+    /// addresses, the route to every target), `plan`, `apply_maps`.
     pub fn rules(&mut self, text: &str) -> Result<()> {
         let loaded = match rules::load_str("test.toml", text) {
             Ok(l) => l,
             Err(d) => bail!("rules do not load:\n{d}"),
         };
-        let ids = rules::assign_ids(
-            &BTreeMap::new(),
-            loaded.rules.forwards.iter().map(|f| f.name.as_str()),
-        );
-        let compiled = rules::compile(&loaded.rules, &ids)?;
-        let mut states = BTreeMap::new();
-        for (name, _) in SLOTS {
-            states.insert(
-                name.to_string(),
-                rules::IfaceState {
-                    ifindex: self.ifindex(name),
-                    addrs: self.addrs(name)?,
-                },
-            );
-        }
-        let entries = rules::materialize(&compiled, |n| states.get(n).cloned());
+        let facts = self.facts(loaded.rules.forwards.iter().map(|f| f.target.addr))?;
+        let plan = plan::plan(&loaded.rules, &facts, &self.record)?;
+        let missing: Vec<&str> = plan
+            .ifaces
+            .iter()
+            .filter(|i| i.link.is_none())
+            .map(|i| i.name.as_str())
+            .collect();
         ensure!(
-            entries.missing_ifaces.is_empty(),
-            "rules name interfaces the fixture lacks: {:?}",
-            entries.missing_ifaces
+            missing.is_empty(),
+            "rules name interfaces the fixture lacks: {missing:?}"
         );
-        let g = &loaded.rules.global;
-        self.dp
-            .maps
-            .set_config(GlobalConfig::new(g.snat_ports.start(), g.snat_ports.end()))?;
-        for k in entries.allow.keys() {
-            self.dp.maps.insert_allow(k)?;
-        }
-        for (k, v) in &entries.listeners {
-            self.dp.maps.listeners.insert(k, v, 0)?;
-        }
-        self.ids = ids;
+        apply_maps(
+            &mut self.dp,
+            &plan,
+            &mut self.record,
+            &mut Faults::default(),
+        )?;
+        self.ids = plan.ids.clone();
         Ok(())
+    }
+
+    /// The daemon's facts about the fixture's namespace (the calling
+    /// thread is in it, and so is the netlink socket opened here).
+    fn facts(&self, targets: impl IntoIterator<Item = std::net::Ipv4Addr>) -> Result<Facts> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .context("runtime for the netlink facts")?;
+        rt.block_on(async {
+            let handle = facts::connect()?;
+            Facts::gather(&handle, targets, &self.dp).await
+        })
     }
 
     /// Turns egress translation on or off for an interface

@@ -9,7 +9,10 @@
 use std::{collections::BTreeMap, fs::File, os::fd::AsRawFd};
 
 use anyhow::{bail, Context, Result};
-use forwarder::dataplane::{Dataplane, LoadOptions};
+use forwarder::{
+    daemon::plan::Record,
+    dataplane::{Dataplane, LoadOptions},
+};
 
 use crate::netns::{veth, Netns};
 
@@ -20,6 +23,10 @@ pub const HOST_LAN: [u8; 4] = [192, 168, 1, 55];
 pub const HOST_VM: [u8; 4] = [192, 168, 100, 1];
 pub const HOST_TS: [u8; 4] = [100, 100, 1, 1];
 pub const TS_MTU: u32 = 1280;
+/// The MSS the daemon gives `mss_clamp = "auto"` (the default) between the
+/// fixture's veths: their MTU (1500, the default) minus IPv4 and TCP
+/// headers. A forward through tailscale0 gets `TS_MTU - 40`.
+pub const AUTO_MSS: u16 = 1460;
 
 /// Counter slots the fixture gives its interfaces.
 pub(crate) const SLOTS: [(&str, u32); 3] = [(LAN_IF, 0), (VM_IF, 1), (TS_IF, 2)];
@@ -61,6 +68,8 @@ pub struct Host {
     pub ts: u32,
     /// Rule ids by forward name, from the last `rules()` call.
     pub ids: BTreeMap<String, u32>,
+    /// What the daemon's apply step wrote into the maps (`rules()`).
+    pub record: Record,
     // Drop order: leave the namespace, then delete it (and its links).
     _entered: Entered,
     pub peer: Netns,
@@ -97,6 +106,7 @@ impl Host {
             vm,
             ts,
             ids: BTreeMap::new(),
+            record: Record::default(),
             _entered: entered,
             peer,
             ns,
@@ -149,20 +159,6 @@ impl Host {
             .map(|(n, _)| *n)
             .find(|n| self.ifindex(n) == ifindex)
             .unwrap_or("?")
-    }
-
-    /// The IPv4 addresses of a host interface.
-    pub fn addrs(&self, dev: &str) -> Result<Vec<std::net::Ipv4Addr>> {
-        let out = self
-            .ns
-            .output(&["ip", "-j", "-4", "addr", "show", "dev", dev])?;
-        let v: serde_json::Value = serde_json::from_str(&out)?;
-        Ok(v[0]["addr_info"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a["local"].as_str()?.parse().ok())
-            .collect())
     }
 
     /// A permanent neighbour entry in the host namespace: bpf_fib_lookup

@@ -20,9 +20,10 @@
 //!
 //! The parts:
 //! * [`host`]: that fixture, with the dataplane loaded (not attached);
-//! * [`apply`]: everything the harness writes into the maps (interfaces,
-//!   compiled rules, egress/XDP flags, flow-table state): the daemon's
-//!   apply, in one place so that it can become a call of the daemon's own;
+//! * [`apply`]: everything the harness writes into the maps: the rules
+//!   through the daemon's own facts -> plan -> `apply_maps`; by hand only
+//!   what the daemon does through links (interfaces, egress/XDP flags) and
+//!   flow-table state;
 //! * [`prog`]: one program run (the syscall, the contexts, the verdicts);
 //! * [`snapshot`]: every counter and map entry the programs write, and
 //!   what changed between two snapshots;

@@ -20,7 +20,7 @@ use forwarder_common::{
 use forwarder_tests::testrun::{
     frames::{ep, fkey, tcp, CLIENT, VM, VM81},
     tc::*,
-    Host, EPHEMERAL_PORTS, HOST_LAN, HOST_VM, LAN_IF, TC_ACT_REDIRECT, VM_IF,
+    Host, AUTO_MSS, EPHEMERAL_PORTS, HOST_LAN, HOST_VM, LAN_IF, TC_ACT_REDIRECT, VM_IF,
 };
 
 /// How old the flow is when its SYN is retransmitted early.
@@ -145,7 +145,7 @@ fn a_syn_retransmitted_without_any_reply_switches_the_backend_to_snat_until_the_
             tcp_seen: Seen::SYN,
             packets: 1,
             bytes: syn.len() as u64,
-            mss: 0,
+            mss: AUTO_MSS,
         },
     );
     let learned = AutoSnatKey {

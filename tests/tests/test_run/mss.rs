@@ -3,13 +3,18 @@
 //! allows any order, and odd offsets after single-byte NOPs), and left
 //! alone when smaller. A malformed option list is left alone and the SYN
 //! still forwarded. Both entries of the flow record the clamp; segments
-//! without SYN carry no MSS and are not counted as clamped.
+//! without SYN carry no MSS and are not counted as clamped. `auto` (the
+//! default) is the daemon's: the narrower MTU of the path minus 40.
 use forwarder_common::{Reason, PROTO_TCP};
 use forwarder_tests::testrun::{
-    frames::{ep, fkey, tcp, tcp_opts, verify, CLIENT, VM},
+    frames::{ep, fkey, l3, tcp, tcp_opts, verify, Ip, CLIENT, VM},
     tc::*,
-    Host, EPHEMERAL_PORTS, HOST_LAN, HOST_VM, LAN_IF, TC_ACT_REDIRECT, VM_IF,
+    Host, AUTO_MSS, EPHEMERAL_PORTS, HOST_LAN, HOST_TS, HOST_VM, LAN_IF, TC_ACT_REDIRECT, TS_IF,
+    TS_MTU, VM_IF,
 };
+
+/// A tailnet peer behind tailscale0 (see `frames::l3`).
+const TS_CLIENT: Ip = [8, 0, 0, 7];
 
 const MSS: &str = r#"
 [[forward]]
@@ -140,5 +145,81 @@ fn a_larger_mss_is_lowered_on_syn_and_syn_ack_wherever_the_option_sits() {
             )
             .fwd("clamped", redirect(snat, vm)),
         );
+    }
+}
+
+/// `mss_clamp = "auto"` (the default) as the daemon computes it: the
+/// narrower MTU of the listening interface and the interface toward the
+/// target, minus 40.
+const AUTO: &str = r#"
+[[forward]]
+name = "lan"
+in = "vmbr0"
+listen = "192.168.1.55"
+port = 443
+to = "192.168.100.80:443"
+snat = "192.168.100.1"
+
+[[forward]]
+name = "tailnet"
+in = "tailscale0"
+port = 443
+to = "192.168.100.80:443"
+snat = "auto"
+"#;
+
+#[test]
+fn auto_clamps_to_the_narrower_mtu_of_the_path() {
+    let Some(mut h) = Host::for_test(64, AUTO) else {
+        return;
+    };
+    let vm = ep(VM, 443);
+    // MSS 8960 (a jumbo-frame client) and MSS 1460, between two veths of
+    // MTU 1500: the first is lowered to 1460, the second left as it is.
+    let listen = ep(HOST_LAN, 443);
+    for (i, (mss, clamp)) in [(8960u16, Some(AUTO_MSS)), (1460, None)]
+        .into_iter()
+        .enumerate()
+    {
+        let client = ep(CLIENT, 41000 + i as u16);
+        let [hi, lo] = mss.to_be_bytes();
+        let syn = tcp_opts(client, listen, "S", &[2, 4, hi, lo], &[]);
+        let exp = created(true, false);
+        let s = ingress(format!("LAN SYN with MSS {mss}"), LAN_IF, syn)
+            .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
+            .rule("lan", if clamp.is_some() { exp.mss() } else { exp })
+            .out(Out::Snat(
+                HOST_VM,
+                EPHEMERAL_PORTS,
+                Xlate {
+                    mss: clamp,
+                    ..redirect(client, vm)
+                },
+            ));
+        let o = step(&mut h, &s);
+        let p = verify(&s.description, &o.run.out, false);
+        assert_eq!(p.mss, Some(clamp.unwrap_or(mss)), "{}", s.description);
+        let orig = fkey(client, listen, PROTO_TCP);
+        assert_eq!(entry(&s.description, &o.after, &orig).mss, AUTO_MSS);
+    }
+    // Through tailscale0 (MTU 1280) the path is narrower: 1240.
+    let ts_mss = (TS_MTU - 40) as u16;
+    let client = ep(TS_CLIENT, 40000);
+    let listen = ep(HOST_TS, 443);
+    let syn = l3(&tcp_opts(client, listen, "S", &[2, 4, 0x05, 0xb4], &[]));
+    let s = ingress("tailnet SYN with MSS 1460", TS_IF, syn)
+        .l3()
+        .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
+        .rule("tailnet", created(false, false).mss())
+        .xlate(Xlate {
+            push_eth: true,
+            mss: Some(ts_mss),
+            ..redirect(client, vm)
+        });
+    let o = step(&mut h, &s);
+    let p = verify(&s.description, &o.run.out, false);
+    assert_eq!(p.mss, Some(ts_mss), "{}", s.description);
+    for k in [fkey(client, listen, PROTO_TCP), fkey(vm, client, PROTO_TCP)] {
+        assert_eq!(entry(&s.description, &o.after, &k).mss, ts_mss);
     }
 }

@@ -18,7 +18,7 @@ use forwarder_tests::testrun::{
         VM81,
     },
     tc::*,
-    Host, EPHEMERAL_PORTS, HOST_LAN, LAN_IF, TC_ACT_REDIRECT, VM_IF,
+    Host, AUTO_MSS, EPHEMERAL_PORTS, HOST_LAN, LAN_IF, TC_ACT_REDIRECT, VM_IF,
 };
 
 const SNAT_MODES: &str = r#"
@@ -113,7 +113,7 @@ fn open(h: &mut Host, client: Ep, m: &Mode) -> Ep {
         tcp_seen: Seen::SYN,
         packets: 1,
         bytes: syn.len() as u64,
-        mss: 0,
+        mss: AUTO_MSS,
     };
     assert_entry(&name, &o.after, &orig, ow);
     assert_entry(

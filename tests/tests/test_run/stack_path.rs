@@ -19,8 +19,8 @@ use forwarder_common::{FlowFlags, Reason, Seen, PROTO_TCP, RULE_DROP_ERROR};
 use forwarder_tests::testrun::{
     frames::{ep, fix_checksums, fkey, icmp_error, ip_of, show, tcp, Ip, CLIENT, ETH, VM},
     tc::*,
-    Host, EPHEMERAL_PORTS, HOST_LAN, HOST_VM, LAN_IF, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-    VM_IF,
+    Host, AUTO_MSS, EPHEMERAL_PORTS, HOST_LAN, HOST_VM, LAN_IF, TC_ACT_OK, TC_ACT_REDIRECT,
+    TC_ACT_SHOT, VM_IF,
 };
 
 /// A kube-proxy ClusterIP: the host has no route to 10.43.0.0/16.
@@ -147,7 +147,7 @@ fn a_target_without_a_route_goes_through_the_stack_and_its_replies_are_translate
         tcp_seen: Seen::SYN,
         packets: 1,
         bytes: syn.len() as u64,
-        mss: 0,
+        mss: AUTO_MSS,
     };
     assert_entry(name, &o.after, &orig, ow);
     let rw = ExpectedEntry {
