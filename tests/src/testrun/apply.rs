@@ -78,9 +78,10 @@ impl Host {
         Ok(())
     }
 
-    /// The daemon's facts about the fixture's namespace (the calling
-    /// thread is in it, and so is the netlink socket opened here).
-    fn facts(&self, targets: impl IntoIterator<Item = std::net::Ipv4Addr>) -> Result<Facts> {
+    /// The daemon's facts about the fixture's namespace, with the routes
+    /// to `targets` (the calling thread is in the namespace, and so is the
+    /// netlink socket opened here).
+    pub fn facts(&self, targets: impl IntoIterator<Item = std::net::Ipv4Addr>) -> Result<Facts> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
