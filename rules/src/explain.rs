@@ -323,9 +323,11 @@ pub fn render(rules: &RuleSet, q: &Query, e: &Explanation) -> String {
             for n in notes {
                 out.push_str(&format!("  note: {n}\n"));
             }
+            out.push_str(&not_forwarded_note(rules, rule));
         }
         Explanation::Refused { rule, reason } => {
-            out.push_str(&format!("refused by forward \"{rule}\": {reason}\n"))
+            out.push_str(&format!("refused by forward \"{rule}\": {reason}\n"));
+            out.push_str(&not_forwarded_note(rules, rule));
         }
         Explanation::NoMatch { reasons } => {
             out.push_str("no forward matches: the packet is passed to the host untouched\n");
@@ -335,6 +337,15 @@ pub fn render(rules: &RuleSet, q: &Query, e: &Explanation) -> String {
         }
     }
     out
+}
+
+/// What `explain` adds for a forward this release does not forward: the
+/// explanation is what the rule means, not what a running daemon does.
+fn not_forwarded_note(rules: &RuleSet, rule: &str) -> String {
+    match rules.forward(rule) {
+        Some(f) if crate::needs_ipv6(f) => "  note: IPv6 forwarding is not in this release: `forwarder run` refuses a rules file with this forward\n".into(),
+        _ => String::new(),
+    }
 }
 
 /// Parses `NAME=IP` as given to `--iface-addr` (either family).

@@ -27,6 +27,7 @@ pub mod model;
 pub mod nodes;
 mod parse;
 pub mod print;
+mod release;
 pub mod report;
 mod validate;
 mod validate_addrs;
@@ -43,6 +44,7 @@ pub use diff::{diff, Diff, MapOp, MapState, NoRoom, Room, Update};
 pub use family::{abi_addr, family_of_key, is_link_local, key_addr};
 pub use model::*;
 pub use print::to_toml;
+pub use release::{needs_ipv6, IPV6_NOT_FORWARDED};
 pub use validate::{listeners_overlap, ASSUMED_IFACE_ADDRS};
 
 /// A rules file that passed validation.

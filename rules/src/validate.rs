@@ -43,6 +43,7 @@ fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) 
     let c = ctx(f);
     let ctx = Some(c.as_str());
     crate::validate_addrs::check(f, sp, ctx, sink);
+    crate::release::check(f, sp, ctx, sink);
     if let Some(tp) = f.target.ports {
         if !tp.is_single() && tp.len() != f.ports.len() {
             sink.error(

@@ -213,3 +213,34 @@ fn interface_addresses_of_both_families_can_be_stated() {
     };
     assert_eq!(reasons, vec!["forward \"immich\" listens on tailscale0's addresses (fd7a:115c:a1e0::2), and fd7a:115c:a1e0::1 is not one of them"]);
 }
+
+/// The explanation is what a rule means; for a forward with an IPv6 side
+/// it adds that this release does not forward it (run refuses the file),
+/// also for the IPv4 half of a dual-stack forward, and never for an
+/// IPv4-only forward.
+#[test]
+fn forwards_with_an_ipv6_side_are_said_to_be_outside_this_release() {
+    let rs = rules();
+    let note = "note: IPv6 forwarding is not in this release: `forwarder run` refuses a rules file with this forward";
+    let shown = |query: Query| render(&rs, &query, &explain(&rs, &query));
+    let v6 = shown(q("vmbr0", "[2001:db8:77::9]:40000", "[2001:db8:1::55]:80"));
+    assert!(v6.contains(note), "{v6}");
+    let mut v4_half = q("tailscale0", "100.101.92.95:40000", "100.118.5.68:8080");
+    v4_half
+        .iface_addrs
+        .insert("tailscale0".into(), vec!["100.118.5.68".parse().unwrap()]);
+    let v4_half = shown(v4_half);
+    assert!(v4_half.contains("matches forward \"immich\""), "{v4_half}");
+    assert!(v4_half.contains(note), "{v4_half}");
+    let refused = shown(q("tailscale0", "[fd00::9]:1", "[fd7a:115c:a1e0::1]:8080"));
+    assert!(
+        refused.contains("refused by forward \"immich\""),
+        "{refused}"
+    );
+    assert!(refused.contains(note), "{refused}");
+    let mut v4 = q("vmbr1", "192.168.100.9:4000", "192.168.100.1:53");
+    v4.proto = L4::Udp;
+    let v4 = shown(v4);
+    assert!(v4.contains("matches forward \"v4only\""), "{v4}");
+    assert!(!v4.contains("IPv6"), "{v4}");
+}

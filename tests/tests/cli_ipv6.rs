@@ -1,7 +1,8 @@
 //! IPv6 and dual-stack forwards through the real binary's offline
 //! commands: `check` shows them, `explain` takes IPv6 `--from/--to`, and
-//! (until the dataplane translates IPv6) `run` refuses them by name instead
-//! of installing listeners that would never match.
+//! IPv6 forwarding is not in this release, so `check` warns and `run`
+//! refuses them at the same place, instead of installing listeners that
+//! would never match.
 use std::process::Command;
 
 use forwarder_tests::daemon::forwarder_bin;
@@ -120,5 +121,45 @@ fn run_refuses_ipv6_forwards_while_the_dataplane_is_ipv4_only() {
     let f = TempFile::new("dual-run", DUAL);
     let (code, _out, err) = forwarder(&["run", "--rules", f.path()]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("forward \"immich\": IPv6 forwards pass `forwarder check`, but this version's dataplane translates IPv4 only"), "{err}");
+    // Each forward by file, line and column (the value that makes it
+    // IPv6), in check's words, and nothing was started.
+    let file = f.path();
+    assert!(
+        err.contains(&format!(
+            "{file}:5:10: error: forward \"immich\": IPv6 forwarding is not in this release"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:15:6: error: forward \"web6\": IPv6 forwarding is not in this release"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("not loaded: 2 forwards need IPv6 forwarding, which is not in this release"),
+        "{err}"
+    );
+    assert!(
+        err.contains("help: keep this traffic in ip6tables or socat"),
+        "{err}"
+    );
+    assert!(err.contains("not starting"), "{err}");
+}
+
+#[test]
+fn check_warns_at_the_same_places_that_run_refuses() {
+    let f = TempFile::new("dual-warn", DUAL);
+    let (code, out, err) = forwarder(&["check", f.path()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let file = f.path();
+    let all = format!("{out}{err}");
+    assert!(all.contains(&format!("{file}:5:10: warning: forward \"immich\": IPv6 forwarding is not in this release: the dataplane translates IPv4 only, so `forwarder run` refuses a rules file with this forward")), "{all}");
+    assert!(
+        all.contains(&format!(
+            "{file}:15:6: warning: forward \"web6\": IPv6 forwarding is not in this release"
+        )),
+        "{all}"
+    );
+    assert!(all.contains("ok, 2 forwards, 2 warnings"), "{all}");
 }

@@ -267,3 +267,54 @@ fn forwarder_ipv4_to_ipv6_only_vm() -> Result<()> {
     let _d = Daemon::start(&t.host, &["--rules", &rules_file(&t, &rules)?])?;
     t.check_http(&t.lan, &url(HOST_LAN, 8446, ""), HOST_VM6, || t.vm6_peers())
 }
+
+/// This release does not forward IPv6: a running daemon whose rules file
+/// gains IPv6 forwards refuses the edit with the forward's file and line,
+/// and keeps forwarding what it had (the IPv4 forward answers, no IPv6
+/// listener appears), as for any invalid edit.
+#[test]
+fn a_running_daemon_refuses_an_ipv6_edit_and_keeps_its_ipv4_forwards() -> Result<()> {
+    if !require_root("a_running_daemon_refuses_an_ipv6_edit_and_keeps_its_ipv4_forwards") {
+        return Ok(());
+    }
+    netns::sweep();
+    let t = Proxmox6::build()?;
+    let v4 = format!("[[forward]]\nname = \"web\"\nin = \"vmbr0\"\nlisten = \"{HOST_LAN}\"\nport = 80\nto = \"{VM80}:80\"\nsnat = \"{HOST_VM}\"\n");
+    let path = rules_file(&t, &v4)?;
+    let d = Daemon::start(&t.host, &["--rules", &path])?;
+    let v4_works = || t.check_http(&t.lan, &url(HOST_LAN, 80, ""), HOST_VM, || t.http_peers());
+    v4_works()?;
+    let generation = |s: &serde_json::Value| s["generation"].as_u64().unwrap_or(0);
+    let before = generation(&d.state()?);
+
+    // The edit: written aside and renamed over, as editors do.
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, format!("{v4}{NAT66_RULES}"))?;
+    std::fs::rename(&tmp, &path)?;
+    let st = wait_for(std::time::Duration::from_secs(20), || {
+        d.state().ok().filter(|s| generation(s) > before)
+    })
+    .ok_or_else(|| anyhow::anyhow!("the daemon did not report a load of the edit"))?;
+    let err = st["rules_error"].as_str().unwrap_or_default();
+    // NAT66_RULES starts with a blank line: http6's `to` is line 14 of the
+    // edited file, dns6's line 23.
+    for (line, name) in [(14, "http6"), (23, "dns6")] {
+        let want = format!(
+            "{path}:{line}:6: error: forward \"{name}\": IPv6 forwarding is not in this release"
+        );
+        anyhow::ensure!(err.contains(&want), "missing {want:?} in {err:?}");
+    }
+    let out = d.cli_output(&["reload"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        !out.status.success() && stderr.contains("IPv6 forwarding is not in this release"),
+        "reload fails with the same error: {out:?}"
+    );
+    v4_works()?;
+    anyhow::ensure!(
+        t.check_http(&t.lan, &url(HOST_LAN6, 80, ""), HOST_VM6, || t.http_peers())
+            .is_err(),
+        "no IPv6 listener was installed"
+    );
+    Ok(())
+}

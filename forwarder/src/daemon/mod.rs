@@ -70,21 +70,21 @@ pub fn load_rules(path: &std::path::Path) -> Result<rules::Loaded, String> {
         Some(d) => d.to_string(),
         None => e.to_string(),
     })?;
-    // The rules format takes IPv6 and dual-stack forwards; this dataplane
-    // does not translate them yet (issue 13). Refusing the file keeps the
-    // running configuration, instead of listeners that never match.
-    let v4 = [rules::Af::V4];
-    if let Some(f) = loaded
-        .rules
-        .forwards
-        .iter()
-        .find(|f| f.listen_afs() != v4 || f.target.af() != rules::Af::V4)
-    {
-        return Err(format!(
-            "{}: forward \"{}\": IPv6 forwards pass `forwarder check`, but this version's dataplane translates IPv4 only (issue 13)\n  help: remove the forward (or its family/IPv6 addresses) and keep that traffic in ip6tables or socat for now",
-            path.display(),
-            f.name
+    // The rules format takes IPv6 and dual-stack forwards; this release's
+    // dataplane does not translate them (issue 13). Refusing the file keeps
+    // the running configuration, instead of listeners that never match.
+    // The text is `check`'s warning as an error: same place, same words.
+    let refused = loaded.not_forwarded();
+    if !refused.is_empty() {
+        let file = path.display().to_string();
+        let mut text: Vec<String> = refused.iter().map(|d| d.render(&file)).collect();
+        text.push(format!(
+            "{file}: not loaded: {} forward{} need{} IPv6 forwarding, which is not in this release",
+            refused.len(),
+            if refused.len() == 1 { "" } else { "s" },
+            if refused.len() == 1 { "s" } else { "" },
         ));
+        return Err(text.join("\n"));
     }
     // Forwards scoped to other nodes (`nodes = [...]`) are dropped here, the
     // narrowest place: nothing downstream ever sees them.

@@ -1,0 +1,141 @@
+//! What the rules format takes but this release's dataplane does not
+//! forward: IPv6 (NAT66, NAT64, NAT46).
+//!
+//! The fact a reader gets wrong: such a file is *valid*. `check`,
+//! `explain` and `import` handle it fully, so validation only warns; the
+//! refusal is `forwarder run`'s (and a running daemon's reload, which keeps
+//! the configuration it has). Both print the same diagnostic, found here,
+//! so the two can never disagree about which forwards are meant.
+
+use crate::{
+    diagnostics::{Diagnostic, Severity, Sink},
+    model::{Forward, Listen},
+    parse::ForwardSpans,
+    Af, Loaded,
+};
+
+/// The message of the warning (and of `run`'s error): how a diagnostic is
+/// recognised as this one.
+pub const IPV6_NOT_FORWARDED: &str = "IPv6 forwarding is not in this release: the dataplane \
+     translates IPv4 only, so `forwarder run` refuses a rules file with this forward \
+     (check, explain and import take it)";
+
+const HELP: &str = "keep this traffic in ip6tables or socat for now and leave the forward out, \
+     or make it IPv4-only (an IPv4 listen address and target, family = \"ipv4\")";
+
+/// Whether `f` has a client or target family this release cannot forward.
+pub fn needs_ipv6(f: &Forward) -> bool {
+    f.target.af() == Af::V6 || f.listen_afs().contains(&Af::V6)
+}
+
+/// Warns about a forward [`needs_ipv6`], at the value that makes it IPv6:
+/// the target, else a fixed listen address, else `family`.
+pub(crate) fn check(f: &Forward, sp: &ForwardSpans, ctx: Option<&str>, sink: &mut Sink) {
+    if !needs_ipv6(f) {
+        return;
+    }
+    let span = if f.target.af() == Af::V6 {
+        sp.field("to")
+    } else if matches!(f.listen, Listen::Addr(a) if a.is_ipv6()) {
+        sp.field("listen")
+    } else {
+        sp.field("family")
+    };
+    sink.warning(&span, ctx, IPV6_NOT_FORWARDED, Some(HELP.into()));
+}
+
+impl Loaded {
+    /// The warnings about forwards this release cannot forward, turned
+    /// into the errors `forwarder run` refuses the file with.
+    pub fn not_forwarded(&self) -> Vec<Diagnostic> {
+        self.warnings
+            .warnings()
+            .filter(|d| d.message == IPV6_NOT_FORWARDED)
+            .map(|d| Diagnostic {
+                severity: Severity::Error,
+                ..d.clone()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{load_str, Location};
+
+    const FILE: &str = r#"[[forward]]
+name = "v4"
+in = "vmbr0"
+port = 80
+to = "192.168.100.80:80"
+
+[[forward]]
+name = "nat64"
+in = "tailscale0"
+family = "both"
+port = 8080
+to = "10.43.126.136:80"
+
+[[forward]]
+name = "nat66"
+in = "vmbr0"
+listen = "2001:db8:1::55"
+port = 80
+to = "[fd00:100::80]:80"
+
+[[forward]]
+name = "nat46"
+in = "vmbr0"
+listen = "192.168.1.55"
+port = 81
+to = "[fd00:100::80]:80"
+
+[[forward]]
+name = "v6-listen"
+in = "vmbr0"
+listen = "2001:db8:1::55"
+port = 82
+to = "192.168.100.80:80"
+"#;
+
+    #[test]
+    fn every_forward_with_an_ipv6_side_is_named_at_the_value_that_makes_it_ipv6() {
+        let loaded = load_str("r.toml", FILE).expect("the file is valid");
+        let got: Vec<(String, Location)> = loaded
+            .not_forwarded()
+            .into_iter()
+            .map(|d| {
+                assert!(d.is_error());
+                (d.context.unwrap(), d.location.unwrap())
+            })
+            .collect();
+        let at = |line, column| Location { line, column };
+        assert_eq!(
+            got,
+            [
+                ("forward \"nat64\"".to_string(), at(10, 10)),
+                ("forward \"nat66\"".to_string(), at(19, 6)),
+                ("forward \"nat46\"".to_string(), at(26, 6)),
+                ("forward \"v6-listen\"".to_string(), at(31, 10)),
+            ]
+        );
+        // The IPv4 forward is not named; check shows the same text as a
+        // warning.
+        assert_eq!(loaded.warnings.len(), 4);
+        let shown = loaded.warnings.to_string();
+        assert!(
+            shown.contains(
+                "r.toml:10:10: warning: forward \"nat64\": IPv6 forwarding is not in this release"
+            ),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn an_ipv4_file_has_nothing_to_refuse() {
+        let v4 = FILE.split("\n\n").next().unwrap();
+        let loaded = load_str("r.toml", v4).unwrap();
+        assert!(loaded.not_forwarded().is_empty());
+        assert!(loaded.warnings.is_empty());
+    }
+}
