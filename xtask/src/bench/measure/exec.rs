@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use forwarder_tests::{netns::Netns, process::command_in};
 
-use crate::bench::interrupted;
+use crate::bench::interrupt::interrupted;
 
 /// Runs `argv` in `ns` with a deadline, stopping early when the benchmark
 /// is interrupted. Output is collected by threads so a chatty tool can
