@@ -46,6 +46,12 @@ pub const MAP_FLOW_SCRATCH: &str = "FWD_SCRATCH";
 /// Per-CPU room for the FIB lookup parameters (TC and XDP share it: a
 /// program runs to completion on its CPU, so one slot serves both).
 pub const MAP_FIB_SCRATCH: &str = "FWD_FIB_SCRATCH";
+/// Per-CPU room for a parsed IPv6 packet (TC ingress): on the stack it
+/// would not fit the 512 bytes the call chain may use.
+pub const MAP_PKT6_SCRATCH: &str = "FWD_PKT6_SCRATCH";
+/// The size of one `FWD_PKT6_SCRATCH` slot (the kernel's `Packet6`, which
+/// asserts it).
+pub const PKT6_SCRATCH_SIZE: u32 = 72;
 /// The XDP accelerator's redirect targets (ifindex -> ifindex).
 pub const MAP_XDP_DEVS: &str = "FWD_XDP_DEVS";
 /// aya-log's ring buffer (defined by aya-log-ebpf, drained by aya-log).
@@ -254,6 +260,14 @@ pub const MAPS: &[MapSpec] = &[
         MapKind::PerCpuArray,
         size_of::<u32>(),
         FIB_LOOKUP_PARAMS_SIZE as usize,
+        Capacity::Fixed(1),
+        false,
+    ),
+    spec(
+        MAP_PKT6_SCRATCH,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        PKT6_SCRATCH_SIZE as usize,
         Capacity::Fixed(1),
         false,
     ),

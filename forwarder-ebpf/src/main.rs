@@ -15,6 +15,7 @@ mod flow;
 mod hdr;
 mod helpers;
 mod icmp;
+mod ipv6;
 mod maps;
 mod mss;
 mod nat;

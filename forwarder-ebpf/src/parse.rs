@@ -3,11 +3,9 @@
 //! use: the verifier tracks the check only on the register that was
 //! compared, so the shape below is deliberate.
 //!
-//! IPv4 only today. The shape an IPv6 path fits into: `packet` picks the
-//! family, `ipv4` fills `Packet` from its header, `l4` (family-independent)
-//! the ports and flags; an `ipv6` would walk its extension headers to the
-//! same `l4`. `Packet`'s addresses would then take the flow key's
-//! `[u32; 4]` form.
+//! IPv4. IPv6 has a parser of its own (`ipv6::parse`, TC ingress only),
+//! called when this one says `PassNotIpv4`; it fills the same `Packet`
+//! (its IPv4 fields read differently there, see that module).
 use forwarder_common::{Reason, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use network_types::{icmp::Icmpv4Hdr, ip::Ipv4Hdr, udp::UdpHdr};
 

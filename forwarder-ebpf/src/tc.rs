@@ -56,6 +56,10 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
     let len = ctx.len();
     let verdict = match parse::packet(ctx, iface.flags.contains(IfaceFlags::L3)) {
         Ok(p) => process(ctx, &p, ifindex, len, hook),
+        // IPv6 has a pipeline of its own, at ingress only (see `ipv6`).
+        Err(Reason::PassNotIpv4) if hook == Hook::TcIngress => {
+            crate::ipv6::run(ctx, ifindex, len, iface.flags.contains(IfaceFlags::L3))
+        }
         Err(reason) => Verdict::next(reason),
     };
     counters::count_iface(iface.slot, hook, verdict.reason(), len);

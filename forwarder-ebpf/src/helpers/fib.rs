@@ -9,12 +9,12 @@ use aya_ebpf::{
     maps::PerCpuArray,
     EbpfContext,
 };
-use forwarder_common::AF_INET;
+use forwarder_common::{AF_INET, AF_INET6};
 
 #[map(name = "FWD_FIB_SCRATCH")]
 static FIB_PARAMS: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
 
-/// The parameter block of one IPv4 lookup, then its answer.
+/// The parameter block of one lookup, then its answer.
 pub struct FibParams(&'static mut bpf_fib_lookup);
 
 impl FibParams {
@@ -36,6 +36,24 @@ impl FibParams {
         p.ifindex = ifindex;
         p.__bindgen_anon_3.ipv4_src = src;
         p.__bindgen_anon_4.ipv4_dst = dst;
+        Some(FibParams(p))
+    }
+
+    /// As [`FibParams::v4`], for an IPv6 lookup (addresses as the flow
+    /// key's words, network order).
+    #[inline(always)]
+    pub fn v6(ifindex: u32, proto: u8, src: &[u32; 4], dst: &[u32; 4]) -> Option<FibParams> {
+        let p = FIB_PARAMS.get_ptr_mut(0)?;
+        // SAFETY: as in `v4`.
+        let p = unsafe {
+            core::ptr::write_bytes(p, 0, 1);
+            &mut *p
+        };
+        p.family = AF_INET6;
+        p.l4_protocol = proto;
+        p.ifindex = ifindex;
+        p.__bindgen_anon_3.ipv6_src = *src;
+        p.__bindgen_anon_4.ipv6_dst = *dst;
         Some(FibParams(p))
     }
 
@@ -82,6 +100,20 @@ impl FibParams {
     pub fn src_v4(&self) -> u32 {
         // SAFETY: as above.
         unsafe { self.0.__bindgen_anon_3.ipv4_src }
+    }
+
+    /// [`FibParams::nexthop_v4`] of an IPv6 lookup.
+    #[inline(always)]
+    pub fn nexthop_v6(&self) -> [u32; 4] {
+        // SAFETY: a [u32; 4] union member of plain data; any bits are valid.
+        unsafe { self.0.__bindgen_anon_4.ipv6_dst }
+    }
+
+    /// [`FibParams::src_v4`] of an IPv6 lookup.
+    #[inline(always)]
+    pub fn src_v6(&self) -> [u32; 4] {
+        // SAFETY: as above.
+        unsafe { self.0.__bindgen_anon_3.ipv6_src }
     }
 
     /// The next hop's MAC address (without BPF_FIB_LOOKUP_SKIP_NEIGH).

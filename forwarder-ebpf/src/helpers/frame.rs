@@ -6,7 +6,12 @@
 use core::mem::{align_of, size_of};
 
 use aya_ebpf::programs::{TcContext, XdpContext};
-use network_types::{icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
+use network_types::{
+    icmp::Icmpv4Hdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
 
 use super::skb;
 use crate::hdr::{ETH_HLEN, IPV4_HLEN, TCP_HLEN};
@@ -24,6 +29,8 @@ unsafe impl<const N: usize> Wire for [u8; N] {}
 // SAFETY: network-types' headers are repr(C) structs of u8 and byte-array
 // fields (TCP's flags word included); the asserts below keep alignment 1.
 unsafe impl Wire for Ipv4Hdr {}
+// SAFETY: as above.
+unsafe impl Wire for Ipv6Hdr {}
 // SAFETY: as above.
 unsafe impl Wire for TcpHdr {}
 // SAFETY: as above.
@@ -46,6 +53,7 @@ unsafe impl Wire for EthIpv4L4 {}
 
 const _: () = assert!(
     align_of::<Ipv4Hdr>() == 1
+        && align_of::<Ipv6Hdr>() == 1
         && align_of::<TcpHdr>() == 1
         && align_of::<UdpHdr>() == 1
         && align_of::<Icmpv4Hdr>() == 1

@@ -17,7 +17,7 @@ use aya_ebpf::{
     },
     programs::TcContext,
 };
-use forwarder_common::AF_INET;
+use forwarder_common::{AF_INET, AF_INET6};
 
 /// A helper's negative errno.
 pub type Errno = i64;
@@ -201,6 +201,24 @@ pub fn redirect_neigh_v4(ifindex: u32, nexthop: u32) -> i32 {
     let mut nh = bpf_redir_neigh {
         nh_family: AF_INET as u32,
         __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: nexthop },
+    };
+    // SAFETY: nh is a valid parameter block of the size passed.
+    unsafe {
+        bpf_redirect_neigh(
+            ifindex,
+            &mut nh,
+            core::mem::size_of::<bpf_redir_neigh>() as i32,
+            0,
+        ) as i32
+    }
+}
+
+/// [`redirect_neigh_v4`] through IPv6 next hop `nexthop` (the FIB's words).
+#[inline(always)]
+pub fn redirect_neigh_v6(ifindex: u32, nexthop: &[u32; 4]) -> i32 {
+    let mut nh = bpf_redir_neigh {
+        nh_family: AF_INET6 as u32,
+        __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 { ipv6_nh: *nexthop },
     };
     // SAFETY: nh is a valid parameter block of the size passed.
     unsafe {

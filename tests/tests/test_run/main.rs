@@ -28,6 +28,7 @@ mod l3_tun;
 mod left_alone;
 mod limits;
 mod mss;
+mod nat66;
 mod port_ranges;
 mod snat_modes;
 mod stack_path;

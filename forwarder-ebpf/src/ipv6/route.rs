@@ -1,0 +1,146 @@
+//! IPv6 routes from the kernel's FIB: the per-flow source decision and
+//! sending a translated packet to its next hop (the IPv4 path's `path` and
+//! `fib::forward`, for 16-byte addresses and without an IP checksum).
+use aya_ebpf::{
+    bindings::{BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC},
+    programs::TcContext,
+};
+use forwarder_common::{FlowFlags, IfaceFlags, ListenFlags, ListenerValue, Reason, SnatMode};
+
+use super::parse::{Packet6, ETH_P_IPV6, IP6_HOP_LIMIT};
+use crate::{
+    error::RewriteError,
+    hdr::{ETH_HLEN, ETH_TYPE},
+    helpers::{
+        fib::FibParams,
+        skb::{self, Store},
+    },
+    maps,
+    parse::Packet,
+    verdict::Verdict,
+};
+
+/// As in `fib`: a route with the source the kernel would pick; a
+/// forwarding lookup whose neighbour bpf_redirect_neigh resolves.
+const ROUTE_WITH_SRC: u32 = BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH;
+const FORWARD_ROUTE: u32 = BPF_FIB_LOOKUP_SKIP_NEIGH;
+
+/// The new flow's source toward the target, and its flags (`SNAT`).
+pub struct Decision6 {
+    pub src: [u32; 4],
+    pub flags: FlowFlags,
+}
+
+struct Route6 {
+    oif: u32,
+    src: [u32; 4],
+}
+
+/// The route a packet from `src` arriving on `ifindex` would take to `dst`
+/// (input-style lookup), with the source address the kernel would pick.
+#[inline(always)]
+fn route(
+    ctx: &TcContext,
+    ifindex: u32,
+    proto: u8,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+) -> Option<Route6> {
+    let mut p = FibParams::v6(ifindex, proto, src, dst)?;
+    if !p.lookup(ctx, ROUTE_WITH_SRC) {
+        return None;
+    }
+    Some(Route6 {
+        oif: p.oif(),
+        src: p.src_v6(),
+    })
+}
+
+/// Which source the target sees. `None`: no forwarding route to the
+/// target, or `path = "stack"`: the stack path is not here for IPv6 yet.
+/// `snat = "auto"` keeps the client's address when the target's replies
+/// would be routed back out of the interface the client came in on (and
+/// the target is not on that side), like the IPv4 path minus its learning.
+#[inline(always)]
+pub fn decide(
+    ctx: &TcContext,
+    p: &Packet6,
+    l: &ListenerValue,
+    in_ifindex: u32,
+) -> Result<Option<Decision6>, Reason> {
+    let target = &l.target_addr;
+    if l.flags.contains(ListenFlags::VIA_STACK) {
+        return Ok(None);
+    }
+    let Some(to) = route(ctx, in_ifindex, p.p.proto, &p.src, target) else {
+        return Ok(None);
+    };
+    let src = match l.snat_mode {
+        SnatMode::FIXED => l.snat_addr,
+        SnatMode::MASQUERADE => to.src,
+        SnatMode::AUTO => {
+            let back = to.oif != in_ifindex
+                && route(ctx, to.oif, p.p.proto, target, &p.src)
+                    .is_some_and(|b| b.oif == in_ifindex);
+            if back {
+                p.src
+            } else {
+                to.src
+            }
+        }
+        _ => p.src,
+    };
+    let flags = if src != p.src {
+        FlowFlags::SNAT
+    } else {
+        FlowFlags::empty()
+    };
+    Ok(Some(Decision6 { src, flags }))
+}
+
+/// Sends a translated packet to its next hop (`src`/`dst`: the translated
+/// addresses). Hop limit 1, no route, a packet too big for the route, or
+/// forwarding disabled: the stack's business, as on the IPv4 path.
+#[inline(always)]
+pub fn forward(
+    ctx: &TcContext,
+    p: &Packet,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+) -> Result<Verdict, RewriteError> {
+    if p.ttl <= 1 {
+        return Ok(Verdict::ok(Reason::PassTtl));
+    }
+    let in_ifindex = skb::ifindex(ctx);
+    let Some(mut fp) = FibParams::v6(in_ifindex, p.proto, src, dst) else {
+        return Ok(Verdict::ok(Reason::FwdStack));
+    };
+    if !skb::is_gso(ctx) {
+        fp.set_tot_len(p.tot_len);
+    }
+    if !fp.lookup(ctx, FORWARD_ROUTE) {
+        return Ok(Verdict::ok(Reason::FwdStack));
+    }
+    let out = fp.oif();
+    // No IP header checksum in IPv6: nothing balances the new hop limit
+    // in skb->csum but the store itself.
+    skb::store(
+        ctx,
+        p.l3 + IP6_HOP_LIMIT,
+        &(p.ttl - 1),
+        Store::RECOMPUTE_CSUM,
+    )
+    .map_err(|_| RewriteError::StoreTtl)?;
+    if maps::iface(out).is_some_and(|c| c.flags.contains(IfaceFlags::L3)) {
+        return Ok(Verdict::new(skb::redirect(out), Reason::FwdRedirect));
+    }
+    if p.l3 == 0 {
+        // From an L3 device: room for the Ethernet header redirect_neigh
+        // replaces (see fib::push_eth).
+        skb::change_head(ctx, ETH_HLEN).map_err(|_| RewriteError::ChangeHead)?;
+        skb::store(ctx, ETH_TYPE, &ETH_P_IPV6.to_be_bytes(), Store::PLAIN)
+            .map_err(|_| RewriteError::StoreEthType)?;
+    }
+    let action = skb::redirect_neigh_v6(out, &fp.nexthop_v6());
+    Ok(Verdict::new(action, Reason::FwdRedirect))
+}
