@@ -32,14 +32,17 @@ fn dnat_to_pod() -> String {
     )
 }
 
-/// Up to three tries (2 s each) of one datagram to the node's tailnet
-/// address: the first answer of the full size, or the failure.
+/// Up to three tries of one datagram to the node's tailnet address, each
+/// waiting up to 5 s for the answer: the first answer of the full size, or
+/// the failure. `-t 5`: socat's stdin ends at once, and by default it
+/// waits only 0.5 s after that for the other direction, too short for a
+/// forked server's answer on a loaded machine.
 fn fetch_big(t: &K3s6) -> Result<()> {
     let script = format!(
-        "for i in 1 2 3; do n=$(echo q | socat -T 2 - 'UDP6:[{NODE_TS6}]:{BIG_UDP_PORT}' | wc -c); \
+        "for i in 1 2 3; do n=$(echo q | socat -t 5 -T 5 - 'UDP6:[{NODE_TS6}]:{BIG_UDP_PORT}' | wc -c); \
          [ \"$n\" -eq {BIG_UDP_SIZE} ] && echo \"try $i: $n\" && exit 0; echo \"try $i: $n\"; done; exit 1"
     );
-    let o = client(&t.k.vps, 12, &["sh", "-c", &script]);
+    let o = client(&t.k.vps, 30, &["sh", "-c", &script]);
     ensure!(o.ok, "{BIG_UDP_SIZE} bytes over UDP from the pod: {o}");
     Ok(())
 }
