@@ -1,9 +1,6 @@
 //! Checks between values and between forwards: what parses but cannot work.
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    net::Ipv4Addr,
-};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use forwarder_common::{MAX_ALLOW_PREFIXES, MAX_LISTENERS, MAX_RULES};
 
@@ -42,39 +39,43 @@ fn ctx(f: &Forward) -> String {
     format!("forward \"{}\"", f.name)
 }
 
-/// Why an address cannot be used where a unicast address is needed.
-fn unusable(a: Ipv4Addr) -> Option<&'static str> {
-    if a.is_unspecified() {
-        Some("the unspecified address")
-    } else if a.is_loopback() {
-        Some("a loopback address")
-    } else if a.is_multicast() {
-        Some("a multicast address")
-    } else if a.is_broadcast() {
-        Some("the broadcast address")
-    } else {
-        None
-    }
-}
+use crate::target::unusable_addr as unusable;
 
 fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) {
     let c = ctx(f);
     let ctx = Some(c.as_str());
     let to = sp.field("to");
-    let t = f.target.addr;
-    if let Some(why) = unusable(t) {
-        let help = if t.is_loopback() {
-            "translated packets leave through an interface and never reach local sockets; point at the backend's own address"
+    let t = &f.target.host;
+    const LOOPBACK_HELP: &str = "translated packets leave through an interface and never reach local sockets; point at the backend's own address";
+    if let Host::Name(n) = t {
+        // Whether the answer can be a target is known at run time only
+        // (the daemon checks each answer); a loopback name never can.
+        if crate::target::loopback_name(n) {
+            sink.error(
+                &to,
+                ctx,
+                format!("target {n} always resolves to this host's loopback"),
+                Some(LOOPBACK_HELP.into()),
+            );
+        }
+    }
+    if let Some((a, why)) = f.target.fixed_addr().and_then(|a| Some((a, unusable(a)?))) {
+        let help = if a.is_loopback() {
+            LOOPBACK_HELP
         } else {
             "point at the backend's unicast address"
         };
-        sink.error(&to, ctx, format!("target {t} is {why}"), Some(help.into()));
+        sink.error(&to, ctx, format!("target {a} is {why}"), Some(help.into()));
     }
-    if f.listen == Listen::Addr(t) {
+    if let Some(a) = f
+        .target
+        .fixed_addr()
+        .filter(|a| f.listen == Listen::Addr(*a))
+    {
         sink.error(
             &to,
             ctx,
-            format!("target {t} is the listen address itself"),
+            format!("target {a} is the listen address itself"),
             Some("packets would be sent back to this listener; point at the backend".into()),
         );
     }
@@ -113,7 +114,7 @@ fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) 
         Snat::Fixed(a) => {
             if let Some(why) = unusable(a) {
                 sink.error(&sp.field("snat"), ctx, format!("SNAT address {a} is {why}"), Some("use an address of this host on the path to the target, or \"masquerade\"".into()));
-            } else if a == t {
+            } else if f.target.fixed_addr() == Some(a) {
                 sink.error(&sp.field("snat"), ctx, format!("SNAT address {a} is the target itself"), Some("use an address of this host on the path to the target".into()));
             }
         }

@@ -5,8 +5,14 @@
 //! whether to try XDP, the exact map entries with the ordered operations
 //! that install them, and the sentences `status` and the log show.
 //!
+//! A forward whose target is a DNS name gets the address its name
+//! resolves to (a fact, `resolve.rs`); while it has none, or the answer
+//! cannot be a target, the forward is paused: it keeps its rule id,
+//! counters and allow-list but has no listener, so its port answers like a
+//! closed one, and established flows keep their translation.
+//!
 //! No IO here: `plan` is a function of its arguments, unit-tested without
-//! root (plan_tests.rs). The one fact a reader gets wrong: the SNAT and path
+//! root (plan_tests.rs, plan_names_tests.rs). The one fact a reader gets wrong: the SNAT and path
 //! explanations are a forecast from the routing table, not a second
 //! implementation of the kernel's per-flow decision; the egress set, though,
 //! must cover every interface whose flows *may* take the stack path, or
@@ -19,12 +25,22 @@ use std::{
 use anyhow::{Context, Result};
 use forwarder_common::{GlobalConfig, ListenFlags, MAX_IFACES};
 use rules::{
-    AttachMode, Compiled, Forward, IfaceState, MapEntries, MapState, MssClamp, PathMode, RuleSet,
-    Snat, Update,
+    AttachMode, Compiled, Forward, Host, IfaceState, MapEntries, MapState, MssClamp, PathMode,
+    RuleSet, Snat, Update,
 };
 
-use super::facts::{Facts, Route};
-use crate::{ifaces::Iface, observe::status::RuleStatus};
+use super::{
+    facts::{Facts, Route},
+    resolve::NameFact,
+};
+use crate::{
+    ifaces::Iface,
+    observe::status::{NameStatus, RuleStatus},
+};
+
+/// Where each forward's flows go now, by forward name: the written
+/// address, or what its name resolves to; `Err(why)` while it is paused.
+pub type Targets = BTreeMap<String, Result<Ipv4Addr, String>>;
 
 /// IPv4 + TCP headers without options: MSS = MTU - 40.
 const TCPIP_HLEN: u32 = 40;
@@ -130,10 +146,12 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
         rules.global.snat_ports.end(),
     );
     let ids = rules::assign_ids(&record.ids, rules.forwards.iter().map(|f| f.name.as_str()));
-    let compiled = rules::compile(rules, &ids).context("compiling rules")?;
-    let wanted = wanted_ifaces(rules, facts);
+    let targets = target_addrs(rules, facts);
+    let compiled =
+        rules::compile_with(rules, &ids, |f| target_of(&targets, f)).context("compiling rules")?;
+    let wanted = wanted_ifaces(rules, facts, &targets);
     let detach = to_detach(facts, &wanted);
-    let egress = egress_ifaces(rules, facts);
+    let egress = egress_ifaces(rules, facts, &targets);
     let ifaces = iface_plans(rules, facts, &wanted, &detach, &egress)?;
 
     let mut entries = rules::materialize(&compiled, |n| {
@@ -148,7 +166,9 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
     let mss: BTreeMap<u32, u16> = compiled
         .rules
         .iter()
-        .filter_map(|r| mss_clamp(&r.forward, facts).map(|m| (r.id, m)))
+        .filter_map(|r| {
+            mss_clamp(&r.forward, facts, target_of(&targets, &r.forward)).map(|m| (r.id, m))
+        })
         .collect();
     for v in entries.listeners.values_mut() {
         if let Some(m) = mss.get(&v.rule_id) {
@@ -175,7 +195,15 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
                 .values()
                 .filter(|v| v.rule_id == r.id)
                 .count();
-            s.decision = explain_decision(&r.forward, facts);
+            let target = &targets[&r.forward.name];
+            s.decision = match target {
+                Ok(a) => explain_decision(&r.forward, facts, *a),
+                Err(why) => format!(
+                    "paused: {why}; no listener, so new connections are refused like on a \
+                     closed port (flows already established keep their translation)"
+                ),
+            };
+            s.resolution = name_status(&r.forward, &facts.names, target);
             s
         })
         .collect();
@@ -191,9 +219,72 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
     })
 }
 
+/// The address of `f`'s target, unless it is paused.
+fn target_of(targets: &Targets, f: &Forward) -> Option<Ipv4Addr> {
+    targets.get(&f.name).and_then(|t| t.as_ref().ok().copied())
+}
+
+/// Each forward's target address now, or why it has none.
+pub fn target_addrs(rules: &RuleSet, facts: &Facts) -> Targets {
+    rules
+        .forwards
+        .iter()
+        .map(|f| (f.name.clone(), target_addr(f, &facts.names)))
+        .collect()
+}
+
+/// `f`'s target address, given what the names resolve to now.
+pub fn target_addr(f: &Forward, names: &BTreeMap<String, NameFact>) -> Result<Ipv4Addr, String> {
+    let name = match &f.target.host {
+        Host::Addr(a) => return Ok(*a),
+        Host::Name(n) => n,
+    };
+    let fact = names.get(name);
+    match fact.and_then(|n| n.addr) {
+        // The checks validation makes on a written address, on the answer.
+        Some(a) => match rules::target::unusable_target(f, a) {
+            Some(why) => Err(format!(
+                "{name} resolves to {why}, which cannot be a target"
+            )),
+            None => Ok(a),
+        },
+        None => Err(match fact.and_then(|n| n.error.as_ref()) {
+            Some(e) => format!("{name} does not resolve ({e})"),
+            None => format!("{name} has not resolved yet"),
+        }),
+    }
+}
+
+/// What `status` shows about a name target.
+pub fn name_status(
+    f: &Forward,
+    names: &BTreeMap<String, NameFact>,
+    target: &Result<Ipv4Addr, String>,
+) -> Option<NameStatus> {
+    let name = f.target.name()?;
+    let fact = names.get(name).cloned().unwrap_or_default();
+    Some(NameStatus {
+        name: name.to_string(),
+        state: fact.state().to_string(),
+        addr: fact.addr.map(|a| a.to_string()),
+        answers: fact.answers.iter().map(Ipv4Addr::to_string).collect(),
+        resolved_unix: fact.resolved_unix,
+        ttl: fact.ttl,
+        next_unix: fact.next_unix,
+        error: fact.error.as_ref().map(ToString::to_string),
+        paused: target.as_ref().err().cloned(),
+        failures: fact.failures,
+        changes: fact.changes,
+    })
+}
+
 /// Interfaces the rules use and why: where packets arrive (`in`), and where
 /// replies come back (the route to each target). The first reason wins.
-pub fn wanted_ifaces(rules: &RuleSet, facts: &Facts) -> BTreeMap<String, String> {
+pub fn wanted_ifaces(
+    rules: &RuleSet,
+    facts: &Facts,
+    targets: &Targets,
+) -> BTreeMap<String, String> {
     let mut wanted = BTreeMap::new();
     for f in &rules.forwards {
         wanted
@@ -201,10 +292,13 @@ pub fn wanted_ifaces(rules: &RuleSet, facts: &Facts) -> BTreeMap<String, String>
             .or_insert_with(|| format!("listens for {}", f.name));
     }
     for f in &rules.forwards {
-        if let Some(l) = facts.route_link(f.target.addr) {
+        let Some(t) = target_of(targets, f) else {
+            continue;
+        };
+        if let Some(l) = facts.route_link(t) {
             wanted
                 .entry(l.name.clone())
-                .or_insert_with(|| format!("route to {} ({})", f.target.addr, f.name));
+                .or_insert_with(|| format!("route to {t} ({})", f.name));
         }
     }
     wanted
@@ -244,12 +338,17 @@ pub fn may_take_stack_path(f: &Forward, route: Option<Route>) -> bool {
     }
 }
 
-/// The listening interfaces that need the egress program.
-pub fn egress_ifaces(rules: &RuleSet, facts: &Facts) -> BTreeSet<String> {
+/// The listening interfaces that need the egress program. A paused
+/// forward counts as one whose target has no route: its established flows
+/// may be stack-path flows whose replies still need translating back.
+pub fn egress_ifaces(rules: &RuleSet, facts: &Facts, targets: &Targets) -> BTreeSet<String> {
     rules
         .forwards
         .iter()
-        .filter(|f| may_take_stack_path(f, facts.route(f.target.addr)))
+        .filter(|f| {
+            let route = target_of(targets, f).and_then(|t| facts.route(t));
+            may_take_stack_path(f, route)
+        })
         .map(|f| f.iface.clone())
         .collect()
 }
@@ -322,15 +421,16 @@ fn iface_plans(
 
 /// `mss_clamp = "auto"`: the narrower of the listening interface and the
 /// interface toward the target (the path MTU as far as this host can see
-/// it), minus IPv4 and TCP headers. `None`: no clamp.
-pub fn mss_clamp(f: &Forward, facts: &Facts) -> Option<u16> {
+/// it), minus IPv4 and TCP headers. `None`: no clamp. `target`: where the
+/// forward's flows go now (`None` while paused).
+pub fn mss_clamp(f: &Forward, facts: &Facts, target: Option<Ipv4Addr>) -> Option<u16> {
     match f.mss_clamp {
         MssClamp::Fixed(m) => Some(m),
         MssClamp::Off => None,
         MssClamp::Auto => {
             let in_mtu = facts.links.get(&f.iface).map(|l| l.mtu).filter(|m| *m > 0);
-            let out_mtu = facts
-                .route_link(f.target.addr)
+            let out_mtu = target
+                .and_then(|t| facts.route_link(t))
                 .map(|l| l.mtu)
                 .filter(|m| *m > 0);
             let mtu = match (in_mtu, out_mtu) {
@@ -366,9 +466,10 @@ pub fn xdp_choice(setting: AttachMode, iface: &Iface) -> XdpChoice {
 /// What can be said from the routing table about a forward's SNAT and
 /// path decision. The kernel decides per flow with the same FIB, so this is
 /// a forecast for `status` and the log, not a second implementation.
-pub fn explain_decision(f: &Forward, facts: &Facts) -> String {
-    let route = facts.route(f.target.addr);
-    let oif = facts.route_link(f.target.addr);
+/// `target`: the address the forward's flows go to now.
+pub fn explain_decision(f: &Forward, facts: &Facts, target: Ipv4Addr) -> String {
+    let route = facts.route(target);
+    let oif = facts.route_link(target);
     let oif_name = oif.map_or("?", |l| l.name.as_str());
     let via = |r: &Route| match r.gateway {
         None => format!("redirected straight to {oif_name} (on-link)"),
@@ -418,3 +519,7 @@ pub fn explain_decision(f: &Forward, facts: &Facts) -> String {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_names_tests.rs"]
+mod names_tests;
