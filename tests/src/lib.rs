@@ -5,6 +5,7 @@
 pub mod client;
 pub mod cluster;
 pub mod daemon;
+pub mod dns;
 // Frames and checksums for the test_run tests (needs forwarder-common and
 // etherparse, both dataplane-only).
 #[cfg(feature = "dataplane")]
