@@ -273,7 +273,8 @@ impl Daemon {
             .iter()
             .filter_map(|f| match &f.target.host {
                 rules::Host::Addr(a) => Some(*a),
-                rules::Host::Name(n) => names.get(n)?.addr,
+                // A paused name's last address: its flows' route.
+                rules::Host::Name(n) => names.get(n).and_then(|n| n.addr.or(n.last_addr)),
             })
             .collect();
         let facts = Facts::gather(&self.netlink, targets, names, &self.dp).await?;

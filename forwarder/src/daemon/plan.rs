@@ -339,15 +339,19 @@ pub fn may_take_stack_path(f: &Forward, route: Option<Route>) -> bool {
 }
 
 /// The listening interfaces that need the egress program. A paused
-/// forward counts as one whose target has no route: its established flows
-/// may be stack-path flows whose replies still need translating back.
+/// forward needs it as long as the flows established to its last address
+/// may have taken the stack path (their replies still need translating
+/// back); one that never had an address has no flows.
 pub fn egress_ifaces(rules: &RuleSet, facts: &Facts, targets: &Targets) -> BTreeSet<String> {
     rules
         .forwards
         .iter()
         .filter(|f| {
-            let route = target_of(targets, f).and_then(|t| facts.route(t));
-            may_take_stack_path(f, route)
+            let last = || facts.names.get(f.target.name()?)?.last_addr;
+            match target_of(targets, f).or_else(last) {
+                Some(t) => may_take_stack_path(f, facts.route(t)),
+                None => false,
+            }
         })
         .map(|f| f.iface.clone())
         .collect()

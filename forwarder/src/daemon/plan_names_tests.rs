@@ -74,6 +74,7 @@ fn resolved(addr: &str) -> NameFact {
 fn failed(e: Failure, keep: Option<&str>) -> NameFact {
     NameFact {
         addr: keep.map(ip),
+        last_addr: keep.map(ip),
         answers: keep.map(ip).into_iter().collect(),
         error: Some(e),
         failures: 1,
@@ -218,11 +219,11 @@ fn a_name_that_does_not_resolve_pauses_its_forward_and_nothing_else() {
             r.decision
         );
         assert_eq!(r.resolution.as_ref().unwrap().paused.as_deref(), Some(why));
-        // Its listening side stays attached, with the egress program
-        // (established stack-path flows still need their replies
-        // translated); the route side is used for the other forward now.
+        // Its listening side stays attached; the route side is used for
+        // the other forward now. No egress program: it never had an
+        // address in these facts, so it has no flows that took the stack.
         let vmbr0 = p.ifaces.iter().find(|i| i.name == "vmbr0").unwrap();
-        assert!(vmbr0.egress);
+        assert!(!vmbr0.egress);
         let vmbr1 = p.ifaces.iter().find(|i| i.name == "vmbr1").unwrap();
         assert_eq!(vmbr1.why, "route to 192.168.100.81 (web)");
         // Resolving again resumes it exactly as before.
@@ -308,4 +309,27 @@ fn two_forwards_to_one_name_follow_it_together() {
             (81, (ip("192.168.100.81"), 22))
         ])
     );
+}
+
+#[test]
+fn a_paused_forward_keeps_egress_while_its_last_address_took_the_stack_path() {
+    let rules = rules_of(RULES);
+    // (last address before the pause, egress on vmbr0 while paused):
+    // a ClusterIP's flows went through the stack and their replies are
+    // translated at egress; an on-link VM's were redirected.
+    for (last, want) in [
+        (Some("10.43.12.7"), true),
+        (Some("192.168.100.80"), false),
+        (None, false),
+    ] {
+        let fact = NameFact {
+            last_addr: last.map(ip),
+            error: Some(Failure::NxDomain),
+            ..Default::default()
+        };
+        let p = plan(&rules, &host(&[("vm101.lan", fact)]), &Record::default()).unwrap();
+        let vmbr0 = p.ifaces.iter().find(|i| i.name == "vmbr0").unwrap();
+        assert_eq!(vmbr0.egress, want, "last address {last:?}");
+        assert!(!p.entries.listeners.contains_key(&key(80)));
+    }
 }

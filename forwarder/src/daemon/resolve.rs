@@ -121,6 +121,9 @@ pub struct NameFact {
     pub addr: Option<Ipv4Addr>,
     /// Every A record of that answer, sorted.
     pub answers: Vec<Ipv4Addr>,
+    /// The last address in force, kept through a pause: the flows
+    /// established to it go on, and their path depends on its route.
+    pub last_addr: Option<Ipv4Addr>,
     /// When `addr` was last confirmed (Unix seconds), and with what TTL.
     pub resolved_unix: Option<u64>,
     pub ttl: Option<u32>,
@@ -184,6 +187,7 @@ impl NameState {
                 addrs.sort_unstable();
                 addrs.dedup();
                 f.addr = Some(addrs[0]);
+                f.last_addr = f.addr;
                 f.answers = addrs;
                 f.resolved_unix = Some(unix);
                 f.ttl = Some(ttl);

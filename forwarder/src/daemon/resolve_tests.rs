@@ -86,6 +86,11 @@ fn nxdomain_or_no_a_record_pauses_at_once_and_retries_with_a_backoff() {
         s.record(answer(&["10.43.0.7"], 300), now, T0);
         assert!(s.record(Outcome::Failed(failure.clone()), now, T0));
         assert_eq!(s.fact.addr, None, "{failure}");
+        assert_eq!(
+            s.fact.last_addr,
+            Some(ip("10.43.0.7")),
+            "the flows' address"
+        );
         assert!(s.fact.answers.is_empty());
         assert_eq!(s.fact.state(), "paused");
         assert_eq!(s.fact.error.as_ref(), Some(&failure));
