@@ -192,7 +192,7 @@ fn target_host(f: &Forward, q: &Query, port: u16, notes: &mut Vec<String>) -> (S
     match q.resolved.get(name) {
         Some(a) => {
             notes.push(format!(
-                "target {name} is a DNS name, taken as {a} (--resolve); the daemon resolves it at run time and follows its answers"
+                "target {name} is a DNS name, taken here as {a}; the daemon resolves it itself at run time and follows its answers"
             ));
             if let Some(why) = crate::target::unusable_target(f, *a) {
                 notes.push(format!(
