@@ -224,7 +224,10 @@ fn explain_says_a_name_resolves_at_run_time_or_uses_the_stated_answer() {
         SocketAddrV4::new(Ipv4Addr::new(10, 43, 12, 7), 80).to_string()
     );
     let out = render(&l.rules, &q, &explain(&l.rules, &q));
-    assert!(out.contains("taken here as 10.43.12.7; the daemon resolves it itself"), "{out}");
+    assert!(
+        out.contains("taken here as 10.43.12.7; the daemon resolves it itself"),
+        "{out}"
+    );
 
     // An answer that cannot be a target: the daemon would pause the forward.
     let q = query(&[("immich-server.immich.svc.cluster.local", "127.0.0.1")]);
