@@ -19,6 +19,7 @@ pub mod facts;
 pub mod plan;
 pub mod resolve;
 pub mod sweeper;
+pub mod targets;
 pub mod watch;
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
@@ -152,8 +153,8 @@ impl Daemon {
         }
         for s in &mut self.rule_status {
             if let Some(f) = self.loaded.rules.forward(&s.name) {
-                let target = plan::target_addr(f, &facts);
-                s.resolution = plan::name_status(f, &facts, &target);
+                let target = targets::target_addr(f, &facts);
+                s.resolution = targets::name_status(f, &facts, &target);
             }
         }
         self.publish();

@@ -6,17 +6,14 @@
 //! that install them, and the sentences `status` and the log show.
 //!
 //! A forward whose target is a DNS name gets the address its name
-//! resolves to (a fact, `resolve.rs`); while it has none, or the answer
-//! cannot be a target, the forward is paused: it keeps its rule id,
-//! counters and allow-list but has no listener, so its port answers like a
-//! closed one, and established flows keep their translation.
+//! resolves to, or is paused (`targets.rs`).
 //!
 //! No IO here: `plan` is a function of its arguments, unit-tested without
-//! root (plan_tests.rs, plan_names_tests.rs). The one fact a reader gets wrong: the SNAT and path
-//! explanations are a forecast from the routing table, not a second
-//! implementation of the kernel's per-flow decision; the egress set, though,
-//! must cover every interface whose flows *may* take the stack path, or
-//! replies would leave untranslated.
+//! root (plan_tests.rs, plan_names_tests.rs). The one fact a reader gets
+//! wrong: the SNAT and path explanations are a forecast from the routing
+//! table, not a second implementation of the kernel's per-flow decision;
+//! the egress set, though, must cover every interface whose flows *may*
+//! take the stack path, or replies would leave untranslated.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
@@ -25,22 +22,15 @@ use std::{
 use anyhow::{Context, Result};
 use forwarder_common::{GlobalConfig, ListenFlags, MAX_IFACES};
 use rules::{
-    AttachMode, Compiled, Forward, Host, IfaceState, MapEntries, MapState, MssClamp, PathMode,
-    RuleSet, Snat, Update,
+    AttachMode, Compiled, Forward, IfaceState, MapEntries, MapState, MssClamp, PathMode, RuleSet,
+    Snat, Update,
 };
 
 use super::{
     facts::{Facts, Route},
-    resolve::NameFact,
+    targets::{name_status, target_addrs, target_of, Targets},
 };
-use crate::{
-    ifaces::Iface,
-    observe::status::{NameStatus, RuleStatus},
-};
-
-/// Where each forward's flows go now, by forward name: the written
-/// address, or what its name resolves to; `Err(why)` while it is paused.
-pub type Targets = BTreeMap<String, Result<Ipv4Addr, String>>;
+use crate::{ifaces::Iface, observe::status::RuleStatus};
 
 /// IPv4 + TCP headers without options: MSS = MTU - 40.
 const TCPIP_HLEN: u32 = 40;
@@ -216,65 +206,6 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
         entries,
         update,
         rules: statuses,
-    })
-}
-
-/// The address of `f`'s target, unless it is paused.
-fn target_of(targets: &Targets, f: &Forward) -> Option<Ipv4Addr> {
-    targets.get(&f.name).and_then(|t| t.as_ref().ok().copied())
-}
-
-/// Each forward's target address now, or why it has none.
-pub fn target_addrs(rules: &RuleSet, facts: &Facts) -> Targets {
-    rules
-        .forwards
-        .iter()
-        .map(|f| (f.name.clone(), target_addr(f, &facts.names)))
-        .collect()
-}
-
-/// `f`'s target address, given what the names resolve to now.
-pub fn target_addr(f: &Forward, names: &BTreeMap<String, NameFact>) -> Result<Ipv4Addr, String> {
-    let name = match &f.target.host {
-        Host::Addr(a) => return Ok(*a),
-        Host::Name(n) => n,
-    };
-    let fact = names.get(name);
-    match fact.and_then(|n| n.addr) {
-        // The checks validation makes on a written address, on the answer.
-        Some(a) => match rules::target::unusable_target(f, a) {
-            Some(why) => Err(format!(
-                "{name} resolves to {why}, which cannot be a target"
-            )),
-            None => Ok(a),
-        },
-        None => Err(match fact.and_then(|n| n.error.as_ref()) {
-            Some(e) => format!("{name} does not resolve ({e})"),
-            None => format!("{name} has not resolved yet"),
-        }),
-    }
-}
-
-/// What `status` shows about a name target.
-pub fn name_status(
-    f: &Forward,
-    names: &BTreeMap<String, NameFact>,
-    target: &Result<Ipv4Addr, String>,
-) -> Option<NameStatus> {
-    let name = f.target.name()?;
-    let fact = names.get(name).cloned().unwrap_or_default();
-    Some(NameStatus {
-        name: name.to_string(),
-        state: fact.state().to_string(),
-        addr: fact.addr.map(|a| a.to_string()),
-        answers: fact.answers.iter().map(Ipv4Addr::to_string).collect(),
-        resolved_unix: fact.resolved_unix,
-        ttl: fact.ttl,
-        next_unix: fact.next_unix,
-        error: fact.error.as_ref().map(ToString::to_string),
-        paused: target.as_ref().err().cloned(),
-        failures: fact.failures,
-        changes: fact.changes,
     })
 }
 
