@@ -26,10 +26,15 @@
 //! 3. it resolves again: forwarding resumes (measured);
 //! 4. the DNS server dies: the forward keeps its last address (stale) and
 //!    goes on forwarding; when the server is back the name is resolved.
+//!
+//! The Prometheus endpoint (in the router's namespace) says the same as
+//! `status`: the forward paused in 2, the name stale in 4, and the lookup
+//! failures and address changes counted.
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{ensure, Context, Result};
 use forwarder_tests::{
+    client::curl,
     cluster::{echo_server, unix_now, Line, ROUTER_IN},
     dns::{Dnsmasq, NetnsResolvConf},
     netns,
@@ -43,10 +48,12 @@ const DNS: &str = "10.2.0.53";
 const OLD: &str = "10.2.0.2";
 const NEW: &str = "10.2.0.3";
 const NAME: &str = "web.test";
+const METRICS: &str = "127.0.0.1:9750";
 
 fn rules() -> String {
     format!(
-        "[[forward]]\nname = \"web\"\nin = \"eth0\"\nlisten = \"{ROUTER_IN}\"\nport = \"80-81\"\n\
+        "[global]\nmetrics = \"{METRICS}\"\n\n\
+         [[forward]]\nname = \"web\"\nin = \"eth0\"\nlisten = \"{ROUTER_IN}\"\nport = \"80-81\"\n\
          to = \"{NAME}:8080-8081\"\n\n\
          [[forward]]\nname = \"fixed\"\nin = \"eth0\"\nlisten = \"{ROUTER_IN}\"\nport = 82\n\
          to = \"{OLD}:8080\"\n"
@@ -155,6 +162,38 @@ fn resolution(d: &Daemon) -> serde_json::Value {
 fn wait_status(d: &Daemon, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> Result<()> {
     wait_for(Duration::from_secs(30), || ok(&resolution(d)).then_some(()))
         .with_context(|| format!("status never showed {what}: {}", resolution(d)))
+}
+
+/// The value of the metric `series` (name and labels) the router's
+/// Prometheus endpoint serves now.
+fn metric(router: &Netns, series: &str) -> Result<f64> {
+    let o = curl(router, 3, 5, &[], &format!("http://{METRICS}/metrics"));
+    ensure!(o.ok, "scrape: {o}");
+    o.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no {series} in\n{}", o.stdout))
+}
+
+/// The name's counters in the metrics are those of `status` (both read
+/// the status file; the resolver may count a failure in between, so the
+/// scrape must fall between two reads of it).
+fn counters_agree(d: &Daemon, router: &Netns) -> Result<()> {
+    let labels = format!("{{rule=\"web\",name=\"{NAME}\"}}");
+    for (status, metric_name) in [
+        ("failures", "forwarder_target_lookup_failures_total"),
+        ("changes", "forwarder_target_address_changes_total"),
+    ] {
+        let before = resolution(d)[status].as_f64();
+        let m = metric(router, &format!("{metric_name}{labels}"))?;
+        let after = resolution(d)[status].as_f64();
+        ensure!(
+            before.is_some_and(|b| b <= m) && after.is_some_and(|a| m <= a),
+            "{metric_name} {m}, status {status} {before:?} then {after:?}"
+        );
+    }
+    Ok(())
 }
 
 /// socat in the router resolves the name for every connection: the
@@ -285,6 +324,15 @@ fn a_dns_name_target_follows_its_answers_under_load() -> Result<()> {
     );
     s2.finish()
         .context("the established connection while paused")?;
+    let router = &line.router;
+    ensure!(metric(router, r#"forwarder_rule_paused{rule="web"}"#)? == 1.0);
+    ensure!(metric(router, r#"forwarder_rule_paused{rule="fixed"}"#)? == 0.0);
+    counters_agree(&d, router)?;
+    ensure!(
+        resolution(&d)["changes"] == 6 && resolution(&d)["failures"].as_u64() >= Some(1),
+        "five new addresses, the address lost, and the NXDOMAIN counted: {}",
+        resolution(&d)
+    );
     // The forward with a written address never noticed.
     let fixed_answers: Vec<_> = answers(&fixed.log())
         .into_iter()
@@ -314,6 +362,10 @@ fn a_dns_name_target_follows_its_answers_under_load() -> Result<()> {
         "{text}"
     );
     first_after(&web, unix_now(), OLD, 10).context("forwarding while the DNS server is down")?;
+    let stale = format!("forwarder_target_stale{{rule=\"web\",name=\"{NAME}\"}}");
+    ensure!(metric(&line.router, &stale)? == 1.0);
+    ensure!(metric(&line.router, r#"forwarder_rule_paused{rule="web"}"#)? == 0.0);
+    counters_agree(&d, &line.router)?;
     let failed: Vec<_> = answers(&web.log())
         .into_iter()
         .filter(|(t, r)| *t > died && r != OLD && r != "FAIL")
