@@ -10,6 +10,9 @@
 //!   (iproute2's way of giving a namespace its own resolver). The machine's
 //!   /etc/resolv.conf is never touched; the file and its directory go on
 //!   drop, and [`sweep`] removes those of test processes that died.
+//! * [`line_with`]: the `Line` topology with backends and a DNS server's
+//!   address on the server side; [`connect_loop`]: a client that opens a
+//!   new connection every 50 ms and logs who answered.
 use std::{
     path::{Path, PathBuf},
     time::Duration,
@@ -18,6 +21,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
+    cluster::{echo_server, Line, ROUTER_IN},
     netns::{Netns, PREFIX},
     process::{wait_for, Bg},
     topology::TempDir,
@@ -191,4 +195,46 @@ impl Drop for Dnsmasq {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The [`Line`] topology with `addrs` (backends, a DNS server's address)
+/// added to the server's interface, and a backend on TCP 8080 that
+/// answers each connection with the address it was sent to. Keep the
+/// returned server for as long as it must answer.
+pub fn line_with(addrs: &[&str]) -> Result<(Line, Bg)> {
+    let line = Line::build()?;
+    for a in addrs {
+        line.server
+            .ip(&["addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
+    }
+    let server = echo_server(&line.server, 8080, "echo $SOCAT_SOCKADDR")?;
+    Ok((line, server))
+}
+
+/// A new connection from `client` to `ROUTER_IN:port` every 50 ms; each
+/// log line `<unix time> <first line the backend sent | REFUSED | FAIL>`
+/// (read with `cluster::loop_answers`). FAIL is no answer in time, which a
+/// loaded machine causes; REFUSED (a reset) is the forward's doing.
+///
+/// Every connection has a source port of its own (each loop counts through
+/// a block of ports no other loop of this process uses): the kernel's
+/// choice reuses a port within seconds, and a SYN on the tuple of a closed
+/// flow still in the forwarder's table takes that flow's old translation
+/// (unlike netfilter, which re-NATs it), which is not what these tests
+/// measure.
+pub fn connect_loop(client: &Netns, port: u16) -> Result<Bg> {
+    static NEXT_BLOCK: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    const BLOCK: u32 = 3000;
+    let block = u32::from(NEXT_BLOCK.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4);
+    let first = 20_000 + block * BLOCK;
+    client.spawn(&[
+        "sh",
+        "-c",
+        &format!(
+            "i=0; while :; do p=$(({first} + i % {BLOCK})); i=$((i + 1)); \
+             r=$(timeout 2 socat -T1 -u TCP:{ROUTER_IN}:{port},connect-timeout=1,sourceport=$p,reuseaddr - 2>&1 | head -n 1); \
+             case \"$r\" in *refused*) r=REFUSED;; ''|*socat*) r=FAIL;; esac; \
+             echo \"$(date +%s.%N) $r\"; sleep 0.05; done"
+        ),
+    ])
 }

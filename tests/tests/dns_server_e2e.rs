@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use forwarder_tests::{
-    cluster::{echo_server, Line, ROUTER_IN},
-    dns::Dnsmasq,
+    cluster::ROUTER_IN,
+    dns::{line_with, Dnsmasq},
     netns,
     process::wait_for,
     require_root,
@@ -34,12 +34,7 @@ fn dns_server_is_the_only_resolver_asked() -> Result<()> {
         return Ok(());
     }
     netns::sweep();
-    let line = Line::build()?;
-    for a in [BACKEND, DNS] {
-        line.server
-            .ip(&["addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
-    }
-    let _server = echo_server(&line.server, 8080, "echo $SOCAT_SOCKADDR")?;
+    let (line, _server) = line_with(&[BACKEND, DNS])?;
     let dns = Dnsmasq::start(&line.server, DNS, 5353, "test", 5)?;
     dns.set(&[("web", BACKEND)])?;
 

@@ -35,8 +35,8 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{ensure, Context, Result};
 use forwarder_tests::{
     client::curl,
-    cluster::{echo_server, unix_now, Line, ROUTER_IN},
-    dns::{Dnsmasq, NetnsResolvConf},
+    cluster::{echo_server, loop_answers, unix_now, Line, ROUTER_IN},
+    dns::{connect_loop, Dnsmasq, NetnsResolvConf},
     netns,
     process::wait_for,
     require_root,
@@ -60,33 +60,10 @@ fn rules() -> String {
     )
 }
 
-/// A new connection to `ROUTER_IN:port` every 50 ms; each line `<unix
-/// time> <first line the backend sent | REFUSED | FAIL>`.
-fn client_loop(client: &Netns, port: u16) -> Result<Bg> {
-    client.spawn(&[
-        "sh",
-        "-c",
-        &format!(
-            "while :; do r=$(timeout 2 socat -T1 -u TCP:{ROUTER_IN}:{port},connect-timeout=1 - 2>&1 | head -n 1); \
-             case \"$r\" in *refused*) r=REFUSED;; ''|*socat*) r=FAIL;; esac; \
-             echo \"$(date +%s.%N) $r\"; sleep 0.05; done"
-        ),
-    ])
-}
-
-fn answers(log: &str) -> Vec<(f64, String)> {
-    log.lines()
-        .filter_map(|l| {
-            let (t, r) = l.split_once(' ')?;
-            Some((t.parse().ok()?, r.trim().to_string()))
-        })
-        .collect()
-}
-
 /// Waits for `n` answers `what` after `since`; the time of the first.
 fn first_after(bg: &Bg, since: f64, what: &str, n: usize) -> Result<f64> {
     wait_for(Duration::from_secs(30), || {
-        let a = answers(&bg.log());
+        let a = loop_answers(&bg.log());
         let hits: Vec<f64> = a
             .iter()
             .filter(|(t, r)| *t > since && r == what)
@@ -206,7 +183,7 @@ fn socat_baseline(line: &Line, dns: &Dnsmasq) -> Result<f64> {
         &format!("TCP-LISTEN:80,bind={ROUTER_IN},fork,reuseaddr"),
         &format!("TCP:{NAME}:8080"),
     ])?;
-    let clients = client_loop(&line.client, 80)?;
+    let clients = connect_loop(&line.client, 80)?;
     first_after(&clients, 0.0, OLD, 5).context("socat baseline before the change")?;
     let changed = dns.set(&[("web", NEW)])?;
     let first =
@@ -259,8 +236,8 @@ fn a_dns_name_target_follows_its_answers_under_load() -> Result<()> {
         "{text}"
     );
 
-    let web = client_loop(&line.client, 80)?;
-    let fixed = client_loop(&line.client, 82)?;
+    let web = connect_loop(&line.client, 80)?;
+    let fixed = connect_loop(&line.client, 82)?;
     first_after(&web, 0.0, OLD, 10).context("steady forwarding to the old address")?;
     let s1 = Session::open(&line.client, &dir, "s1")?;
     ensure!(s1.backend() == OLD, "session 1: {}", s1.bg.log());
@@ -270,7 +247,7 @@ fn a_dns_name_target_follows_its_answers_under_load() -> Result<()> {
     let first_new = first_after(&web, changed, NEW, 10)?;
     // (A client timing out on a loaded machine prints FAIL; only the old
     // backend or a refusal would be the forwarder's doing.)
-    let late_old: Vec<_> = answers(&web.log())
+    let late_old: Vec<_> = loop_answers(&web.log())
         .into_iter()
         .filter(|(t, r)| *t > first_new && (r == OLD || r == "REFUSED"))
         .collect();
@@ -334,7 +311,7 @@ fn a_dns_name_target_follows_its_answers_under_load() -> Result<()> {
         resolution(&d)
     );
     // The forward with a written address never noticed.
-    let fixed_answers: Vec<_> = answers(&fixed.log())
+    let fixed_answers: Vec<_> = loop_answers(&fixed.log())
         .into_iter()
         .filter(|(t, _)| *t > changed)
         .collect();
@@ -366,13 +343,19 @@ fn a_dns_name_target_follows_its_answers_under_load() -> Result<()> {
     ensure!(metric(&line.router, &stale)? == 1.0);
     ensure!(metric(&line.router, r#"forwarder_rule_paused{rule="web"}"#)? == 0.0);
     counters_agree(&d, &line.router)?;
-    let failed: Vec<_> = answers(&web.log())
+    let failed: Vec<_> = loop_answers(&web.log())
         .into_iter()
         .filter(|(t, r)| *t > died && r != OLD && r != "FAIL")
         .collect();
     ensure!(
         failed.is_empty(),
-        "connections refused or misdirected while the DNS server was down: {failed:?}"
+        "connections refused or misdirected while the DNS server was down: {failed:?}\n\
+         every answer since it resolved again: {:?}\nflows:\n{}",
+        loop_answers(&web.log())
+            .into_iter()
+            .filter(|(t, _)| *t > back)
+            .collect::<Vec<_>>(),
+        d.cli(&["conntrack", "list"]).unwrap_or_default()
     );
     dns.restart()?;
     wait_status(&d, "resolved after the server came back", |n| {

@@ -124,7 +124,7 @@ fn lookup_names(
     rules: &rules::RuleSet,
     stated: &BTreeMap<String, Ipv4Addr>,
 ) -> Result<Vec<LookedUp>> {
-    use crate::daemon::resolve::{lookup_once, Outcome};
+    use crate::daemon::{lookup::lookup_once, resolve::Outcome};
     let mut names: Vec<&str> = rules
         .forwards
         .iter()

@@ -331,6 +331,11 @@ pub fn name_line(n: &status::NameStatus, now: u64) -> String {
             ago(n.resolved_unix),
             n.error.as_deref().unwrap_or("?")
         ),
+        (None, "adopted") => format!(
+            "target {}: {addr}, ADOPTED: where the running dataplane forwards, not resolved yet \
+             (asking)",
+            n.name
+        ),
         (None, _) => format!(
             "target {}: {addr}{answers} (resolved {}{ttl}, next in {next}s; changed {} times)",
             n.name,

@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod events;
 pub mod facts;
+pub mod lookup;
 pub mod plan;
 pub mod resolve;
 pub mod sweeper;
@@ -178,6 +179,9 @@ impl Daemon {
     pub async fn start(&mut self) -> Result<()> {
         self.generation += 1;
         self.follow_names();
+        for (name, addr) in targets::adopted_addrs(&self.loaded.rules, &self.record) {
+            self.names.adopt(&name, addr);
+        }
         self.names.settle(NAMES_SETTLE).await;
         let r = self.reconcile().await;
         self.record_load("start", r.as_ref().err().map(|e| format!("{e:#}")));

@@ -333,3 +333,43 @@ fn a_paused_forward_keeps_egress_while_its_last_address_took_the_stack_path() {
         assert!(!p.entries.listeners.contains_key(&key(80)));
     }
 }
+
+#[test]
+fn a_restarted_daemon_takes_each_names_address_from_the_maps_it_adopts() {
+    use crate::daemon::targets::adopted_addrs;
+    // The previous daemon forwarded `vm` to the answer it had; `web` is
+    // written out, and `gone` was paused (no listener).
+    let text = format!(
+        "{RULES}\n[[forward]]\nname = \"gone\"\nin = \"vmbr0\"\nlisten = \"192.168.1.55\"\n\
+         port = 82\nto = \"vm102.lan:22\"\n"
+    );
+    let before = plan(
+        &rules_of(&text),
+        &host(&[("vm101.lan", resolved("192.168.100.80"))]),
+        &Record::default(),
+    )
+    .unwrap()
+    .record();
+    let adopted = adopted_addrs(&rules_of(&text), &before);
+    assert_eq!(
+        adopted,
+        BTreeMap::from([("vm101.lan".to_string(), ip("192.168.100.80"))])
+    );
+    // A forward renamed in the file meanwhile is a new forward: nothing
+    // of the old one's is taken.
+    let renamed = text.replace("name = \"vm\"", "name = \"vm-new\"");
+    assert!(adopted_addrs(&rules_of(&renamed), &before).is_empty());
+    // With the adopted address standing in for an answer, the new plan
+    // keeps the listener exactly as it is in the kernel.
+    let mut fact = crate::daemon::resolve::NameState::new(tokio::time::Instant::now(), 0);
+    fact.adopt(ip("192.168.100.80"));
+    assert_eq!(fact.fact.state(), "adopted");
+    let again = plan(
+        &rules_of(&text),
+        &host(&[("vm101.lan", fact.fact)]),
+        &before,
+    )
+    .unwrap();
+    assert!(again.update.ops.is_empty(), "{:?}", again.update.ops);
+    assert_eq!(rule(&again, "vm").listeners, 1);
+}

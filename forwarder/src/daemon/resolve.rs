@@ -2,7 +2,7 @@
 //! what each name resolves to now, kept current by re-resolving it when its
 //! answer's TTL runs out and, after a failure, with a backoff.
 //!
-//! The resolver is hickory's stub resolver, not getaddrinfo: the daemon
+//! The resolver (`lookup.rs`) is hickory's stub resolver, not getaddrinfo: the daemon
 //! needs each answer's TTL to know when to ask again, which getaddrinfo
 //! does not report. With no `dns_server` in `[global]` it reads
 //! /etc/resolv.conf (servers, search domains, ndots, timeouts) and
@@ -24,7 +24,9 @@
 //! stale, and retries with a backoff, like a rules file that cannot be read
 //! keeps the running configuration: a DNS server restarting must not take
 //! every forward down. A name that has never resolved has no last address,
-//! so its forward stays paused until it does.
+//! so its forward stays paused until it does; except after a restart,
+//! where the address the adopted maps forward to stands in for the first
+//! answer (`adopt`): an upgrade during a DNS outage keeps forwarding.
 use std::{
     collections::BTreeMap,
     fmt,
@@ -32,17 +34,13 @@ use std::{
     time::Duration,
 };
 
-use hickory_resolver::{
-    config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig},
-    net::{runtime::TokioRuntimeProvider, DnsError, NetError},
-    proto::{op::ResponseCode, rr::RData, rr::RecordType},
-    Resolver, TokioResolver,
-};
 use tokio::{
     sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender},
     time::Instant,
 };
 use tracing::{debug, info, warn};
+
+use super::lookup::{build_resolver, lookup};
 
 /// A TTL below this is read as this: a TTL of 0 (dnsmasq's default for
 /// its own records) would otherwise mean a query per name all the time.
@@ -57,7 +55,7 @@ pub const TTL_CEILING: Duration = Duration::from_secs(300);
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 pub const RETRY_MAX: Duration = Duration::from_secs(10);
 /// One lookup, all servers and retries included, gives up after this.
-const LOOKUP_DEADLINE: Duration = Duration::from_secs(10);
+pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Why a lookup gave no address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,9 +139,10 @@ pub struct NameFact {
 }
 
 impl NameFact {
-    /// "resolved", "stale", "paused" or "resolving".
+    /// "resolved", "stale", "paused", "resolving" or "adopted".
     pub fn state(&self) -> &'static str {
         match (self.addr, &self.error, self.pending) {
+            (Some(_), None, true) => "adopted",
             (Some(_), None, _) => "resolved",
             (Some(_), Some(_), _) => "stale",
             (None, _, true) => "resolving",
@@ -172,6 +171,17 @@ impl NameState {
             },
             next: now,
             retry: RETRY_FIRST,
+        }
+    }
+
+    /// Before the first lookup finishes: `addr`, the target the maps a
+    /// previous daemon left forward to, stands in for an answer. The first
+    /// outcome then decides as it would for an answered name: an answer
+    /// replaces it, NXDOMAIN pauses, a failure keeps it (stale).
+    pub fn adopt(&mut self, addr: Ipv4Addr) {
+        let f = &mut self.fact;
+        if f.pending && f.addr.is_none() {
+            (f.addr, f.last_addr, f.answers) = (Some(addr), Some(addr), vec![addr]);
         }
     }
 
@@ -273,6 +283,14 @@ impl Names {
             self.names
                 .entry(n)
                 .or_insert_with(|| NameState::new(now, unix));
+        }
+    }
+
+    /// See `NameState::adopt`.
+    pub fn adopt(&mut self, name: &str, addr: Ipv4Addr) {
+        if let Some(s) = self.names.get_mut(name) {
+            s.adopt(addr);
+            info!(name, addr = %addr, "target name: forwarding to the adopted address until it resolves");
         }
     }
 
@@ -388,97 +406,6 @@ fn log_change(name: &str, before: &NameFact, now: &NameFact) {
             )
         }
         _ => debug!(name, addr = ?now.addr, "target name re-resolved"),
-    }
-}
-
-/// The resolver for one batch of lookups.
-fn build_resolver(servers: &[SocketAddr]) -> Result<TokioResolver, String> {
-    let mut builder = if servers.is_empty() {
-        let mut b = Resolver::builder_tokio()
-            .map_err(|e| format!("reading the system's resolver configuration: {e}"))?;
-        b.options_mut().use_hosts_file = ResolveHosts::Always;
-        b
-    } else {
-        let config = ResolverConfig::from_name_servers(
-            servers
-                .iter()
-                .map(|s| {
-                    let (mut udp, mut tcp) = (ConnectionConfig::udp(), ConnectionConfig::tcp());
-                    udp.port = s.port();
-                    tcp.port = s.port();
-                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
-                })
-                .collect(),
-        );
-        let mut b = Resolver::builder_with_config(config, TokioRuntimeProvider::default());
-        b.options_mut().use_hosts_file = ResolveHosts::Never;
-        b
-    };
-    // Each batch builds its own resolver: a cache would only hide the
-    // fresh answer a due lookup is for.
-    builder.options_mut().cache_size = 0;
-    builder
-        .build()
-        .map_err(|e| format!("setting up the resolver: {e}"))
-}
-
-/// One lookup of `name` now, as the daemon makes it (`explain --lookup`).
-pub async fn lookup_once(servers: &[SocketAddr], name: &str) -> Outcome {
-    match build_resolver(servers) {
-        Ok(r) => lookup(&r, name).await,
-        Err(e) => Outcome::Failed(Failure::Other(e)),
-    }
-}
-
-/// Asks for `name`'s A records.
-pub async fn lookup(resolver: &TokioResolver, name: &str) -> Outcome {
-    let answer = tokio::time::timeout(LOOKUP_DEADLINE, resolver.lookup(name, RecordType::A)).await;
-    let err = match answer {
-        Err(_) => return Outcome::Failed(Failure::Timeout),
-        Ok(Ok(lookup)) => {
-            let mut addrs = Vec::new();
-            let mut ttl = u32::MAX;
-            for r in lookup.answers() {
-                ttl = ttl.min(r.ttl);
-                if let RData::A(a) = &r.data {
-                    addrs.push(a.0);
-                }
-            }
-            return if addrs.is_empty() {
-                Outcome::Failed(Failure::NoData { v6_only: false })
-            } else {
-                Outcome::Answer { addrs, ttl }
-            };
-        }
-        Ok(Err(e)) => e,
-    };
-    let failure = classify(&err);
-    if failure == (Failure::NoData { v6_only: false }) {
-        // Say why when the name is IPv6-only: the fix is not in DNS.
-        let v6 = tokio::time::timeout(LOOKUP_DEADLINE, resolver.lookup(name, RecordType::AAAA))
-            .await
-            .is_ok_and(|r| {
-                r.is_ok_and(|l| l.answers().iter().any(|r| matches!(r.data, RData::AAAA(_))))
-            });
-        return Outcome::Failed(Failure::NoData { v6_only: v6 });
-    }
-    Outcome::Failed(failure)
-}
-
-fn classify(e: &NetError) -> Failure {
-    match e {
-        NetError::Dns(DnsError::NoRecordsFound(nr)) => match nr.response_code {
-            ResponseCode::NXDomain => Failure::NxDomain,
-            ResponseCode::NoError => Failure::NoData { v6_only: false },
-            ResponseCode::ServFail => Failure::ServFail,
-            ResponseCode::Refused => Failure::Refused,
-            code => Failure::Other(format!("DNS error {code}")),
-        },
-        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => Failure::ServFail,
-        NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)) => Failure::Refused,
-        NetError::Dns(DnsError::ResponseCode(code)) => Failure::Other(format!("DNS error {code}")),
-        NetError::Timeout => Failure::Timeout,
-        other => Failure::Other(format!("lookup failed: {other}")),
     }
 }
 

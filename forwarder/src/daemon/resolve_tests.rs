@@ -145,6 +145,40 @@ fn a_name_that_never_resolved_is_paused_by_any_failure() {
 }
 
 #[test]
+fn an_adopted_address_stands_in_for_the_first_answer() {
+    let now = Instant::now();
+    let adopted = || {
+        let mut s = NameState::new(now, T0);
+        s.adopt(ip("10.43.0.7"));
+        assert_eq!(s.fact.state(), "adopted");
+        assert_eq!(s.fact.addr, Some(ip("10.43.0.7")));
+        s
+    };
+    // The DNS server cannot be reached after a restart: kept, stale.
+    let mut s = adopted();
+    assert!(!s.record(Outcome::Failed(Failure::Timeout), now, T0));
+    assert_eq!(
+        (s.fact.state(), s.fact.addr),
+        ("stale", Some(ip("10.43.0.7")))
+    );
+    // The same answer: resolved, nothing moves.
+    let mut s = adopted();
+    assert!(!s.record(answer(&["10.43.0.7"], 5), now, T0));
+    assert_eq!((s.fact.state(), s.fact.changes), ("resolved", 0));
+    // Another answer: it moves, counted.
+    let mut s = adopted();
+    assert!(s.record(answer(&["10.43.0.9"], 5), now, T0));
+    assert_eq!((s.fact.addr, s.fact.changes), (Some(ip("10.43.0.9")), 1));
+    // The name is gone: paused, as for any name that had an address.
+    let mut s = adopted();
+    assert!(s.record(Outcome::Failed(Failure::NxDomain), now, T0));
+    assert_eq!((s.fact.state(), s.fact.addr), ("paused", None));
+    // Once a lookup has finished, the maps say nothing new: no effect.
+    s.adopt(ip("10.43.0.7"));
+    assert_eq!(s.fact.addr, None);
+}
+
+#[test]
 fn an_answer_without_addresses_counts_as_no_a_record() {
     let now = Instant::now();
     let mut s = NameState::new(now, T0);

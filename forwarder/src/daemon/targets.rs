@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use rules::{Forward, Host, RuleSet};
 
-use super::{facts::Facts, resolve::NameFact};
+use super::{facts::Facts, plan::Record, resolve::NameFact};
 use crate::observe::status::NameStatus;
 
 /// Where each forward's flows go now, by forward name: the written
@@ -75,4 +75,24 @@ pub fn name_status(
         failures: fact.failures,
         changes: fact.changes,
     })
+}
+
+/// Where the maps a previous daemon left (`record`, read at start) forward
+/// each name target of `rules`: the target address of the listeners of the
+/// forward with that name. A restarted daemon forwards there until the
+/// name answers (`resolve::NameState::adopt`) instead of pausing what was
+/// running, which a DNS server down during an upgrade would otherwise do.
+pub fn adopted_addrs(rules: &RuleSet, record: &Record) -> BTreeMap<String, Ipv4Addr> {
+    let mut adopted = BTreeMap::new();
+    for f in &rules.forwards {
+        let (Some(name), Some(id)) = (f.target.name(), record.ids.get(&f.name)) else {
+            continue;
+        };
+        let listening = record.entries.listeners.values().find(|v| v.rule_id == *id);
+        if let Some(v) = listening {
+            let addr = Ipv4Addr::from(forwarder_common::addr_v4_octets(&v.target_addr));
+            adopted.entry(name.to_string()).or_insert(addr);
+        }
+    }
+    adopted
 }

@@ -87,7 +87,8 @@ pub struct RuleStatus {
 pub struct NameStatus {
     pub name: String,
     /// "resolved", "stale" (re-resolving fails; the last answer is kept),
-    /// "paused" (no address) or "resolving" (no answer yet).
+    /// "paused" (no address), "resolving" (no answer yet) or "adopted" (no
+    /// answer yet; the address the maps a previous daemon left forward to).
     pub state: String,
     /// The address in force: the lowest of `answers`.
     pub addr: Option<String>,
