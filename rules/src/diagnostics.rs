@@ -16,6 +16,10 @@ pub(crate) type Span = Option<Range<usize>>;
 pub enum Severity {
     Error,
     Warning,
+    /// Not a problem of the file: something worth knowing about how it
+    /// meets this host (netfilter does not see forwarded flows), or what
+    /// `check` could not verify.
+    Note,
 }
 
 impl Severity {
@@ -23,6 +27,7 @@ impl Severity {
         match self {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         }
     }
 }
@@ -37,6 +42,9 @@ pub struct Location {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
     pub severity: Severity,
+    /// The file it is in when that is not the main file of its
+    /// [`Diagnostics`] (a drop-in of `rules.d/`).
+    pub file: Option<String>,
     pub location: Option<Location>,
     /// What the message is about, e.g. `forward "web-http"` or `forward #3`
     /// (a forward without a usable name).
@@ -50,7 +58,7 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// The diagnostic as one or two lines, prefixed with `file`.
     pub fn render(&self, file: &str) -> String {
-        let mut out = String::from(file);
+        let mut out = String::from(self.file.as_deref().unwrap_or(file));
         if let Some(loc) = self.location {
             out.push_str(&format!(":{}:{}", loc.line, loc.column));
         }
@@ -93,7 +101,12 @@ impl Diagnostics {
         self.items.iter().filter(|d| d.is_error())
     }
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.items.iter().filter(|d| !d.is_error())
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+    }
+    pub fn notes(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items.iter().filter(|d| d.severity == Severity::Note)
     }
 }
 
@@ -152,6 +165,7 @@ impl<'a> Sink<'a> {
     ) {
         self.items.push(Diagnostic {
             severity,
+            file: None,
             location: self.location(span),
             context: context.map(str::to_owned),
             message: message.into(),
@@ -177,6 +191,16 @@ impl<'a> Sink<'a> {
         help: Option<String>,
     ) {
         self.push(Severity::Warning, span, context, message, help);
+    }
+
+    pub(crate) fn note(
+        &mut self,
+        span: &Span,
+        context: Option<&str>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
+        self.push(Severity::Note, span, context, message, help);
     }
 
     pub(crate) fn has_errors(&self) -> bool {
@@ -256,6 +280,7 @@ mod tests {
     fn render_format() {
         let d = Diagnostic {
             severity: Severity::Error,
+            file: None,
             location: Some(Location {
                 line: 12,
                 column: 7,

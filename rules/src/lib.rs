@@ -16,16 +16,21 @@
 //!
 //! The file format is documented in `docs/rules.md`.
 
+mod advice;
 pub mod compile;
 pub mod diagnostics;
 pub mod diff;
 pub mod explain;
+pub mod host;
 pub mod import;
+pub mod memory;
 pub mod model;
 pub mod nodes;
 mod parse;
+mod partial;
 pub mod print;
 pub mod report;
+mod syntax;
 mod validate;
 mod values;
 
@@ -37,6 +42,7 @@ pub use compile::{
 };
 pub use diagnostics::{Diagnostic, Diagnostics, Location, Severity};
 pub use diff::{diff, Diff, MapOp, MapState, NoRoom, Room, Update};
+pub use host::HostFacts;
 pub use model::*;
 pub use print::to_toml;
 pub use validate::{listeners_overlap, ASSUMED_IFACE_ADDRS};
@@ -88,11 +94,25 @@ impl LoadError {
 
 /// Parses and validates rules text. `file` names it in messages.
 pub fn load_str(file: &str, text: &str) -> Result<Loaded, Diagnostics> {
+    load_str_on(file, text, None)
+}
+
+/// [`load_str`], and with `host` the file is also judged against the host
+/// it will run on (see [`host`]): what that finds are warnings and notes.
+pub fn load_str_on(
+    file: &str,
+    text: &str,
+    host: Option<&HostFacts>,
+) -> Result<Loaded, Diagnostics> {
     let mut sink = diagnostics::Sink::new(text);
     let parsed = parse::parse(text, &mut sink);
     // Forwards with a bad value were left out of `parsed`; the cross-checks
     // still run on the rest so one pass reports as much as it can.
     validate::validate(&parsed, &mut sink);
+    // Notes about the host would only distract from an invalid file.
+    if let Some(h) = host.filter(|_| !sink.has_errors()) {
+        host::check(&parsed, h, &mut sink);
+    }
     if !sink.has_errors() && parsed.rules.forwards.is_empty() {
         sink.warning(
             &None,
@@ -116,9 +136,14 @@ pub fn load_str(file: &str, text: &str) -> Result<Loaded, Diagnostics> {
 
 /// Reads and loads a rules file; messages name it as given.
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
+    load_file_on(path, None)
+}
+
+/// [`load_file`], judged against `host` when given (see [`load_str_on`]).
+pub fn load_file_on(path: &Path, host: Option<&HostFacts>) -> Result<Loaded, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|error| LoadError::Io {
         path: path.to_owned(),
         error,
     })?;
-    load_str(&path.display().to_string(), &text).map_err(LoadError::Invalid)
+    load_str_on(&path.display().to_string(), &text, host).map_err(LoadError::Invalid)
 }
