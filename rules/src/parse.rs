@@ -58,7 +58,7 @@ pub(crate) const CONNTRACK_MAX_LIMIT: i64 = 1 << 24;
 pub(crate) struct ForwardSpans {
     /// The `[[forward]]` header (or inline table); used for missing keys.
     pub table: Span,
-    fields: HashMap<&'static str, Span>,
+    pub(crate) fields: HashMap<&'static str, Span>,
     pub allow: Vec<Span>,
     /// One per `nodes` entry.
     pub nodes: crate::nodes::NodeSpans,

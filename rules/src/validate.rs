@@ -200,10 +200,8 @@ fn check_names(parsed: &Parsed, sink: &mut Sink) {
     for (i, f) in parsed.rules.forwards.iter().enumerate() {
         if let Some(&j) = first.get(f.name.as_str()) {
             let line = sink
-                .location(&parsed.spans[j].field("name"))
-                .map_or(String::new(), |l| {
-                    format!(" (first defined on line {})", l.line)
-                });
+                .place(&parsed.spans[j].field("name"))
+                .map_or(String::new(), |p| format!(" (first defined on {p})"));
             sink.error(
                 &parsed.spans[i].field("name"),
                 Some(&ctx(f)),
@@ -321,8 +319,8 @@ fn check_overlaps(parsed: &Parsed, sink: &mut Sink) {
                 let (a, b) = (&forwards[i], &forwards[j]);
                 if let Some((protos, common)) = listeners_overlap(a, b) {
                     let line = sink
-                        .location(&parsed.spans[i].table)
-                        .map_or(String::new(), |l| format!(" on line {}", l.line));
+                        .place(&parsed.spans[i].table)
+                        .map_or(String::new(), |p| format!(" on {p}"));
                     let protos: Vec<&str> = protos.iter().map(|p| p.as_str()).collect();
                     sink.error(
                         &parsed.spans[j].field("port"),
