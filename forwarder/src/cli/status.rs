@@ -70,14 +70,6 @@ struct Status {
     interfaces: Vec<pinned::IfaceCounters>,
 }
 
-/// A process's resident set size (`VmRSS` of /proc/PID/status), in bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCode> {
     let daemon = status::read(run_dir).ok();
     let pid = running::running_pid(run_dir);
@@ -108,7 +100,7 @@ pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCo
     };
     let st = Status {
         daemon_running,
-        daemon_rss_bytes: pid.and_then(rss_bytes),
+        daemon_rss_bytes: pid.and_then(running::rss_bytes),
         rules: counts
             .into_iter()
             .map(|c| RuleView {
@@ -357,13 +349,13 @@ mod tests {
         let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-        let rss = rss_bytes(std::process::id()).unwrap();
+        let rss = running::rss_bytes(std::process::id()).unwrap();
         let statm_bytes = pages * page;
         assert!(
             rss.abs_diff(statm_bytes) < 4 << 20,
             "VmRSS {rss} vs statm {statm_bytes}"
         );
-        assert_eq!(rss_bytes(u32::MAX), None);
+        assert_eq!(running::rss_bytes(u32::MAX), None);
     }
 
     #[test]
