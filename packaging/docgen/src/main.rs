@@ -60,8 +60,13 @@ fn man_pages(cmd: &clap::Command, dir: &Path, pages: &mut Vec<String>) -> Result
         .manual("forwarder manual");
     let mut text = Vec::new();
     page.render(&mut text)?;
-    // clap_mangen calls the after-help text EXTRA; ours is examples.
-    let mut text = String::from_utf8(text)?.replace("\n.SH EXTRA\n", "\n.SH EXAMPLES\n");
+    // clap_mangen calls the after-help text EXTRA; ours is examples, or a
+    // command's exit status alone.
+    let heading = match cmd.get_after_help().map(|h| h.to_string()) {
+        Some(h) if h.starts_with("Exit status") => "\n.SH EXIT STATUS\n",
+        _ => "\n.SH EXAMPLES\n",
+    };
+    let mut text = String::from_utf8(text)?.replace("\n.SH EXTRA\n", heading);
     // Sections clap has no notion of go before VERSION (man-pages(7) order).
     let extra = if cmd.get_name() == "forwarder" {
         top_sections(cmd)
