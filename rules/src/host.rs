@@ -61,7 +61,24 @@ pub(crate) fn check(parsed: &Parsed, host: &HostFacts, sink: &mut Sink) {
             }
             continue;
         };
-        let Listen::Addr(a) = f.listen else { continue };
+        let Listen::Addr(a) = f.listen else {
+            if own.is_empty() {
+                sink.warning(
+                    &sp.field("in"),
+                    Some(&ctx),
+                    format!(
+                        "{} has no IPv4 address: with listen = \"interface\" the forward listens \
+                         nowhere here until it gets one",
+                        f.iface
+                    ),
+                    Some(
+                        "assign the address the forward should take, or listen on a fixed one"
+                            .into(),
+                    ),
+                );
+            }
+            continue;
+        };
         let holder = host
             .ifaces
             .iter()
@@ -258,6 +275,18 @@ mod tests {
             d[0].contains("note: forward \"web\": listen address 10.9.9.9 is on lo, not on vmbr0"),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn an_interface_listener_on_an_interface_without_addresses_is_a_warning() {
+        let iface = FILE.replace("listen = \"192.168.1.99\"\n", "");
+        let d = said(&iface, &host(&[], Ok(vec![])));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].starts_with("r.toml:3:6: warning: forward \"web\": vmbr0 has no IPv4 address"),
+            "{d:?}"
+        );
+        assert!(said(&iface, &host(&["192.168.1.55"], Ok(vec![]))).is_empty());
     }
 
     #[test]
