@@ -5,9 +5,15 @@
 //! dataplane keeps forwarding while no daemon runs, and the next daemon
 //! swaps its own programs into the pinned links atomically
 //! (bpf_link_update): not one packet meets a half-configured interface.
-//! The one fact a reader gets wrong: removing a link's pin file is what
-//! detaches the program (the pin holds the last reference).
-use std::path::{Path, PathBuf};
+//! The one fact a reader gets wrong: a pinned link lives as long as its pin
+//! file, but deleting the file detaches the program only a moment after
+//! the unlink returns (see `sys`); every pin is removed with
+//! [`remove_link_pin`], which detaches first, so a detach is done when it
+//! returns.
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result};
 use aya::programs::{
@@ -21,7 +27,7 @@ use forwarder_common::{
 };
 use tracing::{debug, warn};
 
-use super::Dataplane;
+use super::{sys, Dataplane};
 use crate::ifaces::Iface;
 
 /// The TC ingress hook every used interface gets.
@@ -31,7 +37,7 @@ const INGRESS: (TcAttachType, &str, &str) = (TcAttachType::Ingress, PROG_INGRESS
 const EGRESS: (TcAttachType, &str, &str) = (TcAttachType::Egress, PROG_EGRESS, "egress");
 
 pub(super) enum Link {
-    /// Lives in bpffs; removing the file detaches it.
+    /// Lives in bpffs; released with [`remove_link_pin`].
     Pinned(PathBuf),
     /// Owned by this process; detached when dropped.
     Owned(FdLink),
@@ -190,7 +196,7 @@ impl Dataplane {
                         .map(|d| link_pin(d, &a.iface, "xdp"))
                 });
                 if let Some(pin) = pin {
-                    let _ = std::fs::remove_file(pin);
+                    let _ = remove_link_pin(&pin);
                 }
             }
         }
@@ -266,7 +272,7 @@ impl Dataplane {
                         .as_deref()
                         .map(|d| link_pin(d, &iface, "egress"))
                     {
-                        let _ = std::fs::remove_file(pin);
+                        let _ = remove_link_pin(&pin);
                     }
                 }
             }
@@ -324,7 +330,7 @@ impl Dataplane {
                     let name = e.file_name().to_string_lossy().into_owned();
                     let ok = parse_link_pin(&name).is_some_and(|(i, n)| live(&n, i));
                     if !ok {
-                        let _ = std::fs::remove_file(e.path());
+                        let _ = remove_link_pin(&e.path());
                         removed.push(name);
                     }
                 }
@@ -364,7 +370,7 @@ fn pinned_link<P>(
             }
             Err(e) => {
                 warn!(iface = %iface.name, hook, "pinned link unusable ({e:#}); attaching anew");
-                let _ = std::fs::remove_file(pin);
+                let _ = remove_link_pin(pin);
             }
         }
     }
@@ -381,15 +387,24 @@ fn pinned_link<P>(
 
 fn release(l: Link) {
     match l {
-        // Removing the bpffs file drops the last reference: the kernel
-        // detaches the program from the interface.
         Link::Pinned(p) => {
-            if let Err(e) = std::fs::remove_file(&p) {
+            if let Err(e) = remove_link_pin(&p) {
                 warn!("removing link pin {}: {e}", p.display());
             }
         }
+        // Closing the last fd of a link frees it before close() returns.
         Link::Owned(l) => drop(l),
     }
+}
+
+/// Takes the program of the link pinned at `pin` off its interface, then
+/// removes the pin. A link whose interface is gone is detached already
+/// (the detach fails harmlessly); the pin goes all the same.
+pub fn remove_link_pin(pin: &Path) -> io::Result<()> {
+    if let Err(e) = sys::detach_pinned_link(pin) {
+        debug!("detaching the link pinned at {}: {e}", pin.display());
+    }
+    std::fs::remove_file(pin)
 }
 
 #[cfg(test)]

@@ -176,15 +176,15 @@ impl Dataplane {
     }
 }
 
-/// Removes everything a daemon pinned under `pin_dir`: links (which
-/// detaches the programs), maps (which frees the flow table), the
-/// directory. Returns what it removed.
+/// Removes everything a daemon pinned under `pin_dir`: links (the programs
+/// are off their interfaces when this returns), maps (which frees the flow
+/// table), the directory. Returns what it removed.
 pub fn teardown(pin_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     let links = pin_dir.join(PIN_LINKS_DIR);
     if let Ok(rd) = std::fs::read_dir(&links) {
         for e in rd.flatten() {
-            std::fs::remove_file(e.path())
+            super::links::remove_link_pin(&e.path())
                 .with_context(|| format!("removing {}", e.path().display()))?;
             removed.push(e.path());
         }

@@ -1,7 +1,7 @@
 //! The kernel side as the daemon holds it: the loaded programs (`load`),
 //! typed handles on their maps (`maps`), and their links on interfaces
 //! (`links`); `bpffs` makes sure pins can live, `batch` reads and deletes
-//! big maps in batches.
+//! big maps in batches, `sys` makes the bpf(2) calls aya does not wrap.
 //!
 //! The one fact a reader gets wrong: a `Dataplane` with a pin directory is
 //! not owned by this process. Dropping it (or the process dying) leaves
@@ -12,6 +12,7 @@ pub mod bpffs;
 mod links;
 mod load;
 pub mod maps;
+pub mod sys;
 
 use std::{collections::BTreeMap, path::PathBuf};
 
