@@ -42,6 +42,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (root): load, attach, keep the maps in sync with the
     /// rules file and the interfaces.
+    #[command(
+        after_help = "Exit status: 0 stopped by SIGTERM or SIGINT (the programs keep forwarding \
+                      unless --teardown-on-exit); 1 did not start (an invalid rules file, not \
+                      root, another daemon holds the run directory, the kernel refused the \
+                      programs) or failed while running."
+    )]
     Run {
         #[command(flatten)]
         pin: dirs::PinDir,
@@ -68,6 +74,11 @@ pub enum Command {
     },
     /// Make the running daemon re-read its rules file and report the result
     /// and what it changed (exit 0 applied, 1 rejected, 3 no daemon).
+    #[command(
+        after_help = "Exit status: 0 the daemon applied the file (what changed is listed); 1 \
+                      it rejected it (every error listed; the running configuration is \
+                      unchanged) or did not answer within 15 s; 3 no daemon runs."
+    )]
     Reload {
         #[command(flatten)]
         run: dirs::RunDir,
@@ -86,6 +97,11 @@ pub enum Command {
         args: diff::DiffArgs,
     },
     /// Stop the daemon and remove every program, link and pin it created.
+    #[command(
+        after_help = "Exit status: 0 nothing of the forwarder is left (also when nothing ran \
+                      or was pinned); 1 the daemon did not stop within 15 s, or a pin could \
+                      not be removed."
+    )]
     Down {
         #[command(flatten)]
         pin: dirs::PinDir,
