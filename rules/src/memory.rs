@@ -7,11 +7,13 @@
 //! each with a kernel header (`struct htab_elem`, 48 bytes on 64-bit), key
 //! and value each rounded up to 8 bytes, plus one bucket (16 bytes) per
 //! power of two at or above the size, plus one spare element per CPU; a
-//! per-CPU array stores each value once per possible CPU. The costs below
+//! hash created with `BPF_F_NO_PREALLOC` reserves only its buckets and
+//! then costs an element (plus an 8-byte free-list node) per entry written;
+//! a per-CPU array stores each value once per possible CPU. The costs below
 //! are the kernel's own accounting (`map_mem_usage`, shown as `memlock` in
 //! /proc/PID/fdinfo and `bytes_memlock` by bpftool, Linux 6.4 and newer);
 //! tests/tests/cli_check_memory.rs compares them with a loaded dataplane.
-use forwarder_common::{Capacity, MapKind, MapSpec, ENTRIES_PER_FLOW, MAPS};
+use forwarder_common::{Capacity, MapKind, MapSpec, BPF_F_NO_PREALLOC, ENTRIES_PER_FLOW, MAPS};
 
 /// `struct htab_elem` before its key on 64-bit kernels.
 pub const HTAB_ELEM_HEADER: u64 = 48;
@@ -19,6 +21,9 @@ pub const HTAB_ELEM_HEADER: u64 = 48;
 pub const HTAB_BUCKET: u64 = 16;
 /// The per-CPU pointer a per-CPU array keeps for each element.
 pub const PERCPU_POINTER: u64 = 8;
+/// The free-list node (`struct llist_node`) the kernel counts with each
+/// element of a hash that is not preallocated.
+pub const LLIST_NODE: u64 = 8;
 /// A memory page, for the ring buffer's accounting.
 const PAGE: u64 = 4096;
 
@@ -30,7 +35,8 @@ pub struct MapMemory {
     /// Bytes per entry as the kernel accounts them (per-CPU copies
     /// included).
     pub per_entry: u64,
-    /// Everything reserved at creation.
+    /// Everything reserved at creation. A map that is not preallocated
+    /// costs `per_entry` more for each entry it holds.
     pub bytes: u64,
     /// How the figure is made, for the reader.
     pub how: String,
@@ -67,6 +73,17 @@ pub fn map_memory(spec: &MapSpec, entries: u32, cpus: u32) -> MapMemory {
     let buckets = u64::from(entries.next_power_of_two()) * HTAB_BUCKET;
     let elem = HTAB_ELEM_HEADER + round8(spec.key_size) + round8(spec.value_size);
     let (per_entry, bytes, how) = match spec.kind {
+        MapKind::Hash if spec.flags & BPF_F_NO_PREALLOC != 0 => (
+            elem + LLIST_NODE,
+            buckets,
+            format!(
+                "16 B per bucket up front, {} B per entry as added (48 header + key {} + value \
+                 {} + 8 list node)",
+                elem + LLIST_NODE,
+                round8(spec.key_size),
+                round8(spec.value_size)
+            ),
+        ),
         MapKind::Hash => (
             elem,
             // One spare element per CPU (for updates that replace).
@@ -205,6 +222,7 @@ mod tests {
             key_size,
             value_size,
             capacity: Capacity::Limit(0),
+            flags: 0,
             pinned: false,
         };
         let cases = [
@@ -242,6 +260,20 @@ mod tests {
         // Per-CPU arrays grow with CPUs.
         let c = |cpus| estimate(1000, cpus).map(MAP_RULE_COUNTERS).unwrap().bytes;
         assert!(c(64) > 30 * c(2));
+    }
+
+    /// Listeners change only on loads, so their map is allocated as
+    /// written: a file with a handful of forwards does not pay for the
+    /// 262144 entries of the largest (issue 20: 34 MiB before).
+    #[test]
+    fn the_listener_map_reserves_only_its_buckets() {
+        let m = estimate(262_144, 2);
+        let l = m.map(MAP_LISTENERS).unwrap();
+        assert_eq!(l.entries, 262_144);
+        assert_eq!(l.bytes, 262_144 * HTAB_BUCKET, "{l:?}");
+        assert_eq!(l.per_entry, 128, "{l:?}");
+        let not_flows = m.total() - m.map(MAP_FLOWS).unwrap().bytes;
+        assert!(not_flows < 6 << 20, "{}", human(not_flows));
     }
 
     #[test]

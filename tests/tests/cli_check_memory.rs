@@ -2,7 +2,9 @@
 //! kernel's own figure: each pinned map of a loaded dataplane is compared
 //! with the kernel's accounting of it (`memlock` in /proc/PID/fdinfo, what
 //! `bpftool map show` prints as bytes_memlock), for a file with a
-//! non-default `conntrack_max`.
+//! non-default `conntrack_max`. The listener map is allocated as written:
+//! with one forward it costs its buckets and one entry, not the 34 MiB a
+//! preallocated map of 262144 entries took (issue 20).
 use std::os::fd::{AsFd, AsRawFd};
 
 use anyhow::{ensure, Context, Result};
@@ -23,6 +25,17 @@ fn memlock(map: &MapData) -> Result<u64> {
         .context("memlock")
 }
 
+/// Entries in the pinned listener map.
+fn listener_entries(d: &Daemon) -> Result<u64> {
+    let map = MapData::from_pin(d.pin_dir.join(forwarder_common::MAP_LISTENERS))?;
+    let listeners: aya::maps::HashMap<
+        _,
+        forwarder_common::ListenerKey,
+        forwarder_common::ListenerValue,
+    > = aya::maps::HashMap::try_from(aya::maps::Map::HashMap(map))?;
+    Ok(listeners.keys().count() as u64)
+}
+
 #[test]
 fn check_states_what_the_kernel_accounts_for_each_map() -> Result<()> {
     if !require_root("check_states_what_the_kernel_accounts_for_each_map") {
@@ -32,6 +45,8 @@ fn check_states_what_the_kernel_accounts_for_each_map() -> Result<()> {
     let ns = Netns::new("memory")?;
     ns.ip(&["link", "add", "lan0", "type", "bridge"])?;
     ns.ip(&["link", "set", "lan0", "up"])?;
+    // One address: the forward installs one listener entry.
+    ns.ip(&["addr", "add", "192.168.1.55/24", "dev", "lan0"])?;
     let dir = TempDir::new("memory")?;
     let file = dir.file("rules.toml");
     std::fs::write(&file, RULES)?;
@@ -46,11 +61,23 @@ fn check_states_what_the_kernel_accounts_for_each_map() -> Result<()> {
     for spec in forwarder_common::pinned_maps() {
         let map = MapData::from_pin(d.pin_dir.join(spec.name))?;
         let kernel = memlock(&map)?;
-        let est = ours
+        let row = ours
             .as_array()
             .and_then(|m| m.iter().find(|m| m["name"] == spec.name))
-            .and_then(|m| m["bytes"].as_u64())
             .with_context(|| format!("{} not in check's figures", spec.name))?;
+        let mut est = row["bytes"].as_u64().context("bytes")?;
+        if spec.flags & forwarder_common::BPF_F_NO_PREALLOC != 0
+            && spec.kind == forwarder_common::MapKind::Hash
+        {
+            // Reserved up front, plus what check states per entry for the
+            // entries the daemon wrote.
+            let entries = listener_entries(&d)?;
+            ensure!(
+                entries == 1,
+                "one forward on one address: {entries} entries"
+            );
+            est += entries * row["bytes_per_entry"].as_u64().context("bytes_per_entry")?;
+        }
         lines.push(format!(
             "{:<16} check {est:>10}  kernel {kernel:>10}",
             spec.name
@@ -70,6 +97,13 @@ fn check_states_what_the_kernel_accounts_for_each_map() -> Result<()> {
     eprintln!(
         "{}\ntotal: check {total_ours}, kernel {total_kernel}",
         lines.join("\n")
+    );
+    let listeners = memlock(&MapData::from_pin(
+        d.pin_dir.join(forwarder_common::MAP_LISTENERS),
+    )?)?;
+    ensure!(
+        listeners < 5 << 20,
+        "the listener map takes {listeners} B for one forward"
     );
     // bpftool reads the same accounting.
     let flows = d.pin_dir.join(forwarder_common::MAP_FLOWS);
