@@ -1,9 +1,11 @@
 //! What `forwarder check` says about a file on the host it runs on: a
 //! fixed listen address no interface here holds (the forward would listen
-//! nowhere), an interface that does not exist, and netfilter FORWARD rules
-//! the forwarded flows will not pass through. The CLI reads the host
-//! read-only (interfaces and addresses over rtnetlink, `iptables-save`,
-//! `nft -j list ruleset`) into a [`HostFacts`]; the judging is here, pure.
+//! nowhere), an interface that does not exist, a local service that sources
+//! an allow-list refuses would reach, and netfilter FORWARD rules the
+//! forwarded flows will not pass through. The CLI reads the host read-only
+//! (interfaces and addresses over rtnetlink, the socket tables,
+//! `iptables-save`, `nft -j list ruleset`) into a [`HostFacts`]; the
+//! judging is here, pure.
 //!
 //! The one fact a reader gets wrong: flows on the redirect path never
 //! enter netfilter. The TC program rewrites the packet and hands it to the
@@ -18,7 +20,8 @@ use std::{
 
 use crate::{
     diagnostics::Sink,
-    model::{Listen, PathMode},
+    local_sockets::LocalSocket,
+    model::{Listen, PathMode, Reject},
     parse::Parsed,
 };
 
@@ -33,6 +36,33 @@ pub struct HostFacts {
     /// rules or does not accept by default (see [`forward_filtering`]);
     /// `Err` says why it could not be read.
     pub forward_filter: Result<Vec<String>, String>,
+    /// This host's listening TCP and unconnected UDP sockets.
+    pub sockets: Vec<LocalSocket>,
+}
+
+/// With `reject = "rst"` a refused packet goes on to this host's stack
+/// untouched: a local socket on the forward's address and port takes it.
+fn refused_reach_local(f: &crate::Forward, own: &[Ipv4Addr], host: &HostFacts) -> Vec<String> {
+    if f.allow.is_empty() || f.reject != Reject::Rst {
+        return Vec::new();
+    }
+    let addrs: Vec<Ipv4Addr> = match f.listen {
+        Listen::Addr(a) => vec![a],
+        Listen::Interface => own.to_vec(),
+    };
+    let mut hit: Vec<String> = host
+        .sockets
+        .iter()
+        .filter(|s| {
+            f.proto.l4().contains(&s.proto)
+                && f.ports.contains(s.port)
+                && addrs.iter().any(|a| s.takes(s.proto, *a, s.port))
+        })
+        .map(|s| format!("{} {}:{}", s.proto.as_str(), s.addr, s.port))
+        .collect();
+    hit.sort();
+    hit.dedup();
+    hit
 }
 
 pub(crate) fn check(parsed: &Parsed, host: &HostFacts, sink: &mut Sink) {
@@ -43,6 +73,21 @@ pub(crate) fn check(parsed: &Parsed, host: &HostFacts, sink: &mut Sink) {
             continue;
         }
         let ctx = format!("forward \"{}\"", f.name);
+        let own_addrs = host.ifaces.get(&f.iface).map(Vec::as_slice).unwrap_or(&[]);
+        let local = refused_reach_local(f, own_addrs, host);
+        if !local.is_empty() {
+            sink.warning(
+                &sp.field("allow"),
+                Some(&ctx),
+                format!(
+                    "sources the allow-list refuses go on to this host's own stack (reject = \
+                     \"rst\"), and this host listens there ({}): they reach that service \
+                     instead of a closed port",
+                    local.join(", ")
+                ),
+                Some("set reject = \"drop\", or bind the local service to another address".into()),
+            );
+        }
         let Some(own) = host.ifaces.get(&f.iface) else {
             if missing.insert(f.iface.clone()) {
                 sink.note(
@@ -251,6 +296,7 @@ mod tests {
             .collect(),
             node: "pve-alpha".into(),
             forward_filter: filter,
+            sockets: Vec::new(),
         }
     }
 
@@ -319,6 +365,41 @@ mod tests {
         // A file whose forwards all take the stack path goes through netfilter.
         let stack = FILE.replace("port = 80", "port = 80\npath = \"stack\"");
         assert!(said(&stack, &host(&["192.168.1.99"], Ok(vec!["x".into()]))).is_empty());
+    }
+
+    #[test]
+    fn a_local_service_refused_sources_would_reach_is_a_warning() {
+        use crate::{local_sockets::LocalSocket, model::L4};
+        let allow = FILE.replace("port = 80", "port = 80\nallow = [\"10.0.0.0/8\"]");
+        let sock = |addr: &str, port| LocalSocket {
+            proto: L4::Tcp,
+            addr: addr.parse().unwrap(),
+            port,
+        };
+        let mut h = host(&["192.168.1.99"], Ok(vec![]));
+        h.sockets = vec![sock("0.0.0.0", 80), sock("192.168.1.99", 8080)];
+        let d = said(&allow, &h);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].starts_with("r.toml:6:9: warning: forward \"web\": sources the allow-list refuses go on to this host's own stack (reject = \"rst\"), and this host listens there (tcp 0.0.0.0:80)"), "{d:?}");
+        // Not with reject = "drop", not without an allow-list, not on
+        // another port, address or protocol.
+        assert!(said(
+            &allow.replace("port = 80", "port = 80\nreject = \"drop\""),
+            &h
+        )
+        .is_empty());
+        assert!(said(FILE, &h).is_empty());
+        h.sockets = vec![sock("192.168.1.55", 80), sock("0.0.0.0", 81)];
+        assert!(said(&allow, &h).is_empty());
+        h.sockets = vec![LocalSocket {
+            proto: L4::Udp,
+            ..sock("0.0.0.0", 80)
+        }];
+        assert!(said(&allow, &h).is_empty());
+        // listen = "interface": the interface's addresses.
+        let iface = allow.replace("listen = \"192.168.1.99\"\n", "");
+        h.sockets = vec![sock("192.168.1.99", 80)];
+        assert_eq!(said(&iface, &h).len(), 1);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod dropins;
 pub mod explain;
 pub mod host;
 pub mod import;
+pub mod local_sockets;
 pub mod memory;
 pub mod model;
 pub mod nodes;

@@ -4,7 +4,8 @@
 //! port the host itself listens on reaches the host's service, and only
 //! where nothing listens does it get a closed port's RST. With `reject =
 //! "drop"` it meets nothing. Real traffic, then `explain` on the same file
-//! must say what the client saw.
+//! must say what the client saw, and `check` on the host warns about the
+//! forward whose refused sources reach a local service.
 //!
 //! ```text
 //!  lan ns                       host ns (forwarder)                 vm ns
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use forwarder_tests::{
-    cli::forwarder,
+    cli::{forwarder, forwarder_in},
     client::client,
     netns::{self, veth},
     process::wait_for,
@@ -168,6 +169,23 @@ fn a_refused_client_meets_what_explain_says() -> Result<()> {
     ensure!(
         said.contains("dropped silently"),
         "explain must say dropped: {said}"
+    );
+
+    // check, on the host: a warning for exactly the forward whose refused
+    // sources reach the host's service.
+    let r = forwarder_in(&host.name, &["check", file]);
+    ensure!(r.code == 0, "{r}");
+    let warned: Vec<&str> = r
+        .stdout
+        .lines()
+        .chain(r.stderr.lines())
+        .filter(|l| l.contains("sources the allow-list refuses go on to this host's own stack"))
+        .collect();
+    ensure!(
+        warned.len() == 1
+            && warned[0].contains("forward \"host-listens\"")
+            && warned[0].contains("tcp 0.0.0.0:2222"),
+        "check must warn about host-listens only: {r}"
     );
     Ok(())
 }

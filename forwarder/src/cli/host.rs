@@ -1,6 +1,7 @@
 //! What `forwarder check` reads of the host it runs on, read-only: the
 //! interfaces and their IPv4 addresses (rtnetlink, as the daemon reads
-//! them), and the netfilter chains that filter forwarded packets
+//! them), its listening sockets (/proc/net/{tcp,udp}{,6}), and the
+//! netfilter chains that filter forwarded packets
 //! (`iptables-save` and `nft -j list ruleset` output, as `forwarder import
 //! --from-running` reads them). The judging is `rules::host`, pure.
 //!
@@ -79,11 +80,29 @@ fn forward_filter() -> Result<Vec<String>, String> {
     ))
 }
 
+/// This host's listening TCP and unconnected UDP sockets (of this network
+/// namespace: /proc/net is the reader's).
+fn sockets() -> Vec<rules::local_sockets::LocalSocket> {
+    use rules::{local_sockets::parse, model::L4};
+    let table =
+        |name: &str| std::fs::read_to_string(format!("/proc/net/{name}")).unwrap_or_default();
+    [
+        ("tcp", L4::Tcp, false),
+        ("tcp6", L4::Tcp, true),
+        ("udp", L4::Udp, false),
+        ("udp6", L4::Udp, true),
+    ]
+    .into_iter()
+    .flat_map(|(name, proto, v6)| parse(&table(name), proto, v6))
+    .collect()
+}
+
 /// This host as `check` sees it; `node` is its name for `nodes = [...]`.
 pub fn read(node: &str) -> Result<HostFacts> {
     Ok(HostFacts {
         ifaces: interfaces().context("reading this host's interfaces")?,
         node: node.to_string(),
         forward_filter: forward_filter(),
+        sockets: sockets(),
     })
 }
