@@ -24,8 +24,9 @@ pub struct CheckArgs {
     /// Machine-readable output (errors too).
     #[arg(long)]
     pub json: bool,
-    /// Judge the file alone: do not read this host's interfaces, addresses
-    /// and FORWARD rules (for a file meant for another machine).
+    /// Judge the file alone: do not read this host's interfaces, addresses,
+    /// listening sockets and FORWARD rules (for a file meant for another
+    /// machine).
     #[arg(long)]
     pub offline: bool,
     /// This node's name for `nodes = [...]` (default: the hostname).
@@ -104,7 +105,7 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
         loaded.warnings.items.insert(
             0,
             note(
-                format!("not checked against this host ({why}): whether listen addresses are assigned here, and the FORWARD rules flows on the redirect path skip"),
+                format!("not checked against this host ({why}): whether listen addresses are assigned here, local services refused sources would reach, and the FORWARD rules flows on the redirect path skip"),
                 Some("run `forwarder check` on the host the file is for".into()),
             ),
         );
