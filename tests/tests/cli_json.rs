@@ -44,15 +44,13 @@ fn check_prints_the_forwards_warnings_and_memory_or_the_diagnostics() {
             .contains("--offline"),
         "{v}"
     );
-    assert!(
-        v["memory"]["total_bytes"].as_u64().unwrap() > 100 << 20,
-        "{v}"
-    );
-    assert!(v["memory"]["maps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|m| m["name"] == "FWD_FLOWS"));
+    // The total is the maps' sum; at the default conntrack_max the flow
+    // table (92 MiB) is most of it.
+    let maps = v["memory"]["maps"].as_array().unwrap();
+    let sum: u64 = maps.iter().map(|m| m["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(v["memory"]["total_bytes"].as_u64(), Some(sum), "{v}");
+    let flows = maps.iter().find(|m| m["name"] == "FWD_FLOWS").unwrap();
+    assert!(flows["bytes"].as_u64().unwrap() > 90 << 20, "{v}");
 
     let bad = dir.file("bad.toml");
     std::fs::write(
