@@ -166,7 +166,7 @@ fn check_lists_names_as_unresolved() {
         &(fwd("immich-server.immich.svc.cluster.local:80", "")
             + "\n[[forward]]\nname = \"web\"\nin = \"eth0\"\nport = 80\nto = \"10.0.0.5\"\n"),
     );
-    let out = check_report(&l);
+    let out = check_report(&l, None);
     assert!(
         out.contains("immich  tailscale0  interface  tcp    8080   immich-server.immich.svc.cluster.local:80"),
         "{out}"
@@ -180,10 +180,10 @@ fn check_lists_names_as_unresolved() {
         "[global]\ndns_server = \"10.43.0.10\"\n\n{}",
         fwd("a.lan", "")
     ));
-    assert!(check_report(&with_server).contains("through dns_server 10.43.0.10:53"));
+    assert!(check_report(&with_server, None).contains("through dns_server 10.43.0.10:53"));
     // A file without names says nothing about them.
     let plain = load("[[forward]]\nname = \"web\"\nin = \"eth0\"\nport = 80\nto = \"10.0.0.5\"\n");
-    assert!(!check_report(&plain).contains("unresolved"));
+    assert!(!check_report(&plain, None).contains("unresolved"));
 }
 
 fn query(resolved: &[(&str, &str)]) -> Query {

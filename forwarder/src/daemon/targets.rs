@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use rules::{Forward, Host, RuleSet};
 
 use super::{facts::Facts, plan::Record, resolve::NameFact};
-use crate::observe::status::NameStatus;
+use crate::observe::status::{DaemonState, NameStatus};
 
 /// Where each forward's flows go now, by forward name: the written
 /// address, or what its name resolves to; `Err(why)` while it is paused.
@@ -95,4 +95,27 @@ pub fn adopted_addrs(rules: &RuleSet, record: &Record) -> BTreeMap<String, Ipv4A
         }
     }
     adopted
+}
+
+/// What the running daemon's status file says each name resolves to now,
+/// as facts (for `forwarder diff`, which asks no DNS server): a name is
+/// compared at the address in force, or paused where it is paused.
+pub fn names_in_force(st: &DaemonState) -> BTreeMap<String, NameFact> {
+    st.rules
+        .iter()
+        .filter_map(|r| r.resolution.as_ref())
+        .map(|n| {
+            let addr = n.addr.as_deref().and_then(|a| a.parse().ok());
+            let fact = NameFact {
+                addr,
+                last_addr: addr,
+                answers: n.answers.iter().filter_map(|a| a.parse().ok()).collect(),
+                resolved_unix: n.resolved_unix,
+                ttl: n.ttl,
+                next_unix: n.next_unix,
+                ..Default::default()
+            };
+            (n.name.clone(), fact)
+        })
+        .collect()
 }
