@@ -1,4 +1,5 @@
-//! Address values of the rules file: `listen`, `to`, `snat`, `allow`.
+//! Address values of the rules file: `listen`, `snat`, `allow` (`to`,
+//! which may also be a DNS name, is parsed in `target.rs`).
 //!
 //! Both families are written the way socket addresses and CIDRs are
 //! written elsewhere: `192.168.100.80:80`, `[fd00:100::80]:80`,
@@ -12,10 +13,7 @@ use std::{net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;
 
-use crate::{
-    model::{PortRange, Target},
-    parse::{parse_port_spec, PortError},
-};
+use crate::parse::PortError;
 
 /// One address, IPv6 optionally in brackets.
 pub(crate) fn parse_addr(s: &str) -> Option<IpAddr> {
@@ -24,57 +22,6 @@ pub(crate) fn parse_addr(s: &str) -> Option<IpAddr> {
         .and_then(|r| r.strip_suffix(']'))
         .unwrap_or(s);
     IpAddr::from_str(inner).ok()
-}
-
-const TARGET_HELP: &str = "write the target as \"IPv4\", \"IPv4:port\" or \"IPv4:first-last\", or for IPv6 \"IPv6\", \"[IPv6]:port\" or \"[IPv6]:first-last\"";
-
-/// `"10.0.0.5"`, `"10.0.0.5:80"`, `"10.0.0.5:30000-32767"`, `"fd00::5"`,
-/// `"[fd00::5]:80"`, `"[fd00::5]:30000-32767"`.
-pub(crate) fn parse_target(s: &str) -> Result<Target, PortError> {
-    let (host, ports) = if let Some(rest) = s.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else {
-            return Err(PortError::new(
-                format!("target `{s}` has no closing `]`"),
-                TARGET_HELP,
-            ));
-        };
-        let ports = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':').ok_or_else(|| {
-                PortError::new(
-                    format!("target `{s}`: expected `:port` after `]`"),
-                    TARGET_HELP,
-                )
-            })?),
-        };
-        (host, ports)
-    } else if s.matches(':').count() > 1 {
-        // Several colons and no brackets: all of it is an IPv6 address.
-        (s, None)
-    } else {
-        match s.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (s, None),
-        }
-    };
-    let addr = IpAddr::from_str(host).map_err(|_| {
-        let msg = if !host.contains(':') && host.chars().any(|c| c.is_ascii_alphabetic()) {
-            format!("target `{host}` is not an IP address (hostnames are not resolved)")
-        } else if s.matches(':').count() > 1 && !s.starts_with('[') {
-            format!("target `{s}` is not an address (an IPv6 target with a port is written \"[IPv6]:port\")")
-        } else {
-            format!("target `{host}` is not an IP address")
-        };
-        PortError::new(msg, TARGET_HELP)
-    })?;
-    let ports: Option<PortRange> = match ports {
-        None => None,
-        Some(p) => Some(
-            parse_port_spec(p)
-                .map_err(|e| PortError::new(format!("target {}", e.message), e.help))?,
-        ),
-    };
-    Ok(Target { addr, ports })
 }
 
 /// A bare address (a /32 or /128) or a CIDR without host bits.
@@ -100,61 +47,6 @@ pub(crate) fn parse_cidr(s: &str) -> Result<IpNet, PortError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn target(s: &str) -> Result<String, String> {
-        parse_target(s)
-            .map(|t| t.to_string())
-            .map_err(|e| e.message)
-    }
-
-    #[test]
-    fn targets_of_both_families_print_back_as_written() {
-        for s in [
-            "10.0.0.5",
-            "10.0.0.5:80",
-            "10.0.0.5:30000-32767",
-            "fd00::5",
-            "[fd00::5]:80",
-            "[fd00::5]:30000-32767",
-        ] {
-            assert_eq!(target(s).as_deref(), Ok(s));
-        }
-        // Brackets without a port are accepted and dropped.
-        assert_eq!(target("[fd00::5]").as_deref(), Ok("fd00::5"));
-    }
-
-    #[test]
-    fn an_unbracketed_ipv6_target_never_takes_a_port() {
-        // fd00::5:80 is an address in its own right: no port is split off.
-        assert_eq!(target("fd00::5:80").as_deref(), Ok("fd00::5:80"));
-        assert!(target("fd00::5::80")
-            .unwrap_err()
-            .contains("written \"[IPv6]:port\""));
-    }
-
-    #[test]
-    fn bad_targets() {
-        assert_eq!(
-            target("[fd00::5"),
-            Err("target `[fd00::5` has no closing `]`".into())
-        );
-        assert_eq!(
-            target("[fd00::5]80"),
-            Err("target `[fd00::5]80`: expected `:port` after `]`".into())
-        );
-        assert_eq!(
-            target("[fd00::5]:0"),
-            Err("target port 0 is not a valid port".into())
-        );
-        assert_eq!(
-            target("backend.lan:80"),
-            Err("target `backend.lan` is not an IP address (hostnames are not resolved)".into())
-        );
-        assert_eq!(
-            target("10.0.0.300"),
-            Err("target `10.0.0.300` is not an IP address".into())
-        );
-    }
 
     #[test]
     fn cidrs_of_both_families() {

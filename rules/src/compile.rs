@@ -125,8 +125,8 @@ pub enum CompileError {
 }
 
 /// The `ListenerValue` fields a forward sets, per listened port, for its
-/// clients of family `af`.
-fn listener_value(f: &Forward, af: Af, id: u32, port: u16) -> ListenerValue {
+/// clients of family `af`, with its target at `target`.
+fn listener_value(f: &Forward, af: Af, target: IpAddr, id: u32, port: u16) -> ListenerValue {
     let (snat_mode, snat_addr) = match f.snat_for(af) {
         Snat::Off => (SnatMode::OFF, [0; 4]),
         Snat::Fixed(a) => (SnatMode::FIXED, abi_addr(a)),
@@ -163,20 +163,36 @@ fn listener_value(f: &Forward, af: Af, id: u32, port: u16) -> ListenerValue {
         flags,
         mss,
         ..ListenerValue::new(
-            abi_addr(f.target.addr),
+            abi_addr(target),
             f.target.port_for(f.ports, port).to_be(),
             id,
         )
     }
 }
 
-/// Everything about `rules` that does not depend on live interfaces.
+/// Everything about `rules` that does not depend on live interfaces. A
+/// forward whose target is a DNS name gets no listeners (see
+/// [`compile_with`]).
 pub fn compile(rules: &RuleSet, ids: &BTreeMap<String, u32>) -> Result<Compiled, CompileError> {
+    compile_with(rules, ids, |f| f.target.fixed_addr())
+}
+
+/// [`compile`] with the target address of each forward from `target_of`:
+/// the written address, or what the daemon resolved a name to. A forward
+/// for which it gives `None` (a name that does not resolve) keeps its rule
+/// id, allow-list and counters but gets no listeners: paused, its port
+/// answers like a closed one until the name resolves again.
+pub fn compile_with(
+    rules: &RuleSet,
+    ids: &BTreeMap<String, u32>,
+    target_of: impl Fn(&Forward) -> Option<IpAddr>,
+) -> Result<Compiled, CompileError> {
     let mut out = Compiled::default();
     for f in &rules.forwards {
         let id = *ids
             .get(&f.name)
             .ok_or_else(|| CompileError::MissingId(f.name.clone()))?;
+        let target = target_of(f);
         let addrs: Vec<ListenAddr> = match f.listen {
             Listen::Interface => f
                 .listen_afs()
@@ -185,16 +201,17 @@ pub fn compile(rules: &RuleSet, ids: &BTreeMap<String, u32>) -> Result<Compiled,
                 .collect(),
             Listen::Addr(a) => vec![ListenAddr::Fixed(a)],
         };
-        let listeners = addrs
-            .iter()
-            .flat_map(|addr| f.proto.l4().iter().map(move |l4| (*addr, l4)))
-            .flat_map(|(addr, l4)| f.ports.iter().map(move |port| (addr, l4, port)))
-            .map(|(addr, l4, port)| ListenerSpec {
+        let listeners = target
+            .into_iter()
+            .flat_map(|t| addrs.iter().map(move |addr| (t, *addr)))
+            .flat_map(|(t, addr)| f.proto.l4().iter().map(move |l4| (t, addr, l4)))
+            .flat_map(|(t, addr, l4)| f.ports.iter().map(move |port| (t, addr, l4, port)))
+            .map(|(t, addr, l4, port)| ListenerSpec {
                 iface: f.iface.clone(),
                 addr,
                 proto: l4.number(),
                 port,
-                value: listener_value(f, addr.af(), id, port),
+                value: listener_value(f, addr.af(), t, id, port),
             })
             .collect();
         let allow = f
@@ -359,7 +376,7 @@ mod tests {
     }
 
     fn fwd(name: &str, ports: (u16, u16), target: &str) -> Forward {
-        let (addr, tp) = match target.split_once(':') {
+        let (addr, tp): (std::net::Ipv4Addr, _) = match target.split_once(':') {
             Some((a, p)) => {
                 let (s, e) = p.split_once('-').map_or((p, p), |x| x);
                 (
@@ -373,7 +390,7 @@ mod tests {
             name,
             "eth0",
             PortRange::new(ports.0, ports.1).unwrap(),
-            Target { addr, ports: tp },
+            Target::ip(addr, tp),
         )
     }
 

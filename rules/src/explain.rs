@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
 };
 
 use crate::model::*;
@@ -19,6 +19,10 @@ pub struct Query {
     pub proto: L4,
     /// Known addresses of interfaces, for `listen = "interface"` forwards.
     pub iface_addrs: BTreeMap<String, Vec<IpAddr>>,
+    /// What DNS-name targets resolve to (`--resolve NAME=IP`); a name not
+    /// here is shown as resolved at run time. IPv4: names are resolved for
+    /// A records only.
+    pub resolved: BTreeMap<String, Ipv4Addr>,
 }
 
 /// One end of a tuple; SNAT sources are not known offline.
@@ -183,11 +187,7 @@ pub fn explain(rules: &RuleSet, q: &Query) -> Explanation {
             Ok(assumption) => {
                 if !f.allow.is_empty() && !f.allow.iter().any(|n| n.contains(&q.from.ip())) {
                     let list: Vec<String> = f.allow.iter().map(|n| n.to_string()).collect();
-                    let answer = match (f.reject, q.proto) {
-                        (Reject::Drop, _) => "the packet is dropped silently (reject = \"drop\")",
-                        (Reject::Rst, L4::Tcp) => "it gets a TCP RST, like a closed port (reject = \"rst\")",
-                        (Reject::Rst, L4::Udp) => "it gets an ICMP port-unreachable, like a closed port (reject = \"rst\")",
-                    };
+                    let answer = refusal(f.reject, q.proto, q.to);
                     return Explanation::Refused {
                         rule: f.name.clone(),
                         reason: format!(
@@ -204,17 +204,49 @@ pub fn explain(rules: &RuleSet, q: &Query) -> Explanation {
     Explanation::NoMatch { reasons }
 }
 
+/// The target's address as far as it is known offline, and a note when
+/// it is a name.
+fn target_host(f: &Forward, q: &Query, port: u16, notes: &mut Vec<String>) -> (String, Endpoint) {
+    let name = match &f.target.host {
+        Host::Addr(a) => return (a.to_string(), known(*a, port)),
+        Host::Name(n) => n,
+    };
+    match q.resolved.get(name) {
+        Some(a) => {
+            notes.push(format!(
+                "target {name} is a DNS name, taken here as {a}; the daemon resolves it itself at run time and follows its answers"
+            ));
+            if let Some(why) = crate::target::unusable_target(f, *a) {
+                notes.push(format!(
+                    "with that answer the daemon pauses this forward ({why}): its port answers like a closed one"
+                ));
+            }
+            (a.to_string(), known(IpAddr::V4(*a), port))
+        }
+        None => {
+            notes.push(format!(
+                "target {name} is a DNS name: the daemon resolves it at run time (A records; the lowest address when there are several) and follows its answers; pass --resolve {name}=IP to state an address"
+            ));
+            let host = format!("<{name}>");
+            (
+                host.clone(),
+                Endpoint::Partial {
+                    host,
+                    port: port.to_string(),
+                },
+            )
+        }
+    }
+}
+
 fn translated(rules: &RuleSet, f: &Forward, q: &Query, assumption: Option<String>) -> Explanation {
     let mut notes: Vec<String> = assumption.into_iter().collect();
     let client = Endpoint::Known(q.from);
     let listener = Endpoint::Known(q.to);
-    let target = known(f.target.addr, f.target.port_for(f.ports, q.to.port()));
+    let (t, target) = target_host(f, q, f.target.port_for(f.ports, q.to.port()), &mut notes);
     let snat_port = format!("<port from {}>", rules.global.snat_ports);
     let masq = |port: &str| Endpoint::Partial {
-        host: format!(
-            "<{}'s address toward {}>",
-            "egress interface", f.target.addr
-        ),
+        host: format!("<{}'s address toward {}>", "egress interface", t),
         port: port.to_owned(),
     };
     let af = Af::of(q.from.ip());
@@ -223,7 +255,7 @@ fn translated(rules: &RuleSet, f: &Forward, q: &Query, assumption: Option<String
         notes.push(format!(
             "an {af} client of the {} target {}: the header is translated between families ({rfc}, RFC 7915) and the source always becomes an {} address of this host",
             f.target.af(),
-            f.target.addr,
+            f.target.host,
             f.target.af()
         ));
     }
@@ -231,7 +263,7 @@ fn translated(rules: &RuleSet, f: &Forward, q: &Query, assumption: Option<String
         Snat::Off => {
             notes.push(format!(
                 "snat = \"off\": {} must route replies to {} back through this host",
-                f.target.addr,
+                t,
                 q.from.ip()
             ));
             client.clone()
@@ -251,7 +283,7 @@ fn translated(rules: &RuleSet, f: &Forward, q: &Query, assumption: Option<String
         Snat::Auto => {
             notes.push(format!(
                 "snat = \"auto\": shown with the client's address kept, which happens when {}'s reply routes back through this host; otherwise the source becomes {} and the reply is addressed to it",
-                f.target.addr,
+                t,
                 masq(&snat_port)
             ));
             client.clone()
@@ -348,6 +380,21 @@ fn not_forwarded_note(rules: &RuleSet, rule: &str) -> String {
     }
 }
 
+/// Parses `NAME=IP` as given to `--resolve`: what a target's DNS name is
+/// taken to resolve to (IPv4: the daemon asks for A records only).
+pub fn parse_resolve(s: &str) -> Result<(String, Ipv4Addr), String> {
+    let (name, addr) = s.split_once('=').ok_or_else(|| {
+        format!("`{s}`: expected NAME=IPv4, e.g. immich-server.immich.svc.cluster.local=10.43.12.7")
+    })?;
+    if !crate::target::dns_name(name) {
+        return Err(format!("`{name}` is not a DNS name"));
+    }
+    let addr = addr.parse().map_err(|_| {
+        format!("`{addr}` is not an IPv4 address (names are resolved for A records only)")
+    })?;
+    Ok((name.to_owned(), addr))
+}
+
 /// Parses `NAME=IP` as given to `--iface-addr` (either family).
 pub fn parse_iface_addr(s: &str) -> Result<(String, IpAddr), String> {
     let (name, addr) = s.split_once('=').ok_or_else(|| {
@@ -358,6 +405,30 @@ pub fn parse_iface_addr(s: &str) -> Result<(String, IpAddr), String> {
     let addr =
         crate::addrs::parse_addr(addr).ok_or_else(|| format!("`{addr}` is not an IP address"))?;
     Ok((name.to_owned(), addr))
+}
+
+/// What a refused packet meets. With `reject = "rst"` the kernel program
+/// does not answer itself: it hands the untouched packet to this host's
+/// stack (and its INPUT rules), which answers as for any packet to one of
+/// its addresses. That is a closed port's answer only where no local
+/// service listens there; a service that does gets the connection.
+fn refusal(reject: Reject, proto: L4, to: SocketAddr) -> String {
+    let (closed, local) = match (reject, proto) {
+        (Reject::Drop, _) => return "the packet is dropped silently (reject = \"drop\")".into(),
+        (Reject::Rst, L4::Tcp) => ("a TCP RST", "a TCP service of this host listening"),
+        (Reject::Rst, L4::Udp) => (
+            "an ICMP port-unreachable",
+            "a UDP socket of this host bound",
+        ),
+    };
+    format!(
+        "the packet goes on untouched to this host's own stack (reject = \"rst\"), through its \
+         INPUT firewall rules: where nothing of this host listens on {to} it gets {closed}, \
+         like from a closed port, but {local} on that port (on {ip} or {any}) gets it \
+         instead; reject = \"drop\" drops it",
+        ip = to.ip(),
+        any = if to.is_ipv6() { "::" } else { "0.0.0.0" },
+    )
 }
 
 #[cfg(test)]
@@ -397,6 +468,7 @@ snat = "off"
             to: to.parse().unwrap(),
             proto,
             iface_addrs: BTreeMap::new(),
+            resolved: BTreeMap::new(),
         }
     }
 
@@ -483,7 +555,13 @@ snat = "off"
             e,
             Explanation::Refused {
                 rule: "immich".into(),
-                reason: "source 100.64.0.9 is not in the allow-list (100.101.92.95/32): it gets a TCP RST, like a closed port (reject = \"rst\")".into()
+                reason: "source 100.64.0.9 is not in the allow-list (100.101.92.95/32): the \
+                         packet goes on untouched to this host's own stack (reject = \"rst\"), \
+                         through its INPUT firewall rules: where nothing of this host listens on \
+                         100.118.5.68:8080 it gets a TCP RST, like from a closed port, but a TCP \
+                         service of this host listening on that port (on 100.118.5.68 or \
+                         0.0.0.0) gets it instead; reject = \"drop\" drops it"
+                    .into()
             }
         );
     }

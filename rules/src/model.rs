@@ -14,6 +14,8 @@ use ipnet::IpNet;
 
 pub use crate::family::{Af, Family};
 
+pub use crate::target::{Host, Target};
+
 /// A whole rules file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuleSet {
@@ -45,6 +47,9 @@ pub struct Global {
     pub rules_watch: RulesWatch,
     /// How often the file is read and compared when it is polled.
     pub rules_poll_interval: Duration,
+    /// DNS servers for name targets (`dns_server`); empty: the system's
+    /// (/etc/resolv.conf, /etc/hosts).
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 impl Default for Global {
@@ -64,6 +69,7 @@ impl Default for Global {
             timeouts: Timeouts::default(),
             rules_watch: RulesWatch::Auto,
             rules_poll_interval: RulesWatch::DEFAULT_POLL_INTERVAL,
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -409,43 +415,6 @@ impl fmt::Display for PortRange {
     }
 }
 
-/// Where translated packets go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub addr: IpAddr,
-    /// `None`: the same port(s) as the listener. A single port takes every
-    /// listened port; a range maps a same-size listen range 1:1.
-    pub ports: Option<PortRange>,
-}
-
-impl Target {
-    /// The target port for a packet that arrived on `port` of `listen`.
-    pub fn port_for(&self, listen: PortRange, port: u16) -> u16 {
-        match self.ports {
-            None => port,
-            Some(t) if t.is_single() => t.start(),
-            // Same-size ranges are a validation invariant; saturate rather
-            // than wrap should an unvalidated set get here.
-            Some(t) => t.start().saturating_add(port - listen.start()),
-        }
-    }
-
-    pub fn af(&self) -> Af {
-        Af::of(self.addr)
-    }
-}
-
-impl fmt::Display for Target {
-    /// IPv6 with ports in brackets, like a socket address: `[fd00::5]:80`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.ports, self.addr) {
-            (None, a) => a.fmt(f),
-            (Some(p), IpAddr::V4(a)) => write!(f, "{a}:{p}"),
-            (Some(p), IpAddr::V6(a)) => write!(f, "[{a}]:{p}"),
-        }
-    }
-}
-
 /// Source rewriting of forwarded packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Snat {
@@ -498,7 +467,10 @@ impl fmt::Display for MssClamp {
 /// What peers refused by the allow-list get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reject {
-    /// TCP RST, or ICMP port-unreachable for UDP: like a closed port.
+    /// The packet goes on to the host's own stack untouched, which answers
+    /// as for any packet to its address: a TCP RST or ICMP port-unreachable
+    /// where nothing of the host listens on the port, else the host's
+    /// service gets it.
     Rst,
     /// Silence.
     Drop,

@@ -10,7 +10,7 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{Ipv4Addr, SocketAddr},
     str::FromStr,
     time::Duration,
 };
@@ -18,7 +18,7 @@ use std::{
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
 use crate::{
-    addrs::{parse_addr, parse_cidr, parse_target},
+    addrs::{parse_addr, parse_cidr},
     diagnostics::{suggest, Sink, Span},
     model::*,
     values::{string_list, ALLOW_LIST, NODE_LIST},
@@ -40,7 +40,7 @@ pub(crate) const FORWARD_KEYS: [&str; 14] = [
     "path",
     "nodes",
 ];
-const GLOBAL_KEYS: [&str; 8] = [
+const GLOBAL_KEYS: [&str; 9] = [
     "conntrack_max",
     "snat_ports",
     "log_level",
@@ -49,6 +49,7 @@ const GLOBAL_KEYS: [&str; 8] = [
     "timeouts",
     "rules_watch",
     "rules_poll_interval",
+    "dns_server",
 ];
 const TOP_KEYS: [&str; 3] = ["global", "forward", "interface"];
 const INTERFACE_KEYS: [&str; 1] = ["attach"];
@@ -59,7 +60,7 @@ pub(crate) const CONNTRACK_MAX_LIMIT: i64 = 1 << 24;
 pub(crate) struct ForwardSpans {
     /// The `[[forward]]` header (or inline table); used for missing keys.
     pub table: Span,
-    fields: HashMap<&'static str, Span>,
+    pub(crate) fields: HashMap<&'static str, Span>,
     pub allow: Vec<Span>,
     /// One per `nodes` entry.
     pub nodes: crate::nodes::NodeSpans,
@@ -81,6 +82,9 @@ pub(crate) struct Parsed {
     /// Parallel to `rules.forwards`.
     pub spans: Vec<ForwardSpans>,
     pub global_spans: HashMap<String, Span>,
+    /// Forwards with a bad or missing value: left out of `rules`, but the
+    /// checks between their good values still run (every problem at once).
+    pub partial: Vec<crate::partial::Partial>,
 }
 
 pub(crate) fn parse(src: &str, sink: &mut Sink) -> Parsed {
@@ -88,16 +92,21 @@ pub(crate) fn parse(src: &str, sink: &mut Sink) -> Parsed {
         rules: RuleSet::default(),
         spans: Vec::new(),
         global_spans: HashMap::new(),
+        partial: Vec::new(),
     };
     let doc = match ImDocument::parse(src) {
         Ok(doc) => doc,
         Err(e) => {
-            sink.error(
-                &e.span(),
-                None,
-                syntax_message(e.message()),
-                Some("the file must be valid TOML".into()),
-            );
+            let (message, help) = e
+                .span()
+                .and_then(|s| crate::syntax::unquoted_value(src, s.start))
+                .unwrap_or_else(|| {
+                    (
+                        syntax_message(e.message()),
+                        "the file must be valid TOML".into(),
+                    )
+                });
+            sink.error(&e.span(), None, message, Some(help));
             return parsed;
         }
     };
@@ -356,8 +365,20 @@ fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
                     }
                 }
             }
+            "dns_server" => {
+                if let Some(list) = string_list(sink, ctx, key, item, &crate::values::DNS_SERVERS) {
+                    g.dns_servers = crate::values::dns_servers(sink, ctx, &list);
+                }
+            }
             "timeouts" => match item.as_table_like() {
-                Some(t) => parse_timeouts(t, sink, g),
+                Some(t) => {
+                    parse_timeouts(t, sink, g);
+                    for (k, _, v) in entries(t) {
+                        parsed
+                            .global_spans
+                            .insert(format!("timeouts.{k}"), v.span());
+                    }
+                }
                 None => type_error(
                     sink,
                     &span,
@@ -408,7 +429,10 @@ fn parse_timeouts(t: &dyn TableLike, sink: &mut Sink, g: &mut Global) {
                 &span,
                 ctx,
                 format!("{key}: {msg}"),
-                Some("durations look like \"30s\", \"5m\", \"6h\" or \"1h 30m\"".into()),
+                Some(crate::advice::timeout_help(
+                    key,
+                    msg.contains("shorter than"),
+                )),
             ),
         }
     }
@@ -517,10 +541,7 @@ fn parse_forward(
         String::new(),
         String::new(),
         PortRange::single(1).expect("1 is a port"),
-        Target {
-            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            ports: None,
-        },
+        Target::ip(Ipv4Addr::UNSPECIFIED, None),
     );
     let seen = |k: &str| t.get(k).is_some_and(|i| !i.is_none());
     let required = ["name", "in", "port", "to"];
@@ -541,11 +562,14 @@ fn parse_forward(
         }
     }
     let mut family = None;
+    let mut failed = crate::partial::Failed::missing(&required, seen);
 
     for (key, key_span, item) in entries(t) {
+        failed.after_key(sink);
         let span = item.span();
         if let Some(k) = FORWARD_KEYS.iter().find(|k| **k == key) {
             spans.fields.insert(k, span.clone());
+            failed.before_key(k, sink);
         }
         match key {
             "name" => {
@@ -650,7 +674,7 @@ fn parse_forward(
             "to" => {
                 if let Some(s) = expect_str(sink, ctx, key, item, "e.g. to = \"192.168.100.80:80\"")
                 {
-                    match parse_target(s) {
+                    match crate::target::parse(s) {
                         Ok(tgt) => f.target = tgt,
                         Err(e) => sink.error(&span, ctx, e.message, Some(e.help)),
                     }
@@ -776,6 +800,7 @@ fn parse_forward(
         }
     }
 
+    failed.after_key(sink);
     // Without `family`, a fixed address's own or the target's (what a file
     // written before dual-stack meant); a contradiction is for `validate`.
     f.family = family.unwrap_or_else(|| f.default_family());
@@ -784,6 +809,12 @@ fn parse_forward(
     if errors_after == errors_before {
         parsed.rules.forwards.push(f);
         parsed.spans.push(spans);
+    } else {
+        parsed.partial.push(crate::partial::Partial {
+            forward: f,
+            spans,
+            failed,
+        });
     }
 }
 

@@ -30,8 +30,15 @@ pub fn needs_ipv6(f: &Forward) -> bool {
 
 /// Warns about a forward [`needs_ipv6`], at the value that makes it IPv6:
 /// the target, else a fixed listen address, else `family`.
-pub(crate) fn check(f: &Forward, sp: &ForwardSpans, ctx: Option<&str>, sink: &mut Sink) {
-    if !needs_ipv6(f) {
+/// Runs when the values it reads parsed (a placeholder target is IPv4).
+pub(crate) fn check(
+    f: &Forward,
+    sp: &ForwardSpans,
+    ok: &crate::partial::Failed,
+    ctx: Option<&str>,
+    sink: &mut Sink,
+) {
+    if !ok.all_ok(&["to", "listen", "family"]) || !needs_ipv6(f) {
         return;
     }
     let span = if f.target.af() == Af::V6 {

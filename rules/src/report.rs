@@ -1,4 +1,5 @@
-//! What `forwarder check` prints: a table of the forwards and the warnings.
+//! What `forwarder check` prints: a table of the forwards, the warnings and
+//! notes, and the kernel memory the table sizes reserve.
 
 use crate::{model::*, Loaded};
 
@@ -51,7 +52,8 @@ fn allow_cell(f: &Forward) -> String {
 /// cluster nodes.
 pub fn forwards_table(rules: &RuleSet) -> String {
     let mut header = vec![
-        "NAME", "IN", "LISTEN", "PROTO", "PORTS", "TARGET", "SNAT", "ALLOW",
+        "NAME", "IN", "LISTEN", "PROTO", "PORTS", "TARGET", "SNAT", "ALLOW", "MSS", "PATH",
+        "REJECT",
     ];
     let scoped = rules.forwards.iter().any(|f| !f.nodes.is_empty());
     if scoped {
@@ -70,6 +72,9 @@ pub fn forwards_table(rules: &RuleSet) -> String {
                 f.target.to_string(),
                 f.snat.to_string(),
                 allow_cell(f),
+                f.mss_clamp.to_string(),
+                f.path.as_str().to_owned(),
+                f.reject.as_str().to_owned(),
             ];
             if scoped {
                 row.push(if f.nodes.is_empty() {
@@ -84,24 +89,72 @@ pub fn forwards_table(rules: &RuleSet) -> String {
     table(&header, &rows)
 }
 
-/// The full `check` output for a file that loaded.
-pub fn check_report(loaded: &Loaded) -> String {
+/// The forwards whose target is a DNS name: `check` does not resolve them
+/// (the daemon does, at run time); empty when there are none.
+pub fn names_note(rules: &RuleSet) -> String {
+    let named: Vec<(&str, &str)> = rules
+        .forwards
+        .iter()
+        .filter_map(|f| Some((f.name.as_str(), f.target.name()?)))
+        .collect();
+    if named.is_empty() {
+        return String::new();
+    }
+    let via = match rules.global.dns_servers.as_slice() {
+        [] => "the system's resolver (/etc/resolv.conf, /etc/hosts)".to_owned(),
+        s => {
+            let list: Vec<String> = s.iter().map(|a| a.to_string()).collect();
+            format!("dns_server {}", list.join(", "))
+        }
+    };
+    let mut out = format!(
+        "unresolved: {} target{} named by DNS, resolved by the daemon at run time through {via} \
+         (A records, the lowest address; re-resolved when the answer's TTL runs out; \
+         a forward whose name does not resolve is paused):\n",
+        named.len(),
+        if named.len() == 1 { "" } else { "s" }
+    );
+    for (forward, name) in named {
+        out.push_str(&format!("  {forward}: {name}\n"));
+    }
+    out.push('\n');
+    out
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The full `check` output for a file that loaded; `memory` is what the
+/// table sizes reserve (see [`crate::memory`]).
+pub fn check_report(loaded: &Loaded, memory: Option<&crate::memory::MemoryEstimate>) -> String {
     let mut out = String::new();
     let n = loaded.rules.forwards.len();
     if n > 0 {
         out.push_str(&forwards_table(&loaded.rules));
         out.push('\n');
     }
+    out.push_str(&names_note(&loaded.rules));
     if !loaded.warnings.is_empty() {
         out.push_str(&loaded.warnings.to_string());
         out.push_str("\n\n");
     }
-    let w = loaded.warnings.len();
+    if let Some(m) = memory {
+        out.push_str(&crate::memory::render(m));
+        out.push('\n');
+    }
+    let w = loaded.warnings.warnings().count();
+    let notes = loaded.warnings.notes().count();
     out.push_str(&format!(
-        "{}: ok, {n} forward{}, {w} warning{}\n",
+        "{}: ok, {}, {}{}\n",
         loaded.warnings.file,
-        if n == 1 { "" } else { "s" },
-        if w == 1 { "" } else { "s" }
+        plural(n, "forward"),
+        plural(w, "warning"),
+        if notes > 0 {
+            format!(", {}", plural(notes, "note"))
+        } else {
+            String::new()
+        }
     ));
     out
 }
@@ -123,12 +176,12 @@ mod tests {
     fn check_report_lists_forwards_and_warnings() {
         let text = "[[forward]]\nname = \"web\"\nin = \"vmbr0\"\nport = 80\nto = \"192.168.100.80\"\nsnat = \"off\"\nallow = [\"10.0.0.0/8\", \"1.2.3.4\", \"5.6.7.8\", \"9.9.9.9\"]\n";
         let loaded = crate::load_str("r.toml", text).unwrap();
-        let r = check_report(&loaded);
+        let r = check_report(&loaded, None);
         assert!(
-            r.starts_with("NAME  IN     LISTEN     PROTO  PORTS  TARGET          SNAT  ALLOW\n"),
+            r.starts_with("NAME  IN     LISTEN     PROTO  PORTS  TARGET          SNAT  ALLOW                               MSS   PATH  REJECT\n"),
             "{r}"
         );
-        assert!(r.contains("web   vmbr0  interface  tcp    80     192.168.100.80  off   10.0.0.0/8,1.2.3.4,5.6.7.8,+1 more\n"), "{r}");
+        assert!(r.contains("web   vmbr0  interface  tcp    80     192.168.100.80  off   10.0.0.0/8,1.2.3.4,5.6.7.8,+1 more  auto  auto  rst\n"), "{r}");
         assert!(
             r.contains("r.toml:6:8: warning: forward \"web\": snat = \"off\""),
             "{r}"

@@ -23,9 +23,14 @@ pub(crate) fn validate(parsed: &Parsed, sink: &mut Sink) {
             Some("backends may treat connections from privileged ports specially; \"32768-60999\" is the usual choice".into()),
         );
     }
+    let all_ok = crate::partial::Failed::default();
     for (f, sp) in forwards.iter().zip(spans) {
-        check_forward(f, sp, sink);
+        check_forward(f, sp, &all_ok, sink);
     }
+    for p in &parsed.partial {
+        check_forward(&p.forward, &p.spans, &p.failed, sink);
+    }
+    crate::advice::check_global(parsed, sink);
     check_names(parsed, sink);
     let node_spans: Vec<&crate::nodes::NodeSpans> = spans.iter().map(|s| &s.nodes).collect();
     crate::nodes::check(forwards, &node_spans, sink);
@@ -39,15 +44,32 @@ fn ctx(f: &Forward) -> String {
     format!("forward \"{}\"", f.name)
 }
 
-fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) {
-    let c = ctx(f);
-    let ctx = Some(c.as_str());
-    crate::validate_addrs::check(f, sp, ctx, sink);
-    crate::release::check(f, sp, ctx, sink);
-    if let Some(tp) = f.target.ports {
+/// The checks within one forward; each runs only when the keys it reads
+/// parsed (`ok`), so a partial forward gets them too (see `partial`).
+fn check_forward(
+    f: &Forward,
+    sp: &crate::parse::ForwardSpans,
+    ok: &crate::partial::Failed,
+    sink: &mut Sink,
+) {
+    let named;
+    let c = if ok.all_ok(&["name"]) {
+        named = ctx(f);
+        named.as_str()
+    } else {
+        // The parse messages said `forward #N`; without a name the checks
+        // below would only repeat what is broken.
+        return;
+    };
+    let ctx = Some(c);
+    let to = sp.field("to");
+    let target_ok = ok.all_ok(&["to"]);
+    crate::validate_addrs::check(f, sp, ok, ctx, sink);
+    crate::release::check(f, sp, ok, ctx, sink);
+    if let Some(tp) = f.target.ports.filter(|_| target_ok && ok.all_ok(&["port"])) {
         if !tp.is_single() && tp.len() != f.ports.len() {
             sink.error(
-                &sp.field("to"),
+                &to,
                 ctx,
                 format!(
                     "port range size mismatch: port {} ({} ports) cannot map onto {} ({} ports)",
@@ -60,7 +82,10 @@ fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) 
             );
         }
     }
-    if f.path == PathMode::Stack && matches!(f.snat, Snat::Fixed(_) | Snat::Masquerade) {
+    if ok.all_ok(&["path", "snat"])
+        && f.path == PathMode::Stack
+        && matches!(f.snat, Snat::Fixed(_) | Snat::Masquerade)
+    {
         sink.error(
             &sp.field("path"),
             ctx,
@@ -71,7 +96,7 @@ fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) 
             Some("use path = \"auto\" (SNATed flows are redirected), or snat = \"off\" / \"auto\"".into()),
         );
     }
-    if let MssClamp::Fixed(_) = f.mss_clamp {
+    if let (MssClamp::Fixed(_), true) = (f.mss_clamp, ok.all_ok(&["mss_clamp", "proto"])) {
         if f.proto == Proto::Udp {
             sink.warning(
                 &sp.field("mss_clamp"),
@@ -88,10 +113,8 @@ fn check_names(parsed: &Parsed, sink: &mut Sink) {
     for (i, f) in parsed.rules.forwards.iter().enumerate() {
         if let Some(&j) = first.get(f.name.as_str()) {
             let line = sink
-                .location(&parsed.spans[j].field("name"))
-                .map_or(String::new(), |l| {
-                    format!(" (first defined on line {})", l.line)
-                });
+                .place(&parsed.spans[j].field("name"))
+                .map_or(String::new(), |p| format!(" (first defined on {p})"));
             sink.error(
                 &parsed.spans[i].field("name"),
                 Some(&ctx(f)),
@@ -211,8 +234,8 @@ fn check_overlaps(parsed: &Parsed, sink: &mut Sink) {
                 let (a, b) = (&forwards[i], &forwards[j]);
                 if let Some((protos, common)) = listeners_overlap(a, b) {
                     let line = sink
-                        .location(&parsed.spans[i].table)
-                        .map_or(String::new(), |l| format!(" on line {}", l.line));
+                        .place(&parsed.spans[i].table)
+                        .map_or(String::new(), |p| format!(" on {p}"));
                     let protos: Vec<&str> = protos.iter().map(|p| p.as_str()).collect();
                     sink.error(
                         &parsed.spans[j].field("port"),

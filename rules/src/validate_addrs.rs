@@ -12,7 +12,7 @@
 
 use std::{collections::HashSet, net::IpAddr};
 
-use crate::{diagnostics::Sink, model::*, parse::ForwardSpans};
+use crate::{diagnostics::Sink, model::*, parse::ForwardSpans, partial::Failed};
 
 /// Why an address cannot be used where a unicast address of this host or
 /// of a backend is needed.
@@ -49,27 +49,51 @@ fn families_word(f: &Forward) -> &'static str {
     }
 }
 
-pub(crate) fn check(f: &Forward, sp: &ForwardSpans, ctx: Option<&str>, sink: &mut Sink) {
+const LOOPBACK_HELP: &str = "translated packets leave through an interface and never reach local sockets; point at the backend's own address";
+
+/// Each check runs only when the keys it reads parsed (`ok`; see
+/// `partial`). A name target's family is IPv4 (A records only); whether
+/// its answers are usable is the daemon's check, at run time.
+pub(crate) fn check(
+    f: &Forward,
+    sp: &ForwardSpans,
+    ok: &Failed,
+    ctx: Option<&str>,
+    sink: &mut Sink,
+) {
     let to = sp.field("to");
-    let t = f.target.addr;
+    let target_ok = ok.all_ok(&["to"]);
+    let t = &f.target.host;
     let taf = f.target.af();
-    if let Some(why) = unusable(t) {
-        let help = if t.is_loopback() {
-            "translated packets leave through an interface and never reach local sockets; point at the backend's own address"
+    if let (Host::Name(n), true) = (t, target_ok) {
+        // A loopback name can never be forwarded to, whatever it answers.
+        if crate::target::loopback_name(n) {
+            sink.error(
+                &to,
+                ctx,
+                format!("target {n} always resolves to this host's loopback"),
+                Some(LOOPBACK_HELP.into()),
+            );
+        }
+    }
+    let fixed = f.target.fixed_addr().filter(|_| target_ok);
+    if let Some((a, why)) = fixed.and_then(|a| Some((a, unusable(a)?))) {
+        let help = if a.is_loopback() {
+            LOOPBACK_HELP
         } else {
             "point at the backend's unicast address"
         };
-        sink.error(&to, ctx, format!("target {t} is {why}"), Some(help.into()));
+        sink.error(&to, ctx, format!("target {a} is {why}"), Some(help.into()));
     }
-    if f.listen == Listen::Addr(t) {
+    if let Some(a) = fixed.filter(|a| ok.all_ok(&["listen"]) && f.listen == Listen::Addr(*a)) {
         sink.error(
             &to,
             ctx,
-            format!("target {t} is the listen address itself"),
+            format!("target {a} is the listen address itself"),
             Some("packets would be sent back to this listener; point at the backend".into()),
         );
     }
-    if let Listen::Addr(a) = f.listen {
+    if let (Listen::Addr(a), true) = (f.listen, ok.all_ok(&["listen"])) {
         if let Some(why) = unusable(a) {
             let help = if a.is_unspecified() {
                 let family = if a.is_ipv6() {
@@ -89,7 +113,7 @@ pub(crate) fn check(f: &Forward, sp: &ForwardSpans, ctx: Option<&str>, sink: &mu
             );
         }
         let own = Family::from(Af::of(a));
-        if f.family != own {
+        if f.family != own && ok.all_ok(&["family"]) {
             sink.error(
                 &sp.field("family"),
                 ctx,
@@ -108,11 +132,13 @@ pub(crate) fn check(f: &Forward, sp: &ForwardSpans, ctx: Option<&str>, sink: &mu
         .copied()
         .filter(|af| f.translates(*af))
         .collect();
+    let families_ok = ok.all_ok(&["listen", "family"]);
     match f.snat {
+        _ if !(target_ok && ok.all_ok(&["snat"])) => {}
         Snat::Fixed(a) => {
             if let Some(why) = unusable(a) {
                 sink.error(&sp.field("snat"), ctx, format!("SNAT address {a} is {why}"), Some("use an address of this host on the path to the target, or \"masquerade\"".into()));
-            } else if a == t {
+            } else if fixed == Some(a) {
                 sink.error(&sp.field("snat"), ctx, format!("SNAT address {a} is the target itself"), Some("use an address of this host on the path to the target".into()));
             } else if Af::of(a) != taf {
                 sink.error(
@@ -123,7 +149,7 @@ pub(crate) fn check(f: &Forward, sp: &ForwardSpans, ctx: Option<&str>, sink: &mu
                 );
             }
         }
-        Snat::Off if !translated.is_empty() => {
+        Snat::Off if !translated.is_empty() && families_ok => {
             let af = translated[0];
             sink.error(
                 &sp.field("snat"),
@@ -145,7 +171,13 @@ pub(crate) fn check(f: &Forward, sp: &ForwardSpans, ctx: Option<&str>, sink: &mu
         Snat::Auto | Snat::Masquerade => {}
     }
     // With a fixed or masquerading snat, `validate` already refuses the stack.
-    if f.path == PathMode::Stack && !translated.is_empty() && f.snat == Snat::Auto {
+    if f.path == PathMode::Stack
+        && !translated.is_empty()
+        && f.snat == Snat::Auto
+        && target_ok
+        && families_ok
+        && ok.all_ok(&["path", "snat"])
+    {
         sink.error(
             &sp.field("path"),
             ctx,
@@ -156,14 +188,20 @@ pub(crate) fn check(f: &Forward, sp: &ForwardSpans, ctx: Option<&str>, sink: &mu
             Some(format!("use path = \"auto\" or \"redirect\", or family = \"{}\" to leave {} clients out", Family::from(taf).as_str(), translated[0])),
         );
     }
-    check_allow(f, sp, ctx, sink);
+    check_allow(f, sp, families_ok, ctx, sink);
 }
 
-fn check_allow(f: &Forward, sp: &ForwardSpans, ctx: Option<&str>, sink: &mut Sink) {
+fn check_allow(
+    f: &Forward,
+    sp: &ForwardSpans,
+    families_ok: bool,
+    ctx: Option<&str>,
+    sink: &mut Sink,
+) {
     let mut seen = HashSet::new();
     for (net, span) in f.allow.iter().zip(&sp.allow) {
         let af = Af::of(net.addr());
-        if !f.listen_afs().contains(&af) {
+        if families_ok && !f.listen_afs().contains(&af) {
             let help = match f.listen {
                 Listen::Interface => format!("add family = \"both\" to take {af} clients too, or remove the entry"),
                 Listen::Addr(_) => format!("no {af} client reaches a fixed {} listen address: remove the entry, or write a forward for {af}", Af::of(net.addr()).other()),
@@ -198,7 +236,7 @@ fn check_allow(f: &Forward, sp: &ForwardSpans, ctx: Option<&str>, sink: &mut Sin
             );
         }
     }
-    if f.allow.is_empty() || f.listen_afs().len() < 2 {
+    if f.allow.is_empty() || f.listen_afs().len() < 2 || !families_ok {
         return;
     }
     for af in f.listen_afs() {

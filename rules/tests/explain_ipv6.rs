@@ -52,6 +52,7 @@ fn q(iface: &str, from: &str, to: &str) -> Query {
         to: to.parse().unwrap(),
         proto: L4::Tcp,
         iface_addrs: BTreeMap::new(),
+        resolved: BTreeMap::new(),
     }
 }
 
@@ -152,7 +153,7 @@ fn allow_lists_and_families_decide_per_client_family() {
         e,
         Explanation::Refused {
             rule: "immich".into(),
-            reason: "source 2001:db8::9 is not in the allow-list (100.101.92.95/32, fd7a:115c:a1e0::/48): it gets a TCP RST, like a closed port (reject = \"rst\")".into()
+            reason: "source 2001:db8::9 is not in the allow-list (100.101.92.95/32, fd7a:115c:a1e0::/48): the packet goes on untouched to this host's own stack (reject = \"rst\"), through its INPUT firewall rules: where nothing of this host listens on [fd7a:115c:a1e0::1]:8080 it gets a TCP RST, like from a closed port, but a TCP service of this host listening on that port (on fd7a:115c:a1e0::1 or ::) gets it instead; reject = \"drop\" drops it".into()
         }
     );
     let Explanation::NoMatch { reasons } =

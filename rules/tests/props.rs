@@ -13,8 +13,9 @@ use rules::{
     import::{HostView, Input, Options, Source},
     listeners_overlap, load_str,
     print::forward_to_toml,
-    to_toml, Af, AttachMode, Family, Forward, Global, IfaceSettings, Listen, LogFormat, LogLevel,
-    MssClamp, PathMode, PortRange, Proto, Reject, RuleSet, RulesWatch, Snat, Target, Timeouts, L4,
+    to_toml, Af, AttachMode, Family, Forward, Global, Host, IfaceSettings, Listen, LogFormat,
+    LogLevel, MssClamp, PathMode, PortRange, Proto, Reject, RuleSet, RulesWatch, Snat, Target,
+    Timeouts, L4,
 };
 
 /// Ports up to `max`, ranges up to `max_len` ports long.
@@ -40,10 +41,7 @@ fn small_forward() -> impl Strategy<Value = Forward> {
                 "x",
                 format!("eth{iface}"),
                 ports,
-                Target {
-                    addr: Ipv4Addr::new(10, 9, 9, 9).into(),
-                    ports: None,
-                },
+                Target::ip(Ipv4Addr::new(10, 9, 9, 9), None),
             );
             (f.listen, f.family) = match addr {
                 0 => (Listen::Interface, family),
@@ -170,6 +168,23 @@ fn listen() -> impl Strategy<Value = (Listen, Family)> {
     ]
 }
 
+/// A target host of family `taf`: an address, or for IPv4 also a DNS name
+/// of the shapes people write (a short hostname, a Kubernetes Service name,
+/// a trailing dot, `_`); names are resolved for A records only.
+fn host(taf: Af) -> BoxedStrategy<Host> {
+    if taf == Af::V6 {
+        return addr_of(taf, 10).prop_map(Host::Addr).boxed();
+    }
+    prop_oneof![
+        addr_of(taf, 10).prop_map(Host::Addr),
+        "[a-z0-9]([a-z0-9_-]{0,8}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?){0,4}(\\.[a-z][a-z0-9-]{0,5}[a-z0-9])?\\.?"
+            .prop_filter("not a loopback name", |n| !rules::target::loopback_name(n))
+            .prop_filter("not all digits", |n| !n.trim_end_matches('.').split('.').next_back().unwrap_or("").bytes().all(|b| b.is_ascii_digit()))
+            .prop_map(Host::Name),
+    ]
+    .boxed()
+}
+
 /// A valid forward of either family, translating between families or not.
 fn forward(i: usize) -> impl Strategy<Value = Forward> {
     af().prop_flat_map(move |taf| forward_to(i, taf))
@@ -183,7 +198,7 @@ fn forward_to(i: usize, taf: Af) -> impl Strategy<Value = Forward> {
         proto(),
         // Short enough that six forwards stay within MAX_LISTENERS.
         port_range(65535, 2000),
-        addr_of(taf, 10),
+        host(taf),
         0..3u8,
         1..=65535u16,
         prop_oneof![
@@ -240,7 +255,7 @@ fn forward_to(i: usize, taf: Af) -> impl Strategy<Value = Forward> {
                     proto,
                     ports,
                     target: Target {
-                        addr: taddr,
+                        host: taddr,
                         ports: tports,
                     },
                     snat,
@@ -304,6 +319,11 @@ fn global() -> impl Strategy<Value = Global> {
                 Just(RulesWatch::Poll)
             ],
             100..=3_600_000u64,
+            prop::collection::vec(
+                (addr_in(10), prop_oneof![Just(53u16), 1..=65535u16])
+                    .prop_map(|(a, p)| SocketAddr::from((a, p))),
+                0..3,
+            ),
         ),
     )
         .prop_map(
@@ -314,7 +334,7 @@ fn global() -> impl Strategy<Value = Global> {
                 log_format,
                 metrics,
                 secs,
-                (rules_watch, poll_ms),
+                (rules_watch, poll_ms, dns_servers),
             )| {
                 let mut timeouts = Timeouts::default();
                 for (k, s) in Timeouts::KEYS.iter().zip(secs) {
@@ -329,6 +349,7 @@ fn global() -> impl Strategy<Value = Global> {
                     timeouts,
                     rules_watch,
                     rules_poll_interval: Duration::from_millis(poll_ms),
+                    dns_servers,
                 }
             },
         )

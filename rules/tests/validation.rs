@@ -206,8 +206,10 @@ fn unusable_targets() {
         e,
         "rules.toml:5:6: error: forward \"web-http\": target 192.168.100.80 is the listen address itself\n  help: packets would be sent back to this listener; point at the backend"
     );
-    assert!(one_error(&fwd_with("to", "to = \"backend.lan:80\""))
-        .contains("target `backend.lan` is not an IP address (hostnames are not resolved)"));
+    // Names are targets (rules/tests/name_targets.rs); one that always
+    // means this host is refused like 127.0.0.1.
+    assert!(one_error(&fwd_with("to", "to = \"localhost:80\""))
+        .contains("target localhost always resolves to this host's loopback"));
 }
 
 #[test]
@@ -270,7 +272,12 @@ fn global_values() {
         .contains("metrics endpoint `localhost` is not an address:port"));
     assert_eq!(
         one_error("[global.timeouts]\nudp = \"60\"\n"),
-        "rules.toml:2:7: error: global.timeouts: udp: `60` is not a duration (time unit needed, for example 60sec or 60ms)\n  help: durations look like \"30s\", \"5m\", \"6h\" or \"1h 30m\""
+        "rules.toml:2:7: error: global.timeouts: udp: `60` is not a duration (time unit needed, for example 60sec or 60ms)\n  help: `udp` is how long a UDP flow that has seen one direction only may stay idle; write a duration with a unit, like \"30s\", \"5m\" or \"6h\" (the default is \"60s\")"
+    );
+    // Zero gets help about this setting, not about duration syntax.
+    assert_eq!(
+        one_error("[global.timeouts]\nudp = \"0s\"\n"),
+        "rules.toml:2:7: error: global.timeouts: udp: `0s` is shorter than one second\n  help: `udp` is how long a UDP flow that has seen one direction only may stay idle; a timeout cannot be 0 or turned off: use at least \"1s\" (the default is \"60s\")"
     );
     assert!(one_error("[global.timeouts]\nudp = 60\n")
         .contains("`udp` must be a duration string, found an integer"));

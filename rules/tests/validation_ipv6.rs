@@ -167,7 +167,7 @@ fn unusable_ipv6_addresses() {
 fn ipv6_target_forms() {
     assert_eq!(
         one_error(&fwd("fd00::80::1", "")),
-        "rules.toml:5:6: error: forward \"web\": target `fd00::80::1` is not an address (an IPv6 target with a port is written \"[IPv6]:port\")\n  help: write the target as \"IPv4\", \"IPv4:port\" or \"IPv4:first-last\", or for IPv6 \"IPv6\", \"[IPv6]:port\" or \"[IPv6]:first-last\""
+        "rules.toml:5:6: error: forward \"web\": target `fd00::80::1` is not an address (an IPv6 target with a port is written \"[IPv6]:port\")\n  help: write the target as \"IPv4\", \"IPv4:port\" or \"IPv4:first-last\", \"IPv6\", \"[IPv6]:port\" or \"[IPv6]:first-last\", or a host name the daemon resolves, e.g. \"immich-server.immich.svc.cluster.local:80\""
     );
     assert_eq!(
         one_error(&fwd("[fd00::80]:0", "")),

@@ -2,12 +2,15 @@
 //! forwarder daemon, each behind a guard that cleans up on Drop (also when a
 //! test panics). Names carry a `fwt-<pid>-` prefix so parallel tests never
 //! collide, and `sweep()` removes leftovers of test processes that died.
+pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod daemon;
+pub mod dns;
 pub mod dual_stack;
 pub mod k3s;
 pub mod k3s6;
+pub mod lanvm;
 pub mod netns;
 pub mod privilege;
 pub mod process;

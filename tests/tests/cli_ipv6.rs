@@ -77,7 +77,10 @@ fn check_lists_dual_stack_and_ipv6_forwards() {
             "8080",
             "10.43.126.136:80",
             "auto",
-            "100.101.92.95,fd7a:115c:a1e0::/48"
+            "100.101.92.95,fd7a:115c:a1e0::/48",
+            "auto",
+            "auto",
+            "rst"
         ]
     );
     assert_eq!(
@@ -90,7 +93,10 @@ fn check_lists_dual_stack_and_ipv6_forwards() {
             "80",
             "[fd00:100::80]:80",
             "fd00:100::1",
-            "any"
+            "any",
+            "auto",
+            "auto",
+            "rst"
         ]
     );
 }

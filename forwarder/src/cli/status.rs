@@ -2,18 +2,25 @@
 //! is down or busy) plus the daemon's status file.
 use std::{path::Path, process::ExitCode};
 
+use super::exit;
 use crate::observe::{pinned, running, status};
 use anyhow::Result;
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Exit status: 0 shown (or ready); 1 an error (or --ready: the daemon runs but its \
+                  file is not applied); 3 nothing to show: no daemon and nothing pinned (--ready: \
+                  no daemon)."
+)]
 pub struct StatusArgs {
-    /// Machine-readable output.
+    /// Machine-readable output (errors too).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Readiness check (Kubernetes readinessProbe, scripts): exit 0 only when
     /// the daemon runs and the rules file it watches is applied (the last
-    /// load succeeded); else say why and exit 1. Reads only the status file.
+    /// load succeeded); else say why and exit 1 (3 when no daemon runs).
+    /// Reads only the status file.
     #[arg(long, conflicts_with = "json")]
     ready: bool,
 }
@@ -52,6 +59,8 @@ struct RuleView {
 struct Status {
     /// Whether the daemon named in the status file is running.
     daemon_running: bool,
+    /// The daemon's resident memory (VmRSS), when it runs.
+    daemon_rss_bytes: Option<u64>,
     daemon: Option<status::DaemonState>,
     rules: Vec<RuleView>,
     conntrack: pinned::TableFill,
@@ -63,7 +72,8 @@ struct Status {
 
 pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCode> {
     let daemon = status::read(run_dir).ok();
-    let daemon_running = running::running_pid(run_dir).is_some();
+    let pid = running::running_pid(run_dir);
+    let daemon_running = pid.is_some();
     if args.ready {
         return Ok(match not_ready(daemon.as_ref(), daemon_running) {
             None => {
@@ -73,10 +83,15 @@ pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCo
             }
             Some(why) => {
                 println!("not ready: {why}");
-                ExitCode::FAILURE
+                ExitCode::from(if daemon_running {
+                    exit::FAILURE
+                } else {
+                    exit::NOT_RUNNING
+                })
             }
         });
     }
+    super::pins::require(pin_dir, Some(run_dir))?;
     let (counts, conntrack) = pinned::read_rules_pinned(pin_dir)?;
     let by_id = |id: u32| {
         daemon
@@ -85,6 +100,7 @@ pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCo
     };
     let st = Status {
         daemon_running,
+        daemon_rss_bytes: pid.and_then(running::rss_bytes),
         rules: counts
             .into_iter()
             .map(|c| RuleView {
@@ -110,7 +126,7 @@ pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCo
         daemon,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        exit::print_json(&st);
         return Ok(ExitCode::SUCCESS);
     }
     print_text(&st);
@@ -121,9 +137,10 @@ fn print_text(st: &Status) {
     match (&st.daemon, st.daemon_running) {
         (Some(d), true) => {
             println!(
-                "daemon: running, pid {}, version {}, rules {}",
+                "daemon: running, pid {}, version {}, memory {} (RSS), rules {}",
                 d.pid,
                 d.version,
+                st.daemon_rss_bytes.map_or("?".into(), rules::memory::human),
                 d.rules_file
                     .as_ref()
                     .map_or("-".into(), |p| p.display().to_string())
@@ -225,7 +242,12 @@ fn print_text(st: &Status) {
                     c.mss_clamped
                 );
             }
-            if x.listeners == 0 && x.listen == "interface" {
+            if let Some(n) = &x.resolution {
+                println!("    {}", name_line(n, status::now_unix()));
+            }
+            if x.resolution.as_ref().is_some_and(|n| n.paused.is_some()) {
+                // The decision line says why: the name, not the interface.
+            } else if x.listeners == 0 && x.listen == "interface" {
                 println!("    NOT LISTENING: the interface is missing or has no address");
             } else if x.listeners == 0 {
                 println!(
@@ -303,6 +325,43 @@ fn print_text(st: &Status) {
     }
 }
 
+/// One line about a forward's DNS-name target at `now` (Unix seconds):
+/// what it resolves to and since when, or why the forward is paused.
+pub fn name_line(n: &status::NameStatus, now: u64) -> String {
+    let next = n.next_unix.saturating_sub(now);
+    let ago = |t: Option<u64>| t.map_or("?".into(), |t| format!("{}s ago", now.saturating_sub(t)));
+    let answers = if n.answers.len() > 1 {
+        format!(" of {}", n.answers.join(", "))
+    } else {
+        String::new()
+    };
+    let addr = n.addr.as_deref().unwrap_or("-");
+    let ttl = n.ttl.map_or(String::new(), |t| format!(", TTL {t}s"));
+    match (&n.paused, n.state.as_str()) {
+        (Some(why), _) => format!(
+            "PAUSED: {why}; retrying in {next}s ({} failed lookups)",
+            n.failures
+        ),
+        (None, "stale") => format!(
+            "target {}: {addr}{answers}, STALE: resolved {}, re-resolving fails ({}): kept, retrying in {next}s",
+            n.name,
+            ago(n.resolved_unix),
+            n.error.as_deref().unwrap_or("?")
+        ),
+        (None, "adopted") => format!(
+            "target {}: {addr}, ADOPTED: where the running dataplane forwards, not resolved yet \
+             (asking)",
+            n.name
+        ),
+        (None, _) => format!(
+            "target {}: {addr}{answers} (resolved {}{ttl}, next in {next}s; changed {} times)",
+            n.name,
+            ago(n.resolved_unix),
+            n.changes
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,6 +382,22 @@ mod tests {
             rules_error: error.map(str::to_string),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn rss_is_the_kernels_resident_set() {
+        // statm's second field is resident pages: the same figure.
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+        let rss = running::rss_bytes(std::process::id()).unwrap();
+        let statm_bytes = pages * page;
+        assert!(
+            rss.abs_diff(statm_bytes) < 4 << 20,
+            "VmRSS {rss} vs statm {statm_bytes}"
+        );
+        assert_eq!(running::rss_bytes(u32::MAX), None);
     }
 
     #[test]

@@ -100,6 +100,10 @@ impl From<IrFamily> for Af {
 }
 
 fn to_forward(c: &Candidate, family: Family, names: &mut HashSet<String>) -> Option<Forward> {
+    let host = match &c.target_name {
+        Some(name) => Host::Name(name.clone()),
+        None => Host::Addr(c.target),
+    };
     let listen = match c.listen {
         None => Listen::Interface,
         Some(a) => Listen::Addr(a),
@@ -128,7 +132,7 @@ fn to_forward(c: &Candidate, family: Family, names: &mut HashSet<String>) -> Opt
         c.iface.clone(),
         c.ports,
         Target {
-            addr: c.target,
+            host,
             ports: target_ports,
         },
     );

@@ -79,7 +79,12 @@ fn touches(r: &ir::Rule, fw: &Forward, after_dnat: bool) -> bool {
     };
     let proto = family && r.proto.is_none_or(|p| fw.proto.includes(p));
     let (addr, ports) = if after_dnat {
-        (Some(fw.target.addr), fw.target.ports.unwrap_or(fw.ports))
+        (
+            // A name's address is not known offline: any destination may
+            // be it.
+            fw.target.fixed_addr(),
+            fw.target.ports.unwrap_or(fw.ports),
+        )
     } else {
         (
             match fw.listen {

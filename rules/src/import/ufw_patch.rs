@@ -53,7 +53,11 @@ pub fn patch(
                 },
                 l4: f.proto.l4()[0],
                 ports: f.ports,
-                target: f.target.addr,
+                target: f
+                    .target
+                    .fixed_addr()
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+                target_name: f.target.name().map(str::to_owned),
                 map: PortMap::Shift(0),
                 allow: Vec::new(),
                 snat: SnatChoice::Auto,
