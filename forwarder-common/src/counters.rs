@@ -81,10 +81,20 @@ pub enum Reason {
     FwdEgress = 14,
     /// XDP left the packet to TC (first packets, anything unusual).
     PassToTc = 15,
+    /// A packet of a tracked flow on an interface its direction does not
+    /// arrive on (a flow is bound to the interfaces of its first packet and
+    /// of the route to its target): passed untranslated.
+    PassWrongIface = 16,
+    /// A TCP RST or FIN outside the window the receiver advertised, or a
+    /// SYN-ACK that does not acknowledge the SYN: dropped, the flow's state
+    /// unchanged (see `conntrack`).
+    DropOutOfWindow = 17,
+    /// A new flow over its source's `new_flows_per_source` limit: dropped.
+    DropRateLimited = 18,
 }
 
 /// Number of `Reason` values (size of one hook's counter block).
-pub const REASONS: u32 = 16;
+pub const REASONS: u32 = 19;
 
 impl Reason {
     pub const ALL: [Reason; REASONS as usize] = [
@@ -104,6 +114,9 @@ impl Reason {
         Reason::PassDenied,
         Reason::FwdEgress,
         Reason::PassToTc,
+        Reason::PassWrongIface,
+        Reason::DropOutOfWindow,
+        Reason::DropRateLimited,
     ];
 
     /// Stable snake_case name used by `status`, JSON and metrics labels.
@@ -125,6 +138,9 @@ impl Reason {
             Reason::PassDenied => "pass_denied",
             Reason::FwdEgress => "fwd_egress",
             Reason::PassToTc => "pass_to_tc",
+            Reason::PassWrongIface => "pass_wrong_iface",
+            Reason::DropOutOfWindow => "drop_out_of_window",
+            Reason::DropRateLimited => "drop_rate_limited",
         }
     }
 }
@@ -140,9 +156,23 @@ pub const RULE_DROP_DENIED: usize = 0;
 pub const RULE_DROP_TABLE_FULL: usize = 1;
 pub const RULE_DROP_NO_PORT: usize = 2;
 pub const RULE_DROP_ERROR: usize = 3;
-pub const RULE_DROP_REASONS: u32 = 4;
-pub const RULE_DROP_NAMES: [&str; RULE_DROP_REASONS as usize] =
-    ["denied", "table_full", "no_port", "error"];
+/// RST/FIN/SYN-ACK outside the window (`Reason::DropOutOfWindow`).
+pub const RULE_DROP_OUT_OF_WINDOW: usize = 4;
+/// New flow over the per-source limit (`Reason::DropRateLimited`).
+pub const RULE_DROP_RATE_LIMITED: usize = 5;
+/// Not a packet: a flow of this rule evicted from a full table to make
+/// room for a new one (it was unassured, closing or expired).
+pub const RULE_DROP_EVICTED: usize = 6;
+pub const RULE_DROP_REASONS: u32 = 7;
+pub const RULE_DROP_NAMES: [&str; RULE_DROP_REASONS as usize] = [
+    "denied",
+    "table_full",
+    "no_port",
+    "error",
+    "out_of_window",
+    "rate_limited",
+    "evicted",
+];
 
 /// Per-rule counters, one array slot per rule id, per CPU.
 #[repr(C)]

@@ -13,6 +13,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod conntrack;
 pub mod counters;
 pub mod csum;
 pub mod maps;
@@ -22,7 +23,7 @@ pub use maps::*;
 
 /// Bumped whenever a pinned map's layout changes. A daemon that finds pinned
 /// maps of another version refuses to adopt them (see `forwarder down`).
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
@@ -41,6 +42,16 @@ pub const MAX_LISTENERS: u32 = 262_144;
 pub const MAX_ALLOW_PREFIXES: u32 = 16_384;
 /// Backends remembered by `snat = "auto"` learning (LRU).
 pub const MAX_AUTO_SNAT: u32 = 4096;
+/// Sources whose new-flow rate the per-source limit follows at once (LRU:
+/// a source pushed out starts with a fresh allowance).
+pub const MAX_RATE_SOURCES: u32 = 65_536;
+
+/// SNAT source ports when the rules file sets none: all of 1024-32767,
+/// below Linux's default ephemeral range (`ip_local_port_range`,
+/// 32768-60999), from which the host picks ports for its own connections:
+/// a SNAT port there could later collide with one of them and hijack its
+/// replies.
+pub const SNAT_PORTS_DEFAULT: (u16, u16) = (1024, 32767);
 
 /// An IPv4 address as the ABI stores it (word 0, network byte order).
 #[inline(always)]
@@ -70,6 +81,8 @@ mod pod {
     unsafe impl aya::Pod for GlobalConfig {}
     unsafe impl aya::Pod for AutoSnatKey {}
     unsafe impl aya::Pod for RuleName {}
+    unsafe impl aya::Pod for conntrack::CtConfig {}
+    unsafe impl aya::Pod for AutoEvidence {}
 }
 
 #[cfg(test)]
@@ -86,13 +99,16 @@ mod tests {
         assert_eq!(size_of::<ListenerValue>(), 44);
         assert_eq!(size_of::<AllowKey>(), 20);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<FlowEntry>(), 80);
+        assert_eq!(size_of::<FlowEntry>(), 104);
+        assert_eq!(size_of::<FlowTrack>(), 24);
+        assert_eq!(size_of::<conntrack::CtConfig>(), 80);
+        assert_eq!(size_of::<AutoEvidence>(), 32);
         assert_eq!(size_of::<GlobalConfig>(), 16);
         assert_eq!(
             size_of::<RuleCounters>(),
             8 * (6 + RULE_DROP_REASONS as usize)
         );
-        assert_eq!(ABI_VERSION, 2);
+        assert_eq!(ABI_VERSION, 3);
     }
 
     #[test]

@@ -1,26 +1,85 @@
-//! Connection tracking: one entry per direction, inserted together (the
-//! reply entry first, since inserting it is what reserves the SNAT port).
+//! Connection tracking in the kernel: one entry per direction, inserted
+//! together (see `newflow`), kept and expired here without any help from
+//! userspace. What a segment may change is decided by
+//! `forwarder_common::conntrack` (shared with the sweeper and the tests);
+//! this module reads the packet, applies the verdict to both entries, and
+//! keeps the table from filling up with flows that cannot be told apart
+//! from a flood.
+//!
+//! The one fact a reader gets wrong: correctness never depends on the
+//! daemon. An entry past its timeout is treated as absent and removed by
+//! the first packet that finds it; a full table makes room by evicting
+//! flows that are not assured (no completed handshake, no UDP stream),
+//! closing or expired, found through `FWD_CT_EVICT`, a queue of flows in
+//! the order they became candidates. Established flows are never evicted.
+//! The userspace sweeper only reclaims memory earlier.
+// Keys and values are passed to map helpers as `&*x` on purpose: the
+// value itself (what clippy suggests) would be copied to the stack first,
+// and the whole call chain has 512 bytes.
+#![allow(clippy::needless_borrows_for_generic_args)]
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    bindings::BPF_EXIST,
+    cty::c_void,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_map_pop_elem, bpf_skb_load_bytes},
+    macros::map,
+    maps::{Array, PerCpuArray, Queue},
+    programs::TcContext,
 };
 use forwarder_common::{
-    FlowEntry, FlowKey, ListenerValue, Reason, AF_INET, AUTO_SNAT_PROBE_NS, FLOW_AUTO, FLOW_REPLY,
-    FLOW_SNAT, FLOW_VIA_STACK, LISTEN_MSS_CLAMP, PROTO_TCP, SEEN_ACK, SEEN_FIN, SEEN_RST, SEEN_SYN,
+    conntrack::{
+        self as ct, CtConfig, CtState, Segment, Verdict, CT_ASSURED, CT_WSCALE, MIN_TIMEOUT_NS,
+        TCP_SYN, UDP_STREAM_AFTER_NS,
+    },
+    FlowEntry, FlowKey, AF_INET, FLOW_REPLY, PROTO_TCP, PROTO_UDP, RULE_DROP_EVICTED, SEEN_ACK,
+    SEEN_FIN, SEEN_RST, SEEN_SYN,
 };
 
 use crate::{
-    maps::{self, AUTO_SNAT, FLOWS},
-    parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    counters,
+    maps::FLOWS,
+    parse::{ptr_at, Packet, IPV4_HLEN, TCP_ACK, TCP_FIN, TCP_RST},
     path,
 };
 
-const EEXIST: i32 = 17;
-/// Candidate SNAT ports tried per new flow: enough to find a free port in
-/// a table far fuller than real use, small enough for the verifier.
-const PORT_TRIES: u32 = 16;
-const DEFAULT_PORT_MIN: u16 = 32768;
-const DEFAULT_PORT_MAX: u16 = 60999;
+/// Timeouts and the per-source limit, written by the daemon; all zero
+/// until then, which means the defaults (netfilter's timeouts, no limit).
+#[map(name = "FWD_CT_CONFIG")]
+pub static CT_CONFIG: Array<CtConfig> = Array::with_max_entries(1, 0);
+
+/// Eviction candidates: original-direction keys, pushed when a flow is
+/// created and when it starts closing, popped oldest first by a full
+/// table. A popped flow that is established goes to the back again, so
+/// expired ones are found too. Sized by the daemon like the flow table;
+/// pushing onto a full queue drops its oldest key (BPF_EXIST), which only
+/// leaves that flow to expire instead.
+#[map(name = "FWD_CT_EVICT")]
+pub static CT_EVICT: Queue<FlowKey> = Queue::with_max_entries(65536, 0);
+
+/// Candidates looked at per eviction: enough to get past established
+/// flows queued in front of the unassured ones, bounded for the verifier.
+const EVICT_TRIES: u32 = 8;
+
+/// What happened to a packet of an existing flow.
+#[repr(u8)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hit {
+    /// Translate it.
+    Forward,
+    /// The flow is gone (expired, orphaned, or forgotten by `snat =
+    /// "auto"` learning): treat the packet as the first of a new one.
+    Gone,
+    /// Not the interface this direction arrives on: leave it alone.
+    WrongIface,
+    /// An RST/FIN/SYN-ACK outside the window: drop it, change nothing.
+    OutOfWindow,
+}
+
+/// Where a packet was seen (one struct: BPF-to-BPF calls take at most
+/// five arguments).
+pub struct Arrival {
+    pub ifindex: u32,
+    pub len: u32,
+}
 
 #[inline(always)]
 pub fn key_of(p: &Packet) -> FlowKey {
@@ -36,7 +95,48 @@ pub fn key_of(p: &Packet) -> FlowKey {
 }
 
 #[inline(always)]
-fn seen_bits(tcp_flags: u8) -> u8 {
+pub fn now_ns() -> u64 {
+    // SAFETY: plain helper call. The coarse clock (CLOCK_MONOTONIC at tick
+    // resolution) is a cached read, not a clocksource access: per packet
+    // that matters, and timeouts are seconds.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// Whether a flow in `state` (as stored), last seen at `last` in either
+/// direction, is over at `now` (the timeouts read in place: a copy would
+/// cost 80 bytes of stack).
+#[inline(always)]
+fn over(proto: u8, state: u8, last: u64, now: u64) -> bool {
+    CT_CONFIG
+        .get(0)
+        .is_some_and(|c| ct::expired_raw(&c.timeouts, proto, state, last, now))
+}
+
+/// Whether a flow may be evicted for a new one (`ct::evictable`, with the
+/// state as stored for the timeout lookup).
+#[inline(always)]
+fn evictable(proto: u8, state: u8, last: u64, now: u64) -> bool {
+    match CtState::from_raw(state) {
+        CtState::Established | CtState::UdpStream | CtState::Untracked => {
+            over(proto, state, last, now)
+        }
+        _ => true,
+    }
+}
+
+#[inline(always)]
+pub fn peer_key(e: &FlowEntry, key: &FlowKey) -> FlowKey {
+    FlowKey::peer_of(e, key.proto, key.family)
+}
+
+/// Whether a packet of flow entry `e` arriving on `ifindex` belongs to it.
+#[inline(always)]
+pub fn arrived_right(e: &FlowEntry, ifindex: u32) -> bool {
+    e.ct.iface == 0 || e.ct.iface == ifindex
+}
+
+#[inline(always)]
+pub fn seen_bits(tcp_flags: u8) -> u8 {
     let mut s = 0;
     if tcp_flags & TCP_SYN != 0 {
         s |= SEEN_SYN;
@@ -53,201 +153,438 @@ fn seen_bits(tcp_flags: u8) -> u8 {
     s
 }
 
-/// Accounts a packet on an existing entry and records TCP flags.
+/// The TCP fields the state machine reads, from the header the parser
+/// made linear. Without options: the window scale of a SYN is read where a
+/// SYN starts a direction's tracking (`with_wscale`), not for every
+/// segment (each place the walk appears costs verifier budget).
 #[inline(always)]
-pub fn touch(e: *mut FlowEntry, p: &Packet, len: u32) {
-    // SAFETY: e points into a map value that stays valid for this run.
-    // The bpfel target has no atomic read-modify-write in `core`, so these
-    // are plain adds: exact while one CPU handles a flow direction at a time
-    // (RSS/RPS keep a flow on one queue), approximate otherwise.
-    unsafe {
-        // The coarse clock (CLOCK_MONOTONIC at tick resolution) is a cached
-        // read, not a clocksource access: per packet that matters, and the
-        // sweeper's timeouts are seconds.
-        (*e).last_seen_ns = bpf_ktime_get_coarse_ns();
-        (*e).packets += 1;
-        (*e).bytes += len as u64;
-        if p.proto == PROTO_TCP {
-            let seen = seen_bits(p.tcp_flags);
-            let old = (*e).tcp_seen;
-            // A new SYN on a tuple whose previous connection closed starts
-            // over (the peer reuses the port): forget the old FIN/RST.
-            let restart = p.tcp_flags & TCP_SYN != 0 && old & (SEEN_FIN | SEEN_RST) != 0;
-            let new = if restart { seen } else { old | seen };
-            if new != old {
-                (*e).tcp_seen = new;
+pub fn segment(ctx: &TcContext, p: &Packet) -> Segment {
+    let mut s = Segment {
+        flags: p.tcp_flags,
+        len: (p.tot_len as u32).saturating_sub(IPV4_HLEN as u32 + p.tcp_hlen as u32),
+        ..Default::default()
+    };
+    if let Some(t) = ptr_at::<[u8; 20]>(ctx, p.l4) {
+        // SAFETY: bounds-checked by ptr_at.
+        let t = unsafe { &*t };
+        s.seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+        s.ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+        s.win = u16::from_be_bytes([t[14], t[15]]);
+    }
+    s
+}
+
+/// `seg` with the window scale option of its SYN.
+#[inline(always)]
+fn with_wscale(ctx: &TcContext, p: &Packet, seg: &Segment) -> Segment {
+    Segment {
+        wscale: wscale_option(ctx, p),
+        ..*seg
+    }
+}
+
+/// The window scale option of a SYN. The options are copied to the stack
+/// in one load and scanned by position with the offset of the next option
+/// carried along: the verifier then walks 40 steps with one data-dependent
+/// value, where a walk that jumps by each option's length (as
+/// `mss::clamp` does) cost it about 200k instructions per call site here.
+#[inline(always)]
+fn wscale_option(ctx: &TcContext, p: &Packet) -> Option<u8> {
+    const TCPOPT_EOL: u8 = 0;
+    const TCPOPT_NOP: u8 = 1;
+    const TCPOPT_WINDOW: u8 = 3;
+    const MAX_OPTS: usize = 40;
+    let olen = (p.tcp_hlen as usize).saturating_sub(20);
+    if !(3..=MAX_OPTS).contains(&olen) {
+        return None;
+    }
+    let mut buf = [0u8; MAX_OPTS];
+    // SAFETY: helper call on our own skb, writing at most 40 bytes into
+    // `buf`; the parser checked that the header's options are inside the
+    // packet.
+    let r = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            (p.l4 + 20) as u32,
+            buf.as_mut_ptr() as *mut _,
+            olen as u32,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    let mut next = 0usize;
+    let mut i = 0usize;
+    while i + 2 < MAX_OPTS {
+        if i >= olen {
+            return None;
+        }
+        if i == next {
+            let kind = buf[i];
+            if kind == TCPOPT_EOL {
+                return None;
+            }
+            if kind == TCPOPT_NOP {
+                next = i + 1;
+            } else {
+                let len = buf[i + 1] as usize;
+                if kind == TCPOPT_WINDOW && len == 3 {
+                    return if i + 3 <= olen {
+                        Some(buf[i + 2])
+                    } else {
+                        None
+                    };
+                }
+                if len < 2 {
+                    return None;
+                }
+                next = i + len;
             }
         }
+        i += 1;
     }
+    None
 }
 
-/// Sets every field of `e` for a fresh entry rewriting to the given tuple.
+/// Forgets a flow: both of its entries.
 #[inline(always)]
-fn fill(e: &mut FlowEntry, src: u32, dst: u32, sport: u16, dport: u16, rule_id: u32, now: u64) {
-    e.new_src = [src, 0, 0, 0];
-    e.new_dst = [dst, 0, 0, 0];
-    e.new_sport = sport;
-    e.new_dport = dport;
-    e.rule_id = rule_id;
-    e.created_ns = now;
-    e.last_seen_ns = now;
-    e.packets = 0;
-    e.bytes = 0;
-    e.flags = 0;
-    e.tcp_seen = 0;
-    e.mss = 0;
-    e._pad = [0; 4];
+pub fn forget(e: &FlowEntry, key: &FlowKey) {
+    let _ = FLOWS.remove(peer_key(e, key));
+    let _ = FLOWS.remove(key);
 }
 
-/// `snat = "auto"` learning. Called when a TCP SYN hits an existing
-/// original-direction entry, i.e. the client retransmits its SYN. If the
-/// flow kept the client address, was redirected, and nothing ever came back
-/// from the backend, its replies evidently go elsewhere (the backend's
-/// default route is not this host): remember the backend as needing SNAT,
-/// forget the flow and return true so the caller creates it anew, SNATed.
-// Not inlined: own stack frame (see `conntrack::create`).
+/// Whether flow entry `e` (key `key`) is past its timeout, counting the
+/// last packet of either direction.
+#[inline(always)]
+fn expired(e: &FlowEntry, key: &FlowKey, now: u64) -> bool {
+    let state = e.ct.state;
+    if !over(key.proto, state, e.last_seen_ns, now) {
+        return false;
+    }
+    // SAFETY: a map value, read at once.
+    let peer_seen = FLOWS
+        .get_ptr(peer_key(e, key))
+        .map_or(0, |p| unsafe { (*p).last_seen_ns });
+    over(key.proto, state, peer_seen, now)
+}
+
+/// A packet of an existing flow: checks its interface and the flow's
+/// expiry, runs the TCP/UDP state machine and accounts it.
+// Not inlined: own stack frame (512-byte stack for the whole call chain).
 #[inline(never)]
-pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey) -> bool {
-    let want = FLOW_AUTO;
-    let unwanted = FLOW_SNAT | FLOW_VIA_STACK | FLOW_REPLY;
-    if p.proto != PROTO_TCP
-        || p.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN
-        || e.flags & (want | unwanted) != want
-    {
+pub fn existing(ctx: &TcContext, p: &Packet, e: *mut FlowEntry, key: &FlowKey, a: &Arrival) -> Hit {
+    // SAFETY: a pointer into the map value; the entry stays valid for this
+    // run (deleted entries are freed after an RCU grace period).
+    let entry = unsafe { &mut *e };
+    if !arrived_right(entry, a.ifindex) {
+        return Hit::WrongIface;
+    }
+    let now = now_ns();
+    if now.saturating_sub(entry.last_seen_ns) >= MIN_TIMEOUT_NS && expired(entry, key, now) {
+        forget(entry, key);
+        return Hit::Gone;
+    }
+    let track = match p.proto {
+        PROTO_TCP => tcp(ctx, p, entry, key, now),
+        PROTO_UDP => udp(entry, key, now),
+        _ => Track::Record,
+    };
+    match track {
+        Track::Gone => return Hit::Gone,
+        Track::Drop => return Hit::OutOfWindow,
+        Track::Record => entry.last_seen_ns = now,
+        // Forwarded, but no evidence the flow is alive.
+        Track::Quiet => {}
+    }
+    // Plain adds: the bpfel target has no atomic read-modify-write in
+    // `core`. Exact while one CPU handles a flow direction at a time
+    // (RSS/RPS keep a flow on one queue), approximate otherwise.
+    entry.packets += 1;
+    entry.bytes += a.len as u64;
+    Hit::Forward
+}
+
+enum Track {
+    /// Forward and refresh the flow.
+    Record,
+    /// Forward, leave the flow's timer alone.
+    Quiet,
+    Drop,
+    Gone,
+}
+
+/// The TCP state machine for one segment. The fast path (data and ACKs of
+/// an established flow) touches only this direction's entry; anything that
+/// can change the state reads and writes both.
+#[inline(always)]
+fn tcp(ctx: &TcContext, p: &Packet, entry: &mut FlowEntry, key: &FlowKey, now: u64) -> Track {
+    let seg = segment(ctx, p);
+    let state = CtState::from_raw(entry.ct.state);
+    if !ct::needs_peer(state, seg.flags) {
+        ct::record(&mut entry.ct, &seg);
+        entry.tcp_seen |= seen_bits(seg.flags);
+        return Track::Record;
+    }
+    let Some(peer) = FLOWS.get_ptr_mut(peer_key(entry, key)) else {
+        // An orphan (its partner replaced by a racing insert): gone.
+        let _ = FLOWS.remove(key);
+        return Track::Gone;
+    };
+    // SAFETY: a pointer into the map value, valid for this run.
+    let peer = unsafe { &mut *peer };
+    let orig = entry.flags & FLOW_REPLY == 0;
+    let verdict = ct::tcp_step(state, orig, &seg, &entry.ct, entry.tcp_seen, Some(&peer.ct));
+    match verdict {
+        Verdict::Drop => return Track::Drop,
+        Verdict::Ignore => return Track::Quiet,
+        Verdict::Forward => {}
+        Verdict::Reopen => {
+            // The tuple is reused: everything about the old connection is
+            // forgotten, the translation stays.
+            reset(&mut entry.ct, CtState::SynSent);
+            reset(&mut peer.ct, CtState::SynSent);
+            ct::start(&mut entry.ct, &with_wscale(ctx, p, &seg));
+            entry.tcp_seen = seen_bits(seg.flags);
+            peer.tcp_seen = 0;
+            queue(entry, key, orig);
+            return Track::Record;
+        }
+        Verdict::Transition(next) => {
+            match next {
+                CtState::SynRecv => {
+                    ct::start(&mut entry.ct, &with_wscale(ctx, p, &seg));
+                    // RFC 7323: windows scale only when both SYNs said so.
+                    if entry.ct.ct_flags & CT_WSCALE == 0 || peer.ct.ct_flags & CT_WSCALE == 0 {
+                        entry.ct.ct_flags &= !CT_WSCALE;
+                        peer.ct.ct_flags &= !CT_WSCALE;
+                    }
+                    path::backend_answered(entry, key, now);
+                }
+                CtState::Established => {
+                    entry.ct.ct_flags |= CT_ASSURED;
+                    peer.ct.ct_flags |= CT_ASSURED;
+                }
+                s if s.is_closing() && !state.is_closing() => queue(entry, key, orig),
+                _ => {}
+            }
+            entry.ct.state = next as u8;
+            peer.ct.state = next as u8;
+        }
+    }
+    ct::record(&mut entry.ct, &seg);
+    entry.tcp_seen |= seen_bits(seg.flags);
+    Track::Record
+}
+
+#[inline(always)]
+fn reset(t: &mut forwarder_common::FlowTrack, state: CtState) {
+    t.state = state as u8;
+    t.ct_flags = 0;
+    t.wscale = 0;
+    t.seq_end = 0;
+    t.max_ack = 0;
+    t.max_win = 0;
+}
+
+/// UDP: unreplied until the first packet back, a stream (longer timeout,
+/// assured) once still active `UDP_STREAM_AFTER_NS` after the first packet.
+#[inline(always)]
+fn udp(entry: &mut FlowEntry, key: &FlowKey, now: u64) -> Track {
+    let state = CtState::from_raw(entry.ct.state);
+    let reply = entry.flags & FLOW_REPLY != 0;
+    let next = match state {
+        CtState::UdpUnreplied if reply => CtState::UdpReplied,
+        CtState::UdpReplied if now.saturating_sub(entry.created_ns) >= UDP_STREAM_AFTER_NS => {
+            CtState::UdpStream
+        }
+        _ => return Track::Record,
+    };
+    let Some(peer) = FLOWS.get_ptr_mut(peer_key(entry, key)) else {
+        let _ = FLOWS.remove(key);
+        return Track::Gone;
+    };
+    // SAFETY: a pointer into the map value, valid for this run.
+    let peer = unsafe { &mut *peer };
+    if next == CtState::UdpReplied {
+        path::backend_answered(entry, key, now);
+    } else {
+        entry.ct.ct_flags |= CT_ASSURED;
+        peer.ct.ct_flags |= CT_ASSURED;
+    }
+    entry.ct.state = next as u8;
+    peer.ct.state = next as u8;
+    Track::Record
+}
+
+/// Puts a flow (by its original-direction key) at the back of the
+/// eviction queue.
+#[inline(always)]
+fn queue(entry: &FlowEntry, key: &FlowKey, orig: bool) {
+    if orig {
+        let _ = CT_EVICT.push(key, BPF_EXIST as u64);
+    } else {
+        let _ = CT_EVICT.push(peer_key(entry, key), BPF_EXIST as u64);
+    }
+}
+
+/// Queues a new flow as an eviction candidate.
+#[inline(always)]
+pub fn queue_new(orig_key: &FlowKey) {
+    let _ = CT_EVICT.push(orig_key, BPF_EXIST as u64);
+}
+
+/// The key an eviction looks at and its partner's: per-CPU scratch, not
+/// the stack (eviction runs three calls deep in flow creation, and the
+/// whole call chain has 512 bytes).
+#[map(name = "FWD_CT_KEYS")]
+static CT_KEYS: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(2, 0);
+
+/// Makes room in a full table: evicts the first queued flow that is not
+/// assured, closing or expired; established flows met on the way go to
+/// the back of the queue. Returns whether a flow was evicted.
+#[inline(never)]
+pub fn evict_one(now: u64) -> bool {
+    let Some(slot) = CT_KEYS.get_ptr_mut(0) else {
+        return false;
+    };
+    let mut i = 0;
+    while i < EVICT_TRIES {
+        i += 1;
+        // SAFETY: pops into a per-CPU scratch slot of the queue's value
+        // size (aya's Queue::pop returns the key on the stack instead).
+        let r = unsafe {
+            bpf_map_pop_elem(
+                &CT_EVICT as *const Queue<FlowKey> as *mut c_void,
+                slot as *mut c_void,
+            )
+        };
+        if r != 0 {
+            return false;
+        }
+        // SAFETY: the slot, just written.
+        if evict(unsafe { &*slot }, Evict::Queued, now) {
+            return true;
+        }
+    }
+    false
+}
+
+/// What `evict` is asked to free.
+#[repr(u8)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Evict {
+    /// A queued candidate (an original-direction key): evicted when
+    /// `evictable`, else queued again.
+    Queued,
+    /// A SNAT port (a reply-direction key) held by a flow that is
+    /// `evictable`: port pressure is table pressure for one backend.
+    Port,
+    /// A reply tuple a new DNAT-only flow needs, held by another flow:
+    /// freed only when that flow is closing or expired (a clash with a live
+    /// handshake stays a clash, as in netfilter).
+    Clash,
+}
+
+/// Evicts the flow whose entry `key` is (see `Evict`). Returns whether it
+/// did.
+#[inline(never)]
+pub fn evict(key: &FlowKey, why: Evict, now: u64) -> bool {
+    let Some(e) = FLOWS.get_ptr(key) else {
+        return false;
+    };
+    let Some(peer) = CT_KEYS.get_ptr_mut(1) else {
+        return false;
+    };
+    // SAFETY: a map value and a per-CPU scratch slot, valid for this run.
+    let (e, peer) = unsafe { (&*e, &mut *peer) };
+    let orig = why == Evict::Queued;
+    if (e.flags & FLOW_REPLY == 0) != orig {
         return false;
     }
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if now.saturating_sub(e.created_ns) < AUTO_SNAT_PROBE_NS {
+    peer.src = e.new_dst;
+    peer.dst = e.new_src;
+    peer.sport = e.new_dport;
+    peer.dport = e.new_sport;
+    peer.proto = key.proto;
+    peer.family = key.family;
+    peer._pad = [0; 2];
+    // SAFETY: a map value, read at once.
+    let peer_seen = FLOWS
+        .get_ptr(*peer)
+        .map_or(0, |p| unsafe { (*p).last_seen_ns });
+    let last = if peer_seen > e.last_seen_ns {
+        peer_seen
+    } else {
+        e.last_seen_ns
+    };
+    let state = e.ct.state;
+    let may = if why == Evict::Clash {
+        CtState::from_raw(state).is_closing() || over(key.proto, state, last, now)
+    } else {
+        evictable(key.proto, state, last, now)
+    };
+    if !may {
+        if orig {
+            let _ = CT_EVICT.push(key, BPF_EXIST as u64);
+        }
         return false;
     }
-    let reply_key = FlowKey::peer_of(e, key.proto, key.family);
-    // SAFETY: copied out of the map value.
-    let replied = unsafe { FLOWS.get(reply_key) }.is_some_and(|r| r.packets > 0);
-    if replied {
-        return false;
-    }
-    let _ = AUTO_SNAT.insert(path::auto_key(e.rule_id, e.new_dst[0]), now, 0);
-    let _ = FLOWS.remove(reply_key);
+    counters::count_rule_drop(e.rule_id, RULE_DROP_EVICTED);
+    let _ = FLOWS.remove(&*peer);
     let _ = FLOWS.remove(key);
     true
 }
 
-/// Creates both directions of a flow for a packet that matched listener `l`.
-// A BPF-to-BPF call rather than inlined: its locals get their own frame
-// instead of adding to the caller's (512-byte stack limit).
+/// Starts the original direction's tracking from the client's SYN (the
+/// flow being created, in `orig`). A call of its own: the option buffer
+/// must not add to the creating function's frame.
 #[inline(never)]
-pub fn create(p: &Packet, l: &ListenerValue, d: &path::Decision) -> Result<(), Reason> {
-    let target = l.target_addr[0];
-    let src = d.src;
-    let flags = d.flags;
-    let snat = flags & FLOW_SNAT != 0;
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let tcp_seen = if p.proto == PROTO_TCP {
-        seen_bits(p.tcp_flags)
-    } else {
-        0
-    };
-    let mss = if p.proto == PROTO_TCP && l.flags & LISTEN_MSS_CLAMP != 0 {
-        l.mss
-    } else {
-        0
-    };
-    // Both entries are built in per-CPU scratch space, not on the stack:
-    // the call chain below the entry point must fit 512 bytes in total.
-    let (Some(reply), Some(orig)) = (maps::SCRATCH.get_ptr_mut(0), maps::SCRATCH.get_ptr_mut(1))
-    else {
-        return Err(Reason::DropError);
-    };
-    // SAFETY: per-CPU scratch slots, ours for the duration of this run.
-    let (reply, orig) = unsafe { (&mut *reply, &mut *orig) };
-    // Field by field: a struct literal would be built on the stack first.
-    fill(reply, p.dst, p.src, p.dport, p.sport, l.rule_id, now);
-    reply.flags = flags | FLOW_REPLY;
-    reply.mss = mss;
-    // Inserted by reference: passing the value would copy it to the stack.
-    let reply: &FlowEntry = reply;
-    let mut reply_key = FlowKey {
-        src: [target, 0, 0, 0],
-        dst: [src, 0, 0, 0],
-        sport: l.target_port,
-        dport: p.sport,
-        proto: p.proto,
-        family: AF_INET,
-        _pad: [0; 2],
-    };
+pub fn start_orig(ctx: &TcContext, p: &Packet, orig: &mut FlowEntry) {
+    let seg = with_wscale(ctx, p, &segment(ctx, p));
+    ct::start(&mut orig.ct, &seg);
+    orig.tcp_seen = seen_bits(p.tcp_flags);
+}
 
-    if snat {
-        let cfg = maps::config();
-        let (min, max) = if cfg.snat_port_min != 0 && cfg.snat_port_max >= cfg.snat_port_min {
-            (cfg.snat_port_min, cfg.snat_port_max)
-        } else {
-            (DEFAULT_PORT_MIN, DEFAULT_PORT_MAX)
+/// Whether the XDP accelerator may forward a packet of flow entry `e`
+/// (key `key`) arriving on `ifindex` at `now` by itself: on the flow's own
+/// interface, not idle long enough to be near a timeout, and a packet whose
+/// effect on the state it can apply too: an established TCP connection (its
+/// control packets go to TC before this is asked), any UDP packet but a
+/// client's while `snat = "auto"` learning watches the flow. UDP state
+/// changes are made here as in TC (`udp`). Anything else is TC's.
+#[inline(always)]
+pub fn xdp_admit(e: &mut FlowEntry, key: &FlowKey, ifindex: u32, now: u64) -> bool {
+    if !arrived_right(e, ifindex) || now.saturating_sub(e.last_seen_ns) >= MIN_TIMEOUT_NS {
+        return false;
+    }
+    match CtState::from_raw(e.ct.state) {
+        CtState::Untracked | CtState::Established | CtState::UdpStream => true,
+        CtState::UdpUnreplied if e.flags & FLOW_REPLY == 0 && path::learning_watches(e) => false,
+        CtState::UdpUnreplied | CtState::UdpReplied => !matches!(udp(e, key, now), Track::Gone),
+        _ => false,
+    }
+}
+
+/// Accounts a packet the XDP accelerator forwarded: what the TC fast path
+/// records (`existing`), from the TCP header `tcp` (the fixed 20 bytes)
+/// of a segment of `l4_len` bytes.
+#[inline(always)]
+pub fn xdp_account(e: &mut FlowEntry, tcp: Option<&[u8; 20]>, l4_len: u16, len: u32, now: u64) {
+    if let Some(t) = tcp {
+        let hlen = (t[12] >> 4) as u32 * 4;
+        let seg = Segment {
+            flags: t[13],
+            seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
+            ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
+            win: u16::from_be_bytes([t[14], t[15]]),
+            len: (l4_len as u32).saturating_sub(hlen),
+            wscale: None,
         };
-        let span = (max - min) as u32 + 1;
-        // SAFETY: plain helper call.
-        let start = unsafe { bpf_get_prandom_u32() } % span;
-        let mut found = false;
-        let mut i = 0;
-        while i < PORT_TRIES {
-            let port = min + ((start + i) % span) as u16;
-            reply_key.dport = port.to_be();
-            match FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64) {
-                Ok(()) => {
-                    found = true;
-                    break;
-                }
-                Err(e) if e == -EEXIST => {}
-                Err(_) => return Err(Reason::DropTableFull),
-            }
-            i += 1;
-        }
-        if !found {
-            return Err(Reason::DropNoPort);
-        }
-    } else {
-        match FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64) {
-            Ok(()) => {}
-            Err(e) if e == -EEXIST => {
-                // A leftover of an earlier connection of this same client
-                // tuple (not yet swept) is ours to reuse; anything else is a
-                // real clash with another flow.
-                // SAFETY: a pointer into the map value, read at once.
-                let same = FLOWS.get_ptr(reply_key).is_some_and(|o| unsafe {
-                    (*o).new_dst == reply.new_dst
-                        && (*o).new_dport == reply.new_dport
-                        && (*o).new_src == reply.new_src
-                        && (*o).new_sport == reply.new_sport
-                });
-                if !same {
-                    return Err(Reason::DropNoPort);
-                }
-                let _ = FLOWS.insert(reply_key, reply, 0);
-            }
-            Err(_) => return Err(Reason::DropTableFull),
-        }
+        // The acknowledgement and window only: the sequence end matters
+        // for the handshake alone, which is TC's.
+        ct::record_ack(&mut e.ct, &seg);
     }
-
-    fill(
-        orig,
-        src,
-        target,
-        reply_key.dport,
-        l.target_port,
-        l.rule_id,
-        now,
-    );
-    orig.flags = flags;
-    orig.tcp_seen = tcp_seen;
-    orig.mss = mss;
-    let orig: &FlowEntry = orig;
-    // Any existing original entry (a stale one, or another CPU racing on a
-    // retransmitted SYN) is replaced: the reply entry we just reserved is the
-    // one that matches this translation.
-    if FLOWS.insert(key_of(p), orig, 0).is_err() {
-        let _ = FLOWS.remove(reply_key);
-        return Err(Reason::DropTableFull);
-    }
-    Ok(())
+    e.last_seen_ns = now;
+    e.packets += 1;
+    e.bytes += len as u64;
 }

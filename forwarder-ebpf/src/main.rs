@@ -13,6 +13,7 @@ mod icmp;
 mod maps;
 mod mss;
 mod nat;
+mod newflow;
 mod parse;
 mod path;
 mod xdp;
@@ -24,10 +25,12 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::{debug, error};
+use conntrack::{Arrival, Hit};
 use forwarder_common::{
     AllowKey, FlowEntry, Hook, ListenerKey, Reason, AF_INET, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK,
     IFACE_EGRESS_NAT, LISTEN_ALLOWLIST, LISTEN_REJECT, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL,
+    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
+    RULE_DROP_RATE_LIMITED, RULE_DROP_TABLE_FULL,
 };
 use parse::{
     Packet, ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_ECHOREPLY, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED,
@@ -119,6 +122,7 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
         return (TCX_NEXT, Reason::PassNoMatch);
     }
     let key = conntrack::key_of(p);
+    let a = Arrival { ifindex, len };
     if let Some(e) = maps::FLOWS.get_ptr_mut(key) {
         // SAFETY: a pointer into the map value; the entry stays valid for
         // this run (deleted entries are freed after an RCU grace period).
@@ -127,12 +131,22 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
         if !handled_here(entry, hook) {
             return (TCX_NEXT, Reason::PassNoMatch);
         }
-        if hook == Hook::TcIngress && conntrack::auto_probe(p, entry, &key) {
+        if hook == Hook::TcIngress && path::auto_probe(p, entry, &key) {
             // Forgotten: fall through and create it anew, SNATed.
         } else {
-            conntrack::touch(e, p, len);
-            counters::count_rule(entry.rule_id, len);
-            return translate(ctx, p, entry, hook);
+            match conntrack::existing(ctx, p, e, &key, &a) {
+                Hit::Forward => {
+                    counters::count_rule(entry.rule_id, len);
+                    return translate(ctx, p, entry, hook);
+                }
+                // Expired (or an orphan): a new flow.
+                Hit::Gone => {}
+                Hit::WrongIface => return (TCX_NEXT, Reason::PassWrongIface),
+                Hit::OutOfWindow => {
+                    counters::count_rule_drop(entry.rule_id, RULE_DROP_OUT_OF_WINDOW);
+                    return (TC_ACT_SHOT, Reason::DropOutOfWindow);
+                }
+            }
         }
     }
     if hook != Hook::TcIngress || p.proto == PROTO_ICMP {
@@ -177,19 +191,20 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
     }
     // Decided first, then created: two calls in a row rather than one
     // inside the other keeps the call chain's stack under 512 bytes.
-    let created = path::decide(ctx, p, l, ifindex).and_then(|d| conntrack::create(p, l, &d));
+    let created = path::decide(ctx, p, l, ifindex).and_then(|d| newflow::create(ctx, p, l, &d, &a));
     if let Err(reason) = created {
         let drop = match reason {
             Reason::DropTableFull => RULE_DROP_TABLE_FULL,
             Reason::DropNoPort => RULE_DROP_NO_PORT,
+            Reason::DropRateLimited => RULE_DROP_RATE_LIMITED,
             _ => RULE_DROP_ERROR,
         };
         counters::count_rule_drop(rule_id, drop);
         return (TC_ACT_SHOT, reason);
     }
-    let Some(e) = maps::FLOWS.get_ptr_mut(key) else {
-        // Swept or replaced by another CPU in the meantime: let the
-        // client's retransmission try again.
+    let Some(e) = maps::FLOWS.get_ptr(key) else {
+        // Replaced by another CPU in the meantime: let the client's
+        // retransmission try again.
         return (TC_ACT_SHOT, Reason::DropError);
     };
     // SAFETY: as above.
@@ -200,7 +215,6 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
         entry.flags & FLOW_VIA_STACK != 0,
     );
     counters::count_rule(rule_id, len);
-    conntrack::touch(e, p, len);
     debug!(
         ctx,
         "rule {} new flow {:i}:{} -> {:i}:{} flags {}",

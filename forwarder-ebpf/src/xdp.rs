@@ -22,7 +22,7 @@ use forwarder_common::{
 };
 
 use crate::{
-    counters,
+    conntrack, counters,
     maps::FLOWS,
     parse::{ETH_HLEN, IPV4_HLEN},
 };
@@ -149,6 +149,12 @@ pub fn handle(ctx: &XdpContext, len: u32, ifindex: u32) -> (u32, Reason) {
     if entry.flags & FLOW_VIA_STACK != 0 || ttl <= 1 {
         return TO_TC;
     }
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: the map value, valid for this run.
+    if !conntrack::xdp_admit(unsafe { &mut *e }, &key, ifindex, now) {
+        return TO_TC;
+    }
     let (nsrc, ndst) = (
         u32::from_be(entry.new_src[0]),
         u32::from_be(entry.new_dst[0]),
@@ -219,12 +225,9 @@ pub fn handle(ctx: &XdpContext, len: u32, ifindex: u32) -> (u32, Reason) {
     eth[0..6].copy_from_slice(&fp.dmac);
     eth[6..12].copy_from_slice(&fp.smac);
 
-    // SAFETY: map value pointer; plain adds as in conntrack::touch.
-    unsafe {
-        (*e).last_seen_ns = bpf_ktime_get_coarse_ns();
-        (*e).packets += 1;
-        (*e).bytes += len as u64;
-    }
+    let tcp_hdr = (proto == PROTO_TCP).then_some(&*t);
+    // SAFETY: map value pointer; plain adds as in conntrack::existing.
+    conntrack::xdp_account(unsafe { &mut *e }, tcp_hdr, l4_len, len, now);
     counters::count_rule(entry.rule_id, len);
     match XDP_DEVS.redirect(out, 0) {
         Ok(XDP_REDIRECT) => (XDP_REDIRECT, Reason::FwdRedirect),

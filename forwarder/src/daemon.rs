@@ -123,6 +123,9 @@ impl Daemon {
 
     /// The first load (the file was validated before the dataplane loaded).
     pub async fn start(&mut self) -> Result<()> {
+        for w in crate::snat_ports::warnings(&self.loaded.rules.global.snat_ports) {
+            warn!("{w}");
+        }
         self.generation += 1;
         let r = self.reconcile().await;
         self.record_load("start", r.as_ref().err().map(|e| format!("{e:#}")));
@@ -194,6 +197,7 @@ impl Daemon {
             flags: 0,
             _pad: 0,
         })?;
+        self.dp.set_ct_config(g.ct_config())?;
         let names = self.loaded.rules.forwards.iter().map(|f| f.name.as_str());
         let ids = rules::assign_ids(&self.ids, names);
         let compiled = rules::compile(&self.loaded.rules, &ids).context("compiling rules")?;
@@ -526,6 +530,7 @@ impl Daemon {
             metrics: self.metrics.clone(),
             interfaces: self.iface_status.clone(),
             rules: self.rule_status.clone(),
+            warnings: crate::snat_ports::warnings(&self.loaded.rules.global.snat_ports),
         };
         state::write(&self.run_dir, &st)
     }

@@ -24,10 +24,11 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use forwarder_common::{
-    AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
-    ListenerValue, RuleCounters, RuleName, ABI_VERSION, HOOKS, IFACE_EGRESS_NAT, IFACE_L3,
-    MAP_ALLOW, MAP_AUTO_SNAT, MAP_CONFIG, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS, MAP_LISTENERS,
-    MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAX_IFACES, MAX_RULES, REASONS,
+    conntrack::CtConfig, AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig,
+    IfaceConfig, ListenerKey, ListenerValue, RuleCounters, RuleName, ABI_VERSION, HOOKS,
+    IFACE_EGRESS_NAT, IFACE_L3, MAP_ALLOW, MAP_AUTO_SNAT, MAP_CONFIG, MAP_CT_CONFIG, MAP_CT_EVICT,
+    MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS, MAP_LISTENERS, MAP_RULE_COUNTERS, MAP_RULE_NAMES,
+    MAX_IFACES, MAX_RULES, REASONS, SNAT_PORTS_DEFAULT,
 };
 use tracing::{debug, info, warn};
 
@@ -63,6 +64,9 @@ pub const PINNED_MAPS: &[(&str, usize, usize)] = &[
     (MAP_CONFIG, 4, size_of::<GlobalConfig>()),
     (MAP_AUTO_SNAT, size_of::<AutoSnatKey>(), 8),
     (MAP_RULE_NAMES, 4, size_of::<RuleName>()),
+    (MAP_CT_CONFIG, 4, size_of::<CtConfig>()),
+    // A queue map: no key.
+    (MAP_CT_EVICT, 0, size_of::<FlowKey>()),
 ];
 
 /// Array maps whose size is part of the layout (counter blocks indexed by
@@ -229,6 +233,8 @@ impl Dataplane {
         }
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(MAP_FLOWS, wanted_flows);
+        // One eviction candidate per flow (see forwarder-ebpf conntrack.rs).
+        loader.map_max_entries(MAP_CT_EVICT, opts.conntrack_max.max(1));
         loader.override_global("AYA_LOG_LEVEL", &opts.log_level, false);
         let paths: Vec<(&str, PathBuf)> = opts
             .pin_dir
@@ -263,13 +269,22 @@ impl Dataplane {
         if dp.adopted.maps == 0 {
             dp.set_config(GlobalConfig {
                 abi_version: ABI_VERSION,
-                snat_port_min: 32768,
-                snat_port_max: 60999,
+                snat_port_min: SNAT_PORTS_DEFAULT.0,
+                snat_port_max: SNAT_PORTS_DEFAULT.1,
                 flags: 0,
                 _pad: 0,
             })?;
+            dp.set_ct_config(CtConfig::default())?;
         }
         Ok(dp)
+    }
+
+    /// Conntrack timeouts and the per-source limit (`FWD_CT_CONFIG`).
+    pub fn set_ct_config(&mut self, cfg: CtConfig) -> Result<()> {
+        let mut m: aya::maps::Array<&mut MapData, CtConfig> =
+            aya::maps::Array::try_from(self.ebpf.map_mut(MAP_CT_CONFIG).context("FWD_CT_CONFIG")?)?;
+        m.set(0, cfg, 0)?;
+        Ok(())
     }
 
     pub fn set_config(&mut self, cfg: GlobalConfig) -> Result<()> {

@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod ifaces;
 pub mod metrics;
 pub mod netlink;
+pub mod snat_ports;
 pub mod state;
 pub mod sweeper;
 pub mod watch;

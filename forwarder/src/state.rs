@@ -28,6 +28,10 @@ pub struct DaemonState {
     pub metrics: Option<String>,
     pub interfaces: Vec<IfaceState>,
     pub rules: Vec<RuleStatus>,
+    /// Problems with the configuration on this host that do not stop it
+    /// (snat_ports overlapping the host's ephemeral ports).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -37,13 +37,15 @@ pub(crate) const FORWARD_KEYS: [&str; 12] = [
     "reject",
     "path",
 ];
-const GLOBAL_KEYS: [&str; 6] = [
+const GLOBAL_KEYS: [&str; 8] = [
     "conntrack_max",
     "snat_ports",
     "log_level",
     "log_format",
     "metrics",
     "timeouts",
+    "new_flows_per_source",
+    "new_flows_burst",
 ];
 const TOP_KEYS: [&str; 3] = ["global", "forward", "interface"];
 const INTERFACE_KEYS: [&str; 1] = ["attach"];
@@ -256,6 +258,7 @@ fn parse_interfaces(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
 fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
     let g = &mut parsed.rules.global;
     let ctx = Some("global");
+    let mut burst: Option<(u32, Span)> = None;
     for (key, key_span, item) in entries(t) {
         let span = item.span();
         parsed.global_spans.insert(key.to_owned(), span.clone());
@@ -289,7 +292,7 @@ fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
                             "`snat_ports` must be a port range string, found {}",
                             type_name(item)
                         ),
-                        "e.g. snat_ports = \"32768-60999\"",
+                        "e.g. snat_ports = \"1024-32767\"",
                     )),
                 };
                 match r {
@@ -342,9 +345,78 @@ fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
                     Some("write a [global.timeouts] section"),
                 ),
             },
+            "new_flows_per_source" => {
+                let help = "e.g. new_flows_per_source = \"20/s\" (or \"/m\", \"/h\")";
+                if let Some(s) = expect_str(sink, ctx, key, item, help) {
+                    match parse_flow_rate(s) {
+                        Ok((count, per)) => {
+                            g.new_flows_per_source = Some(FlowRate {
+                                count,
+                                per,
+                                burst: default_burst(count, per),
+                            })
+                        }
+                        Err(msg) => sink.error(&span, ctx, msg, Some(help.into())),
+                    }
+                }
+            }
+            "new_flows_burst" => match item.as_integer() {
+                Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => {
+                    burst = Some((n as u32, span.clone()))
+                }
+                Some(n) => sink.error(
+                    &span,
+                    ctx,
+                    format!("new_flows_burst {n} is out of range"),
+                    Some("use a number of flows, at least 1".into()),
+                ),
+                None => type_error(
+                    sink,
+                    &span,
+                    ctx,
+                    key,
+                    item,
+                    "an integer",
+                    Some("e.g. new_flows_burst = 40"),
+                ),
+            },
             _ => unknown_key(sink, &key_span, ctx, key, &GLOBAL_KEYS, "[global]"),
         }
     }
+    if let Some((b, span)) = burst {
+        match &mut g.new_flows_per_source {
+            Some(r) => r.burst = b,
+            None => sink.error(
+                &span,
+                ctx,
+                "new_flows_burst without new_flows_per_source".to_string(),
+                Some("set new_flows_per_source = \"N/s\" too, or remove new_flows_burst".into()),
+            ),
+        }
+    }
+}
+
+/// `"N/s"`, `"N/m"` or `"N/h"`: N flows per second, minute or hour.
+pub(crate) fn parse_flow_rate(s: &str) -> Result<(u32, Duration), String> {
+    let bad = || format!("`{s}` is not a rate of new flows");
+    let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
+    let count: u32 = n.trim().parse().map_err(|_| bad())?;
+    if count == 0 {
+        return Err(format!("`{s}`: a limit of 0 refuses every flow"));
+    }
+    let per = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        _ => return Err(bad()),
+    };
+    Ok((count, per))
+}
+
+/// Without `new_flows_burst`: one second's worth of flows, at least one.
+pub(crate) fn default_burst(count: u32, per: Duration) -> u32 {
+    let per_sec = u64::from(count).div_ceil(per.as_secs().max(1));
+    per_sec.clamp(1, u64::from(u32::MAX)) as u32
 }
 
 fn parse_timeouts(t: &dyn TableLike, sink: &mut Sink, g: &mut Global) {

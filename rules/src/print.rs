@@ -68,6 +68,12 @@ pub fn global_to_toml(g: &Global) -> Option<String> {
     if let Some(m) = g.metrics {
         let _ = writeln!(keys, "metrics = {}", quote(&m.to_string()));
     }
+    if let Some(r) = g.new_flows_per_source {
+        let _ = writeln!(keys, "new_flows_per_source = {}", quote(&r.to_string()));
+        if r.burst != crate::parse::default_burst(r.count, r.per) {
+            let _ = writeln!(keys, "new_flows_burst = {}", r.burst);
+        }
+    }
     let mut timeouts = String::new();
     for key in Timeouts::KEYS {
         let (v, dv) = (g.timeouts.get(key), d.timeouts.get(key));

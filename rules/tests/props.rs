@@ -13,8 +13,8 @@ use rules::{
     import::{iptables, socat},
     listeners_overlap, load_str,
     print::forward_to_toml,
-    to_toml, AttachMode, Forward, Global, IfaceSettings, Listen, LogFormat, LogLevel, MssClamp,
-    PathMode, PortRange, Proto, Reject, RuleSet, Snat, Target, Timeouts, L4,
+    to_toml, AttachMode, FlowRate, Forward, Global, IfaceSettings, Listen, LogFormat, LogLevel,
+    MssClamp, PathMode, PortRange, Proto, Reject, RuleSet, Snat, Target, Timeouts, L4,
 };
 
 /// Ports up to `max`, ranges up to `max_len` ports long.
@@ -207,10 +207,11 @@ fn global() -> impl Strategy<Value = Global> {
         proptest::option::of(
             (any::<[u8; 4]>(), 1..=65535u16).prop_map(|(a, p)| SocketAddr::from((a, p))),
         ),
-        prop::collection::vec(1..=100_000_000u64, 8),
+        prop::collection::vec(1..=100_000_000u64, Timeouts::KEYS.len()),
+        proptest::option::of((1..=100_000u32, 0..3usize, 1..=1000u32)),
     )
         .prop_map(
-            |(conntrack_max, snat_ports, log_level, log_format, metrics, secs)| {
+            |(conntrack_max, snat_ports, log_level, log_format, metrics, secs, rate)| {
                 let mut timeouts = Timeouts::default();
                 for (k, s) in Timeouts::KEYS.iter().zip(secs) {
                     timeouts.set(k, Duration::from_secs(s));
@@ -222,6 +223,11 @@ fn global() -> impl Strategy<Value = Global> {
                     log_format,
                     metrics,
                     timeouts,
+                    new_flows_per_source: rate.map(|(count, unit, burst)| FlowRate {
+                        count,
+                        per: Duration::from_secs([1, 60, 3600][unit]),
+                        burst,
+                    }),
                 }
             },
         )

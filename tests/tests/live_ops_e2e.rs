@@ -279,14 +279,16 @@ fn an_invalid_edit_changes_nothing_until_fixed() -> Result<()> {
     Ok(())
 }
 
-/// A rate-limited 30 MB download through the forward, in the background.
+/// A rate-limited 30 MB download through the forward, in the background:
+/// 15 s, so it outlasts a daemon restart (which verifies the programs
+/// again: seconds on a loaded 2-core machine).
 fn slow_download(topo: &Proxmox, dest: &Path) -> Result<forwarder_tests::Bg> {
     let url = format!("http://192.168.1.55/{}", topology::BIG_FILE);
     topo.lan.spawn(&[
         "curl",
         "-sS",
         "--limit-rate",
-        "5M",
+        "2M",
         "--max-time",
         "60",
         "-o",

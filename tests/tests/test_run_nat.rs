@@ -26,14 +26,13 @@
 //! Each test builds its own namespace and loads its own dataplane; nextest
 //! runs each test in its own process, and the namespace switch is per
 //! thread anyway.
-use std::{ops::RangeInclusive, time::Duration};
+use std::ops::RangeInclusive;
 
 use etherparse::PacketBuilder;
 use forwarder_common::{
-    addr_v4, FlowEntry, FlowKey, Hook, Reason, RuleCounters, TcpState, AUTO_SNAT_PROBE_NS,
-    AUTO_SNAT_TTL_NS, FLOW_AUTO, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK, PROTO_ICMP, PROTO_TCP,
-    PROTO_UDP, RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_TABLE_FULL, SEEN_ACK, SEEN_FIN,
-    SEEN_RST, SEEN_SYN,
+    conntrack::CtState, FlowEntry, FlowKey, Hook, Reason, RuleCounters, FLOW_AUTO, FLOW_REPLY,
+    FLOW_SNAT, FLOW_VIA_STACK, PROTO_ICMP, PROTO_TCP, PROTO_UDP, RULE_DROP_DENIED, RULE_DROP_ERROR,
+    RULE_DROP_TABLE_FULL, SEEN_ACK, SEEN_FIN, SEEN_RST, SEEN_SYN,
 };
 use forwarder_tests::{
     frames::{
@@ -537,11 +536,14 @@ fn assert_entry(case: &str, snap: &Snapshot, key: &FlowKey, w: Want) {
     );
 }
 
-fn tcp_state(case: &str, snap: &Snapshot, orig: &FlowKey, reply: &FlowKey) -> TcpState {
-    TcpState::derive(
-        entry(case, snap, orig).tcp_seen,
-        entry(case, snap, reply).tcp_seen,
-    )
+/// The connection state, which both entries of a flow carry.
+fn tcp_state(case: &str, snap: &Snapshot, orig: &FlowKey, reply: &FlowKey) -> CtState {
+    let (o, r) = (
+        entry(case, snap, orig).ct.state,
+        entry(case, snap, reply).ct.state,
+    );
+    assert_eq!(o, r, "{case}: both directions carry the state");
+    CtState::from_raw(o)
 }
 
 // ---------------------------------------------------------------------------
@@ -595,64 +597,65 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
     assert_entry(&s.name, &o.after, &reply, rw);
     assert_eq!(
         tcp_state(&s.name, &o.after, &orig, &reply),
-        TcpState::SynSent
+        CtState::SynSent
     );
 
     // Then each packet of the connection, with the entry it touches, the
     // tcp_seen bits it leaves there and the derived state.
     let from_client = |flags: &str, payload: &[u8]| tcp(client, listen, flags, payload);
     let from_vm = |flags: &str, payload: &[u8]| tcp(vm, snat, flags, payload);
-    let table: Vec<(&str, Vec<u8>, bool, u8, TcpState)> = vec![
+    let table: Vec<(&str, Vec<u8>, bool, u8, CtState)> = vec![
         (
             "SYN-ACK un-NATed on the backend side",
             from_vm("SA", &[]),
             false,
             SEEN_SYN | SEEN_ACK,
-            TcpState::Established,
+            CtState::SynRecv,
         ),
         (
             "client ACK",
             from_client("A", &[]),
             true,
             SEEN_SYN | SEEN_ACK,
-            TcpState::Established,
+            CtState::Established,
         ),
         (
             "client data",
             from_client("PA", b"GET / HTTP/1.1\r\nHost: vm80\r\n\r\n"),
             true,
             SEEN_SYN | SEEN_ACK,
-            TcpState::Established,
+            CtState::Established,
         ),
         (
             "backend data",
             from_vm("PA", &[b'x'; 700]),
             false,
             SEEN_SYN | SEEN_ACK,
-            TcpState::Established,
+            CtState::Established,
         ),
         (
             "client FIN",
             from_client("FA", &[]),
             true,
             SEEN_SYN | SEEN_ACK | SEEN_FIN,
-            TcpState::FinWait,
+            CtState::FinWait,
         ),
         (
             "backend FIN",
             from_vm("FA", &[]),
             false,
             SEEN_SYN | SEEN_ACK | SEEN_FIN,
-            TcpState::TimeWait,
+            CtState::LastAck,
         ),
         (
             "client last ACK",
             from_client("A", &[]),
             true,
             SEEN_SYN | SEEN_ACK | SEEN_FIN,
-            TcpState::TimeWait,
+            CtState::TimeWait,
         ),
     ];
+    let mut was = CtState::SynSent;
     for (name, frame, client_side, seen, state) in table {
         let (iface, x, key) = if client_side {
             (LAN_IF, redirect(snat, vm), orig)
@@ -661,7 +664,14 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
         };
         let len = frame.len() as u64;
         let o = step(&mut h, &ingress(name, iface, frame).fwd("web", x));
-        assert_flows(name, &o.delta, &[], &[], &[key]);
+        // A state change is written to both entries.
+        let changed = if state == was {
+            vec![key]
+        } else {
+            vec![orig, reply]
+        };
+        was = state;
+        assert_flows(name, &o.delta, &[], &[], &changed);
         let w = if client_side { &mut ow } else { &mut rw };
         w.packets += 1;
         w.bytes += len;
@@ -695,16 +705,16 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
         &mut h,
         &ingress(name, VM_IF, rst.clone()).fwd("web", redirect(listen, client2)),
     );
-    assert_flows(name, &o.delta, &[], &[], &[reply2]);
+    assert_flows(name, &o.delta, &[], &[], &[orig2, reply2]);
     assert_eq!(entry(name, &o.after, &reply2).tcp_seen, SEEN_RST | SEEN_ACK);
-    assert_eq!(tcp_state(name, &o.after, &orig2, &reply2), TcpState::Close);
+    assert_eq!(tcp_state(name, &o.after, &orig2, &reply2), CtState::Close);
 
     let name = "new SYN on the closed tuple";
     let o = step(
         &mut h,
         &ingress(name, LAN_IF, syn2.clone()).fwd("web", redirect(snat2, vm)),
     );
-    assert_flows(name, &o.delta, &[], &[], &[orig2]);
+    assert_flows(name, &o.delta, &[], &[], &[orig2, reply2]);
     assert_entry(
         name,
         &o.after,
@@ -726,10 +736,7 @@ fn test_run_nat_tcp_fixed_snat_lifecycle() {
         &ingress(name, VM_IF, tcp(vm, snat2, "SA", &[])).fwd("web", redirect(listen, client2)),
     );
     assert_eq!(entry(name, &o.after, &reply2).tcp_seen, SEEN_SYN | SEEN_ACK);
-    assert_eq!(
-        tcp_state(name, &o.after, &orig2, &reply2),
-        TcpState::Established
-    );
+    assert_eq!(tcp_state(name, &o.after, &orig2, &reply2), CtState::SynRecv);
     // The first flow is untouched by all of this.
     assert_entry("at the end", &o.after, &orig, ow);
     assert_entry("at the end", &o.after, &reply, rw);
@@ -809,7 +816,8 @@ fn test_run_nat_udp() {
         if zero {
             assert_eq!(&o.run.out[ETH + 26..ETH + 28], &[0, 0], "{name}: checksum");
         }
-        assert_flows(&name, &o.delta, &[], &[], &[reply]);
+        // The first reply makes the flow UDP_REPLIED: both entries.
+        assert_flows(&name, &o.delta, &[], &[], &[orig, reply]);
         assert_entry(
             &name,
             &o.after,
@@ -1146,7 +1154,7 @@ fn test_run_nat_allow_list() {
         .rule(rule, created(true, false))
         .out(Out::Snat(
             HOST_VM,
-            32768..=60999,
+            1024..=32767,
             redirect(client, ep(VM, port)),
         ));
         let o = step(&mut h, &s);
@@ -1461,7 +1469,7 @@ fn test_run_nat_snat_modes() {
     ])
     .unwrap();
     let client = ep(CLIENT, 40000);
-    let ephemeral = 32768..=60999;
+    let ephemeral = 1024..=32767;
 
     struct Case {
         rule: &'static str,
@@ -1554,7 +1562,8 @@ fn test_run_nat_snat_modes() {
             &ingress(&name, c.back, tcp(c.target, seen_src, "SA", &[]))
                 .fwd(c.rule, redirect(listen, client)),
         );
-        assert_flows(&name, &o.delta, &[], &[], &[reply]);
+        // SYN_SENT -> SYN_RECV, written to both entries.
+        assert_flows(&name, &o.delta, &[], &[], &[orig, reply]);
     }
 
     // Without SNAT the reply tuple is the client's own: when only the
@@ -1617,7 +1626,7 @@ fn test_run_nat_mss_clamp() {
     let id = h.id("clamped");
     let listen = ep(HOST_LAN, 443);
     let vm = ep(VM, 443);
-    let ephemeral = 32768..=60999;
+    let ephemeral = 1024..=32767;
     // Options: [NOP, MSS 1460] puts the MSS value at TCP offset 23 (odd).
     let odd = [1u8, 2, 4, 0x05, 0xb4, 1, 1, 0];
     // Window scale (3 bytes), then MSS at offset 25, then SACK permitted.
@@ -1893,7 +1902,8 @@ fn test_run_nat_path_stack_and_egress() {
             .rule("svc", fwd())
             .xlate(via_stack(svc, client)),
     );
-    assert_flows(name, &o.delta, &[], &[], &[reply]);
+    // SYN_SENT -> SYN_RECV, written to both entries.
+    assert_flows(name, &o.delta, &[], &[], &[orig, reply]);
     assert_entry(
         name,
         &o.after,
@@ -1998,7 +2008,7 @@ fn test_run_nat_path_stack_and_egress() {
         .rule("gw-fixed", created(true, false))
         .out(Out::Snat(
             HOST_VM,
-            32768..=60999,
+            1024..=32767,
             redirect(client, ep([10, 50, 0, 6], 80)),
         )),
     );
@@ -2063,187 +2073,7 @@ fn test_run_nat_path_stack_and_egress() {
     );
 }
 
-const AUTO: &str = r#"
-[[forward]]
-name = "auto80"
-in = "vmbr0"
-listen = "192.168.1.55"
-port = 80
-to = "192.168.100.80:80"
-snat = "auto"
-
-[[forward]]
-name = "auto81"
-in = "vmbr0"
-listen = "192.168.1.55"
-port = 81
-to = "192.168.100.81:81"
-snat = "auto"
-"#;
-
-/// snat = "auto" learning: a SYN retransmitted more than 200 ms after its
-/// flow began, with nothing ever back from the backend, switches the flow
-/// to SNAT and remembers the backend; a flow that did get a reply stays.
-#[test]
-fn test_run_nat_auto_snat_learning() {
-    if !require_root("test_run_nat_auto_snat_learning") {
-        return;
-    }
-    let mut h = Host::with_rules(64, AUTO);
-    let client = ep(CLIENT, 40000);
-    let listen = ep(HOST_LAN, 80);
-    let vm = ep(VM, 80);
-    let syn = tcp(client, listen, "S", &[]);
-    let orig = fkey(client, listen, PROTO_TCP);
-    let dnat_reply = fkey(vm, client, PROTO_TCP);
-    let o = step(
-        &mut h,
-        &ingress("first SYN keeps the client", LAN_IF, syn.clone())
-            .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-            .rule("auto80", created(false, false))
-            .xlate(redirect(client, vm)),
-    );
-    assert_flows("first SYN", &o.delta, &[orig, dnat_reply], &[], &[]);
-    assert_eq!(entry("first SYN", &o.after, &orig).flags, FLOW_AUTO);
-    let created_at = entry("first SYN", &o.after, &orig).created_ns;
-
-    // Answered flow on the other rule: SYN, SYN-ACK.
-    let c81 = ep(CLIENT, 40100);
-    let l81 = ep(HOST_LAN, 81);
-    let v81 = ep(VM81, 81);
-    let syn81 = tcp(c81, l81, "S", &[]);
-    step(
-        &mut h,
-        &ingress("auto81 SYN", LAN_IF, syn81.clone())
-            .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-            .rule("auto81", created(false, false))
-            .xlate(redirect(c81, v81)),
-    );
-    step(
-        &mut h,
-        &ingress("auto81 SYN-ACK", VM_IF, tcp(v81, c81, "SA", &[]))
-            .fwd("auto81", redirect(l81, c81)),
-    );
-
-    // An early retransmission is just another packet of the flow.
-    let o = step(
-        &mut h,
-        &ingress("SYN retransmitted at once", LAN_IF, syn.clone())
-            .fwd("auto80", redirect(client, vm)),
-    );
-    assert_flows("SYN retransmitted at once", &o.delta, &[], &[], &[orig]);
-    assert!(o.after.auto_snat.is_empty(), "nothing learned yet");
-
-    let wait = Duration::from_nanos(AUTO_SNAT_PROBE_NS) + Duration::from_millis(50);
-    std::thread::sleep(wait);
-
-    // Late retransmission without any reply: forget the DNAT-only flow,
-    // learn the backend, create the flow anew with SNAT.
-    let name = "SYN retransmitted after 200 ms, no reply";
-    let s = ingress(name, LAN_IF, syn.clone())
-        .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("auto80", created(true, false))
-        .out(Out::Snat(HOST_VM, 32768..=60999, redirect(client, vm)));
-    let o = step(&mut h, &s);
-    let snat = ep(HOST_VM, o.port);
-    let snat_reply = fkey(vm, snat, PROTO_TCP);
-    assert_flows(name, &o.delta, &[snat_reply], &[dnat_reply], &[orig]);
-    let e = entry(name, &o.after, &orig);
-    assert!(
-        e.created_ns > created_at,
-        "{name}: the flow was created anew"
-    );
-    assert_entry(
-        name,
-        &o.after,
-        &orig,
-        Want {
-            new_src: snat,
-            new_dst: vm,
-            rule: h.id("auto80"),
-            flags: FLOW_AUTO | FLOW_SNAT,
-            tcp_seen: SEEN_SYN,
-            packets: 1,
-            bytes: syn.len() as u64,
-            mss: 0,
-        },
-    );
-    let learned = forwarder_common::AutoSnatKey {
-        rule_id: h.id("auto80"),
-        addr: addr_v4(VM),
-    };
-    assert_eq!(
-        o.after.auto_snat.keys().copied().collect::<Vec<_>>(),
-        vec![learned],
-        "{name}: FWD_AUTO_SNAT"
-    );
-    let at = o.after.auto_snat[&learned];
-    assert!(
-        at > created_at && at <= Host::now_ns(),
-        "{name}: learned at {at}"
-    );
-
-    // The answered flow is not probed: its retransmitted SYN is just a
-    // packet, nothing learned for its backend.
-    let name = "answered flow's SYN retransmitted after 200 ms";
-    let o = step(
-        &mut h,
-        &ingress(name, LAN_IF, syn81).fwd("auto81", redirect(c81, v81)),
-    );
-    assert_flows(name, &o.delta, &[], &[], &[fkey(c81, l81, PROTO_TCP)]);
-    assert!(
-        o.delta.auto_snat_changed.is_empty(),
-        "{name}: nothing learned"
-    );
-
-    // New flows to the learned backend are SNATed from the start.
-    let c2 = ep(CLIENT, 40001);
-    let name = "new flow to the learned backend";
-    let o = step(
-        &mut h,
-        &ingress(name, LAN_IF, tcp(c2, listen, "S", &[]))
-            .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-            .rule("auto80", created(true, false))
-            .out(Out::Snat(HOST_VM, 32768..=60999, redirect(c2, vm))),
-    );
-    assert_eq!(
-        entry(name, &o.after, &fkey(c2, listen, PROTO_TCP)).flags,
-        FLOW_AUTO | FLOW_SNAT
-    );
-    // ... and the new flow's replies come back through the SNAT address.
-    let name = "SYN-ACK of the SNATed flow";
-    step(
-        &mut h,
-        &ingress(name, VM_IF, tcp(vm, snat, "SA", &[])).fwd("auto80", redirect(listen, client)),
-    );
-
-    // What was learned holds for AUTO_SNAT_TTL_NS; after that the next
-    // flow tries to keep the client again. Aged here by rewriting the
-    // learned timestamp (CLOCK_MONOTONIC_COARSE, like bpf_ktime_get_coarse_ns).
-    let now = Host::now_ns();
-    if now > AUTO_SNAT_TTL_NS + 2_000_000_000 {
-        h.dp.auto_snat()
-            .unwrap()
-            .insert(learned, now - AUTO_SNAT_TTL_NS - 1_000_000_000, 0)
-            .unwrap();
-        let c3 = ep(CLIENT, 40002);
-        let name = "new flow after the learned SNAT expired";
-        let o = step(
-            &mut h,
-            &ingress(name, LAN_IF, tcp(c3, listen, "S", &[]))
-                .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-                .rule("auto80", created(false, false))
-                .xlate(redirect(c3, vm)),
-        );
-        assert_eq!(
-            entry(name, &o.after, &fkey(c3, listen, PROTO_TCP)).flags,
-            FLOW_AUTO,
-            "{name}"
-        );
-    } else {
-        eprintln!("uptime below AUTO_SNAT_TTL_NS: the expiry case needs an older timestamp");
-    }
-}
+// `snat = "auto"` learning: test_run_ct_auto_snat.rs (several clients must fail).
 
 const FULL: &str = r#"
 [[forward]]
@@ -2284,10 +2114,26 @@ fn test_run_nat_table_full() {
         )
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
         .rule("web", created(true, false))
-        .out(Out::Snat(HOST_VM, 32768..=60999, redirect(client, vm))),
+        .out(Out::Snat(HOST_VM, 1024..=32767, redirect(client, vm))),
     );
     let snat = ep(HOST_VM, o.port);
     assert_eq!(o.after.flows.len(), 2);
+    // Established: a full table may not evict it (an unassured flow it
+    // would; see test_run_ct_eviction.rs).
+    step(
+        &mut h,
+        &ingress("established flow, reply", VM_IF, tcp(vm, snat, "SA", &[]))
+            .fwd("web", redirect(listen, client)),
+    );
+    step(
+        &mut h,
+        &ingress(
+            "established flow, ACK",
+            LAN_IF,
+            tcp(client, listen, "A", &[]),
+        )
+        .fwd("web", redirect(snat, vm)),
+    );
     let refused = [
         ingress(
             "SNAT flow refused",
@@ -2308,11 +2154,6 @@ fn test_run_nat_table_full() {
         let o = step(&mut h, s);
         assert_flows(&s.name, &o.delta, &[], &[], &[]);
     }
-    step(
-        &mut h,
-        &ingress("established flow, reply", VM_IF, tcp(vm, snat, "SA", &[]))
-            .fwd("web", redirect(listen, client)),
-    );
     step(
         &mut h,
         &ingress(
@@ -2516,6 +2357,27 @@ fn test_run_nat_snat_ports_exhausted() {
                 .out(Out::Snat(HOST_VM, 41000..=41001, redirect(client, vm))),
         );
         ports.push(o.port);
+        // Established: a port held by an unassured flow would be taken
+        // from it (see test_run_ct_snat_ports.rs).
+        let seen_as = ep(HOST_VM, o.port);
+        step(
+            &mut h,
+            &ingress(
+                format!("flow {i} SYN-ACK"),
+                VM_IF,
+                tcp(vm, seen_as, "SA", &[]),
+            )
+            .fwd("web", redirect(listen, client)),
+        );
+        step(
+            &mut h,
+            &ingress(
+                format!("flow {i} ACK"),
+                LAN_IF,
+                tcp(client, listen, "A", &[]),
+            )
+            .fwd("web", redirect(seen_as, vm)),
+        );
     }
     ports.sort();
     assert_eq!(ports, [41000, 41001], "both ports used once");

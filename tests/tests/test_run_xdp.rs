@@ -48,6 +48,7 @@
 //! shorter than an Ethernet header (test_run refuses them).
 use etherparse::PacketBuilder;
 use forwarder_common::{
+    conntrack::{CtState, CT_ASSURED},
     FlowEntry, FlowKey, Hook, Reason, FLOW_REPLY, FLOW_SNAT, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
 };
 use forwarder_tests::{
@@ -309,9 +310,9 @@ impl Conn {
     }
 }
 
-/// Opens a TCP connection as production does: SYN and SYN-ACK are left to
-/// TC by XDP, TC creates the flow (SNAT port learned from its output) and
-/// translates both.
+/// Opens a TCP connection as production does: SYN, SYN-ACK and the
+/// handshake's ACK are left to TC by XDP, TC creates the flow (SNAT port
+/// learned from its output) and translates them.
 fn open_tcp(h: &mut Host, client: Ep, listen: Ep, target: Ep, back_if: &'static str) -> Conn {
     let syn = tcp(client, listen, "S", &[]);
     let run = xdp_then_tc(h, "SYN", LAN_IF, &syn, TC_ACT_REDIRECT, Reason::FwdRedirect);
@@ -333,7 +334,25 @@ fn open_tcp(h: &mut Host, client: Ep, listen: Ep, target: Ep, back_if: &'static 
         TC_ACT_REDIRECT,
         Reason::FwdRedirect,
     );
+    // The handshake completes with the client's ACK (TC's: the flow is
+    // ESTABLISHED only from here on, and XDP handles only that state).
+    let ack = tcp(client, listen, "A", &[]);
+    xdp_then_tc(h, "ACK", LAN_IF, &ack, TC_ACT_REDIRECT, Reason::FwdRedirect);
     c
+}
+
+/// Makes a UDP flow what it is once a stream (replied, active after 2 s):
+/// then its packets change nothing but their own entry's accounting. (A
+/// younger flow's first reply, or its first packet after 2 s, changes the
+/// state in both entries, in XDP as in TC, and a table of steps cannot
+/// time that.)
+fn as_stream(h: &mut Host, c: &Conn) {
+    for k in [c.orig(), c.reply()] {
+        let mut e = h.snapshot().unwrap().flows[&k];
+        e.ct.state = CtState::UdpStream as u8;
+        e.ct.ct_flags |= CT_ASSURED;
+        h.insert_flow(k, e).unwrap();
+    }
 }
 
 /// The fixture: the host namespace with `WEB_AND_DNS` and the rules below,
@@ -542,6 +561,7 @@ fn test_run_xdp_udp() {
     let out = dns.out("dns", VM_IF);
     let back = dns.back("dns");
     let pass = to_tc();
+    as_stream(&mut h, &dns);
 
     let query = |p: &[u8]| udp(client, listen, p);
     let answer = |p: &[u8]| udp(vm, seen_as, p);
@@ -640,6 +660,7 @@ fn test_run_xdp_partial_checksum() {
         target: ep(VM, 53),
         proto: PROTO_UDP,
     };
+    as_stream(&mut h, &dns);
     let partial = |f: Vec<u8>| {
         let p = pseudo_sum(&f[ETH..]);
         set_l4_check(f, p)

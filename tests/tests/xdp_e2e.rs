@@ -170,13 +170,15 @@ fn a_restart_adopts_the_xdp_links_and_the_flow_continues() -> Result<()> {
     std::fs::write(&rules, RULES)?;
     let mut daemon = Daemon::start(&t.router, &["--rules", rules.to_str().unwrap()])?;
     let dest = t.dir.file("slow.bin");
+    // 15 s: the download must outlast the restart (which verifies the
+    // programs again: seconds on a loaded 2-core machine).
     let mut dl = t.client.spawn(&[
         "curl",
         "-sS",
         "--limit-rate",
-        "6M",
+        "2M",
         "--max-time",
-        "30",
+        "60",
         "-o",
         dest.to_str().unwrap(),
         "http://10.70.1.1:8080/big.bin",

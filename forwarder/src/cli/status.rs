@@ -105,6 +105,9 @@ fn print_text(st: &Status) {
             if let Some(m) = &d.metrics {
                 println!("metrics: http://{m}/metrics");
             }
+            for w in &d.warnings {
+                println!("warning: {w}");
+            }
         }
         _ => println!(
             "daemon: not running; the pinned dataplane below keeps forwarding \
