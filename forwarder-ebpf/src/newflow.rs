@@ -167,8 +167,7 @@ pub fn create(
     } else {
         // The local socket check for the port taken is made here, out of
         // the port loop (the verifier walks every iteration of it).
-        match snat_port(p) {
-            Ok(()) => not_local(ctx, p.proto, reply_key),
+        match snat_port(ctx, p) {
             // No free port: take the first one tried from its holder, if
             // that may be evicted (kept out of the port loop: the verifier
             // walks every iteration).
@@ -304,7 +303,7 @@ fn keep_port(now: u64) -> Result<(), Reason> {
 /// the reply entry (from the scratch slots).
 // Not inlined: own stack frame (the socket tuple).
 #[inline(never)]
-fn snat_port(p: &Packet) -> Result<(), Reason> {
+fn snat_port(ctx: &TcContext, p: &Packet) -> Result<(), Reason> {
     let client = u16::from_be(p.sport) as u32;
     let (min, max) = if client < 512 {
         (1, 511)
@@ -345,7 +344,11 @@ fn snat_port(p: &Packet) -> Result<(), Reason> {
         i += 1;
         reply_key.dport = port.to_be();
         match FLOWS.insert(&*reply_key, &*reply, BPF_NOEXIST as u64) {
-            Ok(()) => return Ok(()),
+            Ok(()) if !local_socket(ctx, p.proto, reply_key) => return Ok(()),
+            // A local socket would get its replies: give it back, go on.
+            Ok(()) => {
+                let _ = FLOWS.remove(&*reply_key);
+            }
             Err(e) if e == -EEXIST => {
                 if held == 0 {
                     held = port as u32;
