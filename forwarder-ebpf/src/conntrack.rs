@@ -10,19 +10,16 @@
 //! daemon. An entry past its timeout is treated as absent and removed by
 //! the first packet that finds it; a full table makes room by evicting
 //! flows that are not assured (no completed handshake, no UDP stream),
-//! closing or expired, found through `FWD_CT_EVICT`, a queue of flows in
-//! the order they became candidates. Established flows are never evicted.
-//! The userspace sweeper only reclaims memory earlier.
+//! closing or expired (`evict`). Established flows are never evicted. The
+//! userspace sweeper only reclaims memory earlier.
 // Keys and values are passed to map helpers as `&*x` on purpose: the
 // value itself (what clippy suggests) would be copied to the stack first,
 // and the whole call chain has 512 bytes.
 #![allow(clippy::needless_borrows_for_generic_args)]
 use aya_ebpf::{
-    bindings::BPF_EXIST,
-    cty::c_void,
-    helpers::{bpf_ktime_get_coarse_ns, bpf_map_pop_elem, bpf_skb_load_bytes},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes},
     macros::map,
-    maps::{Array, PerCpuArray, Queue},
+    maps::Array,
     programs::TcContext,
 };
 use forwarder_common::{
@@ -30,34 +27,21 @@ use forwarder_common::{
         self as ct, CtConfig, CtState, Segment, Verdict, CT_ASSURED, CT_WSCALE, MIN_TIMEOUT_NS,
         TCP_SYN, UDP_STREAM_AFTER_NS,
     },
-    FlowEntry, FlowKey, AF_INET, FLOW_REPLY, PROTO_TCP, PROTO_UDP, RULE_DROP_EVICTED, SEEN_ACK,
-    SEEN_FIN, SEEN_RST, SEEN_SYN,
+    FlowEntry, FlowKey, AF_INET, FLOW_REPLY, PROTO_TCP, PROTO_UDP, SEEN_ACK, SEEN_FIN, SEEN_RST,
+    SEEN_SYN,
 };
 
 use crate::{
-    counters,
+    evict::queue,
     maps::FLOWS,
     parse::{ptr_at, Packet, IPV4_HLEN, TCP_ACK, TCP_FIN, TCP_RST},
     path,
 };
 
-/// Timeouts and the per-source limit, written by the daemon; all zero
-/// until then, which means the defaults (netfilter's timeouts, no limit).
+/// Timeouts and the per-source limit: the defaults at load, then the
+/// daemon's values from the rules file.
 #[map(name = "FWD_CT_CONFIG")]
 pub static CT_CONFIG: Array<CtConfig> = Array::with_max_entries(1, 0);
-
-/// Eviction candidates: original-direction keys, pushed when a flow is
-/// created and when it starts closing, popped oldest first by a full
-/// table. A popped flow that is established goes to the back again, so
-/// expired ones are found too. Sized by the daemon like the flow table;
-/// pushing onto a full queue drops its oldest key (BPF_EXIST), which only
-/// leaves that flow to expire instead.
-#[map(name = "FWD_CT_EVICT")]
-pub static CT_EVICT: Queue<FlowKey> = Queue::with_max_entries(65536, 0);
-
-/// Candidates looked at per eviction: enough to get past established
-/// flows queued in front of the unassured ones, bounded for the verifier.
-const EVICT_TRIES: u32 = 8;
 
 /// What happened to a packet of an existing flow.
 #[repr(u8)]
@@ -106,22 +90,10 @@ pub fn now_ns() -> u64 {
 /// direction, is over at `now` (the timeouts read in place: a copy would
 /// cost 80 bytes of stack).
 #[inline(always)]
-fn over(proto: u8, state: u8, last: u64, now: u64) -> bool {
+pub fn over(proto: u8, state: u8, last: u64, now: u64) -> bool {
     CT_CONFIG
         .get(0)
         .is_some_and(|c| ct::expired_raw(&c.timeouts, proto, state, last, now))
-}
-
-/// Whether a flow may be evicted for a new one (`ct::evictable`, with the
-/// state as stored for the timeout lookup).
-#[inline(always)]
-fn evictable(proto: u8, state: u8, last: u64, now: u64) -> bool {
-    match CtState::from_raw(state) {
-        CtState::Established | CtState::UdpStream | CtState::Untracked => {
-            over(proto, state, last, now)
-        }
-        _ => true,
-    }
 }
 
 #[inline(always)]
@@ -426,125 +398,6 @@ fn udp(entry: &mut FlowEntry, key: &FlowKey, now: u64) -> Track {
     entry.ct.state = next as u8;
     peer.ct.state = next as u8;
     Track::Record
-}
-
-/// Puts a flow (by its original-direction key) at the back of the
-/// eviction queue.
-#[inline(always)]
-fn queue(entry: &FlowEntry, key: &FlowKey, orig: bool) {
-    if orig {
-        let _ = CT_EVICT.push(key, BPF_EXIST as u64);
-    } else {
-        let _ = CT_EVICT.push(peer_key(entry, key), BPF_EXIST as u64);
-    }
-}
-
-/// Queues a new flow as an eviction candidate.
-#[inline(always)]
-pub fn queue_new(orig_key: &FlowKey) {
-    let _ = CT_EVICT.push(orig_key, BPF_EXIST as u64);
-}
-
-/// The key an eviction looks at and its partner's: per-CPU scratch, not
-/// the stack (eviction runs three calls deep in flow creation, and the
-/// whole call chain has 512 bytes).
-#[map(name = "FWD_CT_KEYS")]
-static CT_KEYS: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(2, 0);
-
-/// Makes room in a full table: evicts the first queued flow that is not
-/// assured, closing or expired; established flows met on the way go to
-/// the back of the queue. Returns whether a flow was evicted.
-#[inline(never)]
-pub fn evict_one(now: u64) -> bool {
-    let Some(slot) = CT_KEYS.get_ptr_mut(0) else {
-        return false;
-    };
-    let mut i = 0;
-    while i < EVICT_TRIES {
-        i += 1;
-        // SAFETY: pops into a per-CPU scratch slot of the queue's value
-        // size (aya's Queue::pop returns the key on the stack instead).
-        let r = unsafe {
-            bpf_map_pop_elem(
-                &CT_EVICT as *const Queue<FlowKey> as *mut c_void,
-                slot as *mut c_void,
-            )
-        };
-        if r != 0 {
-            return false;
-        }
-        // SAFETY: the slot, just written.
-        if evict(unsafe { &*slot }, Evict::Queued, now) {
-            return true;
-        }
-    }
-    false
-}
-
-/// What `evict` is asked to free.
-#[repr(u8)]
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Evict {
-    /// A queued candidate (an original-direction key): evicted when
-    /// `evictable`, else queued again.
-    Queued,
-    /// A SNAT port (a reply-direction key) held by a flow that is
-    /// `evictable`: port pressure is table pressure for one backend.
-    Port,
-    /// A reply tuple a new DNAT-only flow needs, held by another flow:
-    /// freed only when that flow is closing or expired (a clash with a live
-    /// handshake stays a clash, as in netfilter).
-    Clash,
-}
-
-/// Evicts the flow whose entry `key` is (see `Evict`). Returns whether it
-/// did.
-#[inline(never)]
-pub fn evict(key: &FlowKey, why: Evict, now: u64) -> bool {
-    let Some(e) = FLOWS.get_ptr(key) else {
-        return false;
-    };
-    let Some(peer) = CT_KEYS.get_ptr_mut(1) else {
-        return false;
-    };
-    // SAFETY: a map value and a per-CPU scratch slot, valid for this run.
-    let (e, peer) = unsafe { (&*e, &mut *peer) };
-    let orig = why == Evict::Queued;
-    if (e.flags & FLOW_REPLY == 0) != orig {
-        return false;
-    }
-    peer.src = e.new_dst;
-    peer.dst = e.new_src;
-    peer.sport = e.new_dport;
-    peer.dport = e.new_sport;
-    peer.proto = key.proto;
-    peer.family = key.family;
-    peer._pad = [0; 2];
-    // SAFETY: a map value, read at once.
-    let peer_seen = FLOWS
-        .get_ptr(*peer)
-        .map_or(0, |p| unsafe { (*p).last_seen_ns });
-    let last = if peer_seen > e.last_seen_ns {
-        peer_seen
-    } else {
-        e.last_seen_ns
-    };
-    let state = e.ct.state;
-    let may = if why == Evict::Clash {
-        CtState::from_raw(state).is_closing() || over(key.proto, state, last, now)
-    } else {
-        evictable(key.proto, state, last, now)
-    };
-    if !may {
-        if orig {
-            let _ = CT_EVICT.push(key, BPF_EXIST as u64);
-        }
-        return false;
-    }
-    counters::count_rule_drop(e.rule_id, RULE_DROP_EVICTED);
-    let _ = FLOWS.remove(&*peer);
-    let _ = FLOWS.remove(key);
-    true
 }
 
 /// Starts the original direction's tracking from the client's SYN (the

@@ -8,6 +8,7 @@
 
 mod conntrack;
 mod counters;
+mod evict;
 mod fib;
 mod icmp;
 mod maps;

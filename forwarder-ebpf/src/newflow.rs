@@ -28,7 +28,8 @@ use forwarder_common::{
 };
 
 use crate::{
-    conntrack::{self, now_ns, Arrival, Evict, CT_CONFIG},
+    conntrack::{self, now_ns, Arrival, CT_CONFIG},
+    evict::{self, Evict},
     maps::{self, FLOWS},
     parse::Packet,
     path,
@@ -179,7 +180,7 @@ pub fn create(
     };
     match reserved {
         // The table is full: make room and take the port tried last.
-        Err(Reason::DropTableFull) if conntrack::evict_one(now) => {
+        Err(Reason::DropTableFull) if evict::evict_one(now) => {
             if FLOWS
                 .insert(&*reply_key, &*reply, BPF_NOEXIST as u64)
                 .is_err()
@@ -197,14 +198,14 @@ pub fn create(
     // retransmitted SYN) is replaced: the reply entry just reserved is the
     // one that matches this translation.
     let inserted = match FLOWS.insert(&*key, &*orig, 0) {
-        Err(e) if e == -E2BIG && conntrack::evict_one(now) => FLOWS.insert(&*key, &*orig, 0),
+        Err(e) if e == -E2BIG && evict::evict_one(now) => FLOWS.insert(&*key, &*orig, 0),
         r => r,
     };
     if inserted.is_err() {
         let _ = FLOWS.remove(&*reply_key);
         return Err(Reason::DropTableFull);
     }
-    conntrack::queue_new(key);
+    evict::queue_new(key);
     Ok(())
 }
 
@@ -283,7 +284,7 @@ fn keep_port(now: u64) -> Result<(), Reason> {
                     && (*o).new_src == reply.new_src
                     && (*o).new_sport == reply.new_sport
             });
-            if !same && !conntrack::evict(reply_key, Evict::Clash, now) {
+            if !same && !evict::evict(reply_key, Evict::Clash, now) {
                 return Err(Reason::DropNoPort);
             }
             let _ = FLOWS.insert(&*reply_key, &*reply, 0);
@@ -384,7 +385,7 @@ fn not_local(ctx: &TcContext, proto: u8, reply_key: &FlowKey) -> Result<(), Reas
 #[inline(always)]
 fn reclaim_held(now: u64) -> Result<(), Reason> {
     let (reply, _, reply_key, _) = scratch().ok_or(Reason::DropError)?;
-    if conntrack::evict(reply_key, Evict::Port, now)
+    if evict::evict(reply_key, Evict::Port, now)
         && FLOWS
             .insert(&*reply_key, &*reply, BPF_NOEXIST as u64)
             .is_ok()

@@ -19,11 +19,13 @@ pub mod compile;
 pub mod diagnostics;
 pub mod diff;
 pub mod explain;
+pub mod flowrate;
 pub mod import;
 pub mod model;
 mod parse;
 pub mod print;
 pub mod report;
+pub mod timeouts;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -34,8 +36,10 @@ pub use compile::{
 };
 pub use diagnostics::{Diagnostic, Diagnostics, Location, Severity};
 pub use diff::{diff, Diff};
+pub use flowrate::FlowRate;
 pub use model::*;
 pub use print::to_toml;
+pub use timeouts::Timeouts;
 pub use validate::{listeners_overlap, ASSUMED_IFACE_ADDRS};
 
 /// A rules file that passed validation.

@@ -20,6 +20,7 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 
 use crate::{
     diagnostics::{suggest, Sink, Span},
+    flowrate::{default_burst, parse_flow_rate, FlowRate},
     model::*,
 };
 
@@ -394,29 +395,6 @@ fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
             ),
         }
     }
-}
-
-/// `"N/s"`, `"N/m"` or `"N/h"`: N flows per second, minute or hour.
-pub(crate) fn parse_flow_rate(s: &str) -> Result<(u32, Duration), String> {
-    let bad = || format!("`{s}` is not a rate of new flows");
-    let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
-    let count: u32 = n.trim().parse().map_err(|_| bad())?;
-    if count == 0 {
-        return Err(format!("`{s}`: a limit of 0 refuses every flow"));
-    }
-    let per = match unit.trim() {
-        "s" => Duration::from_secs(1),
-        "m" => Duration::from_secs(60),
-        "h" => Duration::from_secs(3600),
-        _ => return Err(bad()),
-    };
-    Ok((count, per))
-}
-
-/// Without `new_flows_burst`: one second's worth of flows, at least one.
-pub(crate) fn default_burst(count: u32, per: Duration) -> u32 {
-    let per_sec = u64::from(count).div_ceil(per.as_secs().max(1));
-    per_sec.clamp(1, u64::from(u32::MAX)) as u32
 }
 
 fn parse_timeouts(t: &dyn TableLike, sink: &mut Sink, g: &mut Global) {

@@ -70,7 +70,7 @@ pub fn global_to_toml(g: &Global) -> Option<String> {
     }
     if let Some(r) = g.new_flows_per_source {
         let _ = writeln!(keys, "new_flows_per_source = {}", quote(&r.to_string()));
-        if r.burst != crate::parse::default_burst(r.count, r.per) {
+        if r.burst != crate::flowrate::default_burst(r.count, r.per) {
             let _ = writeln!(keys, "new_flows_burst = {}", r.burst);
         }
     }

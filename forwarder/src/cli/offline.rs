@@ -92,6 +92,11 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
     Ok(match load(&args.file)? {
         Ok(loaded) => {
             print!("{}", report::check_report(&loaded));
+            // Host facts the file cannot know: on the machine it is
+            // checked on (where it normally runs).
+            for w in crate::snat_ports::warnings(&loaded.rules.global.snat_ports) {
+                eprintln!("warning (this host): {w}");
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,

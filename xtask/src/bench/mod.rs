@@ -28,6 +28,7 @@ mod report;
 mod results;
 mod scale;
 mod svg;
+mod synflood;
 mod topology;
 
 use configs::{Config, CONFIGS, FORWARDS};
@@ -42,7 +43,7 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Comma-separated parts to run: kernel, iptables, nftables, socat,
-    /// forwarder-tc, forwarder-xdp, scale, micro. Default: all.
+    /// forwarder-tc, forwarder-xdp, scale, micro, synflood. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Output directory for BENCHMARKS.md and bench/{results.json,ratios.svg}.
@@ -93,6 +94,7 @@ fn install_signal_handlers() {
 
 const SCALE: &str = "scale";
 const MICRO: &str = "micro";
+const SYNFLOOD: &str = synflood::SYNFLOOD;
 
 /// What to run, after --only and the XDP support check.
 struct Plan {
@@ -100,6 +102,7 @@ struct Plan {
     skipped: Vec<(&'static Config, String)>,
     scale: bool,
     micro: bool,
+    synflood: bool,
     runs: usize,
     scale_runs: usize,
     d: Durations,
@@ -110,7 +113,7 @@ impl Plan {
         let valid: Vec<&str> = CONFIGS
             .iter()
             .map(|c| c.name)
-            .chain([SCALE, MICRO])
+            .chain([SCALE, MICRO, SYNFLOOD])
             .collect();
         for o in &args.only {
             ensure!(
@@ -134,6 +137,7 @@ impl Plan {
             skipped,
             scale: want(SCALE),
             micro: want(MICRO),
+            synflood: want(SYNFLOOD),
             runs,
             // Each scale run needs a window of one sweep interval: three
             // per size keep a full run inside its time bound.
@@ -163,7 +167,12 @@ impl Plan {
         } else {
             0
         };
-        main + scale + if self.micro { 15 } else { 0 }
+        let flood = if self.synflood {
+            synflood::estimate_secs(&self.d, self.runs)
+        } else {
+            0
+        };
+        main + scale + flood + if self.micro { 15 } else { 0 }
     }
 }
 
@@ -205,6 +214,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         "bench_fill",
         "--bin",
         "bench_prog",
+        "--bin",
+        "synflood",
     ]))?;
     let bin = root.join("target/release");
     let forwarder_bin = bin.join("forwarder");
@@ -231,6 +242,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     if plan.micro {
         parts.push("micro-benchmarks".into());
+    }
+    if plan.synflood {
+        parts.push(format!("SYN flood {:?} x {}", synflood::CONFIGS, plan.runs));
     }
     eprintln!(
         "bench: {}; estimated {}",
@@ -332,6 +346,21 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             _ => {}
         }
         res.micro = Some(m);
+    }
+    if plan.synflood {
+        for round in 1..=plan.runs {
+            for c in synflood::CONFIGS {
+                let name = format!("{}: {c}", synflood::SYNFLOOD);
+                eprintln!("bench: {name}, run {round}/{}...", plan.runs);
+                let mut rec = new_record(c, round, t0);
+                let t = Instant::now();
+                synflood::run(c, &mut rec, &plan.d, &bin.join("synflood"));
+                check_interrupt()?;
+                rec.secs = t.elapsed().as_secs_f64();
+                eprintln!("bench: {name}: {:?} {:?}", rec.metrics, rec.errors);
+                res.synflood.push(rec);
+            }
+        }
     }
 
     let (_, steal1, total1) = measure::proc_stat_ns()?;

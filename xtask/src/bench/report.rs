@@ -580,6 +580,7 @@ fn markdown(r: &Results) -> String {
 
     scale_section(w, r);
     micro_section(w, r);
+    super::synflood::section(w, r);
     failures_section(w, r);
     method_section(w, r);
     s
