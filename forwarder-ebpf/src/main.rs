@@ -132,7 +132,7 @@ fn handle(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> (i
         if !handled_here(entry, hook) {
             return (TCX_NEXT, Reason::PassNoMatch);
         }
-        if hook == Hook::TcIngress && path::auto_probe(p, entry, &key) {
+        if hook == Hook::TcIngress && path::auto_probe(p, entry, &key, ifindex) {
             // Forgotten: fall through and create it anew, SNATed.
         } else {
             match conntrack::existing(ctx, p, e, &key, &a) {

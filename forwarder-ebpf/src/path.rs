@@ -163,8 +163,9 @@ pub fn learning_watches(e: &FlowEntry) -> bool {
 /// is switched): the caller then treats the packet as a flow's first.
 // Not inlined: own stack frame (see `decide`).
 #[inline(never)]
-pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey) -> bool {
-    if e.flags & FLOW_REPLY != 0 || !learning_watches(e) {
+pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey, ifindex: u32) -> bool {
+    // Only the client's own packets, where they belong, are evidence.
+    if e.flags & FLOW_REPLY != 0 || !learning_watches(e) || !conntrack::arrived_right(e, ifindex) {
         return false;
     }
     let now = now_ns();
