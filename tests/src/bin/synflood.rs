@@ -2,7 +2,7 @@
 //! TCP SYNs to one address and port, each from a random address of a
 //! prefix and a random port, as fast as the raw socket takes them (or at a
 //! given rate), for a number of packets or seconds. Prints one JSON line:
-//! `{"sent": N, "secs": S, "pps": R}`.
+//! `{"sent": N, "secs": S, "pps": R}` (also when stopped by SIGTERM).
 //!
 //! `synflood --to 10.1.0.1:8000 --from 10.99.0.0/16 [--count N] [--secs S]
 //! [--rate PPS]` (root, in the attacker's network namespace). For a forged
@@ -16,6 +16,7 @@
 //! source addresses leave unchanged.
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -116,8 +117,19 @@ fn syn(rng: &mut Rng, a: &Args) -> Vec<u8> {
     v
 }
 
+/// Set by SIGTERM/SIGINT: stop sending and print what was sent.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
 fn main() -> Result<()> {
     let a = parse_args()?;
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
     // SAFETY: plain socket call.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
     if fd < 0 {
@@ -136,7 +148,10 @@ fn main() -> Result<()> {
     let deadline = a.secs.map(|s| start + Duration::from_secs_f64(s));
     let mut sent = 0u64;
     loop {
-        if a.count.is_some_and(|c| sent >= c) || deadline.is_some_and(|d| Instant::now() >= d) {
+        if STOP.load(Ordering::Relaxed)
+            || a.count.is_some_and(|c| sent >= c)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+        {
             break;
         }
         if let Some(rate) = a.rate {

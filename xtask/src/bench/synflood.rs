@@ -39,18 +39,45 @@ fn flood_conn(suffix: &str) -> String {
     format!("flood_conn_per_s_{suffix}")
 }
 
-/// Seconds of flood before wrk starts: enough to fill a 262,144-flow table
-/// at `FLOOD_PPS` (5.2 s) and then some.
-fn warmup_secs(d: &Durations) -> u32 {
-    if d.wrk < 5 {
-        2
+/// The longest the flood runs alone before wrk starts, waiting for the
+/// table to fill (262,144 flows take 5 s at 50,000 SYN/s; a slower sender,
+/// longer).
+fn max_warmup_secs(d: &Durations) -> u32 {
+    // --quick (2 s of wrk) only checks the harness.
+    if d.wrk <= 2 {
+        3
     } else {
-        8
+        40
     }
 }
 
+/// The table counts as full from this share of its capacity on.
+const FULL: f64 = 0.95;
+
 pub fn estimate_secs(d: &Durations, runs: usize) -> u32 {
-    (warmup_secs(d) + d.wrk + 8) * (RATES.len() * CONFIGS.len() * runs) as u32
+    (max_warmup_secs(d) / 2 + d.wrk + 8) * (RATES.len() * CONFIGS.len() * runs) as u32
+}
+
+/// (flows, capacity) of the router's connection table.
+fn table_fill(topo: &Topo, daemon: Option<&forwarder_tests::Daemon>) -> Option<(u64, u64)> {
+    match daemon {
+        Some(d) => {
+            let st = d.status_json().ok()?;
+            let c = &st["conntrack"];
+            Some((c["flows"].as_u64()?, c["capacity_entries"].as_u64()? / 2))
+        }
+        None => {
+            let read = |f: &str| -> Option<u64> {
+                topo.router
+                    .output(&["cat", &format!("/proc/sys/net/netfilter/{f}")])
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            };
+            Some((read("nf_conntrack_count")?, read("nf_conntrack_max")?))
+        }
+    }
 }
 
 /// One flood run of `config` on a fresh topology per rate; failures are
@@ -78,7 +105,7 @@ fn run_rate(
     let router = cfg.setup(&topo, None)?;
     topo.router.ip(&["route", "add", SPOOFED, "via", CLIENT])?;
     let target = cfg.target();
-    let secs = (warmup_secs(d) + d.wrk + 2).to_string();
+    let secs = (max_warmup_secs(d) + d.wrk + 5).to_string();
     let to = format!("{target}:{PORT_HTTP}");
     let rate = rate.map(|r| r.to_string());
     let mut args = vec!["--to", &to, "--from", SPOOFED, "--secs", &secs];
@@ -93,7 +120,15 @@ fn run_rate(
     );
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let mut flood = topo.client.spawn(&argv)?;
-    std::thread::sleep(Duration::from_secs(warmup_secs(d).into()));
+    let t0 = std::time::Instant::now();
+    let full = wait_for(Duration::from_secs(max_warmup_secs(d).into()), || {
+        let (n, cap) = table_fill(&topo, router.daemon())?;
+        (n as f64 >= FULL * cap as f64).then_some(n)
+    });
+    rec.info.insert(
+        format!("table_full_after_s_{suffix}"),
+        full.map(|_| t0.elapsed().as_secs_f64()).into(),
+    );
     match measure::wrk(&topo.client, target, d.wrk) {
         Ok(w) => {
             rec.metrics.insert(flood_conn(suffix), w.per_s);
@@ -108,9 +143,15 @@ fn run_rate(
             rec.errors.insert(flood_conn(suffix), format!("{e:#}"));
         }
     }
-    let done = wait_for(Duration::from_secs(30), || {
-        flood.child.try_wait().ok().flatten()
-    });
+    if let Some((n, cap)) = table_fill(&topo, router.daemon()) {
+        rec.info.insert(
+            format!("table_at_end_{suffix}"),
+            serde_json::json!([n, cap]),
+        );
+    }
+    // The flood's own count, up to now.
+    flood.stop();
+    let done = flood.child.try_wait().ok().flatten();
     let out = flood.log();
     let sent: serde_json::Value = serde_json::from_str(out.trim())
         .with_context(|| format!("synflood printed no JSON (exit {done:?}): {out}"))?;
@@ -119,24 +160,12 @@ fn run_rate(
     }
     rec.info
         .insert(format!("syn_sent_{suffix}"), sent["sent"].clone());
-    // How full the table was, and what the forwarder evicted.
+    // What the forwarder evicted and refused.
     if let Some(daemon) = router.daemon() {
-        let st = daemon.status_json()?;
-        rec.info
-            .insert(format!("table_{suffix}"), st["conntrack"].clone());
         if let Ok(c) = daemon.rule_counters("http") {
             rec.info
                 .insert(format!("http_drops_{suffix}"), c["drops"].clone());
         }
-    } else {
-        let n = topo
-            .router
-            .output(&["cat", "/proc/sys/net/netfilter/nf_conntrack_count"])
-            .unwrap_or_default();
-        rec.info.insert(
-            format!("nf_conntrack_count_{suffix}"),
-            n.trim().to_string().into(),
-        );
     }
     Ok(())
 }
@@ -149,11 +178,11 @@ pub fn section(w: &mut String, r: &Results) {
     }
     let _ = writeln!(
         w,
-        "## SYN flood\n\nA flood of spoofed SYNs (`synflood`, random sources in {SPOOFED}) to the HTTP forward, first alone until the router's connection table is full, then together with wrk's new connections (`Connection: close`) through the same forward; once paced at 50,000 SYN/s, once as fast as the sender goes (on the CPU the client tools do not use). \"SYN/s sent\" is the flood's own count; \"conn/s during the flood\" is what legitimate clients still completed; \"without\" is the same wrk measurement from the main runs. The forwarder runs its default rules (262,144 flows; flows that never completed their handshake are evicted for new ones); iptables is netfilter's conntrack (262,144 flows here; early drop of unassured entries). Median (min-max) over the runs.\n"
+        "## SYN flood\n\nA flood of spoofed SYNs (`synflood`, random sources in {SPOOFED}) to the HTTP forward, first alone until the router's connection table is full (at most 40 s: with SNAT the range of source ports towards the one backend runs out first, 31,744 ports for the forwarder's default range, 64,512 for netfilter's), then together with wrk's new connections (`Connection: close`) through the same forward; once paced at 50,000 SYN/s, once as fast as the sender goes (on the CPU the client tools do not use). \"SYN/s sent\" is the flood's own count; \"conn/s during the flood\" is what legitimate clients still completed; \"without\" is the same wrk measurement from the main runs. The forwarder runs its default rules (262,144 flows; a flow that never completed its handshake gives up its entry and its SNAT port to a new one); iptables is netfilter's conntrack (262,144 flows here; early drop of unassured entries when the table is full, but a SNAT port held by one is not taken back). Median (min-max) over the runs.\n"
     );
     let _ = writeln!(
         w,
-        "| configuration | flood | SYN/s sent | conn/s during the flood | conn/s without | errors |\n|---|---|---|---|---|---|"
+        "| configuration | flood | SYN/s sent | flows at the end (of capacity) | conn/s during the flood | conn/s without | errors |\n|---|---|---|---|---|---|---|"
     );
     let fmt = |s: Option<super::results::Stat>| {
         s.map_or("-".to_string(), |s| {
@@ -179,11 +208,21 @@ pub fn section(w: &mut String, r: &Results) {
                         .collect::<Vec<_>>()
                 })
                 .collect();
+            let full: Vec<String> = r
+                .synflood
+                .iter()
+                .filter(|x| x.config == *c)
+                .filter_map(|x| {
+                    let v = x.info.get(&format!("table_at_end_{suffix}"))?;
+                    Some(format!("{} ({})", v[0].as_u64()?, v[1].as_u64()?))
+                })
+                .collect();
             let _ = writeln!(
                 w,
-                "| {c} | {} | {} | {} | {} | {} |",
+                "| {c} | {} | {} | {} | {} | {} | {} |",
                 rate.map_or("as fast as it goes".to_string(), |r| format!("{r} SYN/s")),
                 fmt(config_stat(&r.synflood, c, &syn_pps(suffix))),
+                full.join(", "),
                 fmt(config_stat(&r.synflood, c, &flood_conn(suffix))),
                 fmt(config_stat(&r.runs, c, CONN)),
                 if errors.is_empty() {
