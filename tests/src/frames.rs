@@ -123,13 +123,27 @@ pub fn tcp_opts(src: Ep, dst: Ep, flags: &str, opts: &[u8], payload: &[u8]) -> V
         (SERVER_ISN, CLIENT_ISN)
     };
     let seq = if flags.contains('S') { mine } else { mine + 1 };
+    tcp_seg(src, dst, flags, (seq, theirs + 1), opts, payload)
+}
+
+/// A TCP segment with these (sequence, acknowledgement) numbers (the
+/// acknowledgement sent with "A"), window 64,240; flags and options as for
+/// [`tcp_opts`].
+pub fn tcp_seg(
+    src: Ep,
+    dst: Ep,
+    flags: &str,
+    (seq, ack): (u32, u32),
+    opts: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
     let mut b = PacketBuilder::ethernet2(mac_of(src.ip), HOST_MAC)
         .ipv4(src.ip, dst.ip, TTL)
         .tcp(src.port, dst.port, seq, 64_240);
     for f in flags.chars() {
         b = match f {
             'S' => b.syn(),
-            'A' => b.ack(theirs + 1),
+            'A' => b.ack(ack),
             'F' => b.fin(),
             'R' => b.rst(),
             'P' => b.psh(),

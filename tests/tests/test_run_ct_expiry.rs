@@ -16,6 +16,17 @@ use forwarder_tests::require_root;
 
 const S: u64 = 1_000_000_000;
 
+/// ESTABLISHED flows expire after 30 s here, as the daemon would write it
+/// from the rules.
+fn established_expires_after_30s(h: &mut Host) {
+    let t = CtTimeouts::DEFAULT.with(CtState::Established, 30);
+    h.dp.set_ct_config(CtConfig {
+        timeouts: t,
+        ..Default::default()
+    })
+    .unwrap();
+}
+
 /// Moves both entries' last packet `secs` into the past.
 fn age(h: &mut Host, keys: &[FlowKey], secs: u64) {
     let snap = h.snapshot().unwrap();
@@ -70,13 +81,7 @@ fn a_packet_of_an_expired_flow_is_not_translated() {
         return;
     }
     let mut h = Host::with_rules(64, WEB_AND_DNS);
-    // Short timeouts, as the daemon would write them from the rules.
-    let t = CtTimeouts::DEFAULT.with(CtState::Established, 30);
-    h.dp.set_ct_config(CtConfig {
-        timeouts: t,
-        ..Default::default()
-    })
-    .unwrap();
+    established_expires_after_30s(&mut h);
     let mut c = Conn::established(&mut h, ep(CLIENT, 40001), ep(HOST_LAN, 80), ep(VM, 80));
     let keys = [c.orig(), c.reply()];
     age(&mut h, &keys, 29);
@@ -110,12 +115,7 @@ fn one_direction_keeps_the_flow_alive() {
         return;
     }
     let mut h = Host::with_rules(64, WEB_AND_DNS);
-    let t = CtTimeouts::DEFAULT.with(CtState::Established, 30);
-    h.dp.set_ct_config(CtConfig {
-        timeouts: t,
-        ..Default::default()
-    })
-    .unwrap();
+    established_expires_after_30s(&mut h);
     let mut c = Conn::established(&mut h, ep(CLIENT, 40002), ep(HOST_LAN, 80), ep(VM, 80));
     // The client went quiet 100 s ago, the server sent 5 s ago: the
     // flow's idle time counts from the last packet of either direction.
@@ -138,12 +138,7 @@ fn a_full_table_of_expired_established_flows_takes_new_ones() {
     }
     // No daemon sweeps here: the kernel evicts what expired.
     let mut h = Host::with_rules(2, WEB_AND_DNS);
-    let t = CtTimeouts::DEFAULT.with(CtState::Established, 30);
-    h.dp.set_ct_config(CtConfig {
-        timeouts: t,
-        ..Default::default()
-    })
-    .unwrap();
+    established_expires_after_30s(&mut h);
     let a = Conn::established(&mut h, ep(CLIENT, 40003), ep(HOST_LAN, 80), ep(VM, 80));
     let b = Conn::established(&mut h, ep(CLIENT, 40004), ep(HOST_LAN, 80), ep(VM, 80));
     let syn = seg(ep(CLIENT, 40005), ep(HOST_LAN, 80), "S", CLIENT_ISN, 0, b"");

@@ -9,55 +9,23 @@
 //! (see its module comment for the topology).
 #![allow(dead_code)] // each test file uses its own part of it
 
-use etherparse::PacketBuilder;
 use forwarder_common::{conntrack::CtState, FlowEntry, FlowKey, Hook, Reason, PROTO_TCP};
 #[allow(unused_imports)]
 pub use forwarder_tests::{
-    frames::{ep, fkey, mac_of, show, verify, Ep, Ip, CLIENT, HOST_MAC, LAN_PEER, TTL, VM},
+    frames::{ep, fkey, show, verify, Ep, Ip, CLIENT, LAN_PEER, TTL, VM},
     testrun::{
         assert_counters, one_counter, Delta, Host, Snapshot, HOST_LAN, HOST_VM, LAN_IF, SNAT_PORTS,
         TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TS_IF, VM_IF, WEB_AND_DNS,
     },
 };
 
-/// The window every segment here advertises (no scaling).
+/// The window every segment here advertises (no scaling; `frames::tcp_seg`).
 pub const WIN: u16 = 64_240;
 
 /// A TCP segment from `src` to `dst` with these numbers. Flags: any of
 /// "S", "A", "F", "R", "P" ("A" sets the acknowledgement to `ack`).
 pub fn seg(src: Ep, dst: Ep, flags: &str, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
-    seg_opts(src, dst, flags, seq, ack, &[], payload)
-}
-
-/// `seg` with raw TCP options (whole words).
-pub fn seg_opts(
-    src: Ep,
-    dst: Ep,
-    flags: &str,
-    seq: u32,
-    ack: u32,
-    opts: &[u8],
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(mac_of(src.ip), HOST_MAC)
-        .ipv4(src.ip, dst.ip, TTL)
-        .tcp(src.port, dst.port, seq, WIN);
-    for f in flags.chars() {
-        b = match f {
-            'S' => b.syn(),
-            'A' => b.ack(ack),
-            'F' => b.fin(),
-            'R' => b.rst(),
-            'P' => b.psh(),
-            _ => panic!("flag {f}"),
-        };
-    }
-    if !opts.is_empty() {
-        b = b.options_raw(opts).expect("tcp options");
-    }
-    let mut v = Vec::new();
-    b.write(&mut v, payload).unwrap();
-    v
+    forwarder_tests::frames::tcp_seg(src, dst, flags, (seq, ack), &[], payload)
 }
 
 /// What one program run did.
