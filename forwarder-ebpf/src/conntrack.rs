@@ -16,25 +16,21 @@
 // value itself (what clippy suggests) would be copied to the stack first,
 // and the whole call chain has 512 bytes.
 #![allow(clippy::needless_borrows_for_generic_args)]
-use aya_ebpf::{
-    helpers::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes},
-    macros::map,
-    maps::Array,
-    programs::TcContext,
-};
+use aya_ebpf::{macros::map, maps::Array, programs::TcContext};
 use forwarder_common::{
     conntrack::{
         self as ct, CtConfig, CtState, Segment, Verdict, CT_ASSURED, CT_WSCALE, MIN_TIMEOUT_NS,
-        TCP_SYN, UDP_STREAM_AFTER_NS,
+        UDP_STREAM_AFTER_NS,
     },
-    FlowEntry, FlowKey, AF_INET, FLOW_REPLY, PROTO_TCP, PROTO_UDP, SEEN_ACK, SEEN_FIN, SEEN_RST,
-    SEEN_SYN,
+    FlowEntry, FlowFlags, FlowKey, Seen, PROTO_TCP, PROTO_UDP,
 };
 
 use crate::{
     evict::queue,
+    hdr::{IPV4_HLEN, TCPOPT_EOL, TCPOPT_NOP, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_RST, TCP_SYN},
+    helpers::{frame::Frame, ktime_coarse_ns, skb},
     maps::FLOWS,
-    parse::{ptr_at, Packet, IPV4_HLEN, TCP_ACK, TCP_FIN, TCP_RST},
+    parse::Packet,
     path,
 };
 
@@ -67,23 +63,12 @@ pub struct Arrival {
 
 #[inline(always)]
 pub fn key_of(p: &Packet) -> FlowKey {
-    FlowKey {
-        src: [p.src, 0, 0, 0],
-        dst: [p.dst, 0, 0, 0],
-        sport: p.sport,
-        dport: p.dport,
-        proto: p.proto,
-        family: AF_INET,
-        _pad: [0; 2],
-    }
+    FlowKey::v4(p.src, p.dst, p.sport, p.dport, p.proto)
 }
 
 #[inline(always)]
 pub fn now_ns() -> u64 {
-    // SAFETY: plain helper call. The coarse clock (CLOCK_MONOTONIC at tick
-    // resolution) is a cached read, not a clocksource access: per packet
-    // that matters, and timeouts are seconds.
-    unsafe { bpf_ktime_get_coarse_ns() }
+    ktime_coarse_ns()
 }
 
 /// Whether a flow in `state` (as stored), last seen at `last` in either
@@ -108,19 +93,19 @@ pub fn arrived_right(e: &FlowEntry, ifindex: u32) -> bool {
 }
 
 #[inline(always)]
-pub fn seen_bits(tcp_flags: u8) -> u8 {
-    let mut s = 0;
+pub fn seen_bits(tcp_flags: u8) -> Seen {
+    let mut s = Seen::empty();
     if tcp_flags & TCP_SYN != 0 {
-        s |= SEEN_SYN;
+        s |= Seen::SYN;
     }
     if tcp_flags & TCP_ACK != 0 {
-        s |= SEEN_ACK;
+        s |= Seen::ACK;
     }
     if tcp_flags & TCP_FIN != 0 {
-        s |= SEEN_FIN;
+        s |= Seen::FIN;
     }
     if tcp_flags & TCP_RST != 0 {
-        s |= SEEN_RST;
+        s |= Seen::RST;
     }
     s
 }
@@ -136,9 +121,7 @@ pub fn segment(ctx: &TcContext, p: &Packet) -> Segment {
         len: (p.tot_len as u32).saturating_sub(IPV4_HLEN as u32 + p.tcp_hlen as u32),
         ..Default::default()
     };
-    if let Some(t) = ptr_at::<[u8; 20]>(ctx, p.l4) {
-        // SAFETY: bounds-checked by ptr_at.
-        let t = unsafe { &*t };
+    if let Some(t) = ctx.header::<[u8; TCP_HLEN]>(p.l4) {
         s.seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
         s.ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
         s.win = u16::from_be_bytes([t[14], t[15]]);
@@ -167,29 +150,14 @@ fn with_wscale(ctx: &TcContext, p: &Packet, seg: &Segment) -> Segment {
 /// `UNKNOWN_WSCALE`, which only makes the window checks looser.
 #[inline(always)]
 fn wscale_option(ctx: &TcContext, p: &Packet) -> Option<u8> {
-    const TCPOPT_EOL: u8 = 0;
-    const TCPOPT_NOP: u8 = 1;
     const TCPOPT_WINDOW: u8 = 3;
     const MAX_OPTS: usize = 40;
-    let olen = (p.tcp_hlen as usize).saturating_sub(20);
+    let olen = (p.tcp_hlen as usize).saturating_sub(TCP_HLEN);
     if !(3..=MAX_OPTS).contains(&olen) {
         return None;
     }
     let mut buf = [0u8; MAX_OPTS];
-    // SAFETY: helper call on our own skb, writing at most 40 bytes into
-    // `buf`; the parser checked that the header's options are inside the
-    // packet.
-    let r = unsafe {
-        bpf_skb_load_bytes(
-            ctx.skb.skb as *const _,
-            (p.l4 + 20) as u32,
-            buf.as_mut_ptr() as *mut _,
-            olen as u32,
-        )
-    };
-    if r != 0 {
-        return None;
-    }
+    skb::load_bytes(ctx, p.l4 + TCP_HLEN, &mut buf, olen).ok()?;
     let mut next = 0usize;
     let mut i = 0usize;
     while i < WSCALE_SCAN {
@@ -316,7 +284,7 @@ fn tcp(ctx: &TcContext, p: &Packet, entry: &mut FlowEntry, key: &FlowKey, now: u
     };
     // SAFETY: a pointer into the map value, valid for this run.
     let peer = unsafe { &mut *peer };
-    let orig = entry.flags & FLOW_REPLY == 0;
+    let orig = !entry.flags.contains(FlowFlags::REPLY);
     let verdict = ct::tcp_step(state, orig, &seg, &entry.ct, entry.tcp_seen, Some(&peer.ct));
     match verdict {
         Verdict::Drop => return Track::Drop,
@@ -329,7 +297,7 @@ fn tcp(ctx: &TcContext, p: &Packet, entry: &mut FlowEntry, key: &FlowKey, now: u
             reset(&mut peer.ct, CtState::SynSent);
             ct::start(&mut entry.ct, &with_wscale(ctx, p, &seg));
             entry.tcp_seen = seen_bits(seg.flags);
-            peer.tcp_seen = 0;
+            peer.tcp_seen = Seen::empty();
             queue(entry, key, orig);
             return Track::Record;
         }
@@ -375,7 +343,7 @@ fn reset(t: &mut forwarder_common::FlowTrack, state: CtState) {
 #[inline(always)]
 fn udp(entry: &mut FlowEntry, key: &FlowKey, now: u64) -> Track {
     let state = CtState::from_raw(entry.ct.state);
-    let reply = entry.flags & FLOW_REPLY != 0;
+    let reply = entry.flags.contains(FlowFlags::REPLY);
     let next = match state {
         CtState::UdpUnreplied if reply => CtState::UdpReplied,
         CtState::UdpReplied if now.saturating_sub(entry.created_ns) >= UDP_STREAM_AFTER_NS => {
@@ -424,7 +392,9 @@ pub fn xdp_admit(e: &mut FlowEntry, key: &FlowKey, ifindex: u32, now: u64) -> bo
     }
     match CtState::from_raw(e.ct.state) {
         CtState::Untracked | CtState::Established | CtState::UdpStream => true,
-        CtState::UdpUnreplied if e.flags & FLOW_REPLY == 0 && path::learning_watches(e) => false,
+        CtState::UdpUnreplied if !e.flags.contains(FlowFlags::REPLY) && path::learning_watches(e) => {
+            false
+        }
         CtState::UdpUnreplied | CtState::UdpReplied => !matches!(udp(e, key, now), Track::Gone),
         _ => false,
     }

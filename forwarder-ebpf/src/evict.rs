@@ -19,7 +19,9 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, Queue},
 };
-use forwarder_common::{conntrack::CtState, FlowEntry, FlowKey, FLOW_REPLY, RULE_DROP_EVICTED};
+use forwarder_common::{
+    conntrack::CtState, FlowEntry, FlowFlags, FlowKey, DEFAULT_CONNTRACK_MAX, RULE_DROP_EVICTED,
+};
 
 use crate::{
     conntrack::{over, peer_key},
@@ -34,7 +36,7 @@ use crate::{
 /// pushing onto a full queue drops its oldest key (BPF_EXIST), which only
 /// leaves that flow to expire instead.
 #[map(name = "FWD_CT_EVICT")]
-pub static CT_EVICT: Queue<FlowKey> = Queue::with_max_entries(65536, 0);
+pub static CT_EVICT: Queue<FlowKey> = Queue::with_max_entries(DEFAULT_CONNTRACK_MAX, 0);
 
 /// Candidates looked at per eviction: enough to get past established
 /// flows queued in front of the unassured ones, bounded for the verifier.
@@ -134,7 +136,7 @@ pub fn evict(key: &FlowKey, why: Evict, now: u64) -> bool {
     // SAFETY: a map value and a per-CPU scratch slot, valid for this run.
     let (e, peer) = unsafe { (&*e, &mut *peer) };
     let orig = why == Evict::Queued;
-    if (e.flags & FLOW_REPLY == 0) != orig {
+    if e.flags.contains(FlowFlags::REPLY) == orig {
         return false;
     }
     peer.src = e.new_dst;

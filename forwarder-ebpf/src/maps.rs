@@ -1,14 +1,16 @@
-//! Map definitions. Names come from `forwarder_common::maps` so userspace
-//! finds them; the flow table's size is set by the daemon at load time
-//! (`conntrack_max` x 2 entries, one per direction).
+//! Map definitions. The names and sizes are `forwarder_common::layout`'s
+//! (`MAPS`; the macro takes only literals, so a test of the built object
+//! checks every name, type and size against that table); the flow table's
+//! size is set by the daemon at load time (`conntrack_max` x 2 entries, one
+//! per direction).
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use forwarder_common::{
     AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
-    ListenerValue, RuleCounters, RuleName, HOOKS, MAX_ALLOW_PREFIXES, MAX_AUTO_SNAT, MAX_IFACES,
-    MAX_LISTENERS, MAX_RULES, REASONS,
+    ListenerValue, RuleCounters, RuleName, DEFAULT_CONNTRACK_MAX, ENTRIES_PER_FLOW, HOOKS,
+    MAX_ALLOW_PREFIXES, MAX_AUTO_SNAT, MAX_IFACES, MAX_LISTENERS, MAX_RULES, REASONS,
 };
 
 #[map(name = "FWD_IFACES")]
@@ -28,12 +30,14 @@ pub static ALLOW: LpmTrie<AllowKey, u8> = LpmTrie::with_max_entries(MAX_ALLOW_PR
 #[map(name = "FWD_RULE_CNT")]
 pub static RULE_COUNTERS: PerCpuArray<RuleCounters> = PerCpuArray::with_max_entries(MAX_RULES, 0);
 
-/// A plain (preallocated) hash, not an LRU: when it is full a new flow is
-/// refused and counted, instead of the kernel evicting some other flow,
-/// possibly an idle established one. Expired entries are reclaimed by the
-/// userspace sweeper.
+/// A plain (preallocated) hash, not an LRU: an LRU would evict any flow,
+/// possibly an idle established one. When it is full a new flow makes room
+/// by evicting an unassured, closing or expired one (`evict`), else it is
+/// refused and counted. Expired entries are treated as absent by the
+/// kernel and reclaimed by the userspace sweeper too.
 #[map(name = "FWD_FLOWS")]
-pub static FLOWS: HashMap<FlowKey, FlowEntry> = HashMap::with_max_entries(2 * 65536, 0);
+pub static FLOWS: HashMap<FlowKey, FlowEntry> =
+    HashMap::with_max_entries(ENTRIES_PER_FLOW * DEFAULT_CONNTRACK_MAX, 0);
 
 #[map(name = "FWD_CONFIG")]
 pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
@@ -56,6 +60,64 @@ pub static SCRATCH: PerCpuArray<FlowEntry> = PerCpuArray::with_max_entries(2, 0)
 pub fn iface(ifindex: u32) -> Option<IfaceConfig> {
     // SAFETY: the value is copied out before the map can change under us.
     unsafe { IFACES.get(ifindex).copied() }
+}
+
+/// A flow table entry in place: a pointer into the map value, not a copy
+/// (a copy would cost 80 bytes of the 512-byte stack). It stays valid for
+/// the rest of the program run: a deleted entry is freed only after an RCU
+/// grace period.
+#[derive(Clone, Copy)]
+pub struct FlowRef(*mut FlowEntry);
+
+impl FlowRef {
+    /// The entry as it is now. Take it again after writing through
+    /// `as_ptr` rather than holding one across the write.
+    #[inline(always)]
+    pub fn entry(&self) -> &FlowEntry {
+        // SAFETY: a live map value (see the type); FlowEntry is plain data.
+        unsafe { &*self.0 }
+    }
+
+    /// The entry, to update in place (conntrack's per-packet state).
+    /// Never held across another call that takes it.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    pub fn entry_mut(&self) -> &mut FlowEntry {
+        // SAFETY: a live map value (see the type); FlowEntry is plain data.
+        // Per packet, one CPU updates a flow direction at a time (as for
+        // `account`); a race with another CPU costs accuracy, not safety.
+        unsafe { &mut *self.0 }
+    }
+
+    /// The entry's address, for the conntrack step that takes it.
+    #[inline(always)]
+    pub fn as_ptr(self) -> *mut FlowEntry {
+        self.0
+    }
+}
+
+#[inline(always)]
+pub fn flow(key: FlowKey) -> Option<FlowRef> {
+    FLOWS.get_ptr_mut(key).map(FlowRef)
+}
+
+/// The listener for `key`, in place (a copy would cost stack).
+#[inline(always)]
+pub fn listener(key: ListenerKey) -> Option<&'static ListenerValue> {
+    // SAFETY: a live map value, valid for the rest of this run (freed only
+    // after an RCU grace period); plain data, only read.
+    LISTENERS.get_ptr(key).map(|l| unsafe { &*l })
+}
+
+/// This CPU's slot `i` of a per-CPU array, for a counter update.
+// The map is shared, the slot is not: this CPU's alone (see SAFETY).
+#[allow(clippy::mut_from_ref)]
+#[inline(always)]
+pub fn per_cpu<T>(map: &'static PerCpuArray<T>, i: u32) -> Option<&'static mut T> {
+    // SAFETY: a per-CPU slot is only this CPU's, and a program run is not
+    // interrupted by another on the same CPU: no other reference exists
+    // while the caller holds this one (for one update, never across calls).
+    map.get_ptr_mut(i).map(|c| unsafe { &mut *c })
 }
 
 #[inline(always)]

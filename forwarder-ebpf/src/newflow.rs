@@ -7,7 +7,7 @@
 //! backend would make its replies look like ours and get hijacked. So a
 //! port is taken only if no local socket would receive the reply
 //! (bpf_sk_lookup_tcp/udp, Linux 4.20), and the default range
-//! (`SNAT_PORTS_DEFAULT`) lies below Linux's ephemeral range
+//! (`DEFAULT_SNAT_PORT_MIN`..`MAX`) lies below Linux's ephemeral range
 //! (`ip_local_port_range`), from which the host picks ports for its own
 //! connections later; the daemon warns when the two overlap.
 // Keys and values are passed to map helpers as `&*x` on purpose: the
@@ -15,21 +15,21 @@
 // and the whole call chain has 512 bytes.
 #![allow(clippy::needless_borrows_for_generic_args)]
 use aya_ebpf::{
-    bindings::{bpf_sock_tuple, BPF_F_CURRENT_NETNS, BPF_NOEXIST},
-    helpers::{bpf_get_prandom_u32, bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release},
+    bindings::BPF_NOEXIST,
     macros::map,
     maps::{LruHashMap, PerCpuArray},
     programs::TcContext,
 };
 use forwarder_common::{
     conntrack::{self as ct, CtState},
-    FlowEntry, FlowKey, ListenerValue, Reason, AF_INET, FLOW_REPLY, FLOW_SNAT, LISTEN_MSS_CLAMP,
-    MAX_RATE_SOURCES, PROTO_TCP, SNAT_PORTS_DEFAULT,
+    FlowEntry, FlowFlags, FlowKey, ListenFlags, ListenerValue, Reason, DEFAULT_SNAT_PORT_MAX,
+    DEFAULT_SNAT_PORT_MIN, MAX_RATE_SOURCES, PROTO_TCP,
 };
 
 use crate::{
     conntrack::{self, now_ns, Arrival, CT_CONFIG},
     evict::{self, Evict},
+    helpers::{prandom_u32, skb},
     maps::{self, FLOWS},
     parse::Packet,
     path,
@@ -123,20 +123,7 @@ fn scratch() -> Option<(
 /// Sets every field of `e` for a fresh entry rewriting to the given tuple.
 #[inline(always)]
 fn fill(e: &mut FlowEntry, src: u32, dst: u32, sport: u16, dport: u16, rule_id: u32, now: u64) {
-    e.new_src = [src, 0, 0, 0];
-    e.new_dst = [dst, 0, 0, 0];
-    e.new_sport = sport;
-    e.new_dport = dport;
-    e.rule_id = rule_id;
-    e.created_ns = now;
-    e.last_seen_ns = now;
-    e.packets = 0;
-    e.bytes = 0;
-    e.flags = 0;
-    e.tcp_seen = 0;
-    e.mss = 0;
-    e._pad = [0; 4];
-    e.ct = Default::default();
+    e.reset_v4(src, dst, sport, dport, rule_id, now);
 }
 
 /// Creates both directions of a flow for a packet that matched listener
@@ -163,7 +150,7 @@ pub fn create(
     if p.proto == PROTO_TCP {
         conntrack::start_orig(ctx, p, orig);
     }
-    let reserved = if d.flags & FLOW_SNAT == 0 {
+    let reserved = if !d.flags.contains(FlowFlags::SNAT) {
         keep_port(now)
     } else {
         // The local socket check for the port taken is made here, out of
@@ -187,7 +174,7 @@ pub fn create(
             {
                 return Err(Reason::DropTableFull);
             }
-            if d.flags & FLOW_SNAT != 0 {
+            if d.flags.contains(FlowFlags::SNAT) {
                 not_local(ctx, p.proto, reply_key)?;
             }
         }
@@ -229,7 +216,7 @@ fn prepare(
     } else {
         CtState::UdpUnreplied
     };
-    let mss = if tcp && l.flags & LISTEN_MSS_CLAMP != 0 {
+    let mss = if tcp && l.flags.contains(ListenFlags::MSS_CLAMP) {
         l.mss
     } else {
         0
@@ -239,7 +226,7 @@ fn prepare(
     };
     // Field by field: a struct literal would be built on the stack first.
     fill(reply, p.dst, p.src, p.dport, p.sport, l.rule_id, now);
-    reply.flags = d.flags | FLOW_REPLY;
+    reply.flags = d.flags | FlowFlags::REPLY;
     reply.mss = mss;
     reply.ct.iface = d.reply_iface;
     reply.ct.state = state as u8;
@@ -250,20 +237,8 @@ fn prepare(
     orig.bytes = a.len as u64;
     orig.ct.iface = a.ifindex;
     orig.ct.state = state as u8;
-    reply_key.src = [target, 0, 0, 0];
-    reply_key.dst = [d.src, 0, 0, 0];
-    reply_key.sport = l.target_port;
-    reply_key.dport = p.sport;
-    reply_key.proto = p.proto;
-    reply_key.family = AF_INET;
-    reply_key._pad = [0; 2];
-    key.src = [p.src, 0, 0, 0];
-    key.dst = [p.dst, 0, 0, 0];
-    key.sport = p.sport;
-    key.dport = p.dport;
-    key.proto = p.proto;
-    key.family = AF_INET;
-    key._pad = [0; 2];
+    *reply_key = FlowKey::v4(target, d.src, l.target_port, p.sport, p.proto);
+    *key = conntrack::key_of(p);
     true
 }
 
@@ -315,7 +290,7 @@ fn snat_port(ctx: &TcContext, p: &Packet) -> Result<(), Reason> {
         if cfg.snat_port_min != 0 && cfg.snat_port_max >= cfg.snat_port_min {
             (cfg.snat_port_min as u32, cfg.snat_port_max as u32)
         } else {
-            (SNAT_PORTS_DEFAULT.0 as u32, SNAT_PORTS_DEFAULT.1 as u32)
+            (DEFAULT_SNAT_PORT_MIN as u32, DEFAULT_SNAT_PORT_MAX as u32)
         }
     };
     let plan = PORT_PLAN.get_ptr_mut(0).ok_or(Reason::DropError)?;
@@ -339,8 +314,7 @@ fn snat_port(ctx: &TcContext, p: &Packet) -> Result<(), Reason> {
         let port = if i == 0 && plan.keep != 0 {
             plan.keep
         } else {
-            // SAFETY: plain helper call.
-            plan.min + unsafe { bpf_get_prandom_u32() } % plan.span.max(1)
+            plan.min + prandom_u32() % plan.span.max(1)
         } as u16;
         i += 1;
         reply_key.dport = port.to_be();
@@ -395,15 +369,6 @@ fn reclaim_held(now: u64) -> Result<(), Reason> {
     Err(Reason::DropNoPort)
 }
 
-/// `struct bpf_sock_tuple`'s IPv4 member: only these 12 bytes are passed.
-#[repr(C)]
-struct SockTupleV4 {
-    saddr: u32,
-    daddr: u32,
-    sport: u16,
-    dport: u16,
-}
-
 /// Whether a local socket would receive a reply of the flow whose reply
 /// entry is keyed `k` (from the backend to the SNAT address and port): a
 /// listener on that port or a connection of the host's own to the backend.
@@ -411,28 +376,5 @@ struct SockTupleV4 {
 // verifier, and a bool, not a Result, back (see `prepare`).
 #[inline(never)]
 fn local_socket(ctx: &TcContext, proto: u8, k: &FlowKey) -> bool {
-    let mut t = SockTupleV4 {
-        saddr: k.src[0],
-        daddr: k.dst[0],
-        sport: k.sport,
-        dport: k.dport,
-    };
-    let tuple = &mut t as *mut SockTupleV4 as *mut bpf_sock_tuple;
-    let size = core::mem::size_of::<SockTupleV4>() as u32;
-    let netns = BPF_F_CURRENT_NETNS as u64;
-    // SAFETY: helper calls on our own skb with a tuple on our stack; a
-    // socket found is released before returning (the verifier enforces it).
-    unsafe {
-        let sk = if proto == PROTO_TCP {
-            bpf_sk_lookup_tcp(ctx.skb.skb as *mut _, tuple, size, netns, 0)
-        } else {
-            bpf_sk_lookup_udp(ctx.skb.skb as *mut _, tuple, size, netns, 0)
-        };
-        if sk.is_null() {
-            false
-        } else {
-            bpf_sk_release(sk as *mut _);
-            true
-        }
-    }
+    skb::local_socket_v4(ctx, proto, k.src[0], k.dst[0], k.sport, k.dport)
 }

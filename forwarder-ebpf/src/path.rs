@@ -11,17 +11,17 @@
 //! while the backend answered no DNAT-only flow at all.
 use aya_ebpf::{macros::map, maps::LruHashMap, programs::TcContext};
 use forwarder_common::{
-    conntrack::CtState, AutoEvidence, AutoSnatKey, FlowEntry, FlowKey, ListenerValue, Reason,
-    AUTO_SNAT_CLIENTS, AUTO_SNAT_PROBE_NS, AUTO_SNAT_PROBE_UDP_NS, AUTO_SNAT_TTL_NS,
-    AUTO_SNAT_WINDOW_NS, FLOW_AUTO, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK, LISTEN_VIA_REDIRECT,
-    LISTEN_VIA_STACK, MAX_AUTO_SNAT, PROTO_TCP, PROTO_UDP, SNAT_AUTO, SNAT_FIXED, SNAT_MASQUERADE,
+    conntrack::CtState, AutoEvidence, AutoSnatKey, FlowEntry, FlowFlags, FlowKey, ListenFlags,
+    ListenerValue, Reason, SnatMode, AUTO_SNAT_CLIENTS, AUTO_SNAT_PROBE_NS, AUTO_SNAT_PROBE_UDP_NS,
+    AUTO_SNAT_TTL_NS, AUTO_SNAT_WINDOW_NS, MAX_AUTO_SNAT, PROTO_TCP, PROTO_UDP,
 };
 
 use crate::{
     conntrack::{self, now_ns},
     fib,
+    hdr::{TCP_ACK, TCP_SYN},
     maps::{AUTO_SNAT, FLOWS},
-    parse::{Packet, TCP_ACK, TCP_SYN},
+    parse::Packet,
 };
 
 /// What `snat = "auto"` has seen of each backend (per rule) in the
@@ -33,8 +33,8 @@ static AUTO_EVIDENCE: LruHashMap<AutoSnatKey, AutoEvidence> =
 pub struct Decision {
     /// Source address the backend sees.
     pub src: u32,
-    /// FLOW_SNAT | FLOW_VIA_STACK | FLOW_AUTO.
-    pub flags: u8,
+    /// `SNAT`, `VIA_STACK`, `AUTO`.
+    pub flags: FlowFlags,
     /// Where replies arrive: the interface of the route to the target, or,
     /// for flows through the stack, the listening interface (whose egress
     /// program translates them).
@@ -43,10 +43,7 @@ pub struct Decision {
 
 #[inline(always)]
 pub fn auto_key(rule_id: u32, target: u32) -> AutoSnatKey {
-    AutoSnatKey {
-        rule_id,
-        addr: [target, 0, 0, 0],
-    }
+    AutoSnatKey::v4(rule_id, target)
 }
 
 /// Whether `snat = "auto"` learned that this backend's replies bypass us.
@@ -97,14 +94,14 @@ pub fn decide(
 ) -> Result<Decision, Reason> {
     let target = l.target_addr[0];
     let to = fib::route(ctx, in_ifindex, p.proto, p.src, target);
-    let forced_stack = l.flags & LISTEN_VIA_STACK != 0;
-    let mut flags = 0;
+    let forced_stack = l.flags.contains(ListenFlags::VIA_STACK);
+    let mut flags = FlowFlags::empty();
     let src = match l.snat_mode {
         _ if forced_stack => p.src,
-        SNAT_FIXED => l.snat_addr[0],
-        SNAT_MASQUERADE => to.ok_or(Reason::DropError)?.src,
-        SNAT_AUTO => {
-            flags |= FLOW_AUTO;
+        SnatMode::FIXED => l.snat_addr[0],
+        SnatMode::MASQUERADE => to.ok_or(Reason::DropError)?.src,
+        SnatMode::AUTO => {
+            flags |= FlowFlags::AUTO;
             if to.is_some() && learned_snat(l.rule_id, target) {
                 to.ok_or(Reason::DropError)?.src
             } else if keep_client(ctx, p, in_ifindex, to, target) || to.is_none() {
@@ -116,7 +113,7 @@ pub fn decide(
         _ => p.src,
     };
     if src != p.src {
-        flags |= FLOW_SNAT;
+        flags |= FlowFlags::SNAT;
     }
     // A SNATed packet must be redirected: the stack would drop it as a
     // martian (its source is one of our addresses). Otherwise redirect only
@@ -125,17 +122,17 @@ pub fn decide(
     // kube-proxy's DNAT of a ClusterIP in PREROUTING) gets to see it.
     let via_stack = if forced_stack {
         true
-    } else if flags & FLOW_SNAT != 0 || l.flags & LISTEN_VIA_REDIRECT != 0 {
+    } else if flags.contains(FlowFlags::SNAT) || l.flags.contains(ListenFlags::VIA_REDIRECT) {
         to.is_none()
     } else {
         to.is_none_or(|r| r.nexthop != target)
     };
     let reply_iface = if via_stack {
-        if flags & FLOW_SNAT != 0 {
+        if flags.contains(FlowFlags::SNAT) {
             // SNAT with no forwarding route: nothing can deliver it.
             return Err(Reason::DropError);
         }
-        flags |= FLOW_VIA_STACK;
+        flags |= FlowFlags::VIA_STACK;
         in_ifindex
     } else {
         to.map_or(0, |r| r.oif)
@@ -151,7 +148,7 @@ pub fn decide(
 /// the client's address on the redirect path: the flows learning watches.
 #[inline(always)]
 pub fn learning_watches(e: &FlowEntry) -> bool {
-    e.flags & (FLOW_AUTO | FLOW_SNAT | FLOW_VIA_STACK) == FLOW_AUTO
+    e.flags.intersection(FlowFlags::AUTO | FlowFlags::SNAT | FlowFlags::VIA_STACK) == FlowFlags::AUTO
 }
 
 /// `snat = "auto"` learning, for a packet of an existing original-direction
@@ -165,7 +162,10 @@ pub fn learning_watches(e: &FlowEntry) -> bool {
 #[inline(never)]
 pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey, ifindex: u32) -> bool {
     // Only the client's own packets, where they belong, are evidence.
-    if e.flags & FLOW_REPLY != 0 || !learning_watches(e) || !conntrack::arrived_right(e, ifindex) {
+    if e.flags.contains(FlowFlags::REPLY)
+        || !learning_watches(e)
+        || !conntrack::arrived_right(e, ifindex)
+    {
         return false;
     }
     let now = now_ns();
@@ -250,7 +250,7 @@ fn enough_evidence(rule_id: u32, target: u32, client: u32, now: u64) -> bool {
 /// the backend): replies from it do come back through this host.
 #[inline(always)]
 pub fn backend_answered(e: &FlowEntry, key: &FlowKey, now: u64) {
-    if e.flags & FLOW_REPLY == 0 || !learning_watches(e) {
+    if !e.flags.contains(FlowFlags::REPLY) || !learning_watches(e) {
         return;
     }
     if let Some(ev) = AUTO_EVIDENCE.get_ptr_mut(auto_key(e.rule_id, key.src[0])) {

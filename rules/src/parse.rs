@@ -22,9 +22,10 @@ use crate::{
     diagnostics::{suggest, Sink, Span},
     flowrate::{default_burst, parse_flow_rate, FlowRate},
     model::*,
+    values::{string_list, ALLOW_LIST, NODE_LIST},
 };
 
-pub(crate) const FORWARD_KEYS: [&str; 12] = [
+pub(crate) const FORWARD_KEYS: [&str; 13] = [
     "name",
     "description",
     "in",
@@ -37,14 +38,17 @@ pub(crate) const FORWARD_KEYS: [&str; 12] = [
     "mss_clamp",
     "reject",
     "path",
+    "nodes",
 ];
-const GLOBAL_KEYS: [&str; 8] = [
+const GLOBAL_KEYS: [&str; 10] = [
     "conntrack_max",
     "snat_ports",
     "log_level",
     "log_format",
     "metrics",
     "timeouts",
+    "rules_watch",
+    "rules_poll_interval",
     "new_flows_per_source",
     "new_flows_burst",
 ];
@@ -59,6 +63,8 @@ pub(crate) struct ForwardSpans {
     pub table: Span,
     fields: HashMap<&'static str, Span>,
     pub allow: Vec<Span>,
+    /// One per `nodes` entry.
+    pub nodes: crate::nodes::NodeSpans,
 }
 
 impl ForwardSpans {
@@ -167,7 +173,7 @@ fn type_name(item: &Item) -> &'static str {
     }
 }
 
-fn type_error(
+pub(crate) fn type_error(
     sink: &mut Sink,
     span: &Span,
     ctx: Option<&str>,
@@ -331,6 +337,25 @@ fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
                             format!("metrics endpoint `{s}` is not an address:port"),
                             Some("e.g. metrics = \"127.0.0.1:9750\"; remove the key to turn metrics off".into()),
                         ),
+                    }
+                }
+            }
+            "rules_watch" => {
+                let names: Vec<&str> = RulesWatch::ALL.iter().map(|(n, _)| *n).collect();
+                if let Some(s) = expect_str(sink, ctx, key, item, "e.g. rules_watch = \"auto\"") {
+                    match RulesWatch::ALL.iter().find(|(n, _)| *n == s) {
+                        Some((_, w)) => g.rules_watch = *w,
+                        None => bad_keyword(sink, &span, ctx, key, s, &names),
+                    }
+                }
+            }
+            "rules_poll_interval" => {
+                if let Some(s) =
+                    expect_str(sink, ctx, key, item, "e.g. rules_poll_interval = \"2s\"")
+                {
+                    match crate::values::poll_interval(s) {
+                        Ok(d) => g.rules_poll_interval = d,
+                        Err((msg, help)) => sink.error(&span, ctx, msg, Some(help.into())),
                     }
                 }
             }
@@ -723,41 +748,10 @@ fn parse_forward(
                 }
             }
             "allow" => {
-                let values: Vec<&Value> = match item {
-                    Item::Value(Value::Array(a)) => a.iter().collect(),
-                    Item::Value(v @ Value::String(_)) => vec![v],
-                    _ => {
-                        type_error(
-                            sink,
-                            &span,
-                            ctx,
-                            key,
-                            item,
-                            "an array of addresses or CIDRs",
-                            Some("e.g. allow = [\"100.101.92.95\", \"192.168.1.0/24\"]"),
-                        );
-                        continue;
-                    }
+                let Some(values) = string_list(sink, ctx, key, item, &ALLOW_LIST) else {
+                    continue;
                 };
-                if values.is_empty() {
-                    sink.error(
-                        &span,
-                        ctx,
-                        "an empty allow-list would refuse every source",
-                        Some("remove `allow` to accept every source, or list the addresses that may connect".into()),
-                    );
-                }
-                for v in values {
-                    let vspan = v.span();
-                    let Some(s) = v.as_str() else {
-                        sink.error(
-                            &vspan,
-                            ctx,
-                            "allow-list entries must be strings",
-                            Some("e.g. \"100.101.92.95\" or \"192.168.1.0/24\"".into()),
-                        );
-                        continue;
-                    };
+                for (s, vspan) in values {
                     match parse_cidr(s) {
                         Ok(net) => {
                             f.allow.push(net);
@@ -820,6 +814,25 @@ fn parse_forward(
                         "redirect" => f.path = PathMode::Redirect,
                         "stack" => f.path = PathMode::Stack,
                         _ => bad_keyword(sink, &span, ctx, key, s, &["auto", "redirect", "stack"]),
+                    }
+                }
+            }
+            "nodes" => {
+                let Some(values) = string_list(sink, ctx, key, item, &NODE_LIST) else {
+                    continue;
+                };
+                for (s, vspan) in values {
+                    match crate::nodes::valid_node_name(s) {
+                        Ok(()) => {
+                            f.nodes.push(s.to_owned());
+                            spans.nodes.push(vspan);
+                        }
+                        Err(help) => sink.error(
+                            &vspan,
+                            ctx,
+                            format!("`{s}` is not a valid node name"),
+                            Some(help),
+                        ),
                     }
                 }
             }

@@ -10,11 +10,11 @@ use std::{
 use ipnet::Ipv4Net;
 use proptest::prelude::*;
 use rules::{
-    import::{iptables, socat},
+    import::{HostView, Input, Options, Source},
     listeners_overlap, load_str,
     print::forward_to_toml,
     to_toml, AttachMode, FlowRate, Forward, Global, IfaceSettings, Listen, LogFormat, LogLevel,
-    MssClamp, PathMode, PortRange, Proto, Reject, RuleSet, Snat, Target, Timeouts, L4,
+    MssClamp, PathMode, PortRange, Proto, Reject, RuleSet, RulesWatch, Snat, Target, Timeouts, L4,
 };
 
 /// Ports up to `max`, ranges up to `max_len` ports long.
@@ -187,9 +187,19 @@ fn forward(i: usize) -> impl Strategy<Value = Forward> {
                     } else {
                         path
                     },
+                    nodes: Vec::new(),
                 }
             },
         )
+        .prop_flat_map(|f| {
+            // Distinct names (a duplicate only warns, but printing keeps it).
+            prop::collection::btree_set("[a-z][a-z0-9-]{0,8}[a-z0-9](\\.lan)?", 0..3).prop_map(
+                move |nodes| Forward {
+                    nodes: nodes.into_iter().collect(),
+                    ..f.clone()
+                },
+            )
+        })
 }
 
 fn global() -> impl Strategy<Value = Global> {
@@ -208,10 +218,26 @@ fn global() -> impl Strategy<Value = Global> {
             (any::<[u8; 4]>(), 1..=65535u16).prop_map(|(a, p)| SocketAddr::from((a, p))),
         ),
         prop::collection::vec(1..=100_000_000u64, Timeouts::KEYS.len()),
-        proptest::option::of((1..=100_000u32, 0..3usize, 1..=1000u32)),
+        (
+            prop_oneof![
+                Just(RulesWatch::Auto),
+                Just(RulesWatch::Inotify),
+                Just(RulesWatch::Poll)
+            ],
+            100..=3_600_000u64,
+            proptest::option::of((1..=100_000u32, 0..3usize, 1..=1000u32)),
+        ),
     )
         .prop_map(
-            |(conntrack_max, snat_ports, log_level, log_format, metrics, secs, rate)| {
+            |(
+                conntrack_max,
+                snat_ports,
+                log_level,
+                log_format,
+                metrics,
+                secs,
+                (rules_watch, poll_ms, rate),
+            )| {
                 let mut timeouts = Timeouts::default();
                 for (k, s) in Timeouts::KEYS.iter().zip(secs) {
                     timeouts.set(k, Duration::from_secs(s));
@@ -228,6 +254,8 @@ fn global() -> impl Strategy<Value = Global> {
                         per: Duration::from_secs([1, 60, 3600][unit]),
                         burst,
                     }),
+                    rules_watch,
+                    rules_poll_interval: Duration::from_millis(poll_ms),
                 }
             },
         )
@@ -260,6 +288,22 @@ fn rule_set() -> impl Strategy<Value = RuleSet> {
             interfaces: interfaces.clone(),
         })
     })
+}
+
+/// The whole import pipeline on one input.
+fn import_text(name: &str, text: &str, source: Source) -> rules::import::Imported {
+    let opts = Options {
+        source,
+        host: HostView::default(),
+        from_running: false,
+    };
+    rules::import::import(
+        &[Input {
+            name: name.into(),
+            text: text.into(),
+        }],
+        &opts,
+    )
 }
 
 proptest! {
@@ -334,8 +378,9 @@ proptest! {
     #[test]
     fn arbitrary_text_never_panics(text in "(?s).{0,400}") {
         let _ = load_str("f.toml", &text);
-        let _ = iptables::import("f", &text);
-        let _ = socat::import(&[socat::Input { name: "f.service".into(), text: text.clone() }], None);
+        for (name, source) in [("f", Source::Iptables), ("f.service", Source::Socat), ("f", Source::Ufw)] {
+            let _ = import_text(name, &text, source);
+        }
     }
 
     #[test]
@@ -354,7 +399,7 @@ proptest! {
         Just("-d"), Just("10.0.0.0/8"), Just("-s"), Just("!"), Just("-m"), Just("multiport"), Just("--dports"), Just("1,2:3"),
         Just("*nat"), Just("*filter"), Just(":X"), Just("-t"), Just("nat"), Just("\\\n"),
     ], 0..20)) {
-        let imported = iptables::import("", &words.join(" "));
+        let imported = import_text("", &words.join(" "), Source::Iptables);
         // Whatever is generated either loads or says why; it never panics.
         let _ = imported.validate("gen.toml");
     }

@@ -2,7 +2,7 @@
 //! arithmetic, the window checks and the state machine (see the parent
 //! module for what is checked and why).
 use super::{CtState, CT_ACK_SEEN, CT_ASSURED, CT_WSCALE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-use crate::{FlowTrack, SEEN_FIN};
+use crate::{FlowTrack, Seen};
 
 /// Slack on top of the largest window a direction advertised when checking
 /// how far its acknowledgement may advance, and the least window assumed
@@ -142,7 +142,7 @@ pub fn tcp_step(
     orig: bool,
     seg: &Segment,
     own: &FlowTrack,
-    own_tcp_seen: u8,
+    own_tcp_seen: Seen,
     peer: Option<&FlowTrack>,
 ) -> Verdict {
     let Some(peer) = peer.filter(|_| needs_peer(state, seg.flags)) else {
@@ -204,7 +204,7 @@ fn fin_step(
     state: CtState,
     seg: &Segment,
     own: &FlowTrack,
-    own_tcp_seen: u8,
+    own_tcp_seen: Seen,
     peer: &FlowTrack,
 ) -> Verdict {
     if state == CtState::SynSent {
@@ -214,7 +214,7 @@ fn fin_step(
     if !fin_acceptable(seg, own, peer) {
         return Verdict::Drop;
     }
-    let again = own_tcp_seen & SEEN_FIN != 0;
+    let again = own_tcp_seen.contains(Seen::FIN);
     let next = match state {
         CtState::SynRecv | CtState::Established => CtState::FinWait,
         // The side that sent the first FIN repeats it: nothing changes.
@@ -234,7 +234,7 @@ fn ack_step(
     orig: bool,
     seg: &Segment,
     own: &FlowTrack,
-    own_tcp_seen: u8,
+    own_tcp_seen: Seen,
     peer: &FlowTrack,
 ) -> Verdict {
     match state {
@@ -253,7 +253,7 @@ fn ack_step(
         // The other side acknowledging after a FIN (like netfilter, without
         // checking that it covers the FIN: these states only shorten or
         // lengthen a timer, and a FIN itself is checked).
-        CtState::FinWait if own_tcp_seen & SEEN_FIN == 0 => Verdict::Transition(CtState::CloseWait),
+        CtState::FinWait if !own_tcp_seen.contains(Seen::FIN) => Verdict::Transition(CtState::CloseWait),
         CtState::LastAck => Verdict::Transition(CtState::TimeWait),
         // RFC 7857 2.1: a segment after an RST restores the flow (the RST
         // may have been lost on its way, or been a forgery that happened to

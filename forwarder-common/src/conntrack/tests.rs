@@ -1,6 +1,6 @@
 //! Unit tests of the connection-tracking rules (host only).
 use super::*;
-use crate::{FlowTrack, PROTO_TCP, PROTO_UDP, SEEN_ACK, SEEN_FIN};
+use crate::{FlowTrack, Seen, PROTO_TCP, PROTO_UDP};
 
 fn seg(flags: u8, seq: u32, ack: u32, win: u16, len: u32) -> Segment {
     Segment {
@@ -35,12 +35,12 @@ fn handshake_needs_the_right_numbers() {
     let s0 = FlowTrack::default();
     let good = seg(SA, 5000, 1001, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::SynSent, false, &good, &s0, 0, Some(&c)),
+        tcp_step(CtState::SynSent, false, &good, &s0, Seen::empty(), Some(&c)),
         Verdict::Transition(CtState::SynRecv)
     );
     let forged = seg(SA, 5000, 1234, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::SynSent, false, &forged, &s0, 0, Some(&c)),
+        tcp_step(CtState::SynSent, false, &forged, &s0, Seen::empty(), Some(&c)),
         Verdict::Drop
     );
     let mut s = FlowTrack::default();
@@ -48,17 +48,17 @@ fn handshake_needs_the_right_numbers() {
     // The client's ACK must acknowledge the server's ISN.
     let blind = seg(TCP_ACK, 1001, 9999, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::SynRecv, true, &blind, &c, 0, Some(&s)),
+        tcp_step(CtState::SynRecv, true, &blind, &c, Seen::empty(), Some(&s)),
         Verdict::Ignore
     );
     let ack = seg(TCP_ACK, 1001, 5001, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::SynRecv, true, &ack, &c, 0, Some(&s)),
+        tcp_step(CtState::SynRecv, true, &ack, &c, Seen::empty(), Some(&s)),
         Verdict::Transition(CtState::Established)
     );
     // An ACK before the SYN-ACK changes nothing.
     assert_eq!(
-        tcp_step(CtState::SynSent, true, &ack, &c, 0, Some(&s0)),
+        tcp_step(CtState::SynSent, true, &ack, &c, Seen::empty(), Some(&s0)),
         Verdict::Ignore
     );
 }
@@ -73,7 +73,7 @@ fn rst_only_inside_the_window() {
             false,
             &seg(TCP_RST, seq, 0, 0, 0),
             &s,
-            0,
+            Seen::empty(),
             Some(&c),
         );
         let want = if ok {
@@ -90,7 +90,7 @@ fn rst_only_inside_the_window() {
                 false,
                 &seg(TCP_RST, seq, 0, 0, 0),
                 &s,
-                0,
+                Seen::empty(),
                 Some(&c)
             ),
             Verdict::Drop,
@@ -106,18 +106,18 @@ fn rst_answering_a_syn_must_acknowledge_it() {
     let s = FlowTrack::default();
     let refused = seg(RA, 0, 1001, 0, 0);
     assert_eq!(
-        tcp_step(CtState::SynSent, false, &refused, &s, 0, Some(&c)),
+        tcp_step(CtState::SynSent, false, &refused, &s, Seen::empty(), Some(&c)),
         Verdict::Transition(CtState::Close)
     );
     let forged = seg(RA, 0, 7777, 0, 0);
     assert_eq!(
-        tcp_step(CtState::SynSent, false, &forged, &s, 0, Some(&c)),
+        tcp_step(CtState::SynSent, false, &forged, &s, Seen::empty(), Some(&c)),
         Verdict::Drop
     );
     // The client aborting its own SYN continues its own sequence.
     let abort = seg(TCP_RST, 1001, 0, 0, 0);
     assert_eq!(
-        tcp_step(CtState::SynSent, true, &abort, &c, 0, Some(&s)),
+        tcp_step(CtState::SynSent, true, &abort, &c, Seen::empty(), Some(&s)),
         Verdict::Transition(CtState::Close)
     );
 }
@@ -128,12 +128,12 @@ fn fin_only_inside_the_window_and_the_close_sequence() {
     // Client FIN at its next byte.
     let fin = seg(FA, 1001, 5001, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::Established, true, &fin, &c, SEEN_ACK, Some(&s)),
+        tcp_step(CtState::Established, true, &fin, &c, Seen::ACK, Some(&s)),
         Verdict::Transition(CtState::FinWait)
     );
     let forged = seg(FA, 400_000, 5001, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::Established, true, &forged, &c, SEEN_ACK, Some(&s)),
+        tcp_step(CtState::Established, true, &forged, &c, Seen::ACK, Some(&s)),
         Verdict::Drop
     );
     let mut c2 = c;
@@ -141,25 +141,25 @@ fn fin_only_inside_the_window_and_the_close_sequence() {
     // The server acknowledges the FIN (ack 1002): CLOSE_WAIT.
     let ack = seg(TCP_ACK, 5001, 1002, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::FinWait, false, &ack, &s, SEEN_ACK, Some(&c2)),
+        tcp_step(CtState::FinWait, false, &ack, &s, Seen::ACK, Some(&c2)),
         Verdict::Transition(CtState::CloseWait)
     );
     // The client repeating its FIN changes nothing.
     assert_eq!(
-        tcp_step(CtState::FinWait, true, &fin, &c2, SEEN_FIN, Some(&s)),
+        tcp_step(CtState::FinWait, true, &fin, &c2, Seen::FIN, Some(&s)),
         Verdict::Forward
     );
     let mut s2 = s;
     record(&mut s2, &ack);
     let sfin = seg(FA, 5001, 1002, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::CloseWait, false, &sfin, &s2, SEEN_ACK, Some(&c2)),
+        tcp_step(CtState::CloseWait, false, &sfin, &s2, Seen::ACK, Some(&c2)),
         Verdict::Transition(CtState::LastAck)
     );
     record(&mut s2, &sfin);
     let last = seg(TCP_ACK, 1002, 5002, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::LastAck, true, &last, &c2, SEEN_FIN, Some(&s2)),
+        tcp_step(CtState::LastAck, true, &last, &c2, Seen::FIN, Some(&s2)),
         Verdict::Transition(CtState::TimeWait)
     );
 }
@@ -170,12 +170,12 @@ fn data_after_rst_restores_an_assured_flow() {
     c.ct_flags |= CT_ASSURED;
     let data = seg(TCP_ACK, 1001, 5001, 1000, 100);
     assert_eq!(
-        tcp_step(CtState::Close, true, &data, &c, SEEN_ACK, Some(&s)),
+        tcp_step(CtState::Close, true, &data, &c, Seen::ACK, Some(&s)),
         Verdict::Transition(CtState::Established)
     );
     c.ct_flags &= !CT_ASSURED;
     assert_eq!(
-        tcp_step(CtState::Close, true, &data, &c, SEEN_ACK, Some(&s)),
+        tcp_step(CtState::Close, true, &data, &c, Seen::ACK, Some(&s)),
         Verdict::Ignore
     );
     // A SYN on a closed tuple starts over.
@@ -185,7 +185,7 @@ fn data_after_rst_restores_an_assured_flow() {
             true,
             &seg(TCP_SYN, 77, 0, 1000, 0),
             &c,
-            0,
+            Seen::empty(),
             Some(&s)
         ),
         Verdict::Reopen

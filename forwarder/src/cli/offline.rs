@@ -1,15 +1,14 @@
-//! `forwarder check`, `explain` and `import`: argument parsing and printing
+//! `forwarder check` and `explain`: argument parsing and printing
 //! around the `rules` crate, which holds all of the logic.
 use std::{
     collections::BTreeMap,
-    io::Read,
     net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
     process::ExitCode,
 };
 
-use anyhow::{Context, Result};
-use rules::{explain as ex, import, report, LoadError, Loaded, L4};
+use anyhow::Result;
+use rules::{explain as ex, report, LoadError, Loaded, L4};
 
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
@@ -42,32 +41,6 @@ pub struct ExplainArgs {
     /// (repeatable), e.g. tailscale0=100.118.5.68.
     #[arg(long = "iface-addr", value_name = "NAME=IP", value_parser = ex::parse_iface_addr)]
     pub iface_addr: Vec<(String, Ipv4Addr)>,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct ImportArgs {
-    #[command(subcommand)]
-    pub source: ImportSource,
-}
-
-#[derive(clap::Subcommand, Debug)]
-pub enum ImportSource {
-    /// From `iptables-save` output or a script of `iptables -t nat ...` commands.
-    Iptables {
-        /// File to read; `-` or nothing reads standard input.
-        file: Option<PathBuf>,
-    },
-    /// From socat command lines or systemd units that run socat.
-    Socat {
-        /// Unit files or scripts.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// Interface the forwards listen on (socat binds to addresses, so
-        /// the interface cannot be inferred). Without it, `in` is left empty
-        /// for you to fill in.
-        #[arg(long = "in", value_name = "IFACE")]
-        iface: Option<String>,
-    },
 }
 
 /// Loads a rules file; validation errors are printed and mapped to exit 1.
@@ -125,67 +98,4 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let explanation = ex::explain(&loaded.rules, &query);
     print!("{}", ex::render(&loaded.rules, &query, &explanation));
     Ok(ExitCode::SUCCESS)
-}
-
-fn read_input(path: Option<&Path>) -> Result<(String, String)> {
-    match path {
-        None => read_stdin(),
-        Some(p) if p == Path::new("-") => read_stdin(),
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("{}: cannot read", p.display()))?;
-            Ok((p.display().to_string(), text))
-        }
-    }
-}
-
-fn read_stdin() -> Result<(String, String)> {
-    let mut text = String::new();
-    std::io::stdin()
-        .read_to_string(&mut text)
-        .context("cannot read standard input")?;
-    Ok((String::new(), text))
-}
-
-/// Prints the generated file to stdout and everything that needs a human
-/// to stderr; exit 1 when the generated file does not validate yet.
-pub fn import(args: ImportArgs) -> Result<ExitCode> {
-    let imported = match args.source {
-        ImportSource::Iptables { file } => {
-            let (name, text) = read_input(file.as_deref())?;
-            import::iptables::import(&name, &text)
-        }
-        ImportSource::Socat { files, iface } => {
-            let inputs = files
-                .iter()
-                .map(|p| {
-                    read_input(Some(p)).map(|(name, text)| import::socat::Input { name, text })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            import::socat::import(&inputs, iface.as_deref())
-        }
-    };
-    print!("{}", imported.toml);
-    if !imported.skipped.is_empty() {
-        eprintln!("not translated ({}):", imported.skipped.len());
-        for s in &imported.skipped {
-            eprintln!("{}", s.render());
-        }
-    }
-    match imported.validate("<generated>") {
-        Ok(loaded) => {
-            if !loaded.warnings.is_empty() {
-                eprintln!("{}", loaded.warnings);
-            }
-            eprintln!(
-                "generated {} forward(s); review, save, then run `forwarder check`",
-                loaded.rules.forwards.len()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(diags) => {
-            eprintln!("the generated rules need editing before they load:\n{diags}");
-            Ok(ExitCode::from(1))
-        }
-    }
 }

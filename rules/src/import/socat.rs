@@ -1,158 +1,102 @@
-//! socat command lines and systemd units to forwards.
+//! socat command lines to candidate forwards.
 //!
-//! `socat TCP-LISTEN:8080,bind=100.118.5.68,fork TCP:10.43.126.136:80`
-//! becomes a forward of port 8080 on 100.118.5.68 to 10.43.126.136:80.
+//! `socat TCP-LISTEN:8080,bind=100.118.5.68,fork TCP:10.43.126.136:80` is a
+//! forward of port 8080 on 100.118.5.68 to 10.43.126.136:80.
 //!
-//! socat binds to an address, not an interface, and the interface that owns
-//! the address cannot be known offline. So the importer takes `--in IFACE`
-//! (applied to every forward); without it `in` is left empty, which the
-//! rules file rejects until the user fills it, and a comment suggests the
-//! likely interface. Guessing silently would forward on the wrong interface.
+//! The fact a reader would get wrong: socat binds to an address, not an
+//! interface. The interface comes from `so-bindtodevice`, `--in`, the
+//! interface that owns the address (an interfaces file, `--iface-net`, or
+//! the live system), in that order; otherwise `in` is left empty for the
+//! user to fill (the file does not validate until then) with a hint, since
+//! guessing would forward on the wrong interface. `bind=0.0.0.0` (or none)
+//! listened on every address, which is `listen = "interface"`: the
+//! interface's addresses, followed as they change.
 
-use std::{collections::HashSet, net::Ipv4Addr, str::FromStr};
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
-use super::{logical_lines, render, sanitize_name, unique_name, Draft, Imported, Skipped};
-use crate::model::*;
+use super::{
+    ir::{Candidate, Family, PortMap, SnatChoice},
+    shell::Command,
+    Entry, HostView,
+};
+use crate::model::{PortRange, L4};
 
-/// One input: a unit file or a script of socat command lines.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Input {
-    /// File name as given; the unit name (minus `.service`) names the forward.
-    pub name: String,
-    pub text: String,
-}
-
-/// Options that only tune socat's own sockets or processes: nothing to
-/// carry over, since the kernel forwards without a socket per connection.
-const NO_EQUIVALENT_NEEDED: [&str; 6] = [
+/// Options that only tune socat's own sockets or processes: nothing to carry
+/// over, since the kernel forwards without a socket or process per connection.
+const NO_EQUIVALENT_NEEDED: [&str; 22] = [
     "fork",
     "reuseaddr",
     "reuseport",
     "nodelay",
     "keepalive",
     "backlog",
+    "su",
+    "su-d",
+    "setuid",
+    "setgid",
+    "user",
+    "group",
+    "max-children",
+    "rcvbuf",
+    "sndbuf",
+    "linger",
+    "keepidle",
+    "keepintvl",
+    "keepcnt",
+    "cloexec",
+    "nonblock",
+    "ignoreeof",
 ];
 
 /// socat global options that take a value.
-const GLOBAL_OPTS_WITH_VALUE: [&str; 7] = ["-b", "-t", "-T", "-lf", "-lp", "-L", "-W"];
+const GLOBAL_OPTS_WITH_VALUE: [&str; 8] = ["-b", "-t", "-T", "-lf", "-lp", "-L", "-W", "-S"];
 
-pub fn import(inputs: &[Input], iface: Option<&str>) -> Imported {
-    let mut drafts = Vec::new();
-    let mut skipped = Vec::new();
-    let mut names = HashSet::new();
-    for input in inputs {
-        let is_unit = input
-            .text
-            .lines()
-            .any(|l| l.trim_start().starts_with("ExecStart="));
-        let unit_name = is_unit.then(|| {
-            let file = input.name.rsplit('/').next().unwrap_or(&input.name);
-            sanitize_name(file.strip_suffix(".service").unwrap_or(file))
-        });
-        let mut description = None;
-        let lines = logical_lines(&input.text);
-        let commands: Vec<(usize, String)> = lines
-            .into_iter()
-            .filter_map(|(n, l)| {
-                let t = l.trim();
-                if is_unit {
-                    if let Some(d) = t.strip_prefix("Description=") {
-                        description = Some(d.trim().to_owned());
-                    }
-                    // systemd prefixes: - @ : + ! change error/privilege
-                    // handling, not the command.
-                    t.strip_prefix("ExecStart=").map(|c| {
-                        (
-                            n,
-                            c.trim_start_matches(['-', '@', ':', '+', '!']).to_owned(),
-                        )
-                    })
-                } else {
-                    (!t.is_empty() && !t.starts_with('#')).then(|| (n, t.to_owned()))
-                }
-            })
-            .collect();
-        for (line, cmd) in commands {
-            let mut skip = |reason: String| {
-                skipped.push(Skipped {
-                    source: input.name.clone(),
-                    line,
-                    text: cmd.clone(),
-                    reason,
-                })
-            };
-            match translate(&cmd) {
-                Err(reason) => skip(reason),
-                Ok(t) => {
-                    for opt in &t.ignored {
-                        skip(opt.clone());
-                    }
-                    let base = unit_name
-                        .clone()
-                        .filter(|n| !n.is_empty())
-                        .unwrap_or_else(|| t.forward.name.clone());
-                    let mut f = t.forward;
-                    f.name = unique_name(&base, &mut names);
-                    f.description = description.clone();
-                    let mut comments = vec![format!("from {} line {line}: {cmd}", input.name)];
-                    match iface {
-                        Some(i) => f.iface = i.to_owned(),
-                        None => comments.push(match f.listen {
-                            Listen::Addr(a) => format!("`in` is empty: set it to the interface that owns {a}{}, or import with --in IFACE", iface_hint(a)),
-                            Listen::Interface => "`in` is empty: set it to the interface clients connect through, or import with --in IFACE".into(),
-                        }),
-                    }
-                    comments.push(
-                        "socat connected from this host's address; snat = \"auto\" keeps the client's address when replies route back through this host (write \"masquerade\" to keep socat's behaviour)"
-                            .into(),
-                    );
-                    drafts.push(Draft {
-                        forward: f,
-                        comments,
-                    });
-                }
-            }
+pub fn command(cmd: &Command, view: &HostView, entries: &mut Vec<Entry>) -> Vec<Candidate> {
+    match translate(cmd, view, entries) {
+        Ok(c) => c,
+        Err(reason) => {
+            entries.push(Entry::left(cmd.origin.clone(), reason));
+            Vec::new()
         }
     }
-    let mut header = vec!["Generated by `forwarder import socat`.".to_owned()];
-    header.push("Each forward replaces one socat process; stop and disable the unit once this file is live.".into());
-    render(&header, drafts, skipped)
 }
 
-/// A likely interface for an address, for the comment only.
-fn iface_hint(a: Ipv4Addr) -> &'static str {
-    let cgnat: Ipv4Net = "100.64.0.0/10".parse().expect("valid constant");
-    if cgnat.contains(&a) {
-        " (100.64.0.0/10 is Tailscale's range: probably tailscale0)"
-    } else {
-        ""
-    }
+struct Side<'a> {
+    kind: String,
+    main: &'a str,
+    opts: Vec<(&'a str, Option<&'a str>)>,
 }
 
-struct Translated {
-    forward: Forward,
-    /// One message per option that was dropped without an equivalent.
-    ignored: Vec<String>,
+fn side(addr: &str) -> Result<Side<'_>, String> {
+    let (kind, rest) = addr
+        .split_once(':')
+        .ok_or_else(|| format!("`{addr}` is not a network address"))?;
+    let mut parts = rest.split(',');
+    let main = parts.next().unwrap_or("");
+    // An IPv6 literal in brackets may contain no commas, so this split is safe.
+    let opts = parts
+        .map(|o| o.split_once('=').map_or((o, None), |(k, v)| (k, Some(v))))
+        .collect();
+    Ok(Side {
+        kind: kind.to_ascii_uppercase(),
+        main,
+        opts,
+    })
 }
 
-fn translate(cmd: &str) -> Result<Translated, String> {
-    let tokens = shlex::split(cmd).ok_or("unbalanced quotes")?;
-    let start = tokens
-        .iter()
-        .position(|t| t.rsplit('/').next() == Some("socat"))
-        .ok_or("not a socat command")?;
-    let mut args = tokens[start + 1..].iter();
+fn translate(
+    cmd: &Command,
+    view: &HostView,
+    entries: &mut Vec<Entry>,
+) -> Result<Vec<Candidate>, String> {
+    let mut args = cmd.words[1..].iter();
     let mut addrs = Vec::new();
-    let mut ignored = Vec::new();
     while let Some(a) = args.next() {
         if a.starts_with('-') && a.len() > 1 {
             if GLOBAL_OPTS_WITH_VALUE.contains(&a.as_str()) {
                 args.next();
-            }
-            if a == "-6" {
-                return Err("socat -6: IPv6 is not supported yet".into());
             }
             continue;
         }
@@ -164,196 +108,220 @@ fn translate(cmd: &str) -> Result<Translated, String> {
             addrs.len()
         ));
     };
-
-    let (kind, rest) = listen
-        .split_once(':')
-        .ok_or_else(|| format!("`{listen}` is not a listening address"))?;
-    let proto = match kind.to_ascii_uppercase().as_str() {
-        "TCP-LISTEN" | "TCP-L" | "TCP4-LISTEN" | "TCP4-L" => L4::Tcp,
+    let l = side(listen)?;
+    let (l4, mut family) = match l.kind.as_str() {
+        "TCP-LISTEN" | "TCP-L" | "TCP4-LISTEN" | "TCP4-L" => (L4::Tcp, Some(Family::V4)),
+        "TCP6-LISTEN" | "TCP6-L" => (L4::Tcp, Some(Family::V6)),
         "UDP-LISTEN" | "UDP-L" | "UDP4-LISTEN" | "UDP4-L" | "UDP-RECVFROM" | "UDP4-RECVFROM" => {
-            L4::Udp
+            (L4::Udp, Some(Family::V4))
         }
-        k if k.contains('6') => return Err(format!("`{kind}`: IPv6 is not supported yet")),
-        _ => return Err(format!("`{kind}` is not a TCP or UDP listening address")),
+        "UDP6-LISTEN" | "UDP6-L" | "UDP6-RECVFROM" => (L4::Udp, Some(Family::V6)),
+        k => {
+            return Err(format!(
+                "`{k}` is not a TCP or UDP listening address: not a port forward"
+            ))
+        }
     };
-    let mut parts = rest.split(',');
-    let port_text = parts.next().unwrap_or("");
-    let port = port_text
+    let port = l
+        .main
         .parse::<u16>()
         .ok()
         .and_then(PortRange::single)
-        .ok_or_else(|| format!("`{port_text}` is not a port"))?;
-    let mut listen_at = Listen::Interface;
-    let mut allow = Vec::new();
-    for opt in parts {
-        let (k, v) = opt
-            .split_once('=')
-            .map_or((opt, None), |(k, v)| (k, Some(v)));
-        match (k, v) {
+        .ok_or_else(|| format!("`{}` is not a port", l.main))?;
+    let mut bind: Option<IpAddr> = None;
+    let mut allow: Vec<IpNet> = Vec::new();
+    let mut device = None;
+    let mut v6only = None;
+    let mut comments = Vec::new();
+    let mut left = Vec::new();
+    for (k, v) in &l.opts {
+        match (*k, *v) {
             ("bind", Some(v)) => {
-                listen_at = Listen::Addr(
-                    Ipv4Addr::from_str(v)
-                        .map_err(|_| format!("bind={v}: only an IPv4 address is supported"))?,
-                );
+                bind = Some(parse_addr(v).ok_or_else(|| {
+                    format!("bind={v}: not an IP address (hostnames are not resolved)")
+                })?)
             }
             ("range", Some(v)) => allow.push(parse_range(v)?),
-            (k, _) if NO_EQUIVALENT_NEEDED.contains(&k) => {}
-            _ => ignored.push(format!(
-                "option `{opt}` of {kind} has no equivalent and was left out"
+            ("so-bindtodevice" | "bindtodevice" | "if", Some(v)) => device = Some(v.to_owned()),
+            ("ipv6only" | "ipv6-v6only", v) => v6only = Some(v != Some("0")),
+            ("pf", Some(v)) => {
+                family = if v.contains('6') {
+                    Some(Family::V6)
+                } else {
+                    Some(Family::V4)
+                }
+            }
+            (k, _) if NO_EQUIVALENT_NEEDED.contains(&k) => {
+                if k.starts_with("su") || k.starts_with("set") || k == "user" || k == "group" {
+                    comments.push(format!(
+                        "`{k}=` needs no equivalent: no process handles the connections"
+                    ));
+                }
+            }
+            (k, _) => left.push(format!(
+                "option `{k}` of {} has no equivalent and was left out",
+                l.kind
             )),
         }
     }
-
-    let (ckind, crest) = connect
-        .split_once(':')
-        .ok_or_else(|| format!("`{connect}` is not a connecting address"))?;
-    let cproto = match ckind.to_ascii_uppercase().as_str() {
-        "TCP" | "TCP4" | "TCP-CONNECT" | "TCP4-CONNECT" => L4::Tcp,
-        "UDP" | "UDP4" | "UDP-CONNECT" | "UDP4-CONNECT" | "UDP-SENDTO" | "UDP4-SENDTO" => L4::Udp,
-        k if k.contains('6') => return Err(format!("`{ckind}`: IPv6 is not supported yet")),
-        _ => return Err(format!("`{ckind}` is not a TCP or UDP connecting address")),
+    let c = side(connect)?;
+    let (cl4, cfam) = match c.kind.as_str() {
+        "TCP" | "TCP4" | "TCP-CONNECT" | "TCP4-CONNECT" => (L4::Tcp, Some(Family::V4)),
+        "TCP6" | "TCP6-CONNECT" => (L4::Tcp, Some(Family::V6)),
+        "UDP" | "UDP4" | "UDP-CONNECT" | "UDP4-CONNECT" | "UDP-SENDTO" | "UDP4-SENDTO" => (L4::Udp, Some(Family::V4)),
+        "UDP6" | "UDP6-CONNECT" | "UDP6-SENDTO" => (L4::Udp, Some(Family::V6)),
+        k => return Err(format!("`{k}` is not a TCP or UDP connecting address: not a port forward (socat relays to something else)")),
     };
-    if cproto != proto {
+    if cl4 != l4 {
         return Err(format!(
-            "{kind} to {ckind}: the forwarder does not convert between TCP and UDP"
+            "{} to {}: the forwarder does not convert between TCP and UDP",
+            l.kind, c.kind
         ));
     }
-    let mut cparts = crest.split(',');
-    let hostport = cparts.next().unwrap_or("");
-    let (host, tport) = hostport
+    let (host, tport) = c
+        .main
         .rsplit_once(':')
-        .ok_or_else(|| format!("`{hostport}` is not host:port"))?;
-    let addr = Ipv4Addr::from_str(host).map_err(|_| {
-        format!("target `{host}` is not an IPv4 address (hostnames are not resolved)")
+        .ok_or_else(|| format!("`{}` is not host:port", c.main))?;
+    let target = parse_addr(host).ok_or_else(|| {
+        format!(
+            "target `{host}` is not an IP address (hostnames are not resolved): write the address"
+        )
     })?;
+    if cfam.is_some_and(|f| f != Family::of(&target))
+        && !(cfam == Some(Family::V6) && target.is_ipv4())
+    {
+        return Err(format!("{} with {host}: address family mismatch", c.kind));
+    }
+    if target.is_loopback() {
+        return Err(format!("target {target} is this host's loopback: socat relays to a local service, which is not a forward; keep socat for it"));
+    }
     let tport = tport
         .parse::<u16>()
         .ok()
         .and_then(PortRange::single)
         .ok_or_else(|| format!("`{tport}` is not a port"))?;
-    let mut snat = Snat::Auto;
-    for opt in cparts {
-        let (k, v) = opt
-            .split_once('=')
-            .map_or((opt, None), |(k, v)| (k, Some(v)));
-        match (k, v) {
-            // A source address for the outgoing connection is what SNAT does.
+    let mut snat = SnatChoice::Auto;
+    for (k, v) in &c.opts {
+        match (*k, *v) {
+            // The source address of the outgoing connection is what SNAT sets.
             ("bind", Some(v)) => {
-                snat = Snat::Fixed(
-                    Ipv4Addr::from_str(v)
-                        .map_err(|_| format!("bind={v}: only an IPv4 address is supported"))?,
+                snat = SnatChoice::Addr(
+                    parse_addr(v.split(':').next().unwrap_or(v))
+                        .ok_or_else(|| format!("bind={v}: not an IP address"))?,
                 )
             }
-            (k, _) if NO_EQUIVALENT_NEEDED.contains(&k) => {}
-            _ => ignored.push(format!(
-                "option `{opt}` of {ckind} has no equivalent and was left out"
+            (k, _) if NO_EQUIVALENT_NEEDED.contains(&k) || k == "connect-timeout" => {}
+            (k, _) => left.push(format!(
+                "option `{k}` of {} has no equivalent and was left out",
+                c.kind
             )),
         }
     }
-    let name = format!("{}-{}", proto.as_str(), port);
-    let mut f = Forward::new(
-        name,
-        "",
-        port,
-        Target {
-            addr,
-            ports: (tport != port).then_some(tport),
-        },
-    );
-    f.listen = listen_at;
-    f.proto = if proto == L4::Udp {
-        Proto::Udp
+    for reason in left {
+        entries.push(Entry::left(cmd.origin.clone(), reason));
+    }
+
+    // The listening socket: a wildcard follows the interface.
+    let wildcard = bind.is_none_or(|b| b.is_unspecified());
+    let listen = bind.filter(|b| !b.is_unspecified());
+    let iface = device
+        .or_else(|| view.default_iface.clone())
+        .or_else(|| listen.and_then(|a| view.owner(a)))
+        .unwrap_or_default();
+    let mut comments_all = comments;
+    if iface.is_empty() {
+        comments_all.push(match listen {
+            Some(a) => format!("`in` is empty: set it to the interface that owns {a}{}, or import with --in IFACE", hint(a)),
+            None => "`in` is empty: socat listened on every interface; set it to the one clients connect through, or import with --in IFACE".into(),
+        });
+    } else if wildcard {
+        comments_all.push(format!(
+            "socat listened on every address (bind={}): this forward follows {iface}'s addresses",
+            bind.map_or("none".to_owned(), |b| b.to_string())
+        ));
+    }
+    comments_all.push("socat connected from this host's address; snat = \"auto\" keeps the client's address when replies route back through this host (write \"masquerade\" to keep socat's behaviour)".into());
+    let map = if tport == port {
+        PortMap::Shift(0)
     } else {
-        Proto::Tcp
+        PortMap::Single(tport.start())
     };
-    f.allow = allow;
-    f.snat = snat;
-    Ok(Translated {
-        forward: f,
-        ignored,
-    })
+    let make = |fam: Family, listen: Option<IpAddr>| Candidate {
+        family: fam,
+        iface: iface.clone(),
+        listen,
+        l4,
+        ports: port,
+        target,
+        map,
+        allow: allow.clone(),
+        snat,
+        origins: vec![cmd.origin.clone()],
+        comments: comments_all.clone(),
+        name_hint: cmd.label.clone(),
+        description: cmd.description.clone(),
+        local: true,
+    };
+    let family = family.unwrap_or(Family::V4);
+    let mut out = Vec::new();
+    if family == Family::V6 {
+        // A wildcard IPv6 socket also takes IPv4 unless ipv6only is set
+        // (Linux's bindv6only is 0): its IPv4 half is a forward today.
+        let dual = wildcard && v6only != Some(true) && target.is_ipv4();
+        if dual {
+            out.push(make(Family::V4, None));
+            entries.push(Entry::left(
+                cmd.origin.clone(),
+                format!(
+                    "the IPv6 half of this dual-stack listener: {}; the IPv4 half is translated",
+                    super::emit::IPV6_REASON
+                ),
+            ));
+        } else {
+            out.push(make(Family::V6, listen));
+        }
+    } else {
+        out.push(make(
+            Family::of(&target).max(listen.map_or(Family::V4, |a| Family::of(&a))),
+            listen,
+        ));
+    }
+    Ok(out)
+}
+
+fn parse_addr(s: &str) -> Option<IpAddr> {
+    s.trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
+/// A likely interface for an address, for the comment only.
+fn hint(a: IpAddr) -> &'static str {
+    let cgnat: Ipv4Net = "100.64.0.0/10".parse().expect("valid constant");
+    match a {
+        IpAddr::V4(v) if cgnat.contains(&v) => {
+            " (100.64.0.0/10 is Tailscale's range: probably tailscale0)"
+        }
+        _ => "",
+    }
 }
 
 /// socat `range=`: `ADDR/BITS` or `ADDR:MASK`.
-fn parse_range(v: &str) -> Result<Ipv4Net, String> {
+fn parse_range(v: &str) -> Result<IpNet, String> {
     let bad = || format!("range={v}: expected ADDR/BITS or ADDR:MASK");
-    let net = if let Some((a, m)) = v.split_once(':') {
-        let mask = Ipv4Addr::from_str(m).map_err(|_| bad())?;
+    if let Some((a, m)) = v
+        .split_once(':')
+        .filter(|(a, _)| a.parse::<Ipv4Addr>().is_ok())
+    {
+        let mask: Ipv4Addr = m.parse().map_err(|_| bad())?;
         let len = ipnet::ipv4_mask_to_prefix(mask).map_err(|_| bad())?;
-        Ipv4Net::new(Ipv4Addr::from_str(a).map_err(|_| bad())?, len).map_err(|_| bad())?
-    } else if let Ok(a) = Ipv4Addr::from_str(v) {
-        Ipv4Net::from(a)
-    } else {
-        Ipv4Net::from_str(v).map_err(|_| bad())?
-    };
-    Ok(net.trunc())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn one(cmd: &str) -> Imported {
-        import(
-            &[Input {
-                name: "run.sh".into(),
-                text: cmd.into(),
-            }],
-            Some("eth0"),
-        )
+        return Ok(IpNet::V4(
+            Ipv4Net::new(a.parse().map_err(|_| bad())?, len)
+                .map_err(|_| bad())?
+                .trunc(),
+        ));
     }
-
-    #[test]
-    fn udp_range_and_options() {
-        let i = one("socat -d -d -T 30 UDP4-RECVFROM:53,range=10.0.0.0:255.0.0.0,fork,su=nobody UDP4-SENDTO:10.43.0.10:53,bind=10.42.0.1\n");
-        let f = &i.rules.forwards[0];
-        assert_eq!(f.name, "udp-53");
-        assert_eq!(f.proto, Proto::Udp);
-        assert_eq!(f.allow, vec!["10.0.0.0/8".parse::<Ipv4Net>().unwrap()]);
-        assert_eq!(f.snat, Snat::Fixed("10.42.0.1".parse().unwrap()));
-        assert_eq!(f.target.ports, None);
-        assert_eq!(i.skipped.len(), 1);
-        assert_eq!(
-            i.skipped[0].reason,
-            "option `su=nobody` of UDP4-RECVFROM has no equivalent and was left out"
-        );
-        i.validate("out.toml").unwrap();
+    let v = v.trim_start_matches('[').replace("]", "");
+    if let Some(a) = parse_addr(&v) {
+        return Ok(IpNet::from(a));
     }
-
-    #[test]
-    fn rejects_what_cannot_be_forwarded() {
-        let cases = [
-            (
-                "socat TCP-LISTEN:80,fork TCP:backend.lan:80",
-                "hostnames are not resolved",
-            ),
-            (
-                "socat TCP6-LISTEN:80 TCP:10.0.0.1:80",
-                "IPv6 is not supported yet",
-            ),
-            (
-                "socat TCP-LISTEN:80 UDP:10.0.0.1:80",
-                "does not convert between TCP and UDP",
-            ),
-            ("socat - TCP:10.0.0.1:80", "is not a listening address"),
-            (
-                "socat TCP-LISTEN:80",
-                "expected two socat addresses, found 1",
-            ),
-            (
-                "socat EXEC:/bin/sh TCP:10.0.0.1:80",
-                "is not a TCP or UDP listening address",
-            ),
-            ("echo hi", "not a socat command"),
-        ];
-        for (cmd, want) in cases {
-            let i = one(cmd);
-            assert!(i.rules.forwards.is_empty(), "{cmd}");
-            assert!(
-                i.skipped[0].reason.contains(want),
-                "{cmd}: {}",
-                i.skipped[0].reason
-            );
-        }
-    }
+    v.parse::<IpNet>().map(|n| n.trunc()).map_err(|_| bad())
 }

@@ -37,6 +37,24 @@ pub struct Topo {
 /// Where spoofed SYNs come from.
 pub const SPOOFED: &str = "10.99.0.0/16";
 
+/// The `synflood` binary (forwarder-tools): SYNFLOOD_BIN, or next to the
+/// test executable like `tailnet::tunrelay_bin` (`cargo xtask test` builds
+/// the whole workspace first; alone: `cargo build -p forwarder-tools`).
+pub fn synflood_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("SYNFLOOD_BIN") {
+        return p.into();
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let p = dir.join("synflood");
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/synflood").into()
+}
+
 pub fn topo() -> Result<Topo> {
     netns::sweep();
     let client = Netns::new("ctacli")?;
@@ -100,7 +118,8 @@ impl Topo {
 
     /// Sends spoofed SYNs (see `synflood`) from the client namespace.
     pub fn flood(&self, args: &[&str]) -> Result<serde_json::Value> {
-        let mut argv = vec![env!("CARGO_BIN_EXE_synflood")];
+        let bin = synflood_bin();
+        let mut argv = vec![bin.to_str().expect("utf-8 path")];
         argv.extend_from_slice(args);
         let out = self.client.output(&argv)?;
         Ok(serde_json::from_str(out.trim())?)
@@ -108,7 +127,8 @@ impl Topo {
 
     /// The same, in the background.
     pub fn flood_bg(&self, args: &[&str]) -> Result<Bg> {
-        let mut argv = vec![env!("CARGO_BIN_EXE_synflood")];
+        let bin = synflood_bin();
+        let mut argv = vec![bin.to_str().expect("utf-8 path")];
         argv.extend_from_slice(args);
         self.client.spawn(&argv)
     }

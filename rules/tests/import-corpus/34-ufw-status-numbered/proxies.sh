@@ -1,0 +1,2 @@
+socat TCP-LISTEN:8080,bind=100.118.5.68,fork TCP:10.43.126.136:80 &
+socat TCP-LISTEN:8081,bind=100.118.5.68,fork TCP:10.43.77.12:80 &
