@@ -20,17 +20,23 @@ use aya::{
 use forwarder::dataplane::OBJECT;
 use forwarder_tests::require_root;
 
-/// (program, log level, ceiling in verified instructions): about 40 %
-/// over the counts on Linux 6.18 when the ceilings were set (106k, 134k,
-/// 41k, 53k, 2.1k, 2.1k; other kernels verify differently, the test prints
-/// what it finds).
+/// (program, log level, ceiling in verified instructions): about 25 %
+/// over the counts on Linux 6.18 after issue 11's connection tracking
+/// (298k, 338k, 102k, 124k, 5.1k, 5.1k; before it 106k, 134k, 41k, 53k,
+/// 2.1k, 2.1k). What that costs: the TCP state machine with its window
+/// checks (both entries read and written on every state change), the
+/// window-scale option scan of SYNs, eviction from a full table (a bounded
+/// walk of the candidate queue), the per-source limit, SNAT port choice
+/// with a local-socket lookup, and in XDP the state check and the window
+/// tracking of each forwarded segment. Other kernels verify differently;
+/// the test prints what it finds.
 const BUDGET: &[(&str, u8, u32)] = &[
-    ("fwd_ingress", 0, 150_000),
-    ("fwd_ingress", 3, 190_000),
-    ("fwd_egress", 0, 60_000),
-    ("fwd_egress", 3, 75_000),
-    ("fwd_xdp", 0, 3_000),
-    ("fwd_xdp", 3, 3_000),
+    ("fwd_ingress", 0, 375_000),
+    ("fwd_ingress", 3, 420_000),
+    ("fwd_egress", 0, 130_000),
+    ("fwd_egress", 3, 155_000),
+    ("fwd_xdp", 0, 6_500),
+    ("fwd_xdp", 3, 6_500),
 ];
 
 /// Loads every program of the object at `log_level` and returns each
