@@ -17,8 +17,8 @@
 use core::mem::{offset_of, size_of};
 
 use crate::{
-    conntrack::CtConfig, AllowKey, AutoEvidence, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey, ListenerValue, RuleCounters, RuleName,
-    HOOKS, REASONS,
+    conntrack::CtConfig, AllowKey, AutoEvidence, AutoSnatKey, Counter, FlowEntry, FlowKey,
+    GlobalConfig, IfaceConfig, ListenerKey, ListenerValue, RuleCounters, RuleName, HOOKS, REASONS,
 };
 
 // ---- Program names (the entry points' function names). ----

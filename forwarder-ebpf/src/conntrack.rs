@@ -380,19 +380,28 @@ pub fn start_orig(ctx: &TcContext, p: &Packet, orig: &mut FlowEntry) {
 
 /// Whether the XDP accelerator may forward a packet of flow entry `e`
 /// (key `key`) arriving on `ifindex` at `now` by itself: on the flow's own
-/// interface, not idle long enough to be near a timeout, and a packet whose
+/// interface, not idle past its timeout, and a packet whose
 /// effect on the state it can apply too: an established TCP connection (its
 /// control packets go to TC before this is asked), any UDP packet but a
 /// client's while `snat = "auto"` learning watches the flow. UDP state
 /// changes are made here as in TC (`udp`). Anything else is TC's.
 #[inline(always)]
 pub fn xdp_admit(e: &mut FlowEntry, key: &FlowKey, ifindex: u32, now: u64) -> bool {
-    if !arrived_right(e, ifindex) || now.saturating_sub(e.last_seen_ns) >= MIN_TIMEOUT_NS {
+    if !arrived_right(e, ifindex) {
+        return false;
+    }
+    // Past its timeout in this direction: TC decides (it also reads the
+    // other direction's last packet, and forgets the flow if both are old).
+    if now.saturating_sub(e.last_seen_ns) >= MIN_TIMEOUT_NS
+        && over(key.proto, e.ct.state, e.last_seen_ns, now)
+    {
         return false;
     }
     match CtState::from_raw(e.ct.state) {
         CtState::Untracked | CtState::Established | CtState::UdpStream => true,
-        CtState::UdpUnreplied if !e.flags.contains(FlowFlags::REPLY) && path::learning_watches(e) => {
+        CtState::UdpUnreplied
+            if !e.flags.contains(FlowFlags::REPLY) && path::learning_watches(e) =>
+        {
             false
         }
         CtState::UdpUnreplied | CtState::UdpReplied => !matches!(udp(e, key, now), Track::Gone),

@@ -9,8 +9,8 @@
 
 mod conntrack;
 mod counters;
-mod evict;
 mod error;
+mod evict;
 mod fib;
 mod flow;
 mod hdr;

@@ -19,7 +19,6 @@ use crate::{
     helpers::frame::Frame,
 };
 
-
 /// What direct packet access reads of a TCP/UDP packet: IPv4 and the
 /// fixed TCP header (the larger of the two L4 headers).
 const PULL_L4: usize = IPV4_HLEN + TCP_HLEN;

@@ -148,7 +148,9 @@ pub fn decide(
 /// the client's address on the redirect path: the flows learning watches.
 #[inline(always)]
 pub fn learning_watches(e: &FlowEntry) -> bool {
-    e.flags.intersection(FlowFlags::AUTO | FlowFlags::SNAT | FlowFlags::VIA_STACK) == FlowFlags::AUTO
+    e.flags
+        .intersection(FlowFlags::AUTO | FlowFlags::SNAT | FlowFlags::VIA_STACK)
+        == FlowFlags::AUTO
 }
 
 /// `snat = "auto"` learning, for a packet of an existing original-direction

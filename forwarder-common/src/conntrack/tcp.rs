@@ -253,7 +253,9 @@ fn ack_step(
         // The other side acknowledging after a FIN (like netfilter, without
         // checking that it covers the FIN: these states only shorten or
         // lengthen a timer, and a FIN itself is checked).
-        CtState::FinWait if !own_tcp_seen.contains(Seen::FIN) => Verdict::Transition(CtState::CloseWait),
+        CtState::FinWait if !own_tcp_seen.contains(Seen::FIN) => {
+            Verdict::Transition(CtState::CloseWait)
+        }
         CtState::LastAck => Verdict::Transition(CtState::TimeWait),
         // RFC 7857 2.1: a segment after an RST restores the flow (the RST
         // may have been lost on its way, or been a forgery that happened to

@@ -40,7 +40,14 @@ fn handshake_needs_the_right_numbers() {
     );
     let forged = seg(SA, 5000, 1234, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::SynSent, false, &forged, &s0, Seen::empty(), Some(&c)),
+        tcp_step(
+            CtState::SynSent,
+            false,
+            &forged,
+            &s0,
+            Seen::empty(),
+            Some(&c)
+        ),
         Verdict::Drop
     );
     let mut s = FlowTrack::default();
@@ -106,12 +113,26 @@ fn rst_answering_a_syn_must_acknowledge_it() {
     let s = FlowTrack::default();
     let refused = seg(RA, 0, 1001, 0, 0);
     assert_eq!(
-        tcp_step(CtState::SynSent, false, &refused, &s, Seen::empty(), Some(&c)),
+        tcp_step(
+            CtState::SynSent,
+            false,
+            &refused,
+            &s,
+            Seen::empty(),
+            Some(&c)
+        ),
         Verdict::Transition(CtState::Close)
     );
     let forged = seg(RA, 0, 7777, 0, 0);
     assert_eq!(
-        tcp_step(CtState::SynSent, false, &forged, &s, Seen::empty(), Some(&c)),
+        tcp_step(
+            CtState::SynSent,
+            false,
+            &forged,
+            &s,
+            Seen::empty(),
+            Some(&c)
+        ),
         Verdict::Drop
     );
     // The client aborting its own SYN continues its own sequence.

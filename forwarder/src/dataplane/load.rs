@@ -20,8 +20,8 @@ use aya::{
 };
 use forwarder_common::{
     conntrack::CtConfig, pinned_maps, Capacity, GlobalConfig, ABI_VERSION, ENTRIES_PER_FLOW,
-    MAP_CONFIG, MAP_CT_EVICT, MAP_FLOWS,
-    PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS, PROG_INGRESS, PROG_XDP,
+    MAP_CONFIG, MAP_CT_EVICT, MAP_FLOWS, PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS,
+    PROG_INGRESS, PROG_XDP,
 };
 use tracing::info;
 

@@ -16,10 +16,10 @@ use aya::{
     Ebpf,
 };
 use forwarder_common::{
-    conntrack::CtConfig, AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
-    ListenerValue, RuleCounters, RuleName, HOOKS, MAP_ALLOW, MAP_AUTO_SNAT, MAP_CONFIG, MAP_CT_CONFIG, MAP_FLOWS,
-    MAP_IFACES, MAP_IFACE_COUNTERS, MAP_LISTENERS, MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAP_XDP_DEVS,
-    MAX_RULES, REASONS,
+    conntrack::CtConfig, AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig,
+    IfaceConfig, ListenerKey, ListenerValue, RuleCounters, RuleName, HOOKS, MAP_ALLOW,
+    MAP_AUTO_SNAT, MAP_CONFIG, MAP_CT_CONFIG, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS,
+    MAP_LISTENERS, MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAP_XDP_DEVS, MAX_RULES, REASONS,
 };
 use rules::{AllowLpmKey, MapEntries, Room};
 
@@ -85,7 +85,9 @@ impl Maps {
 
     /// Conntrack timeouts and the per-source limit (`FWD_CT_CONFIG`).
     pub fn set_ct_config(&mut self, cfg: CtConfig) -> Result<()> {
-        self.ct_config.set(0, cfg, 0).context("writing FWD_CT_CONFIG")
+        self.ct_config
+            .set(0, cfg, 0)
+            .context("writing FWD_CT_CONFIG")
     }
 
     pub fn config(&self) -> Result<GlobalConfig> {

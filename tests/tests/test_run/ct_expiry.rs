@@ -19,11 +19,12 @@ const S: u64 = 1_000_000_000;
 /// from the rules.
 fn established_expires_after_30s(h: &mut Host) {
     let t = CtTimeouts::DEFAULT.with(CtState::Established, 30);
-    h.dp.maps.set_ct_config(CtConfig {
-        timeouts: t,
-        ..Default::default()
-    })
-    .unwrap();
+    h.dp.maps
+        .set_ct_config(CtConfig {
+            timeouts: t,
+            ..Default::default()
+        })
+        .unwrap();
 }
 
 /// Moves both entries' last packet `secs` into the past.

@@ -13,9 +13,10 @@
 use forwarder_common::{conntrack::CtState, FlowEntry, FlowKey, Hook, Reason, PROTO_TCP};
 #[allow(unused_imports)]
 pub use forwarder_tests::testrun::{
+    assert_counters,
     frames::{ep, fkey, show, verify, Ep, Ip, CLIENT, LAN_PEER, TTL, VM},
-    assert_counters, one_counter, Delta, Host, Snapshot, HOST_LAN, HOST_VM, LAN_IF, SNAT_PORTS,
-    TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TS_IF, VM_IF, WEB_AND_DNS,
+    one_counter, Delta, Host, Snapshot, HOST_LAN, HOST_VM, LAN_IF, SNAT_PORTS, TCX_NEXT, TC_ACT_OK,
+    TC_ACT_REDIRECT, TC_ACT_SHOT, TS_IF, VM_IF, WEB_AND_DNS,
 };
 
 /// The window every segment here advertises (no scaling; `frames::tcp_seg`).

@@ -245,10 +245,7 @@ fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_
         entry(name, &o.after, &reply2).tcp_seen,
         Seen::SYN | Seen::ACK
     );
-    assert_eq!(
-        tcp_state(name, &o.after, &orig2, &reply2),
-        CtState::SynRecv
-    );
+    assert_eq!(tcp_state(name, &o.after, &orig2, &reply2), CtState::SynRecv);
     // The first flow is untouched by all of this.
     assert_entry("at the end", &o.after, &orig, ow);
     assert_entry("at the end", &o.after, &reply, rw);
