@@ -34,6 +34,7 @@ mod partial;
 pub mod print;
 pub mod report;
 mod syntax;
+pub mod target;
 pub mod timeouts;
 mod validate;
 mod values;
@@ -41,8 +42,8 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use compile::{
-    assign_ids, compile, materialize, AllowLpmKey, AllowSpec, CompileError, Compiled, CompiledRule,
-    IfaceState, ListenAddr, ListenerSpec, MapEntries,
+    assign_ids, compile, compile_with, materialize, AllowLpmKey, AllowSpec, CompileError, Compiled,
+    CompiledRule, IfaceState, ListenAddr, ListenerSpec, MapEntries,
 };
 pub use diagnostics::{Diagnostic, Diagnostics, Location, Severity};
 pub use diff::{diff, Diff, MapOp, MapState, NoRoom, Room, Update};

@@ -13,8 +13,9 @@ use rules::{
     import::{HostView, Input, Options, Source},
     listeners_overlap, load_str,
     print::forward_to_toml,
-    to_toml, AttachMode, FlowRate, Forward, Global, IfaceSettings, Listen, LogFormat, LogLevel,
-    MssClamp, PathMode, PortRange, Proto, Reject, RuleSet, RulesWatch, Snat, Target, Timeouts, L4,
+    to_toml, AttachMode, FlowRate, Forward, Global, Host, IfaceSettings, Listen, LogFormat,
+    LogLevel, MssClamp, PathMode, PortRange, Proto, Reject, RuleSet, RulesWatch, Snat, Target,
+    Timeouts, L4,
 };
 
 /// Ports up to `max`, ranges up to `max_len` ports long.
@@ -34,10 +35,7 @@ fn small_forward() -> impl Strategy<Value = Forward> {
             "x",
             format!("eth{iface}"),
             ports,
-            Target {
-                addr: Ipv4Addr::new(10, 9, 9, 9),
-                ports: None,
-            },
+            Target::ip(Ipv4Addr::new(10, 9, 9, 9), None),
         );
         f.listen = if addr == 0 {
             Listen::Interface
@@ -110,6 +108,18 @@ fn net() -> impl Strategy<Value = Ipv4Net> {
         .prop_map(|(a, len)| Ipv4Net::new(Ipv4Addr::from(a), len).unwrap().trunc())
 }
 
+/// A target host: an address, or a DNS name of the shapes people write
+/// (a short hostname, a Kubernetes Service name, a trailing dot, `_`).
+fn host() -> impl Strategy<Value = Host> {
+    prop_oneof![
+        addr_in(10).prop_map(Host::Addr),
+        "[a-z0-9]([a-z0-9_-]{0,8}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?){0,4}(\\.[a-z][a-z0-9-]{0,5}[a-z0-9])?\\.?"
+            .prop_filter("not a loopback name", |n| !rules::target::loopback_name(n))
+            .prop_filter("not all digits", |n| !n.trim_end_matches('.').split('.').next_back().unwrap_or("").bytes().all(|b| b.is_ascii_digit()))
+            .prop_map(Host::Name),
+    ]
+}
+
 fn forward(i: usize) -> impl Strategy<Value = Forward> {
     (
         proptest::option::of("(?s).{0,20}"),
@@ -117,7 +127,7 @@ fn forward(i: usize) -> impl Strategy<Value = Forward> {
         proto(),
         // Short enough that six forwards stay within MAX_LISTENERS.
         port_range(65535, 2000),
-        addr_in(10),
+        host(),
         0..3u8,
         1..=65535u16,
         prop_oneof![
@@ -172,7 +182,7 @@ fn forward(i: usize) -> impl Strategy<Value = Forward> {
                     proto,
                     ports,
                     target: Target {
-                        addr: taddr,
+                        host: taddr,
                         ports: tports,
                     },
                     snat,
@@ -226,6 +236,11 @@ fn global() -> impl Strategy<Value = Global> {
             ],
             100..=3_600_000u64,
             proptest::option::of((1..=100_000u32, 0..3usize, 1..=1000u32)),
+            prop::collection::vec(
+                (addr_in(10), prop_oneof![Just(53u16), 1..=65535u16])
+                    .prop_map(|(a, p)| SocketAddr::from((a, p))),
+                0..3,
+            ),
         ),
     )
         .prop_map(
@@ -236,7 +251,7 @@ fn global() -> impl Strategy<Value = Global> {
                 log_format,
                 metrics,
                 secs,
-                (rules_watch, poll_ms, rate),
+                (rules_watch, poll_ms, rate, dns_servers),
             )| {
                 let mut timeouts = Timeouts::default();
                 for (k, s) in Timeouts::KEYS.iter().zip(secs) {
@@ -256,6 +271,7 @@ fn global() -> impl Strategy<Value = Global> {
                     }),
                     rules_watch,
                     rules_poll_interval: Duration::from_millis(poll_ms),
+                    dns_servers,
                 }
             },
         )
