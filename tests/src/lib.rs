@@ -3,6 +3,9 @@
 //! test panics). Names carry a `fwt-<pid>-` prefix so parallel tests never
 //! collide, and `sweep()` removes leftovers of test processes that died.
 pub mod client;
+// The conformance suite's scenario kit (sockets and captures in namespaces).
+#[cfg(feature = "dataplane")]
+pub mod conformance;
 pub mod daemon;
 // Frames and checksums for the test_run tests (needs forwarder-common and
 // etherparse, both dataplane-only).
