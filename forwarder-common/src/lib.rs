@@ -22,7 +22,7 @@ pub use maps::*;
 
 /// Bumped whenever a pinned map's layout changes. A daemon that finds pinned
 /// maps of another version refuses to adopt them (see `forwarder down`).
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
@@ -92,7 +92,8 @@ mod tests {
             size_of::<RuleCounters>(),
             8 * (6 + RULE_DROP_REASONS as usize)
         );
-        assert_eq!(ABI_VERSION, 2);
+        assert_eq!(REASONS, 22, "the per-interface counter map's size");
+        assert_eq!(ABI_VERSION, 3);
     }
 
     #[test]

@@ -180,7 +180,6 @@ fn iptables_denied_tcp_gets_rst_never_the_host_service() -> Result<()> {
 }
 
 #[test]
-#[ignore = "phase B"]
 fn forwarder_denied_tcp_gets_rst_never_the_host_service() -> Result<()> {
     if !require_root("forwarder_denied_tcp_gets_rst_never_the_host_service") {
         return Ok(());
@@ -213,7 +212,6 @@ fn iptables_denied_udp_gets_port_unreachable_fragments_and_options_too() -> Resu
 }
 
 #[test]
-#[ignore = "phase B"]
 fn forwarder_denied_udp_gets_port_unreachable_fragments_and_options_too() -> Result<()> {
     if !require_root("forwarder_denied_udp_gets_port_unreachable_fragments_and_options_too") {
         return Ok(());

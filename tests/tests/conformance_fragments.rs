@@ -69,7 +69,6 @@ fn iptables_3000_byte_datagrams_cross_both_ways() -> Result<()> {
 }
 
 #[test]
-#[ignore = "phase B"]
 fn forwarder_3000_byte_datagrams_cross_both_ways() -> Result<()> {
     if !require_root("forwarder_3000_byte_datagrams_cross_both_ways") {
         return Ok(());
@@ -86,7 +85,6 @@ fn iptables_3000_byte_datagrams_cross_without_snat() -> Result<()> {
 }
 
 #[test]
-#[ignore = "phase B"]
 fn forwarder_3000_byte_datagrams_cross_without_snat() -> Result<()> {
     if !require_root("forwarder_3000_byte_datagrams_cross_without_snat") {
         return Ok(());

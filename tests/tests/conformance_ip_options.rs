@@ -79,7 +79,6 @@ fn iptables_tcp_flow_with_options_mid_flow_keeps_being_translated() -> Result<()
 }
 
 #[test]
-#[ignore = "phase B"]
 fn forwarder_tcp_flow_with_options_mid_flow_keeps_being_translated() -> Result<()> {
     if !require_root("forwarder_tcp_flow_with_options_mid_flow_keeps_being_translated") {
         return Ok(());
@@ -96,7 +95,6 @@ fn iptables_udp_flow_starting_with_options_is_translated() -> Result<()> {
 }
 
 #[test]
-#[ignore = "phase B"]
 fn forwarder_udp_flow_starting_with_options_is_translated() -> Result<()> {
     if !require_root("forwarder_udp_flow_starting_with_options_is_translated") {
         return Ok(());

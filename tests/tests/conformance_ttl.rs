@@ -96,7 +96,6 @@ fn iptables_ttl_one_gets_time_exceeded_quoting_the_forward_address() -> Result<(
 }
 
 #[test]
-#[ignore = "phase B"]
 fn forwarder_ttl_one_gets_time_exceeded_quoting_the_forward_address() -> Result<()> {
     if !require_root("forwarder_ttl_one_gets_time_exceeded_quoting_the_forward_address") {
         return Ok(());
@@ -113,7 +112,6 @@ fn iptables_ttl_one_without_snat_gets_time_exceeded() -> Result<()> {
 }
 
 #[test]
-#[ignore = "phase B"]
 fn forwarder_ttl_one_without_snat_gets_time_exceeded() -> Result<()> {
     if !require_root("forwarder_ttl_one_without_snat_gets_time_exceeded") {
         return Ok(());

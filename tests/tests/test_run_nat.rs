@@ -39,8 +39,7 @@ use forwarder_tests::{
     frames::{
         arp, assert_bytes, ep, fix_checksums, fkey, flow_entry, icmp_error, ip_of, mac_of,
         patch_ip, set_l4_check, set_tuple, show, tcp, tcp6, tcp_opts, udp, verify, vlan_tagged,
-        with_ip_csum, with_ip_options, with_ttl, Ep, Ip, CLIENT, ETH, HOST_MAC, LAN_PEER, TTL, VM,
-        VM_ROUTER,
+        with_ip_csum, with_ttl, Ep, Ip, CLIENT, ETH, HOST_MAC, LAN_PEER, TTL, VM, VM_ROUTER,
     },
     require_root,
     testrun::{
@@ -207,6 +206,9 @@ enum Out {
     Snat(Ip, RangeInclusive<u16>, Xlate),
     /// Exactly these bytes (ICMP errors).
     Exact(Vec<u8>),
+    /// An answer built by the router (an ICMP error, a RST): valid
+    /// checksums here; its exact bytes are test_run_replies.rs's business.
+    Answer,
 }
 
 /// Expected per-rule counter delta.
@@ -363,7 +365,8 @@ fn step(h: &mut Host, s: &Step) -> Outcome {
     // FWD_TEST_RUN_CSUM=none runs everything as CHECKSUM_NONE, to see a
     // wrong checksum as a field difference instead of EBADMSG.
     let none = std::env::var("FWD_TEST_RUN_CSUM").is_ok_and(|v| v == "none");
-    let csum = if s.l3 || none {
+    // Answers (Out::Answer) too: see test_run_replies.rs.
+    let csum = if s.l3 || none || matches!(s.out, Out::Answer) {
         Csum::None
     } else {
         Csum::Complete
@@ -420,6 +423,9 @@ fn step(h: &mut Host, s: &Step) -> Outcome {
         Out::Exact(want) => {
             verify(case, &run.out, false);
             assert_bytes(case, &run.out, want);
+        }
+        Out::Answer => {
+            verify(case, &run.out, s.l3);
         }
     }
     Outcome {
@@ -1094,9 +1100,10 @@ allow = "192.168.1.0/28"
 reject = "drop"
 "#;
 
-/// Sources outside a rule's allow-list: with reject = "rst" the untouched
-/// packet goes to the stack (which answers like a closed port), with
-/// "drop" it is dropped; both count a per-rule denial.
+/// Sources outside a rule's allow-list: with reject = "rst" the router
+/// answers like a closed port (a RST built here, never the stack, where a
+/// host service may listen on the same port), with "drop" it is dropped;
+/// both count a per-rule denial.
 #[test]
 fn test_run_nat_allow_list() {
     if !require_root("test_run_nat_allow_list") {
@@ -1104,11 +1111,12 @@ fn test_run_nat_allow_list() {
     }
     let mut h = Host::with_rules(64, ALLOW);
     let stranger = ep(STRANGER, 40000);
-    // A segment from `src` denied by web-rst (port 80): passed to the stack.
+    // A segment from `src` denied by web-rst (port 80): answered with a RST.
     let deny_rst = |name: &str, src: Ep, flags: &str| {
         ingress(name, LAN_IF, tcp(src, ep(HOST_LAN, 80), flags, &[]))
-            .expect(TC_ACT_OK, Reason::PassDenied)
+            .expect(TC_ACT_REDIRECT, Reason::ReplyReset)
             .rule("web-rst", dropped(RULE_DROP_DENIED))
+            .out(Out::Answer)
     };
     // A SYN from `src` denied by web-drop (port 81): dropped.
     let deny_drop = |name: &str, src: Ep| {
@@ -1173,9 +1181,6 @@ fn test_run_nat_untouched_packets() {
     let mut eth_only = arp[..14].to_vec();
     eth_only[12..14].copy_from_slice(&[0x88, 0xcc]);
 
-    // IHL 6: one word of options (NOPs), a SYN to a listened port.
-    let with_opts = with_ip_options(&syn);
-    let first_frag = patch_ip(syn.clone(), 6, &[0x20, 0x00]);
     let later_frag = patch_ip(syn.clone(), 6, &[0x00, 0x10]);
     let df_only = patch_ip(syn.clone(), 6, &[0x40, 0x00]);
 
@@ -1210,9 +1215,7 @@ fn test_run_nat_untouched_packets() {
     let on_lan =
         |r: Reason| move |name: &str, f: Vec<u8>| ingress(name, LAN_IF, f).expect(TCX_NEXT, r);
     let no_match = on_lan(Reason::PassNoMatch);
-    let untracked = on_lan(Reason::PassUntracked);
     let fragment = on_lan(Reason::PassFragment);
-    let ip_options = on_lan(Reason::PassIpOptions);
     let not_ipv4 = on_lan(Reason::PassNotIpv4);
     let malformed = on_lan(Reason::PassMalformed);
     let cases = vec![
@@ -1236,14 +1239,11 @@ fn test_run_nat_untouched_packets() {
             echo(CLIENT, HOST_LAN, 9, true),
         ),
         no_match("GRE", gre),
-        untracked("ACK without a flow", tcp(client, web, "A", &[])),
-        untracked("data without a flow", tcp(client, web, "PA", b"hello")),
-        untracked("SYN-ACK to a listener", tcp(client, web, "SA", &[])),
-        untracked("RST without a flow", tcp(client, web, "R", &[])),
-        untracked("FIN without a flow", tcp(client, web, "FA", &[])),
-        fragment("first fragment of a SYN", first_frag),
+        // Untracked segments for a listener are answered with a RST
+        // (test_run_replies.rs); a RST is never answered.
+        ingress("RST without a flow", LAN_IF, tcp(client, web, "R", &[]))
+            .expect(TC_ACT_SHOT, Reason::DropUntracked),
         fragment("later fragment", later_frag),
-        ip_options("SYN with IP options", with_opts),
         not_ipv4("ARP", arp),
         not_ipv4("IPv6 SYN", ipv6),
         not_ipv4("VLAN-tagged SYN", vlan),
@@ -2051,16 +2051,16 @@ fn test_run_nat_path_stack_and_egress() {
         .xlate(via_stack(client, ep([10, 43, 0, 12], 443))),
     );
 
-    // TTL 1: translated and created, then left to the stack (which sends
-    // Time Exceeded from the translated packet's view).
+    // TTL 1: answered with Time Exceeded before anything is created
+    // (test_run_replies.rs checks the answer byte for byte).
     let syn1 = with_ttl(&tcp(ep(CLIENT, 40001), web, "S", &[]), 1);
-    step(
+    let o = step(
         &mut h,
         &ingress("TTL 1", LAN_IF, syn1)
-            .expect(TC_ACT_OK, Reason::PassTtl)
-            .rule("vm", created(false, false))
-            .xlate(via_stack(ep(CLIENT, 40001), ep(VM, 80))),
+            .expect(TC_ACT_REDIRECT, Reason::ReplyTimeExceeded)
+            .out(Out::Answer),
     );
+    assert_flows("TTL 1", &o.delta, &[], &[], &[]);
 }
 
 const AUTO: &str = r#"
@@ -2405,16 +2405,16 @@ fn test_run_nat_l3_ingress() {
             },
         ),
     );
-    // Bigger than tailscale0's MTU (1280): the FIB says FRAG_NEEDED, the
-    // stack gets the translated packet (and fragments or answers with
-    // ICMP); TTL left to it.
+    // Bigger than tailscale0's MTU (1280) with DF: answered with
+    // fragmentation needed (test_run_replies.rs checks it byte for byte),
+    // never handed translated to the stack, which drops it as a martian.
     let big = tcp(vm, client, "PA", &[b'x'; 1300]);
     step(
         &mut h,
         &ingress("reply above tailscale0's MTU", VM_IF, big)
-            .expect(TC_ACT_OK, Reason::FwdStack)
+            .expect(TC_ACT_REDIRECT, Reason::ReplyFragNeeded)
             .rule("ts-web", fwd())
-            .xlate(via_stack(listen, client)),
+            .out(Out::Answer),
     );
     // The same as a GSO skb (GRO on the VM side, or a TSO sender): it is
     // segmented to gso_size on the way out, so its length says nothing
