@@ -105,13 +105,10 @@ pub enum Reason {
     /// A denied SYN or an untracked segment for a forward's port
     /// (`reject = "rst"`): answered with a TCP RST.
     ReplyReset = 20,
-    /// A non-first fragment of a tracked datagram: translated like its
-    /// first fragment (address rewrite) and sent the same way.
-    FwdFragment = 21,
 }
 
 /// Number of `Reason` values (size of one hook's counter block).
-pub const REASONS: u32 = 22;
+pub const REASONS: u32 = 21;
 
 impl Reason {
     pub const ALL: [Reason; REASONS as usize] = [
@@ -136,7 +133,6 @@ impl Reason {
         Reason::ReplyPortUnreach,
         Reason::ReplyHostUnreach,
         Reason::ReplyReset,
-        Reason::FwdFragment,
     ];
 
     /// Stable snake_case name used by `status`, JSON and metrics labels.
@@ -163,7 +159,6 @@ impl Reason {
             Reason::ReplyPortUnreach => "reply_port_unreach",
             Reason::ReplyHostUnreach => "reply_host_unreach",
             Reason::ReplyReset => "reply_reset",
-            Reason::FwdFragment => "fwd_fragment",
         }
     }
 }

@@ -92,7 +92,7 @@ mod tests {
             size_of::<RuleCounters>(),
             8 * (6 + RULE_DROP_REASONS as usize)
         );
-        assert_eq!(REASONS, 22, "the per-interface counter map's size");
+        assert_eq!(REASONS, 21, "the per-interface counter map's size");
         assert_eq!(ABI_VERSION, 3);
     }
 

@@ -1,10 +1,12 @@
 //! Fragment tracking: a datagram's later fragments carry no L4 header, so
-//! they are tied to their flow through the first fragment, which does. When
-//! a first fragment has been handled (translated, or answered), its ports
-//! are remembered under (source, destination, IP ID, protocol); a later
-//! fragment looks them up and from then on is handled like any packet of
-//! that flow: same translation (addresses only: it has no ports, and the L4
-//! checksum sits in the first fragment), same path.
+//! they are tied to their flow through the first fragment, which does. A
+//! first fragment's ports are remembered as soon as it is parsed, under
+//! (source, destination, IP ID, protocol); a later fragment looks them up
+//! and from then on is handled like any packet of that flow: same
+//! translation (addresses only: it has no ports, and the L4 checksum sits
+//! in the first fragment), same path. (A first fragment that is then
+//! refused leaves an entry whose later fragments find no flow: they go to
+//! the stack, as below.)
 //!
 //! The one fact a reader would get wrong: a later fragment without an entry
 //! is passed to the stack untouched, not dropped. Either its datagram is

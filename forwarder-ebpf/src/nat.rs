@@ -26,9 +26,12 @@ use crate::{
 /// clamps it. Stops at the first step that fails.
 #[inline(always)]
 pub fn apply(ctx: &TcContext, p: &Packet, e: &FlowEntry) -> Result<(), RewriteError> {
+    // Read once, first: the fragment kind read again after the MSS walk
+    // would keep the verifier from merging its states.
+    let later = p.frag == Frag::Later;
     set_addr(ctx, p, IP_SRC, p.src, e.new_src[0])?;
     set_addr(ctx, p, IP_DST, p.dst, e.new_dst[0])?;
-    if p.frag == Frag::Later {
+    if later {
         // No L4 header here: the ports and the L4 checksum (which covers
         // the whole datagram) were rewritten in the first fragment.
         return Ok(());

@@ -58,6 +58,13 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
     let len = ctx.len();
     let verdict = match parse::packet(ctx, iface.flags & IFACE_L3 != 0) {
         Ok(mut p) => {
+            if p.frag == Frag::First {
+                // Its later fragments find its flow by these ports. Read
+                // here, not after the rewrite: a fragment kind still read
+                // there keeps the verifier from merging states through
+                // the whole translation (and its MSS walk).
+                frag::remember(&p);
+            }
             if p.frag == Frag::Later && !frag::find_ports(&mut p) {
                 // Not ours to decide (see `frag`): the stack either
                 // reassembles a datagram of its own or never can.
@@ -94,7 +101,11 @@ fn process(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> V
     if let Some(verdict) = established(ctx, p, key, len, hook) {
         return verdict;
     }
-    if hook != Hook::TcIngress || p.proto == PROTO_ICMP || p.frag == Frag::Later {
+    if p.frag == Frag::Later {
+        // Its first fragment started no flow here: the stack's (see `frag`).
+        return Verdict::next(Reason::PassFragment);
+    }
+    if hook != Hook::TcIngress || p.proto == PROTO_ICMP {
         return Verdict::next(Reason::PassNoMatch);
     }
     let l = match admit(p, ifindex) {
@@ -289,15 +300,10 @@ fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict 
         counters::count_rule_drop(e.rule_id, RULE_DROP_ERROR);
         return Verdict::shot(Reason::DropError);
     }
-    frag::remember(p);
     if hook == Hook::TcEgress {
         return Verdict::ok(Reason::FwdEgress);
     }
-    let sent = send(ctx, p, e, hop);
-    if p.frag == Frag::Later && sent.reason() == Reason::FwdRedirect {
-        return Verdict::new(sent.action(), Reason::FwdFragment);
-    }
-    sent
+    send(ctx, p, e, hop)
 }
 
 /// Whether packets of `e` leave with one of this host's addresses as

@@ -388,7 +388,7 @@ fn test_run_later_fragments_follow_their_first() {
     let want = forwarder_tests::testrun::one_counter(
         LAN_IF,
         Hook::TcIngress,
-        Some(Reason::FwdFragment),
+        Some(Reason::FwdRedirect),
         later.len(),
     );
     forwarder_tests::testrun::assert_counters("later fragment", &d, &want);
