@@ -1,4 +1,7 @@
-//! The one place that defines the kernel/userspace ABI.
+//! The one place that defines the kernel/userspace contract: every map and
+//! program name, size default, layout, flag, verdict and shared constant
+//! (`layout`, `maps`, `flags`, `counters`, `verdict`). Nothing of these is
+//! redefined elsewhere "for convenience".
 //!
 //! Everything here is `#[repr(C)]`, has explicit padding fields (the verifier
 //! rejects reads of uninitialised stack bytes, and hash keys must hash the same
@@ -15,10 +18,16 @@ extern crate std;
 
 pub mod counters;
 pub mod csum;
+pub mod flags;
+pub mod layout;
 pub mod maps;
+pub mod verdict;
 
 pub use counters::*;
+pub use flags::*;
+pub use layout::*;
 pub use maps::*;
+pub use verdict::*;
 
 /// Bumped whenever a pinned map's layout changes. A daemon that finds pinned
 /// maps of another version refuses to adopt them (see `forwarder down`).
@@ -31,21 +40,17 @@ pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
-/// Maximum number of interfaces the dataplane keeps counters for.
-pub const MAX_IFACES: u32 = 64;
-/// Maximum number of rules (size of the per-rule counter array).
-pub const MAX_RULES: u32 = 1024;
-/// Maximum number of listener entries (one per address x protocol x port).
-pub const MAX_LISTENERS: u32 = 262_144;
-/// Maximum number of allow-list prefixes over all rules.
-pub const MAX_ALLOW_PREFIXES: u32 = 16_384;
-/// Backends remembered by `snat = "auto"` learning (LRU).
-pub const MAX_AUTO_SNAT: u32 = 4096;
-
 /// An IPv4 address as the ABI stores it (word 0, network byte order).
 #[inline(always)]
 pub const fn addr_v4(octets: [u8; 4]) -> [u32; 4] {
-    [u32::from_ne_bytes(octets), 0, 0, 0]
+    addr_v4_word(u32::from_ne_bytes(octets))
+}
+
+/// An IPv4 address as the ABI stores it, from the 32-bit word as it sits
+/// in the packet (read without byte swapping, so network byte order).
+#[inline(always)]
+pub const fn addr_v4_word(word: u32) -> [u32; 4] {
+    [word, 0, 0, 0]
 }
 
 /// The octets of an ABI address holding IPv4.
@@ -109,5 +114,57 @@ mod tests {
         let a = addr_v4([192, 168, 100, 80]);
         assert_eq!(addr_v4_octets(&a), [192, 168, 100, 80]);
         assert_eq!(a[1..], [0, 0, 0]);
+        assert_eq!(a, addr_v4_word(u32::from_ne_bytes([192, 168, 100, 80])));
+    }
+
+    /// The bytes of a value, for checking that constructors leave no byte
+    /// behind.
+    fn bytes<T>(v: &T) -> &[u8] {
+        // SAFETY: T is a repr(C) Pod of this crate; reading its bytes
+        // (padding included, which the constructors set) is sound.
+        unsafe { core::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }
+    }
+
+    #[test]
+    fn flow_entry_reset_sets_every_byte() {
+        // A scratch slot that held another flow: all ones.
+        let mut e = FlowEntry::default();
+        // SAFETY: every bit pattern is a valid FlowEntry.
+        unsafe { core::ptr::write_bytes(&mut e as *mut FlowEntry, 0xff, 1) };
+        e.reset_v4(0, 0, 0, 0, 0, 0);
+        assert!(
+            bytes(&e).iter().all(|b| *b == 0),
+            "FlowEntry::reset_v4 leaves a field of the previous flow: {e:?}"
+        );
+    }
+
+    #[test]
+    fn constructors_fill_the_whole_key() {
+        let k = FlowKey::v4(1, 2, 3, 4, PROTO_TCP);
+        assert_eq!(k.src, [1, 0, 0, 0]);
+        assert_eq!(k.family, AF_INET);
+        assert_eq!(bytes(&k)[38..], [0, 0]);
+        let peer = FlowKey::peer_of(
+            &FlowEntry {
+                new_src: [5, 0, 0, 0],
+                new_dst: [6, 0, 0, 0],
+                new_sport: 7,
+                new_dport: 8,
+                ..Default::default()
+            },
+            PROTO_TCP,
+            AF_INET,
+        );
+        assert_eq!(peer, FlowKey::v4(6, 5, 8, 7, PROTO_TCP));
+        let l = ListenerKey::v4(addr_v4([10, 0, 0, 1]), 3, 80u16.to_be(), PROTO_TCP);
+        assert_eq!(l.family, AF_INET);
+        assert_eq!(AllowKey::new(1, [9, 0, 0, 0]).rule_id_be, 1u32.to_be());
+        assert_eq!(AutoSnatKey::v4(2, 9).addr, [9, 0, 0, 0]);
+        let g = GlobalConfig::DEFAULT;
+        assert_eq!(g.abi_version, ABI_VERSION);
+        assert_eq!(
+            (g.snat_port_min, g.snat_port_max),
+            (DEFAULT_SNAT_PORT_MIN, DEFAULT_SNAT_PORT_MAX)
+        );
     }
 }

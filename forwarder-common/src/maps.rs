@@ -1,15 +1,12 @@
-//! Map key and value layouts, and the map names both sides agree on.
+//! Map key and value layouts, with the constructors that fill their
+//! padding (a hash key must hash the same on both sides, and the verifier
+//! rejects reads of uninitialised stack bytes): code outside this crate
+//! builds keys through these, never with `_pad` literals.
 
-/// Map names (also the pin file names under the pin directory).
-pub const MAP_IFACES: &str = "FWD_IFACES";
-pub const MAP_IFACE_COUNTERS: &str = "FWD_IFACE_CNT";
-pub const MAP_LISTENERS: &str = "FWD_LISTENERS";
-pub const MAP_ALLOW: &str = "FWD_ALLOW";
-pub const MAP_RULE_COUNTERS: &str = "FWD_RULE_CNT";
-pub const MAP_FLOWS: &str = "FWD_FLOWS";
-pub const MAP_CONFIG: &str = "FWD_CONFIG";
-pub const MAP_AUTO_SNAT: &str = "FWD_AUTO_SNAT";
-pub const MAP_RULE_NAMES: &str = "FWD_RULE_NAMES";
+use crate::{
+    addr_v4_word, FlowFlags, IfaceFlags, ListenFlags, Seen, SnatMode, ABI_VERSION, AF_INET,
+    DEFAULT_SNAT_PORT_MAX, DEFAULT_SNAT_PORT_MIN,
+};
 
 /// Longest rule name (the rules file enforces it).
 pub const RULE_NAME_MAX: usize = 63;
@@ -60,17 +57,8 @@ impl RuleName {
 pub struct IfaceConfig {
     /// Block index into the per-interface counter array (< MAX_IFACES).
     pub slot: u32,
-    /// `IFACE_*` flags.
-    pub flags: u32,
+    pub flags: IfaceFlags,
 }
-
-/// The interface has no link-layer header (tun, wireguard: ARPHRD_NONE);
-/// the IP header starts at offset 0.
-pub const IFACE_L3: u32 = 1;
-/// Replies of stack-path flows may leave through this interface: the egress
-/// program translates them. Without the flag it returns at once, so
-/// interfaces whose forwards are all redirected pay nothing at egress.
-pub const IFACE_EGRESS_NAT: u32 = 2;
 
 /// Listener key: one entry per (interface, address, protocol, port). Port
 /// ranges are expanded by userspace so the kernel does one exact lookup.
@@ -85,46 +73,54 @@ pub struct ListenerKey {
     pub family: u8,
 }
 
-/// SNAT modes in `ListenerValue::snat_mode`.
-pub const SNAT_OFF: u8 = 0;
-/// Rewrite the source to `snat_addr`.
-pub const SNAT_FIXED: u8 = 1;
-/// Rewrite the source to the egress interface's primary address (userspace
-/// resolves it into `snat_addr` and keeps it current).
-pub const SNAT_MASQUERADE: u8 = 2;
-/// Decide per flow: keep the client address when the backend's reply routes
-/// back through this host, else behave like `SNAT_MASQUERADE`.
-pub const SNAT_AUTO: u8 = 3;
-
-/// The rule has a source allow-list: look the source up in `FWD_ALLOW`.
-pub const LISTEN_ALLOWLIST: u8 = 1;
-/// Clamp the TCP MSS option on SYN/SYN-ACK to `mss`.
-pub const LISTEN_MSS_CLAMP: u8 = 2;
-/// Refused peers get a TCP RST / ICMP unreachable instead of a silent drop.
-pub const LISTEN_REJECT: u8 = 4;
-/// Path override (rules file `path = "stack"`): always hand translated
-/// packets to the stack. Without an override the path is chosen per flow
-/// from the FIB (see `FLOW_VIA_STACK`).
-pub const LISTEN_VIA_STACK: u8 = 8;
-/// Path override (`path = "redirect"`): redirect whenever the FIB answers.
-pub const LISTEN_VIA_REDIRECT: u8 = 16;
+impl ListenerKey {
+    /// An IPv4 listener: `addr` as the ABI stores it ([`crate::addr_v4`]),
+    /// `port` in network byte order.
+    #[inline(always)]
+    pub const fn v4(addr: [u32; 4], ifindex: u32, port: u16, proto: u8) -> Self {
+        ListenerKey {
+            addr,
+            ifindex,
+            port,
+            proto,
+            family: AF_INET,
+        }
+    }
+}
 
 /// What a matching packet becomes.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct ListenerValue {
     pub target_addr: [u32; 4],
-    /// Source address for SNAT_FIXED (and SNAT_MASQUERADE once resolved).
+    /// Source address for `SnatMode::FIXED`.
     pub snat_addr: [u32; 4],
     pub rule_id: u32,
     /// Network byte order.
     pub target_port: u16,
-    pub snat_mode: u8,
-    /// `LISTEN_*` flags.
-    pub flags: u8,
-    /// MSS clamp value (host order) when `LISTEN_MSS_CLAMP` is set.
+    pub snat_mode: SnatMode,
+    pub flags: ListenFlags,
+    /// MSS clamp value (host order) when `ListenFlags::MSS_CLAMP` is set.
     pub mss: u16,
     pub _pad: u16,
+}
+
+impl ListenerValue {
+    /// A listener translating to `target_addr`:`target_port` (network byte
+    /// order) for rule `rule_id`, without SNAT, flags or MSS clamp.
+    #[inline(always)]
+    pub const fn new(target_addr: [u32; 4], target_port: u16, rule_id: u32) -> Self {
+        ListenerValue {
+            target_addr,
+            snat_addr: [0; 4],
+            rule_id,
+            target_port,
+            snat_mode: SnatMode::OFF,
+            flags: ListenFlags::empty(),
+            mss: 0,
+            _pad: 0,
+        }
+    }
 }
 
 /// Allow-list LPM trie data (the trie key adds the prefix length in front).
@@ -136,6 +132,21 @@ pub struct AllowKey {
     pub rule_id_be: u32,
     pub addr: [u32; 4],
 }
+
+impl AllowKey {
+    /// The trie data for a source `addr` (ABI form) of rule `rule_id`.
+    #[inline(always)]
+    pub const fn new(rule_id: u32, addr: [u32; 4]) -> Self {
+        AllowKey {
+            rule_id_be: rule_id.to_be(),
+            addr,
+        }
+    }
+}
+
+/// The LPM trie prefix length that matches exactly one IPv4 source of one
+/// rule: 32 bits of rule id and 32 of address.
+pub const ALLOW_EXACT_V4_PREFIX: u32 = 64;
 
 /// Connection-tracking key: the tuple as it appears on the wire in one
 /// direction. ICMP echo uses the identifier as both ports.
@@ -153,6 +164,21 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
+    /// An IPv4 flow key from words as they sit in the packet (network byte
+    /// order), like [`addr_v4_word`]; ports in network byte order too.
+    #[inline(always)]
+    pub const fn v4(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> Self {
+        FlowKey {
+            src: addr_v4_word(src),
+            dst: addr_v4_word(dst),
+            sport,
+            dport,
+            proto,
+            family: AF_INET,
+            _pad: [0; 2],
+        }
+    }
+
     /// The key of the opposite direction for a packet that, after the
     /// translation of `entry`, leaves with that entry's new tuple.
     #[inline(always)]
@@ -168,25 +194,6 @@ impl FlowKey {
         }
     }
 }
-
-/// `FlowEntry::flags`.
-pub const FLOW_REPLY: u8 = 1;
-pub const FLOW_SNAT: u8 = 2;
-/// Deliver via the stack: chosen at creation when the FIB has no plain
-/// on-link answer for the target and the flow is not SNATed (a ClusterIP
-/// that kube-proxy DNATs in PREROUTING, a target behind a gateway, a local
-/// address), or forced by `LISTEN_VIA_STACK`. Replies of such flows are
-/// translated back at egress of the listening interface.
-pub const FLOW_VIA_STACK: u8 = 4;
-/// The SNAT decision was made per flow by `snat = "auto"` (FLOW_SNAT says
-/// which way it went).
-pub const FLOW_AUTO: u8 = 8;
-
-/// `FlowEntry::tcp_seen`: TCP flags seen in this direction.
-pub const SEEN_SYN: u8 = 1;
-pub const SEEN_ACK: u8 = 2;
-pub const SEEN_FIN: u8 = 4;
-pub const SEEN_RST: u8 = 8;
 
 /// One direction of a tracked flow: what to rewrite a packet matching the
 /// key into, plus its accounting. Both directions are inserted together.
@@ -205,12 +212,46 @@ pub struct FlowEntry {
     pub last_seen_ns: u64,
     pub packets: u64,
     pub bytes: u64,
-    pub flags: u8,
-    pub tcp_seen: u8,
+    pub flags: FlowFlags,
+    pub tcp_seen: Seen,
     /// Clamp the MSS option of SYN/SYN-ACK packets in this direction to
     /// this value (host order); 0: no clamping.
     pub mss: u16,
     pub _pad: [u8; 4],
+}
+
+impl FlowEntry {
+    /// Resets every field for a fresh flow rewriting to the given tuple
+    /// (words and ports in network byte order), with no flags, no TCP flags
+    /// seen, no MSS clamp and zero counts. In place, field by field: the
+    /// kernel builds entries in per-CPU scratch slots that still hold the
+    /// previous flow's entry, and a struct literal would be built on the
+    /// 512-byte stack first. A field added to `FlowEntry` must be reset
+    /// here (the unit test of this crate catches a forgotten one).
+    #[inline(always)]
+    pub fn reset_v4(
+        &mut self,
+        new_src: u32,
+        new_dst: u32,
+        new_sport: u16,
+        new_dport: u16,
+        rule_id: u32,
+        now_ns: u64,
+    ) {
+        self.new_src = addr_v4_word(new_src);
+        self.new_dst = addr_v4_word(new_dst);
+        self.new_sport = new_sport;
+        self.new_dport = new_dport;
+        self.rule_id = rule_id;
+        self.created_ns = now_ns;
+        self.last_seen_ns = now_ns;
+        self.packets = 0;
+        self.bytes = 0;
+        self.flags = FlowFlags::empty();
+        self.tcp_seen = Seen::empty();
+        self.mss = 0;
+        self._pad = [0; 4];
+    }
 }
 
 /// `snat = "auto"` learning: a backend (per rule) whose replies did not come
@@ -222,6 +263,18 @@ pub struct FlowEntry {
 pub struct AutoSnatKey {
     pub rule_id: u32,
     pub addr: [u32; 4],
+}
+
+impl AutoSnatKey {
+    /// The learning of backend `target` (a packet word, network byte order)
+    /// for rule `rule_id`.
+    #[inline(always)]
+    pub const fn v4(rule_id: u32, target: u32) -> Self {
+        AutoSnatKey {
+            rule_id,
+            addr: addr_v4_word(target),
+        }
+    }
 }
 
 /// How long a learned "this backend needs SNAT" stays in force; after that
@@ -244,6 +297,25 @@ pub struct GlobalConfig {
     pub snat_port_max: u16,
     pub flags: u32,
     pub _pad: u32,
+}
+
+impl GlobalConfig {
+    /// The knobs of this ABI version with SNAT source ports
+    /// `snat_port_min..=snat_port_max` (host order).
+    #[inline(always)]
+    pub const fn new(snat_port_min: u16, snat_port_max: u16) -> Self {
+        GlobalConfig {
+            abi_version: ABI_VERSION,
+            snat_port_min,
+            snat_port_max,
+            flags: 0,
+            _pad: 0,
+        }
+    }
+
+    /// What a fresh dataplane starts with (the rules file's defaults).
+    pub const DEFAULT: GlobalConfig =
+        GlobalConfig::new(DEFAULT_SNAT_PORT_MIN, DEFAULT_SNAT_PORT_MAX);
 }
 
 /// Derived TCP state of a flow from the flags both directions have seen.
@@ -272,15 +344,15 @@ impl TcpState {
 
     /// The kernel only records per-direction flags; the state machine lives
     /// here so the sweeper, `status` and the tests share one definition.
-    pub const fn derive(orig_seen: u8, reply_seen: u8) -> TcpState {
-        let all = orig_seen | reply_seen;
-        if all & SEEN_RST != 0 {
+    pub const fn derive(orig_seen: Seen, reply_seen: Seen) -> TcpState {
+        let all = orig_seen.union(reply_seen);
+        if all.contains(Seen::RST) {
             TcpState::Close
-        } else if orig_seen & SEEN_FIN != 0 && reply_seen & SEEN_FIN != 0 {
+        } else if orig_seen.contains(Seen::FIN) && reply_seen.contains(Seen::FIN) {
             TcpState::TimeWait
-        } else if all & SEEN_FIN != 0 {
+        } else if all.contains(Seen::FIN) {
             TcpState::FinWait
-        } else if reply_seen & SEEN_SYN != 0 && reply_seen & SEEN_ACK != 0 {
+        } else if reply_seen.contains(Seen::SYN.union(Seen::ACK)) {
             TcpState::Established
         } else {
             TcpState::SynSent

@@ -2,8 +2,8 @@
 //! reply entry first, since inserting it is what reserves the SNAT port).
 use aya_ebpf::bindings::BPF_NOEXIST;
 use forwarder_common::{
-    FlowEntry, FlowKey, ListenerValue, Reason, AF_INET, AUTO_SNAT_PROBE_NS, FLOW_AUTO, FLOW_REPLY,
-    FLOW_SNAT, FLOW_VIA_STACK, LISTEN_MSS_CLAMP, PROTO_TCP, SEEN_ACK, SEEN_FIN, SEEN_RST, SEEN_SYN,
+    FlowEntry, FlowFlags, FlowKey, ListenFlags, ListenerValue, Reason, Seen, AUTO_SNAT_PROBE_NS,
+    DEFAULT_SNAT_PORT_MAX, DEFAULT_SNAT_PORT_MIN, PROTO_TCP,
 };
 
 use crate::{
@@ -17,36 +17,26 @@ const EEXIST: i32 = 17;
 /// Candidate SNAT ports tried per new flow: enough to find a free port in
 /// a table far fuller than real use, small enough for the verifier.
 const PORT_TRIES: u32 = 16;
-const DEFAULT_PORT_MIN: u16 = 32768;
-const DEFAULT_PORT_MAX: u16 = 60999;
 
 #[inline(always)]
 pub fn key_of(p: &Packet) -> FlowKey {
-    FlowKey {
-        src: [p.src, 0, 0, 0],
-        dst: [p.dst, 0, 0, 0],
-        sport: p.sport,
-        dport: p.dport,
-        proto: p.proto,
-        family: AF_INET,
-        _pad: [0; 2],
-    }
+    FlowKey::v4(p.src, p.dst, p.sport, p.dport, p.proto)
 }
 
 #[inline(always)]
-fn seen_bits(tcp_flags: u8) -> u8 {
-    let mut s = 0;
+fn seen_bits(tcp_flags: u8) -> Seen {
+    let mut s = Seen::empty();
     if tcp_flags & TCP_SYN != 0 {
-        s |= SEEN_SYN;
+        s |= Seen::SYN;
     }
     if tcp_flags & TCP_ACK != 0 {
-        s |= SEEN_ACK;
+        s |= Seen::ACK;
     }
     if tcp_flags & TCP_FIN != 0 {
-        s |= SEEN_FIN;
+        s |= Seen::FIN;
     }
     if tcp_flags & TCP_RST != 0 {
-        s |= SEEN_RST;
+        s |= Seen::RST;
     }
     s
 }
@@ -63,7 +53,7 @@ pub fn touch(flow: FlowRef, p: &Packet, len: u32) {
             let old = (*e).tcp_seen;
             // A new SYN on a tuple whose previous connection closed starts
             // over (the peer reuses the port): forget the old FIN/RST.
-            let restart = p.tcp_flags & TCP_SYN != 0 && old & (SEEN_FIN | SEEN_RST) != 0;
+            let restart = p.tcp_flags & TCP_SYN != 0 && old.intersects(Seen::FIN | Seen::RST);
             let new = if restart { seen } else { old | seen };
             if new != old {
                 (*e).tcp_seen = new;
@@ -75,19 +65,7 @@ pub fn touch(flow: FlowRef, p: &Packet, len: u32) {
 /// Sets every field of `e` for a fresh entry rewriting to the given tuple.
 #[inline(always)]
 fn fill(e: &mut FlowEntry, src: u32, dst: u32, sport: u16, dport: u16, rule_id: u32, now: u64) {
-    e.new_src = [src, 0, 0, 0];
-    e.new_dst = [dst, 0, 0, 0];
-    e.new_sport = sport;
-    e.new_dport = dport;
-    e.rule_id = rule_id;
-    e.created_ns = now;
-    e.last_seen_ns = now;
-    e.packets = 0;
-    e.bytes = 0;
-    e.flags = 0;
-    e.tcp_seen = 0;
-    e.mss = 0;
-    e._pad = [0; 4];
+    e.reset_v4(src, dst, sport, dport, rule_id, now);
 }
 
 /// `snat = "auto"` learning. Called when a TCP SYN hits an existing
@@ -99,11 +77,10 @@ fn fill(e: &mut FlowEntry, src: u32, dst: u32, sport: u16, dport: u16, rule_id: 
 // Not inlined: own stack frame (see `conntrack::create`).
 #[inline(never)]
 pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey) -> bool {
-    let want = FLOW_AUTO;
-    let unwanted = FLOW_SNAT | FLOW_VIA_STACK | FLOW_REPLY;
+    let unwanted = FlowFlags::SNAT | FlowFlags::VIA_STACK | FlowFlags::REPLY;
     if p.proto != PROTO_TCP
         || p.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN
-        || e.flags & (want | unwanted) != want
+        || e.flags.intersection(FlowFlags::AUTO | unwanted) != FlowFlags::AUTO
     {
         return false;
     }
@@ -131,14 +108,14 @@ pub fn create(p: &Packet, l: &ListenerValue, d: &path::Decision) -> Result<(), R
     let target = l.target_addr[0];
     let src = d.src;
     let flags = d.flags;
-    let snat = flags & FLOW_SNAT != 0;
+    let snat = flags.contains(FlowFlags::SNAT);
     let now = ktime_coarse_ns();
     let tcp_seen = if p.proto == PROTO_TCP {
         seen_bits(p.tcp_flags)
     } else {
-        0
+        Seen::empty()
     };
-    let mss = if p.proto == PROTO_TCP && l.flags & LISTEN_MSS_CLAMP != 0 {
+    let mss = if p.proto == PROTO_TCP && l.flags.contains(ListenFlags::MSS_CLAMP) {
         l.mss
     } else {
         0
@@ -153,26 +130,18 @@ pub fn create(p: &Packet, l: &ListenerValue, d: &path::Decision) -> Result<(), R
     let (reply, orig) = unsafe { (&mut *reply, &mut *orig) };
     // Field by field: a struct literal would be built on the stack first.
     fill(reply, p.dst, p.src, p.dport, p.sport, l.rule_id, now);
-    reply.flags = flags | FLOW_REPLY;
+    reply.flags = flags | FlowFlags::REPLY;
     reply.mss = mss;
     // Inserted by reference: passing the value would copy it to the stack.
     let reply: &FlowEntry = reply;
-    let mut reply_key = FlowKey {
-        src: [target, 0, 0, 0],
-        dst: [src, 0, 0, 0],
-        sport: l.target_port,
-        dport: p.sport,
-        proto: p.proto,
-        family: AF_INET,
-        _pad: [0; 2],
-    };
+    let mut reply_key = FlowKey::v4(target, src, l.target_port, p.sport, p.proto);
 
     if snat {
         let cfg = maps::config();
         let (min, max) = if cfg.snat_port_min != 0 && cfg.snat_port_max >= cfg.snat_port_min {
             (cfg.snat_port_min, cfg.snat_port_max)
         } else {
-            (DEFAULT_PORT_MIN, DEFAULT_PORT_MAX)
+            (DEFAULT_SNAT_PORT_MIN, DEFAULT_SNAT_PORT_MAX)
         };
         let span = (max - min) as u32 + 1;
         let start = prandom_u32() % span;

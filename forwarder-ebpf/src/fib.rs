@@ -7,7 +7,7 @@ use aya_ebpf::{
     },
     programs::TcContext,
 };
-use forwarder_common::{Reason, IFACE_L3};
+use forwarder_common::{IfaceFlags, Reason};
 
 use crate::{
     error::RewriteError,
@@ -70,7 +70,7 @@ pub fn output_oif(ctx: &TcContext, dst: u32) -> Option<u32> {
 
 #[inline(always)]
 fn is_l3(ifindex: u32) -> bool {
-    maps::iface(ifindex).is_some_and(|c| c.flags & IFACE_L3 != 0)
+    maps::iface(ifindex).is_some_and(|c| c.flags.contains(IfaceFlags::L3))
 }
 
 /// Where a packet goes after translation, decided before it is touched

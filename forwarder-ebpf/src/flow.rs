@@ -2,7 +2,7 @@
 //! whether this hook is the one that translates it. (Accounting a packet
 //! on its flow is `maps::FlowRef::account`; the TCP bookkeeping on top of
 //! it, TC's alone, `conntrack::touch`.)
-use forwarder_common::{FlowEntry, Hook, FLOW_REPLY, FLOW_VIA_STACK};
+use forwarder_common::{FlowEntry, FlowFlags, Hook};
 
 use crate::{
     conntrack,
@@ -22,7 +22,7 @@ pub fn lookup(p: &Packet) -> Option<FlowRef> {
 /// must see them to keep its own conntrack (and kube-proxy's) consistent.
 #[inline(always)]
 pub fn handled_here(e: &FlowEntry, hook: Hook) -> bool {
-    let stack_reply = e.flags & (FLOW_VIA_STACK | FLOW_REPLY) == FLOW_VIA_STACK | FLOW_REPLY;
+    let stack_reply = e.flags.contains(FlowFlags::VIA_STACK | FlowFlags::REPLY);
     match hook {
         Hook::TcEgress => stack_reply,
         _ => !stack_reply,

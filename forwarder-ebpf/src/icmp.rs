@@ -6,7 +6,7 @@
 //! over all of that, or path-MTU discovery breaks (cilium/cilium#47755 is
 //! this bug in a big project). tailscale0's MTU 1280 puts it on the main path.
 use aya_ebpf::programs::TcContext;
-use forwarder_common::{FlowEntry, FlowKey, Hook, Reason, AF_INET, PROTO_TCP, PROTO_UDP};
+use forwarder_common::{FlowEntry, FlowKey, Hook, Reason, PROTO_TCP, PROTO_UDP};
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
@@ -117,15 +117,7 @@ pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> Verdict {
     };
     // The quoted packet went out translated; the error travels back the
     // way its replies would, so the reversed quote is that direction's key.
-    let key = FlowKey {
-        src: [i.dst, 0, 0, 0],
-        dst: [i.src, 0, 0, 0],
-        sport: i.dport,
-        dport: i.sport,
-        proto: i.proto,
-        family: AF_INET,
-        _pad: [0; 2],
-    };
+    let key = FlowKey::v4(i.dst, i.src, i.dport, i.sport, i.proto);
     // A pointer into the map value rather than a copy: this function's
     // frame counts toward the 512-byte stack of the whole call chain.
     let Some(flow) = maps::flow(key) else {

@@ -1,6 +1,8 @@
-//! Map definitions. Names come from `forwarder_common::maps` so userspace
-//! finds them; the flow table's size is set by the daemon at load time
-//! (`conntrack_max` x 2 entries, one per direction).
+//! Map definitions. The names and sizes are `forwarder_common::layout`'s
+//! (`MAPS`; the macro takes only literals, so a test of the built object
+//! checks every name, type and size against that table); the flow table's
+//! size is set by the daemon at load time (`conntrack_max` x 2 entries, one
+//! per direction).
 use crate::helpers::ktime_coarse_ns;
 use aya_ebpf::{
     macros::map,
@@ -8,8 +10,8 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
-    ListenerValue, RuleCounters, RuleName, HOOKS, MAX_ALLOW_PREFIXES, MAX_AUTO_SNAT, MAX_IFACES,
-    MAX_LISTENERS, MAX_RULES, REASONS,
+    ListenerValue, RuleCounters, RuleName, DEFAULT_CONNTRACK_MAX, ENTRIES_PER_FLOW, HOOKS,
+    MAX_ALLOW_PREFIXES, MAX_AUTO_SNAT, MAX_IFACES, MAX_LISTENERS, MAX_RULES, REASONS,
 };
 
 #[map(name = "FWD_IFACES")]
@@ -34,7 +36,8 @@ pub static RULE_COUNTERS: PerCpuArray<RuleCounters> = PerCpuArray::with_max_entr
 /// possibly an idle established one. Expired entries are reclaimed by the
 /// userspace sweeper.
 #[map(name = "FWD_FLOWS")]
-pub static FLOWS: HashMap<FlowKey, FlowEntry> = HashMap::with_max_entries(2 * 65536, 0);
+pub static FLOWS: HashMap<FlowKey, FlowEntry> =
+    HashMap::with_max_entries(ENTRIES_PER_FLOW * DEFAULT_CONNTRACK_MAX, 0);
 
 #[map(name = "FWD_CONFIG")]
 pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);

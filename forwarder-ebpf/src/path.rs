@@ -3,8 +3,7 @@
 //! stack). Both come from the FIB, so they follow the routing table.
 use aya_ebpf::programs::TcContext;
 use forwarder_common::{
-    AutoSnatKey, ListenerValue, Reason, AUTO_SNAT_TTL_NS, FLOW_AUTO, FLOW_SNAT, FLOW_VIA_STACK,
-    LISTEN_VIA_REDIRECT, LISTEN_VIA_STACK, SNAT_AUTO, SNAT_FIXED, SNAT_MASQUERADE,
+    AutoSnatKey, FlowFlags, ListenFlags, ListenerValue, Reason, SnatMode, AUTO_SNAT_TTL_NS,
 };
 
 use crate::{fib, helpers::ktime_coarse_ns, maps::AUTO_SNAT, parse::Packet};
@@ -12,16 +11,13 @@ use crate::{fib, helpers::ktime_coarse_ns, maps::AUTO_SNAT, parse::Packet};
 pub struct Decision {
     /// Source address the backend sees.
     pub src: u32,
-    /// FLOW_SNAT | FLOW_VIA_STACK | FLOW_AUTO.
-    pub flags: u8,
+    /// `SNAT`, `VIA_STACK`, `AUTO`.
+    pub flags: FlowFlags,
 }
 
 #[inline(always)]
 pub fn auto_key(rule_id: u32, target: u32) -> AutoSnatKey {
-    AutoSnatKey {
-        rule_id,
-        addr: [target, 0, 0, 0],
-    }
+    AutoSnatKey::v4(rule_id, target)
 }
 
 /// Whether `snat = "auto"` learned that this backend's replies bypass us.
@@ -72,14 +68,14 @@ pub fn decide(
 ) -> Result<Decision, Reason> {
     let target = l.target_addr[0];
     let to = fib::route(ctx, in_ifindex, p.proto, p.src, target);
-    let forced_stack = l.flags & LISTEN_VIA_STACK != 0;
-    let mut flags = 0;
+    let forced_stack = l.flags.contains(ListenFlags::VIA_STACK);
+    let mut flags = FlowFlags::empty();
     let src = match l.snat_mode {
         _ if forced_stack => p.src,
-        SNAT_FIXED => l.snat_addr[0],
-        SNAT_MASQUERADE => to.ok_or(Reason::DropError)?.src,
-        SNAT_AUTO => {
-            flags |= FLOW_AUTO;
+        SnatMode::FIXED => l.snat_addr[0],
+        SnatMode::MASQUERADE => to.ok_or(Reason::DropError)?.src,
+        SnatMode::AUTO => {
+            flags |= FlowFlags::AUTO;
             if to.is_some() && learned_snat(l.rule_id, target) {
                 to.ok_or(Reason::DropError)?.src
             } else if keep_client(ctx, p, in_ifindex, to, target) || to.is_none() {
@@ -91,7 +87,7 @@ pub fn decide(
         _ => p.src,
     };
     if src != p.src {
-        flags |= FLOW_SNAT;
+        flags |= FlowFlags::SNAT;
     }
     // A SNATed packet must be redirected: the stack would drop it as a
     // martian (its source is one of our addresses). Otherwise redirect only
@@ -100,17 +96,17 @@ pub fn decide(
     // kube-proxy's DNAT of a ClusterIP in PREROUTING) gets to see it.
     let via_stack = if forced_stack {
         true
-    } else if flags & FLOW_SNAT != 0 || l.flags & LISTEN_VIA_REDIRECT != 0 {
+    } else if flags.contains(FlowFlags::SNAT) || l.flags.contains(ListenFlags::VIA_REDIRECT) {
         to.is_none()
     } else {
         to.is_none_or(|r| r.nexthop != target)
     };
     if via_stack {
-        if flags & FLOW_SNAT != 0 {
+        if flags.contains(FlowFlags::SNAT) {
             // SNAT with no forwarding route: nothing can deliver it.
             return Err(Reason::DropError);
         }
-        flags |= FLOW_VIA_STACK;
+        flags |= FlowFlags::VIA_STACK;
     }
     Ok(Decision { src, flags })
 }

@@ -21,10 +21,9 @@
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use aya_log_ebpf::debug;
 use forwarder_common::{
-    AllowKey, FlowEntry, FlowKey, Hook, ListenerKey, ListenerValue, Reason, AF_INET, FLOW_REPLY,
-    FLOW_SNAT, FLOW_VIA_STACK, IFACE_EGRESS_NAT, IFACE_L3, LISTEN_ALLOWLIST, LISTEN_REJECT,
-    PROTO_ICMP, PROTO_TCP, PROTO_UDP, RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT,
-    RULE_DROP_TABLE_FULL,
+    addr_v4_word, AllowKey, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags,
+    ListenerKey, ListenerValue, Reason, ALLOW_EXACT_V4_PREFIX, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL, TCX_NEXT,
 };
 
 use crate::{
@@ -41,7 +40,7 @@ use crate::{
     icmp, maps, nat,
     parse::{self, Frag, Packet},
     path, reply,
-    verdict::{Verdict, TCX_NEXT},
+    verdict::Verdict,
 };
 
 /// The whole program for `hook`: the interface's settings, the parsed
@@ -52,11 +51,11 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
     let Some(iface) = maps::iface(ifindex) else {
         return TCX_NEXT;
     };
-    if hook == Hook::TcEgress && iface.flags & IFACE_EGRESS_NAT == 0 {
+    if hook == Hook::TcEgress && !iface.flags.contains(IfaceFlags::EGRESS_NAT) {
         return TCX_NEXT;
     }
     let len = ctx.len();
-    let verdict = match parse::packet(ctx, iface.flags & IFACE_L3 != 0) {
+    let verdict = match parse::packet(ctx, iface.flags.contains(IfaceFlags::L3)) {
         Ok(mut p) => {
             if p.frag == Frag::First {
                 // Its later fragments find its flow by these ports. Read
@@ -161,17 +160,11 @@ fn established(ctx: &TcContext, p: &Packet, key: FlowKey, len: u32, hook: Hook) 
 /// stack: the host may run a service on the same port (issue 11 item 7).
 #[inline(always)]
 fn admit(p: &Packet, ifindex: u32) -> Result<&'static ListenerValue, Verdict> {
-    let lkey = ListenerKey {
-        addr: [p.dst, 0, 0, 0],
-        ifindex,
-        port: p.dport,
-        proto: p.proto,
-        family: AF_INET,
-    };
+    let lkey = ListenerKey::v4(addr_v4_word(p.dst), ifindex, p.dport, p.proto);
     let Some(l) = maps::listener(lkey) else {
         return Err(Verdict::next(Reason::PassNoMatch));
     };
-    if l.flags & LISTEN_ALLOWLIST != 0 && !allowed(l.rule_id, p.src) {
+    if l.flags.contains(ListenFlags::ALLOWLIST) && !allowed(l.rule_id, p.src) {
         counters::count_rule_drop(l.rule_id, RULE_DROP_DENIED);
         return Err(refuse(p, l, Reason::DropDenied));
     }
@@ -188,7 +181,7 @@ fn admit(p: &Packet, ifindex: u32) -> Result<&'static ListenerValue, Verdict> {
 /// unreachable), built here; otherwise, and for a RST, nothing.
 #[inline(always)]
 fn refuse(p: &Packet, l: &ListenerValue, drop: Reason) -> Verdict {
-    if l.flags & LISTEN_REJECT == 0 {
+    if !l.flags.contains(ListenFlags::REJECT) {
         return Verdict::shot(drop);
     }
     match p.proto {
@@ -202,11 +195,8 @@ fn refuse(p: &Packet, l: &ListenerValue, drop: Reason) -> Verdict {
 #[inline(always)]
 fn allowed(rule_id: u32, src: u32) -> bool {
     let k = Key::new(
-        64,
-        AllowKey {
-            rule_id_be: rule_id.to_be(),
-            addr: [src, 0, 0, 0],
-        },
+        ALLOW_EXACT_V4_PREFIX,
+        AllowKey::new(rule_id, addr_v4_word(src)),
     );
     maps::ALLOW.get(&k).is_some()
 }
@@ -247,7 +237,11 @@ fn create_flow(
         return Verdict::shot(Reason::DropError);
     };
     let flags = flow.entry().flags;
-    counters::count_new_flow(rule_id, flags & FLOW_SNAT != 0, flags & FLOW_VIA_STACK != 0);
+    counters::count_new_flow(
+        rule_id,
+        flags.contains(FlowFlags::SNAT),
+        flags.contains(FlowFlags::VIA_STACK),
+    );
     counters::count_rule(rule_id, len);
     conntrack::touch(flow, p, len);
     let e = flow.entry();
@@ -259,7 +253,7 @@ fn create_flow(
         u16::from_be(p.sport),
         u32::from_be(e.new_dst[0]),
         u16::from_be(e.new_dport),
-        e.flags
+        e.flags.bits()
     );
     translate(ctx, p, e, hook)
 }
@@ -277,7 +271,7 @@ fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict 
         NextHop::Stack
     } else if p.ttl <= 1 {
         return Verdict::answer(Reason::ReplyTimeExceeded, 0);
-    } else if e.flags & FLOW_VIA_STACK != 0 {
+    } else if e.flags.contains(FlowFlags::VIA_STACK) {
         NextHop::Stack
     } else {
         match fib::next_hop(ctx, p, e.new_src[0], e.new_dst[0]) {
@@ -310,7 +304,7 @@ fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict 
 /// source: every reply (the forward's address) and SNATed originals.
 #[inline(always)]
 fn source_is_ours(e: &FlowEntry) -> bool {
-    e.flags & (FLOW_REPLY | FLOW_SNAT) != 0
+    e.flags.intersects(FlowFlags::REPLY.union(FlowFlags::SNAT))
 }
 
 /// Sends a translated packet on to `hop`.
@@ -339,7 +333,7 @@ pub fn deliver(p: &Packet, hook: Hook, e: &FlowEntry) -> Verdict {
     if hook == Hook::TcEgress {
         return Verdict::ok(Reason::FwdEgress);
     }
-    if e.flags & FLOW_VIA_STACK != 0 {
+    if e.flags.contains(FlowFlags::VIA_STACK) {
         return Verdict::ok(Reason::FwdStack);
     }
     if p.ttl <= 1 {

@@ -7,16 +7,10 @@
 //! caller's stack, and LLVM may leave that pointer in r0 at the exit, which
 //! the verifier refuses ("cannot return stack pointer to the caller"). A
 //! single u64 is returned in r0 itself.
-use forwarder_common::Reason;
-
-/// TC: accept the packet (to the stack, or on out of the device at egress).
-pub const TC_ACT_OK: i32 = 0;
-/// TC: drop the packet.
-pub const TC_ACT_SHOT: i32 = 2;
-/// TCX: let the next program in the chain (or the stack) have the packet.
-/// Used for everything we leave untouched so we compose with other TCX
-/// users.
-pub const TCX_NEXT: i32 = -1;
+//!
+//! The actions themselves (`TC_ACT_OK`, `TC_ACT_SHOT`, `TCX_NEXT`) are
+//! `forwarder_common::verdict`'s, shared with the tests that check them.
+use forwarder_common::{Reason, TCX_NEXT, TC_ACT_OK, TC_ACT_SHOT};
 
 /// Not a TC action: marks `Verdict::answer` in the upper half of the
 /// action word (TC actions are small, or -1), the MTU in the lower.

@@ -13,7 +13,9 @@ use aya_ebpf::{
     maps::DevMapHash,
     programs::XdpContext,
 };
-use forwarder_common::{csum, FlowEntry, Hook, Reason, FLOW_VIA_STACK, PROTO_TCP, PROTO_UDP};
+use forwarder_common::{
+    csum, FlowEntry, FlowFlags, Hook, Reason, MAX_IFACES, PROTO_TCP, PROTO_UDP,
+};
 
 use crate::{
     counters, flow,
@@ -30,7 +32,7 @@ use crate::{
 /// daemon with the interfaces that run the XDP accelerator: a device
 /// without ndo_xdp_xmit would drop redirected frames.
 #[map(name = "FWD_XDP_DEVS")]
-pub static XDP_DEVS: DevMapHash = DevMapHash::with_max_entries(64, 0);
+pub static XDP_DEVS: DevMapHash = DevMapHash::with_max_entries(MAX_IFACES, 0);
 
 /// The FIB's full answer, neighbour included (no flags): XDP rewrites the
 /// MACs itself.
@@ -85,7 +87,7 @@ fn accelerate(ctx: &mut XdpContext, p: &Packet, ifindex: u32, len: u32) -> (u32,
         return TO_TC;
     };
     let e = flow.entry();
-    if e.flags & FLOW_VIA_STACK != 0 || p.ttl <= 1 {
+    if e.flags.contains(FlowFlags::VIA_STACK) || p.ttl <= 1 {
         return TO_TC;
     }
     let Some(hop) = next_hop(ctx, p, e, ifindex) else {

@@ -14,9 +14,7 @@ use std::{
 };
 
 use forwarder_common::{
-    addr_v4, AllowKey, ListenerKey, ListenerValue, AF_INET, LISTEN_ALLOWLIST, LISTEN_MSS_CLAMP,
-    LISTEN_REJECT, LISTEN_VIA_REDIRECT, LISTEN_VIA_STACK, MAX_RULES, SNAT_AUTO, SNAT_FIXED,
-    SNAT_MASQUERADE, SNAT_OFF,
+    addr_v4, AllowKey, ListenFlags, ListenerKey, ListenerValue, SnatMode, MAX_RULES,
 };
 use ipnet::Ipv4Net;
 
@@ -121,41 +119,42 @@ pub enum CompileError {
 /// The `ListenerValue` fields a forward sets, per listened port.
 fn listener_value(f: &Forward, id: u32, port: u16) -> ListenerValue {
     let (snat_mode, snat_addr) = match f.snat {
-        Snat::Off => (SNAT_OFF, [0; 4]),
-        Snat::Fixed(a) => (SNAT_FIXED, addr_v4(a.octets())),
-        Snat::Masquerade => (SNAT_MASQUERADE, [0; 4]),
-        Snat::Auto => (SNAT_AUTO, [0; 4]),
+        Snat::Off => (SnatMode::OFF, [0; 4]),
+        Snat::Fixed(a) => (SnatMode::FIXED, addr_v4(a.octets())),
+        Snat::Masquerade => (SnatMode::MASQUERADE, [0; 4]),
+        Snat::Auto => (SnatMode::AUTO, [0; 4]),
     };
-    let mut flags = 0;
+    let mut flags = ListenFlags::empty();
     if !f.allow.is_empty() {
-        flags |= LISTEN_ALLOWLIST;
+        flags |= ListenFlags::ALLOWLIST;
     }
     if f.reject == Reject::Rst {
-        flags |= LISTEN_REJECT;
+        flags |= ListenFlags::REJECT;
     }
     match f.path {
         PathMode::Auto => {}
-        PathMode::Redirect => flags |= LISTEN_VIA_REDIRECT,
-        PathMode::Stack => flags |= LISTEN_VIA_STACK,
+        PathMode::Redirect => flags |= ListenFlags::VIA_REDIRECT,
+        PathMode::Stack => flags |= ListenFlags::VIA_STACK,
     }
     // "auto" needs the path MTU, which only the daemon knows: it sets the
     // flag and value when it resolves them. A fixed clamp is complete here.
     let mss = match f.mss_clamp {
         MssClamp::Fixed(m) => {
-            flags |= LISTEN_MSS_CLAMP;
+            flags |= ListenFlags::MSS_CLAMP;
             m
         }
         MssClamp::Auto | MssClamp::Off => 0,
     };
     ListenerValue {
-        target_addr: addr_v4(f.target.addr.octets()),
         snat_addr,
-        rule_id: id,
-        target_port: f.target.port_for(f.ports, port).to_be(),
         snat_mode,
         flags,
         mss,
-        _pad: 0,
+        ..ListenerValue::new(
+            addr_v4(f.target.addr.octets()),
+            f.target.port_for(f.ports, port).to_be(),
+            id,
+        )
     }
 }
 
@@ -222,10 +221,7 @@ impl AllowLpmKey {
     pub fn new(rule_id: u32, net: Ipv4Net) -> Self {
         AllowLpmKey {
             prefix_len: 32 + u32::from(net.prefix_len()),
-            data: AllowKey {
-                rule_id_be: rule_id.to_be(),
-                addr: addr_v4(net.trunc().addr().octets()),
-            },
+            data: AllowKey::new(rule_id, addr_v4(net.trunc().addr().octets())),
         }
     }
 }
@@ -238,6 +234,28 @@ pub struct MapEntries {
     /// Interfaces named by forwards that do not exist now (sorted, once
     /// each): their forwards wait until the interface appears.
     pub missing_ifaces: Vec<String>,
+}
+
+impl MapEntries {
+    /// Keeps only listeners whose address is assigned to an interface of
+    /// this host (`assigned`: every IPv4 address in the daemon's network
+    /// namespace) and returns how many were dropped.
+    ///
+    /// This is what makes one rules file serve a cluster: a fixed listen
+    /// address that lives on another node (its own address, or a
+    /// keepalived VIP held elsewhere) installs nothing here, and when the
+    /// VIP moves in, the netlink event's reconcile installs it. Interface
+    /// addresses are assigned by definition; only fixed ones are affected.
+    /// Netfilter DNAT would match any destination; a listener for an
+    /// address this node does not hold would only answer misdirected or
+    /// stale-ARP traffic on behalf of the node that holds it.
+    pub fn retain_assigned(&mut self, assigned: &BTreeSet<Ipv4Addr>) -> usize {
+        let before = self.listeners.len();
+        self.listeners.retain(|k, _| {
+            assigned.contains(&Ipv4Addr::from(forwarder_common::addr_v4_octets(&k.addr)))
+        });
+        before - self.listeners.len()
+    }
 }
 
 /// Binds compiled rules to the interfaces as they are now.
@@ -262,13 +280,12 @@ pub fn materialize(compiled: &Compiled, iface: impl Fn(&str) -> Option<IfaceStat
                 ListenAddr::Interface => &state.addrs,
             };
             for a in addrs {
-                let key = ListenerKey {
-                    addr: addr_v4(a.octets()),
-                    ifindex: state.ifindex,
-                    port: spec.port.to_be(),
-                    proto: spec.proto,
-                    family: AF_INET,
-                };
+                let key = ListenerKey::v4(
+                    addr_v4(a.octets()),
+                    state.ifindex,
+                    spec.port.to_be(),
+                    spec.proto,
+                );
                 out.listeners.entry(key).or_insert(spec.value);
             }
         }
@@ -357,8 +374,11 @@ mod tests {
         assert_eq!(addr_v4_octets(&v.target_addr), [192, 168, 100, 80]);
         assert_eq!(addr_v4_octets(&v.snat_addr), [192, 168, 100, 1]);
         assert_eq!(u16::from_be(v.target_port), 80);
-        assert_eq!(v.snat_mode, SNAT_FIXED);
-        assert_eq!(v.flags, LISTEN_ALLOWLIST | LISTEN_REJECT | LISTEN_MSS_CLAMP);
+        assert_eq!(v.snat_mode, SnatMode::FIXED);
+        assert_eq!(
+            v.flags,
+            ListenFlags::ALLOWLIST | ListenFlags::REJECT | ListenFlags::MSS_CLAMP
+        );
         assert_eq!(v.mss, 1240);
         assert_eq!(v.rule_id, 7);
         assert_eq!(
@@ -398,8 +418,8 @@ mod tests {
         );
         assert_eq!(ports(1), vec![(8000, 9000), (8001, 9001), (8002, 9002)]);
         assert_eq!(ports(2), vec![(7000, 80), (7001, 80), (7002, 80)]);
-        assert_eq!(c.rules[0].listeners[0].value.snat_mode, SNAT_AUTO);
-        assert_eq!(c.rules[0].listeners[0].value.flags, LISTEN_REJECT);
+        assert_eq!(c.rules[0].listeners[0].value.snat_mode, SnatMode::AUTO);
+        assert_eq!(c.rules[0].listeners[0].value.flags, ListenFlags::REJECT);
     }
 
     #[test]
@@ -443,18 +463,44 @@ mod tests {
         assert_eq!(m.missing_ifaces, vec!["wg0".to_string()]);
         // fixed: 2 ports x 1 addr; iface: 1 port x 2 addrs.
         assert_eq!(m.listeners.len(), 4);
-        let k = ListenerKey {
-            addr: addr_v4([192, 168, 1, 56]),
-            ifindex: 4,
-            port: 53u16.to_be(),
-            proto: PROTO_TCP,
-            family: AF_INET,
-        };
+        let k = ListenerKey::v4(addr_v4([192, 168, 1, 56]), 4, 53u16.to_be(), PROTO_TCP);
         assert_eq!(m.listeners[&k].rule_id, 2);
         // Allow entries do not depend on the interface being there.
         let key = AllowLpmKey::new(1, "10.1.2.0/24".parse().unwrap());
         assert_eq!(key.prefix_len, 56);
         assert_eq!(key.data.rule_id_be, 1u32.to_be());
         assert!(m.allow.contains_key(&key));
+    }
+
+    #[test]
+    fn listeners_need_their_address_assigned_on_this_host() {
+        let mut vip = fwd("vip", (80, 80), "10.0.0.1");
+        vip.listen = Listen::Addr("192.168.1.100".parse().unwrap());
+        let rs = RuleSet {
+            forwards: vec![vip, fwd("iface", (53, 53), "10.0.0.3")],
+            ..Default::default()
+        };
+        let c = compile(&rs, &assign_ids(&BTreeMap::new(), ["vip", "iface"])).unwrap();
+        let own: Ipv4Addr = "192.168.1.55".parse().unwrap();
+        let vip_addr: Ipv4Addr = "192.168.1.100".parse().unwrap();
+        let eth0 = |addrs: Vec<Ipv4Addr>| {
+            move |name: &str| {
+                (name == "eth0").then(|| IfaceState {
+                    ifindex: 4,
+                    addrs: addrs.clone(),
+                })
+            }
+        };
+        // The VIP is held by another node: only the interface listener.
+        let mut m = materialize(&c, eth0(vec![own]));
+        assert_eq!(m.retain_assigned(&BTreeSet::from([own])), 1);
+        assert_eq!(m.listeners.len(), 1);
+        assert!(m.listeners.values().all(|v| v.rule_id == 1));
+        // The VIP moved in (on eth0, or on any other interface: lo, a dummy).
+        for assigned in [vec![own, vip_addr], vec![own]] {
+            let mut m = materialize(&c, eth0(assigned));
+            assert_eq!(m.retain_assigned(&BTreeSet::from([own, vip_addr])), 0);
+            assert!(m.listeners.values().any(|v| v.rule_id == 0));
+        }
     }
 }

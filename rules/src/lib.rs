@@ -7,8 +7,9 @@
 //!   loads completely or not at all.
 //! * [`compile`]: rule ids stable across reloads, listener and allow-list
 //!   map entries in the kernel ABI of `forwarder-common`.
-//! * [`diff`]: old vs new map contents and the order that keeps live traffic
-//!   flowing while they are applied.
+//! * [`diff`]: old vs new map contents as ordered operations
+//!   ([`diff::update`]): the order that never opens a hole while they are
+//!   applied, and that fits the maps.
 //! * [`explain`], [`report`]: the `explain` and `check` commands' logic.
 //! * [`import`]: `iptables-save` output and socat units to a rules file.
 //! * [`print`]: the model back to TOML.
@@ -21,10 +22,12 @@ pub mod diff;
 pub mod explain;
 pub mod import;
 pub mod model;
+pub mod nodes;
 mod parse;
 pub mod print;
 pub mod report;
 mod validate;
+mod values;
 
 use std::path::{Path, PathBuf};
 
@@ -33,7 +36,7 @@ pub use compile::{
     IfaceState, ListenAddr, ListenerSpec, MapEntries,
 };
 pub use diagnostics::{Diagnostic, Diagnostics, Location, Severity};
-pub use diff::{diff, Diff};
+pub use diff::{diff, Diff, MapOp, MapState, NoRoom, Room, Update};
 pub use model::*;
 pub use print::to_toml;
 pub use validate::{listeners_overlap, ASSUMED_IFACE_ADDRS};
@@ -44,6 +47,18 @@ pub struct Loaded {
     pub rules: RuleSet,
     /// Problems that do not stop the file from loading.
     pub warnings: Diagnostics,
+    /// Forwards of the file left out by [`Loaded::for_node`]: they apply on
+    /// other cluster nodes (`nodes = [...]`).
+    pub other_nodes: Vec<String>,
+}
+
+impl Loaded {
+    /// The forwards that apply on the node called `node`; the names of the
+    /// others go to `other_nodes`.
+    pub fn for_node(mut self, node: &str) -> Self {
+        self.other_nodes = self.rules.retain_node(node);
+        self
+    }
 }
 
 /// Why a rules file did not load.
@@ -94,6 +109,7 @@ pub fn load_str(file: &str, text: &str) -> Result<Loaded, Diagnostics> {
         Ok(Loaded {
             rules: parsed.rules,
             warnings: diags,
+            other_nodes: Vec::new(),
         })
     }
 }

@@ -41,20 +41,64 @@ pub struct Global {
     /// Prometheus endpoint; no endpoint when `None`.
     pub metrics: Option<SocketAddr>,
     pub timeouts: Timeouts,
+    /// How the daemon notices edits of the rules file.
+    pub rules_watch: RulesWatch,
+    /// How often the file is read and compared when it is polled.
+    pub rules_poll_interval: Duration,
 }
 
 impl Default for Global {
     fn default() -> Self {
         Global {
-            conntrack_max: 262_144,
+            conntrack_max: forwarder_common::DEFAULT_CONNTRACK_MAX,
             // Linux's own ephemeral range: sized for many concurrent flows
             // per (SNAT address, target) pair, and familiar to operators.
-            snat_ports: PortRange::new(32768, 60999).expect("valid constant range"),
+            snat_ports: PortRange::new(
+                forwarder_common::DEFAULT_SNAT_PORT_MIN,
+                forwarder_common::DEFAULT_SNAT_PORT_MAX,
+            )
+            .expect("valid constant range"),
             log_level: LogLevel::Info,
             log_format: LogFormat::Text,
             metrics: None,
             timeouts: Timeouts::default(),
+            rules_watch: RulesWatch::Auto,
+            rules_poll_interval: RulesWatch::DEFAULT_POLL_INTERVAL,
         }
+    }
+}
+
+/// How the daemon notices edits of the rules file (`rules_watch`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RulesWatch {
+    /// inotify, plus polling when the file lives on a FUSE or network file
+    /// system (pmxcfs /etc/pve, NFS, CIFS...), where inotify does not see
+    /// writes made on other machines.
+    #[default]
+    Auto,
+    /// inotify only.
+    Inotify,
+    /// inotify plus polling, wherever the file lives.
+    Poll,
+}
+
+impl RulesWatch {
+    pub const ALL: [(&'static str, RulesWatch); 3] = [
+        ("auto", RulesWatch::Auto),
+        ("inotify", RulesWatch::Inotify),
+        ("poll", RulesWatch::Poll),
+    ];
+    /// pmxcfs replicates a write to every node well within this; reading a
+    /// small file every 2 s costs nothing.
+    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+    pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+    pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(3600);
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, w)| *w == self)
+            .map(|(s, _)| *s)
+            .unwrap_or("auto")
     }
 }
 
@@ -195,6 +239,9 @@ pub struct Forward {
     pub mss_clamp: MssClamp,
     pub reject: Reject,
     pub path: PathMode,
+    /// Cluster nodes this forward applies on (`nodes`, see `nodes.rs`);
+    /// empty: every node.
+    pub nodes: Vec<String>,
 }
 
 impl Forward {
@@ -218,6 +265,7 @@ impl Forward {
             mss_clamp: MssClamp::Auto,
             reject: Reject::Rst,
             path: PathMode::Auto,
+            nodes: Vec::new(),
         }
     }
 

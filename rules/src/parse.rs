@@ -21,9 +21,10 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 use crate::{
     diagnostics::{suggest, Sink, Span},
     model::*,
+    values::{string_list, ALLOW_LIST, NODE_LIST},
 };
 
-pub(crate) const FORWARD_KEYS: [&str; 12] = [
+pub(crate) const FORWARD_KEYS: [&str; 13] = [
     "name",
     "description",
     "in",
@@ -36,14 +37,17 @@ pub(crate) const FORWARD_KEYS: [&str; 12] = [
     "mss_clamp",
     "reject",
     "path",
+    "nodes",
 ];
-const GLOBAL_KEYS: [&str; 6] = [
+const GLOBAL_KEYS: [&str; 8] = [
     "conntrack_max",
     "snat_ports",
     "log_level",
     "log_format",
     "metrics",
     "timeouts",
+    "rules_watch",
+    "rules_poll_interval",
 ];
 const TOP_KEYS: [&str; 3] = ["global", "forward", "interface"];
 const INTERFACE_KEYS: [&str; 1] = ["attach"];
@@ -56,6 +60,8 @@ pub(crate) struct ForwardSpans {
     pub table: Span,
     fields: HashMap<&'static str, Span>,
     pub allow: Vec<Span>,
+    /// One per `nodes` entry.
+    pub nodes: crate::nodes::NodeSpans,
 }
 
 impl ForwardSpans {
@@ -164,7 +170,7 @@ fn type_name(item: &Item) -> &'static str {
     }
 }
 
-fn type_error(
+pub(crate) fn type_error(
     sink: &mut Sink,
     span: &Span,
     ctx: Option<&str>,
@@ -327,6 +333,25 @@ fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
                             format!("metrics endpoint `{s}` is not an address:port"),
                             Some("e.g. metrics = \"127.0.0.1:9750\"; remove the key to turn metrics off".into()),
                         ),
+                    }
+                }
+            }
+            "rules_watch" => {
+                let names: Vec<&str> = RulesWatch::ALL.iter().map(|(n, _)| *n).collect();
+                if let Some(s) = expect_str(sink, ctx, key, item, "e.g. rules_watch = \"auto\"") {
+                    match RulesWatch::ALL.iter().find(|(n, _)| *n == s) {
+                        Some((_, w)) => g.rules_watch = *w,
+                        None => bad_keyword(sink, &span, ctx, key, s, &names),
+                    }
+                }
+            }
+            "rules_poll_interval" => {
+                if let Some(s) =
+                    expect_str(sink, ctx, key, item, "e.g. rules_poll_interval = \"2s\"")
+                {
+                    match crate::values::poll_interval(s) {
+                        Ok(d) => g.rules_poll_interval = d,
+                        Err((msg, help)) => sink.error(&span, ctx, msg, Some(help.into())),
                     }
                 }
             }
@@ -673,41 +698,10 @@ fn parse_forward(
                 }
             }
             "allow" => {
-                let values: Vec<&Value> = match item {
-                    Item::Value(Value::Array(a)) => a.iter().collect(),
-                    Item::Value(v @ Value::String(_)) => vec![v],
-                    _ => {
-                        type_error(
-                            sink,
-                            &span,
-                            ctx,
-                            key,
-                            item,
-                            "an array of addresses or CIDRs",
-                            Some("e.g. allow = [\"100.101.92.95\", \"192.168.1.0/24\"]"),
-                        );
-                        continue;
-                    }
+                let Some(values) = string_list(sink, ctx, key, item, &ALLOW_LIST) else {
+                    continue;
                 };
-                if values.is_empty() {
-                    sink.error(
-                        &span,
-                        ctx,
-                        "an empty allow-list would refuse every source",
-                        Some("remove `allow` to accept every source, or list the addresses that may connect".into()),
-                    );
-                }
-                for v in values {
-                    let vspan = v.span();
-                    let Some(s) = v.as_str() else {
-                        sink.error(
-                            &vspan,
-                            ctx,
-                            "allow-list entries must be strings",
-                            Some("e.g. \"100.101.92.95\" or \"192.168.1.0/24\"".into()),
-                        );
-                        continue;
-                    };
+                for (s, vspan) in values {
                     match parse_cidr(s) {
                         Ok(net) => {
                             f.allow.push(net);
@@ -770,6 +764,25 @@ fn parse_forward(
                         "redirect" => f.path = PathMode::Redirect,
                         "stack" => f.path = PathMode::Stack,
                         _ => bad_keyword(sink, &span, ctx, key, s, &["auto", "redirect", "stack"]),
+                    }
+                }
+            }
+            "nodes" => {
+                let Some(values) = string_list(sink, ctx, key, item, &NODE_LIST) else {
+                    continue;
+                };
+                for (s, vspan) in values {
+                    match crate::nodes::valid_node_name(s) {
+                        Ok(()) => {
+                            f.nodes.push(s.to_owned());
+                            spans.nodes.push(vspan);
+                        }
+                        Err(help) => sink.error(
+                            &vspan,
+                            ctx,
+                            format!("`{s}` is not a valid node name"),
+                            Some(help),
+                        ),
                     }
                 }
             }

@@ -68,6 +68,16 @@ pub fn global_to_toml(g: &Global) -> Option<String> {
     if let Some(m) = g.metrics {
         let _ = writeln!(keys, "metrics = {}", quote(&m.to_string()));
     }
+    if g.rules_watch != d.rules_watch {
+        let _ = writeln!(keys, "rules_watch = {}", quote(g.rules_watch.as_str()));
+    }
+    if g.rules_poll_interval != d.rules_poll_interval {
+        let _ = writeln!(
+            keys,
+            "rules_poll_interval = {}",
+            quote(&humantime::format_duration(g.rules_poll_interval).to_string())
+        );
+    }
     let mut timeouts = String::new();
     for key in Timeouts::KEYS {
         let (v, dv) = (g.timeouts.get(key), d.timeouts.get(key));
@@ -128,6 +138,10 @@ pub fn forward_to_toml(f: &Forward) -> String {
     }
     if f.path != PathMode::Auto {
         let _ = writeln!(s, "path = {}", quote(f.path.as_str()));
+    }
+    if !f.nodes.is_empty() {
+        let items: Vec<String> = f.nodes.iter().map(|n| quote(n)).collect();
+        let _ = writeln!(s, "nodes = [{}]", items.join(", "));
     }
     s
 }

@@ -53,16 +53,21 @@ fn allow_cell(f: &Forward) -> String {
     parts.join(",")
 }
 
-/// One row per forward.
+/// One row per forward; a NODES column when any forward is scoped to
+/// cluster nodes.
 pub fn forwards_table(rules: &RuleSet) -> String {
-    let header = [
+    let mut header = vec![
         "NAME", "IN", "LISTEN", "PROTO", "PORTS", "TARGET", "SNAT", "ALLOW",
     ];
+    let scoped = rules.forwards.iter().any(|f| !f.nodes.is_empty());
+    if scoped {
+        header.push("NODES");
+    }
     let rows: Vec<Vec<String>> = rules
         .forwards
         .iter()
         .map(|f| {
-            vec![
+            let mut row = vec![
                 f.name.clone(),
                 f.iface.clone(),
                 f.listen.to_string(),
@@ -71,7 +76,15 @@ pub fn forwards_table(rules: &RuleSet) -> String {
                 f.target.to_string(),
                 f.snat.to_string(),
                 allow_cell(f),
-            ]
+            ];
+            if scoped {
+                row.push(if f.nodes.is_empty() {
+                    "all".to_owned()
+                } else {
+                    f.nodes.join(",")
+                });
+            }
+            row
         })
         .collect();
     table(&header, &rows)

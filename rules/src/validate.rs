@@ -30,6 +30,8 @@ pub(crate) fn validate(parsed: &Parsed, sink: &mut Sink) {
         check_forward(f, sp, sink);
     }
     check_names(parsed, sink);
+    let node_spans: Vec<&crate::nodes::NodeSpans> = spans.iter().map(|s| &s.nodes).collect();
+    crate::nodes::check(forwards, &node_spans, sink);
     check_limits(parsed, sink);
     if forwards.len() <= MAX_RULES as usize {
         check_overlaps(parsed, sink);
@@ -240,11 +242,12 @@ fn check_limits(parsed: &Parsed, sink: &mut Sink) {
 }
 
 /// Two listeners overlap when one packet could match both: same interface,
-/// a common protocol, intersecting ports, and addresses that may coincide.
+/// a common protocol, intersecting ports, addresses that may coincide, and
+/// a node both apply on (`nodes`).
 /// The interface form overlaps any address on its interface, because the
 /// fixed address may well be one of the interface's own.
 pub fn listeners_overlap(a: &Forward, b: &Forward) -> Option<(Vec<L4>, PortRange)> {
-    if a.iface != b.iface {
+    if a.iface != b.iface || !a.shares_a_node_with(b) {
         return None;
     }
     let addrs = match (a.listen, b.listen) {

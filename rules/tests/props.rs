@@ -14,7 +14,7 @@ use rules::{
     listeners_overlap, load_str,
     print::forward_to_toml,
     to_toml, AttachMode, Forward, Global, IfaceSettings, Listen, LogFormat, LogLevel, MssClamp,
-    PathMode, PortRange, Proto, Reject, RuleSet, Snat, Target, Timeouts, L4,
+    PathMode, PortRange, Proto, Reject, RuleSet, RulesWatch, Snat, Target, Timeouts, L4,
 };
 
 /// Ports up to `max`, ranges up to `max_len` ports long.
@@ -187,9 +187,19 @@ fn forward(i: usize) -> impl Strategy<Value = Forward> {
                     } else {
                         path
                     },
+                    nodes: Vec::new(),
                 }
             },
         )
+        .prop_flat_map(|f| {
+            // Distinct names (a duplicate only warns, but printing keeps it).
+            prop::collection::btree_set("[a-z][a-z0-9-]{0,8}[a-z0-9](\\.lan)?", 0..3).prop_map(
+                move |nodes| Forward {
+                    nodes: nodes.into_iter().collect(),
+                    ..f.clone()
+                },
+            )
+        })
 }
 
 fn global() -> impl Strategy<Value = Global> {
@@ -208,9 +218,25 @@ fn global() -> impl Strategy<Value = Global> {
             (any::<[u8; 4]>(), 1..=65535u16).prop_map(|(a, p)| SocketAddr::from((a, p))),
         ),
         prop::collection::vec(1..=100_000_000u64, 8),
+        (
+            prop_oneof![
+                Just(RulesWatch::Auto),
+                Just(RulesWatch::Inotify),
+                Just(RulesWatch::Poll)
+            ],
+            100..=3_600_000u64,
+        ),
     )
         .prop_map(
-            |(conntrack_max, snat_ports, log_level, log_format, metrics, secs)| {
+            |(
+                conntrack_max,
+                snat_ports,
+                log_level,
+                log_format,
+                metrics,
+                secs,
+                (rules_watch, poll_ms),
+            )| {
                 let mut timeouts = Timeouts::default();
                 for (k, s) in Timeouts::KEYS.iter().zip(secs) {
                     timeouts.set(k, Duration::from_secs(s));
@@ -222,6 +248,8 @@ fn global() -> impl Strategy<Value = Global> {
                     log_format,
                     metrics,
                     timeouts,
+                    rules_watch,
+                    rules_poll_interval: Duration::from_millis(poll_ms),
                 }
             },
         )

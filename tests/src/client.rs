@@ -47,8 +47,9 @@ fn truncate(s: &str) -> &str {
 /// Runs `args` in `ns` under `timeout -k 2 secs` (a hard bound on top of
 /// the command's own timeouts, so a broken dataplane fails instead of
 /// hanging).
+/// `secs` is multiplied by `time_scale()`.
 pub fn client(ns: &Netns, secs: u32, args: &[&str]) -> Out {
-    let t = secs.to_string();
+    let t = (secs * crate::process::time_scale()).to_string();
     let mut v = vec!["timeout", "-k", "2", t.as_str()];
     v.extend_from_slice(args);
     let t0 = std::time::Instant::now();
@@ -73,7 +74,8 @@ pub fn client(ns: &Netns, secs: u32, args: &[&str]) -> Out {
 /// `curl` of `url` from `ns` with a connect timeout of `connect` seconds
 /// and an overall bound of `total` seconds; `extra` goes before the URL.
 pub fn curl(ns: &Netns, connect: u32, total: u32, extra: &[&str], url: &str) -> Out {
-    let (c, m) = (connect.to_string(), total.to_string());
+    let scale = crate::process::time_scale();
+    let (c, m) = ((connect * scale).to_string(), (total * scale).to_string());
     let mut v = vec![
         "curl",
         "-sS",

@@ -3,21 +3,19 @@
 //! test panics). Names carry a `fwt-<pid>-` prefix so parallel tests never
 //! collide, and `sweep()` removes leftovers of test processes that died.
 pub mod client;
+pub mod cluster;
 // The conformance suite's scenario kit (sockets and captures in namespaces).
 #[cfg(feature = "dataplane")]
 pub mod conformance;
 pub mod daemon;
-// Frames and checksums for the test_run tests (needs forwarder-common and
-// etherparse, both dataplane-only).
-#[cfg(feature = "dataplane")]
-pub mod frames;
 pub mod k3s;
 pub mod netns;
 pub mod privilege;
 pub mod process;
 pub mod servers;
 pub mod tailnet;
-// Needs the forwarder crate: off in xtask's build (see Cargo.toml).
+// The BPF_PROG_TEST_RUN harness. Needs the forwarder crate (and
+// etherparse): off in xtask's build (see Cargo.toml).
 #[cfg(feature = "dataplane")]
 pub mod testrun;
 pub mod topology;

@@ -103,9 +103,22 @@ impl Drop for Bg {
     }
 }
 
-/// Polls `f` until it returns Some or `timeout` passes.
+/// How much slower than this machine the tests run: FORWARDER_TEST_TIME_SCALE
+/// (default 1). `cargo xtask vm-test` sets it, since its guest is emulated
+/// (qemu TCG, tens of times slower); every bound on a wait or a client
+/// command is multiplied by it, so a slow machine waits longer instead of
+/// failing.
+pub fn time_scale() -> u32 {
+    std::env::var("FORWARDER_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1)
+}
+
+/// Polls `f` until it returns Some or `timeout` (times `time_scale()`) passes.
 pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + timeout * time_scale();
     loop {
         if let Some(v) = f() {
             return Some(v);

@@ -3,13 +3,11 @@
 //! reclaims a large table quickly (it walks it every few seconds).
 use std::{collections::HashSet, time::Instant};
 
-use aya::maps::HashMap;
 use forwarder::{
-    batch,
-    dataplane::{Dataplane, LoadOptions},
-    sweeper,
+    daemon::sweeper,
+    dataplane::{batch, Dataplane, LoadOptions},
 };
-use forwarder_common::{FlowEntry, FlowKey, AF_INET, FLOW_REPLY, PROTO_UDP};
+use forwarder_common::{FlowEntry, FlowFlags, FlowKey, AF_INET, PROTO_UDP};
 use forwarder_tests::require_root;
 
 fn flow(i: u32, reply: bool) -> (FlowKey, FlowEntry) {
@@ -28,7 +26,11 @@ fn flow(i: u32, reply: bool) -> (FlowKey, FlowEntry) {
         _pad: [0; 2],
     };
     let e = FlowEntry {
-        flags: if reply { FLOW_REPLY } else { 0 },
+        flags: if reply {
+            FlowFlags::REPLY
+        } else {
+            FlowFlags::empty()
+        },
         rule_id: 1,
         ..Default::default()
     };
@@ -47,14 +49,14 @@ fn batched_reads_and_the_sweeper_handle_a_large_table() {
     })
     .expect("load");
     {
-        let mut m: HashMap<_, FlowKey, FlowEntry> = dp.flows().unwrap();
+        let m = &mut dp.maps.flows;
         for i in 0..N {
             let (k, e) = flow(i, i % 2 == 1);
             m.insert(k, e, 0).unwrap();
         }
     }
     let t0 = Instant::now();
-    let all = batch::dump::<FlowKey, FlowEntry>(dp.flows_data().unwrap()).unwrap();
+    let all = batch::dump::<FlowKey, FlowEntry>(dp.maps.flow_table()).unwrap();
     let read = t0.elapsed();
     let unique: HashSet<FlowKey> = all.iter().map(|(k, _)| *k).collect();
     assert_eq!(all.len(), N as usize, "every entry read once");
@@ -65,7 +67,7 @@ fn batched_reads_and_the_sweeper_handle_a_large_table() {
     // orphans: both kinds go.
     let t0 = Instant::now();
     let stats = sweeper::sweep(
-        dp.flows_data().unwrap(),
+        dp.maps.flow_table(),
         &sweeper::Timeouts::default(),
         u64::MAX / 2,
     )
@@ -74,7 +76,7 @@ fn batched_reads_and_the_sweeper_handle_a_large_table() {
     assert_eq!(stats.flows, N as usize / 2);
     assert_eq!(stats.expired, N as usize / 2);
     assert_eq!(stats.orphans, N as usize / 2);
-    let left = batch::dump::<FlowKey, FlowEntry>(dp.flows_data().unwrap()).unwrap();
+    let left = batch::dump::<FlowKey, FlowEntry>(dp.maps.flow_table()).unwrap();
     assert!(left.is_empty(), "{} entries left", left.len());
     eprintln!("{N} entries: batched read {read:?}, sweep {swept:?}");
 }

@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask <setup|build-ebpf|test|demo|lint|bench>`.
+//! Project automation: `cargo xtask <setup|build-ebpf|test|demo|lint|bench|dist|vm-test|image>`.
 //!
 //! Every command that needs tools installs them first (`setup` is idempotent
 //! and takes seconds when everything is present), so the README's two
@@ -12,7 +12,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod dist;
+mod image;
 mod setup;
+mod vm;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -42,9 +45,18 @@ enum Cmd {
         #[arg(default_value = "proxmox", value_parser = ["proxmox", "tailnet"])]
         scenario: String,
     },
+    /// Build the container image of the Kubernetes DaemonSet: an OCI
+    /// layout and a docker-archive tarball under target/image/.
+    Image(image::ImageArgs),
     /// Benchmark the forwarder against kernel forwarding, iptables, nftables
     /// and socat in namespaces; writes BENCHMARKS.md, results.json, a chart.
     Bench(bench::BenchArgs),
+    /// Build the Debian package (release binary with the eBPF object inside,
+    /// unit, rules file, man pages, completions): target/dist/*.deb.
+    Dist,
+    /// Boot an older kernel (Debian's 6.1 by default) under qemu and run the
+    /// namespace e2e subset inside it.
+    VmTest(vm::VmArgs),
 }
 
 fn main() -> Result<()> {
@@ -55,6 +67,9 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Demo { scenario } => demo(&scenario),
         Cmd::Bench(args) => bench::bench(args),
+        Cmd::Dist => dist::dist(),
+        Cmd::VmTest(args) => vm::vm_test(&args),
+        Cmd::Image(args) => image::image(args),
     }
 }
 
@@ -124,6 +139,9 @@ fn test(extra: &[String]) -> Result<()> {
     run(cargo()
         .current_dir(root())
         .args(["build", "--workspace", "--locked"]))?;
+    // The package the install test (tests/tests/package_install.rs) takes
+    // apart: built here once, not inside a test.
+    let deb = dist::build_package()?;
     // nextest runs every test in its own process (a panicking namespace test
     // cannot take others down) and ends with one summary line for the whole
     // suite; plain `cargo test` is the fallback where it is missing.
@@ -146,7 +164,9 @@ fn test(extra: &[String]) -> Result<()> {
         c.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
     }
     c.args(extra)
-        .env("FORWARDER_BIN", root().join("target/debug/forwarder"));
+        .env("FORWARDER_BIN", root().join("target/debug/forwarder"))
+        .env("FORWARDER_DEB", deb)
+        .env("KUBERNETES_VALIDATE", setup::kubernetes_validate_bin());
     if std::env::var_os("CI").is_some() {
         // CI runs as root and must run the privileged tests: make a skip fatal.
         c.env("FORWARDER_REQUIRE_ROOT_TESTS", "1");
@@ -167,7 +187,7 @@ fn demo(scenario: &str) -> Result<()> {
             "--quiet",
             "--locked",
             "-p",
-            "forwarder-tests",
+            "forwarder-tools",
             "--bin",
             "demo",
             "--",

@@ -42,7 +42,36 @@ const APT_PACKAGES: &[&str] = &[
     // test reads the endpoint with (run by Debian's /usr/bin/python3).
     "python3",
     "python3-prometheus-client",
+    // `cargo xtask dist` and the package install test: dpkg-shlibdeps,
+    // strip, deb-systemd-helper (the maintainer scripts), systemd-analyze
+    // verify and the man it runs to check Documentation=.
+    "dpkg-dev",
+    "binutils",
+    "init-system-helpers",
+    "systemd",
+    "man-db",
+    // Cluster support (issue 16): the OCI image tools of `cargo xtask image`
+    // (umoci builds the layout, skopeo inspects it and writes the archive
+    // containerd imports), a real FUSE mount standing in for pmxcfs, the
+    // gratuitous ARP keepalived sends on a VIP failover, and a venv for the
+    // Kubernetes schema validator (PyPI). (objcopy, in binutils above, strips
+    // the image's binary of its DWARF.)
+    "umoci",
+    "skopeo",
+    "fuse3",
+    "bindfs",
+    "iputils-arping",
+    "python3-venv",
 ];
+
+/// What `cargo xtask vm-test` needs on top: qemu (TCG), a static busybox
+/// for the guest's initramfs, cpio to pack it. Installed only when the VM
+/// test runs: qemu pulls in ~100 MB that the default test run does not use.
+const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "kmod"];
+
+/// The Kubernetes manifest validator (PyPI; bundles the API schemas of
+/// Kubernetes 1.25 to 1.37), pinned so CI validates against known schemas.
+pub const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -50,7 +79,37 @@ pub fn install() -> Result<()> {
     apt()?;
     rust_src()?;
     bpf_linker()?;
+    kubernetes_validate()?;
     Ok(())
+}
+
+/// The validator's executable, in a venv of its own under target/ (Debian's
+/// Python refuses system-wide pip installs).
+pub fn kubernetes_validate_bin() -> std::path::PathBuf {
+    crate::root().join("target/tools/k8s-venv/bin/kubernetes-validate")
+}
+
+fn kubernetes_validate() -> Result<()> {
+    let bin = kubernetes_validate_bin();
+    let ok = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains(KUBERNETES_VALIDATE_VERSION)
+        })
+        .unwrap_or(false);
+    if ok {
+        eprintln!("setup: kubernetes-validate {KUBERNETES_VALIDATE_VERSION} present");
+        return Ok(());
+    }
+    let venv = bin.parent().and_then(|p| p.parent()).context("venv path")?;
+    run(Command::new("python3").arg("-m").arg("venv").arg(venv))?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
+    ]))
 }
 
 fn dpkg_installed(pkg: &str) -> bool {
@@ -61,8 +120,17 @@ fn dpkg_installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The packages of the VM test harness (see `VM_PACKAGES`).
+pub fn install_vm() -> Result<()> {
+    apt_install(VM_PACKAGES)
+}
+
 fn apt() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+    apt_install(APT_PACKAGES)
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !dpkg_installed(p))

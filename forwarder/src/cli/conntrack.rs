@@ -2,12 +2,11 @@
 //! edited in) the pinned map directly, like `conntrack -L` / `-D`.
 use std::{net::Ipv4Addr, path::Path, process::ExitCode};
 
-use crate::{counters, sweeper};
+use crate::{daemon::sweeper, observe::pinned};
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use forwarder_common::{
-    addr_v4_octets, FlowEntry, FlowKey, FLOW_AUTO, FLOW_REPLY, FLOW_SNAT, FLOW_VIA_STACK,
-    PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    addr_v4_octets, FlowEntry, FlowFlags, FlowKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
 };
 use serde::Serialize;
 
@@ -81,14 +80,14 @@ fn proto_name(p: u8) -> &'static str {
 
 /// Every flow in the pinned table, oldest first.
 pub fn flows(pin_dir: &Path) -> Result<Vec<FlowView>> {
-    let names = counters::read_rule_names(pin_dir)?;
-    let (entries, _) = counters::read_flows(pin_dir)?;
+    let names = pinned::read_rule_names(pin_dir)?;
+    let (entries, _) = pinned::read_flows(pin_dir)?;
     let all: std::collections::HashMap<FlowKey, FlowEntry> = entries.into_iter().collect();
     let now = sweeper::monotonic_ns();
     let secs = |ns: u64| now.saturating_sub(ns) as f64 / 1e9;
     let mut out = Vec::new();
     for (k, e) in &all {
-        if e.flags & FLOW_REPLY != 0 {
+        if e.flags.contains(FlowFlags::REPLY) {
             continue;
         }
         let reply = all.get(&FlowKey::peer_of(e, k.proto, k.family));
@@ -112,13 +111,13 @@ pub fn flows(pin_dir: &Path) -> Result<Vec<FlowView>> {
                 sport: u16::from_be(e.new_sport),
                 dport: u16::from_be(e.new_dport),
             },
-            snat: e.flags & FLOW_SNAT != 0,
-            path: if e.flags & FLOW_VIA_STACK != 0 {
+            snat: e.flags.contains(FlowFlags::SNAT),
+            path: if e.flags.contains(FlowFlags::VIA_STACK) {
                 "stack"
             } else {
                 "redirect"
             },
-            auto: e.flags & FLOW_AUTO != 0,
+            auto: e.flags.contains(FlowFlags::AUTO),
             mss: (e.mss != 0).then_some(e.mss),
             age_s: secs(e.created_ns),
             idle_s: secs(e.last_seen_ns.max(reply.map_or(0, |r| r.last_seen_ns))),
@@ -134,7 +133,7 @@ pub fn flows(pin_dir: &Path) -> Result<Vec<FlowView>> {
 
 fn check_rule(pin_dir: &Path, rule: &Option<String>) -> Result<()> {
     if let Some(r) = rule {
-        let names = counters::read_rule_names(pin_dir)?;
+        let names = pinned::read_rule_names(pin_dir)?;
         if !names.values().any(|n| n == r) {
             let known: Vec<&str> = names.values().map(String::as_str).collect();
             bail!("no forward named {r:?} (known: {})", known.join(", "));
@@ -187,17 +186,17 @@ pub fn conntrack(pin_dir: &Path, cmd: ConntrackCmd) -> Result<ExitCode> {
                 bail!("say which flows: --rule NAME, or --all");
             }
             check_rule(pin_dir, &rule)?;
-            let names = counters::read_rule_names(pin_dir)?;
+            let names = pinned::read_rule_names(pin_dir)?;
             let id = rule
                 .as_ref()
                 .and_then(|r| names.iter().find(|(_, n)| *n == r).map(|(i, _)| *i));
-            let (map, _) = counters::open_flows(pin_dir)?;
-            let doomed: Vec<FlowKey> = crate::batch::dump::<FlowKey, FlowEntry>(&map)?
+            let (map, _) = pinned::open_flows(pin_dir)?;
+            let doomed: Vec<FlowKey> = crate::dataplane::batch::dump::<FlowKey, FlowEntry>(&map)?
                 .into_iter()
                 .filter(|(_, e)| id.is_none_or(|i| e.rule_id == i))
                 .map(|(k, _)| k)
                 .collect();
-            let n = crate::batch::delete(&map, &doomed)?;
+            let n = crate::dataplane::batch::delete(&map, &doomed)?;
             println!("removed {} flows ({n} entries)", n / 2);
         }
     }

@@ -1,8 +1,9 @@
 //! `forwarder reload` and `forwarder down`: talking to the daemon.
 //!
-//! There is no socket: the daemon publishes its pid and the result of every
-//! load in its status file (run directory, root only), and everything else
-//! the CLI needs is in the pinned maps. A signal is the whole protocol,
+//! There is no socket: the daemon holds a lock file in its run directory
+//! (root only) with its pid, publishes the result of every load in its
+//! status file there, and everything else the CLI needs is in the pinned
+//! maps. A signal is the whole protocol,
 //! so there is nothing to version or secure beyond file permissions, and
 //! `status`/`conntrack` keep working while no daemon runs (the pinned
 //! dataplane goes on forwarding).
@@ -12,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{dataplane, state};
+use crate::{
+    dataplane,
+    observe::{running, status},
+};
 use anyhow::{bail, Context, Result};
 
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -28,20 +32,18 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// SIGHUP to the daemon, then wait for it to report the load's result.
 pub fn reload(run_dir: &Path) -> Result<ExitCode> {
-    let Some(pid) = state::running_pid(run_dir) else {
-        bail!(
-            "no forwarder daemon is running (no live pid in {})",
-            state::status_path(run_dir).display()
-        );
+    let no_daemon = || {
+        anyhow::anyhow!(
+            "no forwarder daemon is running (nothing holds {})",
+            running::lock_path(run_dir).display()
+        )
     };
-    let before = state::read(run_dir)?.generation;
-    // SAFETY: plain signal to a pid we just read.
-    if unsafe { libc::kill(pid as i32, libc::SIGHUP) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("signalling the daemon");
-    }
+    running::running_pid(run_dir).ok_or_else(no_daemon)?;
+    let before = status::read(run_dir)?.generation;
+    running::signal_daemon(run_dir, libc::SIGHUP)?.ok_or_else(no_daemon)?;
     let mut st = None;
     let done = wait_until(Duration::from_secs(15), || {
-        st = state::read(run_dir).ok();
+        st = status::read(run_dir).ok();
         st.as_ref().is_some_and(|s| s.generation > before)
     });
     let st = st
@@ -51,6 +53,14 @@ pub fn reload(run_dir: &Path) -> Result<ExitCode> {
         Some(l) if l.applied => {
             println!("applied: {}", l.summary);
             Ok(ExitCode::SUCCESS)
+        }
+        Some(l) if l.maps_mixed => {
+            eprintln!(
+                "failed, and the rollback failed too: the maps hold a mix of the old and the \
+                 new file until the daemon's retry succeeds:"
+            );
+            eprintln!("{}", st.rules_error.as_deref().unwrap_or("(no details)"));
+            Ok(ExitCode::FAILURE)
         }
         _ => {
             eprintln!("rejected; the running configuration is unchanged:");
@@ -63,12 +73,10 @@ pub fn reload(run_dir: &Path) -> Result<ExitCode> {
 /// Stops the daemon if one runs, then removes every program, link and pin
 /// under the pin directory.
 pub fn down(pin_dir: &Path, run_dir: &Path) -> Result<ExitCode> {
-    if let Some(pid) = state::running_pid(run_dir) {
-        // SAFETY: plain signal to a pid we just read.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    if let Some(pid) = running::signal_daemon(run_dir, libc::SIGTERM)? {
+        // Its lock goes with its last file descriptor, when it has exited.
         let gone = wait_until(Duration::from_secs(15), || {
-            // SAFETY: signal 0 only checks for existence.
-            unsafe { libc::kill(pid as i32, 0) != 0 }
+            running::running_pid(run_dir).is_none()
         });
         if !gone {
             bail!("the daemon (pid {pid}) did not stop within 15 s");
@@ -76,7 +84,7 @@ pub fn down(pin_dir: &Path, run_dir: &Path) -> Result<ExitCode> {
         println!("stopped the daemon (pid {pid})");
     }
     let removed = dataplane::teardown(pin_dir)?;
-    let _ = std::fs::remove_file(state::status_path(run_dir));
+    let _ = std::fs::remove_file(status::status_path(run_dir));
     if removed.is_empty() {
         println!("nothing pinned under {}", pin_dir.display());
     } else {

@@ -1,11 +1,13 @@
 //! The command line: the `Cli` definition (also used to generate man pages
 //! and shell completions) and one module per command.
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub mod conntrack;
 pub mod control;
+pub mod dirs;
+pub mod doctor;
 pub mod import;
 pub mod migrate;
 pub mod offline;
@@ -23,25 +25,11 @@ pub mod status;
     version,
     about,
     long_about,
-    after_help = "Examples:\n  forwarder check /etc/forwarder/rules.toml\n  forwarder run --rules /etc/forwarder/rules.toml\n  forwarder status\n  forwarder conntrack list --rule web\n  forwarder import --from-running > rules.toml\n\nThe rules format: docs/rules.md. Operating the daemon: README.md."
+    after_help = "Examples:\n  forwarder check /etc/forwarder/rules.toml\n  forwarder run --rules /etc/forwarder/rules.toml\n  forwarder status\n  forwarder conntrack list --rule web\n  forwarder import --from-running > rules.toml\n\nThe rules format: /usr/share/doc/forwarder/rules.md (docs/rules.md in the source).\nOne man page per command: man forwarder, man forwarder-run, ..."
 )]
 pub struct Cli {
-    /// Where maps (and links) are pinned on bpffs.
-    #[arg(
-        long,
-        global = true,
-        env = "FORWARDER_PIN_DIR",
-        default_value = "/sys/fs/bpf/forwarder"
-    )]
-    pub pin_dir: PathBuf,
-    /// Where the daemon writes its status file.
-    #[arg(
-        long,
-        global = true,
-        env = "FORWARDER_RUN_DIR",
-        default_value = "/run/forwarder"
-    )]
-    pub run_dir: PathBuf,
+    #[command(flatten)]
+    pub leading_dirs: dirs::LeadingDirs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -50,16 +38,42 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (root): load, attach, keep the maps in sync with the
     /// rules file and the interfaces.
-    Run(run::RunArgs),
+    Run {
+        #[command(flatten)]
+        pin: dirs::PinDir,
+        #[command(flatten)]
+        run: dirs::RunDir,
+        #[command(flatten)]
+        args: run::RunArgs,
+    },
     /// Show the running configuration, counters, decisions and table fill.
-    Status(status::StatusArgs),
+    Status {
+        #[command(flatten)]
+        pin: dirs::PinDir,
+        #[command(flatten)]
+        run: dirs::RunDir,
+        #[command(flatten)]
+        args: status::StatusArgs,
+    },
     /// List or flush live flows (like conntrack -L / -D).
-    #[command(subcommand)]
-    Conntrack(conntrack::ConntrackCmd),
+    Conntrack {
+        #[command(flatten)]
+        pin: dirs::PinDir,
+        #[command(subcommand)]
+        cmd: conntrack::ConntrackCmd,
+    },
     /// Make the running daemon re-read its rules file and report the result.
-    Reload,
+    Reload {
+        #[command(flatten)]
+        run: dirs::RunDir,
+    },
     /// Stop the daemon and remove every program, link and pin it created.
-    Down,
+    Down {
+        #[command(flatten)]
+        pin: dirs::PinDir,
+        #[command(flatten)]
+        run: dirs::RunDir,
+    },
     /// Validate a rules file and print its forwards (exit 0 valid, 1 not).
     Check(offline::CheckArgs),
     /// Offline: which forward a packet matches and how it is translated.
@@ -68,21 +82,52 @@ pub enum Command {
     Import(import::ImportArgs),
     /// After switching: NAT rules and socat processes that still handle the forwards' traffic.
     MigrateCheck(migrate::MigrateCheckArgs),
+    /// Probe the kernel for everything the forwarder needs (root; starts
+    /// nothing): a table of what is there and what is missing.
+    Doctor(doctor::DoctorArgs),
+}
+
+impl Cli {
+    /// Applies `--pin-dir`/`--run-dir` given before the command (see
+    /// `dirs`); `matches` are the ones `self` was parsed from.
+    pub fn apply_leading_dirs(&mut self, matches: &clap::ArgMatches) {
+        let Some((_, sub)) = matches.subcommand() else {
+            return;
+        };
+        let lead = &self.leading_dirs;
+        let (pin, run) = match &mut self.command {
+            Command::Run { pin, run, .. }
+            | Command::Status { pin, run, .. }
+            | Command::Down { pin, run } => (Some(pin), Some(run)),
+            Command::Conntrack { pin, .. } => (Some(pin), None),
+            Command::Reload { run } => (None, Some(run)),
+            _ => (None, None),
+        };
+        if let Some(p) = pin {
+            dirs::LeadingDirs::resolve(&lead.pin_dir, sub, "pin_dir", &mut p.pin_dir);
+        }
+        if let Some(r) = run {
+            dirs::LeadingDirs::resolve(&lead.run_dir, sub, "run_dir", &mut r.run_dir);
+        }
+    }
 }
 
 /// Parses the command line and runs the command; the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.apply_leading_dirs(&matches);
     let result = match cli.command {
-        Command::Run(args) => run::run(&cli.pin_dir, &cli.run_dir, args),
-        Command::Status(args) => status::status(&cli.pin_dir, &cli.run_dir, args),
-        Command::Conntrack(c) => conntrack::conntrack(&cli.pin_dir, c),
-        Command::Reload => control::reload(&cli.run_dir),
-        Command::Down => control::down(&cli.pin_dir, &cli.run_dir),
+        Command::Run { pin, run, args } => run::run(&pin.pin_dir, &run.run_dir, args),
+        Command::Status { pin, run, args } => status::status(&pin.pin_dir, &run.run_dir, args),
+        Command::Conntrack { pin, cmd } => conntrack::conntrack(&pin.pin_dir, cmd),
+        Command::Reload { run } => control::reload(&run.run_dir),
+        Command::Down { pin, run } => control::down(&pin.pin_dir, &run.run_dir),
         Command::Check(args) => offline::check(args),
         Command::Explain(args) => offline::explain(args),
         Command::Import(args) => import::import(args),
         Command::MigrateCheck(args) => migrate::migrate_check(args),
+        Command::Doctor(args) => doctor::doctor(args),
     };
     match result {
         Ok(code) => code,

@@ -2,19 +2,15 @@
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
-    time::Duration,
 };
 
 use crate::{
-    bpffs,
-    daemon::{load_rules, Daemon},
-    dataplane::{self, Dataplane, LoadOptions},
-    metrics, netlink, watch,
+    daemon::{events, load_rules, Daemon},
+    dataplane::{self, bpffs, Dataplane, LoadOptions},
+    observe::{metrics, running, status},
 };
-use anyhow::{Context, Result};
-use futures::StreamExt;
-use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use anyhow::Result;
+use tracing::{info, warn};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -33,6 +29,10 @@ pub struct RunArgs {
     /// Log level (error, warn, info, debug, trace); overrides the rules file.
     #[arg(long, env = "FORWARDER_LOG")]
     log_level: Option<String>,
+    /// This node's name for `nodes = [...]` in the rules file (default: the
+    /// hostname). The Kubernetes DaemonSet passes the node name.
+    #[arg(long, env = "FORWARDER_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
 }
 
 /// aya-log's numbering (aya_log_common::Level): 1 error ... 5 trace.
@@ -48,6 +48,7 @@ fn kernel_log_level(level: &str) -> u8 {
 }
 
 pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
+    crate::node::init(args.node_name.clone());
     // Refuse to start on a bad file, with the rules-file error text.
     let loaded = match load_rules(&args.rules) {
         Ok(l) => l,
@@ -82,14 +83,9 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         unsafe { libc::geteuid() } == 0,
         "forwarder run needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for bpffs)"
     );
-    if let Some(pid) = crate::state::running_pid(run_dir) {
-        if pid != std::process::id() {
-            anyhow::bail!(
-                "another forwarder daemon (pid {pid}) runs with run directory {}",
-                run_dir.display()
-            );
-        }
-    }
+    // Held until the process ends: `reload`, `down` and a second `run`
+    // find this daemon by it, not by a pid that may have been recycled.
+    let _lock = running::DaemonLock::take(run_dir)?;
     bpffs::ensure_pin_dir(pin_dir)?;
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: Some(pin_dir),
@@ -122,7 +118,7 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         let mut d = Daemon::new(dp, args.rules.clone(), run_dir.to_path_buf(), loaded)?;
         d.start().await?;
         if let Some(log) = kernel_log {
-            tokio::spawn(forward_kernel_log(log));
+            tokio::spawn(events::forward_kernel_log(log));
         }
         let metrics = match metrics_addr {
             Some(addr) => Some(metrics::serve(addr, pin_dir.to_path_buf(), run_dir.to_path_buf()).await?),
@@ -130,9 +126,11 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         };
         if let Some(m) = &metrics {
             d.metrics = Some(m.addr.to_string());
-            d.write_state()?;
+            d.publish();
         }
-        serve(&mut d, !args.no_watch).await?;
+        crate::notify::ready(d.last_load());
+        events::serve(&mut d, !args.no_watch).await?;
+        crate::notify::stopping();
         if teardown {
             info!("stopping: removing programs, links and pins");
             d.dp.detach_all()?;
@@ -143,114 +141,8 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
             info!("stopping: programs stay attached and keep forwarding; the next daemon adopts them (`forwarder down` removes them)");
             d.dp.leave_running();
         }
-        let _ = std::fs::remove_file(crate::state::status_path(run_dir));
+        let _ = std::fs::remove_file(status::status_path(run_dir));
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn forward_kernel_log(log: aya_log::EbpfLogger<&'static dyn log::Log>) {
-    // SAFETY: the logger owns its ring-buffer map fd, which stays open and
-    // the same for as long as the logger (moved into the AsyncFd) lives.
-    let Ok(mut fd) = (unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(log, tokio::io::Interest::READABLE)
-    }) else {
-        return;
-    };
-    loop {
-        let Ok(mut guard) = fd.readable_mut().await else {
-            return;
-        };
-        guard.get_inner_mut().flush();
-        guard.clear_ready();
-    }
-}
-
-/// Debounce for rules-file events: editors write in several steps.
-const FILE_SETTLE: Duration = Duration::from_millis(250);
-/// Debounce for netlink events: an interface coming up brings a burst of
-/// link, address and route messages; reconcile once they settle, well
-/// within a second.
-const NETLINK_SETTLE: Duration = Duration::from_millis(100);
-
-/// The event loop: signals, file changes, netlink events, the sweeper.
-async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut sweep = tokio::time::interval(sweep_interval(&d.timeouts()));
-    let (_watcher, mut file_events) = if watch_file {
-        let (w, rx) = watch::rules_file(&d.rules_path)?;
-        (Some(w), Some(rx))
-    } else {
-        (None, None)
-    };
-    let mut nl = netlink::watch()?;
-    let far = Instant::now() + Duration::from_secs(86400 * 365);
-    let mut file_due = far;
-    let mut netlink_due = far;
-    loop {
-        tokio::select! {
-            _ = term.recv() => { info!("SIGTERM"); return Ok(()) }
-            _ = int.recv() => { info!("SIGINT"); return Ok(()) }
-            _ = hup.recv() => {
-                info!("SIGHUP: reloading rules");
-                if let Err(e) = d.reload("SIGHUP").await {
-                    warn!("reload failed: {e:#}");
-                }
-                file_due = far;
-                sweep = tokio::time::interval(sweep_interval(&d.timeouts()));
-            }
-            Some(()) = async { match file_events.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
-                file_due = Instant::now() + FILE_SETTLE;
-            }
-            _ = tokio::time::sleep_until(file_due) => {
-                file_due = far;
-                info!(file = %d.rules_path.display(), "rules file changed: reloading");
-                if let Err(e) = d.reload("file changed").await {
-                    warn!("reload failed: {e:#}");
-                }
-                sweep = tokio::time::interval(sweep_interval(&d.timeouts()));
-            }
-            Some(_) = nl.next() => {
-                if netlink_due == far {
-                    netlink_due = Instant::now() + NETLINK_SETTLE;
-                }
-            }
-            _ = tokio::time::sleep_until(netlink_due) => {
-                netlink_due = far;
-                debug!("interfaces, addresses or routes changed: reconciling");
-                match d.reconcile().await {
-                    Ok(()) => d.write_state()?,
-                    Err(e) => warn!("reconcile after a netlink event failed: {e:#}"),
-                }
-            }
-            _ = sweep.tick() => {
-                let t0 = Instant::now();
-                match d.sweep() {
-                    Ok(s) if s.expired + s.orphans > 0 => info!(flows = s.flows, expired = s.expired, orphans = s.orphans, "conntrack sweep"),
-                    Ok(s) => debug!(flows = s.flows, "conntrack sweep"),
-                    Err(e) => warn!("conntrack sweep failed: {e:#}"),
-                }
-                // A huge table takes a while to walk: keep the sweeper
-                // under a tenth of a core by spacing sweeps out.
-                let took = t0.elapsed();
-                let want = sweep_interval(&d.timeouts()).max(took * 10);
-                if want != sweep.period() {
-                    sweep = tokio::time::interval_at(Instant::now() + want, want);
-                }
-            }
-        }
-    }
-}
-
-/// Often enough that the shortest timeout is honoured within about half of
-/// itself, never more than once a second (each sweep walks the table).
-fn sweep_interval(t: &rules::Timeouts) -> Duration {
-    let shortest = [t.tcp_close, t.udp, t.icmp, t.tcp_syn_sent]
-        .into_iter()
-        .min()
-        .unwrap_or(Duration::from_secs(10));
-    (shortest / 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
 }

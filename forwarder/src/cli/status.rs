@@ -2,7 +2,7 @@
 //! is down or busy) plus the daemon's status file.
 use std::{path::Path, process::ExitCode};
 
-use crate::{counters, state};
+use crate::observe::{pinned, running, status};
 use anyhow::Result;
 use serde::Serialize;
 
@@ -11,33 +11,73 @@ pub struct StatusArgs {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// Readiness check (Kubernetes readinessProbe, scripts): exit 0 only when
+    /// the daemon runs and the rules file it watches is applied (the last
+    /// load succeeded); else say why and exit 1. Reads only the status file.
+    #[arg(long, conflicts_with = "json")]
+    ready: bool,
+}
+
+/// Why the daemon is not ready, or `None` when it is: running, and the
+/// last load of its rules file applied. A rejected edit (the old rules keep
+/// forwarding) is not ready: the file in place is not what is in force.
+pub fn not_ready(daemon: Option<&status::DaemonState>, running: bool) -> Option<String> {
+    let Some(d) = daemon.filter(|_| running) else {
+        return Some("the daemon is not running (no live process behind the status file)".into());
+    };
+    match &d.last_load {
+        None => Some("the daemon has not loaded its rules yet".into()),
+        Some(l) if !l.applied => Some(format!(
+            "the last load ({}) was rejected: {}",
+            l.trigger, l.summary
+        )),
+        Some(_) => d.rules_error.as_ref().map(|e| {
+            format!(
+                "the rules file is rejected: {}",
+                e.lines().next().unwrap_or("")
+            )
+        }),
+    }
 }
 
 #[derive(Serialize)]
 struct RuleView {
     /// The forward as the daemon applied it (absent when no daemon runs).
     #[serde(flatten)]
-    rule: Option<state::RuleStatus>,
-    counters: counters::RuleCount,
+    rule: Option<status::RuleStatus>,
+    counters: pinned::RuleCount,
 }
 
 #[derive(Serialize)]
 struct Status {
     /// Whether the daemon named in the status file is running.
     daemon_running: bool,
-    daemon: Option<state::DaemonState>,
+    daemon: Option<status::DaemonState>,
     rules: Vec<RuleView>,
-    conntrack: counters::TableFill,
+    conntrack: pinned::TableFill,
     /// Backends `snat = "auto"` switched to SNAT (their replies bypassed
     /// this host).
-    auto_snat_learned: Vec<counters::Learned>,
-    interfaces: Vec<counters::IfaceCounters>,
+    auto_snat_learned: Vec<pinned::Learned>,
+    interfaces: Vec<pinned::IfaceCounters>,
 }
 
 pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCode> {
-    let daemon = state::read(run_dir).ok();
-    let daemon_running = state::running_pid(run_dir).is_some();
-    let (counts, conntrack) = counters::read_rules_pinned(pin_dir)?;
+    let daemon = status::read(run_dir).ok();
+    let daemon_running = running::running_pid(run_dir).is_some();
+    if args.ready {
+        return Ok(match not_ready(daemon.as_ref(), daemon_running) {
+            None => {
+                let d = daemon.as_ref().and_then(|d| d.last_load.as_ref());
+                println!("ready: {}", d.map_or("", |l| l.summary.as_str()));
+                ExitCode::SUCCESS
+            }
+            Some(why) => {
+                println!("not ready: {why}");
+                ExitCode::FAILURE
+            }
+        });
+    }
+    let (counts, conntrack) = pinned::read_rules_pinned(pin_dir)?;
     let by_id = |id: u32| {
         daemon
             .as_ref()
@@ -53,11 +93,11 @@ pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCo
             })
             .collect(),
         conntrack,
-        auto_snat_learned: counters::read_learned(pin_dir).unwrap_or_default(),
+        auto_snat_learned: pinned::read_learned(pin_dir).unwrap_or_default(),
         interfaces: {
             // Names as the daemon saw them: `status` may run in another
             // network namespace, where the same ifindex is another device.
-            let mut v = counters::read_pinned(pin_dir)?;
+            let mut v = pinned::read_pinned(pin_dir)?;
             if let Some(d) = &daemon {
                 for i in &mut v {
                     if let Some(s) = d.interfaces.iter().find(|s| s.ifindex == Some(i.ifindex)) {
@@ -97,13 +137,30 @@ fn print_text(st: &Status) {
                 );
             }
             if let Some(e) = &d.rules_error {
-                println!("LAST RELOAD REJECTED (running configuration unchanged):\n{e}");
+                if d.last_load.as_ref().is_some_and(|l| l.maps_mixed) {
+                    println!(
+                        "LAST RELOAD FAILED, ROLLBACK FAILED (the maps hold a mix until the \
+                         daemon's retry):\n{e}"
+                    );
+                } else {
+                    println!("LAST RELOAD REJECTED (running configuration unchanged):\n{e}");
+                }
             }
             if let Some(a) = &d.adopted {
                 println!("{a}");
             }
             if let Some(m) = &d.metrics {
                 println!("metrics: http://{m}/metrics");
+            }
+            if let Some(w) = &d.rules_watch {
+                println!("rules file watched: {w}");
+            }
+            if !d.other_nodes.is_empty() {
+                println!(
+                    "node {}: forwards for other nodes, not applied here: {}",
+                    d.node.as_deref().unwrap_or("?"),
+                    d.other_nodes.join(", ")
+                );
             }
         }
         _ => println!(
@@ -168,8 +225,14 @@ fn print_text(st: &Status) {
                     c.mss_clamped
                 );
             }
-            if x.listeners == 0 {
+            if x.listeners == 0 && x.listen == "interface" {
                 println!("    NOT LISTENING: the interface is missing or has no address");
+            } else if x.listeners == 0 {
+                println!(
+                    "    NOT LISTENING: {} is missing, or {} is not assigned to an interface \
+                     of this node (a VIP held by another node?)",
+                    x.iface, x.listen
+                );
             }
         }
         if c.new_flows > 0 {
@@ -237,5 +300,54 @@ fn print_text(st: &Status) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::status::{DaemonState, LoadResult};
+
+    fn loaded(applied: bool, error: Option<&str>) -> DaemonState {
+        DaemonState {
+            last_load: Some(LoadResult {
+                trigger: "file changed".into(),
+                applied,
+                summary: if applied {
+                    "2 forwards".into()
+                } else {
+                    "bad port".into()
+                },
+                ..Default::default()
+            }),
+            rules_error: error.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ready_means_running_and_applied() {
+        assert_eq!(not_ready(Some(&loaded(true, None)), true), None);
+        let dead = not_ready(Some(&loaded(true, None)), false).unwrap();
+        assert!(dead.contains("not running"), "{dead}");
+        assert!(not_ready(None, false).is_some());
+        let fresh = DaemonState::default();
+        assert!(not_ready(Some(&fresh), true)
+            .unwrap()
+            .contains("not loaded"));
+        let rejected = not_ready(Some(&loaded(false, Some("rules.toml:4:8: error"))), true);
+        assert_eq!(
+            rejected.as_deref(),
+            Some("the last load (file changed) was rejected: bad port")
+        );
+        // A later netlink reconcile does not make a rejected file ready.
+        let still = not_ready(
+            Some(&loaded(true, Some("rules.toml:4:8: error: x\nhelp"))),
+            true,
+        );
+        assert_eq!(
+            still.as_deref(),
+            Some("the rules file is rejected: rules.toml:4:8: error: x")
+        );
     }
 }

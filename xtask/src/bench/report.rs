@@ -644,7 +644,7 @@ fn micro_section(w: &mut String, r: &Results) {
         w,
         "## Micro-benchmarks of the TC program (BPF_PROG_TEST_RUN)\n"
     );
-    let _ = writeln!(w, "`{}` (tests crate): loads the dataplane with private maps in a namespace of its own (two veth pairs, forwarding on, so the program's FIB lookup succeeds), registers the interfaces, inserts flows and a listener directly into the maps, and times the program with BPF_PROG_TEST_RUN. Values are kernel-measured ns per program run. Counters prove every timed run took the intended path (translated and redirected; flows created).\n", m.command);
+    let _ = writeln!(w, "`{}` (tools crate): loads the dataplane with private maps in a namespace of its own (two veth pairs, forwarding on, so the program's FIB lookup succeeds), registers the interfaces, inserts flows and a listener directly into the maps, and times the program with BPF_PROG_TEST_RUN. Values are kernel-measured ns per program run. Counters prove every timed run took the intended path (translated and redirected; flows created).\n", m.command);
     let Some(v) = &m.result else {
         let _ = writeln!(
             w,
@@ -665,7 +665,7 @@ fn micro_section(w: &mut String, r: &Results) {
         ("no_nat", true, "established flow whose translation is the identity (no rewrite), FIB, TTL, redirect: the no-NAT forward"),
         ("floor", true, "packet on an interface the forwarder does not handle (one map lookup): entering the program at all"),
         ("egress", true, "the egress program on the outgoing interface, which every redirected packet also passes, where no stack-path flow can reply (as on this benchmark's router): returns at once"),
-        ("egress_nat", true, "the same on an interface where stack-path flows reply (`IFACE_EGRESS_NAT`): parse, lookup, no flow of its own, passed on"),
+        ("egress_nat", true, "the same on an interface where stack-path flows reply (`IfaceFlags::EGRESS_NAT`): parse, lookup, no flow of its own, passed on"),
         ("create", false, "first packet (SYN) of a new flow: listener match, SNAT port allocation, both entries inserted, NAT, FIB, redirect"),
         ("nat_single", false, "the `nat` case measured like `create`, for comparison (both include the kernel's timer reads)"),
     ];

@@ -1,0 +1,384 @@
+//! Every map and program name, every size default, and the layout table
+//! the daemon checks pinned maps against before it adopts them.
+//!
+//! The kernel side cannot use these names in `#[map(name = ...)]` (the
+//! macro takes a literal), so the table is enforced from the other end: a
+//! test in `forwarder` parses the built object and fails on any map that is
+//! missing here, listed here but absent there, or of another type, key size,
+//! value size or size. Changing a pinned map's row (or a struct it names)
+//! changes what a running system has pinned: bump `ABI_VERSION`.
+//!
+//! The one fact a reader gets wrong: a pinned map keeps the size it was
+//! created with across daemon restarts and upgrades. Only arrays indexed by
+//! a slot or a rule id ([`Capacity::Fixed`]) must match exactly; the others
+//! are limits, and the flow table's size is chosen at load
+//! ([`Capacity::Flows`]) and kept until `forwarder down`.
+
+use core::mem::{offset_of, size_of};
+
+use crate::{
+    AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
+    ListenerValue, RuleCounters, RuleName, HOOKS, REASONS,
+};
+
+// ---- Program names (the entry points' function names). ----
+
+/// TC (TCX) ingress, on every interface a forward uses.
+pub const PROG_INGRESS: &str = "fwd_ingress";
+/// TC (TCX) egress, where replies of stack-path flows leave.
+pub const PROG_EGRESS: &str = "fwd_egress";
+/// The XDP accelerator, on NICs with native XDP.
+pub const PROG_XDP: &str = "fwd_xdp";
+
+// ---- Map names (also the pin file names under the pin directory). ----
+
+pub const MAP_IFACES: &str = "FWD_IFACES";
+pub const MAP_IFACE_COUNTERS: &str = "FWD_IFACE_CNT";
+pub const MAP_LISTENERS: &str = "FWD_LISTENERS";
+pub const MAP_ALLOW: &str = "FWD_ALLOW";
+pub const MAP_RULE_COUNTERS: &str = "FWD_RULE_CNT";
+pub const MAP_FLOWS: &str = "FWD_FLOWS";
+pub const MAP_CONFIG: &str = "FWD_CONFIG";
+pub const MAP_AUTO_SNAT: &str = "FWD_AUTO_SNAT";
+pub const MAP_RULE_NAMES: &str = "FWD_RULE_NAMES";
+/// Per-CPU room for building the two entries of a new flow.
+pub const MAP_FLOW_SCRATCH: &str = "FWD_SCRATCH";
+/// Per-CPU room for the FIB lookup parameters (TC and XDP share it: a
+/// program runs to completion on its CPU, so one slot serves both).
+pub const MAP_FIB_SCRATCH: &str = "FWD_FIB_SCRATCH";
+/// The XDP accelerator's redirect targets (ifindex -> ifindex).
+pub const MAP_XDP_DEVS: &str = "FWD_XDP_DEVS";
+/// aya-log's ring buffer (defined by aya-log-ebpf, drained by aya-log).
+pub const MAP_AYA_LOGS: &str = "AYA_LOGS";
+
+/// Subdirectory of the pin directory holding the program links.
+pub const PIN_LINKS_DIR: &str = "links";
+
+// ---- Sizes. ----
+
+/// Maximum number of interfaces the dataplane keeps counters for.
+pub const MAX_IFACES: u32 = 64;
+/// Maximum number of rules (size of the per-rule counter array).
+pub const MAX_RULES: u32 = 1024;
+/// Maximum number of listener entries (one per address x protocol x port).
+pub const MAX_LISTENERS: u32 = 262_144;
+/// Maximum number of allow-list prefixes over all rules.
+pub const MAX_ALLOW_PREFIXES: u32 = 16_384;
+/// Backends remembered by `snat = "auto"` learning (LRU).
+pub const MAX_AUTO_SNAT: u32 = 4096;
+/// Flow-table entries per tracked flow: one per direction.
+pub const ENTRIES_PER_FLOW: u32 = 2;
+/// Flows the table holds when the rules file does not say
+/// (`[global] conntrack_max`).
+pub const DEFAULT_CONNTRACK_MAX: u32 = 262_144;
+/// Flows of a private (unpinned) dataplane when its loader does not say:
+/// BPF_PROG_TEST_RUN tests and benchmarks, which need no production table.
+pub const PRIVATE_CONNTRACK_MAX: u32 = 65_536;
+/// SNAT source ports when the rules file does not say (`[global]
+/// snat_ports`), inclusive, host order; also what the kernel uses while
+/// `FWD_CONFIG` holds no range.
+pub const DEFAULT_SNAT_PORT_MIN: u16 = 32_768;
+pub const DEFAULT_SNAT_PORT_MAX: u16 = 60_999;
+/// aya-log-ebpf's ring buffer size in bytes (its `AYA_LOGS` definition).
+pub const AYA_LOGS_BYTES: u32 = 1 << 17;
+/// `struct bpf_fib_lookup` (include/uapi/linux/bpf.h), the value of the FIB
+/// scratch maps.
+pub const FIB_LOOKUP_PARAMS_SIZE: u32 = 64;
+/// `struct bpf_devmap_val` (ifindex + program fd), a devmap's value.
+pub const DEVMAP_VAL_SIZE: u32 = 8;
+
+// ---- The layout table. ----
+
+/// BPF map types the dataplane uses (`enum bpf_map_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    Hash = 1,
+    Array = 2,
+    PerCpuArray = 6,
+    LruHash = 9,
+    LpmTrie = 11,
+    DevMapHash = 25,
+    RingBuf = 27,
+}
+
+impl MapKind {
+    pub const fn bpf_map_type(self) -> u32 {
+        self as u32
+    }
+}
+
+/// What sets a map's number of entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capacity {
+    /// An index space (interface slots x hooks x reasons, rule ids): part of
+    /// the layout, a pinned map of another size is refused.
+    Fixed(u32),
+    /// A limit compiled into the object; a pinned map keeps its own.
+    Limit(u32),
+    /// The flow table: `ENTRIES_PER_FLOW` x `conntrack_max`, set at load;
+    /// the object carries `ENTRIES_PER_FLOW` x `DEFAULT_CONNTRACK_MAX`.
+    Flows,
+}
+
+impl Capacity {
+    /// max_entries as compiled into the object.
+    pub const fn in_object(self) -> u32 {
+        match self {
+            Capacity::Fixed(n) | Capacity::Limit(n) => n,
+            Capacity::Flows => ENTRIES_PER_FLOW * DEFAULT_CONNTRACK_MAX,
+        }
+    }
+}
+
+/// One map of the kernel object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    pub name: &'static str,
+    pub kind: MapKind,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub capacity: Capacity,
+    /// Pinned under the pin directory and adopted by the next daemon.
+    /// Unpinned maps are per-load: scratch space, or state each daemon
+    /// rebuilds before it uses it.
+    pub pinned: bool,
+}
+
+const fn spec(
+    name: &'static str,
+    kind: MapKind,
+    key_size: usize,
+    value_size: usize,
+    capacity: Capacity,
+    pinned: bool,
+) -> MapSpec {
+    MapSpec {
+        name,
+        kind,
+        key_size: key_size as u32,
+        value_size: value_size as u32,
+        capacity,
+        pinned,
+    }
+}
+
+/// LPM trie keys carry the prefix length (u32) in front of the data.
+const LPM_PREFIX_LEN_SIZE: usize = 4;
+
+/// Every map of the kernel object. ARCHITECTURE.md's map table says who
+/// writes and reads each.
+pub const MAPS: &[MapSpec] = &[
+    spec(
+        MAP_IFACES,
+        MapKind::Hash,
+        size_of::<u32>(),
+        size_of::<IfaceConfig>(),
+        Capacity::Limit(MAX_IFACES),
+        true,
+    ),
+    spec(
+        MAP_IFACE_COUNTERS,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        size_of::<Counter>(),
+        Capacity::Fixed(MAX_IFACES * HOOKS * REASONS),
+        true,
+    ),
+    spec(
+        MAP_LISTENERS,
+        MapKind::Hash,
+        size_of::<ListenerKey>(),
+        size_of::<ListenerValue>(),
+        Capacity::Limit(MAX_LISTENERS),
+        true,
+    ),
+    spec(
+        MAP_ALLOW,
+        MapKind::LpmTrie,
+        LPM_PREFIX_LEN_SIZE + size_of::<AllowKey>(),
+        size_of::<u8>(),
+        Capacity::Limit(MAX_ALLOW_PREFIXES),
+        true,
+    ),
+    spec(
+        MAP_RULE_COUNTERS,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        size_of::<RuleCounters>(),
+        Capacity::Fixed(MAX_RULES),
+        true,
+    ),
+    spec(
+        MAP_FLOWS,
+        MapKind::Hash,
+        size_of::<FlowKey>(),
+        size_of::<FlowEntry>(),
+        Capacity::Flows,
+        true,
+    ),
+    spec(
+        MAP_CONFIG,
+        MapKind::Array,
+        size_of::<u32>(),
+        size_of::<GlobalConfig>(),
+        Capacity::Fixed(1),
+        true,
+    ),
+    spec(
+        MAP_AUTO_SNAT,
+        MapKind::LruHash,
+        size_of::<AutoSnatKey>(),
+        size_of::<u64>(),
+        Capacity::Limit(MAX_AUTO_SNAT),
+        true,
+    ),
+    spec(
+        MAP_RULE_NAMES,
+        MapKind::Array,
+        size_of::<u32>(),
+        size_of::<RuleName>(),
+        Capacity::Fixed(MAX_RULES),
+        true,
+    ),
+    spec(
+        MAP_FLOW_SCRATCH,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        size_of::<FlowEntry>(),
+        // Slot 0: the reply entry, slot 1: the original.
+        Capacity::Fixed(2),
+        false,
+    ),
+    spec(
+        MAP_FIB_SCRATCH,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        FIB_LOOKUP_PARAMS_SIZE as usize,
+        Capacity::Fixed(1),
+        false,
+    ),
+    spec(
+        MAP_XDP_DEVS,
+        MapKind::DevMapHash,
+        size_of::<u32>(),
+        DEVMAP_VAL_SIZE as usize,
+        Capacity::Limit(MAX_IFACES),
+        false,
+    ),
+    spec(
+        MAP_AYA_LOGS,
+        MapKind::RingBuf,
+        0,
+        0,
+        Capacity::Fixed(AYA_LOGS_BYTES),
+        false,
+    ),
+];
+
+/// The row of the map called `name`.
+pub fn map_spec(name: &str) -> Option<&'static MapSpec> {
+    MAPS.iter().find(|m| m.name.as_bytes() == name.as_bytes())
+}
+
+/// The maps a daemon pins and the next one adopts.
+pub fn pinned_maps() -> impl Iterator<Item = &'static MapSpec> {
+    MAPS.iter().filter(|m| m.pinned)
+}
+
+// ---- Field offsets of the shared structs. ----
+//
+// Checked at compile time on both sides: the kernel object and userspace
+// agree on every field's place, and a field moved by accident (or a field
+// added without an ABI bump) stops the build here rather than misreading
+// live maps. The sizes are pinned in the tests of lib.rs.
+
+const _: () = {
+    assert!(offset_of!(IfaceConfig, slot) == 0);
+    assert!(offset_of!(IfaceConfig, flags) == 4);
+
+    assert!(offset_of!(ListenerKey, addr) == 0);
+    assert!(offset_of!(ListenerKey, ifindex) == 16);
+    assert!(offset_of!(ListenerKey, port) == 20);
+    assert!(offset_of!(ListenerKey, proto) == 22);
+    assert!(offset_of!(ListenerKey, family) == 23);
+
+    assert!(offset_of!(ListenerValue, target_addr) == 0);
+    assert!(offset_of!(ListenerValue, snat_addr) == 16);
+    assert!(offset_of!(ListenerValue, rule_id) == 32);
+    assert!(offset_of!(ListenerValue, target_port) == 36);
+    assert!(offset_of!(ListenerValue, snat_mode) == 38);
+    assert!(offset_of!(ListenerValue, flags) == 39);
+    assert!(offset_of!(ListenerValue, mss) == 40);
+
+    assert!(offset_of!(AllowKey, rule_id_be) == 0);
+    assert!(offset_of!(AllowKey, addr) == 4);
+
+    assert!(offset_of!(FlowKey, src) == 0);
+    assert!(offset_of!(FlowKey, dst) == 16);
+    assert!(offset_of!(FlowKey, sport) == 32);
+    assert!(offset_of!(FlowKey, dport) == 34);
+    assert!(offset_of!(FlowKey, proto) == 36);
+    assert!(offset_of!(FlowKey, family) == 37);
+
+    assert!(offset_of!(FlowEntry, new_src) == 0);
+    assert!(offset_of!(FlowEntry, new_dst) == 16);
+    assert!(offset_of!(FlowEntry, new_sport) == 32);
+    assert!(offset_of!(FlowEntry, new_dport) == 34);
+    assert!(offset_of!(FlowEntry, rule_id) == 36);
+    assert!(offset_of!(FlowEntry, created_ns) == 40);
+    assert!(offset_of!(FlowEntry, last_seen_ns) == 48);
+    assert!(offset_of!(FlowEntry, packets) == 56);
+    assert!(offset_of!(FlowEntry, bytes) == 64);
+    assert!(offset_of!(FlowEntry, flags) == 72);
+    assert!(offset_of!(FlowEntry, tcp_seen) == 73);
+    assert!(offset_of!(FlowEntry, mss) == 74);
+
+    assert!(offset_of!(AutoSnatKey, rule_id) == 0);
+    assert!(offset_of!(AutoSnatKey, addr) == 4);
+
+    assert!(offset_of!(GlobalConfig, abi_version) == 0);
+    assert!(offset_of!(GlobalConfig, snat_port_min) == 4);
+    assert!(offset_of!(GlobalConfig, snat_port_max) == 6);
+    assert!(offset_of!(GlobalConfig, flags) == 8);
+
+    assert!(offset_of!(Counter, packets) == 0);
+    assert!(offset_of!(Counter, bytes) == 8);
+
+    assert!(offset_of!(RuleCounters, packets) == 0);
+    assert!(offset_of!(RuleCounters, bytes) == 8);
+    assert!(offset_of!(RuleCounters, new_flows) == 16);
+    assert!(offset_of!(RuleCounters, snat_flows) == 24);
+    assert!(offset_of!(RuleCounters, stack_flows) == 32);
+    assert!(offset_of!(RuleCounters, mss_clamped) == 40);
+    assert!(offset_of!(RuleCounters, drops) == 48);
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        for (i, a) in MAPS.iter().enumerate() {
+            for b in &MAPS[i + 1..] {
+                assert_ne!(a.name, b.name);
+            }
+        }
+    }
+
+    #[test]
+    fn bpffs_accepts_every_pinned_name() {
+        // bpffs refuses dots; the kernel truncates map names to 15 bytes.
+        for m in pinned_maps() {
+            assert!(!m.name.contains('.'), "{}", m.name);
+            assert!(m.name.len() < 16, "{}", m.name);
+        }
+    }
+
+    #[test]
+    fn lookup_by_name() {
+        assert_eq!(map_spec(MAP_FLOWS).unwrap().capacity, Capacity::Flows);
+        assert!(map_spec("nope").is_none());
+        assert_eq!(pinned_maps().count(), 9);
+    }
+}

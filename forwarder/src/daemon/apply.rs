@@ -1,0 +1,373 @@
+//! The third stage of the daemon, and the only code that changes the
+//! kernel: a plan's config, links (detach, attach, egress, XDP) and map
+//! operations, in that order.
+//!
+//! The map operations are a transaction as far as maps allow: they run in
+//! the order `rules::diff` gives (which never admits what both the old and
+//! the new file refuse, and fits the maps), and when one fails the writes
+//! made so far are undone in the same safe order and the maps re-read, so
+//! the daemon's [`Record`] always equals what the kernel holds, whatever
+//! happened. The one fact a reader gets wrong: a failed write does not mean
+//! "nothing changed"; it means "rolled back", or, when the rollback failed
+//! too, "the record says exactly which mix is in force", never a guess.
+use anyhow::Result;
+use aya::maps::MapError;
+use rules::{MapOp, Update};
+use tracing::{info, warn};
+
+use super::{
+    facts,
+    plan::{IfacePlan, Plan, Record},
+};
+use crate::{
+    dataplane::{Dataplane, Maps},
+    observe::status::IfaceReport,
+};
+
+/// Test seam: faults injected into map writes (feature
+/// `fault-injection`). Without the feature it is empty and never fails.
+#[derive(Debug, Default)]
+pub struct Faults {
+    #[cfg(feature = "fault-injection")]
+    pub inject: Vec<Fault>,
+    /// Writes seen so far, and the keys the maps hold as far as the
+    /// injected room faults are concerned.
+    #[cfg(feature = "fault-injection")]
+    writes: usize,
+    #[cfg(feature = "fault-injection")]
+    listeners: std::collections::BTreeSet<forwarder_common::ListenerKey>,
+    #[cfg(feature = "fault-injection")]
+    allow: std::collections::BTreeSet<rules::AllowLpmKey>,
+}
+
+/// One injected fault.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The `at`-th map write (from 0, counted over everything applied with
+    /// these faults, rollbacks included) fails once with `errno`.
+    Write { at: usize, errno: i32 },
+    /// The allow-list trie holds only this many entries: inserts beyond
+    /// fail with ENOSPC, as a full map does.
+    AllowRoom(usize),
+    /// The same for the listener map.
+    ListenerRoom(usize),
+}
+
+#[cfg(feature = "fault-injection")]
+impl Faults {
+    pub fn new(inject: Vec<Fault>) -> Faults {
+        Faults {
+            inject,
+            ..Default::default()
+        }
+    }
+
+    /// A run of operations starts on maps holding `r`.
+    fn begin(&mut self, r: &Record) {
+        self.listeners = r.entries.listeners.keys().copied().collect();
+        self.allow = r.entries.allow.keys().copied().collect();
+    }
+
+    /// Whether `op` is to fail now (and how); when not, it counts as done.
+    fn check(&mut self, op: &MapOp) -> Result<()> {
+        let n = self.writes;
+        self.writes += 1;
+        let errno = |e: i32, what: &'static str| {
+            Err(anyhow::Error::new(std::io::Error::from_raw_os_error(e)).context(what))
+        };
+        if let Some(i) = self
+            .inject
+            .iter()
+            .position(|f| matches!(f, Fault::Write { at, .. } if *at == n))
+        {
+            let Fault::Write { errno: e, .. } = self.inject.remove(i) else {
+                unreachable!("matched above")
+            };
+            return errno(e, "injected write failure");
+        }
+        for f in &self.inject {
+            match (f, op) {
+                (Fault::AllowRoom(room), MapOp::AllowInsert(k))
+                    if self.allow.len() >= *room && !self.allow.contains(k) =>
+                {
+                    return errno(libc::ENOSPC, "injected: allow-list map full");
+                }
+                (Fault::ListenerRoom(room), MapOp::ListenerWrite(k, _))
+                    if self.listeners.len() >= *room && !self.listeners.contains(k) =>
+                {
+                    return errno(libc::ENOSPC, "injected: listener map full");
+                }
+                _ => {}
+            }
+        }
+        match op {
+            MapOp::AllowInsert(k) => {
+                self.allow.insert(*k);
+            }
+            MapOp::AllowRemove(k) => {
+                self.allow.remove(k);
+            }
+            MapOp::ListenerWrite(k, _) => {
+                self.listeners.insert(*k);
+            }
+            MapOp::ListenerRemove(k) => {
+                self.listeners.remove(k);
+            }
+            MapOp::NameRule { .. } | MapOp::UnnameRule { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+impl Faults {
+    fn begin(&mut self, _r: &Record) {}
+
+    fn check(&mut self, _op: &MapOp) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A map transaction that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} failed: {cause:#}; {}", if *.rolled_back {
+    "rolled back: the maps hold the previous configuration"
+} else {
+    "the rollback failed too: the maps hold a mix of both (re-read; the next reload or \
+     interface change retries)"
+})]
+pub struct WriteFailed {
+    /// The operation that failed, for the message.
+    pub op: String,
+    pub cause: anyhow::Error,
+    /// The maps hold exactly the previous configuration again.
+    pub rolled_back: bool,
+}
+
+/// What applying a plan did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The interfaces as attached (or why not).
+    pub ifaces: Vec<IfaceReport>,
+    /// The map transaction.
+    pub maps: Result<(), WriteFailed>,
+}
+
+fn not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+/// One map operation. Removing a key that is already gone is not an
+/// error (the goal is its absence).
+fn write(maps: &mut Maps, op: &MapOp) -> Result<()> {
+    let gone = |r: Result<(), MapError>| match r {
+        Err(e) if !not_found(&e) => Err(e),
+        _ => Ok(()),
+    };
+    match op {
+        MapOp::NameRule { id, name } => maps.name_rule(*id, name)?,
+        MapOp::UnnameRule { id } => maps.unname_rule(*id)?,
+        MapOp::AllowInsert(k) => maps.insert_allow(k)?,
+        MapOp::AllowRemove(k) => gone(maps.remove_allow(k))?,
+        MapOp::ListenerWrite(k, v) => maps.listeners.insert(k, v, 0)?,
+        MapOp::ListenerRemove(k) => gone(maps.listeners.remove(k))?,
+    }
+    Ok(())
+}
+
+/// Runs `ops` on maps holding `from`; the failing op and why.
+fn run(
+    maps: &mut Maps,
+    ops: &[MapOp],
+    from: &Record,
+    faults: &mut Faults,
+) -> Result<(), (MapOp, anyhow::Error)> {
+    faults.begin(from);
+    for op in ops {
+        if let Err(e) = faults.check(op).and_then(|()| write(maps, op)) {
+            return Err((op.clone(), e));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `update` (from `record` to `target`); on failure undoes what was
+/// written, and in every case leaves `record` equal to the maps.
+pub fn write_maps(
+    dp: &mut Dataplane,
+    update: &Update,
+    record: &mut Record,
+    target: Record,
+    faults: &mut Faults,
+) -> Result<(), WriteFailed> {
+    let (op, cause) = match run(&mut dp.maps, &update.ops, record, faults) {
+        Ok(()) => {
+            *record = target;
+            return Ok(());
+        }
+        Err(failed) => failed,
+    };
+    warn!("map update failed at {op:?}: {cause:#}; rolling back");
+    let old = record.clone();
+    let back = facts::read_record(&dp.maps).and_then(|now| {
+        let room = dp.maps.room()?;
+        let undo = rules::diff::rollback(now.state(), old.state(), room)?;
+        run(&mut dp.maps, &undo.ops, &now, faults)
+            .map_err(|(op, e)| e.context(format!("undoing at {op:?}")))
+    });
+    if let Err(e) = &back {
+        warn!("rollback failed: {e:#}");
+    }
+    let rolled_back = match facts::read_record(&dp.maps) {
+        Ok(now) => {
+            let same = now.same_maps(&old);
+            *record = now;
+            same
+        }
+        Err(e) => {
+            warn!("re-reading the maps after a failed update: {e:#}");
+            false
+        }
+    };
+    Err(WriteFailed {
+        op: describe(&op),
+        cause,
+        rolled_back,
+    })
+}
+
+fn describe(op: &MapOp) -> String {
+    match op {
+        MapOp::NameRule { id, name } => format!("naming rule {name} (id {id})"),
+        MapOp::UnnameRule { id } => format!("forgetting rule id {id}"),
+        MapOp::AllowInsert(_) => "adding an allow-list entry".into(),
+        MapOp::AllowRemove(_) => "removing an allow-list entry".into(),
+        MapOp::ListenerWrite(..) => "writing a listener".into(),
+        MapOp::ListenerRemove(_) => "removing a listener".into(),
+    }
+}
+
+/// The config and the map transaction of `plan`, without touching links:
+/// what the BPF_PROG_TEST_RUN harness needs (its interfaces are registered
+/// by hand, not attached).
+pub fn apply_maps(
+    dp: &mut Dataplane,
+    plan: &Plan,
+    record: &mut Record,
+    faults: &mut Faults,
+) -> Result<()> {
+    dp.maps.set_config(plan.config)?;
+    write_maps(dp, &plan.update, record, plan.record(), faults)?;
+    Ok(())
+}
+
+/// Applies a whole plan: config, links, then the map transaction (whose
+/// failure is reported in `Applied::maps`, after the links' reports).
+pub fn apply(
+    dp: &mut Dataplane,
+    plan: &Plan,
+    record: &mut Record,
+    faults: &mut Faults,
+) -> Result<Applied> {
+    dp.maps.set_config(plan.config)?;
+    for d in &plan.detach {
+        info!(iface = %d.iface.name, ifindex = d.iface.ifindex, "detaching ({})", d.why);
+        dp.detach(d.iface.ifindex)?;
+    }
+    let ifaces = plan.ifaces.iter().map(|p| apply_iface(dp, p)).collect();
+    let live: std::collections::BTreeSet<(String, u32)> =
+        dp.attached().map(|a| (a.name.clone(), a.ifindex)).collect();
+    let removed = dp.sweep_stale(|n, i| live.contains(&(n.to_string(), i)))?;
+    if !removed.is_empty() {
+        info!("removed stale link pins: {}", removed.join(", "));
+    }
+    let maps = write_maps(dp, &plan.update, record, plan.record(), faults);
+    Ok(Applied { ifaces, maps })
+}
+
+/// Attaches (or keeps) one interface's programs; its report.
+fn apply_iface(dp: &mut Dataplane, p: &IfacePlan) -> IfaceReport {
+    let report = IfaceReport {
+        name: p.name.clone(),
+        why: p.why.clone(),
+        attach: "none".into(),
+        ..Default::default()
+    };
+    let Some(iface) = &p.link else {
+        return IfaceReport {
+            state: "missing: waiting for it to appear".into(),
+            ..report
+        };
+    };
+    let report = IfaceReport {
+        ifindex: Some(iface.ifindex),
+        ..report
+    };
+    if let Some(slot) = p.attach {
+        let attached = (if slot.fresh {
+            dp.maps.reset_iface_counters(slot.slot)
+        } else {
+            Ok(())
+        })
+        .and_then(|()| dp.attach(iface, slot.slot));
+        match attached {
+            Ok(()) => info!(
+                iface = %p.name, ifindex = iface.ifindex, l3 = iface.l3, mtu = iface.mtu,
+                "attached (tcx ingress): {}", p.why
+            ),
+            Err(e) => {
+                warn!(iface = %p.name, "attach failed: {e:#}");
+                return IfaceReport {
+                    state: format!("attach failed: {e:#}"),
+                    ..report
+                };
+            }
+        }
+    }
+    if let Err(e) = dp.set_egress_nat(iface.ifindex, p.egress) {
+        warn!(iface = %p.name, "egress program: {e:#}");
+    }
+    let mode = match p.xdp {
+        Err(why) => {
+            dp.detach_xdp(iface.ifindex);
+            format!("tc only: {why}")
+        }
+        Ok(why) if dp.has_xdp(iface.ifindex) => format!("tc + xdp: {why}"),
+        Ok(why) => match dp.attach_xdp(iface.ifindex) {
+            Ok(()) => {
+                info!(iface = %p.name, "XDP accelerator attached (native mode): {why}");
+                format!("tc + xdp: {why}")
+            }
+            Err(e) => {
+                warn!(iface = %p.name, "XDP attach failed, falling back to TC only: {e:#}");
+                format!("tc only: XDP attach failed ({e:#}); TC handles everything")
+            }
+        },
+    };
+    IfaceReport {
+        attach: match (dp.has_egress(iface.ifindex), dp.has_xdp(iface.ifindex)) {
+            (false, false) => "tcx",
+            (true, false) => "tcx+egress",
+            (false, true) => "tcx+xdp",
+            (true, true) => "tcx+egress+xdp",
+        }
+        .into(),
+        mode,
+        state: if iface.up {
+            "attached"
+        } else {
+            "attached (link down)"
+        }
+        .into(),
+        l3: iface.l3,
+        mtu: iface.mtu,
+        kind: iface.kind.clone(),
+        addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
+        ..report
+    }
+}

@@ -1,0 +1,297 @@
+//! The daemon: from the rules file and the kernel's facts to attached
+//! programs and map contents, in three stages.
+//!
+//! ```text
+//!  rules file ─┐
+//!  rtnetlink ──┼─ facts ──> plan (pure) ──> apply (the only kernel writes)
+//!  dataplane ──┘                                 │
+//!              record (what the maps hold) <─────┘
+//! ```
+//!
+//! `reconcile` is idempotent, so start-up, reloads and netlink events all go
+//! through it (`events` is the loop that calls it). The one fact a reader
+//! gets wrong: the record, not the rules file, is what the next plan diffs
+//! against, and after a failed write it is re-read from the kernel; so a
+//! half-applied reload can never leave entries the daemon does not know of.
+pub mod apply;
+pub mod events;
+pub mod facts;
+pub mod plan;
+pub mod sweeper;
+pub mod watch;
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use anyhow::Result;
+use rtnetlink::Handle;
+use tracing::{info, warn};
+
+use crate::{
+    dataplane::Dataplane,
+    observe::status::{self, DaemonState, IfaceReport, LoadResult, RuleStatus},
+};
+use apply::Faults;
+use facts::Facts;
+use plan::Record;
+
+pub struct Daemon {
+    pub dp: Dataplane,
+    pub rules_path: PathBuf,
+    pub run_dir: PathBuf,
+    /// The rules in force (the last file that applied).
+    pub loaded: rules::Loaded,
+    /// What the kernel maps hold.
+    record: Record,
+    /// Forwards in force, for the load summary.
+    forwards: usize,
+    iface_status: Vec<IfaceReport>,
+    rule_status: Vec<RuleStatus>,
+    rules_error: Option<String>,
+    started_unix: u64,
+    generation: u64,
+    last_load: Option<LoadResult>,
+    adopted: Option<String>,
+    pub metrics: Option<String>,
+    /// How the rules file is watched (`watch::RulesWatch::description`).
+    pub rules_watch: Option<String>,
+    netlink: Handle,
+    /// Faults injected into map writes (tests only; empty otherwise).
+    pub faults: Faults,
+    /// The last reconcile failed: the event loop tries again.
+    failed: bool,
+    /// ... and its writes could not be rolled back.
+    maps_mixed: bool,
+}
+
+/// Reads and validates the rules file; the error text is the rendered
+/// diagnostics (file, line, column, rule, what and how to fix).
+pub fn load_rules(path: &std::path::Path) -> Result<rules::Loaded, String> {
+    let loaded = rules::load_file(path).map_err(|e| match e.diagnostics() {
+        Some(d) => d.to_string(),
+        None => e.to_string(),
+    })?;
+    // Forwards scoped to other nodes (`nodes = [...]`) are dropped here, the
+    // narrowest place: nothing downstream ever sees them.
+    let loaded = loaded.for_node(crate::node::name());
+    if !loaded.other_nodes.is_empty() {
+        info!(node = crate::node::name(), forwards = ?loaded.other_nodes, "forwards for other nodes: not applied here");
+    }
+    Ok(loaded)
+}
+
+impl Daemon {
+    pub fn new(
+        dp: Dataplane,
+        rules_path: PathBuf,
+        run_dir: PathBuf,
+        loaded: rules::Loaded,
+    ) -> Result<Self> {
+        // Map contents already in the kernel (adopted from a previous
+        // daemon), so the first plan diffs against what is really there.
+        let record = facts::read_record(&dp.maps)?;
+        let adopted = (dp.adopted.maps > 0).then(|| {
+            format!(
+                "adopted pinned state: {} maps, {} rules, {} listener entries",
+                dp.adopted.maps,
+                record.ids.len(),
+                record.entries.listeners.len()
+            )
+        });
+        Ok(Daemon {
+            dp,
+            rules_path,
+            run_dir,
+            loaded,
+            record,
+            forwards: 0,
+            iface_status: Vec::new(),
+            rule_status: Vec::new(),
+            rules_error: None,
+            started_unix: status::now_unix(),
+            generation: 0,
+            last_load: None,
+            adopted,
+            metrics: None,
+            rules_watch: None,
+            netlink: facts::connect()?,
+            faults: Faults::default(),
+            failed: false,
+            maps_mixed: false,
+        })
+    }
+
+    pub fn timeouts(&self) -> rules::Timeouts {
+        self.loaded.rules.global.timeouts
+    }
+
+    /// Rule names by id, for metrics and logs.
+    pub fn rule_names(&self) -> BTreeMap<u32, String> {
+        self.record
+            .ids
+            .iter()
+            .map(|(n, i)| (*i, n.clone()))
+            .collect()
+    }
+
+    /// The first load (the file was validated before the dataplane loaded).
+    pub async fn start(&mut self) -> Result<()> {
+        self.generation += 1;
+        let r = self.reconcile().await;
+        self.record_load("start", r.as_ref().err().map(|e| format!("{e:#}")));
+        self.publish();
+        r
+    }
+
+    /// Re-reads the rules file. An invalid file changes nothing: the running
+    /// configuration stays and the error is kept for `status`.
+    pub async fn reload(&mut self, trigger: &str) -> Result<()> {
+        crate::notify::reloading();
+        self.generation += 1;
+        let result = match load_rules(&self.rules_path) {
+            Ok(loaded) => {
+                let old = std::mem::replace(&mut self.loaded, loaded);
+                match self.reconcile().await {
+                    Ok(()) => {
+                        self.rules_error = None;
+                        info!(file = %self.rules_path.display(), trigger, "rules applied");
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Keep describing what is in force; the record says
+                        // what the maps hold, and the event loop retries.
+                        warn!(trigger, "rules not applied: {e:#}");
+                        self.rules_error = Some(format!("{e:#}"));
+                        self.loaded = old;
+                        Err(e)
+                    }
+                }
+            }
+            Err(text) => {
+                warn!(
+                    trigger,
+                    "rules file rejected, keeping the running configuration:\n{text}"
+                );
+                self.rules_error = Some(text.clone());
+                Err(anyhow::anyhow!(text))
+            }
+        };
+        self.record_load(trigger, result.as_ref().err().map(|e| format!("{e:#}")));
+        self.publish();
+        crate::notify::ready(self.last_load.as_ref());
+        result
+    }
+
+    /// The result of the last load attempt (start or reload).
+    pub fn last_load(&self) -> Option<&LoadResult> {
+        self.last_load.as_ref()
+    }
+
+    fn record_load(&mut self, trigger: &str, error: Option<String>) {
+        let summary = match &error {
+            None => format!(
+                "{} forwards, {} listener entries, {} allow-list entries",
+                self.forwards,
+                self.record.entries.listeners.len(),
+                self.record.entries.allow.len()
+            ),
+            Some(e) => e.lines().next().unwrap_or_default().to_string(),
+        };
+        self.last_load = Some(LoadResult {
+            at_unix: status::now_unix(),
+            trigger: trigger.to_string(),
+            applied: error.is_none(),
+            summary,
+            maps_mixed: error.is_some() && self.maps_mixed,
+        });
+    }
+
+    /// Whether the last reconcile failed (and should be tried again).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Brings attachments and maps in line with the rules and the kernel:
+    /// facts, plan, apply.
+    pub async fn reconcile(&mut self) -> Result<()> {
+        self.maps_mixed = false;
+        let r = self.facts_plan_apply().await;
+        self.failed = r.is_err();
+        r
+    }
+
+    async fn facts_plan_apply(&mut self) -> Result<()> {
+        let targets = self.loaded.rules.forwards.iter().map(|f| f.target.addr);
+        let facts = Facts::gather(&self.netlink, targets, &self.dp).await?;
+        let plan = plan::plan(&self.loaded.rules, &facts, &self.record)?;
+        let applied = apply::apply(&mut self.dp, &plan, &mut self.record, &mut self.faults)?;
+        self.iface_status = applied.ifaces;
+        if let Err(e) = &applied.maps {
+            self.maps_mixed = !e.rolled_back;
+        }
+        applied.maps?;
+        for name in &plan.entries.missing_ifaces {
+            warn!(iface = %name, "interface does not exist (yet): its forwards wait for it");
+        }
+        info!(
+            forwards = plan.compiled.rules.len(),
+            listeners = plan.entries.listeners.len(),
+            allow = plan.entries.allow.len(),
+            removes_first = plan.update.removes_first,
+            "maps in sync"
+        );
+        // Say how each forward's flows will be treated, whenever that
+        // changes (a new rule, a route or interface change).
+        for s in &plan.rules {
+            let before = self.rule_status.iter().find(|o| o.name == s.name);
+            if before.is_none_or(|o| o.decision != s.decision || o.mss != s.mss) {
+                info!(
+                    rule = %s.name,
+                    listeners = s.listeners,
+                    mss = ?s.mss,
+                    "{}",
+                    s.decision
+                );
+            }
+        }
+        self.rule_status = plan.rules;
+        self.forwards = plan.compiled.rules.len();
+        Ok(())
+    }
+
+    /// Writes the status file; a failure (a full or read-only run
+    /// directory) is logged and changes nothing else: the dataplane and the
+    /// daemon go on, and the next write tries again.
+    pub fn publish(&self) {
+        if let Err(e) = self.write_state() {
+            warn!("writing the status file failed, status shows older news: {e:#}");
+        }
+    }
+
+    pub fn write_state(&self) -> Result<()> {
+        let st = DaemonState {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_unix: self.started_unix,
+            rules_file: Some(self.rules_path.clone()),
+            generation: self.generation,
+            last_load: self.last_load.clone(),
+            rules_error: self.rules_error.clone(),
+            adopted: self.adopted.clone(),
+            metrics: self.metrics.clone(),
+            rules_watch: self.rules_watch.clone(),
+            node: Some(crate::node::name().to_string()),
+            other_nodes: self.loaded.other_nodes.clone(),
+            interfaces: self.iface_status.clone(),
+            rules: self.rule_status.clone(),
+        };
+        status::write(&self.run_dir, &st)
+    }
+
+    pub fn sweep(&mut self) -> Result<sweeper::SweepStats> {
+        let t = self.timeouts();
+        let now = sweeper::monotonic_ns();
+        let stats = sweeper::sweep(self.dp.maps.flow_table(), &t, now)?;
+        sweeper::sweep_auto_snat(&mut self.dp.maps.auto_snat, now);
+        Ok(stats)
+    }
+}

@@ -1,0 +1,420 @@
+//! The second stage of the daemon, pure: from the rules file, the facts and
+//! the record of what the maps hold, everything the kernel should have and
+//! why. Which interfaces get which programs (and which are let go), where
+//! the egress program is needed, the MSS clamp of `mss_clamp = "auto"`,
+//! whether to try XDP, the exact map entries with the ordered operations
+//! that install them, and the sentences `status` and the log show.
+//!
+//! No IO here: `plan` is a function of its arguments, unit-tested without
+//! root (plan_tests.rs). The one fact a reader gets wrong: the SNAT and path
+//! explanations are a forecast from the routing table, not a second
+//! implementation of the kernel's per-flow decision; the egress set, though,
+//! must cover every interface whose flows *may* take the stack path, or
+//! replies would leave untranslated.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use anyhow::{Context, Result};
+use forwarder_common::{GlobalConfig, ListenFlags, MAX_IFACES};
+use rules::{
+    AttachMode, Compiled, Forward, IfaceState, MapEntries, MapState, MssClamp, PathMode, RuleSet,
+    Snat, Update,
+};
+
+use super::facts::{Facts, Route};
+use crate::{ifaces::Iface, observe::status::RuleStatus};
+
+/// IPv4 + TCP headers without options: MSS = MTU - 40.
+const TCPIP_HLEN: u32 = 40;
+/// RFC 879's default MSS, and the largest an IPv4 packet can carry.
+const MSS_MIN: u32 = 536;
+const MSS_MAX: u32 = 65_495;
+
+/// What the kernel maps hold, as far as the daemon knows: rule ids by name
+/// and the listener and allow-list entries. After a failed write the daemon
+/// re-reads it from the maps, so it never describes a state the kernel is
+/// not in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    pub ids: BTreeMap<String, u32>,
+    pub entries: MapEntries,
+}
+
+impl Record {
+    pub fn state(&self) -> MapState<'_> {
+        MapState {
+            ids: &self.ids,
+            entries: &self.entries,
+        }
+    }
+
+    /// The same listeners, allow-list entries and ids (`missing_ifaces` is
+    /// not a kernel fact).
+    pub fn same_maps(&self, other: &Record) -> bool {
+        self.ids == other.ids
+            && self.entries.listeners == other.entries.listeners
+            && self.entries.allow == other.entries.allow
+    }
+}
+
+/// Whether an interface gets the XDP accelerator besides TC: `Ok(why)` to
+/// try native XDP, `Err(why)` for TC only.
+pub type XdpChoice = Result<&'static str, &'static str>;
+
+/// A counter slot for an interface to be attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub slot: u32,
+    /// Not registered before: zero its counters first.
+    pub fresh: bool,
+}
+
+/// One interface the rules use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfacePlan {
+    pub name: String,
+    /// Why the daemon uses it ("listens for web", "route to 10.0.0.5 (web)").
+    pub why: String,
+    /// `None` while the interface does not exist.
+    pub link: Option<Iface>,
+    /// `Some` when the programs are to be attached (not attached yet).
+    pub attach: Option<Slot>,
+    /// Whether the egress program runs here.
+    pub egress: bool,
+    pub xdp: XdpChoice,
+    pub addrs: Vec<Ipv4Addr>,
+}
+
+/// An attached interface to let go of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Detach {
+    pub iface: Iface,
+    pub why: &'static str,
+}
+
+/// Everything the kernel should have, and why.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub config: GlobalConfig,
+    /// Rule ids by forward name.
+    pub ids: BTreeMap<String, u32>,
+    pub compiled: Compiled,
+    pub detach: Vec<Detach>,
+    /// The interfaces the rules use, by name.
+    pub ifaces: Vec<IfacePlan>,
+    /// The exact listener and allow-list entries (MSS clamps included).
+    pub entries: MapEntries,
+    /// The ordered map operations from the record to `entries`.
+    pub update: Update,
+    /// Per forward: how its flows will be treated.
+    pub rules: Vec<RuleStatus>,
+}
+
+impl Plan {
+    /// The record the maps hold once this plan is applied.
+    pub fn record(&self) -> Record {
+        Record {
+            ids: self.ids.clone(),
+            entries: self.entries.clone(),
+        }
+    }
+}
+
+/// The plan for `rules` on the machine `facts` describes, starting from
+/// what `record` says the maps hold.
+pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
+    let config = GlobalConfig::new(
+        rules.global.snat_ports.start(),
+        rules.global.snat_ports.end(),
+    );
+    let ids = rules::assign_ids(&record.ids, rules.forwards.iter().map(|f| f.name.as_str()));
+    let compiled = rules::compile(rules, &ids).context("compiling rules")?;
+    let wanted = wanted_ifaces(rules, facts);
+    let detach = to_detach(facts, &wanted);
+    let egress = egress_ifaces(rules, facts);
+    let ifaces = iface_plans(rules, facts, &wanted, &detach, &egress)?;
+
+    let mut entries = rules::materialize(&compiled, |n| {
+        facts.links.get(n).map(|l| IfaceState {
+            ifindex: l.ifindex,
+            addrs: facts.addrs.get(&l.ifindex).cloned().unwrap_or_default(),
+        })
+    });
+    // A fixed listen address held by another node (a VIP) listens nowhere
+    // here; the netlink event of its arrival brings it back.
+    entries.retain_assigned(&facts.addrs.values().flatten().copied().collect());
+    let mss: BTreeMap<u32, u16> = compiled
+        .rules
+        .iter()
+        .filter_map(|r| mss_clamp(&r.forward, facts).map(|m| (r.id, m)))
+        .collect();
+    for v in entries.listeners.values_mut() {
+        if let Some(m) = mss.get(&v.rule_id) {
+            v.flags |= ListenFlags::MSS_CLAMP;
+            v.mss = *m;
+        }
+    }
+    let update = rules::diff::update(
+        record.state(),
+        MapState {
+            ids: &ids,
+            entries: &entries,
+        },
+        facts.room,
+    )?;
+    let statuses = compiled
+        .rules
+        .iter()
+        .map(|r| {
+            let mut s = RuleStatus::of(r.id, &r.forward);
+            s.mss = mss.get(&r.id).copied();
+            s.listeners = entries
+                .listeners
+                .values()
+                .filter(|v| v.rule_id == r.id)
+                .count();
+            s.decision = explain_decision(&r.forward, facts);
+            s
+        })
+        .collect();
+    Ok(Plan {
+        config,
+        ids,
+        compiled,
+        detach,
+        ifaces,
+        entries,
+        update,
+        rules: statuses,
+    })
+}
+
+/// Interfaces the rules use and why: where packets arrive (`in`), and where
+/// replies come back (the route to each target). The first reason wins.
+pub fn wanted_ifaces(rules: &RuleSet, facts: &Facts) -> BTreeMap<String, String> {
+    let mut wanted = BTreeMap::new();
+    for f in &rules.forwards {
+        wanted
+            .entry(f.iface.clone())
+            .or_insert_with(|| format!("listens for {}", f.name));
+    }
+    for f in &rules.forwards {
+        if let Some(l) = facts.route_link(f.target.addr) {
+            wanted
+                .entry(l.name.clone())
+                .or_insert_with(|| format!("route to {} ({})", f.target.addr, f.name));
+        }
+    }
+    wanted
+}
+
+/// Attached interfaces no longer wanted, gone, or re-created (a new ifindex
+/// under the old name: the old links died with the device).
+fn to_detach(facts: &Facts, wanted: &BTreeMap<String, String>) -> Vec<Detach> {
+    facts
+        .attached
+        .iter()
+        .filter_map(|a| {
+            let why = match facts.links.get(&a.iface.name) {
+                _ if !wanted.contains_key(&a.iface.name) => "no longer used",
+                None => "gone",
+                Some(l) if l.ifindex != a.iface.ifindex => "re-created",
+                Some(_) => return None,
+            };
+            Some(Detach {
+                iface: a.iface.clone(),
+                why,
+            })
+        })
+        .collect()
+}
+
+/// Whether a forward's flows may go through the stack (no SNAT of ours,
+/// and a target that is not on-link, or `path = "stack"`): then replies
+/// leave by its listening interface and need the egress program there.
+pub fn may_take_stack_path(f: &Forward, route: Option<Route>) -> bool {
+    let on_link = route.is_some_and(|r| r.gateway.is_none());
+    match (f.snat, f.path) {
+        (Snat::Fixed(_) | Snat::Masquerade, _) => false,
+        (_, PathMode::Stack) => true,
+        (_, PathMode::Redirect) => route.is_none(),
+        (_, PathMode::Auto) => !on_link,
+    }
+}
+
+/// The listening interfaces that need the egress program.
+pub fn egress_ifaces(rules: &RuleSet, facts: &Facts) -> BTreeSet<String> {
+    rules
+        .forwards
+        .iter()
+        .filter(|f| may_take_stack_path(f, facts.route(f.target.addr)))
+        .map(|f| f.iface.clone())
+        .collect()
+}
+
+fn iface_plans(
+    rules: &RuleSet,
+    facts: &Facts,
+    wanted: &BTreeMap<String, String>,
+    detach: &[Detach],
+    egress: &BTreeSet<String>,
+) -> Result<Vec<IfacePlan>> {
+    let detached: BTreeSet<u32> = detach.iter().map(|d| d.iface.ifindex).collect();
+    let attached: BTreeSet<u32> = facts
+        .attached
+        .iter()
+        .map(|a| a.iface.ifindex)
+        .filter(|i| !detached.contains(i))
+        .collect();
+    // Slots in use: registered interfaces other than those let go of now.
+    let mut used: BTreeSet<u32> = facts
+        .registered
+        .iter()
+        .filter(|(i, _)| !detached.contains(i))
+        .map(|(_, c)| c.slot)
+        .collect();
+    let mut out = Vec::new();
+    for (name, why) in wanted {
+        let link = facts.links.get(name).cloned();
+        let attach = match &link {
+            Some(l) if !attached.contains(&l.ifindex) => {
+                Some(match facts.registered.get(&l.ifindex) {
+                    Some(cfg) if !detached.contains(&l.ifindex) => Slot {
+                        slot: cfg.slot,
+                        fresh: false,
+                    },
+                    _ => {
+                        let slot = (0..MAX_IFACES)
+                            .find(|s| !used.contains(s))
+                            .context("no free interface counter slot")?;
+                        used.insert(slot);
+                        Slot { slot, fresh: true }
+                    }
+                })
+            }
+            _ => None,
+        };
+        let setting = rules
+            .interfaces
+            .get(name)
+            .map(|s| s.attach)
+            .unwrap_or_default();
+        out.push(IfacePlan {
+            name: name.clone(),
+            why: why.clone(),
+            addrs: link
+                .as_ref()
+                .and_then(|l| facts.addrs.get(&l.ifindex).cloned())
+                .unwrap_or_default(),
+            xdp: match &link {
+                Some(l) => xdp_choice(setting, l),
+                None => Err("missing"),
+            },
+            egress: egress.contains(name),
+            link,
+            attach,
+        });
+    }
+    Ok(out)
+}
+
+/// `mss_clamp = "auto"`: the narrower of the listening interface and the
+/// interface toward the target (the path MTU as far as this host can see
+/// it), minus IPv4 and TCP headers. `None`: no clamp.
+pub fn mss_clamp(f: &Forward, facts: &Facts) -> Option<u16> {
+    match f.mss_clamp {
+        MssClamp::Fixed(m) => Some(m),
+        MssClamp::Off => None,
+        MssClamp::Auto => {
+            let in_mtu = facts.links.get(&f.iface).map(|l| l.mtu).filter(|m| *m > 0);
+            let out_mtu = facts
+                .route_link(f.target.addr)
+                .map(|l| l.mtu)
+                .filter(|m| *m > 0);
+            let mtu = match (in_mtu, out_mtu) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            mtu.map(|m| m.saturating_sub(TCPIP_HLEN).clamp(MSS_MIN, MSS_MAX) as u16)
+        }
+    }
+}
+
+/// Whether an interface gets the XDP accelerator besides TC.
+pub fn xdp_choice(setting: AttachMode, iface: &Iface) -> XdpChoice {
+    if setting == AttachMode::Tc {
+        return Err("configured attach = \"tc\"");
+    }
+    if iface.l3 {
+        return Err("an L3 device (no link header) has no XDP");
+    }
+    if setting == AttachMode::Xdp {
+        return Ok("configured attach = \"xdp\"");
+    }
+    match iface.kind.as_deref() {
+        None => Ok("auto: a NIC, where native XDP handles established flows before the stack"),
+        Some("bridge") => Err("auto: a bridge runs XDP in generic mode only, slower than TC"),
+        Some("veth") => Err(
+            "auto: XDP on a veth takes GSO away from its peer, which slows bulk TCP through it several times",
+        ),
+        Some(_) => Err("auto: a virtual device (XDP on stacked or virtual devices is generic-mode or unreliable)"),
+    }
+}
+
+/// What can be said from the routing table about a forward's SNAT and
+/// path decision. The kernel decides per flow with the same FIB, so this is
+/// a forecast for `status` and the log, not a second implementation.
+pub fn explain_decision(f: &Forward, facts: &Facts) -> String {
+    let route = facts.route(f.target.addr);
+    let oif = facts.route_link(f.target.addr);
+    let oif_name = oif.map_or("?", |l| l.name.as_str());
+    let via = |r: &Route| match r.gateway {
+        None => format!("redirected straight to {oif_name} (on-link)"),
+        Some(g) => format!("through the stack (target behind gateway {g} on {oif_name})"),
+    };
+    let prefsrc = |r: &Route| {
+        r.prefsrc
+            .map_or("the egress address".into(), |a| a.to_string())
+    };
+    match (f.snat, route) {
+        (Snat::Off, None) => "client address kept; no forwarding route to the target: through the \
+             stack (virtual or local target), replies translated back at egress"
+            .into(),
+        (Snat::Off, Some(r)) => format!("client address kept; {}", via(&r)),
+        (Snat::Fixed(a), Some(_)) => format!("source rewritten to {a}; redirected to {oif_name}"),
+        (Snat::Masquerade, Some(r)) => format!(
+            "source rewritten to {} (masquerade); redirected to {oif_name}",
+            prefsrc(&r)
+        ),
+        (Snat::Fixed(_) | Snat::Masquerade, None) => {
+            "no forwarding route to the target: new flows are dropped (counted as errors) \
+             until one exists"
+                .into()
+        }
+        (Snat::Auto, None) => format!(
+            "client address kept: the target has no forwarding route (a virtual address such \
+             as a ClusterIP, or local), so flows go through the stack (which cannot take a \
+             SNAT) and replies are translated back at egress of {}",
+            f.iface
+        ),
+        (Snat::Auto, Some(r)) if oif.is_some_and(|l| l.name == f.iface) => format!(
+            "SNAT to {}: the target is reached through {} itself, so its replies would \
+             bypass this host",
+            prefsrc(&r),
+            f.iface
+        ),
+        (Snat::Auto, Some(r)) => format!(
+            "client address kept when the route back to the client leaves through {} \
+             (decided per flow), else SNAT; a backend whose answers bypass this host is \
+             switched to SNAT on the client's first SYN retransmit; {}",
+            f.iface,
+            via(&r)
+        ),
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

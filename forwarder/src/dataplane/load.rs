@@ -1,0 +1,206 @@
+//! Loading the embedded kernel object: the layout check of pinned maps,
+//! adopting them (or pinning new ones), verifying the programs, and the
+//! teardown that undoes it all.
+//!
+//! The one fact a reader gets wrong: a new daemon never creates a second
+//! dataplane next to a pinned one. aya reuses every map pinned under the
+//! pin directory (`map_pin_path`), so the programs this process loads see
+//! the flows, counters and listeners of the previous daemon; that is why a
+//! pinned map of another layout must be refused before loading.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+use aya::{
+    maps::{Array, Map, MapData},
+    programs::{SchedClassifier, Xdp},
+    EbpfLoader,
+};
+use forwarder_common::{
+    pinned_maps, Capacity, GlobalConfig, ABI_VERSION, ENTRIES_PER_FLOW, MAP_CONFIG, MAP_FLOWS,
+    PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS, PROG_INGRESS, PROG_XDP,
+};
+use tracing::info;
+
+use super::{maps::Maps, Dataplane};
+
+/// The kernel object built by `cargo xtask build-ebpf`, embedded at compile time.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("FORWARDER_EBPF_OBJ"));
+
+/// Load-time settings.
+#[derive(Clone, Debug)]
+pub struct LoadOptions<'a> {
+    /// Pin (or adopt) maps and links here; `None` for private maps and
+    /// links owned by this process (test_run tests, benchmarks).
+    pub pin_dir: Option<&'a Path>,
+    /// Flow-table size in flows (`ENTRIES_PER_FLOW` entries each).
+    pub conntrack_max: u32,
+    /// aya-log level compiled into the programs at load (0 = off,
+    /// 1 error ... 5 trace); the kernel skips disabled log statements.
+    pub log_level: u8,
+}
+
+impl Default for LoadOptions<'_> {
+    fn default() -> Self {
+        LoadOptions {
+            pin_dir: None,
+            conntrack_max: PRIVATE_CONNTRACK_MAX,
+            log_level: 0,
+        }
+    }
+}
+
+/// What adopting a pin directory found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// Maps that were already pinned (and are reused).
+    pub maps: usize,
+    /// The pinned flow table's capacity in entries, when it differs from
+    /// what `conntrack_max` asks for (it keeps its size until `down`).
+    pub flows_capacity_kept: Option<u32>,
+}
+
+/// Checks that maps pinned under `pin_dir` have the layout this binary
+/// uses (`forwarder_common::MAPS`), so adopting them cannot misread live
+/// state. Returns how many are pinned.
+pub fn check_pinned_layout(pin_dir: &Path) -> Result<usize> {
+    let mut found = 0;
+    let mut problems = Vec::new();
+    for spec in pinned_maps() {
+        let path = pin_dir.join(spec.name);
+        if !path.exists() {
+            continue;
+        }
+        found += 1;
+        let info = MapData::from_pin(&path)
+            .and_then(|m| m.info())
+            .with_context(|| format!("reading pinned map {}", path.display()))?;
+        let (k, v) = (info.key_size(), info.value_size());
+        if (k, v) != (spec.key_size, spec.value_size) {
+            problems.push(format!(
+                "{}: key/value {k}/{v} bytes, expected {}/{}",
+                spec.name, spec.key_size, spec.value_size
+            ));
+        }
+        if let Capacity::Fixed(n) = spec.capacity {
+            if info.max_entries() != n {
+                problems.push(format!(
+                    "{}: {} entries, expected {n}",
+                    spec.name,
+                    info.max_entries()
+                ));
+            }
+        }
+    }
+    if problems.is_empty() && pin_dir.join(MAP_CONFIG).exists() {
+        let cfg: Array<MapData, GlobalConfig> =
+            Array::try_from(Map::Array(MapData::from_pin(pin_dir.join(MAP_CONFIG))?))?;
+        let v = cfg.get(&0, 0)?.abi_version;
+        if v != 0 && v != ABI_VERSION {
+            problems.push(format!("layout version {v}, expected {ABI_VERSION}"));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the state pinned in {dir} was written by a forwarder with another map layout \
+             ({p}); adopting it could misread live flows, so nothing was loaded. To start \
+             over (this forgets the flows it tracks; established connections through it \
+             break): `forwarder --pin-dir {dir} down`, then start the daemon again",
+            dir = pin_dir.display(),
+            p = problems.join("; ")
+        );
+    }
+    Ok(found)
+}
+
+impl Dataplane {
+    /// Loads the programs. With `pin_dir`, maps are created pinned there, or
+    /// adopted when already pinned (so flows, counters and listeners
+    /// survive restarts); an incompatible pinned layout is an error.
+    pub fn load(opts: &LoadOptions) -> Result<Self> {
+        let mut adopted = Adopted::default();
+        let wanted_flows = opts
+            .conntrack_max
+            .saturating_mul(ENTRIES_PER_FLOW)
+            .max(ENTRIES_PER_FLOW);
+        if let Some(dir) = opts.pin_dir {
+            adopted.maps = check_pinned_layout(dir)?;
+            if let Ok(info) = MapData::from_pin(dir.join(MAP_FLOWS)).and_then(|m| m.info()) {
+                if info.max_entries() != wanted_flows {
+                    adopted.flows_capacity_kept = Some(info.max_entries());
+                }
+            }
+        }
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(MAP_FLOWS, wanted_flows);
+        loader.override_global("AYA_LOG_LEVEL", &opts.log_level, false);
+        let paths: Vec<(&str, PathBuf)> = opts
+            .pin_dir
+            .map(|d| pinned_maps().map(|m| (m.name, d.join(m.name))).collect())
+            .unwrap_or_default();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT).context("loading the eBPF object")?;
+        for name in [PROG_INGRESS, PROG_EGRESS] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the object"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("the verifier rejected {name}"))?;
+        }
+        let xdp: &mut Xdp = ebpf
+            .program_mut(PROG_XDP)
+            .with_context(|| format!("program {PROG_XDP} missing from the object"))?
+            .try_into()?;
+        xdp.load()
+            .with_context(|| format!("the verifier rejected {PROG_XDP}"))?;
+        if let Some(dir) = opts.pin_dir {
+            std::fs::create_dir_all(dir.join(PIN_LINKS_DIR))?;
+        }
+        let maps = Maps::take(&mut ebpf)?;
+        let mut dp = Self {
+            ebpf,
+            maps,
+            pin_dir: opts.pin_dir.map(Path::to_path_buf),
+            attached: BTreeMap::new(),
+            adopted,
+        };
+        if dp.adopted.maps == 0 {
+            dp.maps.set_config(GlobalConfig::DEFAULT)?;
+        }
+        Ok(dp)
+    }
+}
+
+/// Removes everything a daemon pinned under `pin_dir`: links (the programs
+/// are off their interfaces when this returns), maps (which frees the flow
+/// table), the directory. Returns what it removed.
+pub fn teardown(pin_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let links = pin_dir.join(PIN_LINKS_DIR);
+    if let Ok(rd) = std::fs::read_dir(&links) {
+        for e in rd.flatten() {
+            super::links::remove_link_pin(&e.path())
+                .with_context(|| format!("removing {}", e.path().display()))?;
+            removed.push(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(&links);
+    for spec in pinned_maps() {
+        let p = pin_dir.join(spec.name);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            removed.push(p);
+        }
+    }
+    if pin_dir.exists() {
+        if let Err(e) = std::fs::remove_dir(pin_dir) {
+            info!("kept {}: {e}", pin_dir.display());
+        }
+    }
+    Ok(removed)
+}

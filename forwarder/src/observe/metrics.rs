@@ -1,0 +1,373 @@
+//! The Prometheus endpoint (`[global] metrics = "127.0.0.1:9750"`, off by
+//! default). Each scrape reads the pinned counters, like `forwarder
+//! status`, and encodes them in the OpenMetrics text format with
+//! prometheus-client.
+//!
+//! The one fact a reader gets wrong: a scrape is not free. Counting live
+//! flows walks the whole flow table, so that count is kept for
+//! `FLOW_COUNT_MAX_AGE` and shared by every scrape in between; at most
+//! `MAX_CONNECTIONS` connections are served at once, each must send its
+//! request headers within `HEADER_TIMEOUT` and is closed after
+//! `CONNECTION_TIMEOUT`; a failing accept (out of file descriptors) backs
+//! off instead of spinning. Scrapes from a hostile or broken client cost a
+//! bounded, small amount.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use http_body_util::Full;
+use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tracing::{info, warn};
+
+use crate::observe::{pinned, status};
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How long a count of live flows serves scrapes before the table is
+/// walked again.
+pub const FLOW_COUNT_MAX_AGE: Duration = Duration::from_secs(5);
+/// Connections served at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 8;
+/// A client must send its request headers within this time.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed after this time, whatever it does.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Waits after a failed accept: the first, and the most.
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The last count of live flows, shared by scrapes.
+#[derive(Default)]
+pub struct FlowCache {
+    last: Mutex<Option<(Instant, pinned::FlowCounts)>>,
+}
+
+impl FlowCache {
+    /// The counts, walking the table only when the last count is older than
+    /// `FLOW_COUNT_MAX_AGE` (one walk at a time: concurrent scrapes wait
+    /// for it and share it).
+    pub fn get(&self, pin_dir: &Path) -> Result<pinned::FlowCounts> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, counts)) = last.as_ref() {
+            if at.elapsed() < FLOW_COUNT_MAX_AGE {
+                return Ok(counts.clone());
+            }
+        }
+        let counts = pinned::count_flows(pin_dir)?;
+        *last = Some((Instant::now(), counts.clone()));
+        Ok(counts)
+    }
+}
+
+/// `forwarder_config_ok`: the last load of the rules file applied (a file
+/// rejected whole, or writes that failed and were rolled back, give 0).
+pub fn config_ok(st: Option<&status::DaemonState>) -> bool {
+    st.is_some_and(|s| s.rules_error.is_none() && s.last_load.as_ref().is_some_and(|l| l.applied))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleDropLabels {
+    rule: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IfaceLabels {
+    interface: String,
+    hook: String,
+    reason: String,
+}
+
+fn counter_family<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Family::<L, Counter>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+fn gauge_family<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, Gauge>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Family::<L, Gauge>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+/// The whole exposition for the dataplane pinned in `pin_dir`, with live
+/// flows as `flows` counted them.
+pub fn render(pin_dir: &Path, run_dir: &Path, flows: &pinned::FlowCounts) -> Result<String> {
+    let mut reg = Registry::with_prefix("forwarder");
+    let rules = pinned::read_rule_counters(pin_dir, flows)?;
+    let fill = &flows.fill;
+    let ifaces = pinned::read_pinned(pin_dir)?;
+
+    let packets = counter_family::<RuleLabels>(
+        &mut reg,
+        "rule_packets",
+        "Packets translated for a forward, both directions",
+    );
+    let bytes = counter_family::<RuleLabels>(
+        &mut reg,
+        "rule_bytes",
+        "Bytes translated for a forward, both directions",
+    );
+    let new_flows = counter_family::<RuleLabels>(&mut reg, "rule_flows_created", "Flows created");
+    let snat_flows = counter_family::<RuleLabels>(
+        &mut reg,
+        "rule_flows_snat",
+        "Flows created with the source rewritten",
+    );
+    let stack_flows = counter_family::<RuleLabels>(
+        &mut reg,
+        "rule_flows_via_stack",
+        "Flows created that travel through the kernel stack instead of a redirect",
+    );
+    let mss = counter_family::<RuleLabels>(
+        &mut reg,
+        "rule_mss_clamped",
+        "SYN/SYN-ACK packets whose MSS was lowered",
+    );
+    let drops = counter_family::<RuleDropLabels>(
+        &mut reg,
+        "rule_drops",
+        "Packets of a forward refused, by reason",
+    );
+    let active = gauge_family::<RuleLabels>(&mut reg, "rule_active_flows", "Flows tracked now");
+    for r in &rules {
+        let l = RuleLabels {
+            rule: r.name.clone(),
+        };
+        packets.get_or_create(&l).inc_by(r.packets);
+        bytes.get_or_create(&l).inc_by(r.bytes);
+        new_flows.get_or_create(&l).inc_by(r.new_flows);
+        snat_flows.get_or_create(&l).inc_by(r.snat_flows);
+        stack_flows.get_or_create(&l).inc_by(r.stack_flows);
+        mss.get_or_create(&l).inc_by(r.mss_clamped);
+        active.get_or_create(&l).set(r.active_flows as i64);
+        for (reason, n) in &r.drops {
+            drops
+                .get_or_create(&RuleDropLabels {
+                    rule: r.name.clone(),
+                    reason: reason.to_string(),
+                })
+                .inc_by(*n);
+        }
+    }
+
+    let ipk = counter_family::<IfaceLabels>(
+        &mut reg,
+        "interface_packets",
+        "Packets seen on an attached interface, by hook and what was done",
+    );
+    let ibt = counter_family::<IfaceLabels>(
+        &mut reg,
+        "interface_bytes",
+        "Bytes seen on an attached interface, by hook and what was done",
+    );
+    for i in &ifaces {
+        let name = i
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("ifindex{}", i.ifindex));
+        for h in &i.hooks {
+            for r in h.reasons.iter().filter(|r| r.packets > 0) {
+                let l = IfaceLabels {
+                    interface: name.clone(),
+                    hook: h.hook.to_string(),
+                    reason: r.reason.to_string(),
+                };
+                ipk.get_or_create(&l).inc_by(r.packets);
+                ibt.get_or_create(&l).inc_by(r.bytes);
+            }
+        }
+    }
+
+    let flows = Gauge::<i64>::default();
+    flows.set(fill.flows as i64);
+    reg.register("conntrack_flows", "Flows tracked", flows);
+    let entries = Gauge::<i64>::default();
+    entries.set(fill.entries as i64);
+    reg.register(
+        "conntrack_entries",
+        "Flow-table entries in use (two per flow)",
+        entries,
+    );
+    let cap = Gauge::<i64>::default();
+    cap.set(fill.capacity_entries as i64);
+    reg.register("conntrack_capacity_entries", "Flow-table size", cap);
+
+    let st = status::read(run_dir).ok();
+    let up = Gauge::<i64>::default();
+    up.set(config_ok(st.as_ref()) as i64);
+    reg.register(
+        "config_ok",
+        "1 when the last load of the rules file applied, 0 when it was rejected or its writes \
+         failed (and were rolled back)",
+        up,
+    );
+    let generation = Gauge::<i64>::default();
+    generation.set(st.as_ref().map_or(0, |s| s.generation as i64));
+    reg.register(
+        "config_generation",
+        "Load attempts of the rules file since the daemon started",
+        generation,
+    );
+
+    let mut out = String::new();
+    encode(&mut out, &reg).context("encoding metrics")?;
+    Ok(out)
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+}
+
+/// Binds `addr` and serves `/metrics` until the process ends.
+pub async fn serve(addr: SocketAddr, pin_dir: PathBuf, run_dir: PathBuf) -> Result<Server> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+    let addr = listener.local_addr()?;
+    info!(%addr, "metrics endpoint: http://{addr}/metrics");
+    let ctx = Arc::new(Scrape {
+        pin_dir,
+        run_dir,
+        flows: FlowCache::default(),
+    });
+    tokio::spawn(accept_loop(listener, ctx));
+    Ok(Server { addr })
+}
+
+/// What a scrape reads.
+struct Scrape {
+    pin_dir: PathBuf,
+    run_dir: PathBuf,
+    flows: FlowCache,
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<Scrape>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = ACCEPT_BACKOFF_FIRST;
+    loop {
+        // A slot first: while all are busy, new connections wait in the
+        // kernel's backlog instead of costing a task and a descriptor each.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_FIRST;
+                stream
+            }
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: retrying at once would spin.
+                warn!("metrics endpoint: accept failed, retrying in {backoff:?}: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(req, ctx).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+        });
+    }
+}
+
+async fn respond(req: Request<hyper::body::Incoming>, ctx: Arc<Scrape>) -> Response<Full<Bytes>> {
+    let reply = |code: StatusCode, ctype: &str, body: String| {
+        Response::builder()
+            .status(code)
+            .header("content-type", ctype)
+            .body(Full::new(Bytes::from(body)))
+            .expect("static response parts")
+    };
+    match req.uri().path() {
+        "/metrics" => {
+            // Map syscalls block: keep them off the event loop.
+            let work = move || {
+                let flows = ctx.flows.get(&ctx.pin_dir)?;
+                render(&ctx.pin_dir, &ctx.run_dir, &flows)
+            };
+            match tokio::task::spawn_blocking(work).await {
+                Ok(Ok(body)) => reply(StatusCode::OK, CONTENT_TYPE, body),
+                Ok(Err(e)) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("{e:#}\n"),
+                ),
+                Err(e) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("{e}\n"),
+                ),
+            }
+        }
+        "/" => reply(
+            StatusCode::OK,
+            "text/plain",
+            "forwarder: metrics at /metrics\n".into(),
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use status::{DaemonState, LoadResult};
+
+    fn state(applied: bool, rules_error: Option<&str>) -> DaemonState {
+        DaemonState {
+            last_load: Some(LoadResult {
+                applied,
+                ..Default::default()
+            }),
+            rules_error: rules_error.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn config_ok_only_when_the_last_load_applied() {
+        assert!(config_ok(Some(&state(true, None))));
+        // Writes that failed and were rolled back: the file is valid, yet
+        // not in force.
+        assert!(!config_ok(Some(&state(false, None))));
+        assert!(!config_ok(Some(&state(false, Some("line 3: bad port")))));
+        assert!(!config_ok(None), "no daemon has reported");
+        assert!(
+            !config_ok(Some(&DaemonState::default())),
+            "nothing loaded yet"
+        );
+    }
+}
