@@ -43,6 +43,15 @@ pub struct Route {
     pub src: u32,
 }
 
+impl Route {
+    /// No route: every field zero.
+    pub const NONE: Route = Route {
+        oif: 0,
+        nexthop: 0,
+        src: 0,
+    };
+}
+
 /// The route a packet from `src` arriving on `ifindex` would take to `dst`
 /// (input-style lookup: forwarding must be enabled on `ifindex`). `None`
 /// when the kernel would not forward it: no route, a local address,
@@ -58,14 +67,6 @@ pub fn route(ctx: &TcContext, ifindex: u32, proto: u8, src: u32, dst: u32) -> Op
         nexthop: p.nexthop_v4(),
         src: p.src_v4(),
     })
-}
-
-/// The interface this host would send a locally generated packet to `dst`
-/// out of (output-style lookup, as for a reply the stack generates).
-#[inline(always)]
-pub fn output_oif(ctx: &TcContext, dst: u32) -> Option<u32> {
-    let mut p = FibParams::v4(0, 0, 0, dst)?;
-    p.lookup(ctx, OUTPUT_ROUTE).then(|| p.oif())
 }
 
 #[inline(always)]

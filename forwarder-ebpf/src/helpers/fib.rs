@@ -20,7 +20,9 @@ pub struct FibParams(&'static mut bpf_fib_lookup);
 impl FibParams {
     /// The scratch block, reset for a lookup of `src` -> `dst` (network
     /// order) of a packet of L4 protocol `proto` arriving on `ifindex`
-    /// (0, and `proto` 0, for an output lookup).
+    /// (for an output lookup, BPF_FIB_LOOKUP_OUTPUT: leaving by `ifindex`,
+    /// `proto` 0). `ifindex` must name a device: 0 fails every lookup
+    /// with ENODEV, output lookups included.
     #[inline(always)]
     pub fn v4(ifindex: u32, proto: u8, src: u32, dst: u32) -> Option<FibParams> {
         let p = FIB_PARAMS.get_ptr_mut(0)?;
