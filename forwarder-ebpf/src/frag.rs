@@ -21,15 +21,13 @@
 //! check retire them.
 use aya_ebpf::{macros::map, maps::LruHashMap};
 
+use forwarder_common::{FRAG_KEY_SIZE, FRAG_PORTS_SIZE, MAX_FRAGMENTED};
+
 use crate::{
     helpers::ktime_coarse_ns,
     parse::{Frag, Packet},
 };
 
-/// Datagrams in flight at once. A fragmented datagram's entry lives for
-/// microseconds to milliseconds in practice; an LRU of this size only
-/// loses one under a flood of fragments, which then pass to the stack.
-const MAX_FRAGMENTED: u32 = 8192;
 /// How long a first fragment's ports stay valid: Linux's `ipfrag_time`.
 const FRAG_TTL_NS: u64 = 30_000_000_000;
 
@@ -55,6 +53,11 @@ pub struct FragPorts {
     _pad: u32,
     seen_ns: u64,
 }
+
+const _: () = assert!(
+    core::mem::size_of::<FragKey>() == FRAG_KEY_SIZE as usize
+        && core::mem::size_of::<FragPorts>() == FRAG_PORTS_SIZE as usize
+);
 
 #[map(name = "FWD_FRAGS")]
 static FRAGS: LruHashMap<FragKey, FragPorts> = LruHashMap::with_max_entries(MAX_FRAGMENTED, 0);

@@ -54,6 +54,7 @@ const PROTO_TCP: u8 = 6;
 const ANSWER_MAX: usize = ICMP_ERROR_HLEN + QUOTE_MAX;
 const MACS: usize = ANSWER_MAX;
 const SCRATCH_LEN: usize = ANSWER_MAX + 12;
+const _: () = assert!(SCRATCH_LEN == forwarder_common::REPLY_SCRATCH_SIZE as usize);
 const _: () = assert!(ANSWER_MAX >= IPV4_HLEN + TCP_HLEN + PSEUDO_HLEN);
 
 /// Per-CPU: 96 bytes on the stack would count toward the 512 bytes of the
