@@ -103,6 +103,10 @@ pub const FRAG_PORTS_SIZE: u32 = 16;
 /// with options, 8 bytes after it), then two link addresses
 /// (forwarder-ebpf's `reply`).
 pub const REPLY_SCRATCH_SIZE: u32 = 20 + 8 + (60 + 8) + 12;
+/// `BPF_F_NO_PREALLOC` (include/uapi/linux/bpf.h): a hash map allocates an
+/// element when it is written instead of all of them at creation. LPM
+/// tries always carry it (the kernel requires it; aya-ebpf adds it).
+pub const BPF_F_NO_PREALLOC: u32 = 1;
 
 // ---- The layout table. ----
 
@@ -155,6 +159,9 @@ pub struct MapSpec {
     pub key_size: u32,
     pub value_size: u32,
     pub capacity: Capacity,
+    /// `map_flags` as compiled into the object (`BPF_F_NO_PREALLOC` or 0).
+    /// A pinned map keeps the flags it was created with, like its size.
+    pub flags: u32,
     /// Pinned under the pin directory and adopted by the next daemon.
     /// Unpinned maps are per-load: scratch space, or state each daemon
     /// rebuilds before it uses it.
@@ -175,7 +182,18 @@ const fn spec(
         key_size: key_size as u32,
         value_size: value_size as u32,
         capacity,
+        flags: 0,
         pinned,
+    }
+}
+
+impl MapSpec {
+    /// The same row, created with `BPF_F_NO_PREALLOC`.
+    const fn no_prealloc(self) -> MapSpec {
+        MapSpec {
+            flags: BPF_F_NO_PREALLOC,
+            ..self
+        }
     }
 }
 
@@ -201,6 +219,12 @@ pub const MAPS: &[MapSpec] = &[
         Capacity::Fixed(MAX_IFACES * HOOKS * REASONS),
         true,
     ),
+    // Not preallocated: the limit is for the largest files, while a
+    // handful of forwards uses a few dozen entries. Preallocated, its
+    // 262144 elements took 34 MiB at creation; allocated as written, it
+    // costs its buckets (4 MiB) and 128 B per entry in use. Lookups are the
+    // same hash walk; only writes allocate, and the map is written only on
+    // loads and interface changes, never on the packet path.
     spec(
         MAP_LISTENERS,
         MapKind::Hash,
@@ -208,7 +232,8 @@ pub const MAPS: &[MapSpec] = &[
         size_of::<ListenerValue>(),
         Capacity::Limit(MAX_LISTENERS),
         true,
-    ),
+    )
+    .no_prealloc(),
     spec(
         MAP_ALLOW,
         MapKind::LpmTrie,
@@ -216,7 +241,8 @@ pub const MAPS: &[MapSpec] = &[
         size_of::<u8>(),
         Capacity::Limit(MAX_ALLOW_PREFIXES),
         true,
-    ),
+    )
+    .no_prealloc(),
     spec(
         MAP_RULE_COUNTERS,
         MapKind::PerCpuArray,

@@ -158,11 +158,7 @@ pub fn explain(rules: &RuleSet, q: &Query) -> Explanation {
             Ok(assumption) => {
                 if !f.allow.is_empty() && !f.allow.iter().any(|n| n.contains(q.from.ip())) {
                     let list: Vec<String> = f.allow.iter().map(|n| n.to_string()).collect();
-                    let answer = match (f.reject, q.proto) {
-                        (Reject::Drop, _) => "the packet is dropped silently (reject = \"drop\")",
-                        (Reject::Rst, L4::Tcp) => "it gets a TCP RST, like a closed port (reject = \"rst\")",
-                        (Reject::Rst, L4::Udp) => "it gets an ICMP port-unreachable, like a closed port (reject = \"rst\")",
-                    };
+                    let answer = refusal(f.reject, q.proto, q.to);
                     return Explanation::Refused {
                         rule: f.name.clone(),
                         reason: format!(
@@ -305,6 +301,21 @@ pub fn parse_iface_addr(s: &str) -> Result<(String, Ipv4Addr), String> {
     Ok((name.to_owned(), addr))
 }
 
+/// What a refused packet meets. With `reject = "rst"` the kernel program
+/// answers it like a closed port; it never reaches this host's own stack,
+/// so a service of the host on the same port never sees it.
+fn refusal(reject: Reject, proto: L4, _to: SocketAddrV4) -> String {
+    match (reject, proto) {
+        (Reject::Drop, _) => "the packet is dropped silently (reject = \"drop\")".into(),
+        (Reject::Rst, L4::Tcp) => "it gets a TCP RST, like from a closed port (reject = \"rst\"); \
+                                   never this host's own service on that port"
+            .into(),
+        (Reject::Rst, L4::Udp) => "it gets an ICMP port-unreachable, like from a closed port \
+                                   (reject = \"rst\"); never this host's own socket on that port"
+            .into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,7 +439,10 @@ snat = "off"
             e,
             Explanation::Refused {
                 rule: "immich".into(),
-                reason: "source 100.64.0.9 is not in the allow-list (100.101.92.95/32): it gets a TCP RST, like a closed port (reject = \"rst\")".into()
+                reason: "source 100.64.0.9 is not in the allow-list (100.101.92.95/32): it \
+                         gets a TCP RST, like from a closed port (reject = \"rst\"); never this \
+                         host's own service on that port"
+                    .into()
             }
         );
     }

@@ -485,7 +485,9 @@ impl fmt::Display for MssClamp {
 /// What peers refused by the allow-list get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reject {
-    /// TCP RST, or ICMP port-unreachable for UDP: like a closed port.
+    /// Answered like a closed port: a TCP RST or ICMP port-unreachable,
+    /// built by the kernel program; never handed to the host's own stack,
+    /// where a service of the host on the same port would take it.
     Rst,
     /// Silence.
     Drop,
