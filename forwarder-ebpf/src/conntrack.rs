@@ -27,10 +27,10 @@ use forwarder_common::{
 
 use crate::{
     evict::queue,
-    hdr::{IPV4_HLEN, TCPOPT_EOL, TCPOPT_NOP, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_RST, TCP_SYN},
+    hdr::{TCPOPT_EOL, TCPOPT_NOP, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_RST, TCP_SYN},
     helpers::{frame::Frame, ktime_coarse_ns, skb},
     maps::FLOWS,
-    parse::Packet,
+    parse::{Frag, Packet},
     path,
 };
 
@@ -118,7 +118,9 @@ pub fn seen_bits(tcp_flags: u8) -> Seen {
 pub fn segment(ctx: &TcContext, p: &Packet) -> Segment {
     let mut s = Segment {
         flags: p.tcp_flags,
-        len: (p.tot_len as u32).saturating_sub(IPV4_HLEN as u32 + p.tcp_hlen as u32),
+        // The IP header's own length: packets with IPv4 options are
+        // translated too (issue 12).
+        len: (p.tot_len as u32).saturating_sub((p.l4 - p.l3) as u32 + p.tcp_hlen as u32),
         ..Default::default()
     };
     if let Some(t) = ctx.header::<[u8; TCP_HLEN]>(p.l4) {
@@ -157,7 +159,7 @@ fn wscale_option(ctx: &TcContext, p: &Packet) -> Option<u8> {
         return None;
     }
     let mut buf = [0u8; MAX_OPTS];
-    skb::load_bytes(ctx, p.l4 + TCP_HLEN, &mut buf, olen).ok()?;
+    skb::load_bytes_upto(ctx, p.l4 + TCP_HLEN, &mut buf, olen).ok()?;
     let mut next = 0usize;
     let mut i = 0usize;
     while i < WSCALE_SCAN {
@@ -237,6 +239,11 @@ pub fn existing(ctx: &TcContext, p: &Packet, e: *mut FlowEntry, key: &FlowKey, a
         return Hit::Gone;
     }
     let track = match p.proto {
+        // A later fragment (its flow found through its first fragment's
+        // ports, see `frag`) has no TCP header: what sits at `p.l4` is
+        // payload, which the state machine would read as sequence numbers
+        // and window. Its first fragment went through the state machine.
+        PROTO_TCP if p.frag == Frag::Later => Track::Record,
         PROTO_TCP => tcp(ctx, p, entry, key, now),
         PROTO_UDP => udp(entry, key, now),
         _ => Track::Record,

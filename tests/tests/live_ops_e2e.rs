@@ -287,8 +287,8 @@ fn an_invalid_edit_changes_nothing_until_fixed() -> Result<()> {
 }
 
 /// A rate-limited 30 MB download through the forward, in the background:
-/// 15 s, so it outlasts a daemon restart (which verifies the programs
-/// again: seconds on a loaded 2-core machine).
+/// 15 s, to outlast a daemon restart under load (the new daemon verifies
+/// its programs, seconds on a busy 2-core machine, before it swaps them in).
 fn slow_download(topo: &Proxmox, dest: &Path) -> Result<forwarder_tests::Bg> {
     let url = format!("http://192.168.1.55/{}", topology::BIG_FILE);
     topo.lan.spawn(&[
@@ -351,7 +351,7 @@ fn sigkill_and_restart_keep_established_flows_and_counters() -> Result<()> {
         "the download's flow survived the restart: {flows}"
     );
 
-    let finished = wait_for(Duration::from_secs(30), || {
+    let finished = wait_for(Duration::from_secs(60), || {
         dl.child.try_wait().ok().flatten()
     });
     let status = finished.context("download did not finish")?;
@@ -640,7 +640,7 @@ fn conntrack_flush_forgets_one_rules_flows() -> Result<()> {
         "the flushed connection was reset: {st:?} {}",
         other.log()
     );
-    let st = wait_for(Duration::from_secs(30), || {
+    let st = wait_for(Duration::from_secs(60), || {
         dl.child.try_wait().ok().flatten()
     })
     .context("download did not finish")?;

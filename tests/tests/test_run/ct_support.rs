@@ -15,8 +15,8 @@ use forwarder_common::{conntrack::CtState, FlowEntry, FlowKey, Hook, Reason, PRO
 pub use forwarder_tests::testrun::{
     assert_counters,
     frames::{ep, fkey, show, verify, Ep, Ip, CLIENT, LAN_PEER, TTL, VM},
-    one_counter, Delta, Host, Snapshot, HOST_LAN, HOST_VM, LAN_IF, SNAT_PORTS, TCX_NEXT, TC_ACT_OK,
-    TC_ACT_REDIRECT, TC_ACT_SHOT, TS_IF, VM_IF, WEB_AND_DNS,
+    one_counter, Csum, Delta, Host, Snapshot, HOST_LAN, HOST_VM, LAN_IF, SNAT_PORTS, TCX_NEXT,
+    TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TS_IF, VM_IF, WEB_AND_DNS,
 };
 
 /// The window every segment here advertises (no scaling; `frames::tcp_seg`).
@@ -52,6 +52,24 @@ pub fn run(h: &mut Host, hook: Hook, iface: &'static str, frame: &[u8]) -> Ran {
     }
 }
 
+/// `run` for a frame the program answers: as CHECKSUM_NONE, since
+/// reshaping the skb into the answer leaves a CHECKSUM_COMPLETE sum the
+/// kernel's test_run check refuses (see test_run/replies.rs); `ingress`
+/// checks every checksum of the answer itself.
+fn run_answered(h: &mut Host, iface: &'static str, frame: &[u8]) -> Ran {
+    let before = h.snapshot().expect("snapshot");
+    let r = h
+        .run_with(Hook::TcIngress, h.ifindex(iface), frame, Csum::None, None)
+        .unwrap_or_else(|e| panic!("test_run on {iface}: {e:#}"));
+    let after = h.snapshot().expect("snapshot");
+    Ran {
+        verdict: r.verdict,
+        out: r.out,
+        delta: before.delta(&after),
+        after,
+    }
+}
+
 /// What a frame must become.
 #[derive(Clone, Copy, Debug)]
 pub enum Out {
@@ -64,6 +82,9 @@ pub enum Out {
     Pass(Reason),
     /// Dropped under this reason.
     Drop(Reason),
+    /// Answered with a TCP RST back to its sender (`reject = "rst"`, the
+    /// default; the RST's exact bytes are test_run/replies.rs's business).
+    Reset,
 }
 
 /// Runs `frame` at TC ingress of `iface` and checks the verdict, that
@@ -78,11 +99,16 @@ pub fn ingress(
     frame: &[u8],
     want: Out,
 ) -> (Ran, u16) {
-    let r = run(h, Hook::TcIngress, iface, frame);
+    let r = if matches!(want, Out::Reset) {
+        run_answered(h, iface, frame)
+    } else {
+        run(h, Hook::TcIngress, iface, frame)
+    };
     let (verdict, reason) = match want {
         Out::Fwd(..) | Out::Snat(..) => (TC_ACT_REDIRECT, Reason::FwdRedirect),
         Out::Pass(r) => (TCX_NEXT, r),
         Out::Drop(r) => (TC_ACT_SHOT, r),
+        Out::Reset => (TC_ACT_REDIRECT, Reason::ReplyReset),
     };
     let moved: Vec<String> = r.delta.moved();
     assert_eq!(
@@ -108,6 +134,15 @@ pub fn ingress(
         }
         Out::Pass(_) | Out::Drop(_) => {
             assert_eq!(r.out, frame, "{case}: the packet must be left as it came")
+        }
+        Out::Reset => {
+            let sent = verify(case, frame, false);
+            let p = verify(case, &r.out, false);
+            assert_eq!(
+                (p.src, p.dst),
+                (sent.dst, sent.src),
+                "{case}: RST to the sender"
+            );
         }
     }
     (r, port)
