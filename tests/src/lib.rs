@@ -9,6 +9,7 @@ pub mod cluster;
 #[cfg(feature = "dataplane")]
 pub mod conformance;
 pub mod daemon;
+pub mod dns;
 pub mod k3s;
 pub mod lanvm;
 pub mod netns;

@@ -26,7 +26,7 @@ use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 use forwarder_common::IfaceConfig;
 use rules::Room;
 
-use super::plan::Record;
+use super::{plan::Record, resolve::NameFact};
 use crate::{
     dataplane::{Dataplane, Maps},
     ifaces::Iface,
@@ -49,6 +49,8 @@ pub struct Facts {
     pub registered: BTreeMap<u32, IfaceConfig>,
     /// How many listener and allow-list entries the maps take.
     pub room: Room,
+    /// What each DNS-name target resolves to (`resolve.rs`), by name.
+    pub names: BTreeMap<String, NameFact>,
 }
 
 /// An interface the dataplane has programs on.
@@ -60,10 +62,12 @@ pub struct Attached {
 }
 
 impl Facts {
-    /// Reads the facts for `targets` (the rules' backends).
+    /// Reads the facts for `targets` (the rules' backends: written
+    /// addresses and what `names` resolve to).
     pub async fn gather(
         handle: &Handle,
         targets: impl IntoIterator<Item = Ipv4Addr>,
+        names: BTreeMap<String, NameFact>,
         dp: &Dataplane,
     ) -> Result<Facts> {
         let mut routes = BTreeMap::new();
@@ -84,6 +88,7 @@ impl Facts {
                 .collect(),
             registered: dp.maps.registered(),
             room: dp.maps.room()?,
+            names,
         })
     }
 
