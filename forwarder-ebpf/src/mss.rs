@@ -5,7 +5,9 @@ use aya_ebpf::programs::TcContext;
 
 use crate::{
     error::RewriteError,
-    hdr::{TCPOLEN_MSS, TCPOPT_EOL, TCPOPT_MSS, TCPOPT_NOP, TCP_CHECK, TCP_HLEN},
+    hdr::{
+        ETH_HLEN, IPV4_HLEN, TCPOLEN_MSS, TCPOPT_EOL, TCPOPT_MSS, TCPOPT_NOP, TCP_CHECK, TCP_HLEN,
+    },
     helpers::skb::{self, L4Csum, Store},
     parse::Packet,
 };
@@ -14,10 +16,24 @@ use crate::{
 /// larger. Returns whether it changed the packet. Headers were pulled
 /// linear by the parser only up to the fixed part, so options are read with
 /// ctx.load (bpf_skb_load_bytes), which copes with any layout.
+///
+/// A SYN with IP options keeps its MSS: the walk below verifies only with
+/// the TCP header at a fixed offset (with the IP header length as a
+/// variable, fwd_ingress exceeds the verifier's 1M instructions). Such
+/// SYNs are rare enough (no common stack sends IP options) to be left out.
 #[inline(always)]
 pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, RewriteError> {
-    let opts = p.l4 + TCP_HLEN;
-    let end = p.l4 + p.tcp_hlen as usize;
+    if p.l4 != p.l3 + IPV4_HLEN {
+        return Ok(false);
+    }
+    // The same as p.l4, written so the verifier sees one of two constants
+    // (a bound it could lose through the stack would multiply the walk).
+    let l4 = if p.l3 == 0 { 0 } else { ETH_HLEN } + IPV4_HLEN;
+    let opts = l4 + TCP_HLEN;
+    // Masked although the parser checked it: the verifier may have lost
+    // the bound on its way through the stack, and an end it sees at up to
+    // 255 bytes multiplies the walk's states past its 1M instructions.
+    let end = l4 + (p.tcp_hlen as usize & 0x3c);
     let mut off = opts;
     // No step counter: every step moves `off` forward and the header's end
     // (at most 40 option bytes) stops the walk. That covers options in any
@@ -55,13 +71,13 @@ pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, RewriteErr
             // The checksum sums 16-bit words from the start of the header;
             // a value at an odd offset straddles two words, which is the
             // same as the byte-swapped value at an even one (RFC 1071 2(B)).
-            let odd = (at - p.l4) % 2 == 1;
+            let odd = (at - l4) % 2 == 1;
             let (o, n) = if odd {
                 (old_w.swap_bytes(), new_w.swap_bytes())
             } else {
                 (old_w, new_w)
             };
-            skb::l4_csum_replace(ctx, p.l4 + TCP_CHECK, o, n, L4Csum::PLAIN)
+            skb::l4_csum_replace(ctx, l4 + TCP_CHECK, o, n, L4Csum::PLAIN)
                 .map_err(|_| RewriteError::Mss)?;
             skb::store(ctx, at, &new, Store::PLAIN).map_err(|_| RewriteError::Mss)?;
             return Ok(true);
