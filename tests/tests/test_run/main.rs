@@ -40,6 +40,7 @@ mod udp;
 mod ct_auto_snat;
 mod ct_eviction;
 mod ct_expiry;
+mod ct_fragments;
 mod ct_iface;
 mod ct_rate_limit;
 mod ct_rst_fin;
