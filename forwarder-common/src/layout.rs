@@ -54,6 +54,9 @@ pub const MAP_AYA_LOGS: &str = "AYA_LOGS";
 
 /// Subdirectory of the pin directory holding the program links.
 pub const PIN_LINKS_DIR: &str = "links";
+/// Subdirectory of the pin directory with the markers of legacy TC
+/// attachment (clsact + cls_bpf filters, which cannot be pinned).
+pub const PIN_TC_DIR: &str = "tc";
 
 // ---- Sizes. ----
 

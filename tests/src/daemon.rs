@@ -20,6 +20,17 @@ pub fn forwarder_bin() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/forwarder"))
 }
 
+/// How the daemons of this test run attach their TC programs, as
+/// `forwarder status` names it: "tc-legacy" when the suite runs with
+/// FORWARDER_FORCE_ATTACH=tc-legacy (or on a kernel without TCX: set the
+/// variable there too, so the expectations match), else "tcx".
+pub fn tc_mode() -> &'static str {
+    match std::env::var("FORWARDER_FORCE_ATTACH").as_deref() {
+        Ok("tc-legacy") => "tc-legacy",
+        _ => "tcx",
+    }
+}
+
 /// A running daemon with its own pin and run directories. Dropping it stops
 /// the daemon and tears its dataplane down (`forwarder down`); the bpffs
 /// mount goes with it.

@@ -311,6 +311,42 @@ impl Proxmox {
             .collect()
     }
 
+    /// A rate-limited (5 MB/s) download of `BIG_FILE` from the LAN through
+    /// a forward on the host's port 80, in the background: a long flow
+    /// that breaks when a packet of it meets no program.
+    pub fn slow_download(&self, dest: &std::path::Path) -> Result<Bg> {
+        let url = format!("http://{HOST_LAN}/{BIG_FILE}");
+        let dest = dest.to_str().context("download path")?;
+        self.lan.spawn(&[
+            "curl",
+            "-sS",
+            "--limit-rate",
+            "5M",
+            "--max-time",
+            "60",
+            "-o",
+            dest,
+            &url,
+        ])
+    }
+
+    /// Waits for a `slow_download` to end and checks that it succeeded and
+    /// brought exactly what nginx serves.
+    pub fn finish_download(&self, dl: &mut Bg, dest: &std::path::Path) -> Result<()> {
+        let ended = wait_for(Duration::from_secs(60), || {
+            dl.child.try_wait().ok().flatten()
+        });
+        let status = ended.context("the download did not finish")?;
+        if !status.success() {
+            bail!("the download failed: {}", dl.log());
+        }
+        let served = crate::client::sha256(&self.nginx80.dir.join("www").join(BIG_FILE))?;
+        if crate::client::sha256(dest)? != served {
+            bail!("the download arrived damaged");
+        }
+        Ok(())
+    }
+
     /// Connections the probe listener on vm80:`PROBE_PORT` accepted.
     pub fn probe_peers(&self) -> Vec<String> {
         socat_peers(&self.probe80)

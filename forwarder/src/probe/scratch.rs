@@ -27,6 +27,9 @@ pub struct Findings {
     pub tcx_attach: Outcome,
     pub tcx_link_update: Outcome,
     pub netlink_tc: Outcome,
+    /// The program of that cls_bpf filter replaced in place (what a
+    /// restart in tc-legacy mode does).
+    pub netlink_tc_replace: Outcome,
     pub xdp_driver: Outcome,
     pub xdp_generic: Outcome,
     pub xdp_link_update: Outcome,
@@ -146,19 +149,43 @@ fn probe(object: &[u8], tcx: bool) -> Result<Findings, String> {
                 );
             }
         }
-        f.netlink_tc = Some(
-            tc::qdisc_add_clsact(VETH.1)
-                .map_err(|e| format!("adding a clsact qdisc: {e:#}"))
-                .and_then(|_| {
-                    prog.attach_with_options(
-                        VETH.1,
-                        TcAttachType::Ingress,
-                        TcAttachOptions::Netlink(NlOptions::default()),
-                    )
-                    .map(drop)
-                    .map_err(|e| format!("cls_bpf direct-action filter: {e:#}"))
+        // Where and how the daemon's tc-legacy mode attaches.
+        use crate::dataplane::tc_legacy::{HANDLE, PRIORITY};
+        // Taken out of the program's own list (as the daemon does), or
+        // aya refuses the replacement as a second attachment.
+        let filter = tc::qdisc_add_clsact(VETH.1)
+            .map_err(|e| format!("adding a clsact qdisc: {e:#}"))
+            .and_then(|_| {
+                prog.attach_with_options(
+                    VETH.1,
+                    TcAttachType::Ingress,
+                    TcAttachOptions::Netlink(NlOptions {
+                        priority: PRIORITY,
+                        handle: HANDLE.into(),
+                        classid: None,
+                    }),
+                )
+                .and_then(|id| prog.take_link(id))
+                .map_err(|e| format!("cls_bpf direct-action filter: {e:#}"))
+            });
+        f.netlink_tc = Some(filter.as_ref().map(drop).map_err(Clone::clone));
+        if filter.is_ok() {
+            f.netlink_tc_replace = Some(
+                SchedClassifierLink::attached(
+                    VETH.1,
+                    TcAttachType::Ingress,
+                    PRIORITY,
+                    HANDLE.into(),
+                    None,
+                )
+                .map_err(|e| e.to_string())
+                .and_then(|l| {
+                    prog.attach_to_link(l)
+                        .map(drop)
+                        .map_err(|e| format!("{e:#}"))
                 }),
-        );
+            );
+        }
     }
     let xdp_name = f.programs.iter().find_map(|(n, r)| {
         (r.is_ok() && matches!(ebpf.program(n), Some(Program::Xdp(_)))).then(|| n.clone())
