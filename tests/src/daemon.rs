@@ -22,13 +22,25 @@ pub fn forwarder_bin() -> PathBuf {
 
 /// How the daemons of this test run attach their TC programs, as
 /// `forwarder status` names it: "tc-legacy" when the suite runs with
-/// FORWARDER_FORCE_ATTACH=tc-legacy (or on a kernel without TCX: set the
-/// variable there too, so the expectations match), else "tcx".
+/// FORWARDER_FORCE_ATTACH=tc-legacy or on a kernel without TCX (asked of
+/// `forwarder doctor --quick`, once), else "tcx".
 pub fn tc_mode() -> &'static str {
-    match std::env::var("FORWARDER_FORCE_ATTACH").as_deref() {
-        Ok("tc-legacy") => "tc-legacy",
-        _ => "tcx",
-    }
+    static MODE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    MODE.get_or_init(|| {
+        if std::env::var("FORWARDER_FORCE_ATTACH").as_deref() == Ok("tc-legacy") {
+            return "tc-legacy";
+        }
+        let tcx = std::process::Command::new(forwarder_bin())
+            .args(["doctor", "--quick", "--json"])
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .and_then(|v| v["features"]["tcx"].as_bool());
+        match tcx {
+            Some(false) => "tc-legacy",
+            _ => "tcx",
+        }
+    })
 }
 
 /// A running daemon with its own pin and run directories. Dropping it stops
