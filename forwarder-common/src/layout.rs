@@ -43,10 +43,9 @@ pub const MAP_AUTO_SNAT: &str = "FWD_AUTO_SNAT";
 pub const MAP_RULE_NAMES: &str = "FWD_RULE_NAMES";
 /// Per-CPU room for building the two entries of a new flow.
 pub const MAP_FLOW_SCRATCH: &str = "FWD_SCRATCH";
-/// Per-CPU room for TC's FIB lookup parameters.
+/// Per-CPU room for the FIB lookup parameters (TC and XDP share it: a
+/// program runs to completion on its CPU, so one slot serves both).
 pub const MAP_FIB_SCRATCH: &str = "FWD_FIB_SCRATCH";
-/// Per-CPU room for XDP's FIB lookup parameters.
-pub const MAP_XDP_FIB: &str = "FWD_XDP_FIB";
 /// The XDP accelerator's redirect targets (ifindex -> ifindex).
 pub const MAP_XDP_DEVS: &str = "FWD_XDP_DEVS";
 /// aya-log's ring buffer (defined by aya-log-ebpf, drained by aya-log).
@@ -255,14 +254,6 @@ pub const MAPS: &[MapSpec] = &[
     ),
     spec(
         MAP_FIB_SCRATCH,
-        MapKind::PerCpuArray,
-        size_of::<u32>(),
-        FIB_LOOKUP_PARAMS_SIZE as usize,
-        Capacity::Fixed(1),
-        false,
-    ),
-    spec(
-        MAP_XDP_FIB,
         MapKind::PerCpuArray,
         size_of::<u32>(),
         FIB_LOOKUP_PARAMS_SIZE as usize,

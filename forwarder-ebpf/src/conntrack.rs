@@ -1,16 +1,14 @@
 //! Connection tracking: one entry per direction, inserted together (the
 //! reply entry first, since inserting it is what reserves the SNAT port).
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
-};
+use aya_ebpf::bindings::BPF_NOEXIST;
 use forwarder_common::{
     FlowEntry, FlowFlags, FlowKey, ListenFlags, ListenerValue, Reason, Seen, AUTO_SNAT_PROBE_NS,
     DEFAULT_SNAT_PORT_MAX, DEFAULT_SNAT_PORT_MIN, PROTO_TCP,
 };
 
 use crate::{
-    maps::{self, AUTO_SNAT, FLOWS},
+    helpers::{ktime_coarse_ns, prandom_u32},
+    maps::{self, FlowRef, AUTO_SNAT, FLOWS},
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     path,
 };
@@ -45,18 +43,11 @@ fn seen_bits(tcp_flags: u8) -> Seen {
 
 /// Accounts a packet on an existing entry and records TCP flags.
 #[inline(always)]
-pub fn touch(e: *mut FlowEntry, p: &Packet, len: u32) {
+pub fn touch(flow: FlowRef, p: &Packet, len: u32) {
+    flow.account(len);
+    let e = flow.as_ptr();
     // SAFETY: e points into a map value that stays valid for this run.
-    // The bpfel target has no atomic read-modify-write in `core`, so these
-    // are plain adds: exact while one CPU handles a flow direction at a time
-    // (RSS/RPS keep a flow on one queue), approximate otherwise.
     unsafe {
-        // The coarse clock (CLOCK_MONOTONIC at tick resolution) is a cached
-        // read, not a clocksource access: per packet that matters, and the
-        // sweeper's timeouts are seconds.
-        (*e).last_seen_ns = bpf_ktime_get_coarse_ns();
-        (*e).packets += 1;
-        (*e).bytes += len as u64;
         if p.proto == PROTO_TCP {
             let seen = seen_bits(p.tcp_flags);
             let old = (*e).tcp_seen;
@@ -93,8 +84,7 @@ pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey) -> bool {
     {
         return false;
     }
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = ktime_coarse_ns();
     if now.saturating_sub(e.created_ns) < AUTO_SNAT_PROBE_NS {
         return false;
     }
@@ -119,8 +109,7 @@ pub fn create(p: &Packet, l: &ListenerValue, d: &path::Decision) -> Result<(), R
     let src = d.src;
     let flags = d.flags;
     let snat = flags.contains(FlowFlags::SNAT);
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = ktime_coarse_ns();
     let tcp_seen = if p.proto == PROTO_TCP {
         seen_bits(p.tcp_flags)
     } else {
@@ -155,8 +144,7 @@ pub fn create(p: &Packet, l: &ListenerValue, d: &path::Decision) -> Result<(), R
             (DEFAULT_SNAT_PORT_MIN, DEFAULT_SNAT_PORT_MAX)
         };
         let span = (max - min) as u32 + 1;
-        // SAFETY: plain helper call.
-        let start = unsafe { bpf_get_prandom_u32() } % span;
+        let start = prandom_u32() % span;
         let mut found = false;
         let mut i = 0;
         while i < PORT_TRIES {

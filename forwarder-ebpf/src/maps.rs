@@ -3,6 +3,7 @@
 //! checks every name, type and size against that table); the flow table's
 //! size is set by the daemon at load time (`conntrack_max` x 2 entries, one
 //! per direction).
+use crate::helpers::ktime_coarse_ns;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
@@ -59,6 +60,69 @@ pub static SCRATCH: PerCpuArray<FlowEntry> = PerCpuArray::with_max_entries(2, 0)
 pub fn iface(ifindex: u32) -> Option<IfaceConfig> {
     // SAFETY: the value is copied out before the map can change under us.
     unsafe { IFACES.get(ifindex).copied() }
+}
+
+/// A flow table entry in place: a pointer into the map value, not a copy
+/// (a copy would cost 80 bytes of the 512-byte stack). It stays valid for
+/// the rest of the program run: a deleted entry is freed only after an RCU
+/// grace period.
+#[derive(Clone, Copy)]
+pub struct FlowRef(*mut FlowEntry);
+
+impl FlowRef {
+    /// The entry as it is now. Take it again after writing through
+    /// `as_ptr` rather than holding one across the write.
+    #[inline(always)]
+    pub fn entry(&self) -> &FlowEntry {
+        // SAFETY: a live map value (see the type); FlowEntry is plain data.
+        unsafe { &*self.0 }
+    }
+
+    /// For the per-packet updates (`conntrack::touch`).
+    #[inline(always)]
+    pub fn as_ptr(self) -> *mut FlowEntry {
+        self.0
+    }
+
+    /// Accounts a packet of `len` bytes: last seen now, packets, bytes.
+    /// The same for TC and XDP.
+    #[inline(always)]
+    pub fn account(self, len: u32) {
+        let e = self.0;
+        // SAFETY: a live map value (see the type). The bpfel target has no
+        // atomic read-modify-write in `core`, so these are plain adds:
+        // exact while one CPU handles a flow direction at a time (RSS/RPS
+        // keep a flow on one queue), approximate otherwise.
+        unsafe {
+            (*e).last_seen_ns = ktime_coarse_ns();
+            (*e).packets += 1;
+            (*e).bytes += len as u64;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn flow(key: FlowKey) -> Option<FlowRef> {
+    FLOWS.get_ptr_mut(key).map(FlowRef)
+}
+
+/// The listener for `key`, in place (a copy would cost stack).
+#[inline(always)]
+pub fn listener(key: ListenerKey) -> Option<&'static ListenerValue> {
+    // SAFETY: a live map value, valid for the rest of this run (freed only
+    // after an RCU grace period); plain data, only read.
+    LISTENERS.get_ptr(key).map(|l| unsafe { &*l })
+}
+
+/// This CPU's slot `i` of a per-CPU array, for a counter update.
+// The map is shared, the slot is not: this CPU's alone (see SAFETY).
+#[allow(clippy::mut_from_ref)]
+#[inline(always)]
+pub fn per_cpu<T>(map: &'static PerCpuArray<T>, i: u32) -> Option<&'static mut T> {
+    // SAFETY: a per-CPU slot is only this CPU's, and a program run is not
+    // interrupted by another on the same CPU: no other reference exists
+    // while the caller holds this one (for one update, never across calls).
+    map.get_ptr_mut(i).map(|c| unsafe { &mut *c })
 }
 
 #[inline(always)]

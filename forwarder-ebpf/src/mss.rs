@@ -1,24 +1,22 @@
 //! TCP MSS clamping on SYN and SYN-ACK: a tailnet peer (MTU 1280) and a
 //! pod network (MTU 1500) would otherwise agree on segments the narrow side
 //! cannot carry, and large transfers stall wherever ICMP is filtered.
-use aya_ebpf::{
-    helpers::{bpf_l4_csum_replace, bpf_skb_store_bytes},
-    programs::TcContext,
+use aya_ebpf::programs::TcContext;
+
+use crate::{
+    error::RewriteError,
+    hdr::{TCPOLEN_MSS, TCPOPT_EOL, TCPOPT_MSS, TCPOPT_NOP, TCP_CHECK, TCP_HLEN},
+    helpers::skb::{self, L4Csum, Store},
+    parse::Packet,
 };
-
-use crate::{nat, parse::Packet};
-
-const TCPOPT_EOL: u8 = 0;
-const TCPOPT_NOP: u8 = 1;
-const TCPOPT_MSS: u8 = 2;
 
 /// Lowers the MSS option of `p` (a SYN or SYN-ACK) to `clamp` when it is
 /// larger. Returns whether it changed the packet. Headers were pulled
 /// linear by the parser only up to the fixed part, so options are read with
 /// ctx.load (bpf_skb_load_bytes), which copes with any layout.
 #[inline(always)]
-pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, ()> {
-    let opts = p.l4 + 20;
+pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, RewriteError> {
+    let opts = p.l4 + TCP_HLEN;
     let end = p.l4 + p.tcp_hlen as usize;
     let mut off = opts;
     // No step counter: every step moves `off` forward and the header's end
@@ -34,7 +32,7 @@ pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, ()> {
         if off + 2 > end {
             return Ok(false);
         }
-        let [kind, len]: [u8; 2] = ctx.load(off).map_err(|_| ())?;
+        let [kind, len]: [u8; 2] = skb::load(ctx, off).map_err(|_| RewriteError::Mss)?;
         if kind == TCPOPT_EOL {
             return Ok(false);
         }
@@ -46,9 +44,9 @@ pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, ()> {
             // Malformed options: leave the packet alone.
             return Ok(false);
         }
-        if kind == TCPOPT_MSS && len == 4 {
+        if kind == TCPOPT_MSS && len == TCPOLEN_MSS {
             let at = off + 2;
-            let raw: [u8; 2] = ctx.load(at).map_err(|_| ())?;
+            let raw: [u8; 2] = skb::load(ctx, at).map_err(|_| RewriteError::Mss)?;
             if u16::from_be_bytes(raw) <= clamp {
                 return Ok(false);
             }
@@ -63,13 +61,9 @@ pub fn clamp(ctx: &TcContext, p: &Packet, clamp: u16) -> Result<bool, ()> {
             } else {
                 (old_w, new_w)
             };
-            // SAFETY: helpers on our own skb; they validate offsets.
-            nat::ok(unsafe {
-                bpf_l4_csum_replace(ctx.skb.skb, (p.l4 + 16) as u32, o as u64, n as u64, 2)
-            })?;
-            nat::ok(unsafe {
-                bpf_skb_store_bytes(ctx.skb.skb, at as u32, new.as_ptr() as *const _, 2, 0)
-            })?;
+            skb::l4_csum_replace(ctx, p.l4 + TCP_CHECK, o, n, L4Csum::PLAIN)
+                .map_err(|_| RewriteError::Mss)?;
+            skb::store(ctx, at, &new, Store::PLAIN).map_err(|_| RewriteError::Mss)?;
             return Ok(true);
         }
         off += len as usize;

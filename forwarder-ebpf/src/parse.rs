@@ -1,28 +1,30 @@
-//! Header parsing with direct packet access. Every pointer is bounds-checked
-//! against data_end right before use: the verifier tracks the check only on
-//! the register that was compared, so the shape below is deliberate.
-use aya_ebpf::{helpers::bpf_skb_pull_data, programs::TcContext};
-use forwarder_common::{IfaceFlags, Reason, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+//! Header parsing with direct packet access, one parser for TC and XDP
+//! (`Frame`). Every header is bounds-checked against data_end right before
+//! use: the verifier tracks the check only on the register that was
+//! compared, so the shape below is deliberate.
+//!
+//! IPv4 only today. The shape an IPv6 path fits into: `packet` picks the
+//! family, `ipv4` fills `Packet` from its header, `l4` (family-independent)
+//! the ports and flags; an `ipv6` would walk its extension headers to the
+//! same `l4`. `Packet`'s addresses would then take the flow key's
+//! `[u32; 4]` form.
+use forwarder_common::{Reason, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use network_types::{icmp::Icmpv4Hdr, ip::Ipv4Hdr, udp::UdpHdr};
 
-pub const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-pub const IPV4_HLEN: usize = 20;
-/// More-fragments flag and fragment offset bits of frag_off (host order).
-const IP_MF_OFFSET: u16 = 0x3fff;
+use crate::{
+    hdr::{
+        ETH_HLEN, ETH_P_IP, ETH_TYPE, ICMP_ECHO, ICMP_ECHOREPLY, ICMP_HLEN, IPV4_HLEN,
+        IP_MF_OFFSET, L4_DPORT, L4_SPORT, TCP_DOFF, TCP_FLAGS, TCP_HLEN, UDP_HLEN,
+    },
+    helpers::frame::Frame,
+};
+
+// Re-exported for conntrack, which reads the flags of `Packet`.
+pub use crate::hdr::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
 /// What direct packet access reads of a TCP/UDP packet: IPv4 and the
 /// fixed TCP header (the larger of the two L4 headers).
-const PULL_L4: usize = IPV4_HLEN + 20;
-
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
-
-pub const ICMP_ECHOREPLY: u8 = 0;
-pub const ICMP_DEST_UNREACH: u8 = 3;
-pub const ICMP_ECHO: u8 = 8;
-pub const ICMP_TIME_EXCEEDED: u8 = 11;
-pub const ICMP_PARAMETERPROB: u8 = 12;
+const PULL_L4: usize = IPV4_HLEN + TCP_HLEN;
 
 /// A parsed IPv4 packet. Addresses and ports are raw network-order values
 /// (as they sit in the packet), so rewriting never needs byte swaps.
@@ -45,66 +47,53 @@ pub struct Packet {
     pub icmp_type: u8,
 }
 
-#[inline(always)]
-pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + core::mem::size_of::<T>() > end {
-        return None;
-    }
-    Some((start + offset) as *mut T)
-}
-
-/// Makes the first `upto` bytes linear so direct access sees them (GRO'd
-/// or sendfile skbs may hold anything past the headers in frags). A no-op
-/// when they already are. Never more than what is read: pulling payload
-/// into the linear part costs a copy, often a reallocation, per packet.
-#[inline(always)]
-pub fn pull(ctx: &TcContext, upto: usize) {
-    let len = ctx.len() as usize;
-    let want = if len < upto { len } else { upto };
-    if ctx.data() + want > ctx.data_end() {
-        // SAFETY: plain helper call on our own skb.
-        unsafe { bpf_skb_pull_data(ctx.skb.skb, want as u32) };
+impl Packet {
+    /// The L4 length (TCP/UDP header and payload) as the IP header says.
+    #[inline(always)]
+    pub fn l4_len(&self) -> u16 {
+        self.tot_len - IPV4_HLEN as u16
     }
 }
 
-/// Finds the IPv4 header (after Ethernet, or at 0 on L3 devices) and rejects
-/// what the NAT must not touch, with the reason it is counted under.
+/// Finds the IP header (after Ethernet, or at 0 on an L3 device: tun,
+/// wireguard) and parses the packet, or says why the NAT must not touch it
+/// (the reason it is counted under).
 #[inline(always)]
-pub fn ipv4(ctx: &TcContext, iface_flags: IfaceFlags) -> Result<Packet, Reason> {
-    let l3 = if iface_flags.contains(IfaceFlags::L3) {
-        // tun/wireguard: no link header; skb->protocol says what L3 is.
-        // SAFETY: reading a field of the context the kernel passed in.
-        let proto = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
-        if proto != ETH_P_IP {
+pub fn packet<F: Frame>(ctx: &F, l3_device: bool) -> Result<Packet, Reason> {
+    let l3 = if l3_device {
+        // No link header; skb->protocol says what L3 is.
+        if ctx.link_protocol() != Some(ETH_P_IP) {
             return Err(Reason::PassNotIpv4);
         }
         0
     } else {
-        let ethertype: *const [u8; 2] = ptr_at(ctx, 12).ok_or(Reason::PassMalformed)?;
-        // SAFETY: bounds-checked by ptr_at.
-        if u16::from_be_bytes(unsafe { *ethertype }) != ETH_P_IP {
+        let ethertype: &[u8; 2] = ctx.header(ETH_TYPE).ok_or(Reason::PassMalformed)?;
+        if u16::from_be_bytes(*ethertype) != ETH_P_IP {
             return Err(Reason::PassNotIpv4);
         }
         ETH_HLEN
     };
-    pull(ctx, l3 + PULL_L4);
-    let hdr: *const [u8; IPV4_HLEN] = ptr_at(ctx, l3).ok_or(Reason::PassMalformed)?;
-    // SAFETY: bounds-checked by ptr_at.
-    let h = unsafe { &*hdr };
-    if h[0] >> 4 != 4 {
+    ctx.pull(l3 + PULL_L4);
+    ipv4(ctx, l3)
+}
+
+/// The IPv4 header at `l3` and what follows it. Refuses fragments (no
+/// ports after the first) and options (the rewrite offsets assume none).
+#[inline(always)]
+fn ipv4<F: Frame>(ctx: &F, l3: usize) -> Result<Packet, Reason> {
+    let h: &Ipv4Hdr = ctx.header(l3).ok_or(Reason::PassMalformed)?;
+    if h.version() != 4 {
         return Err(Reason::PassMalformed);
     }
-    let ihl = (h[0] & 0x0f) as usize * 4;
+    let ihl = h.ihl() as usize;
     if ihl < IPV4_HLEN {
         return Err(Reason::PassMalformed);
     }
-    let tot_len = u16::from_be_bytes([h[2], h[3]]);
+    let tot_len = u16::from_be_bytes(h.tot_len);
     if (tot_len as usize) < ihl || l3 + tot_len as usize > ctx.len() as usize {
         return Err(Reason::PassMalformed);
     }
-    if u16::from_be_bytes([h[6], h[7]]) & IP_MF_OFFSET != 0 {
+    if u16::from_be_bytes(h.frags) & IP_MF_OFFSET != 0 {
         return Err(Reason::PassFragment);
     }
     if ihl != IPV4_HLEN {
@@ -113,59 +102,63 @@ pub fn ipv4(ctx: &TcContext, iface_flags: IfaceFlags) -> Result<Packet, Reason> 
     let mut p = Packet {
         l3,
         l4: l3 + IPV4_HLEN,
-        proto: h[9],
-        ttl: h[8],
+        proto: h.proto,
+        ttl: h.ttl,
         tot_len,
-        src: u32::from_ne_bytes([h[12], h[13], h[14], h[15]]),
-        dst: u32::from_ne_bytes([h[16], h[17], h[18], h[19]]),
+        src: u32::from_ne_bytes(h.src_addr),
+        dst: u32::from_ne_bytes(h.dst_addr),
         sport: 0,
         dport: 0,
         tcp_flags: 0,
         tcp_hlen: 0,
         icmp_type: 0,
     };
-    let l4_len = tot_len as usize - IPV4_HLEN;
+    l4(ctx, &mut p, tot_len as usize - IPV4_HLEN)?;
+    Ok(p)
+}
+
+/// Ports and flags of the L4 header at `p.l4`, `l4_len` bytes long by the
+/// IP header. Other protocols keep zero ports.
+#[inline(always)]
+fn l4<F: Frame>(ctx: &F, p: &mut Packet, l4_len: usize) -> Result<(), Reason> {
     match p.proto {
         PROTO_TCP => {
-            let t: *const [u8; 20] = ptr_at(ctx, p.l4).ok_or(Reason::PassMalformed)?;
-            if l4_len < 20 {
+            // Bytes, not network-types' TcpHdr: its data offset and flags
+            // sit in a bitfield read bit by bit, many instructions per packet.
+            let t: &[u8; TCP_HLEN] = ctx.header(p.l4).ok_or(Reason::PassMalformed)?;
+            if l4_len < TCP_HLEN {
                 return Err(Reason::PassMalformed);
             }
-            // SAFETY: bounds-checked by ptr_at.
-            let t = unsafe { &*t };
-            p.sport = u16::from_ne_bytes([t[0], t[1]]);
-            p.dport = u16::from_ne_bytes([t[2], t[3]]);
-            p.tcp_flags = t[13];
-            p.tcp_hlen = (t[12] >> 4) * 4;
-            if (p.tcp_hlen as usize) < 20 || p.tcp_hlen as usize > l4_len {
+            p.sport = u16::from_ne_bytes([t[L4_SPORT], t[L4_SPORT + 1]]);
+            p.dport = u16::from_ne_bytes([t[L4_DPORT], t[L4_DPORT + 1]]);
+            p.tcp_flags = t[TCP_FLAGS];
+            p.tcp_hlen = (t[TCP_DOFF] >> 4) * 4;
+            if (p.tcp_hlen as usize) < TCP_HLEN || p.tcp_hlen as usize > l4_len {
                 return Err(Reason::PassMalformed);
             }
         }
         PROTO_UDP => {
-            let u: *const [u8; 8] = ptr_at(ctx, p.l4).ok_or(Reason::PassMalformed)?;
-            if l4_len < 8 {
+            let u: &UdpHdr = ctx.header(p.l4).ok_or(Reason::PassMalformed)?;
+            if l4_len < UDP_HLEN {
                 return Err(Reason::PassMalformed);
             }
-            // SAFETY: bounds-checked by ptr_at.
-            let u = unsafe { &*u };
-            p.sport = u16::from_ne_bytes([u[0], u[1]]);
-            p.dport = u16::from_ne_bytes([u[2], u[3]]);
+            p.sport = u16::from_ne_bytes(u.src);
+            p.dport = u16::from_ne_bytes(u.dst);
         }
         PROTO_ICMP => {
-            let i: *const [u8; 8] = ptr_at(ctx, p.l4).ok_or(Reason::PassMalformed)?;
-            if l4_len < 8 {
+            let i: &Icmpv4Hdr = ctx.header(p.l4).ok_or(Reason::PassMalformed)?;
+            if l4_len < ICMP_HLEN {
                 return Err(Reason::PassMalformed);
             }
-            // SAFETY: bounds-checked by ptr_at.
-            let i = unsafe { &*i };
-            p.icmp_type = i[0];
-            if i[0] == ICMP_ECHO || i[0] == ICMP_ECHOREPLY {
-                let id = u16::from_ne_bytes([i[4], i[5]]);
+            p.icmp_type = i.type_;
+            if i.type_ == ICMP_ECHO || i.type_ == ICMP_ECHOREPLY {
+                // The identifier stands in for both ports.
+                let id = u16::from_ne_bytes([i.data[0], i.data[1]]);
                 p.sport = id;
                 p.dport = id;
             }
         }
         _ => {}
     }
-    Ok(p)
+    Ok(())
 }

@@ -1,12 +1,12 @@
 //! Per-flow decisions taken once, on the first packet: which source the
 //! backend sees (SNAT) and which way translated packets travel (redirect or
 //! stack). Both come from the FIB, so they follow the routing table.
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use forwarder_common::{
     AutoSnatKey, FlowFlags, ListenFlags, ListenerValue, Reason, SnatMode, AUTO_SNAT_TTL_NS,
 };
 
-use crate::{fib, maps::AUTO_SNAT, parse::Packet};
+use crate::{fib, helpers::ktime_coarse_ns, maps::AUTO_SNAT, parse::Packet};
 
 pub struct Decision {
     /// Source address the backend sees.
@@ -25,8 +25,7 @@ pub fn auto_key(rule_id: u32, target: u32) -> AutoSnatKey {
 fn learned_snat(rule_id: u32, target: u32) -> bool {
     // SAFETY: copied out of the map value.
     match unsafe { AUTO_SNAT.get(auto_key(rule_id, target)).copied() } {
-        // SAFETY: plain helper call.
-        Some(at) => unsafe { bpf_ktime_get_coarse_ns() }.saturating_sub(at) < AUTO_SNAT_TTL_NS,
+        Some(at) => ktime_coarse_ns().saturating_sub(at) < AUTO_SNAT_TTL_NS,
         None => false,
     }
 }

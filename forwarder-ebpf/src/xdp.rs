@@ -1,30 +1,31 @@
 //! The XDP accelerator: established flows only, on Ethernet interfaces with
-//! native XDP. It looks the packet up in the same connection table the TC
-//! programs fill, rewrites it with incremental checksum updates
-//! (`forwarder_common::csum`), asks the FIB for the next hop and redirects
-//! through a devmap. Everything else (first packets, TCP control packets,
-//! ICMP, fragments, stack-path flows, frames whose checksum was left to
-//! offload, unresolved neighbours) is passed on untouched to the TC
-//! program, which stays the source of truth.
+//! native XDP. It shares the front half with TC (`parse::packet`, the flow
+//! table through `flow::lookup`, the FIB parameter block, the accounting),
+//! rewrites with incremental checksum updates (`forwarder_common::csum`),
+//! asks the FIB for the next hop and redirects through a devmap.
+//! Everything else (first packets, TCP control packets, ICMP, fragments,
+//! stack-path flows, frames whose checksum was left to offload, unresolved
+//! neighbours) is passed on untouched to the TC program, which stays the
+//! source of truth.
 use aya_ebpf::{
-    bindings::{
-        bpf_fib_lookup,
-        xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
-        BPF_FIB_LKUP_RET_SUCCESS,
-    },
-    helpers::{bpf_fib_lookup as fib_lookup_helper, bpf_ktime_get_coarse_ns},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
     macros::map,
-    maps::{DevMapHash, PerCpuArray},
+    maps::DevMapHash,
     programs::XdpContext,
 };
 use forwarder_common::{
-    csum, FlowEntry, FlowFlags, FlowKey, Reason, AF_INET, MAX_IFACES, PROTO_TCP, PROTO_UDP,
+    csum, FlowEntry, FlowFlags, Hook, Reason, MAX_IFACES, PROTO_TCP, PROTO_UDP,
 };
 
 use crate::{
-    counters,
-    maps::FLOWS,
-    parse::{ETH_HLEN, IPV4_HLEN},
+    counters, flow,
+    hdr::{L4_DPORT, L4_SPORT, TCP_CHECK, TCP_FIN, TCP_RST, TCP_SYN, UDP_CHECK},
+    helpers::{
+        fib::FibParams,
+        frame::{EthIpv4L4, Frame},
+    },
+    maps,
+    parse::{self, Packet},
 };
 
 /// Egress devices XDP may redirect to (ifindex -> ifindex), filled by the
@@ -33,24 +34,154 @@ use crate::{
 #[map(name = "FWD_XDP_DEVS")]
 pub static XDP_DEVS: DevMapHash = DevMapHash::with_max_entries(MAX_IFACES, 0);
 
-#[map(name = "FWD_XDP_FIB")]
-static FIB_PARAMS: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
+/// The FIB's full answer, neighbour included (no flags): XDP rewrites the
+/// MACs itself.
+const FORWARD_WITH_NEIGH: u32 = 0;
 
-const ETH_P_IP: u16 = 0x0800;
-const TCP_FIN_SYN_RST: u8 = 0x07;
+const TO_TC: (u32, Reason) = (XDP_PASS, Reason::PassToTc);
 
+/// fwd_xdp: interface -> parse -> accelerate -> count.
 #[inline(always)]
-fn ptr<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
-    let start = ctx.data();
-    if start + off + core::mem::size_of::<T>() > ctx.data_end() {
-        return None;
-    }
-    Some((start + off) as *mut T)
+pub fn run(ctx: &mut XdpContext) -> u32 {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let Some(iface) = maps::iface(ifindex) else {
+        return XDP_PASS;
+    };
+    let len = Frame::len(ctx);
+    // XDP runs only on Ethernet devices: never an L3 one.
+    let (action, reason) = match parse::packet(ctx, false) {
+        Ok(p) => accelerate(ctx, &p, ifindex, len),
+        Err(reason) => (XDP_PASS, reason),
+    };
+    counters::count_iface(iface.slot, Hook::Xdp, reason, len);
+    action
 }
 
+/// An established flow's packet, rewritten and redirected here; anything
+/// else to TC.
 #[inline(always)]
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+fn accelerate(ctx: &mut XdpContext, p: &Packet, ifindex: u32, len: u32) -> (u32, Reason) {
+    let Some(check_at) = l4_check_of(p) else {
+        return TO_TC;
+    };
+    // TCP control packets drive the TCP state (and MSS clamping): TC's.
+    if p.proto == PROTO_TCP && p.tcp_flags & (TCP_FIN | TCP_SYN | TCP_RST) != 0 {
+        return TO_TC;
+    }
+    let Some(f) = ctx.header::<EthIpv4L4>(0) else {
+        // A UDP datagram shorter than 20 bytes of L4: rare, TC has it.
+        return TO_TC;
+    };
+    let check = u16::from_be_bytes([f.l4[check_at], f.l4[check_at + 1]]);
+    if checksum_left_to_offload(p, check) {
+        return TO_TC;
+    }
+    let Some(flow) = flow::lookup(p) else {
+        return TO_TC;
+    };
+    let e = flow.entry();
+    if e.flags.contains(FlowFlags::VIA_STACK) || p.ttl <= 1 {
+        return TO_TC;
+    }
+    let Some(hop) = next_hop(ctx, p, e, ifindex) else {
+        return TO_TC;
+    };
+    if rewrite(ctx, p, e, &hop, check_at, check).is_none() {
+        return TO_TC;
+    }
+    let rule_id = e.rule_id;
+    flow.account(len);
+    counters::count_rule(rule_id, len);
+    match XDP_DEVS.redirect(hop.oif(), 0) {
+        Ok(XDP_REDIRECT) => (XDP_REDIRECT, Reason::FwdRedirect),
+        // Cannot happen after the lookup in `next_hop`. The frame is
+        // rewritten already: dropping it (and counting) beats passing it
+        // mangled.
+        _ => (XDP_DROP, Reason::DropError),
+    }
+}
+
+/// Where the L4 checksum sits in TCP and UDP, the protocols XDP handles.
+#[inline(always)]
+fn l4_check_of(p: &Packet) -> Option<usize> {
+    match p.proto {
+        PROTO_TCP => Some(TCP_CHECK),
+        PROTO_UDP => Some(UDP_CHECK),
+        _ => None,
+    }
+}
+
+/// Whether the sender left the checksum to offload (CHECKSUM_PARTIAL):
+/// only the skb path can finish it correctly.
+#[inline(always)]
+fn checksum_left_to_offload(p: &Packet, check: u16) -> bool {
+    let udp_no_csum = p.proto == PROTO_UDP && check == 0;
+    let (src, dst) = (u32::from_be(p.src), u32::from_be(p.dst));
+    !udp_no_csum && check == csum::pseudo_header_sum(src, dst, p.proto, p.l4_len())
+}
+
+/// Next hop for the translated packet, neighbour included, on a device
+/// XDP may redirect to: anything but a plain answer (no neighbour yet, too
+/// big, not forwarded) is TC's.
+#[inline(always)]
+fn next_hop(ctx: &XdpContext, p: &Packet, e: &FlowEntry, ifindex: u32) -> Option<FibParams> {
+    let mut fp = FibParams::v4(ifindex, p.proto, e.new_src[0], e.new_dst[0])?;
+    fp.set_tot_len(p.tot_len);
+    if !fp.lookup(ctx, FORWARD_WITH_NEIGH) {
+        return None;
+    }
+    XDP_DEVS.get_ifindex(fp.oif())?;
+    Some(fp)
+}
+
+/// Rewrites addresses (IP header and L4 pseudo-header), ports, TTL and
+/// MACs, updating both checksums incrementally. `check` is the L4
+/// checksum as found, at `check_at` in the L4 header.
+#[inline(always)]
+fn rewrite(
+    ctx: &mut XdpContext,
+    p: &Packet,
+    e: &FlowEntry,
+    hop: &FibParams,
+    check_at: usize,
+    check: u16,
+) -> Option<()> {
+    let (src, dst) = (u32::from_be(p.src), u32::from_be(p.dst));
+    let (nsrc, ndst) = (u32::from_be(e.new_src[0]), u32::from_be(e.new_dst[0]));
+    let (osport, odport) = (u16::from_be(p.sport), u16::from_be(p.dport));
+    let (nsport, ndport) = (u16::from_be(e.new_sport), u16::from_be(e.new_dport));
+    let w = ctx.header_mut::<EthIpv4L4>(0)?;
+    let mut ipc = u16::from_be_bytes(w.ip.check);
+    ipc = csum::replace32(ipc, src, nsrc);
+    ipc = csum::replace32(ipc, dst, ndst);
+    // TTL shares its 16-bit word with the protocol.
+    ipc = csum::replace16(
+        ipc,
+        u16::from_be_bytes([p.ttl, p.proto]),
+        u16::from_be_bytes([p.ttl - 1, p.proto]),
+    );
+    let mut l4c = check;
+    let udp_no_csum = p.proto == PROTO_UDP && check == 0;
+    if !udp_no_csum {
+        l4c = csum::replace32(l4c, src, nsrc);
+        l4c = csum::replace32(l4c, dst, ndst);
+        l4c = csum::replace16(l4c, osport, nsport);
+        l4c = csum::replace16(l4c, odport, ndport);
+        if p.proto == PROTO_UDP && l4c == 0 {
+            // A computed zero is sent as all ones (RFC 768).
+            l4c = 0xffff;
+        }
+    }
+    w.ip.ttl = p.ttl - 1;
+    w.ip.check = ipc.to_be_bytes();
+    w.ip.src_addr = e.new_src[0].to_ne_bytes();
+    w.ip.dst_addr = e.new_dst[0].to_ne_bytes();
+    put16(&mut w.l4, L4_SPORT, nsport);
+    put16(&mut w.l4, L4_DPORT, ndport);
+    put16(&mut w.l4, check_at, l4c);
+    w.dmac = hop.dmac();
+    w.smac = hop.smac();
+    Some(())
 }
 
 #[inline(always)]
@@ -58,176 +189,4 @@ fn put16(b: &mut [u8], at: usize, v: u16) {
     let x = v.to_be_bytes();
     b[at] = x[0];
     b[at + 1] = x[1];
-}
-
-/// Handles one frame: (XDP action, what to count it as).
-#[inline(always)]
-pub fn handle(ctx: &XdpContext, len: u32, ifindex: u32) -> (u32, Reason) {
-    const TO_TC: (u32, Reason) = (XDP_PASS, Reason::PassToTc);
-    let Some(eth) = ptr::<[u8; ETH_HLEN]>(ctx, 0) else {
-        return (XDP_PASS, Reason::PassMalformed);
-    };
-    // SAFETY: bounds-checked by ptr.
-    let eth = unsafe { &mut *eth };
-    if be16(eth, 12) != ETH_P_IP {
-        return (XDP_PASS, Reason::PassNotIpv4);
-    }
-    let Some(ip) = ptr::<[u8; IPV4_HLEN]>(ctx, ETH_HLEN) else {
-        return (XDP_PASS, Reason::PassMalformed);
-    };
-    // SAFETY: bounds-checked by ptr.
-    let ip = unsafe { &mut *ip };
-    if ip[0] != 0x45 {
-        return if ip[0] >> 4 == 4 && ip[0] & 0x0f > 5 {
-            (XDP_PASS, Reason::PassIpOptions)
-        } else {
-            (XDP_PASS, Reason::PassMalformed)
-        };
-    }
-    let tot_len = be16(ip, 2);
-    if ETH_HLEN + tot_len as usize > len as usize || (tot_len as usize) < IPV4_HLEN + 8 {
-        return (XDP_PASS, Reason::PassMalformed);
-    }
-    if be16(ip, 6) & 0x3fff != 0 {
-        return (XDP_PASS, Reason::PassFragment);
-    }
-    let proto = ip[9];
-    let ttl = ip[8];
-    let l4 = ETH_HLEN + IPV4_HLEN;
-    // The first 20 bytes of TCP, or the 8 of UDP (and 12 we do not touch).
-    let (sport, dport, check_at, l4_min) = match proto {
-        PROTO_TCP => (0, 2, 16, 20),
-        PROTO_UDP => (0, 2, 6, 8),
-        _ => return TO_TC,
-    };
-    if (tot_len as usize) < IPV4_HLEN + l4_min {
-        return (XDP_PASS, Reason::PassMalformed);
-    }
-    let Some(t) = ptr::<[u8; 20]>(ctx, l4) else {
-        // A UDP datagram shorter than 20 bytes of L4: rare, TC has it.
-        return TO_TC;
-    };
-    // SAFETY: bounds-checked by ptr.
-    let t = unsafe { &mut *t };
-    let l4_len = tot_len - IPV4_HLEN as u16;
-    if proto == PROTO_TCP {
-        // The same validation as TC's parse: a data offset below the
-        // minimum header or beyond the segment is malformed, for the stack
-        // to refuse, never to be forwarded.
-        let doff = u16::from(t[12] >> 4) * 4;
-        if doff < 20 || doff > l4_len {
-            return (XDP_PASS, Reason::PassMalformed);
-        }
-        if t[13] & TCP_FIN_SYN_RST != 0 {
-            // Control packets drive the TCP state (and MSS clamping): TC's.
-            return TO_TC;
-        }
-    }
-    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-    let check = be16(t, check_at);
-    let udp_no_csum = proto == PROTO_UDP && check == 0;
-    if !udp_no_csum && check == csum::pseudo_header_sum(src, dst, proto, l4_len) {
-        // The sender left the checksum to offload (CHECKSUM_PARTIAL): only
-        // the skb path can finish it correctly.
-        return TO_TC;
-    }
-    let key = FlowKey::v4(
-        src.to_be(),
-        dst.to_be(),
-        u16::from_ne_bytes([t[sport], t[sport + 1]]),
-        u16::from_ne_bytes([t[dport], t[dport + 1]]),
-        proto,
-    );
-    let Some(e) = FLOWS.get_ptr_mut(key) else {
-        return TO_TC;
-    };
-    // SAFETY: a map value, valid for this run.
-    let entry: &FlowEntry = unsafe { &*e };
-    if entry.flags.contains(FlowFlags::VIA_STACK) || ttl <= 1 {
-        return TO_TC;
-    }
-    let (nsrc, ndst) = (
-        u32::from_be(entry.new_src[0]),
-        u32::from_be(entry.new_dst[0]),
-    );
-    let (nsport, ndport) = (u16::from_be(entry.new_sport), u16::from_be(entry.new_dport));
-
-    // Next hop for the translated packet, neighbour included: anything but
-    // a plain answer (no neighbour yet, too big, not forwarded) is TC's.
-    let Some(fp) = FIB_PARAMS.get_ptr_mut(0) else {
-        return TO_TC;
-    };
-    // SAFETY: per-CPU scratch, ours for this run.
-    let fp = unsafe { &mut *fp };
-    // SAFETY: plain data; all-zero is its "unset" state.
-    unsafe { core::ptr::write_bytes(fp as *mut bpf_fib_lookup, 0, 1) };
-    fp.family = AF_INET;
-    fp.l4_protocol = proto;
-    fp.ifindex = ifindex;
-    fp.__bindgen_anon_1.tot_len = tot_len;
-    fp.__bindgen_anon_3.ipv4_src = nsrc.to_be();
-    fp.__bindgen_anon_4.ipv4_dst = ndst.to_be();
-    // SAFETY: valid parameter block; ctx is the xdp_md the kernel passed.
-    let rc = unsafe {
-        fib_lookup_helper(
-            ctx.ctx as *mut _,
-            fp,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
-    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        return TO_TC;
-    }
-    let out = fp.ifindex;
-    if XDP_DEVS.get_ifindex(out).is_none() {
-        return TO_TC;
-    }
-
-    // Rewrite: addresses (IP header and L4 pseudo-header), ports, TTL.
-    let mut ipc = be16(ip, 10);
-    let mut l4c = check;
-    ipc = csum::replace32(ipc, src, nsrc);
-    ipc = csum::replace32(ipc, dst, ndst);
-    // TTL shares its 16-bit word with the protocol.
-    ipc = csum::replace16(
-        ipc,
-        u16::from_be_bytes([ttl, proto]),
-        u16::from_be_bytes([ttl - 1, proto]),
-    );
-    let (osport, odport) = (be16(t, sport), be16(t, dport));
-    if !udp_no_csum {
-        l4c = csum::replace32(l4c, src, nsrc);
-        l4c = csum::replace32(l4c, dst, ndst);
-        l4c = csum::replace16(l4c, osport, nsport);
-        l4c = csum::replace16(l4c, odport, ndport);
-        if proto == PROTO_UDP && l4c == 0 {
-            // A computed zero is sent as all ones (RFC 768).
-            l4c = 0xffff;
-        }
-    }
-    ip[8] = ttl - 1;
-    put16(ip, 10, ipc);
-    ip[12..16].copy_from_slice(&nsrc.to_be_bytes());
-    ip[16..20].copy_from_slice(&ndst.to_be_bytes());
-    put16(t, sport, nsport);
-    put16(t, dport, ndport);
-    put16(t, check_at, l4c);
-    eth[0..6].copy_from_slice(&fp.dmac);
-    eth[6..12].copy_from_slice(&fp.smac);
-
-    // SAFETY: map value pointer; plain adds as in conntrack::touch.
-    unsafe {
-        (*e).last_seen_ns = bpf_ktime_get_coarse_ns();
-        (*e).packets += 1;
-        (*e).bytes += len as u64;
-    }
-    counters::count_rule(entry.rule_id, len);
-    match XDP_DEVS.redirect(out, 0) {
-        Ok(XDP_REDIRECT) => (XDP_REDIRECT, Reason::FwdRedirect),
-        // Cannot happen after the lookup above. The frame is rewritten
-        // already: dropping it (and counting) beats passing it mangled.
-        _ => (XDP_DROP, Reason::DropError),
-    }
 }

@@ -5,17 +5,14 @@
 pub mod client;
 pub mod cluster;
 pub mod daemon;
-// Frames and checksums for the test_run tests (needs forwarder-common and
-// etherparse, both dataplane-only).
-#[cfg(feature = "dataplane")]
-pub mod frames;
 pub mod k3s;
 pub mod netns;
 pub mod privilege;
 pub mod process;
 pub mod servers;
 pub mod tailnet;
-// Needs the forwarder crate: off in xtask's build (see Cargo.toml).
+// The BPF_PROG_TEST_RUN harness. Needs the forwarder crate (and
+// etherparse): off in xtask's build (see Cargo.toml).
 #[cfg(feature = "dataplane")]
 pub mod testrun;
 pub mod topology;

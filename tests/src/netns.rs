@@ -127,6 +127,56 @@ impl Netns {
             rx["bytes"].as_u64().context("rx bytes")?,
         ))
     }
+
+    /// The kernel's own protocol counters in this namespace
+    /// (/proc/net/snmp and /proc/net/netstat, per namespace), named as
+    /// `nstat` names them: `IpInReceives`, `IpExtInOctets`,
+    /// `TcpRetransSegs`, `TcpExtTCPSynRetrans`... What the kernel says
+    /// arrived or was sent again is what a test bounds its expectations by,
+    /// not what an ideal run would carry (a loaded machine retransmits).
+    pub fn snmp(&self) -> Result<Snmp> {
+        let text = self.output(&["cat", "/proc/net/snmp", "/proc/net/netstat"])?;
+        let mut counters = std::collections::BTreeMap::new();
+        let lines: Vec<&str> = text.lines().collect();
+        // Each group is two lines: "Ip: Forwarding DefaultTTL ..." and
+        // "Ip: 1 64 ...".
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let (Some((group, names)), Some((_, values))) =
+                (names.split_once(':'), values.split_once(':'))
+            else {
+                continue;
+            };
+            for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+                // Some are signed (Tcp MaxConn -1): not counters.
+                if let Ok(v) = v.parse::<u64>() {
+                    counters.insert(format!("{group}{n}"), v);
+                }
+            }
+        }
+        anyhow::ensure!(
+            counters.contains_key("IpInReceives"),
+            "no IP counters in /proc/net/snmp of {}",
+            self.name
+        );
+        Ok(Snmp(counters))
+    }
+}
+
+/// One reading of a namespace's protocol counters ([`Netns::snmp`]).
+#[derive(Clone, Debug, Default)]
+pub struct Snmp(pub std::collections::BTreeMap<String, u64>);
+
+impl Snmp {
+    /// A counter by its nstat name; 0 when this kernel does not have it.
+    pub fn get(&self, name: &str) -> u64 {
+        self.0.get(name).copied().unwrap_or(0)
+    }
+
+    /// How much counter `name` grew from `before` to this reading.
+    pub fn since(&self, before: &Snmp, name: &str) -> u64 {
+        self.get(name).saturating_sub(before.get(name))
+    }
 }
 
 impl Drop for Netns {

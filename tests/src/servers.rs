@@ -9,6 +9,26 @@ use crate::{
     process::{wait_for, Bg},
 };
 
+/// Waits until `ns` has a listening socket on `port` (`ss -l<proto>n`,
+/// proto 't' or 'u'), started by `bg`: a server is ready when the kernel
+/// says it listens, not after a fixed sleep.
+pub fn wait_listening(ns: &Netns, proto: char, port: u16, bg: &mut Bg) -> Result<()> {
+    let flag = format!("-l{proto}n");
+    let needle = format!(":{port} ");
+    let up = wait_for(Duration::from_secs(10), || {
+        let ss = ns.output(&["ss", &flag]).unwrap_or_default();
+        ss.contains(&needle).then_some(())
+    });
+    if up.is_none() || !bg.is_running() {
+        bail!(
+            "{} did not start listening on {port}: {}",
+            bg.what,
+            bg.log()
+        );
+    }
+    Ok(())
+}
+
 /// nginx serving `files` (name, size in bytes of pseudo-random content) on
 /// HTTP `port`, plus HTTPS on `tls_port` with a fresh self-signed cert.
 pub struct Nginx {
@@ -96,14 +116,7 @@ http {{
         );
         std::fs::write(dir.join("nginx.conf"), conf)?;
         let mut bg = ns.spawn(&["nginx", "-c", dir.join("nginx.conf").to_str().unwrap()])?;
-        let probe = format!("{port}");
-        let up = wait_for(Duration::from_secs(10), || {
-            let ss = ns.output(&["ss", "-ltn"]).unwrap_or_default();
-            ss.contains(&format!(":{probe} ")).then_some(())
-        });
-        if up.is_none() || !bg.is_running() {
-            bail!("nginx did not start: {}", bg.log());
-        }
+        wait_listening(ns, 't', port, &mut bg)?;
         Ok(Nginx { bg, dir })
     }
 

@@ -36,8 +36,11 @@ pub struct Member<'a> {
     pub up: bool,
 }
 
-/// Path of the relay binary: TUNRELAY_BIN, or next to the running
-/// executable (target/debug/ for the demo, target/debug/deps/.. for tests).
+/// Path of the relay binary (package forwarder-tools, tools/src/bin):
+/// TUNRELAY_BIN, or next to the running executable (target/debug/ for the
+/// demo, target/debug/deps/.. for tests). It lives in another package, so
+/// building this crate's tests does not build it: `cargo xtask test` builds
+/// the whole workspace first; alone, `cargo build -p forwarder-tools`.
 pub fn tunrelay_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TUNRELAY_BIN") {
         return PathBuf::from(p);
@@ -124,7 +127,12 @@ impl Tailnet {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
-            .with_context(|| format!("spawning {} (built by cargo build?)", bin.display()))?;
+            .with_context(|| {
+                format!(
+                    "spawning {} (build it: cargo build -p forwarder-tools --bin tunrelay)",
+                    bin.display()
+                )
+            })?;
         let stdout = child.stdout.take().context("relay stdout")?;
         let (tx, lines) = mpsc::channel();
         // Replies arrive on a thread so every wait can be bounded.

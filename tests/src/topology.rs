@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use crate::{
     netns::{self, next_id, Netns, PREFIX},
     process::{run_in, wait_for, Bg},
-    servers::Nginx,
+    servers::{wait_listening, Nginx},
 };
 
 pub const LAN_CLIENT: &str = "192.168.1.10";
@@ -106,24 +106,6 @@ fn vm(host: &Netns, label: &str, tap: &str, addr: &str) -> Result<Netns> {
     ns.addr("eth0", &format!("{addr}/24"))?;
     ns.ip(&["route", "add", "default", "via", HOST_VM])?;
     Ok(ns)
-}
-
-/// Waits until `ns` has a listening socket on `port` (`ss -l<proto>n`).
-fn wait_listening(ns: &Netns, proto: char, port: u16, bg: &mut Bg) -> Result<()> {
-    let flag = format!("-l{proto}n");
-    let needle = format!(":{port} ");
-    let up = wait_for(Duration::from_secs(10), || {
-        let ss = ns.output(&["ss", &flag]).unwrap_or_default();
-        ss.contains(&needle).then_some(())
-    });
-    if up.is_none() || !bg.is_running() {
-        bail!(
-            "{} did not start listening on {port}: {}",
-            bg.what,
-            bg.log()
-        );
-    }
-    Ok(())
 }
 
 impl Proxmox {

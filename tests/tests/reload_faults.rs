@@ -2,23 +2,16 @@
 //! up holding the old set or the new set, entry for entry, and the daemon's
 //! record equals what they hold. Faults are injected into the daemon's own
 //! map writes (`daemon::apply`, feature `fault-injection`) on a loaded
-//! dataplane in a namespace (the test_run fixture: see tests/src/testrun.rs
-//! for the topology); nothing is attached.
-use std::collections::BTreeMap;
-
+//! dataplane in a namespace (the test_run fixture: see tests/src/testrun/
+//! for the topology, whose facts the daemon's own facts stage reads);
+//! nothing is attached.
 use anyhow::{bail, ensure, Context, Result};
-use forwarder::{
-    daemon::{
-        apply::{self, Fault, Faults},
-        facts::{self, Facts},
-        plan::{self, Plan, Record},
-    },
-    ifaces::Iface,
+use forwarder::daemon::{
+    apply::{self, Fault, Faults},
+    facts,
+    plan::{self, Plan, Record},
 };
-use forwarder_tests::{
-    require_root,
-    testrun::{Host, LAN_IF, TS_IF, VM_IF},
-};
+use forwarder_tests::{require_root, testrun::Host};
 use rules::MapOp;
 
 /// A forward on vmbr0's address, SNATed, with /32 allow entries
@@ -57,40 +50,13 @@ fn file_b() -> String {
     .concat()
 }
 
-/// The fixture's interfaces as the daemon's facts.
-fn facts(h: &Host) -> Result<Facts> {
-    let link = |name: &str, ifindex: u32, l3: bool| Iface {
-        name: name.into(),
-        ifindex,
-        l3,
-        mtu: 1500,
-        kind: Some("veth".into()),
-        up: true,
-    };
-    Ok(Facts {
-        links: [
-            link(LAN_IF, h.lan, false),
-            link(VM_IF, h.vm, false),
-            link(TS_IF, h.ts, true),
-        ]
-        .into_iter()
-        .map(|l| (l.name.clone(), l))
-        .collect(),
-        addrs: BTreeMap::from([
-            (h.lan, vec!["192.168.1.55".parse()?]),
-            (h.vm, vec!["192.168.100.1".parse()?]),
-        ]),
-        room: h.dp.maps.room()?,
-        ..Default::default()
-    })
-}
-
 fn plan_of(h: &Host, text: &str, record: &Record) -> Result<Plan> {
     let loaded = match rules::load_str("test.toml", text) {
         Ok(l) => l,
         Err(d) => bail!("test rules do not load:\n{d}"),
     };
-    plan::plan(&loaded.rules, &facts(h)?, record)
+    let facts = h.facts(loaded.rules.forwards.iter().map(|f| f.target.addr))?;
+    plan::plan(&loaded.rules, &facts, record)
 }
 
 /// The kernel maps, read back.

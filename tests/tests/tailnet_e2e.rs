@@ -170,6 +170,7 @@ fn check_upload(t: &K3s, node: &str, seen: &str) -> Result<()> {
 fn check_phone_refused(t: &K3s, node: &str) -> Result<()> {
     let before = t.peers(&IMMICH).len();
     let u = url(node, &IMMICH, "app");
+    let snmp0 = t.phone.snmp()?;
     // -v: curl 7.88 says "Couldn't connect to server" for any failed
     // connect; only its verbose log names the reason.
     let o = curl(&t.phone, 3, 5, &["-v"], &u);
@@ -177,10 +178,14 @@ fn check_phone_refused(t: &K3s, node: &str) -> Result<()> {
         !o.ok && o.code == Some(7) && o.stderr.contains("Connection refused"),
         "phone -> {u}: want 'Connection refused' (curl exit 7): {o}"
     );
+    // "At once" as the phone's kernel saw it, not by the clock (a loaded
+    // machine is slow to start curl): the first SYN got the refusal, none
+    // was sent again. A dropped SYN would be retransmitted after 1 s.
+    let again = t.phone.snmp()?.since(&snmp0, "TcpExtTCPSynRetrans");
     ensure!(
-        // Scaled like curl's own 3 s connect bound: still well under it.
-        o.elapsed < Duration::from_secs(2) * forwarder_tests::process::time_scale(),
-        "phone -> {u}: refused only after {:?} (want at once, like a closed port)",
+        again == 0,
+        "phone -> {u}: refused only after {again} SYN retransmission(s) (want at once, like \
+         a closed port); curl took {:?}",
         o.elapsed
     );
     std::thread::sleep(Duration::from_millis(200));
@@ -682,9 +687,10 @@ impl<'a> Steps<'a> {
         }
     }
 
-    /// Immich forwards via `node` within 5 s; prints how long it took.
+    /// Immich forwards via `node`; prints how long it took (0.1-0.2 s;
+    /// the 15 s deadline is for a loaded machine, not a speed claim).
     fn forwarding(&mut self, name: &str, node: &str) {
-        let r = wait_forwarding(self.t, node, Duration::from_secs(5));
+        let r = wait_forwarding(self.t, node, Duration::from_secs(15));
         if let Some(took) = self.step(name, r) {
             eprintln!("  forwarding via {node} after {took:?}");
         }

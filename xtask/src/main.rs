@@ -187,7 +187,7 @@ fn demo(scenario: &str) -> Result<()> {
             "--quiet",
             "--locked",
             "-p",
-            "forwarder-tests",
+            "forwarder-tools",
             "--bin",
             "demo",
             "--",

@@ -8,9 +8,15 @@
 //! (bpf_link_update): not one packet meets a half-configured interface.
 //! Legacy filters need no pin to live on; the next daemon finds them by
 //! priority, handle and name and replaces their program just as atomically.
-//! The one fact a reader gets wrong: removing a link's pin file is what
-//! detaches the program (the pin holds the last reference).
-use std::path::PathBuf;
+//! The one fact a reader gets wrong: a pinned link lives as long as its pin
+//! file, but deleting the file detaches the program only a moment after
+//! the unlink returns (see `sys`); every pin is removed with
+//! [`remove_link_pin`], which detaches first, so a detach is done when it
+//! returns.
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result};
 use aya::programs::{
@@ -26,6 +32,7 @@ use tracing::{debug, warn};
 
 use super::{
     pin_names::{link_pin, parse_link_pin},
+    sys,
     tc_legacy::{self, OurFilter},
     tc_netlink::Hook,
     Dataplane, TcMode,
@@ -39,7 +46,7 @@ const INGRESS: (Hook, &str) = (Hook::Ingress, PROG_INGRESS);
 const EGRESS: (Hook, &str) = (Hook::Egress, PROG_EGRESS);
 
 pub(super) enum Link {
-    /// Lives in bpffs; removing the file detaches it.
+    /// Lives in bpffs; released with [`remove_link_pin`].
     Pinned(PathBuf),
     /// Owned by this process; detached when dropped.
     Owned(FdLink),
@@ -140,7 +147,7 @@ impl Dataplane {
                 let pin = link_pin(d, iface, hook.as_str());
                 if pin.exists() {
                     debug!(iface = %iface.name, hook = hook.as_str(), "removing the TCX link of before");
-                    let _ = std::fs::remove_file(pin);
+                    let _ = remove_link_pin(&pin);
                 }
             }
             TcMode::Tcx => {
@@ -230,7 +237,7 @@ impl Dataplane {
                         .map(|d| link_pin(d, &a.iface, "xdp"))
                 });
                 if let Some(pin) = pin {
-                    let _ = std::fs::remove_file(pin);
+                    let _ = remove_link_pin(&pin);
                 }
             }
         }
@@ -321,7 +328,7 @@ impl Dataplane {
                 // does not need.
                 None => {
                     if let Some(d) = self.pin_dir.as_deref() {
-                        let _ = std::fs::remove_file(link_pin(d, &iface, "egress"));
+                        let _ = remove_link_pin(&link_pin(d, &iface, "egress"));
                         let (hook, prog) = EGRESS;
                         tc_legacy::forget_hook(&iface, hook, prog, d);
                     }
@@ -394,7 +401,7 @@ impl Dataplane {
                     let name = e.file_name().to_string_lossy().into_owned();
                     let ok = parse_link_pin(&name).is_some_and(|(i, n)| live(&n, i));
                     if !ok {
-                        let _ = std::fs::remove_file(e.path());
+                        let _ = remove_link_pin(&e.path());
                         removed.push(name);
                     }
                 }
@@ -434,7 +441,7 @@ fn pinned_link<P>(
             }
             Err(e) => {
                 warn!(iface = %iface.name, hook, "pinned link unusable ({e:#}); attaching anew");
-                let _ = std::fs::remove_file(pin);
+                let _ = remove_link_pin(pin);
             }
         }
     }
@@ -451,16 +458,25 @@ fn pinned_link<P>(
 
 fn release(l: Link) {
     match l {
-        // Removing the bpffs file drops the last reference: the kernel
-        // detaches the program from the interface.
-        Link::Pinned(p) => match std::fs::remove_file(&p) {
+        Link::Pinned(p) => match remove_link_pin(&p) {
             // Gone already: a mode change removed it first.
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 warn!("removing link pin {}: {e}", p.display())
             }
             _ => {}
         },
+        // Closing the last fd of a link frees it before close() returns.
         Link::Owned(l) => drop(l),
         Link::Filter(f) => tc_legacy::release(f),
     }
+}
+
+/// Takes the program of the link pinned at `pin` off its interface, then
+/// removes the pin. A link whose interface is gone is detached already
+/// (the detach fails harmlessly); the pin goes all the same.
+pub fn remove_link_pin(pin: &Path) -> io::Result<()> {
+    if let Err(e) = sys::detach_pinned_link(pin) {
+        debug!("detaching the link pinned at {}: {e}", pin.display());
+    }
+    std::fs::remove_file(pin)
 }

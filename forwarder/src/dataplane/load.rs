@@ -187,16 +187,16 @@ fn rejected(name: &str, e: &ProgramError) -> anyhow::Error {
     )
 }
 
-/// Removes everything a daemon pinned under `pin_dir`: links (which
-/// detaches the programs), our legacy TC filters (and the clsact qdiscs we
-/// created, when empty), maps (which frees the flow table), the
-/// directory. Returns what it removed.
+/// Removes everything a daemon pinned under `pin_dir`: our legacy TC
+/// filters (and the clsact qdiscs we created, when empty), links (the
+/// programs are off their interfaces when this returns), maps (which frees
+/// the flow table), the directory. Returns what it removed.
 pub fn teardown(pin_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut removed = super::tc_legacy::teardown(pin_dir)?;
     let links = pin_dir.join(PIN_LINKS_DIR);
     if let Ok(rd) = std::fs::read_dir(&links) {
         for e in rd.flatten() {
-            std::fs::remove_file(e.path())
+            super::links::remove_link_pin(&e.path())
                 .with_context(|| format!("removing {}", e.path().display()))?;
             removed.push(e.path());
         }

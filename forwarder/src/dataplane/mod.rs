@@ -2,7 +2,8 @@
 //! typed handles on their maps (`maps`), and their links on interfaces
 //! (`links`; the legacy clsact + cls_bpf way in `tc_legacy`, over
 //! `tc_netlink`); `bpffs` makes sure pins can live, `batch` reads and
-//! deletes big maps in batches.
+//! deletes big maps in batches, `sys` makes the bpf(2) calls aya does not
+//! wrap.
 //!
 //! The one fact a reader gets wrong: a `Dataplane` with a pin directory is
 //! not owned by this process. Dropping it (or the process dying) leaves
@@ -14,6 +15,7 @@ mod links;
 mod load;
 pub mod maps;
 mod pin_names;
+pub mod sys;
 pub mod tc_legacy;
 pub mod tc_netlink;
 

@@ -4,36 +4,11 @@
 //! (to ask for BPF_MAP_LOOKUP_BATCH). They must not depend on our own
 //! object: on an old kernel that object may not load at all, and these
 //! answers are part of saying why.
-use std::{
-    io,
-    os::fd::{FromRawFd, OwnedFd, RawFd},
-};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type};
+use aya_obj::generated::{bpf_cmd, bpf_insn, bpf_prog_type};
 
-fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
-    // SAFETY: attr is a zero-initialised bpf_attr (the kernel checks that
-    // the bytes it does not know are zero); pointers in it stay valid for
-    // the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd as libc::c_long,
-            attr as *mut bpf_attr,
-            std::mem::size_of::<bpf_attr>(),
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn zeroed() -> bpf_attr {
-    // SAFETY: all-zero is the documented "unset" state of every bpf_attr field.
-    unsafe { std::mem::zeroed() }
-}
+use crate::dataplane::sys::{sys_bpf, zeroed_attr as zeroed};
 
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> bpf_insn {
     // SAFETY: plain data; all-zero is valid.

@@ -1,4 +1,4 @@
-//! Micro-benchmarks of the TC program itself: runs `bench_prog` (tests
+//! Micro-benchmarks of the TC program itself: runs `bench_prog` (tools
 //! crate), which times the program with BPF_PROG_TEST_RUN in a namespace of
 //! its own and prints JSON.
 use std::{path::Path, time::Duration};

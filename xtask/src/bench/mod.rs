@@ -11,7 +11,7 @@
 //! xtask never links the forwarder crate (its build needs the eBPF object
 //! that xtask builds): the daemon is driven by its CLI and rules file, the
 //! kernel-side micro-benchmarks and the table fill are helper binaries of
-//! the tests crate.
+//! the tools crate (forwarder-tools).
 use std::{
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
@@ -198,7 +198,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         "-p",
         "forwarder",
         "-p",
-        "forwarder-tests",
+        "forwarder-tools",
         "--bin",
         "forwarder",
         "--bin",

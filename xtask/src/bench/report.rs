@@ -644,7 +644,7 @@ fn micro_section(w: &mut String, r: &Results) {
         w,
         "## Micro-benchmarks of the TC program (BPF_PROG_TEST_RUN)\n"
     );
-    let _ = writeln!(w, "`{}` (tests crate): loads the dataplane with private maps in a namespace of its own (two veth pairs, forwarding on, so the program's FIB lookup succeeds), registers the interfaces, inserts flows and a listener directly into the maps, and times the program with BPF_PROG_TEST_RUN. Values are kernel-measured ns per program run. Counters prove every timed run took the intended path (translated and redirected; flows created).\n", m.command);
+    let _ = writeln!(w, "`{}` (tools crate): loads the dataplane with private maps in a namespace of its own (two veth pairs, forwarding on, so the program's FIB lookup succeeds), registers the interfaces, inserts flows and a listener directly into the maps, and times the program with BPF_PROG_TEST_RUN. Values are kernel-measured ns per program run. Counters prove every timed run took the intended path (translated and redirected; flows created).\n", m.command);
     let Some(v) = &m.result else {
         let _ = writeln!(
             w,

@@ -1,9 +1,8 @@
-//! Frames for the BPF_PROG_TEST_RUN tests (test_run_nat.rs,
-//! test_run_xdp.rs): the fixture's addresses, flow keys, frames built with
-//! etherparse (its checksums), checksum arithmetic of this module's own
-//! (RFC 1071, no code shared with the programs) to build the frames a test
-//! expects, and etherparse's reading of the frames the programs left, every
-//! checksum recomputed.
+//! Frames for the BPF_PROG_TEST_RUN tests: the fixture's addresses, flow
+//! keys, frames built with etherparse (its checksums), checksum arithmetic
+//! of this module's own (RFC 1071, no code shared with the programs) to
+//! build the frames a test expects (see `expect`), and etherparse's reading
+//! of the frames the programs left, every checksum recomputed.
 //!
 //! Frames are Ethernet, from `mac_of(source)` to `HOST_MAC`, IPv4 with
 //! TTL 64 and a 20-byte header unless a helper says otherwise.
@@ -40,6 +39,8 @@ pub const CLIENT: Ip = [192, 168, 1, 10];
 pub const LAN_PEER: Ip = [192, 168, 1, 20];
 /// The VM the forwards' targets live on (on-link behind vmbr1).
 pub const VM: Ip = [192, 168, 100, 80];
+/// A second VM, on-link behind vmbr1 too.
+pub const VM81: Ip = [192, 168, 100, 81];
 /// A router on the VM side that is not the backend.
 pub const VM_ROUTER: Ip = [192, 168, 100, 254];
 
@@ -144,6 +145,40 @@ pub fn udp(src: Ep, dst: Ep, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A UDP datagram without checksum (0: "none").
+pub fn udp_nocsum(src: Ep, dst: Ep, payload: &[u8]) -> Vec<u8> {
+    set_l4_check(udp(src, dst, payload), 0)
+}
+
+/// A UDP payload of `len` bytes (even) whose datagram from `src` to `dst`
+/// has the checksum 0 when computed: its last word makes the sum all ones.
+/// Sent, such a checksum is written as 0xffff (RFC 768).
+pub fn zero_sum_payload(src: Ep, dst: Ep, len: usize) -> Vec<u8> {
+    assert!(len >= 2 && len.is_multiple_of(2));
+    let mut payload = vec![b'z'; len];
+    payload[len - 2..].copy_from_slice(&[0, 0]);
+    let f = udp(src, dst, &payload);
+    let ip = &f[ETH..];
+    let mut l4 = ip[20..].to_vec();
+    l4[6..8].copy_from_slice(&[0, 0]);
+    let word = !fold(sum16(&l4) + u32::from(pseudo_sum(ip)));
+    payload[len - 2..].copy_from_slice(&word.to_be_bytes());
+    payload
+}
+
+/// An ICMP echo request (or reply) with identifier `id`, sequence 7.
+pub fn echo(src: Ip, dst: Ip, id: u16, request: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(mac_of(src), HOST_MAC).ipv4(src, dst, TTL);
+    let b = if request {
+        b.icmpv4_echo_request(id, 7)
+    } else {
+        b.icmpv4_echo_reply(id, 7)
+    };
+    let mut v = Vec::new();
+    b.write(&mut v, b"ping payload 0123456789").unwrap();
+    v
+}
+
 /// An ICMP error from `src` to `dst` quoting `quoted` (an IPv4 packet, as
 /// much of it as the sender quotes).
 pub fn icmp_error(src: Ip, dst: Ip, ty: u8, code: u8, rest: [u8; 4], quoted: &[u8]) -> Vec<u8> {
@@ -158,6 +193,29 @@ pub fn icmp_error(src: Ip, dst: Ip, ty: u8, code: u8, rest: [u8; 4], quoted: &[u
 /// The IPv4 packet of a frame (what an ICMP error quotes).
 pub fn ip_of(frame: &[u8]) -> Vec<u8> {
     frame[ETH..].to_vec()
+}
+
+/// The frame as an L3 device (tun, wireguard) delivers it: no Ethernet
+/// header, the IPv4 header at offset 0.
+///
+/// BPF_PROG_TEST_RUN builds every tc skb as Ethernet, whatever the device:
+/// eth_type_trans takes skb->protocol from bytes 12-13, and ctx_in cannot
+/// set it. The program reads an L3 interface's packets from offset 0 and
+/// trusts skb->protocol, so an L3 packet can be expressed when its bytes
+/// 12-13, the first half of the IPv4 source address, read 0x0800: with a
+/// source in 8.0.0.0/16 the program sees exactly what a tun device would
+/// hand it (data at the IPv4 header, protocol ETH_P_IP). That is why the
+/// tailnet peers of the tests are in 8.0.0.0/16. (The skb's network header
+/// still sits 14 bytes in, which only matters for the CHECKSUM_COMPLETE
+/// check; see `tc::step`.)
+pub fn l3(frame: &[u8]) -> Vec<u8> {
+    let ip = ip_of(frame);
+    assert_eq!(
+        &ip[12..14],
+        &[8, 0],
+        "an L3 test frame needs a source in 8.0.0.0/16"
+    );
+    ip
 }
 
 /// A broadcast ARP frame from `src` (its body all zeros).
@@ -221,6 +279,14 @@ pub fn with_ip_csum(mut f: Vec<u8>) -> Vec<u8> {
 
 pub fn with_ttl(frame: &[u8], ttl: u8) -> Vec<u8> {
     patch_ip(frame.to_vec(), 8, &[ttl])
+}
+
+/// The frame cut `keep` bytes into its L4 header, total length to match.
+pub fn truncate_l4(f: &[u8], keep: usize) -> Vec<u8> {
+    let mut f = f[..ETH + 20 + keep].to_vec();
+    let tl = (20 + keep) as u16;
+    f[ETH + 2..ETH + 4].copy_from_slice(&tl.to_be_bytes());
+    with_ip_csum(f)
 }
 
 /// Offset of the L4 checksum field in a frame.

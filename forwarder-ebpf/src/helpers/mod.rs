@@ -1,0 +1,31 @@
+//! Every kernel helper the programs call, each behind one small safe
+//! function with one SAFETY line (Cilium's lib/csum.h, Katran's
+//! csum_helpers.h): the program logic never calls `bpf_*` itself and
+//! writes no `unsafe`. `skb` holds what needs a TC `__sk_buff`, `frame`
+//! direct packet access for TC and XDP alike, this file the rest.
+//!
+//! The one fact a reader would get wrong: a helper that writes the packet
+//! (store, checksum replace, pull, change_head) may move it, so every
+//! packet pointer or `frame::header` reference taken before it is invalid.
+//! The verifier refuses a program that uses one; take them again.
+pub mod fib;
+pub mod frame;
+pub mod skb;
+
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
+
+/// CLOCK_MONOTONIC at tick resolution: a cached read rather than a
+/// clocksource access, which matters per packet; the timeouts it is
+/// compared with are seconds.
+#[inline(always)]
+pub fn ktime_coarse_ns() -> u64 {
+    // SAFETY: no arguments, no side effects.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// A pseudo-random number (not for secrets).
+#[inline(always)]
+pub fn prandom_u32() -> u32 {
+    // SAFETY: no arguments, no side effects.
+    unsafe { bpf_get_prandom_u32() }
+}

@@ -1,0 +1,251 @@
+//! The TC pipeline, for fwd_ingress and fwd_egress:
+//!
+//! ```text
+//! run:     interface -> parse::packet -> process -> count
+//! process: classify -> established ------------------> translate
+//!                   \-> admit -> create_flow ----------> translate
+//!                       (listener,  (path::decide,       (nat::apply,
+//!                        allow-list, conntrack::create)   deliver)
+//!                        first packet)
+//! ```
+//!
+//! Each stage returns as soon as it has decided; ICMP errors about a flow
+//! leave at `classify` for `icmp::error`, which ends in the same `deliver`.
+//! The one fact a reader would get wrong: `translate` and the stages it
+//! calls out of line are BPF-to-BPF calls whose frames count toward one
+//! 512-byte stack, which is why some stages are `#[inline(never)]` and
+//! results travel as a one-register `Verdict`. And every call site of
+//! `translate` is verified once per state reaching it: `create_flow` calls
+//! it itself rather than returning the flow to `process`, which would cost
+//! the verifier 37k instructions more for fwd_ingress.
+use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
+use aya_log_ebpf::debug;
+use forwarder_common::{
+    addr_v4_word, AllowKey, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags,
+    ListenerKey, ListenerValue, Reason, ALLOW_EXACT_V4_PREFIX, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL, TCX_NEXT,
+};
+
+use crate::{
+    conntrack, counters,
+    error::log_rewrite_failed,
+    fib,
+    flow::handled_here,
+    hdr::{
+        ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_ECHOREPLY, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED,
+        TCP_ACK, TCP_SYN,
+    },
+    helpers::skb,
+    icmp, maps, nat,
+    parse::{self, Packet},
+    path,
+    verdict::Verdict,
+};
+
+/// The whole program for `hook`: the interface's settings, the parsed
+/// packet, the pipeline, the interface counter.
+#[inline(always)]
+pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
+    let ifindex = skb::ifindex(ctx);
+    let Some(iface) = maps::iface(ifindex) else {
+        return TCX_NEXT;
+    };
+    if hook == Hook::TcEgress && !iface.flags.contains(IfaceFlags::EGRESS_NAT) {
+        return TCX_NEXT;
+    }
+    let len = ctx.len();
+    let verdict = match parse::packet(ctx, iface.flags.contains(IfaceFlags::L3)) {
+        Ok(p) => process(ctx, &p, ifindex, len, hook),
+        Err(reason) => Verdict::next(reason),
+    };
+    counters::count_iface(iface.slot, hook, verdict.reason(), len);
+    verdict.action()
+}
+
+/// The pipeline for a parsed packet (see the module comment).
+#[inline(always)]
+fn process(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> Verdict {
+    match classify(p) {
+        Class::Tracked => {}
+        Class::IcmpError => return icmp::error(ctx, p, hook),
+        Class::Untracked => return Verdict::next(Reason::PassNoMatch),
+    }
+    let key = conntrack::key_of(p);
+    if let Some(verdict) = established(ctx, p, key, len, hook) {
+        return verdict;
+    }
+    if hook != Hook::TcIngress || p.proto == PROTO_ICMP {
+        return Verdict::next(Reason::PassNoMatch);
+    }
+    let l = match admit(p, ifindex) {
+        Ok(l) => l,
+        Err(verdict) => return verdict,
+    };
+    create_flow(ctx, p, l, key, ifindex, len, hook)
+}
+
+enum Class {
+    /// Has a flow of its own (TCP, UDP, ICMP echo by identifier).
+    Tracked,
+    /// An ICMP error, about some flow's packet it quotes.
+    IcmpError,
+    /// Nothing we translate.
+    Untracked,
+}
+
+#[inline(always)]
+fn classify(p: &Packet) -> Class {
+    match p.proto {
+        PROTO_TCP | PROTO_UDP => Class::Tracked,
+        PROTO_ICMP => match p.icmp_type {
+            ICMP_ECHO | ICMP_ECHOREPLY => Class::Tracked,
+            ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETERPROB => Class::IcmpError,
+            _ => Class::Untracked,
+        },
+        _ => Class::Untracked,
+    }
+}
+
+/// A packet of a flow we track, translated at this hook; `None` when
+/// there is none (or `snat = "auto"` just forgot it: see
+/// `conntrack::auto_probe`) and a new one may be created.
+#[inline(always)]
+fn established(ctx: &TcContext, p: &Packet, key: FlowKey, len: u32, hook: Hook) -> Option<Verdict> {
+    let flow = maps::flow(key)?;
+    if !handled_here(flow.entry(), hook) {
+        return Some(Verdict::next(Reason::PassNoMatch));
+    }
+    if hook == Hook::TcIngress && conntrack::auto_probe(p, flow.entry(), &key) {
+        return None;
+    }
+    conntrack::touch(flow, p, len);
+    let e = flow.entry();
+    counters::count_rule(e.rule_id, len);
+    Some(translate(ctx, p, e, hook))
+}
+
+/// The listener a flow's first packet is for, if the rule lets it start
+/// one: source in the allow-list, a TCP SYN.
+#[inline(always)]
+fn admit(p: &Packet, ifindex: u32) -> Result<&'static ListenerValue, Verdict> {
+    let lkey = ListenerKey::v4(addr_v4_word(p.dst), ifindex, p.dport, p.proto);
+    let Some(l) = maps::listener(lkey) else {
+        return Err(Verdict::next(Reason::PassNoMatch));
+    };
+    if l.flags.contains(ListenFlags::ALLOWLIST) && !allowed(l.rule_id, p.src) {
+        counters::count_rule_drop(l.rule_id, RULE_DROP_DENIED);
+        // Reject: the untouched packet meets the stack, which answers
+        // exactly as for a closed port (RST / port unreachable).
+        return Err(if l.flags.contains(ListenFlags::REJECT) {
+            Verdict::ok(Reason::PassDenied)
+        } else {
+            Verdict::shot(Reason::DropDenied)
+        });
+    }
+    if p.proto == PROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN {
+        // Mid-stream packet of a flow we do not know (expired, or from
+        // before we started): the stack answers it like a closed port.
+        return Err(Verdict::next(Reason::PassUntracked));
+    }
+    Ok(l)
+}
+
+/// Whether rule `rule_id`'s allow-list holds source `src`.
+#[inline(always)]
+fn allowed(rule_id: u32, src: u32) -> bool {
+    let k = Key::new(
+        ALLOW_EXACT_V4_PREFIX,
+        AllowKey::new(rule_id, addr_v4_word(src)),
+    );
+    maps::ALLOW.get(&k).is_some()
+}
+
+/// Decides the new flow's path (SNAT, redirect or stack), inserts both of
+/// its entries, accounts its first packet and translates it.
+#[inline(always)]
+fn create_flow(
+    ctx: &TcContext,
+    p: &Packet,
+    l: &ListenerValue,
+    key: FlowKey,
+    ifindex: u32,
+    len: u32,
+    hook: Hook,
+) -> Verdict {
+    let rule_id = l.rule_id;
+    // Decided first, then created: two calls in a row rather than one
+    // inside the other keeps the call chain's stack under 512 bytes.
+    let created = path::decide(ctx, p, l, ifindex).and_then(|d| conntrack::create(p, l, &d));
+    if let Err(reason) = created {
+        let drop = match reason {
+            Reason::DropTableFull => RULE_DROP_TABLE_FULL,
+            Reason::DropNoPort => RULE_DROP_NO_PORT,
+            _ => RULE_DROP_ERROR,
+        };
+        counters::count_rule_drop(rule_id, drop);
+        return Verdict::shot(reason);
+    }
+    let Some(flow) = maps::flow(key) else {
+        // Swept or replaced by another CPU in the meantime: let the
+        // client's retransmission try again.
+        return Verdict::shot(Reason::DropError);
+    };
+    let flags = flow.entry().flags;
+    counters::count_new_flow(
+        rule_id,
+        flags.contains(FlowFlags::SNAT),
+        flags.contains(FlowFlags::VIA_STACK),
+    );
+    counters::count_rule(rule_id, len);
+    conntrack::touch(flow, p, len);
+    let e = flow.entry();
+    debug!(
+        ctx,
+        "rule {} new flow {:i}:{} -> {:i}:{} flags {}",
+        rule_id,
+        u32::from_be(p.src),
+        u16::from_be(p.sport),
+        u32::from_be(e.new_dst[0]),
+        u16::from_be(e.new_dport),
+        e.flags.bits()
+    );
+    translate(ctx, p, e, hook)
+}
+
+/// Applies `e`'s translation to the packet and sends it on.
+// Not inlined: own stack frame (see `conntrack::create`).
+#[inline(never)]
+fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict {
+    if let Err(err) = nat::apply(ctx, p, e) {
+        log_rewrite_failed(ctx, e.rule_id, err);
+        counters::count_rule_drop(e.rule_id, RULE_DROP_ERROR);
+        return Verdict::shot(Reason::DropError);
+    }
+    deliver(ctx, p, hook, e, e.new_src[0], e.new_dst[0])
+}
+
+/// Sends a translated packet on: at egress it simply continues; at ingress
+/// it goes to the stack or straight to its egress device.
+#[inline(always)]
+pub fn deliver(
+    ctx: &TcContext,
+    p: &Packet,
+    hook: Hook,
+    e: &FlowEntry,
+    src: u32,
+    dst: u32,
+) -> Verdict {
+    if hook == Hook::TcEgress {
+        return Verdict::ok(Reason::FwdEgress);
+    }
+    if e.flags.contains(FlowFlags::VIA_STACK) {
+        return Verdict::ok(Reason::FwdStack);
+    }
+    match fib::forward(ctx, p, src, dst) {
+        Ok(sent) => sent,
+        Err(err) => {
+            log_rewrite_failed(ctx, e.rule_id, err);
+            Verdict::shot(Reason::DropError)
+        }
+    }
+}

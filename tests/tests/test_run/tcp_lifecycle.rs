@@ -1,0 +1,246 @@
+//! A TCP connection through a forward with fixed SNAT, from the SYN that
+//! creates its two flow entries (original and reply direction) to
+//! TIME_WAIT, and a second one closed by RST and restarted on the same
+//! tuple. The TCP state is not stored: it is derived from the `tcp_seen`
+//! bits each direction's entry collects, which is what this checks step by
+//! step.
+//!
+//! ```text
+//!  client 192.168.1.10:40000 ── vmbr0 [192.168.1.55:80 | 192.168.100.1:41000-41015] vmbr1 ── vm 192.168.100.80:80
+//!  original entry: client -> 192.168.1.55:80      => 192.168.100.1:P -> vm
+//!  reply entry:    vm -> 192.168.100.1:P          => 192.168.1.55:80 -> client
+//! ```
+use forwarder_common::{FlowFlags, Reason, Seen, TcpState, PROTO_TCP};
+use forwarder_tests::testrun::{
+    frames::{ep, fkey, tcp, CLIENT, VM},
+    tc::*,
+    Host, HOST_LAN, HOST_VM, LAN_IF, SNAT_PORTS, TC_ACT_REDIRECT, VM_IF, WEB_AND_DNS,
+};
+
+/// Which end of the connection sends a segment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum From {
+    Client,
+    Backend,
+}
+
+/// One segment of the connection after the SYN: what it is, who sends it,
+/// and the `tcp_seen` bits of the sender's entry and the connection's
+/// state after it.
+struct Segment {
+    description: &'static str,
+    from: From,
+    flags: &'static str,
+    payload: &'static [u8],
+    seen_after: Seen,
+    state_after: TcpState,
+}
+
+#[test]
+fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_rst() {
+    let Some(mut h) = Host::for_test(64, WEB_AND_DNS) else {
+        return;
+    };
+    let id = h.id("web");
+    let client = ep(CLIENT, 40000);
+    let listen = ep(HOST_LAN, 80);
+    let vm = ep(VM, 80);
+
+    // SYN: DNAT to the VM, SNAT to the fixed address and a port of the range.
+    let syn = tcp(client, listen, "S", &[]);
+    let s = ingress("SYN creates the flow", LAN_IF, syn.clone())
+        .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
+        .rule("web", created(true, false))
+        .out(Out::Snat(HOST_VM, SNAT_PORTS, redirect(client, vm)));
+    let o = step(&mut h, &s);
+    let snat = ep(HOST_VM, o.port);
+    let orig = fkey(client, listen, PROTO_TCP);
+    let reply = fkey(vm, snat, PROTO_TCP);
+    assert_flows(&s.description, &o.delta, &[orig, reply], &[], &[]);
+    let mut ow = ExpectedEntry {
+        new_src: snat,
+        new_dst: vm,
+        rule: id,
+        flags: FlowFlags::SNAT,
+        tcp_seen: Seen::SYN,
+        packets: 1,
+        bytes: syn.len() as u64,
+        mss: 0,
+    };
+    let mut rw = ExpectedEntry {
+        new_src: listen,
+        new_dst: client,
+        flags: FlowFlags::SNAT | FlowFlags::REPLY,
+        tcp_seen: Seen::empty(),
+        packets: 0,
+        bytes: 0,
+        ..ow
+    };
+    assert_entry(&s.description, &o.after, &orig, ow);
+    assert_entry(&s.description, &o.after, &reply, rw);
+    assert_eq!(
+        tcp_state(&s.description, &o.after, &orig, &reply),
+        TcpState::SynSent
+    );
+
+    // Then each segment of the connection, with the entry it touches, the
+    // tcp_seen bits it leaves there and the derived state.
+    let segments = [
+        Segment {
+            description: "SYN-ACK un-NATed on the backend side",
+            from: From::Backend,
+            flags: "SA",
+            payload: b"",
+            seen_after: Seen::SYN | Seen::ACK,
+            state_after: TcpState::Established,
+        },
+        Segment {
+            description: "client ACK",
+            from: From::Client,
+            flags: "A",
+            payload: b"",
+            seen_after: Seen::SYN | Seen::ACK,
+            state_after: TcpState::Established,
+        },
+        Segment {
+            description: "client data",
+            from: From::Client,
+            flags: "PA",
+            payload: b"GET / HTTP/1.1\r\nHost: vm80\r\n\r\n",
+            seen_after: Seen::SYN | Seen::ACK,
+            state_after: TcpState::Established,
+        },
+        Segment {
+            description: "backend data",
+            from: From::Backend,
+            flags: "PA",
+            payload: &[b'x'; 700],
+            seen_after: Seen::SYN | Seen::ACK,
+            state_after: TcpState::Established,
+        },
+        Segment {
+            description: "client FIN",
+            from: From::Client,
+            flags: "FA",
+            payload: b"",
+            seen_after: Seen::SYN | Seen::ACK | Seen::FIN,
+            state_after: TcpState::FinWait,
+        },
+        Segment {
+            description: "backend FIN",
+            from: From::Backend,
+            flags: "FA",
+            payload: b"",
+            seen_after: Seen::SYN | Seen::ACK | Seen::FIN,
+            state_after: TcpState::TimeWait,
+        },
+        Segment {
+            description: "client last ACK",
+            from: From::Client,
+            flags: "A",
+            payload: b"",
+            seen_after: Seen::SYN | Seen::ACK | Seen::FIN,
+            state_after: TcpState::TimeWait,
+        },
+    ];
+    for seg in segments {
+        let (iface, input, x, key) = match seg.from {
+            From::Client => (
+                LAN_IF,
+                tcp(client, listen, seg.flags, seg.payload),
+                redirect(snat, vm),
+                orig,
+            ),
+            From::Backend => (
+                VM_IF,
+                tcp(vm, snat, seg.flags, seg.payload),
+                redirect(listen, client),
+                reply,
+            ),
+        };
+        let name = seg.description;
+        let len = input.len() as u64;
+        let o = step(&mut h, &ingress(name, iface, input).fwd("web", x));
+        assert_flows(name, &o.delta, &[], &[], &[key]);
+        let w = if seg.from == From::Client {
+            &mut ow
+        } else {
+            &mut rw
+        };
+        w.packets += 1;
+        w.bytes += len;
+        w.tcp_seen = seg.seen_after;
+        assert_entry(name, &o.after, &key, *w);
+        assert_eq!(
+            tcp_state(name, &o.after, &orig, &reply),
+            seg.state_after,
+            "{name}: state"
+        );
+    }
+
+    // A second connection: its own SNAT port; a RST closes it; a new SYN
+    // on the same tuple starts it over (the old FIN/RST bits forgotten).
+    let client2 = ep(CLIENT, 40001);
+    let syn2 = tcp(client2, listen, "S", &[]);
+    let s = ingress("second SYN", LAN_IF, syn2.clone())
+        .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
+        .rule("web", created(true, false))
+        .out(Out::Snat(HOST_VM, SNAT_PORTS, redirect(client2, vm)));
+    let o = step(&mut h, &s);
+    assert_ne!(o.port, snat.port, "two flows share a SNAT port");
+    let snat2 = ep(HOST_VM, o.port);
+    let orig2 = fkey(client2, listen, PROTO_TCP);
+    let reply2 = fkey(vm, snat2, PROTO_TCP);
+    assert_flows(&s.description, &o.delta, &[orig2, reply2], &[], &[]);
+
+    let rst = tcp(vm, snat2, "RA", &[]);
+    let name = "backend RST";
+    let o = step(
+        &mut h,
+        &ingress(name, VM_IF, rst.clone()).fwd("web", redirect(listen, client2)),
+    );
+    assert_flows(name, &o.delta, &[], &[], &[reply2]);
+    assert_eq!(
+        entry(name, &o.after, &reply2).tcp_seen,
+        Seen::RST | Seen::ACK
+    );
+    assert_eq!(tcp_state(name, &o.after, &orig2, &reply2), TcpState::Close);
+
+    let name = "new SYN on the closed tuple";
+    let o = step(
+        &mut h,
+        &ingress(name, LAN_IF, syn2.clone()).fwd("web", redirect(snat2, vm)),
+    );
+    assert_flows(name, &o.delta, &[], &[], &[orig2]);
+    assert_entry(
+        name,
+        &o.after,
+        &orig2,
+        ExpectedEntry {
+            new_src: snat2,
+            new_dst: vm,
+            rule: id,
+            flags: FlowFlags::SNAT,
+            tcp_seen: Seen::SYN,
+            packets: 2,
+            bytes: 2 * syn2.len() as u64,
+            mss: 0,
+        },
+    );
+    let name = "SYN-ACK of the restarted connection";
+    let o = step(
+        &mut h,
+        &ingress(name, VM_IF, tcp(vm, snat2, "SA", &[])).fwd("web", redirect(listen, client2)),
+    );
+    assert_eq!(
+        entry(name, &o.after, &reply2).tcp_seen,
+        Seen::SYN | Seen::ACK
+    );
+    assert_eq!(
+        tcp_state(name, &o.after, &orig2, &reply2),
+        TcpState::Established
+    );
+    // The first flow is untouched by all of this.
+    assert_entry("at the end", &o.after, &orig, ow);
+    assert_entry("at the end", &o.after, &reply, rw);
+}

@@ -1,0 +1,77 @@
+//! The verifier's instruction count per program, as a budget.
+//!
+//! `verified_insns` (bpf_prog_info) is how many instructions the verifier
+//! walked to accept a program: the closest thing to a complexity measure
+//! that the kernel gives, and what runs into the 1M-instruction limit when
+//! a loop or a branch multiplies the paths (see forwarder-ebpf/src/mss.rs).
+//! It also tracks per-packet cost loosely (stack spills, duplicated code).
+//! Each program gets a ceiling with headroom over what it costs today
+//! (forwarder-ebpf/README.md has the history); a change that blows
+//! through one must say why, and raise it on purpose.
+//!
+//! The count depends on the kernel-side log level: `AYA_LOG_LEVEL` is a
+//! load-time constant, so the verifier walks only the log statements that
+//! are enabled. Both the default (0, the test_run harness) and the daemon's
+//! default (3, info) are checked.
+use aya::{
+    programs::{SchedClassifier, Xdp},
+    EbpfLoader,
+};
+use forwarder::dataplane::OBJECT;
+use forwarder_tests::require_root;
+
+/// (program, log level, ceiling in verified instructions): about 40 %
+/// over the counts on Linux 6.18 when the ceilings were set (106k, 134k,
+/// 41k, 53k, 2.1k, 2.1k; other kernels verify differently, the test prints
+/// what it finds).
+const BUDGET: &[(&str, u8, u32)] = &[
+    ("fwd_ingress", 0, 150_000),
+    ("fwd_ingress", 3, 190_000),
+    ("fwd_egress", 0, 60_000),
+    ("fwd_egress", 3, 75_000),
+    ("fwd_xdp", 0, 3_000),
+    ("fwd_xdp", 3, 3_000),
+];
+
+/// Loads every program of the object at `log_level` and returns each
+/// one's verified instruction count.
+fn verified_insns(log_level: u8) -> Vec<(&'static str, u32)> {
+    let mut ebpf = EbpfLoader::new()
+        .override_global("AYA_LOG_LEVEL", &log_level, false)
+        .load(OBJECT)
+        .expect("loading the eBPF object");
+    let mut out = Vec::new();
+    for name in ["fwd_ingress", "fwd_egress"] {
+        let prog: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
+        prog.load()
+            .unwrap_or_else(|e| panic!("the verifier rejected {name}: {e:#}"));
+        let n = prog.info().unwrap().verified_instruction_count().unwrap();
+        out.push((name, n));
+    }
+    let xdp: &mut Xdp = ebpf.program_mut("fwd_xdp").unwrap().try_into().unwrap();
+    xdp.load().expect("the verifier rejected fwd_xdp");
+    let n = xdp.info().unwrap().verified_instruction_count().unwrap();
+    out.push(("fwd_xdp", n));
+    out
+}
+
+#[test]
+fn every_program_stays_within_its_verifier_budget() {
+    if !require_root("every_program_stays_within_its_verifier_budget") {
+        return;
+    }
+    let mut over = Vec::new();
+    for level in [0u8, 3] {
+        for (name, n) in verified_insns(level) {
+            let (.., ceiling) = BUDGET
+                .iter()
+                .find(|(p, l, _)| *p == name && *l == level)
+                .unwrap_or_else(|| panic!("no budget for {name} at log level {level}"));
+            println!("{name} (log level {level}): {n} instructions verified, budget {ceiling}");
+            if n > *ceiling {
+                over.push(format!("{name} at log level {level}: {n} > {ceiling}"));
+            }
+        }
+    }
+    assert!(over.is_empty(), "over the verifier budget: {over:?}");
+}
