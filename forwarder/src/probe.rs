@@ -123,6 +123,9 @@ pub struct ProbeOptions {
     /// Probe this object instead of the embedded one (`doctor --object`:
     /// would a candidate build load on this kernel?).
     pub object: Option<&'static [u8]>,
+    /// Write the whole verifier log of each rejected program to
+    /// `<dir>/<program>.log` (`doctor --verifier-log`).
+    pub verifier_log: Option<std::path::PathBuf>,
 }
 
 struct Checks {
@@ -264,7 +267,7 @@ pub fn probe(opts: &ProbeOptions) -> Probe {
          list/flush read and delete flows in batches and fail",
     );
     if opts.attach {
-        attach_checks(&mut c, &mut f, object);
+        attach_checks(&mut c, &mut f, object, opts.verifier_log.as_deref());
     }
     Probe {
         kernel,
@@ -370,8 +373,13 @@ fn outcome(o: &scratch::Outcome) -> Result<bool, String> {
 
 /// The scratch-namespace probes: the object through the verifier, then
 /// every attach mode.
-fn attach_checks(c: &mut Checks, f: &mut Features, object: &'static [u8]) {
-    let found = match scratch::run(object, f.tcx) {
+fn attach_checks(
+    c: &mut Checks,
+    f: &mut Features,
+    object: &'static [u8],
+    verifier_log: Option<&std::path::Path>,
+) {
+    let found = match scratch::run(object, f.tcx, verifier_log.map(Into::into)) {
         Ok(found) => found,
         Err(e) => {
             c.add("attach probes", Err(e), Impact::Info, "", "");

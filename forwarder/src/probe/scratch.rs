@@ -47,7 +47,11 @@ const ADDR: [u8; 4] = [10, 255, 0, 1];
 const PEER: [u8; 4] = [10, 255, 0, 2];
 
 /// Runs the probes in a private network namespace on a thread of its own.
-pub fn run(object: &'static [u8], tcx: bool) -> Result<Findings, String> {
+pub fn run(
+    object: &'static [u8],
+    tcx: bool,
+    verifier_log: Option<std::path::PathBuf>,
+) -> Result<Findings, String> {
     std::thread::spawn(move || {
         // SAFETY: unshare affects only this thread's network namespace.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -56,7 +60,7 @@ pub fn run(object: &'static [u8], tcx: bool) -> Result<Findings, String> {
                 std::io::Error::last_os_error()
             ));
         }
-        probe(object, tcx)
+        probe(object, tcx, verifier_log.as_deref())
     })
     .join()
     .map_err(|_| "the probe thread panicked".to_string())?
@@ -95,7 +99,23 @@ fn load(object: &[u8]) -> Result<Ebpf, String> {
         .map_err(|e| format!("loading the object: {e:#}"))
 }
 
-fn probe(object: &[u8], tcx: bool) -> Result<Findings, String> {
+/// Writes the whole log of a program the verifier rejected to
+/// `<dir>/<name>.log` (the summary keeps only its last words).
+fn save_log(dir: &std::path::Path, name: &str, e: &ProgramError) -> Result<(), String> {
+    let ProgramError::LoadError { verifier_log, .. } = e else {
+        return Ok(());
+    };
+    let path = dir.join(format!("{name}.log"));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, verifier_log.to_string()))
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+fn probe(
+    object: &[u8],
+    tcx: bool,
+    verifier_log: Option<&std::path::Path>,
+) -> Result<Findings, String> {
     let mut f = Findings::default();
     let mut ebpf = match load(object) {
         Ok(e) => e,
@@ -111,8 +131,15 @@ fn probe(object: &[u8], tcx: bool) -> Result<Findings, String> {
             Program::Xdp(p) => p.load(),
             _ => continue,
         };
-        f.programs
-            .push((name.to_string(), r.map_err(|e| verifier_summary(&e))));
+        let r = r.map_err(|e| {
+            let saved = verifier_log.map_or(Ok(()), |dir| save_log(dir, name, &e));
+            let summary = verifier_summary(&e);
+            match saved {
+                Ok(()) => summary,
+                Err(why) => format!("{summary} ({why})"),
+            }
+        });
+        f.programs.push((name.to_string(), r));
     }
     make_veth()?;
     fib_routes(&mut f);
