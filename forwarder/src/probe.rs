@@ -396,11 +396,15 @@ fn attach_checks(
     let mut loads = obj_ok;
     for (name, r) in &found.programs {
         let why = r.as_ref().err().map(String::as_str).unwrap_or_default();
+        let detail = match r {
+            Ok(Some(n)) => format!("accepted, {n} instructions verified"),
+            _ => "accepted".into(),
+        };
         let ok = c.add(
             format!("verifier: {name}"),
             r.clone().map(|_| true),
             Impact::Fatal,
-            "accepted",
+            detail,
             format!("the verifier rejects {name}: {why}"),
         );
         loads &= ok;

@@ -22,8 +22,9 @@ pub type Outcome = Option<Result<(), String>>;
 pub struct Findings {
     /// The object as a whole (maps created, relocations done).
     pub object: Outcome,
-    /// Each program's verifier verdict.
-    pub programs: Vec<(String, Result<(), String>)>,
+    /// Each program's verifier verdict: the instructions it verified
+    /// (None before Linux 5.16, which does not say), or why it refused.
+    pub programs: Vec<(String, Result<Option<u32>, String>)>,
     pub tcx_attach: Outcome,
     pub tcx_link_update: Outcome,
     pub netlink_tc: Outcome,
@@ -131,6 +132,11 @@ fn probe(
             Program::Xdp(p) => p.load(),
             _ => continue,
         };
+        let r = r.map(|()| {
+            prog.info()
+                .ok()
+                .and_then(|i| i.verified_instruction_count())
+        });
         let r = r.map_err(|e| {
             let saved = verifier_log.map_or(Ok(()), |dir| save_log(dir, name, &e));
             let summary = verifier_summary(&e);
