@@ -263,6 +263,14 @@ fn report(
     for f in &outcome.failures {
         eprintln!("vm-test: FAILED {f}");
     }
+    if let Some(f) = outcome.failures.first() {
+        // nextest names a test "<crate>::<binary> <test>".
+        let test = f.rsplit(' ').next().unwrap_or(f);
+        eprintln!(
+            "vm-test: rerun one with: cargo xtask vm-test --kernel {} --filter 'test(={test})'",
+            args.kernel
+        );
+    }
     eprintln!(
         "vm-test: console {}, output {}",
         run_dir.join("console.log").display(),
