@@ -42,7 +42,12 @@ pub fn load(ctx: &TcContext, off: usize, len: usize) -> Option<&'static OptionBy
     // SAFETY: the helper checks offset and length against the skb and
     // writes at most 40 bytes into the 64-byte buffer.
     let rc = unsafe {
-        bpf_skb_load_bytes(ctx.skb.skb as *const _, off as u32, buf as *mut _, len as u32)
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            off as u32,
+            buf as *mut _,
+            len as u32,
+        )
     };
     // SAFETY: this CPU's slot (see above); the caller only reads it.
     (rc >= 0).then(|| unsafe { &*buf })
