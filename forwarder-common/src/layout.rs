@@ -94,6 +94,10 @@ pub const FIB_LOOKUP_PARAMS_SIZE: u32 = 64;
 pub const MSS_SCRATCH_SIZE: u32 = 64;
 /// `struct bpf_devmap_val` (ifindex + program fd), a devmap's value.
 pub const DEVMAP_VAL_SIZE: u32 = 8;
+/// `BPF_F_NO_PREALLOC` (include/uapi/linux/bpf.h): a hash map allocates an
+/// element when it is written instead of all of them at creation. LPM
+/// tries always carry it (the kernel requires it; aya-ebpf adds it).
+pub const BPF_F_NO_PREALLOC: u32 = 1;
 
 // ---- The layout table. ----
 
@@ -146,6 +150,9 @@ pub struct MapSpec {
     pub key_size: u32,
     pub value_size: u32,
     pub capacity: Capacity,
+    /// `map_flags` as compiled into the object (`BPF_F_NO_PREALLOC` or 0).
+    /// A pinned map keeps the flags it was created with, like its size.
+    pub flags: u32,
     /// Pinned under the pin directory and adopted by the next daemon.
     /// Unpinned maps are per-load: scratch space, or state each daemon
     /// rebuilds before it uses it.
@@ -166,7 +173,18 @@ const fn spec(
         key_size: key_size as u32,
         value_size: value_size as u32,
         capacity,
+        flags: 0,
         pinned,
+    }
+}
+
+impl MapSpec {
+    /// The same row, created with `BPF_F_NO_PREALLOC`.
+    const fn no_prealloc(self) -> MapSpec {
+        MapSpec {
+            flags: BPF_F_NO_PREALLOC,
+            ..self
+        }
     }
 }
 
@@ -192,6 +210,12 @@ pub const MAPS: &[MapSpec] = &[
         Capacity::Fixed(MAX_IFACES * HOOKS * REASONS),
         true,
     ),
+    // Not preallocated: the limit is for the largest files, while a
+    // handful of forwards uses a few dozen entries. Preallocated, its
+    // 262144 elements took 34 MiB at creation; allocated as written, it
+    // costs its buckets (4 MiB) and 128 B per entry in use. Lookups are the
+    // same hash walk; only writes allocate, and the map is written only on
+    // loads and interface changes, never on the packet path.
     spec(
         MAP_LISTENERS,
         MapKind::Hash,
@@ -199,7 +223,8 @@ pub const MAPS: &[MapSpec] = &[
         size_of::<ListenerValue>(),
         Capacity::Limit(MAX_LISTENERS),
         true,
-    ),
+    )
+    .no_prealloc(),
     spec(
         MAP_ALLOW,
         MapKind::LpmTrie,
@@ -207,7 +232,8 @@ pub const MAPS: &[MapSpec] = &[
         size_of::<u8>(),
         Capacity::Limit(MAX_ALLOW_PREFIXES),
         true,
-    ),
+    )
+    .no_prealloc(),
     spec(
         MAP_RULE_COUNTERS,
         MapKind::PerCpuArray,

@@ -10,8 +10,9 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
-    ListenerValue, RuleCounters, RuleName, DEFAULT_CONNTRACK_MAX, ENTRIES_PER_FLOW, HOOKS,
-    MAX_ALLOW_PREFIXES, MAX_AUTO_SNAT, MAX_IFACES, MAX_LISTENERS, MAX_RULES, REASONS,
+    ListenerValue, RuleCounters, RuleName, BPF_F_NO_PREALLOC, DEFAULT_CONNTRACK_MAX,
+    ENTRIES_PER_FLOW, HOOKS, MAX_ALLOW_PREFIXES, MAX_AUTO_SNAT, MAX_IFACES, MAX_LISTENERS,
+    MAX_RULES, REASONS,
 };
 
 #[map(name = "FWD_IFACES")]
@@ -21,9 +22,11 @@ pub static IFACES: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(MAX_IFA
 pub static IFACE_COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(MAX_IFACES * HOOKS * REASONS, 0);
 
+/// Allocated per entry as written (`BPF_F_NO_PREALLOC`; the layout table
+/// says why): only the daemon writes it (loads, address changes).
 #[map(name = "FWD_LISTENERS")]
 pub static LISTENERS: HashMap<ListenerKey, ListenerValue> =
-    HashMap::with_max_entries(MAX_LISTENERS, 0);
+    HashMap::with_max_entries(MAX_LISTENERS, BPF_F_NO_PREALLOC);
 
 #[map(name = "FWD_ALLOW")]
 pub static ALLOW: LpmTrie<AllowKey, u8> = LpmTrie::with_max_entries(MAX_ALLOW_PREFIXES, 0);

@@ -1,6 +1,6 @@
 //! The built kernel object against forwarder-common's layout table: every
 //! map of the object is in `forwarder_common::MAPS` with the same type, key
-//! size, value size and size, and every row of the table is in the object.
+//! size, value size, size and flags, and every row of the table is in the object.
 //! The kernel side names its maps with literals (aya's `#[map]` takes no
 //! constants), so this is what keeps the two in one place. No root needed:
 //! the object is only parsed.
@@ -40,16 +40,18 @@ fn every_map_of_the_object_is_in_the_layout_table_with_its_sizes() {
             map.key_size(),
             map.value_size(),
             map.max_entries(),
+            map.map_flags(),
         );
         let want = (
             spec.kind.bpf_map_type(),
             spec.key_size,
             spec.value_size,
             spec.capacity.in_object(),
+            spec.flags,
         );
         if got != want {
             problems.push(format!(
-                "{name}: (type, key, value, max_entries) {got:?} in the object, {want:?} in \
+                "{name}: (type, key, value, max_entries, flags) {got:?} in the object, {want:?} in \
                  forwarder_common::MAPS"
             ));
         }

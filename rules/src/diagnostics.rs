@@ -16,6 +16,10 @@ pub(crate) type Span = Option<Range<usize>>;
 pub enum Severity {
     Error,
     Warning,
+    /// Not a problem of the file: something worth knowing about how it
+    /// meets this host (netfilter does not see forwarded flows), or what
+    /// `check` could not verify.
+    Note,
 }
 
 impl Severity {
@@ -23,6 +27,7 @@ impl Severity {
         match self {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         }
     }
 }
@@ -37,6 +42,9 @@ pub struct Location {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
     pub severity: Severity,
+    /// The file it is in when that is not the main file of its
+    /// [`Diagnostics`] (a drop-in of `rules.d/`).
+    pub file: Option<String>,
     pub location: Option<Location>,
     /// What the message is about, e.g. `forward "web-http"` or `forward #3`
     /// (a forward without a usable name).
@@ -50,7 +58,7 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// The diagnostic as one or two lines, prefixed with `file`.
     pub fn render(&self, file: &str) -> String {
-        let mut out = String::from(file);
+        let mut out = String::from(self.file.as_deref().unwrap_or(file));
         if let Some(loc) = self.location {
             out.push_str(&format!(":{}:{}", loc.line, loc.column));
         }
@@ -93,7 +101,12 @@ impl Diagnostics {
         self.items.iter().filter(|d| d.is_error())
     }
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.items.iter().filter(|d| !d.is_error())
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+    }
+    pub fn notes(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items.iter().filter(|d| d.severity == Severity::Note)
     }
 }
 
@@ -113,21 +126,48 @@ impl std::error::Error for Diagnostics {}
 
 /// Collects diagnostics while parsing and validating one source text, turning
 /// byte spans into line/column as they are pushed.
+///
+/// A rules file with drop-ins is one text made of several files (see
+/// `dropins`): `files` says where each drop-in starts, locations count lines
+/// from the start of their own file, and diagnostics in a drop-in name it.
+/// While one file is parsed its spans are relative to it: `base` is added.
 pub(crate) struct Sink<'a> {
     src: &'a str,
     line_starts: Vec<usize>,
+    /// Drop-ins: (offset of the file's first byte in `src`, its name).
+    files: Vec<(usize, String)>,
+    /// Added to every span pushed (the offset of the file being parsed).
+    pub(crate) base: usize,
     pub(crate) items: Vec<Diagnostic>,
 }
 
 impl<'a> Sink<'a> {
+    #[cfg(test)]
     pub(crate) fn new(src: &'a str) -> Self {
+        Self::with_files(src, Vec::new())
+    }
+
+    /// A sink for `src` made of the main file followed by `files` (each
+    /// starting at a line start).
+    pub(crate) fn with_files(src: &'a str, files: Vec<(usize, String)>) -> Self {
         let line_starts = std::iter::once(0)
             .chain(src.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
         Sink {
             src,
             line_starts,
+            files,
+            base: 0,
             items: Vec::new(),
+        }
+    }
+
+    /// The drop-in an offset is in: its rank (1-based; 0 is the main
+    /// file), first byte and name.
+    fn file_at(&self, offset: usize) -> (usize, usize, Option<&str>) {
+        match self.files.iter().rposition(|(start, _)| *start <= offset) {
+            Some(i) => (i + 1, self.files[i].0, Some(self.files[i].1.as_str())),
+            None => (0, 0, None),
         }
     }
 
@@ -135,11 +175,26 @@ impl<'a> Sink<'a> {
         let start = span.as_ref()?.start.min(self.src.len());
         let line = self.line_starts.partition_point(|&s| s <= start);
         let line_start = self.line_starts[line - 1];
+        let (_, file_start, _) = self.file_at(start);
+        let first_line = self.line_starts.partition_point(|&s| s <= file_start);
         let column = self
             .src
             .get(line_start..start)
             .map_or(1, |s| s.chars().count() + 1);
-        Some(Location { line, column })
+        Some(Location {
+            line: line - first_line + 1,
+            column,
+        })
+    }
+
+    /// "line 3", or "line 3 of rules.d/team.toml" for a place in a drop-in.
+    pub(crate) fn place(&self, span: &Span) -> Option<String> {
+        let loc = self.location(span)?;
+        let start = span.as_ref()?.start;
+        Some(match self.file_at(start).2 {
+            Some(f) => format!("line {} of {f}", loc.line),
+            None => format!("line {}", loc.line),
+        })
     }
 
     pub(crate) fn push(
@@ -150,9 +205,17 @@ impl<'a> Sink<'a> {
         message: impl Into<String>,
         help: Option<String>,
     ) {
+        let span = span
+            .as_ref()
+            .map(|r| r.start + self.base..r.end + self.base);
+        let file = span
+            .as_ref()
+            .and_then(|r| self.file_at(r.start).2)
+            .map(str::to_owned);
         self.items.push(Diagnostic {
             severity,
-            location: self.location(span),
+            file,
+            location: self.location(&span),
             context: context.map(str::to_owned),
             message: message.into(),
             help,
@@ -179,14 +242,33 @@ impl<'a> Sink<'a> {
         self.push(Severity::Warning, span, context, message, help);
     }
 
+    pub(crate) fn note(
+        &mut self,
+        span: &Span,
+        context: Option<&str>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
+        self.push(Severity::Note, span, context, message, help);
+    }
+
     pub(crate) fn has_errors(&self) -> bool {
         self.items.iter().any(Diagnostic::is_error)
     }
 
     /// Into the file's diagnostics, sorted by position so a reader can walk
-    /// the file top to bottom (messages without a place come first).
+    /// the files top to bottom, main file first (messages without a place
+    /// come first in their file).
     pub(crate) fn finish(mut self, file: &str) -> Diagnostics {
-        self.items.sort_by_key(|d| d.location);
+        let files = std::mem::take(&mut self.files);
+        self.items.sort_by_key(|d| {
+            let rank = d
+                .file
+                .as_ref()
+                .and_then(|f| files.iter().position(|(_, n)| n == f))
+                .map_or(0, |i| i + 1);
+            (rank, d.location)
+        });
         Diagnostics {
             file: file.to_owned(),
             items: self.items,
@@ -256,6 +338,7 @@ mod tests {
     fn render_format() {
         let d = Diagnostic {
             severity: Severity::Error,
+            file: None,
             location: Some(Location {
                 line: 12,
                 column: 7,

@@ -158,11 +158,7 @@ pub fn explain(rules: &RuleSet, q: &Query) -> Explanation {
             Ok(assumption) => {
                 if !f.allow.is_empty() && !f.allow.iter().any(|n| n.contains(q.from.ip())) {
                     let list: Vec<String> = f.allow.iter().map(|n| n.to_string()).collect();
-                    let answer = match (f.reject, q.proto) {
-                        (Reject::Drop, _) => "the packet is dropped silently (reject = \"drop\")",
-                        (Reject::Rst, L4::Tcp) => "it gets a TCP RST, like a closed port (reject = \"rst\")",
-                        (Reject::Rst, L4::Udp) => "it gets an ICMP port-unreachable, like a closed port (reject = \"rst\")",
-                    };
+                    let answer = refusal(f.reject, q.proto, q.to);
                     return Explanation::Refused {
                         rule: f.name.clone(),
                         reason: format!(
@@ -305,6 +301,29 @@ pub fn parse_iface_addr(s: &str) -> Result<(String, Ipv4Addr), String> {
     Ok((name.to_owned(), addr))
 }
 
+/// What a refused packet meets. With `reject = "rst"` the kernel program
+/// does not answer itself: it hands the untouched packet to this host's
+/// stack (and its INPUT rules), which answers as for any packet to one of
+/// its addresses. That is a closed port's answer only where no local
+/// service listens there; a service that does gets the connection.
+fn refusal(reject: Reject, proto: L4, to: SocketAddrV4) -> String {
+    let (closed, local) = match (reject, proto) {
+        (Reject::Drop, _) => return "the packet is dropped silently (reject = \"drop\")".into(),
+        (Reject::Rst, L4::Tcp) => ("a TCP RST", "a TCP service of this host listening"),
+        (Reject::Rst, L4::Udp) => (
+            "an ICMP port-unreachable",
+            "a UDP socket of this host bound",
+        ),
+    };
+    format!(
+        "the packet goes on untouched to this host's own stack (reject = \"rst\"), through its \
+         INPUT firewall rules: where nothing of this host listens on {to} it gets {closed}, \
+         like from a closed port, but {local} on that port (on {ip} or 0.0.0.0) gets it \
+         instead; reject = \"drop\" drops it",
+        ip = to.ip()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,7 +447,13 @@ snat = "off"
             e,
             Explanation::Refused {
                 rule: "immich".into(),
-                reason: "source 100.64.0.9 is not in the allow-list (100.101.92.95/32): it gets a TCP RST, like a closed port (reject = \"rst\")".into()
+                reason: "source 100.64.0.9 is not in the allow-list (100.101.92.95/32): the \
+                         packet goes on untouched to this host's own stack (reject = \"rst\"), \
+                         through its INPUT firewall rules: where nothing of this host listens on \
+                         100.118.5.68:8080 it gets a TCP RST, like from a closed port, but a TCP \
+                         service of this host listening on that port (on 100.118.5.68 or \
+                         0.0.0.0) gets it instead; reject = \"drop\" drops it"
+                    .into()
             }
         );
     }

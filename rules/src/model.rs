@@ -485,7 +485,10 @@ impl fmt::Display for MssClamp {
 /// What peers refused by the allow-list get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reject {
-    /// TCP RST, or ICMP port-unreachable for UDP: like a closed port.
+    /// The packet goes on to the host's own stack untouched, which answers
+    /// as for any packet to its address: a TCP RST or ICMP port-unreachable
+    /// where nothing of the host listens on the port, else the host's
+    /// service gets it.
     Rst,
     /// Silence.
     Drop,

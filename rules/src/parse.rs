@@ -58,7 +58,7 @@ pub(crate) const CONNTRACK_MAX_LIMIT: i64 = 1 << 24;
 pub(crate) struct ForwardSpans {
     /// The `[[forward]]` header (or inline table); used for missing keys.
     pub table: Span,
-    fields: HashMap<&'static str, Span>,
+    pub(crate) fields: HashMap<&'static str, Span>,
     pub allow: Vec<Span>,
     /// One per `nodes` entry.
     pub nodes: crate::nodes::NodeSpans,
@@ -80,6 +80,9 @@ pub(crate) struct Parsed {
     /// Parallel to `rules.forwards`.
     pub spans: Vec<ForwardSpans>,
     pub global_spans: HashMap<String, Span>,
+    /// Forwards with a bad or missing value: left out of `rules`, but the
+    /// checks between their good values still run (every problem at once).
+    pub partial: Vec<crate::partial::Partial>,
 }
 
 pub(crate) fn parse(src: &str, sink: &mut Sink) -> Parsed {
@@ -87,16 +90,21 @@ pub(crate) fn parse(src: &str, sink: &mut Sink) -> Parsed {
         rules: RuleSet::default(),
         spans: Vec::new(),
         global_spans: HashMap::new(),
+        partial: Vec::new(),
     };
     let doc = match ImDocument::parse(src) {
         Ok(doc) => doc,
         Err(e) => {
-            sink.error(
-                &e.span(),
-                None,
-                syntax_message(e.message()),
-                Some("the file must be valid TOML".into()),
-            );
+            let (message, help) = e
+                .span()
+                .and_then(|s| crate::syntax::unquoted_value(src, s.start))
+                .unwrap_or_else(|| {
+                    (
+                        syntax_message(e.message()),
+                        "the file must be valid TOML".into(),
+                    )
+                });
+            sink.error(&e.span(), None, message, Some(help));
             return parsed;
         }
     };
@@ -368,7 +376,14 @@ fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
                 }
             }
             "timeouts" => match item.as_table_like() {
-                Some(t) => parse_timeouts(t, sink, g),
+                Some(t) => {
+                    parse_timeouts(t, sink, g);
+                    for (k, _, v) in entries(t) {
+                        parsed
+                            .global_spans
+                            .insert(format!("timeouts.{k}"), v.span());
+                    }
+                }
                 None => type_error(
                     sink,
                     &span,
@@ -419,7 +434,10 @@ fn parse_timeouts(t: &dyn TableLike, sink: &mut Sink, g: &mut Global) {
                 &span,
                 ctx,
                 format!("{key}: {msg}"),
-                Some("durations look like \"30s\", \"5m\", \"6h\" or \"1h 30m\"".into()),
+                Some(crate::advice::timeout_help(
+                    key,
+                    msg.contains("shorter than"),
+                )),
             ),
         }
     }
@@ -569,11 +587,14 @@ fn parse_forward(
     }
     let mut target_v6 = false;
     let mut snat_v6: Option<(Ipv6Addr, Span)> = None;
+    let mut failed = crate::partial::Failed::missing(&required, seen);
 
     for (key, key_span, item) in entries(t) {
+        failed.after_key(sink);
         let span = item.span();
         if let Some(k) = FORWARD_KEYS.iter().find(|k| **k == key) {
             spans.fields.insert(k, span.clone());
+            failed.before_key(k, sink);
         }
         match key {
             "name" => {
@@ -802,7 +823,9 @@ fn parse_forward(
         }
     }
 
+    failed.after_key(sink);
     if let Some((a, span)) = snat_v6 {
+        failed.insert("snat");
         if target_v6 {
             sink.error(
                 &span,
@@ -824,6 +847,12 @@ fn parse_forward(
     if errors_after == errors_before {
         parsed.rules.forwards.push(f);
         parsed.spans.push(spans);
+    } else {
+        parsed.partial.push(crate::partial::Partial {
+            forward: f,
+            spans,
+            failed,
+        });
     }
 }
 

@@ -1,4 +1,5 @@
-//! What `forwarder check` prints: a table of the forwards and the warnings.
+//! What `forwarder check` prints: a table of the forwards, the warnings and
+//! notes, and the kernel memory the table sizes reserve.
 
 use crate::{model::*, Loaded};
 
@@ -57,7 +58,8 @@ fn allow_cell(f: &Forward) -> String {
 /// cluster nodes.
 pub fn forwards_table(rules: &RuleSet) -> String {
     let mut header = vec![
-        "NAME", "IN", "LISTEN", "PROTO", "PORTS", "TARGET", "SNAT", "ALLOW",
+        "NAME", "IN", "LISTEN", "PROTO", "PORTS", "TARGET", "SNAT", "ALLOW", "MSS", "PATH",
+        "REJECT",
     ];
     let scoped = rules.forwards.iter().any(|f| !f.nodes.is_empty());
     if scoped {
@@ -76,6 +78,9 @@ pub fn forwards_table(rules: &RuleSet) -> String {
                 f.target.to_string(),
                 f.snat.to_string(),
                 allow_cell(f),
+                f.mss_clamp.to_string(),
+                f.path.as_str().to_owned(),
+                f.reject.as_str().to_owned(),
             ];
             if scoped {
                 row.push(if f.nodes.is_empty() {
@@ -90,8 +95,13 @@ pub fn forwards_table(rules: &RuleSet) -> String {
     table(&header, &rows)
 }
 
-/// The full `check` output for a file that loaded.
-pub fn check_report(loaded: &Loaded) -> String {
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The full `check` output for a file that loaded; `memory` is what the
+/// table sizes reserve (see [`crate::memory`]).
+pub fn check_report(loaded: &Loaded, memory: Option<&crate::memory::MemoryEstimate>) -> String {
     let mut out = String::new();
     let n = loaded.rules.forwards.len();
     if n > 0 {
@@ -102,12 +112,22 @@ pub fn check_report(loaded: &Loaded) -> String {
         out.push_str(&loaded.warnings.to_string());
         out.push_str("\n\n");
     }
-    let w = loaded.warnings.len();
+    if let Some(m) = memory {
+        out.push_str(&crate::memory::render(m));
+        out.push('\n');
+    }
+    let w = loaded.warnings.warnings().count();
+    let notes = loaded.warnings.notes().count();
     out.push_str(&format!(
-        "{}: ok, {n} forward{}, {w} warning{}\n",
+        "{}: ok, {}, {}{}\n",
         loaded.warnings.file,
-        if n == 1 { "" } else { "s" },
-        if w == 1 { "" } else { "s" }
+        plural(n, "forward"),
+        plural(w, "warning"),
+        if notes > 0 {
+            format!(", {}", plural(notes, "note"))
+        } else {
+            String::new()
+        }
     ));
     out
 }
@@ -129,12 +149,12 @@ mod tests {
     fn check_report_lists_forwards_and_warnings() {
         let text = "[[forward]]\nname = \"web\"\nin = \"vmbr0\"\nport = 80\nto = \"192.168.100.80\"\nsnat = \"off\"\nallow = [\"10.0.0.0/8\", \"1.2.3.4\", \"5.6.7.8\", \"9.9.9.9\"]\n";
         let loaded = crate::load_str("r.toml", text).unwrap();
-        let r = check_report(&loaded);
+        let r = check_report(&loaded, None);
         assert!(
-            r.starts_with("NAME  IN     LISTEN     PROTO  PORTS  TARGET          SNAT  ALLOW\n"),
+            r.starts_with("NAME  IN     LISTEN     PROTO  PORTS  TARGET          SNAT  ALLOW                               MSS   PATH  REJECT\n"),
             "{r}"
         );
-        assert!(r.contains("web   vmbr0  interface  tcp    80     192.168.100.80  off   10.0.0.0/8,1.2.3.4,5.6.7.8,+1 more\n"), "{r}");
+        assert!(r.contains("web   vmbr0  interface  tcp    80     192.168.100.80  off   10.0.0.0/8,1.2.3.4,5.6.7.8,+1 more  auto  auto  rst\n"), "{r}");
         assert!(
             r.contains("r.toml:6:8: warning: forward \"web\": snat = \"off\""),
             "{r}"

@@ -26,9 +26,14 @@ pub(crate) fn validate(parsed: &Parsed, sink: &mut Sink) {
             Some("backends may treat connections from privileged ports specially; \"32768-60999\" is the usual choice".into()),
         );
     }
+    let all_ok = crate::partial::Failed::default();
     for (f, sp) in forwards.iter().zip(spans) {
-        check_forward(f, sp, sink);
+        check_forward(f, sp, &all_ok, sink);
     }
+    for p in &parsed.partial {
+        check_forward(&p.forward, &p.spans, &p.failed, sink);
+    }
+    crate::advice::check_global(parsed, sink);
     check_names(parsed, sink);
     let node_spans: Vec<&crate::nodes::NodeSpans> = spans.iter().map(|s| &s.nodes).collect();
     crate::nodes::check(forwards, &node_spans, sink);
@@ -57,12 +62,28 @@ fn unusable(a: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
-fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) {
-    let c = ctx(f);
-    let ctx = Some(c.as_str());
+/// The checks within one forward; each runs only when the keys it reads
+/// parsed (`ok`), so a partial forward gets them too (see `partial`).
+fn check_forward(
+    f: &Forward,
+    sp: &crate::parse::ForwardSpans,
+    ok: &crate::partial::Failed,
+    sink: &mut Sink,
+) {
+    let named;
+    let c = if ok.all_ok(&["name"]) {
+        named = ctx(f);
+        named.as_str()
+    } else {
+        // The parse messages said `forward #N`; without a name the checks
+        // below would only repeat what is broken.
+        return;
+    };
+    let ctx = Some(c);
     let to = sp.field("to");
     let t = f.target.addr;
-    if let Some(why) = unusable(t) {
+    let target_ok = ok.all_ok(&["to"]);
+    if let Some(why) = unusable(t).filter(|_| target_ok) {
         let help = if t.is_loopback() {
             "translated packets leave through an interface and never reach local sockets; point at the backend's own address"
         } else {
@@ -70,7 +91,7 @@ fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) 
         };
         sink.error(&to, ctx, format!("target {t} is {why}"), Some(help.into()));
     }
-    if f.listen == Listen::Addr(t) {
+    if target_ok && ok.all_ok(&["listen"]) && f.listen == Listen::Addr(t) {
         sink.error(
             &to,
             ctx,
@@ -78,7 +99,7 @@ fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) 
             Some("packets would be sent back to this listener; point at the backend".into()),
         );
     }
-    if let Some(tp) = f.target.ports {
+    if let Some(tp) = f.target.ports.filter(|_| target_ok && ok.all_ok(&["port"])) {
         if !tp.is_single() && tp.len() != f.ports.len() {
             sink.error(
                 &to,
@@ -94,7 +115,7 @@ fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) 
             );
         }
     }
-    if let Listen::Addr(a) = f.listen {
+    if let (Listen::Addr(a), true) = (f.listen, ok.all_ok(&["listen"])) {
         if let Some(why) = unusable(a) {
             let help = if a.is_unspecified() {
                 "to listen on all of the interface's addresses, write listen = \"interface\""
@@ -110,6 +131,7 @@ fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) 
         }
     }
     match f.snat {
+        _ if !(target_ok && ok.all_ok(&["snat"])) => {}
         Snat::Fixed(a) => {
             if let Some(why) = unusable(a) {
                 sink.error(&sp.field("snat"), ctx, format!("SNAT address {a} is {why}"), Some("use an address of this host on the path to the target, or \"masquerade\"".into()));
@@ -125,7 +147,10 @@ fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) 
         ),
         Snat::Auto | Snat::Masquerade => {}
     }
-    if f.path == PathMode::Stack && matches!(f.snat, Snat::Fixed(_) | Snat::Masquerade) {
+    if ok.all_ok(&["path", "snat"])
+        && f.path == PathMode::Stack
+        && matches!(f.snat, Snat::Fixed(_) | Snat::Masquerade)
+    {
         sink.error(
             &sp.field("path"),
             ctx,
@@ -158,7 +183,7 @@ fn check_forward(f: &Forward, sp: &crate::parse::ForwardSpans, sink: &mut Sink) 
             );
         }
     }
-    if let MssClamp::Fixed(_) = f.mss_clamp {
+    if let (MssClamp::Fixed(_), true) = (f.mss_clamp, ok.all_ok(&["mss_clamp", "proto"])) {
         if f.proto == Proto::Udp {
             sink.warning(
                 &sp.field("mss_clamp"),
@@ -175,10 +200,8 @@ fn check_names(parsed: &Parsed, sink: &mut Sink) {
     for (i, f) in parsed.rules.forwards.iter().enumerate() {
         if let Some(&j) = first.get(f.name.as_str()) {
             let line = sink
-                .location(&parsed.spans[j].field("name"))
-                .map_or(String::new(), |l| {
-                    format!(" (first defined on line {})", l.line)
-                });
+                .place(&parsed.spans[j].field("name"))
+                .map_or(String::new(), |p| format!(" (first defined on {p})"));
             sink.error(
                 &parsed.spans[i].field("name"),
                 Some(&ctx(f)),
@@ -296,8 +319,8 @@ fn check_overlaps(parsed: &Parsed, sink: &mut Sink) {
                 let (a, b) = (&forwards[i], &forwards[j]);
                 if let Some((protos, common)) = listeners_overlap(a, b) {
                     let line = sink
-                        .location(&parsed.spans[i].table)
-                        .map_or(String::new(), |l| format!(" on line {}", l.line));
+                        .place(&parsed.spans[i].table)
+                        .map_or(String::new(), |p| format!(" on {p}"));
                     let protos: Vec<&str> = protos.iter().map(|p| p.as_str()).collect();
                     sink.error(
                         &parsed.spans[j].field("port"),

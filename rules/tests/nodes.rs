@@ -134,7 +134,7 @@ fn check_shows_the_nodes_of_scoped_forwards() {
     let text = fwd("web", 80, "nodes = [\"pve-alpha\", \"pve-beta\"]\n") + &fwd("ssh", 22, "");
     let table = rules::report::forwards_table(&load_str(FILE, &text).unwrap().rules);
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].ends_with("ALLOW  NODES"), "{table}");
+    assert!(lines[0].ends_with("REJECT  NODES"), "{table}");
     assert!(lines[1].ends_with("pve-alpha,pve-beta"), "{table}");
     assert!(lines[2].ends_with("all"), "{table}");
     // Without `nodes` anywhere the table is as before.

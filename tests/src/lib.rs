@@ -2,10 +2,12 @@
 //! forwarder daemon, each behind a guard that cleans up on Drop (also when a
 //! test panics). Names carry a `fwt-<pid>-` prefix so parallel tests never
 //! collide, and `sweep()` removes leftovers of test processes that died.
+pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod daemon;
 pub mod k3s;
+pub mod lanvm;
 pub mod netns;
 pub mod privilege;
 pub mod process;

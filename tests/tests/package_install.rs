@@ -285,6 +285,10 @@ fn the_package_installs_into_a_clean_root_and_everything_in_it_works() -> Result
     let copyright = std::fs::read_to_string(root.join("usr/share/doc/forwarder/copyright"))?;
     ensure!(copyright.contains("License: MIT or Apache-2.0"));
     ensure!(root.join("usr/share/doc/forwarder/rules.md").is_file());
+    ensure!(root.join("usr/share/doc/forwarder/metrics.md").is_file());
+    let dashboard =
+        std::fs::read_to_string(root.join("usr/share/doc/forwarder/grafana-dashboard.json"))?;
+    ensure!(serde_json::from_str::<serde_json::Value>(&dashboard)?["panels"].is_array());
 
     // Upgrade (a reinstall): the admin's file stays.
     std::fs::write(&rules, format!("{shipped}\n# edited by the admin\n"))?;

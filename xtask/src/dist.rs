@@ -151,6 +151,12 @@ fn assemble(tree: &Path) -> Result<()> {
     // and the shipped rules file point at these paths.
     install(&src.join("README.md"), &doc.join("README.md"), 0o644)?;
     install(&src.join("docs/rules.md"), &doc.join("rules.md"), 0o644)?;
+    install(&src.join("docs/metrics.md"), &doc.join("metrics.md"), 0o644)?;
+    install(
+        &src.join("packaging/grafana/forwarder.json"),
+        &doc.join("grafana-dashboard.json"),
+        0o644,
+    )?;
     for ex in ["proxmox.toml", "tailnet-k3s.toml"] {
         install(
             &src.join("rules/examples").join(ex),

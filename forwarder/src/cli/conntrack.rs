@@ -10,19 +10,24 @@ use forwarder_common::{
 };
 use serde::Serialize;
 
+const EXIT_STATUS: &str = "Exit status: 0 done; 1 an error (an unknown forward name); 3 nothing \
+                           to read: no dataplane is pinned.";
+
 #[derive(Subcommand, Debug)]
 pub enum ConntrackCmd {
     /// List live flows with their original and translated tuples.
+    #[command(after_help = EXIT_STATUS)]
     List {
         /// Only flows of this forward.
         #[arg(long)]
         rule: Option<String>,
-        /// Machine-readable output.
+        /// Machine-readable output (errors too).
         #[arg(long)]
         json: bool,
     },
     /// Forget flows, so their next packets are treated as new (a TCP
     /// connection mid-stream then gets a reset, as from a closed port).
+    #[command(after_help = EXIT_STATUS, group(clap::ArgGroup::new("which").required(true).args(["rule", "all"])))]
     Flush {
         /// Only flows of this forward.
         #[arg(long, conflicts_with = "all")]
@@ -30,7 +35,18 @@ pub enum ConntrackCmd {
         /// Every flow of every forward.
         #[arg(long)]
         all: bool,
+        /// Machine-readable output (errors too).
+        #[arg(long)]
+        json: bool,
     },
+}
+
+impl ConntrackCmd {
+    pub fn json(&self) -> bool {
+        match self {
+            ConntrackCmd::List { json, .. } | ConntrackCmd::Flush { json, .. } => *json,
+        }
+    }
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
@@ -143,6 +159,7 @@ fn check_rule(pin_dir: &Path, rule: &Option<String>) -> Result<()> {
 }
 
 pub fn conntrack(pin_dir: &Path, cmd: ConntrackCmd) -> Result<ExitCode> {
+    super::pins::require(pin_dir, None)?;
     match cmd {
         ConntrackCmd::List { rule, json } => {
             check_rule(pin_dir, &rule)?;
@@ -151,7 +168,7 @@ pub fn conntrack(pin_dir: &Path, cmd: ConntrackCmd) -> Result<ExitCode> {
                 .filter(|f| rule.as_ref().is_none_or(|r| &f.rule == r))
                 .collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                super::exit::print_json(&list);
             } else {
                 for f in &list {
                     println!(
@@ -181,10 +198,9 @@ pub fn conntrack(pin_dir: &Path, cmd: ConntrackCmd) -> Result<ExitCode> {
                 eprintln!("{} flows", list.len());
             }
         }
-        ConntrackCmd::Flush { rule, all } => {
-            if rule.is_none() && !all {
-                bail!("say which flows: --rule NAME, or --all");
-            }
+        ConntrackCmd::Flush { rule, all, json } => {
+            // clap requires one of them (a usage error, exit 2).
+            debug_assert!(rule.is_some() || all);
             check_rule(pin_dir, &rule)?;
             let names = pinned::read_rule_names(pin_dir)?;
             let id = rule
@@ -197,7 +213,14 @@ pub fn conntrack(pin_dir: &Path, cmd: ConntrackCmd) -> Result<ExitCode> {
                 .map(|(k, _)| k)
                 .collect();
             let n = crate::dataplane::batch::delete(&map, &doomed)?;
-            println!("removed {} flows ({n} entries)", n / 2);
+            if json {
+                super::exit::print_json(&serde_json::json!({
+                    "removed_flows": n / 2,
+                    "removed_entries": n,
+                }));
+            } else {
+                println!("removed {} flows ({n} entries)", n / 2);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

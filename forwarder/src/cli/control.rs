@@ -13,11 +13,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::exit::{self, NotRunning};
 use crate::{
     dataplane,
     observe::{running, status},
 };
 use anyhow::{bail, Context, Result};
+use serde_json::json;
 
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -30,13 +32,15 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// SIGHUP to the daemon, then wait for it to report the load's result.
-pub fn reload(run_dir: &Path) -> Result<ExitCode> {
+/// SIGHUP to the daemon, then wait for it to report the load's result and
+/// print it with what the load changed (the same summary `forwarder diff`
+/// gives before).
+pub fn reload(run_dir: &Path, json: bool) -> Result<ExitCode> {
     let no_daemon = || {
-        anyhow::anyhow!(
-            "no forwarder daemon is running (nothing holds {})",
+        NotRunning(format!(
+            "no forwarder daemon is running (nothing holds {}): nothing to reload",
             running::lock_path(run_dir).display()
-        )
+        ))
     };
     running::running_pid(run_dir).ok_or_else(no_daemon)?;
     let before = status::read(run_dir)?.generation;
@@ -49,31 +53,53 @@ pub fn reload(run_dir: &Path) -> Result<ExitCode> {
     let st = st
         .filter(|_| done)
         .context("the daemon did not report the reload within 15 s")?;
-    match &st.last_load {
-        Some(l) if l.applied => {
-            println!("applied: {}", l.summary);
-            Ok(ExitCode::SUCCESS)
+    let error = st.rules_error.as_deref().unwrap_or("(no details)");
+    let load = st.last_load.as_ref();
+    let applied = load.is_some_and(|l| l.applied);
+    let mixed = load.is_some_and(|l| l.maps_mixed);
+    if json {
+        let changes = load.and_then(|l| l.changes.as_ref());
+        let mut v = json!({
+            "applied": applied,
+            "summary": load.map(|l| l.summary.as_str()),
+            "changes": changes,
+        });
+        if !applied {
+            v["error"] = json!({
+                "kind": if mixed { "rollback_failed" } else { "rejected" },
+                "message": error,
+                "exit_code": exit::FAILURE,
+            });
         }
-        Some(l) if l.maps_mixed => {
-            eprintln!(
-                "failed, and the rollback failed too: the maps hold a mix of the old and the \
-                 new file until the daemon's retry succeeds:"
-            );
-            eprintln!("{}", st.rules_error.as_deref().unwrap_or("(no details)"));
-            Ok(ExitCode::FAILURE)
+        exit::print_json(&v);
+    } else if applied {
+        let l = load.expect("applied implies a load");
+        println!("applied: {}", l.summary);
+        if let Some(c) = &l.changes {
+            print!("{}", c.render());
         }
-        _ => {
-            eprintln!("rejected; the running configuration is unchanged:");
-            eprintln!("{}", st.rules_error.as_deref().unwrap_or("(no details)"));
-            Ok(ExitCode::FAILURE)
-        }
+    } else if mixed {
+        eprintln!(
+            "failed, and the rollback failed too: the maps hold a mix of the old and the \
+             new file until the daemon's retry succeeds:"
+        );
+        eprintln!("{error}");
+    } else {
+        eprintln!("rejected; the running configuration is unchanged:");
+        eprintln!("{error}");
     }
+    Ok(if applied {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Stops the daemon if one runs, then removes every program, link and pin
 /// under the pin directory.
-pub fn down(pin_dir: &Path, run_dir: &Path) -> Result<ExitCode> {
-    if let Some(pid) = running::signal_daemon(run_dir, libc::SIGTERM)? {
+pub fn down(pin_dir: &Path, run_dir: &Path, json: bool) -> Result<ExitCode> {
+    let stopped = running::signal_daemon(run_dir, libc::SIGTERM)?;
+    if let Some(pid) = stopped {
         // Its lock goes with its last file descriptor, when it has exited.
         let gone = wait_until(Duration::from_secs(15), || {
             running::running_pid(run_dir).is_none()
@@ -81,11 +107,19 @@ pub fn down(pin_dir: &Path, run_dir: &Path) -> Result<ExitCode> {
         if !gone {
             bail!("the daemon (pid {pid}) did not stop within 15 s");
         }
-        println!("stopped the daemon (pid {pid})");
+        if !json {
+            println!("stopped the daemon (pid {pid})");
+        }
     }
     let removed = dataplane::teardown(pin_dir)?;
     let _ = std::fs::remove_file(status::status_path(run_dir));
-    if removed.is_empty() {
+    if json {
+        exit::print_json(&json!({
+            "stopped_daemon_pid": stopped,
+            "removed_pins": removed.len(),
+            "pin_dir": pin_dir,
+        }));
+    } else if removed.is_empty() {
         println!("nothing pinned under {}", pin_dir.display());
     } else {
         println!(

@@ -1,5 +1,5 @@
 //! `--pin-dir` and `--run-dir`: where the daemon's state lives, offered only
-//! by the commands that use it (`run`, `status`, `conntrack`, `reload`,
+//! by the commands that use it (`run`, `status`, `conntrack`, `diff`, `reload`,
 //! `down`), so the offline commands' help does not list them.
 //!
 //! The fact a reader gets wrong: the options are still accepted *before* the
@@ -106,6 +106,7 @@ mod tests {
         for (cmd, pin, run) in [
             ("run", true, true),
             ("status", true, true),
+            ("diff", true, true),
             ("down", true, true),
             ("conntrack", true, false),
             ("reload", false, true),
@@ -155,7 +156,7 @@ mod tests {
             };
             assert_eq!(pin.pin_dir.to_str(), Some("/a"), "{args:?}");
         }
-        let Command::Reload { run } = parse(&["forwarder", "reload"]).command else {
+        let Command::Reload { run, .. } = parse(&["forwarder", "reload"]).command else {
             panic!()
         };
         // FORWARDER_RUN_DIR is not set in the test environment.

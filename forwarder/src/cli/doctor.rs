@@ -13,8 +13,12 @@ use clap::Args;
 use crate::probe::{self, Impact, Probe, ProbeOptions, Status};
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Exit status: 0 the forwarder can run on this kernel (some features may \
+                        be degraded, listed); 1 something it needs is missing."
+)]
 pub struct DoctorArgs {
-    /// Print the probe results as JSON.
+    /// Print the probe results as JSON (errors too).
     #[arg(long)]
     pub json: bool,
     /// Skip loading the object and the attach probes (no scratch namespace).
@@ -41,7 +45,7 @@ pub fn doctor(args: DoctorArgs) -> Result<ExitCode> {
         verifier_log: args.verifier_log.clone(),
     });
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&p)?);
+        super::exit::print_json(&p);
     } else {
         print!("{}", render(&p));
     }

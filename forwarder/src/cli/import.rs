@@ -57,6 +57,10 @@ pub struct ImportArgs {
     /// patched file is printed.
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
+    /// Print one JSON object instead: the rules file as text, the number of
+    /// forwards, and every line not translated (errors are JSON too).
+    #[arg(long)]
+    pub json: bool,
 }
 
 const IMPORT_EXAMPLES: &str = "Examples:
@@ -69,8 +73,10 @@ const IMPORT_EXAMPLES: &str = "Examples:
   forwarder import ufw ufw-status.txt --rules /etc/forwarder/rules.toml
 
 The rules file goes to stdout; every line that was not translated is listed on
-stderr and at the end of the file with its file:line and why. Exit 0: everything
-was translated; 1: something was left out (the file is still printed).";
+stderr and at the end of the file with its file:line and why.
+
+Exit status: 0 everything was translated; 1 something was left out, or nothing
+was translated at all (the file is still printed).";
 
 fn parse_iface_net(s: &str) -> Result<(String, IpNet), String> {
     let (name, net) = s.split_once('=').ok_or("expected IFACE=ADDR/LEN")?;
@@ -139,11 +145,8 @@ pub fn import(args: ImportArgs) -> Result<ExitCode> {
             .with_context(|| format!("{}: cannot read", rules_path.display()))?;
         inputs.extend(ufw);
         return match import::ufw::patch(&rules_path.display().to_string(), &text, &inputs) {
-            Ok(imported) => Ok(finish(&imported, false)),
-            Err(diags) => {
-                eprintln!("{diags}");
-                Ok(ExitCode::from(1))
-            }
+            Ok(imported) => Ok(finish(&imported, false, args.json)),
+            Err(diags) => Err(super::exit::InvalidRules(diags).into()),
         };
     }
     if source == Source::Ufw {
@@ -161,30 +164,76 @@ pub fn import(args: ImportArgs) -> Result<ExitCode> {
         from_running: args.from_running,
     };
     let imported = import::import(&inputs, &opts);
-    Ok(finish(&imported, true))
+    Ok(finish(&imported, true, args.json))
 }
 
-/// Prints the file and the report; the exit code.
-fn finish(imported: &import::Imported, validate: bool) -> ExitCode {
-    print!("{}", imported.toml);
+/// Prints the file and the report (or one JSON object); the exit code: 1
+/// when something was left out or nothing at all was translated.
+fn finish(imported: &import::Imported, validate: bool, json: bool) -> ExitCode {
     let mut code = imported.exit_code();
-    let report = imported.report();
-    if validate {
+    let nothing = imported.rules.forwards.is_empty();
+    if nothing {
+        code = 1;
+    }
+    let problems = if validate {
         match imported.validate("<generated>") {
-            Ok(loaded) if !loaded.warnings.is_empty() => eprintln!("{}", loaded.warnings),
-            Ok(_) => {}
+            Ok(loaded) => Ok(loaded.warnings),
             Err(diags) => {
-                eprintln!("the generated rules need editing before they load:\n{diags}");
                 code = 1;
+                Err(diags)
             }
         }
+    } else {
+        Ok(rules::Diagnostics::default())
+    };
+    if json {
+        let entries: Vec<serde_json::Value> = imported
+            .entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "kind": match e.kind {
+                        import::Kind::Left => "not_translated",
+                        import::Kind::Kept => "stays_in_firewall",
+                        import::Kind::Note => "note",
+                    },
+                    "source": e.origin.source,
+                    "line": e.origin.line,
+                    "text": e.origin.text,
+                    "reason": e.reason,
+                })
+            })
+            .collect();
+        let (warnings, errors) = match &problems {
+            Ok(w) => (super::exit::diagnostics_json(w), Vec::new()),
+            Err(d) => (Vec::new(), super::exit::diagnostics_json(d)),
+        };
+        super::exit::print_json(&serde_json::json!({
+            "rules": imported.toml,
+            "forwards": imported.rules.forwards.len(),
+            "entries": entries,
+            "warnings": warnings,
+            "errors": errors,
+            "exit_code": code,
+        }));
+        return ExitCode::from(code);
+    }
+    print!("{}", imported.toml);
+    let report = imported.report();
+    match problems {
+        Ok(w) if !w.is_empty() => eprintln!("{w}"),
+        Ok(_) => {}
+        Err(diags) => eprintln!("the generated rules need editing before they load:\n{diags}"),
     }
     eprint!("{report}");
+    if nothing {
+        eprintln!("forwarder import: nothing was translated into a forward (exit 1)");
+    }
     ExitCode::from(code)
 }
 
 /// Output of a read-only command, or `None` when it is not installed.
-fn capture(args: &[&str]) -> Option<(String, String)> {
+pub(crate) fn capture(args: &[&str]) -> Option<(String, String)> {
     let out = Command::new(args[0]).args(&args[1..]).output().ok()?;
     Some((
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -9,22 +9,19 @@ use rules::import::{migrate, Input};
 
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  forwarder migrate-check\n  forwarder migrate-check --rules /etc/forwarder/rules.toml\n\nExit 0: nothing else handles the forwards' traffic; 1: something does (listed)."
+    after_help = "Examples:\n  forwarder migrate-check\n  forwarder migrate-check --rules /etc/forwarder/rules.toml\n\nExit status: 0 nothing else handles the forwards' traffic; 1 something does (listed), or the rules file is invalid."
 )]
 pub struct MigrateCheckArgs {
     /// The rules file the forwarder runs.
     #[arg(long, default_value = "/etc/forwarder/rules.toml")]
     pub rules: PathBuf,
+    /// Machine-readable output (errors too).
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn migrate_check(args: MigrateCheckArgs) -> Result<ExitCode> {
-    let loaded = match rules::load_file(&args.rules) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(1));
-        }
-    };
+    let loaded = super::offline::load(&args.rules, None)?;
     let inputs: Vec<Input> = super::import::running_inputs()
         .unwrap_or_default()
         .into_iter()
@@ -35,6 +32,25 @@ pub fn migrate_check(args: MigrateCheckArgs) -> Result<ExitCode> {
         &loaded.rules,
         &super::import::socat_processes(),
     ));
+    if args.json {
+        let list: Vec<serde_json::Value> = findings
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "source": f.origin.source,
+                    "line": f.origin.line,
+                    "text": f.origin.text,
+                    "forward": f.forward,
+                    "what": f.what,
+                })
+            })
+            .collect();
+        super::exit::print_json(&serde_json::json!({
+            "forwards_checked": loaded.rules.forwards.len(),
+            "findings": list,
+        }));
+        return Ok(ExitCode::from(u8::from(!findings.is_empty())));
+    }
     for f in &findings {
         println!("{}", f.render());
     }

@@ -8,12 +8,30 @@ use std::{
 };
 
 use anyhow::Result;
-use rules::{explain as ex, report, LoadError, Loaded, L4};
+use rules::{explain as ex, report, Diagnostic, HostFacts, LoadError, Loaded, Severity, L4};
+use serde_json::{json, Value};
+
+use super::exit::{self, InvalidRules};
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Exit status: 0 the file is valid (warnings and notes allowed); 1 it is \
+                        not, every error listed with file, line, rule and a fix."
+)]
 pub struct CheckArgs {
-    /// The rules file to validate.
+    /// The rules file to validate (with the drop-ins of its .d directory).
     pub file: PathBuf,
+    /// Machine-readable output (errors too).
+    #[arg(long)]
+    pub json: bool,
+    /// Judge the file alone: do not read this host's interfaces, addresses,
+    /// listening sockets and FORWARD rules (for a file meant for another
+    /// machine).
+    #[arg(long)]
+    pub offline: bool,
+    /// This node's name for `nodes = [...]` (default: the hostname).
+    #[arg(long, env = "FORWARDER_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -23,6 +41,11 @@ pub enum ProtoArg {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Exit status: 0 the packet is forwarded; 1 it is not: it matches no \
+                        forward, or its forward refuses the source (the output says which), or \
+                        the file is invalid."
+)]
 pub struct ExplainArgs {
     /// The rules file.
     pub file: PathBuf,
@@ -41,41 +64,110 @@ pub struct ExplainArgs {
     /// (repeatable), e.g. tailscale0=100.118.5.68.
     #[arg(long = "iface-addr", value_name = "NAME=IP", value_parser = ex::parse_iface_addr)]
     pub iface_addr: Vec<(String, Ipv4Addr)>,
+    /// Machine-readable output (errors too).
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// Loads a rules file; validation errors are printed and mapped to exit 1.
-fn load(file: &Path) -> Result<std::result::Result<Loaded, ExitCode>> {
-    match rules::load_file(file) {
-        Ok(loaded) => Ok(Ok(loaded)),
-        Err(LoadError::Invalid(diags)) => {
-            eprintln!("{diags}");
-            let n = diags.errors().count();
-            eprintln!(
-                "{}: {n} error{}, not loaded",
-                diags.file,
-                if n == 1 { "" } else { "s" }
-            );
-            Ok(Err(ExitCode::from(1)))
-        }
+/// Loads a rules file (judged against `host` when given); an invalid one
+/// is an [`InvalidRules`] error, printed by `main` as text or JSON.
+pub fn load(file: &Path, host: Option<&HostFacts>) -> Result<Loaded> {
+    match rules::load_file_on(file, host) {
+        Ok(loaded) => Ok(loaded),
+        Err(LoadError::Invalid(diags)) => Err(InvalidRules(diags).into()),
         Err(e @ LoadError::Io { .. }) => Err(e.into()),
     }
 }
 
+fn note(message: String, help: Option<String>) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Note,
+        file: None,
+        location: None,
+        context: None,
+        message,
+        help,
+    }
+}
+
 pub fn check(args: CheckArgs) -> Result<ExitCode> {
-    Ok(match load(&args.file)? {
-        Ok(loaded) => {
-            print!("{}", report::check_report(&loaded));
-            ExitCode::SUCCESS
+    crate::node::init(args.node_name.clone());
+    let (host, unread) = if args.offline {
+        (None, Some("--offline".to_string()))
+    } else {
+        match super::host::read(crate::node::name()) {
+            Ok(h) => (Some(h), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
         }
-        Err(code) => code,
+    };
+    let mut loaded = load(&args.file, host.as_ref())?;
+    if let Some(why) = unread {
+        loaded.warnings.items.insert(
+            0,
+            note(
+                format!("not checked against this host ({why}): whether listen addresses are assigned here, local services refused sources would reach, and the FORWARD rules flows on the redirect path skip"),
+                Some("run `forwarder check` on the host the file is for".into()),
+            ),
+        );
+    }
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
+    let memory = rules::memory::estimate(loaded.rules.global.conntrack_max, cpus);
+    if args.json {
+        exit::print_json(&check_json(&loaded, &memory));
+    } else {
+        print!("{}", report::check_report(&loaded, Some(&memory)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_json(loaded: &Loaded, memory: &rules::memory::MemoryEstimate) -> Value {
+    let diags = exit::diagnostics_json(&loaded.warnings);
+    let of = |sev: &str| -> Vec<&Value> { diags.iter().filter(|d| d["severity"] == sev).collect() };
+    let forwards: Vec<Value> = loaded
+        .rules
+        .forwards
+        .iter()
+        .map(|f| {
+            json!({
+                "name": f.name,
+                "description": f.description,
+                "in": f.iface,
+                "listen": f.listen.to_string(),
+                "proto": f.proto.as_str(),
+                "ports": f.ports.to_string(),
+                "to": f.target.to_string(),
+                "snat": f.snat.to_string(),
+                "allow": f.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                "mss_clamp": f.mss_clamp.to_string(),
+                "path": f.path.as_str(),
+                "reject": f.reject.as_str(),
+                "nodes": f.nodes,
+            })
+        })
+        .collect();
+    json!({
+        "file": loaded.warnings.file,
+        "valid": true,
+        "forwards": forwards,
+        "warnings": of("warning"),
+        "notes": of("note"),
+        "memory": {
+            "total_bytes": memory.total(),
+            "cpus": memory.cpus,
+            "conntrack_max": memory.conntrack_max,
+            "maps": memory.maps.iter().map(|m| json!({
+                "name": m.name,
+                "entries": m.entries,
+                "bytes_per_entry": m.per_entry,
+                "bytes": m.bytes,
+                "how": m.how,
+            })).collect::<Vec<_>>(),
+        },
     })
 }
 
 pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
-    let loaded = match load(&args.file)? {
-        Ok(loaded) => loaded,
-        Err(code) => return Ok(code),
-    };
+    let loaded = load(&args.file, None)?;
     let mut iface_addrs: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
     for (name, addr) in args.iface_addr {
         iface_addrs.entry(name).or_default().push(addr);
@@ -91,6 +183,56 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
         iface_addrs,
     };
     let explanation = ex::explain(&loaded.rules, &query);
-    print!("{}", ex::render(&loaded.rules, &query, &explanation));
-    Ok(ExitCode::SUCCESS)
+    if args.json {
+        exit::print_json(&explain_json(&query, &explanation));
+    } else {
+        print!("{}", ex::render(&loaded.rules, &query, &explanation));
+    }
+    Ok(match explanation {
+        ex::Explanation::Translated { .. } => ExitCode::SUCCESS,
+        ex::Explanation::Refused { .. } | ex::Explanation::NoMatch { .. } => {
+            ExitCode::from(exit::FAILURE)
+        }
+    })
+}
+
+fn explain_json(q: &ex::Query, e: &ex::Explanation) -> Value {
+    let rewrite = |r: &ex::Rewrite| {
+        json!({
+            "before": {"src": r.before.src.to_string(), "dst": r.before.dst.to_string()},
+            "after": {"src": r.after.src.to_string(), "dst": r.after.dst.to_string()},
+        })
+    };
+    let packet = json!({
+        "in": q.iface,
+        "proto": q.proto.as_str(),
+        "from": q.from.to_string(),
+        "to": q.to.to_string(),
+    });
+    match e {
+        ex::Explanation::Translated {
+            rule,
+            original,
+            reply,
+            notes,
+        } => json!({
+            "packet": packet,
+            "verdict": "forwarded",
+            "forward": rule,
+            "original": rewrite(original),
+            "reply": rewrite(reply),
+            "notes": notes,
+        }),
+        ex::Explanation::Refused { rule, reason } => json!({
+            "packet": packet,
+            "verdict": "refused",
+            "forward": rule,
+            "reason": reason,
+        }),
+        ex::Explanation::NoMatch { reasons } => json!({
+            "packet": packet,
+            "verdict": "no_match",
+            "reasons": reasons,
+        }),
+    }
 }

@@ -80,6 +80,10 @@ fn kernel_fit() -> Result<Option<&'static str>> {
 }
 
 pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
+    // The daemon must not die of a closed pipe (a metrics client, a
+    // journald restart): writes fail with EPIPE instead (see `cli::main`).
+    // SAFETY: setting a signal disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     crate::node::init(args.node_name.clone());
     // Refuse to start on a bad file, with the rules-file error text.
     let loaded = match load_rules(&args.rules) {

@@ -2,18 +2,25 @@
 //! is down or busy) plus the daemon's status file.
 use std::{path::Path, process::ExitCode};
 
+use super::exit;
 use crate::observe::{pinned, running, status};
 use anyhow::Result;
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Exit status: 0 shown (or ready); 1 an error (or --ready: the daemon runs but its \
+                  file is not applied); 3 nothing to show: no daemon and nothing pinned (--ready: \
+                  no daemon)."
+)]
 pub struct StatusArgs {
-    /// Machine-readable output.
+    /// Machine-readable output (errors too).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Readiness check (Kubernetes readinessProbe, scripts): exit 0 only when
     /// the daemon runs and the rules file it watches is applied (the last
-    /// load succeeded); else say why and exit 1. Reads only the status file.
+    /// load succeeded); else say why and exit 1 (3 when no daemon runs).
+    /// Reads only the status file.
     #[arg(long, conflicts_with = "json")]
     ready: bool,
 }
@@ -52,6 +59,8 @@ struct RuleView {
 struct Status {
     /// Whether the daemon named in the status file is running.
     daemon_running: bool,
+    /// The daemon's resident memory (VmRSS), when it runs.
+    daemon_rss_bytes: Option<u64>,
     daemon: Option<status::DaemonState>,
     rules: Vec<RuleView>,
     conntrack: pinned::TableFill,
@@ -63,7 +72,8 @@ struct Status {
 
 pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCode> {
     let daemon = status::read(run_dir).ok();
-    let daemon_running = running::running_pid(run_dir).is_some();
+    let pid = running::running_pid(run_dir);
+    let daemon_running = pid.is_some();
     if args.ready {
         return Ok(match not_ready(daemon.as_ref(), daemon_running) {
             None => {
@@ -73,10 +83,15 @@ pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCo
             }
             Some(why) => {
                 println!("not ready: {why}");
-                ExitCode::FAILURE
+                ExitCode::from(if daemon_running {
+                    exit::FAILURE
+                } else {
+                    exit::NOT_RUNNING
+                })
             }
         });
     }
+    super::pins::require(pin_dir, Some(run_dir))?;
     let (counts, conntrack) = pinned::read_rules_pinned(pin_dir)?;
     let by_id = |id: u32| {
         daemon
@@ -85,6 +100,7 @@ pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCo
     };
     let st = Status {
         daemon_running,
+        daemon_rss_bytes: pid.and_then(running::rss_bytes),
         rules: counts
             .into_iter()
             .map(|c| RuleView {
@@ -110,7 +126,7 @@ pub fn status(pin_dir: &Path, run_dir: &Path, args: StatusArgs) -> Result<ExitCo
         daemon,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        exit::print_json(&st);
         return Ok(ExitCode::SUCCESS);
     }
     print_text(&st);
@@ -121,9 +137,10 @@ fn print_text(st: &Status) {
     match (&st.daemon, st.daemon_running) {
         (Some(d), true) => {
             println!(
-                "daemon: running, pid {}, version {}, rules {}",
+                "daemon: running, pid {}, version {}, memory {} (RSS), rules {}",
                 d.pid,
                 d.version,
+                st.daemon_rss_bytes.map_or("?".into(), rules::memory::human),
                 d.rules_file
                     .as_ref()
                     .map_or("-".into(), |p| p.display().to_string())
@@ -323,6 +340,22 @@ mod tests {
             rules_error: error.map(str::to_string),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn rss_is_the_kernels_resident_set() {
+        // statm's second field is resident pages: the same figure.
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+        let rss = running::rss_bytes(std::process::id()).unwrap();
+        let statm_bytes = pages * page;
+        assert!(
+            rss.abs_diff(statm_bytes) < 4 << 20,
+            "VmRSS {rss} vs statm {statm_bytes}"
+        );
+        assert_eq!(running::rss_bytes(u32::MAX), None);
     }
 
     #[test]

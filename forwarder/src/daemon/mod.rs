@@ -14,6 +14,7 @@
 //! against, and after a failed write it is re-read from the kernel; so a
 //! half-applied reload can never leave entries the daemon does not know of.
 pub mod apply;
+pub mod changes;
 pub mod events;
 pub mod facts;
 pub mod plan;
@@ -61,6 +62,9 @@ pub struct Daemon {
     failed: bool,
     /// ... and its writes could not be rolled back.
     maps_mixed: bool,
+    /// What the last reconcile that applied changed (`forwarder reload`
+    /// prints it).
+    last_changes: Option<changes::Changes>,
 }
 
 /// Reads and validates the rules file; the error text is the rendered
@@ -117,6 +121,7 @@ impl Daemon {
             faults: Faults::default(),
             failed: false,
             maps_mixed: false,
+            last_changes: None,
         })
     }
 
@@ -202,6 +207,11 @@ impl Daemon {
             applied: error.is_none(),
             summary,
             maps_mixed: error.is_some() && self.maps_mixed,
+            changes: if error.is_none() {
+                self.last_changes.clone()
+            } else {
+                None
+            },
         });
     }
 
@@ -223,6 +233,7 @@ impl Daemon {
         let targets = self.loaded.rules.forwards.iter().map(|f| f.target.addr);
         let facts = Facts::gather(&self.netlink, targets, &self.dp).await?;
         let plan = plan::plan(&self.loaded.rules, &facts, &self.record)?;
+        let changes = self.changes(&plan);
         let applied = apply::apply(&mut self.dp, &plan, &mut self.record, &mut self.faults)?;
         self.iface_status = applied.ifaces;
         if let Err(e) = &applied.maps {
@@ -258,7 +269,30 @@ impl Daemon {
         }
         self.rule_status = plan.rules;
         self.forwards = plan.compiled.rules.len();
+        self.last_changes = Some(changes);
         Ok(())
+    }
+
+    /// What `plan` changes against what runs, with the live flows of the
+    /// forwards it changes or removes (the flow table is walked only then).
+    fn changes(&self, plan: &plan::Plan) -> changes::Changes {
+        let none = BTreeMap::new();
+        let c = changes::between(&self.record, &self.rule_status, plan, &none);
+        if c.old_forwards().next().is_none() {
+            return c;
+        }
+        match crate::dataplane::batch::dump::<forwarder_common::FlowKey, forwarder_common::FlowEntry>(
+            self.dp.maps.flow_table(),
+        ) {
+            Ok(flows) => {
+                let per_rule = changes::flows_per_rule(flows.iter().map(|(_, e)| e));
+                changes::between(&self.record, &self.rule_status, plan, &per_rule)
+            }
+            Err(e) => {
+                warn!("counting the flows a reload leaves on their old translation: {e:#}");
+                c
+            }
+        }
     }
 
     /// Writes the status file; a failure (a full or read-only run

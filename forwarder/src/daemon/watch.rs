@@ -20,10 +20,16 @@
 //!   arrives without any event: where the file lives on such a file system
 //!   (statfs magic), it is also polled (read and compared).
 //!
-//! Whatever noticed it, a change is only reported when the file's content
-//! (or whether it can be read at all) differs from what was last seen:
-//! `touch`, a chmod, a swap to identical content or the old ConfigMap
-//! directory's removal cause no reload.
+//! * Drop-ins (`rules.d/*.toml` next to `rules.toml`) come and go as files
+//!   in a directory that may not exist yet: the directory is resolved and
+//!   watched like the file (its symlinks followed, polled on FUSE), and any
+//!   event in it compares again.
+//!
+//! Whatever noticed it, a change is only reported when the content of the
+//! file and its drop-ins (or whether they can be read at all) differs from
+//! what was last seen: `touch`, a chmod, a swap to identical content, an
+//! editor's swap file in rules.d or the old ConfigMap directory's removal
+//! cause no reload.
 use std::{
     collections::BTreeSet,
     ffi::CString,
@@ -80,6 +86,8 @@ pub fn rules_file(
     })
     .context("creating the rules file watcher")?;
     let mut state = WatchState {
+        dropins: rules::dropins::dropin_dir(&file),
+        dir_chain: Resolved::default(),
         file,
         setting: global.rules_watch,
         interval: global.rules_poll_interval,
@@ -91,7 +99,7 @@ pub fn rules_file(
         tx,
     };
     state.refresh()?;
-    state.last = Some(read(&state.file));
+    state.last = Some(state.read_all());
     let description = state.describe();
     std::thread::Builder::new()
         .name("rules-watch".into())
@@ -106,7 +114,7 @@ pub fn rules_file(
     ))
 }
 
-/// The file's content, or why it cannot be read (a change either way is
+/// A file's content, or why it cannot be read (a change either way is
 /// reported, so a deleted file shows up in `status` as a rejected load).
 type Content = std::result::Result<Vec<u8>, std::io::ErrorKind>;
 
@@ -114,8 +122,19 @@ fn read(path: &Path) -> Content {
     std::fs::read(path).map_err(|e| e.kind())
 }
 
+/// The main file's content and each drop-in's, by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Snapshot {
+    main: Content,
+    dropins: std::result::Result<Vec<(PathBuf, Content)>, std::io::ErrorKind>,
+}
+
 struct WatchState {
     file: PathBuf,
+    /// The drop-in directory (`rules.d` for `rules.toml`).
+    dropins: PathBuf,
+    /// Its resolution, like `chain`'s.
+    dir_chain: Resolved,
     setting: rules::RulesWatch,
     interval: Duration,
     chain: Resolved,
@@ -124,7 +143,7 @@ struct WatchState {
     watcher: RecommendedWatcher,
     /// Why the file is polled, when it is.
     poll: Option<String>,
-    last: Option<Content>,
+    last: Option<Snapshot>,
     tx: UnboundedSender<()>,
 }
 
@@ -148,8 +167,7 @@ impl WatchState {
                 Some(Msg::Stop) => return,
                 Some(Msg::Fs(ev)) => {
                     // An overflowed inotify queue lost events: look anyway.
-                    let relevant =
-                        ev.need_rescan() || ev.paths.iter().any(|p| self.chain.paths.contains(p));
+                    let relevant = ev.need_rescan() || ev.paths.iter().any(|p| self.concerns(p));
                     if !relevant {
                         continue;
                     }
@@ -172,9 +190,35 @@ impl WatchState {
         }
     }
 
+    /// Whether an event on `path` may change what the rules are: a link
+    /// or the end of the file's or the drop-in directory's chain, or a file
+    /// in that directory.
+    fn concerns(&self, path: &Path) -> bool {
+        self.chain.paths.contains(path)
+            || self.dir_chain.paths.contains(path)
+            || path.parent() == Some(self.dir_chain.target.as_path())
+    }
+
+    fn read_all(&self) -> Snapshot {
+        Snapshot {
+            main: read(&self.file),
+            dropins: rules::dropins::dropin_files(&self.file)
+                .map(|files| {
+                    files
+                        .into_iter()
+                        .map(|p| {
+                            let c = read(&p);
+                            (p, c)
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.kind()),
+        }
+    }
+
     /// Reports a change of content since the last one seen.
     fn compare(&mut self) {
-        let now = read(&self.file);
+        let now = self.read_all();
         if self.last.as_ref() != Some(&now) {
             self.last = Some(now);
             let _ = self.tx.send(());
@@ -185,12 +229,18 @@ impl WatchState {
     /// through (and lets go of the others), and decides about polling.
     fn refresh(&mut self) -> Result<()> {
         self.chain = resolve(&self.file);
-        let dirs: BTreeSet<PathBuf> = self
+        self.dir_chain = resolve(&self.dropins);
+        let mut dirs: BTreeSet<PathBuf> = self
             .chain
             .paths
             .iter()
+            .chain(&self.dir_chain.paths)
             .filter_map(|p| p.parent().map(Path::to_path_buf))
             .collect();
+        // The drop-ins themselves are events in their directory.
+        if self.dir_chain.target.is_dir() {
+            dirs.insert(self.dir_chain.target.clone());
+        }
         for gone in self.watched.difference(&dirs).cloned().collect::<Vec<_>>() {
             // Fails when the directory is already gone (the old ConfigMap
             // directory): the kernel dropped that watch by itself.
@@ -214,12 +264,14 @@ impl WatchState {
         let poll = match self.setting {
             rules::RulesWatch::Inotify => None,
             rules::RulesWatch::Poll => Some("rules_watch = \"poll\"".to_string()),
-            rules::RulesWatch::Auto => remote_fs(&self.chain.target).map(|(fs, path)| {
-                format!(
-                    "{} is on {fs}, where inotify does not see writes made on other machines",
-                    path.display()
-                )
-            }),
+            rules::RulesWatch::Auto => remote_fs(&self.chain.target)
+                .or_else(|| remote_fs(&self.dir_chain.target))
+                .map(|(fs, path)| {
+                    format!(
+                        "{} is on {fs}, where inotify does not see writes made on other machines",
+                        path.display()
+                    )
+                }),
         };
         if poll != self.poll && self.last.is_some() {
             match &poll {
@@ -238,12 +290,16 @@ impl WatchState {
             1 => ", through 1 symlink".to_string(),
             n => format!(", through {n} symlinks"),
         };
+        let what = format!(
+            "{} and {}/*.toml",
+            self.file.display(),
+            self.dropins.display()
+        );
         match &self.poll {
-            None => format!("inotify on {}{followed}", self.file.display()),
+            None => format!("inotify on {what}{followed}"),
             Some(why) => format!(
-                "polled every {:?} and inotify on {}{followed}: {why}",
-                self.interval,
-                self.file.display()
+                "polled every {:?} and inotify on {what}{followed}: {why}",
+                self.interval
             ),
         }
     }
@@ -371,3 +427,6 @@ fn remote_fs(path: &Path) -> Option<(&'static str, PathBuf)> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod dropin_tests;

@@ -1,7 +1,11 @@
 //! The Prometheus endpoint (`[global] metrics = "127.0.0.1:9750"`, off by
 //! default). Each scrape reads the pinned counters, like `forwarder
 //! status`, and encodes them in the OpenMetrics text format with
-//! prometheus-client.
+//! prometheus-client. Every name, type, unit and label is listed in
+//! docs/metrics.md; packaging/grafana/forwarder.json charts them all, and
+//! tests/tests/metrics_dashboard_e2e.rs holds both to what a scrape serves.
+//! Counters are exposed with `_total` (prometheus-client appends it), byte
+//! figures carry the unit `bytes` in their name.
 //!
 //! The one fact a reader gets wrong: a scrape is not free. Counting live
 //! flows walks the whole flow table, so that count is kept for
@@ -24,8 +28,8 @@ use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Resp
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
+    registry::{Registry, Unit},
 };
 use tokio::{net::TcpListener, sync::Semaphore};
 use tracing::{info, warn};
@@ -103,6 +107,16 @@ where
     f
 }
 
+/// A counter family counting bytes: `NAME_bytes_total`, with a UNIT line.
+fn bytes_family<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Family::<L, Counter>::default();
+    reg.register_with_unit(name, help, Unit::Bytes, f.clone());
+    f
+}
+
 fn gauge_family<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, Gauge>
 where
     L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
@@ -125,9 +139,9 @@ pub fn render(pin_dir: &Path, run_dir: &Path, flows: &pinned::FlowCounts) -> Res
         "rule_packets",
         "Packets translated for a forward, both directions",
     );
-    let bytes = counter_family::<RuleLabels>(
+    let bytes = bytes_family::<RuleLabels>(
         &mut reg,
-        "rule_bytes",
+        "rule",
         "Bytes translated for a forward, both directions",
     );
     let new_flows = counter_family::<RuleLabels>(&mut reg, "rule_flows_created", "Flows created");
@@ -178,9 +192,9 @@ pub fn render(pin_dir: &Path, run_dir: &Path, flows: &pinned::FlowCounts) -> Res
         "interface_packets",
         "Packets seen on an attached interface, by hook and what was done",
     );
-    let ibt = counter_family::<IfaceLabels>(
+    let ibt = bytes_family::<IfaceLabels>(
         &mut reg,
-        "interface_bytes",
+        "interface",
         "Bytes seen on an attached interface, by hook and what was done",
     );
     for i in &ifaces {
@@ -230,6 +244,23 @@ pub fn render(pin_dir: &Path, run_dir: &Path, flows: &pinned::FlowCounts) -> Res
         "config_generation",
         "Load attempts of the rules file since the daemon started",
         generation,
+    );
+
+    reg.register(
+        "build",
+        "The running daemon's version and the pinned-map layout it speaks (value 1)",
+        Info::new(vec![
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("abi_version", forwarder_common::ABI_VERSION.to_string()),
+        ]),
+    );
+    let rss = Gauge::<i64>::default();
+    rss.set(crate::observe::running::rss_bytes(std::process::id()).unwrap_or(0) as i64);
+    reg.register_with_unit(
+        "daemon_resident_memory",
+        "The daemon's resident memory (VmRSS); the kernel maps are not in it",
+        Unit::Bytes,
+        rss,
     );
 
     let mut out = String::new();

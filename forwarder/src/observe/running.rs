@@ -22,6 +22,14 @@ use anyhow::{bail, Context, Result};
 
 use super::status::ensure_run_dir;
 
+/// A process's resident set size (the daemon's, for `status` and metrics) (`VmRSS` of /proc/PID/status), in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 pub fn lock_path(run_dir: &Path) -> PathBuf {
     run_dir.join("daemon.lock")
 }

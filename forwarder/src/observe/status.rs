@@ -54,6 +54,10 @@ pub struct LoadResult {
     /// the daemon's record; `forwarder status` shows the counters).
     #[serde(default)]
     pub maps_mixed: bool,
+    /// What the load changed, when it applied (`forwarder reload` prints
+    /// it; `forwarder diff` gives the same before).
+    #[serde(default)]
+    pub changes: Option<crate::daemon::changes::Changes>,
 }
 
 /// One forward as the daemon applied it.

@@ -60,8 +60,13 @@ fn man_pages(cmd: &clap::Command, dir: &Path, pages: &mut Vec<String>) -> Result
         .manual("forwarder manual");
     let mut text = Vec::new();
     page.render(&mut text)?;
-    // clap_mangen calls the after-help text EXTRA; ours is examples.
-    let mut text = String::from_utf8(text)?.replace("\n.SH EXTRA\n", "\n.SH EXAMPLES\n");
+    // clap_mangen calls the after-help text EXTRA; ours is examples, or a
+    // command's exit status alone.
+    let heading = match cmd.get_after_help().map(|h| h.to_string()) {
+        Some(h) if h.starts_with("Exit status") => "\n.SH EXIT STATUS\n",
+        _ => "\n.SH EXAMPLES\n",
+    };
+    let mut text = String::from_utf8(text)?.replace("\n.SH EXTRA\n", heading);
     // Sections clap has no notion of go before VERSION (man-pages(7) order).
     let extra = if cmd.get_name() == "forwarder" {
         top_sections(cmd)
@@ -82,17 +87,19 @@ fn man_pages(cmd: &clap::Command, dir: &Path, pages: &mut Vec<String>) -> Result
 fn top_sections(cmd: &clap::Command) -> String {
     let mut r = Roff::new();
     r.control("SH", ["EXIT STATUS"]);
-    for (code, what) in [
-        ("0", "success; `check`: the file is valid"),
-        (
-            "1",
-            "failure: an invalid rules file (the error names file, line, rule and a fix), \
-             a rejected reload, no daemon to talk to, or an error from the kernel",
-        ),
-        ("2", "usage error (unknown command or option)"),
-    ] {
-        r.control("TP", []).text([bold(code)]).text([roman(what)]);
+    // The table the binary itself uses (forwarder::cli::exit).
+    for (code, what) in forwarder::cli::exit::EXIT_CODES {
+        r.control("TP", [])
+            .text([bold(code.to_string())])
+            .text([roman(*what)]);
     }
+    r.control("PP", []).text([roman(
+        "With --json, a command that fails prints one JSON object on standard output, \
+         {\"error\": {\"kind\", \"message\", \"exit_code\"}} (an invalid rules file adds \
+         \"diagnostics\", each with file, line, column, message and help), and exits with \
+         the code above. A closed pipe (forwarder status | head) ends a command quietly, \
+         as it ends any Unix tool; the daemon ignores it.",
+    )]);
     r.control("SH", ["FILES"]);
     for (path, what) in [
         (

@@ -12,28 +12,36 @@
 //! that xtask builds): the daemon is driven by its CLI and rules file, the
 //! kernel-side micro-benchmarks and the table fill are helper binaries of
 //! the tools crate (forwarder-tools).
-use std::{
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicBool, Ordering},
-    time::Instant,
-};
+//!
+//! `plan` decides what runs, `config_run` runs one configuration once,
+//! `scale` and `micro` the other parts, `report` writes the results,
+//! `progress` prints a line per run, `interrupt` stops cleanly on signals.
+use std::{path::PathBuf, time::Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 
+mod config_run;
 mod configs;
+mod interrupt;
 mod machine;
 mod measure;
 mod micro;
+mod plan;
+mod progress;
 mod report;
 mod results;
 mod scale;
 mod svg;
 mod topology;
 
-use configs::{Config, CONFIGS, FORWARDS};
-use measure::Durations;
-use results::{Results, RunRecord};
-use topology::{Servers, Topo};
+pub use config_run::void_uncounted;
+use config_run::{new_record, run_config};
+use configs::CONFIGS;
+pub use interrupt::check_interrupt;
+use interrupt::install_signal_handlers;
+use plan::Plan;
+use progress::{fmt_secs, progress};
+use results::Results;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -63,108 +71,6 @@ pub struct BenchArgs {
     /// Regenerate the report from a saved results.json; measures nothing.
     #[arg(long)]
     render_from: Option<PathBuf>,
-}
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Set by SIGINT/SIGTERM/SIGHUP: the benchmark stops at the next step and
-/// unwinds, so every guard (namespaces, processes, bpffs) cleans up.
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
-
-pub fn check_interrupt() -> Result<()> {
-    if interrupted() {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-    }
-}
-
-const SCALE: &str = "scale";
-const MICRO: &str = "micro";
-
-/// What to run, after --only and the XDP support check.
-struct Plan {
-    configs: Vec<&'static Config>,
-    skipped: Vec<(&'static Config, String)>,
-    scale: bool,
-    micro: bool,
-    runs: usize,
-    scale_runs: usize,
-    d: Durations,
-}
-
-impl Plan {
-    fn new(args: &BenchArgs, forwarder_bin: &Path) -> Result<Plan> {
-        let valid: Vec<&str> = CONFIGS
-            .iter()
-            .map(|c| c.name)
-            .chain([SCALE, MICRO])
-            .collect();
-        for o in &args.only {
-            ensure!(
-                valid.contains(&o.as_str()),
-                "--only: unknown part {o:?}; valid: {}",
-                valid.join(", ")
-            );
-        }
-        let want = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
-        let (mut configs, mut skipped) = (Vec::new(), Vec::new());
-        for c in CONFIGS.iter().filter(|c| want(c.name)) {
-            match c.unsupported(forwarder_bin) {
-                Some(why) => skipped.push((c, why)),
-                None => configs.push(c),
-            }
-        }
-        let runs = args.runs.unwrap_or(if args.quick { 2 } else { 5 });
-        ensure!(runs > 0, "--runs must be at least 1");
-        Ok(Plan {
-            configs,
-            skipped,
-            scale: want(SCALE),
-            micro: want(MICRO),
-            runs,
-            // Each scale run needs a window of one sweep interval: three
-            // per size keep a full run inside its time bound.
-            scale_runs: args.scale_runs.unwrap_or(if args.quick { 1 } else { 3 }),
-            d: if args.quick {
-                Durations::QUICK
-            } else {
-                Durations::DEFAULT
-            },
-        })
-    }
-
-    /// Rough wall time: measurement seconds plus ~3 s per run for the
-    /// namespaces, servers and router setup (~5 s for a scale run: fill,
-    /// table walk).
-    fn estimate_secs(&self) -> u32 {
-        let d = &self.d;
-        let per = d.tcp1 + d.tcp4 + d.wrk + d.rtt + d.udp + 3;
-        let main: u32 = self
-            .configs
-            .iter()
-            .map(|c| per + if c.is_forwarder() { d.bpf } else { 0 })
-            .sum::<u32>()
-            * self.runs as u32;
-        let scale = if self.scale {
-            (d.scale_tcp + d.rtt + 5) * scale::SIZES.len() as u32 * self.scale_runs as u32
-        } else {
-            0
-        };
-        main + scale + if self.micro { 15 } else { 0 }
-    }
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -346,184 +252,4 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         out.join("BENCHMARKS.md").display()
     );
     Ok(())
-}
-
-fn new_record(config: &str, run: usize, t0: Instant) -> RunRecord {
-    RunRecord {
-        config: config.into(),
-        run,
-        started_s: t0.elapsed().as_secs_f64(),
-        ..Default::default()
-    }
-}
-
-/// One run of one configuration on a fresh topology. Only an interrupt is
-/// an Err; every failure is recorded in the run.
-fn run_config(cfg: &Config, round: usize, d: &Durations, t0: Instant) -> Result<RunRecord> {
-    let mut rec = new_record(cfg.name, round, t0);
-    let t = Instant::now();
-    if let Err(e) = run_config_inner(cfg, d, &mut rec) {
-        check_interrupt()?;
-        rec.errors.insert("setup".into(), format!("{e:#}"));
-    }
-    rec.secs = t.elapsed().as_secs_f64();
-    Ok(rec)
-}
-
-/// Records a measurement's value(s) or its error under `key`.
-fn record<T>(rec: &mut RunRecord, key: &str, r: Result<T>, put: impl FnOnce(&mut RunRecord, T)) {
-    match r {
-        Ok(v) => put(rec, v),
-        Err(e) => {
-            rec.errors.insert(key.into(), format!("{e:#}"));
-        }
-    }
-}
-
-fn run_config_inner(cfg: &Config, d: &Durations, rec: &mut RunRecord) -> Result<()> {
-    use results::*;
-    let topo = Topo::build()?;
-    let _servers = Servers::start(&topo.server)?;
-    let router = cfg.setup(&topo, None)?;
-    if let Err(e) = cfg.check_path(&topo) {
-        rec.errors.insert("path".into(), format!("{e:#}"));
-        return Ok(());
-    }
-    let (c, t) = (&topo.client, cfg.target());
-    record(rec, TCP1, measure::tcp(c, t, 1, d.tcp1), |r, v| {
-        r.metrics.insert(TCP1.into(), v);
-    });
-    check_interrupt()?;
-    record(rec, TCP4, measure::tcp(c, t, 4, d.tcp4), |r, v| {
-        r.metrics.insert(TCP4.into(), v);
-    });
-    check_interrupt()?;
-    record(rec, CONN, measure::wrk(c, t, d.wrk), |r, w| {
-        r.metrics.insert(CONN.into(), w.per_s);
-        r.info.insert("wrk_requests".into(), w.requests.into());
-        if !w.errors.is_empty() {
-            r.info
-                .insert("wrk_errors".into(), w.errors.join("; ").into());
-        }
-    });
-    check_interrupt()?;
-    record(rec, RTT50, measure::rtt(c, t, d.rtt), |r, (p50, p99)| {
-        r.metrics.insert(RTT50.into(), p50);
-        r.metrics.insert(RTT99.into(), p99);
-    });
-    check_interrupt()?;
-    record(
-        rec,
-        UDP_DELIVERED,
-        measure::udp(c, &topo.router, t, d.udp),
-        |r, u| {
-            r.metrics.insert(UDP_SENT.into(), u.sent_pps);
-            r.metrics.insert(UDP_DELIVERED.into(), u.delivered_pps);
-            r.metrics.insert(SOFTIRQ.into(), u.softirq_ns_per_pkt);
-            r.metrics
-                .insert(ROUTER_PROC.into(), u.router_proc_ns_per_pkt);
-            r.info.insert(
-                "udp_packets".into(),
-                serde_json::json!([u.sent, u.delivered]),
-            );
-        },
-    );
-    check_interrupt()?;
-    if let Some(daemon) = router.daemon() {
-        record(
-            rec,
-            BPF_PKT,
-            measure::bpf_cost(c, t, &daemon.pin_dir, d.bpf),
-            |r, b| {
-                r.metrics.insert(BPF_PKT.into(), b.ns_per_pkt);
-                r.info.insert("bpf_packets".into(), b.packets.into());
-                r.info.insert("bpf_programs".into(), b.programs.into());
-            },
-        );
-        // The forwarder must have carried the traffic: a forward that
-        // counted nothing voids the metrics measured through it.
-        match configs::forwarder_counts(daemon) {
-            Ok((counts, summary)) => {
-                rec.info.insert("forwarder".into(), summary);
-                void_uncounted(rec, &counts);
-            }
-            Err(e) => {
-                rec.errors
-                    .insert("path".into(), format!("forwarder status: {e:#}"));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Drops the metrics of every forward whose packet counter is zero and
-/// records why.
-pub fn void_uncounted(rec: &mut RunRecord, counts: &[(String, u64)]) {
-    for (name, _, _, metrics) in FORWARDS {
-        let packets = counts
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0, |(_, p)| *p);
-        if packets == 0 {
-            let voided: Vec<&str> = metrics
-                .iter()
-                .copied()
-                .filter(|m| rec.metrics.remove(*m).is_some())
-                .collect();
-            if !voided.is_empty() {
-                rec.errors.insert(
-                    format!("forwarder:{name}"),
-                    format!(
-                        "forward {name:?} counted 0 packets in `forwarder status`: the traffic bypassed the forwarder; discarded {}",
-                        voided.join(", ")
-                    ),
-                );
-            }
-        }
-    }
-}
-
-fn fmt_secs(s: f64) -> String {
-    let s = s.round() as u64;
-    if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-fn progress(done: usize, total: usize, runs: usize, rec: &RunRecord, t0: Instant) {
-    let el = t0.elapsed().as_secs_f64();
-    let eta = el / done as f64 * (total - done) as f64;
-    let m = |k: &str| rec.metrics.get(k).copied();
-    let mut parts = Vec::new();
-    let f = |v: Option<f64>, fmt: &dyn Fn(f64) -> String| v.map(fmt);
-    use results::*;
-    parts.extend(f(m(TCP1), &|v| format!("tcp1 {v:.2} Gbit/s")));
-    parts.extend(f(m(TCP4), &|v| format!("tcp4 {v:.2}")));
-    parts.extend(f(m(CONN), &|v| format!("conn {v:.0}/s")));
-    parts.extend(f(m(RTT50), &|v| format!("rtt p50 {v:.1} µs")));
-    parts.extend(f(m(RTT99), &|v| format!("p99 {v:.1}")));
-    parts.extend(f(m(UDP_DELIVERED), &|v| {
-        format!(
-            "udp {:.0}k of {:.0}k pps",
-            v / 1e3,
-            m(UDP_SENT).unwrap_or(0.0) / 1e3
-        )
-    }));
-    parts.extend(f(m(BPF_PKT), &|v| format!("bpf {v:.0} ns/pkt")));
-    parts.extend(f(m(DAEMON_CPU), &|v| format!("daemon cpu {v:.0}%")));
-    parts.extend(f(m(FILL_SECS), &|v| format!("fill {v:.1} s")));
-    eprintln!(
-        "[{done:>2}/{total} {} eta {}] {} run {}/{runs} ({:.0} s): {}",
-        fmt_secs(el),
-        fmt_secs(eta),
-        rec.config,
-        rec.run,
-        rec.secs,
-        parts.join(", ")
-    );
-    for (k, e) in &rec.errors {
-        eprintln!("      FAILED {k}: {e}");
-    }
 }

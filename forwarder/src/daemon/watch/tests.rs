@@ -6,11 +6,11 @@ use std::{os::unix::fs::symlink, path::PathBuf};
 
 use super::*;
 
-/// A directory removed on drop.
-struct Dir(PathBuf);
+/// A directory removed on drop (dropin_tests.rs uses it too).
+pub(super) struct Dir(pub(super) PathBuf);
 
 impl Dir {
-    fn new(label: &str) -> Dir {
+    pub(super) fn new(label: &str) -> Dir {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let p = std::env::temp_dir().join(format!("fwd-watch-{}-{n}-{label}", std::process::id()));
