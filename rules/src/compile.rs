@@ -116,8 +116,9 @@ pub enum CompileError {
     MissingId(String),
 }
 
-/// The `ListenerValue` fields a forward sets, per listened port.
-fn listener_value(f: &Forward, id: u32, port: u16) -> ListenerValue {
+/// The `ListenerValue` fields a forward sets, per listened port, with its
+/// target at `target`.
+fn listener_value(f: &Forward, target: Ipv4Addr, id: u32, port: u16) -> ListenerValue {
     let (snat_mode, snat_addr) = match f.snat {
         Snat::Off => (SnatMode::OFF, [0; 4]),
         Snat::Fixed(a) => (SnatMode::FIXED, addr_v4(a.octets())),
@@ -151,35 +152,52 @@ fn listener_value(f: &Forward, id: u32, port: u16) -> ListenerValue {
         flags,
         mss,
         ..ListenerValue::new(
-            addr_v4(f.target.addr.octets()),
+            addr_v4(target.octets()),
             f.target.port_for(f.ports, port).to_be(),
             id,
         )
     }
 }
 
-/// Everything about `rules` that does not depend on live interfaces.
+/// Everything about `rules` that does not depend on live interfaces. A
+/// forward whose target is a DNS name gets no listeners (see
+/// [`compile_with`]).
 pub fn compile(rules: &RuleSet, ids: &BTreeMap<String, u32>) -> Result<Compiled, CompileError> {
+    compile_with(rules, ids, |f| f.target.fixed_addr())
+}
+
+/// [`compile`] with the target address of each forward from `target_of`:
+/// the written address, or what the daemon resolved a name to. A forward
+/// for which it gives `None` (a name that does not resolve) keeps its rule
+/// id, allow-list and counters but gets no listeners: paused, its port
+/// answers like a closed one until the name resolves again.
+pub fn compile_with(
+    rules: &RuleSet,
+    ids: &BTreeMap<String, u32>,
+    target_of: impl Fn(&Forward) -> Option<Ipv4Addr>,
+) -> Result<Compiled, CompileError> {
     let mut out = Compiled::default();
     for f in &rules.forwards {
         let id = *ids
             .get(&f.name)
             .ok_or_else(|| CompileError::MissingId(f.name.clone()))?;
+        let target = target_of(f);
         let addr = match f.listen {
             Listen::Interface => ListenAddr::Interface,
             Listen::Addr(a) => ListenAddr::Fixed(a),
         };
-        let listeners = f
-            .proto
-            .l4()
-            .iter()
-            .flat_map(|l4| f.ports.iter().map(move |port| (l4, port)))
-            .map(|(l4, port)| ListenerSpec {
-                iface: f.iface.clone(),
-                addr,
-                proto: l4.number(),
-                port,
-                value: listener_value(f, id, port),
+        let listeners = target
+            .into_iter()
+            .flat_map(|t| {
+                f.proto.l4().iter().flat_map(move |l4| {
+                    f.ports.iter().map(move |port| ListenerSpec {
+                        iface: f.iface.clone(),
+                        addr,
+                        proto: l4.number(),
+                        port,
+                        value: listener_value(f, t, id, port),
+                    })
+                })
             })
             .collect();
         let allow = f
@@ -349,7 +367,7 @@ mod tests {
             name,
             "eth0",
             PortRange::new(ports.0, ports.1).unwrap(),
-            Target { addr, ports: tp },
+            Target::ip(addr, tp),
         )
     }
 

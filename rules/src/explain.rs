@@ -18,6 +18,9 @@ pub struct Query {
     pub proto: L4,
     /// Known addresses of interfaces, for `listen = "interface"` forwards.
     pub iface_addrs: BTreeMap<String, Vec<Ipv4Addr>>,
+    /// What DNS-name targets resolve to (`--resolve NAME=IP`); a name not
+    /// here is shown as resolved at run time.
+    pub resolved: BTreeMap<String, Ipv4Addr>,
 }
 
 /// One end of a tuple; SNAT sources are not known offline.
@@ -175,24 +178,56 @@ pub fn explain(rules: &RuleSet, q: &Query) -> Explanation {
     Explanation::NoMatch { reasons }
 }
 
+/// The target's address as far as it is known offline, and a note when
+/// it is a name.
+fn target_host(f: &Forward, q: &Query, port: u16, notes: &mut Vec<String>) -> (String, Endpoint) {
+    let name = match &f.target.host {
+        Host::Addr(a) => return (a.to_string(), known(*a, port)),
+        Host::Name(n) => n,
+    };
+    match q.resolved.get(name) {
+        Some(a) => {
+            notes.push(format!(
+                "target {name} is a DNS name, taken here as {a}; the daemon resolves it itself at run time and follows its answers"
+            ));
+            if let Some(why) = crate::target::unusable_target(f, *a) {
+                notes.push(format!(
+                    "with that answer the daemon pauses this forward ({why}): its port answers like a closed one"
+                ));
+            }
+            (a.to_string(), known(*a, port))
+        }
+        None => {
+            notes.push(format!(
+                "target {name} is a DNS name: the daemon resolves it at run time (A records; the lowest address when there are several) and follows its answers; pass --resolve {name}=IP to state an address"
+            ));
+            let host = format!("<{name}>");
+            (
+                host.clone(),
+                Endpoint::Partial {
+                    host,
+                    port: port.to_string(),
+                },
+            )
+        }
+    }
+}
+
 fn translated(rules: &RuleSet, f: &Forward, q: &Query, assumption: Option<String>) -> Explanation {
     let mut notes: Vec<String> = assumption.into_iter().collect();
     let client = Endpoint::Known(q.from);
     let listener = Endpoint::Known(q.to);
-    let target = known(f.target.addr, f.target.port_for(f.ports, q.to.port()));
+    let (t, target) = target_host(f, q, f.target.port_for(f.ports, q.to.port()), &mut notes);
     let snat_port = format!("<port from {}>", rules.global.snat_ports);
     let masq = |port: &str| Endpoint::Partial {
-        host: format!(
-            "<{}'s address toward {}>",
-            "egress interface", f.target.addr
-        ),
+        host: format!("<{}'s address toward {}>", "egress interface", t),
         port: port.to_owned(),
     };
     let source = match f.snat {
         Snat::Off => {
             notes.push(format!(
                 "snat = \"off\": {} must route replies to {} back through this host",
-                f.target.addr,
+                t,
                 q.from.ip()
             ));
             client.clone()
@@ -208,7 +243,7 @@ fn translated(rules: &RuleSet, f: &Forward, q: &Query, assumption: Option<String
         Snat::Auto => {
             notes.push(format!(
                 "snat = \"auto\": shown with the client's address kept, which happens when {}'s reply routes back through this host; otherwise the source becomes {} and the reply is addressed to it",
-                f.target.addr,
+                t,
                 masq(&snat_port)
             ));
             client.clone()
@@ -290,6 +325,21 @@ pub fn render(rules: &RuleSet, q: &Query, e: &Explanation) -> String {
     out
 }
 
+/// Parses `NAME=IP` as given to `--resolve`: what a target's DNS name is
+/// taken to resolve to.
+pub fn parse_resolve(s: &str) -> Result<(String, Ipv4Addr), String> {
+    let (name, addr) = s.split_once('=').ok_or_else(|| {
+        format!("`{s}`: expected NAME=IPv4, e.g. immich-server.immich.svc.cluster.local=10.43.12.7")
+    })?;
+    if !crate::target::dns_name(name) {
+        return Err(format!("`{name}` is not a DNS name"));
+    }
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("`{addr}` is not an IPv4 address"))?;
+    Ok((name.to_owned(), addr))
+}
+
 /// Parses `NAME=IP` as given to `--iface-addr`.
 pub fn parse_iface_addr(s: &str) -> Result<(String, Ipv4Addr), String> {
     let (name, addr) = s
@@ -361,6 +411,7 @@ snat = "off"
             to: to.parse().unwrap(),
             proto,
             iface_addrs: BTreeMap::new(),
+            resolved: BTreeMap::new(),
         }
     }
 

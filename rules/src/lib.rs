@@ -33,14 +33,15 @@ mod partial;
 pub mod print;
 pub mod report;
 mod syntax;
+pub mod target;
 mod validate;
 mod values;
 
 use std::path::{Path, PathBuf};
 
 pub use compile::{
-    assign_ids, compile, materialize, AllowLpmKey, AllowSpec, CompileError, Compiled, CompiledRule,
-    IfaceState, ListenAddr, ListenerSpec, MapEntries,
+    assign_ids, compile, compile_with, materialize, AllowLpmKey, AllowSpec, CompileError, Compiled,
+    CompiledRule, IfaceState, ListenAddr, ListenerSpec, MapEntries,
 };
 pub use diagnostics::{Diagnostic, Diagnostics, Location, Severity};
 pub use diff::{diff, Diff, MapOp, MapState, NoRoom, Room, Update};

@@ -14,6 +14,8 @@ use std::{
 
 use ipnet::Ipv4Net;
 
+pub use crate::target::{Host, Target};
+
 /// A whole rules file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuleSet {
@@ -45,6 +47,9 @@ pub struct Global {
     pub rules_watch: RulesWatch,
     /// How often the file is read and compared when it is polled.
     pub rules_poll_interval: Duration,
+    /// DNS servers for name targets (`dns_server`); empty: the system's
+    /// (/etc/resolv.conf, /etc/hosts).
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 impl Default for Global {
@@ -64,6 +69,7 @@ impl Default for Global {
             timeouts: Timeouts::default(),
             rules_watch: RulesWatch::Auto,
             rules_poll_interval: RulesWatch::DEFAULT_POLL_INTERVAL,
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -399,37 +405,6 @@ impl fmt::Display for PortRange {
             write!(f, "{}", self.start)
         } else {
             write!(f, "{}-{}", self.start, self.end)
-        }
-    }
-}
-
-/// Where translated packets go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub addr: Ipv4Addr,
-    /// `None`: the same port(s) as the listener. A single port takes every
-    /// listened port; a range maps a same-size listen range 1:1.
-    pub ports: Option<PortRange>,
-}
-
-impl Target {
-    /// The target port for a packet that arrived on `port` of `listen`.
-    pub fn port_for(&self, listen: PortRange, port: u16) -> u16 {
-        match self.ports {
-            None => port,
-            Some(t) if t.is_single() => t.start(),
-            // Same-size ranges are a validation invariant; saturate rather
-            // than wrap should an unvalidated set get here.
-            Some(t) => t.start().saturating_add(port - listen.start()),
-        }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.ports {
-            None => self.addr.fmt(f),
-            Some(p) => write!(f, "{}:{}", self.addr, p),
         }
     }
 }

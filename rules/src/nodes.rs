@@ -165,10 +165,7 @@ mod tests {
             name,
             "eth0",
             PortRange::single(80).unwrap(),
-            Target {
-                addr: "10.0.0.1".parse().unwrap(),
-                ports: None,
-            },
+            Target::ip("10.0.0.1".parse().unwrap(), None),
         );
         f.nodes = nodes.iter().map(|s| s.to_string()).collect();
         f

@@ -39,7 +39,7 @@ pub(crate) const FORWARD_KEYS: [&str; 13] = [
     "path",
     "nodes",
 ];
-const GLOBAL_KEYS: [&str; 8] = [
+const GLOBAL_KEYS: [&str; 9] = [
     "conntrack_max",
     "snat_ports",
     "log_level",
@@ -48,6 +48,7 @@ const GLOBAL_KEYS: [&str; 8] = [
     "timeouts",
     "rules_watch",
     "rules_poll_interval",
+    "dns_server",
 ];
 const TOP_KEYS: [&str; 3] = ["global", "forward", "interface"];
 const INTERFACE_KEYS: [&str; 1] = ["attach"];
@@ -375,6 +376,11 @@ fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
                     }
                 }
             }
+            "dns_server" => {
+                if let Some(list) = string_list(sink, ctx, key, item, &crate::values::DNS_SERVERS) {
+                    g.dns_servers = crate::values::dns_servers(sink, ctx, &list);
+                }
+            }
             "timeouts" => match item.as_table_like() {
                 Some(t) => {
                     parse_timeouts(t, sink, g);
@@ -562,10 +568,7 @@ fn parse_forward(
         String::new(),
         String::new(),
         PortRange::single(1).expect("1 is a port"),
-        Target {
-            addr: Ipv4Addr::UNSPECIFIED,
-            ports: None,
-        },
+        Target::ip(Ipv4Addr::UNSPECIFIED, None),
     );
     let seen = |k: &str| t.get(k).is_some_and(|i| !i.is_none());
     let required = ["name", "in", "port", "to"];
@@ -685,9 +688,9 @@ fn parse_forward(
             "to" => {
                 if let Some(s) = expect_str(sink, ctx, key, item, "e.g. to = \"192.168.100.80:80\"")
                 {
-                    match parse_target(s) {
+                    match crate::target::parse(s) {
                         Ok(tgt) => f.target = tgt,
-                        Err(TargetError::V6) => {
+                        Err(crate::target::TargetError::V6) => {
                             target_v6 = true;
                             sink.error(
                                 &span,
@@ -696,8 +699,8 @@ fn parse_forward(
                                 Some(V6_HELP.into()),
                             );
                         }
-                        Err(TargetError::Other(e)) => {
-                            sink.error(&span, ctx, e.message, Some(e.help))
+                        Err(crate::target::TargetError::Other { message, help }) => {
+                            sink.error(&span, ctx, message, Some(help))
                         }
                     }
                 }
@@ -954,49 +957,6 @@ pub(crate) fn parse_port_spec(s: &str) -> Result<PortRange, PortError> {
             })
         }
     }
-}
-
-enum TargetError {
-    V6,
-    Other(PortError),
-}
-
-/// `"10.0.0.5"`, `"10.0.0.5:80"` or `"10.0.0.5:30000-32767"`.
-fn parse_target(s: &str) -> Result<Target, TargetError> {
-    let help = "write the target as \"IPv4\", \"IPv4:port\" or \"IPv4:first-last\"";
-    // IPv6 forms: bare (several colons) or bracketed with a port.
-    if s.starts_with('[') || s.matches(':').count() > 1 {
-        let host = s
-            .strip_prefix('[')
-            .and_then(|r| r.split_once(']'))
-            .map_or(s, |(h, _)| h);
-        return match Ipv6Addr::from_str(host) {
-            Ok(_) => Err(TargetError::V6),
-            Err(_) => Err(TargetError::Other(PortError::new(
-                format!("target `{s}` is not an address"),
-                help,
-            ))),
-        };
-    }
-    let (host, ports) = match s.split_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (s, None),
-    };
-    let addr = Ipv4Addr::from_str(host).map_err(|_| {
-        let msg = if host.chars().any(|c| c.is_ascii_alphabetic()) {
-            format!("target `{host}` is not an IP address (hostnames are not resolved)")
-        } else {
-            format!("target `{host}` is not an IPv4 address")
-        };
-        TargetError::Other(PortError::new(msg, help))
-    })?;
-    let ports = match ports {
-        None => None,
-        Some(p) => Some(parse_port_spec(p).map_err(|e| {
-            TargetError::Other(PortError::new(format!("target {}", e.message), e.help))
-        })?),
-    };
-    Ok(Target { addr, ports })
 }
 
 /// A bare address (a /32) or a CIDR without host bits.

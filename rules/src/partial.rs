@@ -88,10 +88,10 @@ mod tests {
         // `to` failed: no "target is the unspecified address", no range
         // size check against the placeholder.
         let e = errors(
-            "[[forward]]\nname = \"web\"\nin = \"vmbr0\"\nport = \"80-81\"\nto = \"backend:8080\"\nlisten = \"0.0.0.0\"\n",
+            "[[forward]]\nname = \"web\"\nin = \"vmbr0\"\nport = \"80-81\"\nto = \"back_end!:8080\"\nlisten = \"0.0.0.0\"\n",
         );
         assert_eq!(e.len(), 2, "{e:?}");
-        assert!(e[0].contains("hostnames are not resolved"), "{e:?}");
+        assert!(e[0].contains("nor a valid DNS name"), "{e:?}");
         assert!(e[1].contains("listen address 0.0.0.0"), "{e:?}");
         // A missing `to` is one error, not two.
         let e = errors("[[forward]]\nname = \"web\"\nin = \"vmbr0\"\nport = 80\n");

@@ -24,6 +24,15 @@ fn allow_entry(net: &Ipv4Net) -> String {
     }
 }
 
+/// A DNS server as written: the port only when it is not 53.
+fn dns_server(a: &std::net::SocketAddr) -> String {
+    if a.port() == 53 {
+        a.ip().to_string()
+    } else {
+        a.to_string()
+    }
+}
+
 /// The whole rule set: `[global]` (when anything differs from the defaults)
 /// and one `[[forward]]` section per forward, separated by blank lines.
 pub fn to_toml(rules: &RuleSet) -> String {
@@ -77,6 +86,16 @@ pub fn global_to_toml(g: &Global) -> Option<String> {
             "rules_poll_interval = {}",
             quote(&humantime::format_duration(g.rules_poll_interval).to_string())
         );
+    }
+    match g.dns_servers.as_slice() {
+        [] => {}
+        [one] => {
+            let _ = writeln!(keys, "dns_server = {}", quote(&dns_server(one)));
+        }
+        many => {
+            let list: Vec<String> = many.iter().map(|a| quote(&dns_server(a))).collect();
+            let _ = writeln!(keys, "dns_server = [{}]", list.join(", "));
+        }
     }
     let mut timeouts = String::new();
     for key in Timeouts::KEYS {

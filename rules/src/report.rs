@@ -95,6 +95,38 @@ pub fn forwards_table(rules: &RuleSet) -> String {
     table(&header, &rows)
 }
 
+/// The forwards whose target is a DNS name: `check` does not resolve them
+/// (the daemon does, at run time); empty when there are none.
+pub fn names_note(rules: &RuleSet) -> String {
+    let named: Vec<(&str, &str)> = rules
+        .forwards
+        .iter()
+        .filter_map(|f| Some((f.name.as_str(), f.target.name()?)))
+        .collect();
+    if named.is_empty() {
+        return String::new();
+    }
+    let via = match rules.global.dns_servers.as_slice() {
+        [] => "the system's resolver (/etc/resolv.conf, /etc/hosts)".to_owned(),
+        s => {
+            let list: Vec<String> = s.iter().map(|a| a.to_string()).collect();
+            format!("dns_server {}", list.join(", "))
+        }
+    };
+    let mut out = format!(
+        "unresolved: {} target{} named by DNS, resolved by the daemon at run time through {via} \
+         (A records, the lowest address; re-resolved when the answer's TTL runs out; \
+         a forward whose name does not resolve is paused):\n",
+        named.len(),
+        if named.len() == 1 { "" } else { "s" }
+    );
+    for (forward, name) in named {
+        out.push_str(&format!("  {forward}: {name}\n"));
+    }
+    out.push('\n');
+    out
+}
+
 fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
@@ -108,6 +140,7 @@ pub fn check_report(loaded: &Loaded, memory: Option<&crate::memory::MemoryEstima
         out.push_str(&forwards_table(&loaded.rules));
         out.push('\n');
     }
+    out.push_str(&names_note(&loaded.rules));
     if !loaded.warnings.is_empty() {
         out.push_str(&loaded.warnings.to_string());
         out.push_str("\n\n");

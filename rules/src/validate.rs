@@ -1,9 +1,6 @@
 //! Checks between values and between forwards: what parses but cannot work.
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    net::Ipv4Addr,
-};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use forwarder_common::{MAX_ALLOW_PREFIXES, MAX_LISTENERS, MAX_RULES};
 
@@ -47,20 +44,7 @@ fn ctx(f: &Forward) -> String {
     format!("forward \"{}\"", f.name)
 }
 
-/// Why an address cannot be used where a unicast address is needed.
-fn unusable(a: Ipv4Addr) -> Option<&'static str> {
-    if a.is_unspecified() {
-        Some("the unspecified address")
-    } else if a.is_loopback() {
-        Some("a loopback address")
-    } else if a.is_multicast() {
-        Some("a multicast address")
-    } else if a.is_broadcast() {
-        Some("the broadcast address")
-    } else {
-        None
-    }
-}
+use crate::target::unusable_addr as unusable;
 
 /// The checks within one forward; each runs only when the keys it reads
 /// parsed (`ok`), so a partial forward gets them too (see `partial`).
@@ -81,21 +65,35 @@ fn check_forward(
     };
     let ctx = Some(c);
     let to = sp.field("to");
-    let t = f.target.addr;
+    let t = &f.target.host;
     let target_ok = ok.all_ok(&["to"]);
-    if let Some(why) = unusable(t).filter(|_| target_ok) {
-        let help = if t.is_loopback() {
-            "translated packets leave through an interface and never reach local sockets; point at the backend's own address"
+    const LOOPBACK_HELP: &str = "translated packets leave through an interface and never reach local sockets; point at the backend's own address";
+    if let (Host::Name(n), true) = (t, target_ok) {
+        // Whether the answer can be a target is known at run time only
+        // (the daemon checks each answer); a loopback name never can.
+        if crate::target::loopback_name(n) {
+            sink.error(
+                &to,
+                ctx,
+                format!("target {n} always resolves to this host's loopback"),
+                Some(LOOPBACK_HELP.into()),
+            );
+        }
+    }
+    let fixed = f.target.fixed_addr().filter(|_| target_ok);
+    if let Some((a, why)) = fixed.and_then(|a| Some((a, unusable(a)?))) {
+        let help = if a.is_loopback() {
+            LOOPBACK_HELP
         } else {
             "point at the backend's unicast address"
         };
-        sink.error(&to, ctx, format!("target {t} is {why}"), Some(help.into()));
+        sink.error(&to, ctx, format!("target {a} is {why}"), Some(help.into()));
     }
-    if target_ok && ok.all_ok(&["listen"]) && f.listen == Listen::Addr(t) {
+    if let Some(a) = fixed.filter(|a| ok.all_ok(&["listen"]) && f.listen == Listen::Addr(*a)) {
         sink.error(
             &to,
             ctx,
-            format!("target {t} is the listen address itself"),
+            format!("target {a} is the listen address itself"),
             Some("packets would be sent back to this listener; point at the backend".into()),
         );
     }
@@ -135,7 +133,7 @@ fn check_forward(
         Snat::Fixed(a) => {
             if let Some(why) = unusable(a) {
                 sink.error(&sp.field("snat"), ctx, format!("SNAT address {a} is {why}"), Some("use an address of this host on the path to the target, or \"masquerade\"".into()));
-            } else if a == t {
+            } else if f.target.fixed_addr() == Some(a) {
                 sink.error(&sp.field("snat"), ctx, format!("SNAT address {a} is the target itself"), Some("use an address of this host on the path to the target".into()));
             }
         }

@@ -77,6 +77,49 @@ pub(crate) fn string_list<'i>(
     Some(out)
 }
 
+pub(crate) const DNS_SERVERS: ListMessages = ListMessages {
+    expected: "an address or an array of addresses",
+    example: "e.g. dns_server = \"10.43.0.10\" (k3s's CoreDNS) or [\"192.168.1.1\", \"192.168.1.2:5353\"]",
+    empty: "an empty dns_server list would leave name targets without a resolver",
+    empty_help: "remove `dns_server` to use the system's resolver (/etc/resolv.conf)",
+    not_string: "DNS servers must be strings",
+    not_string_help: "e.g. \"10.43.0.10\" or \"10.43.0.10:53\"",
+};
+
+/// `dns_server` entries: `IP` (port 53) or `IP:PORT` (`[IPv6]:PORT`).
+/// Bad entries are reported; the good ones come back.
+pub(crate) fn dns_servers(
+    sink: &mut Sink,
+    ctx: Option<&str>,
+    list: &[(&str, Span)],
+) -> Vec<std::net::SocketAddr> {
+    use std::net::{IpAddr, SocketAddr};
+    let mut out = Vec::new();
+    for (s, span) in list {
+        let parsed = s
+            .parse::<SocketAddr>()
+            .ok()
+            .filter(|a| a.port() != 0)
+            .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
+        match parsed {
+            Some(a) if a.ip().is_unspecified() || a.ip().is_multicast() => sink.error(
+                span,
+                ctx,
+                format!("DNS server {s} is not a unicast address"),
+                Some("use the address of a DNS server, e.g. \"10.43.0.10\"".into()),
+            ),
+            Some(a) => out.push(a),
+            None => sink.error(
+                span,
+                ctx,
+                format!("DNS server `{s}` is not an address or address:port"),
+                Some(DNS_SERVERS.not_string_help.into()),
+            ),
+        }
+    }
+    out
+}
+
 /// `rules_poll_interval`: a duration between the model's bounds; else the
 /// message and the help.
 pub(crate) fn poll_interval(s: &str) -> Result<Duration, (String, &'static str)> {

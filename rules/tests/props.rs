@@ -13,8 +13,8 @@ use rules::{
     import::{HostView, Input, Options, Source},
     listeners_overlap, load_str,
     print::forward_to_toml,
-    to_toml, AttachMode, Forward, Global, IfaceSettings, Listen, LogFormat, LogLevel, MssClamp,
-    PathMode, PortRange, Proto, Reject, RuleSet, RulesWatch, Snat, Target, Timeouts, L4,
+    to_toml, AttachMode, Forward, Global, Host, IfaceSettings, Listen, LogFormat, LogLevel,
+    MssClamp, PathMode, PortRange, Proto, Reject, RuleSet, RulesWatch, Snat, Target, Timeouts, L4,
 };
 
 /// Ports up to `max`, ranges up to `max_len` ports long.
@@ -34,10 +34,7 @@ fn small_forward() -> impl Strategy<Value = Forward> {
             "x",
             format!("eth{iface}"),
             ports,
-            Target {
-                addr: Ipv4Addr::new(10, 9, 9, 9),
-                ports: None,
-            },
+            Target::ip(Ipv4Addr::new(10, 9, 9, 9), None),
         );
         f.listen = if addr == 0 {
             Listen::Interface
@@ -110,6 +107,18 @@ fn net() -> impl Strategy<Value = Ipv4Net> {
         .prop_map(|(a, len)| Ipv4Net::new(Ipv4Addr::from(a), len).unwrap().trunc())
 }
 
+/// A target host: an address, or a DNS name of the shapes people write
+/// (a short hostname, a Kubernetes Service name, a trailing dot, `_`).
+fn host() -> impl Strategy<Value = Host> {
+    prop_oneof![
+        addr_in(10).prop_map(Host::Addr),
+        "[a-z0-9]([a-z0-9_-]{0,8}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?){0,4}(\\.[a-z][a-z0-9-]{0,5}[a-z0-9])?\\.?"
+            .prop_filter("not a loopback name", |n| !rules::target::loopback_name(n))
+            .prop_filter("not all digits", |n| !n.trim_end_matches('.').split('.').next_back().unwrap_or("").bytes().all(|b| b.is_ascii_digit()))
+            .prop_map(Host::Name),
+    ]
+}
+
 fn forward(i: usize) -> impl Strategy<Value = Forward> {
     (
         proptest::option::of("(?s).{0,20}"),
@@ -117,7 +126,7 @@ fn forward(i: usize) -> impl Strategy<Value = Forward> {
         proto(),
         // Short enough that six forwards stay within MAX_LISTENERS.
         port_range(65535, 2000),
-        addr_in(10),
+        host(),
         0..3u8,
         1..=65535u16,
         prop_oneof![
@@ -172,7 +181,7 @@ fn forward(i: usize) -> impl Strategy<Value = Forward> {
                     proto,
                     ports,
                     target: Target {
-                        addr: taddr,
+                        host: taddr,
                         ports: tports,
                     },
                     snat,
@@ -225,6 +234,11 @@ fn global() -> impl Strategy<Value = Global> {
                 Just(RulesWatch::Poll)
             ],
             100..=3_600_000u64,
+            prop::collection::vec(
+                (addr_in(10), prop_oneof![Just(53u16), 1..=65535u16])
+                    .prop_map(|(a, p)| SocketAddr::from((a, p))),
+                0..3,
+            ),
         ),
     )
         .prop_map(
@@ -235,7 +249,7 @@ fn global() -> impl Strategy<Value = Global> {
                 log_format,
                 metrics,
                 secs,
-                (rules_watch, poll_ms),
+                (rules_watch, poll_ms, dns_servers),
             )| {
                 let mut timeouts = Timeouts::default();
                 for (k, s) in Timeouts::KEYS.iter().zip(secs) {
@@ -250,6 +264,7 @@ fn global() -> impl Strategy<Value = Global> {
                     timeouts,
                     rules_watch,
                     rules_poll_interval: Duration::from_millis(poll_ms),
+                    dns_servers,
                 }
             },
         )

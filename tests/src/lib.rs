@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod daemon;
+pub mod dns;
 pub mod k3s;
 pub mod lanvm;
 pub mod netns;

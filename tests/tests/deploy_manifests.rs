@@ -161,6 +161,19 @@ fn the_configmap_rules_load_and_the_daemonset_fits_them() -> Result<()> {
     let pod = &ds["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
     ensure!(pod["hostNetwork"] == true && pod["hostPID"] == true);
+    // Targets named by cluster DNS need the pod to ask CoreDNS, which a
+    // host-network pod does only with this policy.
+    let cluster_names = loaded
+        .rules
+        .forwards
+        .iter()
+        .filter_map(|f| f.target.name())
+        .any(|n| n.trim_end_matches('.').ends_with(".cluster.local"));
+    ensure!(
+        !cluster_names || pod["dnsPolicy"] == "ClusterFirstWithHostNet",
+        "cluster DNS names as targets, dnsPolicy {}",
+        pod["dnsPolicy"]
+    );
     // The image `cargo xtask image` tags, from this workspace's version.
     ensure!(
         c["image"] == format!("localhost/forwarder:{}", env!("CARGO_PKG_VERSION")),

@@ -172,7 +172,7 @@ fn seed002_commands_then_imported() -> Result<()> {
             l.rules
                 .forwards
                 .iter()
-                .map(|f| (f.iface.clone(), f.ports, f.target, f.snat))
+                .map(|f| (f.iface.clone(), f.ports, f.target.clone(), f.snat))
                 .collect::<Vec<_>>()
         })
     };

@@ -55,7 +55,13 @@ fn plan_of(h: &Host, text: &str, record: &Record) -> Result<Plan> {
         Ok(l) => l,
         Err(d) => bail!("test rules do not load:\n{d}"),
     };
-    let facts = h.facts(loaded.rules.forwards.iter().map(|f| f.target.addr))?;
+    let facts = h.facts(
+        loaded
+            .rules
+            .forwards
+            .iter()
+            .filter_map(|f| f.target.fixed_addr()),
+    )?;
     plan::plan(&loaded.rules, &facts, record)
 }
 

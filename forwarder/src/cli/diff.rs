@@ -18,7 +18,7 @@ use rules::{AllowLpmKey, MapEntries, Room};
 
 use super::{exit, offline, pins};
 use crate::{
-    daemon::{changes, facts, plan, plan::Record},
+    daemon::{changes, facts, plan, plan::Record, targets},
     observe::{pinned, status},
 };
 
@@ -111,14 +111,25 @@ pub fn diff(
     crate::node::init(daemon.as_ref().and_then(|d| d.node.clone()));
     let loaded = offline::load(&file, None)?.for_node(crate::node::name());
     let (record, room) = pinned_record(pin_dir)?;
-    let mut targets: Vec<_> = loaded
+    // `diff` asks no DNS server: a name target is compared at the address
+    // the running daemon has in force for it.
+    let names = daemon
+        .as_ref()
+        .map(targets::names_in_force)
+        .unwrap_or_default();
+    let mut addrs: Vec<_> = loaded
         .rules
         .forwards
         .iter()
-        .map(|f| f.target.addr)
+        .filter_map(|f| match &f.target.host {
+            rules::Host::Addr(a) => Some(*a),
+            rules::Host::Name(n) => names.get(n).and_then(|n| n.addr),
+        })
         .collect();
-    targets.dedup();
-    let facts = host_facts(targets, room)?;
+    addrs.sort_unstable();
+    addrs.dedup();
+    let mut facts = host_facts(addrs, room)?;
+    facts.names = names;
     let plan = plan::plan(&loaded.rules, &facts, &record)?;
     let running = daemon.map(|d| d.rules).unwrap_or_default();
     let mut c = changes::between(&record, &running, &plan, &BTreeMap::new());

@@ -64,6 +64,15 @@ pub struct ExplainArgs {
     /// (repeatable), e.g. tailscale0=100.118.5.68.
     #[arg(long = "iface-addr", value_name = "NAME=IP", value_parser = ex::parse_iface_addr)]
     pub iface_addr: Vec<(String, Ipv4Addr)>,
+    /// What a target's DNS name resolves to (repeatable), e.g.
+    /// immich-server.immich.svc.cluster.local=10.43.12.7. Without it a
+    /// name is shown as resolved at run time.
+    #[arg(long = "resolve", value_name = "NAME=IP", value_parser = ex::parse_resolve)]
+    pub resolve: Vec<(String, Ipv4Addr)>,
+    /// Look the targets' DNS names up now, as the daemon would (through
+    /// `dns_server`, or the system's resolver); `--resolve` takes precedence.
+    #[arg(long)]
+    pub lookup: bool,
     /// Machine-readable output (errors too).
     #[arg(long)]
     pub json: bool,
@@ -172,6 +181,20 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     for (name, addr) in args.iface_addr {
         iface_addrs.entry(name).or_default().push(addr);
     }
+    let mut resolved: BTreeMap<String, Ipv4Addr> = args.resolve.into_iter().collect();
+    if args.lookup {
+        for (name, line) in lookup_names(&loaded.rules, &resolved)? {
+            // With --json, stdout is the JSON document alone.
+            if args.json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+            if let Some(a) = name {
+                resolved.insert(a.0, a.1);
+            }
+        }
+    }
     let query = ex::Query {
         iface: args.iface,
         from: args.from,
@@ -181,6 +204,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
             ProtoArg::Udp => L4::Udp,
         },
         iface_addrs,
+        resolved,
     };
     let explanation = ex::explain(&loaded.rules, &query);
     if args.json {
@@ -235,4 +259,55 @@ fn explain_json(q: &ex::Query, e: &ex::Explanation) -> Value {
             "reasons": reasons,
         }),
     }
+}
+
+/// A name and the address a lookup found for it (when any), and a line
+/// saying what happened.
+type LookedUp = (Option<(String, Ipv4Addr)>, String);
+
+/// `explain --lookup`: each target name not stated with `--resolve`, looked
+/// up now.
+fn lookup_names(
+    rules: &rules::RuleSet,
+    stated: &BTreeMap<String, Ipv4Addr>,
+) -> Result<Vec<LookedUp>> {
+    use crate::daemon::{lookup::lookup_once, resolve::Outcome};
+    let mut names: Vec<&str> = rules
+        .forwards
+        .iter()
+        .filter_map(|f| f.target.name())
+        .filter(|n| !stated.contains_key(*n))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let servers = &rules.global.dns_servers;
+    Ok(rt.block_on(async {
+        let mut out = Vec::new();
+        for name in names {
+            out.push(match lookup_once(servers, name).await {
+                Outcome::Answer { mut addrs, ttl } => {
+                    addrs.sort_unstable();
+                    let list: Vec<String> = addrs.iter().map(Ipv4Addr::to_string).collect();
+                    (
+                        Some((name.to_owned(), addrs[0])),
+                        format!(
+                            "looked up {name}: {} (TTL {ttl}s; the lowest is used)",
+                            list.join(", ")
+                        ),
+                    )
+                }
+                Outcome::Failed(e) => (
+                    None,
+                    format!("looked up {name}: {e}: the daemon would pause its forwards"),
+                ),
+            });
+        }
+        out
+    }))
 }

@@ -242,7 +242,12 @@ fn print_text(st: &Status) {
                     c.mss_clamped
                 );
             }
-            if x.listeners == 0 && x.listen == "interface" {
+            if let Some(n) = &x.resolution {
+                println!("    {}", name_line(n, status::now_unix()));
+            }
+            if x.resolution.as_ref().is_some_and(|n| n.paused.is_some()) {
+                // The decision line says why: the name, not the interface.
+            } else if x.listeners == 0 && x.listen == "interface" {
                 println!("    NOT LISTENING: the interface is missing or has no address");
             } else if x.listeners == 0 {
                 println!(
@@ -317,6 +322,43 @@ fn print_text(st: &Status) {
                 );
             }
         }
+    }
+}
+
+/// One line about a forward's DNS-name target at `now` (Unix seconds):
+/// what it resolves to and since when, or why the forward is paused.
+pub fn name_line(n: &status::NameStatus, now: u64) -> String {
+    let next = n.next_unix.saturating_sub(now);
+    let ago = |t: Option<u64>| t.map_or("?".into(), |t| format!("{}s ago", now.saturating_sub(t)));
+    let answers = if n.answers.len() > 1 {
+        format!(" of {}", n.answers.join(", "))
+    } else {
+        String::new()
+    };
+    let addr = n.addr.as_deref().unwrap_or("-");
+    let ttl = n.ttl.map_or(String::new(), |t| format!(", TTL {t}s"));
+    match (&n.paused, n.state.as_str()) {
+        (Some(why), _) => format!(
+            "PAUSED: {why}; retrying in {next}s ({} failed lookups)",
+            n.failures
+        ),
+        (None, "stale") => format!(
+            "target {}: {addr}{answers}, STALE: resolved {}, re-resolving fails ({}): kept, retrying in {next}s",
+            n.name,
+            ago(n.resolved_unix),
+            n.error.as_deref().unwrap_or("?")
+        ),
+        (None, "adopted") => format!(
+            "target {}: {addr}, ADOPTED: where the running dataplane forwards, not resolved yet \
+             (asking)",
+            n.name
+        ),
+        (None, _) => format!(
+            "target {}: {addr}{answers} (resolved {}{ttl}, next in {next}s; changed {} times)",
+            n.name,
+            ago(n.resolved_unix),
+            n.changes
+        ),
     }
 }
 

@@ -1,6 +1,7 @@
-//! The daemon's event loop: signals, rules-file changes, netlink events
-//! and the sweeper's timer, each turned into a reload, a reconcile or a
-//! sweep of the `Daemon`.
+//! The daemon's event loop: signals, rules-file changes, netlink events,
+//! DNS lookups of target names (when one is due, and when one finishes)
+//! and the sweeper's timer, each turned into a reload, a reconcile, a
+//! lookup or a sweep of the `Daemon`.
 //!
 //! The one fact a reader gets wrong: events are debounced, not queued. A
 //! burst of netlink messages (an interface coming up brings links,
@@ -114,6 +115,16 @@ pub async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
                     Err(e) => warn!("reconcile failed (retrying in {retry:?}): {e:#}"),
                 }
                 schedule(d, &mut netlink_due, &mut retry);
+            }
+            _ = tokio::time::sleep_until(d.names.next_due().unwrap_or(far)) => {
+                d.names.start_due();
+            }
+            done = d.names.next_done() => {
+                if d.name_looked_up(done) {
+                    // The listeners follow the new address now; an
+                    // established flow keeps its translation.
+                    netlink_due = netlink_due.min(Instant::now());
+                }
             }
             _ = sweep.tick() => {
                 let t0 = Instant::now();

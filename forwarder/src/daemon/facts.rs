@@ -26,7 +26,7 @@ use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 use forwarder_common::IfaceConfig;
 use rules::Room;
 
-use super::plan::Record;
+use super::{plan::Record, resolve::NameFact};
 use crate::{
     dataplane::{Dataplane, Maps, TcMode},
     ifaces::Iface,
@@ -52,6 +52,8 @@ pub struct Facts {
     /// Why every interface gets its TC programs the legacy way (the
     /// kernel has no TCX, or FORWARDER_FORCE_ATTACH); `None`: TCX.
     pub tc_legacy: Option<&'static str>,
+    /// What each DNS-name target resolves to (`resolve.rs`), by name.
+    pub names: BTreeMap<String, NameFact>,
 }
 
 /// An interface the dataplane has programs on.
@@ -64,10 +66,12 @@ pub struct Attached {
 }
 
 impl Facts {
-    /// Reads the facts for `targets` (the rules' backends).
+    /// Reads the facts for `targets` (the rules' backends: written
+    /// addresses and what `names` resolve to).
     pub async fn gather(
         handle: &Handle,
         targets: impl IntoIterator<Item = Ipv4Addr>,
+        names: BTreeMap<String, NameFact>,
         dp: &Dataplane,
     ) -> Result<Facts> {
         let mut routes = BTreeMap::new();
@@ -90,6 +94,7 @@ impl Facts {
             registered: dp.maps.registered(),
             room: dp.maps.room()?,
             tc_legacy: dp.tc_legacy,
+            names,
         })
     }
 

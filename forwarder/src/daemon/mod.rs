@@ -17,11 +17,14 @@ pub mod apply;
 pub mod changes;
 pub mod events;
 pub mod facts;
+pub mod lookup;
 pub mod plan;
+pub mod resolve;
 pub mod sweeper;
+pub mod targets;
 pub mod watch;
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use anyhow::Result;
 use rtnetlink::Handle;
@@ -58,6 +61,8 @@ pub struct Daemon {
     netlink: Handle,
     /// Faults injected into map writes (tests only; empty otherwise).
     pub faults: Faults,
+    /// The DNS names of targets, followed (`resolve.rs`).
+    pub names: resolve::Names,
     /// The last reconcile failed: the event loop tries again.
     failed: bool,
     /// ... and its writes could not be rolled back.
@@ -66,6 +71,11 @@ pub struct Daemon {
     /// prints it).
     last_changes: Option<changes::Changes>,
 }
+
+/// How long a start or reload waits for the DNS names of its targets
+/// before applying: names that answer in time are applied with the rest of
+/// the file, a slow one follows when it answers (paused until then).
+const NAMES_SETTLE: Duration = Duration::from_secs(3);
 
 /// Reads and validates the rules file; the error text is the rendered
 /// diagnostics (file, line, column, rule, what and how to fix).
@@ -119,10 +129,42 @@ impl Daemon {
             rules_watch: None,
             netlink: facts::connect()?,
             faults: Faults::default(),
+            names: resolve::Names::default(),
             failed: false,
             maps_mixed: false,
             last_changes: None,
         })
+    }
+
+    /// Follows the DNS names of the rules in force, through their
+    /// `dns_server` (or the system's resolver).
+    fn follow_names(&mut self) {
+        let rules = &self.loaded.rules;
+        let names = rules
+            .forwards
+            .iter()
+            .filter_map(|f| f.target.name().map(str::to_owned));
+        self.names.configure(names, &rules.global.dns_servers);
+    }
+
+    /// A lookup finished. True when a reconcile is due: an address in
+    /// force changed, or a name is without one (its forward's pause
+    /// reason may have changed). Otherwise only `status` is refreshed.
+    pub fn name_looked_up(&mut self, done: (String, u64, resolve::Outcome)) -> bool {
+        let name = done.0.clone();
+        let changed = self.names.record(done);
+        let facts = self.names.facts();
+        if changed || facts.get(&name).is_some_and(|f| f.addr.is_none()) {
+            return true;
+        }
+        for s in &mut self.rule_status {
+            if let Some(f) = self.loaded.rules.forward(&s.name) {
+                let target = targets::target_addr(f, &facts);
+                s.resolution = targets::name_status(f, &facts, &target);
+            }
+        }
+        self.publish();
+        false
     }
 
     pub fn timeouts(&self) -> rules::Timeouts {
@@ -141,6 +183,11 @@ impl Daemon {
     /// The first load (the file was validated before the dataplane loaded).
     pub async fn start(&mut self) -> Result<()> {
         self.generation += 1;
+        self.follow_names();
+        for (name, addr) in targets::adopted_addrs(&self.loaded.rules, &self.record) {
+            self.names.adopt(&name, addr);
+        }
+        self.names.settle(NAMES_SETTLE).await;
         let r = self.reconcile().await;
         self.record_load("start", r.as_ref().err().map(|e| format!("{e:#}")));
         self.publish();
@@ -155,6 +202,8 @@ impl Daemon {
         let result = match load_rules(&self.rules_path) {
             Ok(loaded) => {
                 let old = std::mem::replace(&mut self.loaded, loaded);
+                self.follow_names();
+                self.names.settle(NAMES_SETTLE).await;
                 match self.reconcile().await {
                     Ok(()) => {
                         self.rules_error = None;
@@ -167,6 +216,7 @@ impl Daemon {
                         warn!(trigger, "rules not applied: {e:#}");
                         self.rules_error = Some(format!("{e:#}"));
                         self.loaded = old;
+                        self.follow_names();
                         Err(e)
                     }
                 }
@@ -230,8 +280,19 @@ impl Daemon {
     }
 
     async fn facts_plan_apply(&mut self) -> Result<()> {
-        let targets = self.loaded.rules.forwards.iter().map(|f| f.target.addr);
-        let facts = Facts::gather(&self.netlink, targets, &self.dp).await?;
+        let names = self.names.facts();
+        let targets: Vec<_> = self
+            .loaded
+            .rules
+            .forwards
+            .iter()
+            .filter_map(|f| match &f.target.host {
+                rules::Host::Addr(a) => Some(*a),
+                // A paused name's last address: its flows' route.
+                rules::Host::Name(n) => names.get(n).and_then(|n| n.addr.or(n.last_addr)),
+            })
+            .collect();
+        let facts = Facts::gather(&self.netlink, targets, names, &self.dp).await?;
         let plan = plan::plan(&self.loaded.rules, &facts, &self.record)?;
         let changes = self.changes(&plan);
         let applied = apply::apply(&mut self.dp, &plan, &mut self.record, &mut self.faults)?;

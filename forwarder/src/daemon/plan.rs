@@ -5,12 +5,15 @@
 //! whether to try XDP, the exact map entries with the ordered operations
 //! that install them, and the sentences `status` and the log show.
 //!
+//! A forward whose target is a DNS name gets the address its name
+//! resolves to, or is paused (`targets.rs`).
+//!
 //! No IO here: `plan` is a function of its arguments, unit-tested without
-//! root (plan_tests.rs). The one fact a reader gets wrong: the SNAT and path
-//! explanations are a forecast from the routing table, not a second
-//! implementation of the kernel's per-flow decision; the egress set, though,
-//! must cover every interface whose flows *may* take the stack path, or
-//! replies would leave untranslated.
+//! root (plan_tests.rs, plan_names_tests.rs). The one fact a reader gets
+//! wrong: the SNAT and path explanations are a forecast from the routing
+//! table, not a second implementation of the kernel's per-flow decision;
+//! the egress set, though, must cover every interface whose flows *may*
+//! take the stack path, or replies would leave untranslated.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
@@ -23,7 +26,10 @@ use rules::{
     Snat, Update,
 };
 
-use super::facts::{Facts, Route};
+use super::{
+    facts::{Facts, Route},
+    targets::{name_status, target_addrs, target_of, Targets},
+};
 use crate::{dataplane::TcMode, ifaces::Iface, observe::status::RuleStatus};
 
 /// IPv4 + TCP headers without options: MSS = MTU - 40.
@@ -133,10 +139,12 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
         rules.global.snat_ports.end(),
     );
     let ids = rules::assign_ids(&record.ids, rules.forwards.iter().map(|f| f.name.as_str()));
-    let compiled = rules::compile(rules, &ids).context("compiling rules")?;
-    let wanted = wanted_ifaces(rules, facts);
+    let targets = target_addrs(rules, facts);
+    let compiled =
+        rules::compile_with(rules, &ids, |f| target_of(&targets, f)).context("compiling rules")?;
+    let wanted = wanted_ifaces(rules, facts, &targets);
     let detach = to_detach(facts, &wanted);
-    let egress = egress_ifaces(rules, facts);
+    let egress = egress_ifaces(rules, facts, &targets);
     let ifaces = iface_plans(rules, facts, &wanted, &detach, &egress)?;
 
     let mut entries = rules::materialize(&compiled, |n| {
@@ -151,7 +159,9 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
     let mss: BTreeMap<u32, u16> = compiled
         .rules
         .iter()
-        .filter_map(|r| mss_clamp(&r.forward, facts).map(|m| (r.id, m)))
+        .filter_map(|r| {
+            mss_clamp(&r.forward, facts, target_of(&targets, &r.forward)).map(|m| (r.id, m))
+        })
         .collect();
     for v in entries.listeners.values_mut() {
         if let Some(m) = mss.get(&v.rule_id) {
@@ -178,7 +188,15 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
                 .values()
                 .filter(|v| v.rule_id == r.id)
                 .count();
-            s.decision = explain_decision(&r.forward, facts);
+            let target = &targets[&r.forward.name];
+            s.decision = match target {
+                Ok(a) => explain_decision(&r.forward, facts, *a),
+                Err(why) => format!(
+                    "paused: {why}; no listener, so new connections are refused like on a \
+                     closed port (flows already established keep their translation)"
+                ),
+            };
+            s.resolution = name_status(&r.forward, &facts.names, target);
             s
         })
         .collect();
@@ -196,7 +214,11 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
 
 /// Interfaces the rules use and why: where packets arrive (`in`), and where
 /// replies come back (the route to each target). The first reason wins.
-pub fn wanted_ifaces(rules: &RuleSet, facts: &Facts) -> BTreeMap<String, String> {
+pub fn wanted_ifaces(
+    rules: &RuleSet,
+    facts: &Facts,
+    targets: &Targets,
+) -> BTreeMap<String, String> {
     let mut wanted = BTreeMap::new();
     for f in &rules.forwards {
         wanted
@@ -204,10 +226,13 @@ pub fn wanted_ifaces(rules: &RuleSet, facts: &Facts) -> BTreeMap<String, String>
             .or_insert_with(|| format!("listens for {}", f.name));
     }
     for f in &rules.forwards {
-        if let Some(l) = facts.route_link(f.target.addr) {
+        let Some(t) = target_of(targets, f) else {
+            continue;
+        };
+        if let Some(l) = facts.route_link(t) {
             wanted
                 .entry(l.name.clone())
-                .or_insert_with(|| format!("route to {} ({})", f.target.addr, f.name));
+                .or_insert_with(|| format!("route to {t} ({})", f.name));
         }
     }
     wanted
@@ -247,12 +272,21 @@ pub fn may_take_stack_path(f: &Forward, route: Option<Route>) -> bool {
     }
 }
 
-/// The listening interfaces that need the egress program.
-pub fn egress_ifaces(rules: &RuleSet, facts: &Facts) -> BTreeSet<String> {
+/// The listening interfaces that need the egress program. A paused
+/// forward needs it as long as the flows established to its last address
+/// may have taken the stack path (their replies still need translating
+/// back); one that never had an address has no flows.
+pub fn egress_ifaces(rules: &RuleSet, facts: &Facts, targets: &Targets) -> BTreeSet<String> {
     rules
         .forwards
         .iter()
-        .filter(|f| may_take_stack_path(f, facts.route(f.target.addr)))
+        .filter(|f| {
+            let last = || facts.names.get(f.target.name()?)?.last_addr;
+            match target_of(targets, f).or_else(last) {
+                Some(t) => may_take_stack_path(f, facts.route(t)),
+                None => false,
+            }
+        })
         .map(|f| f.iface.clone())
         .collect()
 }
@@ -327,15 +361,16 @@ fn iface_plans(
 
 /// `mss_clamp = "auto"`: the narrower of the listening interface and the
 /// interface toward the target (the path MTU as far as this host can see
-/// it), minus IPv4 and TCP headers. `None`: no clamp.
-pub fn mss_clamp(f: &Forward, facts: &Facts) -> Option<u16> {
+/// it), minus IPv4 and TCP headers. `None`: no clamp. `target`: where the
+/// forward's flows go now (`None` while paused).
+pub fn mss_clamp(f: &Forward, facts: &Facts, target: Option<Ipv4Addr>) -> Option<u16> {
     match f.mss_clamp {
         MssClamp::Fixed(m) => Some(m),
         MssClamp::Off => None,
         MssClamp::Auto => {
             let in_mtu = facts.links.get(&f.iface).map(|l| l.mtu).filter(|m| *m > 0);
-            let out_mtu = facts
-                .route_link(f.target.addr)
+            let out_mtu = target
+                .and_then(|t| facts.route_link(t))
                 .map(|l| l.mtu)
                 .filter(|m| *m > 0);
             let mtu = match (in_mtu, out_mtu) {
@@ -383,9 +418,10 @@ pub fn xdp_choice(setting: AttachMode, iface: &Iface) -> XdpChoice {
 /// What can be said from the routing table about a forward's SNAT and
 /// path decision. The kernel decides per flow with the same FIB, so this is
 /// a forecast for `status` and the log, not a second implementation.
-pub fn explain_decision(f: &Forward, facts: &Facts) -> String {
-    let route = facts.route(f.target.addr);
-    let oif = facts.route_link(f.target.addr);
+/// `target`: the address the forward's flows go to now.
+pub fn explain_decision(f: &Forward, facts: &Facts, target: Ipv4Addr) -> String {
+    let route = facts.route(target);
+    let oif = facts.route_link(target);
     let oif_name = oif.map_or("?", |l| l.name.as_str());
     let via = |r: &Route| match r.gateway {
         None => format!("redirected straight to {oif_name} (on-link)"),
@@ -439,3 +475,7 @@ mod tests;
 #[cfg(test)]
 #[path = "plan_tc_tests.rs"]
 mod tc_tests;
+
+#[cfg(test)]
+#[path = "plan_names_tests.rs"]
+mod names_tests;

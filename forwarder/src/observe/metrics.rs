@@ -92,6 +92,12 @@ struct RuleDropLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabels {
+    rule: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IfaceLabels {
     interface: String,
     hook: String,
@@ -262,10 +268,56 @@ pub fn render(pin_dir: &Path, run_dir: &Path, flows: &pinned::FlowCounts) -> Res
         Unit::Bytes,
         rss,
     );
+    name_targets(&mut reg, st.as_ref());
 
     let mut out = String::new();
     encode(&mut out, &reg).context("encoding metrics")?;
     Ok(out)
+}
+
+/// The forwards' DNS-name targets, as the daemon's status file reports
+/// them: which forwards are paused for want of a usable address, which
+/// names keep a stale one, and how the lookups fared since the daemon
+/// started (the resolver lives in the daemon, not in the pinned maps).
+fn name_targets(reg: &mut Registry, st: Option<&status::DaemonState>) {
+    let paused = gauge_family::<RuleLabels>(
+        reg,
+        "rule_paused",
+        "1 while a forward has no usable target address (its DNS name does not resolve, or \
+         resolves to an address that cannot be a target): its port is refused like a closed one",
+    );
+    let stale = gauge_family::<NameLabels>(
+        reg,
+        "target_stale",
+        "1 while looking up a forward's target name fails and its last address is kept",
+    );
+    let failures = counter_family::<NameLabels>(
+        reg,
+        "target_lookup_failures",
+        "Failed lookups of a forward's target name since the daemon started",
+    );
+    let changes = counter_family::<NameLabels>(
+        reg,
+        "target_address_changes",
+        "Times the address in force for a forward's target name changed or was lost since the \
+         daemon started",
+    );
+    for r in st.map_or(&[][..], |s| &s.rules) {
+        let n = r.resolution.as_ref();
+        paused
+            .get_or_create(&RuleLabels {
+                rule: r.name.clone(),
+            })
+            .set(n.is_some_and(|n| n.paused.is_some()) as i64);
+        let Some(n) = n else { continue };
+        let l = NameLabels {
+            rule: r.name.clone(),
+            name: n.name.clone(),
+        };
+        stale.get_or_create(&l).set((n.state == "stale") as i64);
+        failures.get_or_create(&l).inc_by(n.failures);
+        changes.get_or_create(&l).inc_by(n.changes);
+    }
 }
 
 pub struct Server {
@@ -386,6 +438,60 @@ mod tests {
             rules_error: rules_error.map(String::from),
             ..Default::default()
         }
+    }
+
+    fn encoded(st: Option<&DaemonState>) -> String {
+        let mut reg = Registry::with_prefix("forwarder");
+        name_targets(&mut reg, st);
+        let mut out = String::new();
+        encode(&mut out, &reg).unwrap();
+        out
+    }
+
+    #[test]
+    fn name_targets_show_paused_forwards_stale_names_and_lookups() {
+        let by_name = |name: &str, state: &str, paused: bool| status::RuleStatus {
+            name: name.into(),
+            resolution: Some(status::NameStatus {
+                name: format!("{name}.svc.cluster.local"),
+                state: state.into(),
+                paused: paused.then(|| "does not resolve (NXDOMAIN)".into()),
+                failures: 3,
+                changes: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let st = DaemonState {
+            rules: vec![
+                status::RuleStatus {
+                    name: "fixed".into(),
+                    ..Default::default()
+                },
+                by_name("gone", "paused", true),
+                by_name("dns-down", "stale", false),
+                // Resolves fine to an address no target may be.
+                by_name("loopy", "resolved", true),
+            ],
+            ..Default::default()
+        };
+        let out = encoded(Some(&st));
+        for line in [
+            r#"forwarder_rule_paused{rule="fixed"} 0"#,
+            r#"forwarder_rule_paused{rule="gone"} 1"#,
+            r#"forwarder_rule_paused{rule="dns-down"} 0"#,
+            r#"forwarder_rule_paused{rule="loopy"} 1"#,
+            r#"forwarder_target_stale{rule="dns-down",name="dns-down.svc.cluster.local"} 1"#,
+            r#"forwarder_target_stale{rule="gone",name="gone.svc.cluster.local"} 0"#,
+            r#"forwarder_target_lookup_failures_total{rule="gone",name="gone.svc.cluster.local"} 3"#,
+            r#"forwarder_target_address_changes_total{rule="loopy",name="loopy.svc.cluster.local"} 2"#,
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing in\n{out}");
+        }
+        // A written address has no name to report.
+        assert!(!out.contains(r#"rule="fixed",name"#), "{out}");
+        // No daemon has reported yet: the families, without samples.
+        assert!(!encoded(None).contains("} "));
     }
 
     #[test]

@@ -78,8 +78,38 @@ pub struct RuleStatus {
     /// MSS clamp in force, if any.
     pub mss: Option<u16>,
     /// Listener entries in the kernel for this rule (0: interface missing
-    /// or without addresses).
+    /// or without addresses, or paused).
     pub listeners: usize,
+    /// The DNS name of the target, as the daemon follows it.
+    #[serde(default)]
+    pub resolution: Option<NameStatus>,
+}
+
+/// A forward's DNS-name target: what it resolves to, since when, and
+/// whether the forward is paused.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NameStatus {
+    pub name: String,
+    /// "resolved", "stale" (re-resolving fails; the last answer is kept),
+    /// "paused" (no address), "resolving" (no answer yet) or "adopted" (no
+    /// answer yet; the address the maps a previous daemon left forward to).
+    pub state: String,
+    /// The address in force: the lowest of `answers`.
+    pub addr: Option<String>,
+    pub answers: Vec<String>,
+    /// When the address in force was last confirmed (Unix seconds).
+    pub resolved_unix: Option<u64>,
+    /// The TTL of that answer, in seconds.
+    pub ttl: Option<u32>,
+    /// When the name is asked for next (Unix seconds).
+    pub next_unix: u64,
+    /// Why the last lookup failed.
+    pub error: Option<String>,
+    /// Why the forward has no listener, when it is paused (the name does
+    /// not resolve, or its answer cannot be a target).
+    pub paused: Option<String>,
+    pub failures: u64,
+    pub changes: u64,
 }
 
 impl RuleStatus {

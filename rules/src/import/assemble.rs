@@ -89,6 +89,7 @@ pub(super) fn assemble(
             l4,
             ports: iv,
             target: addr,
+            target_name: None,
             map,
             allow,
             snat: SnatChoice::Auto,

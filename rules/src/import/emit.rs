@@ -55,7 +55,10 @@ fn v4(a: IpAddr) -> Option<Ipv4Addr> {
 }
 
 fn to_forward(c: &Candidate, names: &mut HashSet<String>) -> Option<Forward> {
-    let target = v4(c.target)?;
+    let host = match &c.target_name {
+        Some(name) => Host::Name(name.clone()),
+        None => Host::Addr(v4(c.target)?),
+    };
     let listen = match c.listen {
         None => Listen::Interface,
         Some(a) => Listen::Addr(v4(a)?),
@@ -91,7 +94,7 @@ fn to_forward(c: &Candidate, names: &mut HashSet<String>) -> Option<Forward> {
         c.iface.clone(),
         c.ports,
         Target {
-            addr: target,
+            host,
             ports: target_ports,
         },
     );

@@ -414,7 +414,12 @@ pub struct Candidate {
     pub listen: Option<IpAddr>,
     pub l4: L4,
     pub ports: PortRange,
+    /// The target's address; unspecified when `target_name` is set.
     pub target: IpAddr,
+    /// A DNS name socat connected to (it resolved the name for every
+    /// connection): the forward's target is that name, which the daemon
+    /// resolves and follows. Netfilter rules always hold addresses.
+    pub target_name: Option<String>,
     /// `Shift` or `Single`, never `Range`.
     pub map: PortMap,
     /// Empty: every source.

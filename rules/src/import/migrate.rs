@@ -74,7 +74,9 @@ fn touches(r: &ir::Rule, fw: &Forward, after_dnat: bool) -> bool {
     let proto = r.proto.is_none_or(|p| fw.proto.includes(p));
     let (addr, ports) = if after_dnat {
         (
-            Some(IpAddr::V4(fw.target.addr)),
+            // A name's address is not known offline: any destination may
+            // be it.
+            fw.target.fixed_addr().map(IpAddr::V4),
             fw.target.ports.unwrap_or(fw.ports),
         )
     } else {

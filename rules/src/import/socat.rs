@@ -182,12 +182,28 @@ fn translate(
         .main
         .rsplit_once(':')
         .ok_or_else(|| format!("`{}` is not host:port", c.main))?;
-    let target = parse_addr(host).ok_or_else(|| {
-        format!(
-            "target `{host}` is not an IP address (hostnames are not resolved): write the address"
-        )
-    })?;
-    if cfam.is_some_and(|f| f != Family::of(&target))
+    // socat resolves a name when it connects, for every connection: the
+    // forward gets the name, which the daemon resolves and follows (A
+    // records only, like `TCP4:`).
+    let (target, target_name) = match parse_addr(host) {
+        Some(a) => (a, None),
+        None if crate::target::loopback_name(host) => {
+            return Err(format!("target {host} is this host's loopback: socat relays to a local service, which is not a forward; keep socat for it"))
+        }
+        None if crate::target::dns_name(host) => {
+            if cfam == Some(Family::V6) {
+                return Err(format!(
+                    "{} resolves {host} to IPv6 addresses: {}",
+                    c.kind,
+                    super::emit::IPV6_REASON
+                ));
+            }
+            (IpAddr::V4(Ipv4Addr::UNSPECIFIED), Some(host.to_owned()))
+        }
+        None => return Err(format!("target `{host}` is neither an IP address nor a DNS name")),
+    };
+    if target_name.is_none()
+        && cfam.is_some_and(|f| f != Family::of(&target))
         && !(cfam == Some(Family::V6) && target.is_ipv4())
     {
         return Err(format!("{} with {host}: address family mismatch", c.kind));
@@ -240,6 +256,9 @@ fn translate(
             bind.map_or("none".to_owned(), |b| b.to_string())
         ));
     }
+    if let Some(n) = &target_name {
+        comments_all.push(format!("socat resolved {n} for every connection; the daemon resolves it (A records) and follows its answers as their TTL expires"));
+    }
     comments_all.push("socat connected from this host's address; snat = \"auto\" keeps the client's address when replies route back through this host (write \"masquerade\" to keep socat's behaviour)".into());
     let map = if tport == port {
         PortMap::Shift(0)
@@ -253,6 +272,7 @@ fn translate(
         l4,
         ports: port,
         target,
+        target_name: target_name.clone(),
         map,
         allow: allow.clone(),
         snat,

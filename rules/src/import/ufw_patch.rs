@@ -48,7 +48,12 @@ pub fn patch(
             },
             l4: f.proto.l4()[0],
             ports: f.ports,
-            target: IpAddr::V4(f.target.addr),
+            target: IpAddr::V4(
+                f.target
+                    .fixed_addr()
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            ),
+            target_name: f.target.name().map(str::to_owned),
             map: PortMap::Shift(0),
             allow: Vec::new(),
             snat: SnatChoice::Auto,

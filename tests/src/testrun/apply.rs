@@ -56,7 +56,14 @@ impl Host {
             Ok(l) => l,
             Err(d) => bail!("rules do not load:\n{d}"),
         };
-        let facts = self.facts(loaded.rules.forwards.iter().map(|f| f.target.addr))?;
+        // test_run fixtures write addresses: no names to resolve.
+        let facts = self.facts(
+            loaded
+                .rules
+                .forwards
+                .iter()
+                .filter_map(|f| f.target.fixed_addr()),
+        )?;
         let plan = plan::plan(&loaded.rules, &facts, &self.record)?;
         let missing: Vec<&str> = plan
             .ifaces
@@ -88,7 +95,7 @@ impl Host {
             .context("runtime for the netlink facts")?;
         rt.block_on(async {
             let handle = facts::connect()?;
-            Facts::gather(&handle, targets, &self.dp).await
+            Facts::gather(&handle, targets, Default::default(), &self.dp).await
         })
     }
 
