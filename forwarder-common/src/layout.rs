@@ -50,6 +50,10 @@ pub const MAP_FIB_SCRATCH: &str = "FWD_FIB_SCRATCH";
 pub const MAP_MSS_SCRATCH: &str = "FWD_MSS_SCRATCH";
 /// The XDP accelerator's redirect targets (ifindex -> ifindex).
 pub const MAP_XDP_DEVS: &str = "FWD_XDP_DEVS";
+/// First fragments' ports, for their later fragments (kernel-only, LRU).
+pub const MAP_FRAGS: &str = "FWD_FRAGS";
+/// Per-CPU room to build an answer (ICMP error, TCP reset) in.
+pub const MAP_REPLY_SCRATCH: &str = "FWD_REPLY_SCRATCH";
 /// aya-log's ring buffer (defined by aya-log-ebpf, drained by aya-log).
 pub const MAP_AYA_LOGS: &str = "AYA_LOGS";
 
@@ -94,6 +98,19 @@ pub const FIB_LOOKUP_PARAMS_SIZE: u32 = 64;
 pub const MSS_SCRATCH_SIZE: u32 = 64;
 /// `struct bpf_devmap_val` (ifindex + program fd), a devmap's value.
 pub const DEVMAP_VAL_SIZE: u32 = 8;
+/// Fragmented datagrams in flight at once (the fragment map's LRU size).
+/// An entry lives for microseconds to milliseconds in practice; an LRU of
+/// this size only loses one under a flood of fragments, which then pass
+/// to the stack.
+pub const MAX_FRAGMENTED: u32 = 8192;
+/// The fragment map's key (source, destination, IP id, protocol) and value
+/// (ports, when seen): kernel-only, defined in forwarder-ebpf's `frag`.
+pub const FRAG_KEY_SIZE: u32 = 12;
+pub const FRAG_PORTS_SIZE: u32 = 16;
+/// The answer scratch: IPv4 + ICMP headers, the quote (an IPv4 header
+/// with options, 8 bytes after it), then two link addresses
+/// (forwarder-ebpf's `reply`).
+pub const REPLY_SCRATCH_SIZE: u32 = 20 + 8 + (60 + 8) + 12;
 /// `BPF_F_NO_PREALLOC` (include/uapi/linux/bpf.h): a hash map allocates an
 /// element when it is written instead of all of them at creation. LPM
 /// tries always carry it (the kernel requires it; aya-ebpf adds it).
@@ -305,6 +322,22 @@ pub const MAPS: &[MapSpec] = &[
         size_of::<u32>(),
         DEVMAP_VAL_SIZE as usize,
         Capacity::Limit(MAX_IFACES),
+        false,
+    ),
+    spec(
+        MAP_FRAGS,
+        MapKind::LruHash,
+        FRAG_KEY_SIZE as usize,
+        FRAG_PORTS_SIZE as usize,
+        Capacity::Limit(MAX_FRAGMENTED),
+        false,
+    ),
+    spec(
+        MAP_REPLY_SCRATCH,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        REPLY_SCRATCH_SIZE as usize,
+        Capacity::Fixed(1),
         false,
     ),
     spec(

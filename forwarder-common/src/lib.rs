@@ -31,7 +31,7 @@ pub use verdict::*;
 
 /// Bumped whenever a pinned map's layout changes. A daemon that finds pinned
 /// maps of another version refuses to adopt them (see `forwarder down`).
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
@@ -97,7 +97,8 @@ mod tests {
             size_of::<RuleCounters>(),
             8 * (6 + RULE_DROP_REASONS as usize)
         );
-        assert_eq!(ABI_VERSION, 2);
+        assert_eq!(REASONS, 21, "the per-interface counter map's size");
+        assert_eq!(ABI_VERSION, 3);
     }
 
     #[test]

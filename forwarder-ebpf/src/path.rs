@@ -30,31 +30,17 @@ fn learned_snat(rule_id: u32, target: u32) -> bool {
     }
 }
 
-/// `snat = "auto"`: keep the client's address when a reply from the
-/// backend, arriving where the backend lives, would be routed back out of
-/// the interface the client came in on. That rules out hairpins (backend on
-/// the client's side) and backends this host cannot route back from. What
-/// the backend itself does with its replies cannot be seen from here; that
-/// is learned per backend from retransmitted SYNs (see `conntrack`).
+/// `snat = "auto"` for a target with forwarding route `to`: keep the
+/// client's address when a reply from the backend, arriving where the
+/// backend lives, would be routed back out of the interface the client
+/// came in on. That rules out hairpins (backend on the client's side) and
+/// backends this host cannot route back from. What the backend itself does
+/// with its replies cannot be seen from here; that is learned per backend
+/// from retransmitted SYNs (see `conntrack`).
 #[inline(always)]
-fn keep_client(
-    ctx: &TcContext,
-    p: &Packet,
-    in_ifindex: u32,
-    to: Option<fib::Route>,
-    target: u32,
-) -> bool {
-    match to {
-        Some(r) if r.oif == in_ifindex => false,
-        Some(r) => {
-            fib::route(ctx, r.oif, p.proto, target, p.src).is_some_and(|b| b.oif == in_ifindex)
-        }
-        // No forwarding route: a virtual (kube-proxy ClusterIP) or local
-        // target, reached through the stack, which cannot take our SNAT
-        // (it drops packets from its own addresses as martians). Replies
-        // leave like any packet the stack sends to the client.
-        None => fib::output_oif(ctx, p.src).is_some_and(|oif| oif == in_ifindex),
-    }
+fn keep_client(ctx: &TcContext, p: &Packet, in_ifindex: u32, to: fib::Route, target: u32) -> bool {
+    to.oif != in_ifindex
+        && fib::route(ctx, to.oif, p.proto, target, p.src).is_some_and(|b| b.oif == in_ifindex)
 }
 
 // A BPF-to-BPF call rather than inlined: its locals get their own frame
@@ -67,21 +53,38 @@ pub fn decide(
     in_ifindex: u32,
 ) -> Result<Decision, Reason> {
     let target = l.target_addr[0];
-    let to = fib::route(ctx, in_ifindex, p.proto, p.src, target);
+    // The route, zeroed when there is none, rather than an Option: LLVM
+    // may read an Option's payload before testing it (the value is then
+    // unused, which is fine for LLVM), and for None those registers were
+    // never written, which the verifier refuses ("R3 !read_ok").
+    let (routed, to) = match fib::route(ctx, in_ifindex, p.proto, p.src, target) {
+        Some(r) => (true, r),
+        None => (false, fib::Route::NONE),
+    };
     let forced_stack = l.flags.contains(ListenFlags::VIA_STACK);
     let mut flags = FlowFlags::empty();
     let src = match l.snat_mode {
         _ if forced_stack => p.src,
         SnatMode::FIXED => l.snat_addr[0],
-        SnatMode::MASQUERADE => to.ok_or(Reason::DropError)?.src,
+        SnatMode::MASQUERADE if routed => to.src,
+        SnatMode::MASQUERADE => return Err(Reason::DropError),
         SnatMode::AUTO => {
             flags |= FlowFlags::AUTO;
-            if to.is_some() && learned_snat(l.rule_id, target) {
-                to.ok_or(Reason::DropError)?.src
-            } else if keep_client(ctx, p, in_ifindex, to, target) || to.is_none() {
+            if !routed {
+                // No forwarding route: a virtual (kube-proxy ClusterIP) or
+                // local target, reached through the stack, which cannot
+                // take our SNAT (it drops packets from its own addresses
+                // as martians): the client's address is the only choice,
+                // whichever way the stack then sends the replies. (So no
+                // lookup of that way either: an output lookup needs a
+                // device, which binds it to that device's routes.)
+                p.src
+            } else if learned_snat(l.rule_id, target) {
+                to.src
+            } else if keep_client(ctx, p, in_ifindex, to, target) {
                 p.src
             } else {
-                to.ok_or(Reason::DropError)?.src
+                to.src
             }
         }
         _ => p.src,
@@ -97,9 +100,9 @@ pub fn decide(
     let via_stack = if forced_stack {
         true
     } else if flags.contains(FlowFlags::SNAT) || l.flags.contains(ListenFlags::VIA_REDIRECT) {
-        to.is_none()
+        !routed
     } else {
-        to.is_none_or(|r| r.nexthop != target)
+        !routed || to.nexthop != target
     };
     if via_stack {
         if flags.contains(FlowFlags::SNAT) {

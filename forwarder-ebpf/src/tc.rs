@@ -29,16 +29,17 @@ use forwarder_common::{
 use crate::{
     conntrack, counters,
     error::log_rewrite_failed,
-    fib,
+    fib::{self, NextHop},
     flow::handled_here,
+    frag,
     hdr::{
         ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_ECHOREPLY, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED,
-        TCP_ACK, TCP_SYN,
+        IP_DST, IP_SRC, TCP_ACK, TCP_RST, TCP_SYN,
     },
     helpers::skb,
     icmp, maps, nat,
-    parse::{self, Packet},
-    path,
+    parse::{self, Frag, Packet},
+    path, reply,
     verdict::Verdict,
 };
 
@@ -55,7 +56,32 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
     }
     let len = ctx.len();
     let verdict = match parse::packet(ctx, iface.flags.contains(IfaceFlags::L3)) {
-        Ok(p) => process(ctx, &p, ifindex, len, hook),
+        Ok(mut p) => {
+            if p.frag == Frag::First {
+                // Its later fragments find its flow by these ports. Read
+                // here, not after the rewrite: a fragment kind still read
+                // there keeps the verifier from merging states through
+                // the whole translation (and its MSS walk).
+                frag::remember(&p);
+            }
+            if p.frag == Frag::Later && !frag::find_ports(&mut p) {
+                // Not ours to decide (see `frag`): the stack either
+                // reassembles a datagram of its own or never can.
+                Verdict::next(Reason::PassFragment)
+            } else {
+                let v = process(ctx, &p, ifindex, len, hook);
+                if !v.is_answer() {
+                    v
+                } else if v.reason() == Reason::FwdRedirect {
+                    send_error(ctx, &p)
+                } else {
+                    reply::answer(ctx, &p, v)
+                }
+            }
+        }
+        // A first fragment too short for its ports: never to the stack,
+        // which would reassemble it behind the allow-list's back.
+        Err(reason @ Reason::DropError) => Verdict::shot(reason),
         Err(reason) => Verdict::next(reason),
     };
     counters::count_iface(iface.slot, hook, verdict.reason(), len);
@@ -73,6 +99,10 @@ fn process(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> V
     let key = conntrack::key_of(p);
     if let Some(verdict) = established(ctx, p, key, len, hook) {
         return verdict;
+    }
+    if p.frag == Frag::Later {
+        // Its first fragment started no flow here: the stack's (see `frag`).
+        return Verdict::next(Reason::PassFragment);
     }
     if hook != Hook::TcIngress || p.proto == PROTO_ICMP {
         return Verdict::next(Reason::PassNoMatch);
@@ -125,7 +155,9 @@ fn established(ctx: &TcContext, p: &Packet, key: FlowKey, len: u32, hook: Hook) 
 }
 
 /// The listener a flow's first packet is for, if the rule lets it start
-/// one: source in the allow-list, a TCP SYN.
+/// one: source in the allow-list, a TCP SYN. A packet for a listener that
+/// may not start a flow is answered or dropped here, never handed to the
+/// stack: the host may run a service on the same port (issue 11 item 7).
 #[inline(always)]
 fn admit(p: &Packet, ifindex: u32) -> Result<&'static ListenerValue, Verdict> {
     let lkey = ListenerKey::v4(addr_v4_word(p.dst), ifindex, p.dport, p.proto);
@@ -134,20 +166,29 @@ fn admit(p: &Packet, ifindex: u32) -> Result<&'static ListenerValue, Verdict> {
     };
     if l.flags.contains(ListenFlags::ALLOWLIST) && !allowed(l.rule_id, p.src) {
         counters::count_rule_drop(l.rule_id, RULE_DROP_DENIED);
-        // Reject: the untouched packet meets the stack, which answers
-        // exactly as for a closed port (RST / port unreachable).
-        return Err(if l.flags.contains(ListenFlags::REJECT) {
-            Verdict::ok(Reason::PassDenied)
-        } else {
-            Verdict::shot(Reason::DropDenied)
-        });
+        return Err(refuse(p, l, Reason::DropDenied));
     }
     if p.proto == PROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN {
         // Mid-stream packet of a flow we do not know (expired, or from
-        // before we started): the stack answers it like a closed port.
-        return Err(Verdict::next(Reason::PassUntracked));
+        // before we started): answered like a closed port would.
+        return Err(refuse(p, l, Reason::DropUntracked));
     }
     Ok(l)
+}
+
+/// What a packet for listener `l` that may not start a flow gets: with
+/// `reject = "rst"` what a closed port answers (a TCP RST, an ICMP port
+/// unreachable), built here; otherwise, and for a RST, nothing.
+#[inline(always)]
+fn refuse(p: &Packet, l: &ListenerValue, drop: Reason) -> Verdict {
+    if !l.flags.contains(ListenFlags::REJECT) {
+        return Verdict::shot(drop);
+    }
+    match p.proto {
+        PROTO_TCP if p.tcp_flags & TCP_RST == 0 => Verdict::answer(Reason::ReplyReset, 0),
+        PROTO_UDP => Verdict::answer(Reason::ReplyPortUnreach, 0),
+        _ => Verdict::shot(drop),
+    }
 }
 
 /// Whether rule `rule_id`'s allow-list holds source `src`.
@@ -173,6 +214,11 @@ fn create_flow(
     hook: Hook,
 ) -> Verdict {
     let rule_id = l.rule_id;
+    if hook == Hook::TcIngress && p.ttl <= 1 {
+        // Expires here: answered, and no flow is left behind for it
+        // (`translate` checks the packets of existing flows).
+        return Verdict::answer(Reason::ReplyTimeExceeded, 0);
+    }
     // Decided first, then created: two calls in a row rather than one
     // inside the other keeps the call chain's stack under 512 bytes.
     let created = path::decide(ctx, p, l, ifindex).and_then(|d| conntrack::create(p, l, &d));
@@ -212,40 +258,105 @@ fn create_flow(
     translate(ctx, p, e, hook)
 }
 
-/// Applies `e`'s translation to the packet and sends it on.
+/// Applies `e`'s translation to the packet and sends it on, after the
+/// checks a router makes before forwarding (RFC 1812 5.3.1 TTL, 5.2.7.1
+/// MTU): they run on the packet as its sender sent it, so the ICMP error
+/// quotes what the sender knows, and a packet the stack would refuse as a
+/// martian once translated is never handed to it.
 // Not inlined: own stack frame (see `conntrack::create`).
 #[inline(never)]
 fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict {
+    let hop = if hook != Hook::TcIngress {
+        // Egress: the stack forwarded it already; it only continues.
+        NextHop::Stack
+    } else if p.ttl <= 1 {
+        return Verdict::answer(Reason::ReplyTimeExceeded, 0);
+    } else if e.flags.contains(FlowFlags::VIA_STACK) {
+        NextHop::Stack
+    } else {
+        match fib::next_hop(ctx, p, e.new_src[0], e.new_dst[0]) {
+            NextHop::TooBig(mtu) if p.df || source_is_ours(e) => {
+                // DF: RFC 1191. Without DF the translated packet's source
+                // is one of ours (a martian to the stack, which would
+                // otherwise fragment it) and the untranslated one is
+                // addressed to us: frag-needed is the answer that works,
+                // Linux senders heed it whatever their DF setting
+                // (docs/CONFORMANCE.md, "Too big without DF").
+                return Verdict::answer(Reason::ReplyFragNeeded, mtu);
+            }
+            // The client's own address: the stack fragments it.
+            NextHop::TooBig(_) => NextHop::Stack,
+            hop => hop,
+        }
+    };
     if let Err(err) = nat::apply(ctx, p, e) {
         log_rewrite_failed(ctx, e.rule_id, err);
         counters::count_rule_drop(e.rule_id, RULE_DROP_ERROR);
         return Verdict::shot(Reason::DropError);
     }
-    deliver(ctx, p, hook, e, e.new_src[0], e.new_dst[0])
+    if hook == Hook::TcEgress {
+        return Verdict::ok(Reason::FwdEgress);
+    }
+    send(ctx, p, e, hop)
 }
 
-/// Sends a translated packet on: at egress it simply continues; at ingress
-/// it goes to the stack or straight to its egress device.
+/// Whether packets of `e` leave with one of this host's addresses as
+/// source: every reply (the forward's address) and SNATed originals.
 #[inline(always)]
-pub fn deliver(
-    ctx: &TcContext,
-    p: &Packet,
-    hook: Hook,
-    e: &FlowEntry,
-    src: u32,
-    dst: u32,
-) -> Verdict {
+fn source_is_ours(e: &FlowEntry) -> bool {
+    e.flags.intersects(FlowFlags::REPLY.union(FlowFlags::SNAT))
+}
+
+/// Sends a translated packet on to `hop`.
+#[inline(always)]
+fn send(ctx: &TcContext, p: &Packet, e: &FlowEntry, hop: NextHop) -> Verdict {
+    match hop {
+        NextHop::Out { oif, nexthop } => match fib::send(ctx, p, oif, nexthop) {
+            Ok(v) => v,
+            Err(err) => {
+                log_rewrite_failed(ctx, e.rule_id, err);
+                Verdict::shot(Reason::DropError)
+            }
+        },
+        _ => Verdict::ok(Reason::FwdStack),
+    }
+}
+
+/// Sends an ICMP error about a flow on, once `icmp::error` translated it:
+/// at egress it simply continues; at ingress it goes to the stack or
+/// (`send_error`, from the top of the pipeline: here, the FIB lookup's
+/// locals would grow icmp::error's frame until its call chain passes 512
+/// bytes) straight to its egress device. One whose TTL runs out is
+/// dropped: no ICMP error is sent about an ICMP error (RFC 1812 4.3.2.7).
+#[inline(always)]
+pub fn deliver(p: &Packet, hook: Hook, e: &FlowEntry) -> Verdict {
     if hook == Hook::TcEgress {
         return Verdict::ok(Reason::FwdEgress);
     }
     if e.flags.contains(FlowFlags::VIA_STACK) {
         return Verdict::ok(Reason::FwdStack);
     }
-    match fib::forward(ctx, p, src, dst) {
-        Ok(sent) => sent,
-        Err(err) => {
-            log_rewrite_failed(ctx, e.rule_id, err);
-            Verdict::shot(Reason::DropError)
+    if p.ttl <= 1 {
+        return Verdict::shot(Reason::DropError);
+    }
+    Verdict::answer(Reason::FwdRedirect, 0)
+}
+
+/// The redirect of a translated ICMP error (`deliver`), to where its new
+/// outer addresses lead. An error too big for the next hop goes to the
+/// stack as before (errors are at most 576 bytes in practice).
+#[inline(always)]
+fn send_error(ctx: &TcContext, p: &Packet) -> Verdict {
+    let (Ok(src), Ok(dst)) = (
+        skb::load::<u32>(ctx, p.l3 + IP_SRC),
+        skb::load::<u32>(ctx, p.l3 + IP_DST),
+    ) else {
+        return Verdict::shot(Reason::DropError);
+    };
+    match fib::next_hop(ctx, p, src, dst) {
+        NextHop::Out { oif, nexthop } => {
+            fib::send(ctx, p, oif, nexthop).unwrap_or(Verdict::shot(Reason::DropError))
         }
+        _ => Verdict::ok(Reason::FwdStack),
     }
 }

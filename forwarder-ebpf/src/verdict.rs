@@ -10,7 +10,11 @@
 //!
 //! The actions themselves (`TC_ACT_OK`, `TC_ACT_SHOT`, `TCX_NEXT`) are
 //! `forwarder_common::verdict`'s, shared with the tests that check them.
-use forwarder_common::{Reason, REASONS, TCX_NEXT, TC_ACT_OK, TC_ACT_SHOT};
+use forwarder_common::{Reason, TCX_NEXT, TC_ACT_OK, TC_ACT_SHOT};
+
+/// Not a TC action: marks `Verdict::answer` in the upper half of the
+/// action word (TC actions are small, or -1), the MTU in the lower.
+const ANSWER: i32 = 0x4000_0000;
 
 /// Bits 0-31 the action, 32-63 the reason.
 #[derive(Clone, Copy)]
@@ -43,6 +47,30 @@ impl Verdict {
         Verdict::new(TC_ACT_SHOT, reason)
     }
 
+    /// Not decided yet (a translated ICMP error to redirect, with
+    /// `FwdRedirect`), or the packet is to be turned into the answer
+    /// `reason` names (a `Reply*` reason; `mtu` for a frag-needed), which
+    /// the entry point builds (`reply::answer`). One call site for the
+    /// answers, at the top of the pipeline, keeps their stack frames off
+    /// the deep call chains and their code verified once.
+    #[inline(always)]
+    pub const fn answer(reason: Reason, mtu: u16) -> Verdict {
+        Verdict::new(ANSWER | mtu as i32, reason)
+    }
+
+    /// Whether this is an `answer` still to be built.
+    #[inline(always)]
+    pub const fn is_answer(self) -> bool {
+        // The whole upper half: TCX_NEXT (-1) has every bit set.
+        (self.action() as u32) & 0xffff_0000 == ANSWER as u32
+    }
+
+    /// The MTU an `answer` carries.
+    #[inline(always)]
+    pub const fn mtu(self) -> u16 {
+        self.action() as u16
+    }
+
     #[inline(always)]
     pub const fn action(self) -> i32 {
         self.0 as u32 as i32
@@ -50,6 +78,11 @@ impl Verdict {
 
     #[inline(always)]
     pub const fn reason(self) -> Reason {
-        Reason::ALL[(self.0 >> REASON_SHIFT) as usize % REASONS as usize]
+        // Not a table lookup (`Reason::ALL[i % REASONS]`): REASONS is no
+        // power of two, and the verifier cannot bound the index a modulo
+        // (or a compare LLVM hoists away from the load) leaves.
+        // SAFETY: bits 32-63 are only ever set from a `Reason` (`new`), a
+        // repr(u32) enum, so they hold one of its values.
+        unsafe { core::mem::transmute::<u32, Reason>((self.0 >> REASON_SHIFT) as u32) }
     }
 }

@@ -51,6 +51,8 @@ pub fn run(ctx: &mut XdpContext) -> u32 {
     // XDP runs only on Ethernet devices: never an L3 one.
     let (action, reason) = match parse::packet(ctx, false) {
         Ok(p) => accelerate(ctx, &p, ifindex, len),
+        // TC drops it (and counts it once).
+        Err(Reason::DropError) => TO_TC,
         Err(reason) => (XDP_PASS, reason),
     };
     counters::count_iface(iface.slot, Hook::Xdp, reason, len);
@@ -61,6 +63,11 @@ pub fn run(ctx: &mut XdpContext) -> u32 {
 /// else to TC.
 #[inline(always)]
 fn accelerate(ctx: &mut XdpContext, p: &Packet, ifindex: u32, len: u32) -> (u32, Reason) {
+    // Fragments and IP options: offsets and ports the fixed-layout rewrite
+    // below does not handle.
+    if !p.is_plain() {
+        return TO_TC;
+    }
     let Some(check_at) = l4_check_of(p) else {
         return TO_TC;
     };

@@ -460,10 +460,9 @@ impl fmt::Display for MssClamp {
 /// What peers refused by the allow-list get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reject {
-    /// The packet goes on to the host's own stack untouched, which answers
-    /// as for any packet to its address: a TCP RST or ICMP port-unreachable
-    /// where nothing of the host listens on the port, else the host's
-    /// service gets it.
+    /// Answered like a closed port: a TCP RST or ICMP port-unreachable,
+    /// built by the kernel program; never handed to the host's own stack,
+    /// where a service of the host on the same port would take it.
     Rst,
     /// Silence.
     Drop,

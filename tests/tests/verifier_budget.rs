@@ -23,10 +23,11 @@ use forwarder_tests::require_root;
 /// (program, log level, ceiling in verified instructions): about 40 %
 /// over the counts on Linux 6.18 when the ceilings were set (106k, 134k,
 /// 41k, 53k, 2.1k, 2.1k; other kernels verify differently, the test prints
-/// what it finds).
+/// what it finds). fwd_ingress raised for issue 12's router checks,
+/// answers and fragments (186k, 241k; forwarder-ebpf/README.md).
 const BUDGET: &[(&str, u8, u32)] = &[
-    ("fwd_ingress", 0, 150_000),
-    ("fwd_ingress", 3, 190_000),
+    ("fwd_ingress", 0, 260_000),
+    ("fwd_ingress", 3, 340_000),
     ("fwd_egress", 0, 60_000),
     ("fwd_egress", 3, 75_000),
     ("fwd_xdp", 0, 3_000),

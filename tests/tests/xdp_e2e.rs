@@ -172,13 +172,16 @@ fn a_restart_adopts_the_xdp_links_and_the_flow_continues() -> Result<()> {
     std::fs::write(&rules, RULES)?;
     let mut daemon = Daemon::start(&t.router, &["--rules", rules.to_str().unwrap()])?;
     let dest = t.dir.file("slow.bin");
+    // Slow enough (15 s for 30 MB) to outlast the restart under load: the
+    // new daemon verifies its programs (seconds on a busy 2-core machine)
+    // before it swaps them in.
     let mut dl = t.client.spawn(&[
         "curl",
         "-sS",
         "--limit-rate",
-        "6M",
+        "2M",
         "--max-time",
-        "30",
+        "60",
         "-o",
         dest.to_str().unwrap(),
         "http://10.70.1.1:8080/big.bin",
@@ -200,7 +203,7 @@ fn a_restart_adopts_the_xdp_links_and_the_flow_continues() -> Result<()> {
             "XDP adopted after the restart: {i}"
         );
     }
-    let done = forwarder_tests::process::wait_for(std::time::Duration::from_secs(30), || {
+    let done = forwarder_tests::process::wait_for(std::time::Duration::from_secs(60), || {
         dl.child.try_wait().ok().flatten()
     })
     .context("download did not finish")?;

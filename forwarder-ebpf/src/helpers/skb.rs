@@ -8,12 +8,14 @@
 //! sum, and `bpf_l4_csum_replace` knows which case it is in.
 use aya_ebpf::{
     bindings::{
+        bpf_adj_room_mode::{BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_NET},
         bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR,
         BPF_F_RECOMPUTE_CSUM,
     },
     helpers::{
-        bpf_l3_csum_replace, bpf_l4_csum_replace, bpf_redirect, bpf_redirect_neigh,
-        bpf_skb_change_head, bpf_skb_pull_data, bpf_skb_store_bytes,
+        bpf_csum_diff, bpf_l3_csum_replace, bpf_l4_csum_replace, bpf_redirect, bpf_redirect_neigh,
+        bpf_skb_adjust_room, bpf_skb_change_head, bpf_skb_change_tail, bpf_skb_load_bytes,
+        bpf_skb_pull_data, bpf_skb_store_bytes,
     },
     programs::TcContext,
 };
@@ -210,5 +212,80 @@ pub fn redirect_neigh_v4(ifindex: u32, nexthop: u32) -> i32 {
             core::mem::size_of::<bpf_redir_neigh>() as i32,
             0,
         ) as i32
+    }
+}
+
+/// Copies `buf.len()` packet bytes from offset `off` (linear part or
+/// frags) into `buf`.
+#[inline(always)]
+pub fn load_bytes(ctx: &TcContext, off: usize, buf: &mut [u8]) -> Result<(), Errno> {
+    // SAFETY: buf is valid for buf.len() bytes; the helper bounds-checks
+    // offset and length against the skb.
+    ok(unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            off as u32,
+            buf.as_mut_ptr() as *mut _,
+            buf.len() as u32,
+        )
+    })
+}
+
+/// Writes `bytes` at packet offset `off`.
+#[inline(always)]
+pub fn store_bytes(ctx: &TcContext, off: usize, bytes: &[u8], how: Store) -> Result<(), Errno> {
+    // SAFETY: bytes is valid for its length; the helper bounds-checks.
+    ok(unsafe {
+        bpf_skb_store_bytes(
+            ctx.skb.skb,
+            off as u32,
+            bytes.as_ptr() as *const _,
+            bytes.len() as u32,
+            how.0,
+        )
+    })
+}
+
+/// Trims (or grows) the packet to `len` bytes from its start.
+#[inline(always)]
+pub fn change_tail(ctx: &TcContext, len: usize) -> Result<(), Errno> {
+    // SAFETY: helper on our own skb; flags must be 0.
+    ok(unsafe { bpf_skb_change_tail(ctx.skb.skb, len as u32, 0) })
+}
+
+/// Inserts `len` bytes between the link header and the IP header (all of
+/// the front on a device without one).
+#[inline(always)]
+pub fn grow_after_link_header(ctx: &TcContext, len: usize) -> Result<(), Errno> {
+    // SAFETY: helper on our own skb; it validates mode and length.
+    ok(unsafe { bpf_skb_adjust_room(ctx.skb.skb, len as i32, BPF_ADJ_ROOM_MAC, 0) })
+}
+
+/// Removes `len` bytes right after the first 20 bytes of the IPv4 header
+/// (its options).
+#[inline(always)]
+pub fn shrink_after_ip_header(ctx: &TcContext, len: usize) -> Result<(), Errno> {
+    // SAFETY: helper on our own skb; it validates mode and length.
+    ok(unsafe { bpf_skb_adjust_room(ctx.skb.skb, -(len as i32), BPF_ADJ_ROOM_NET, 0) })
+}
+
+/// The 32-bit one's-complement sum of `words` added to `seed` (fold it for
+/// a checksum). `words` must be a multiple of 4 bytes long.
+#[inline(always)]
+pub fn csum_sum(words: &[u8], seed: u32) -> Result<u32, Errno> {
+    // SAFETY: words is valid for its length; no "from" buffer.
+    let rc = unsafe {
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            words.as_ptr() as *mut _,
+            words.len() as u32,
+            seed,
+        )
+    };
+    if rc < 0 {
+        Err(rc)
+    } else {
+        Ok(rc as u32)
     }
 }

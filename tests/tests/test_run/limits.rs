@@ -8,8 +8,7 @@ use forwarder_common::{Reason, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL};
 use forwarder_tests::testrun::{
     frames::{ep, tcp, with_ttl, CLIENT, LAN_PEER, VM},
     tc::*,
-    Host, EPHEMERAL_PORTS, HOST_LAN, HOST_VM, LAN_IF, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-    VM_IF,
+    Host, EPHEMERAL_PORTS, HOST_LAN, HOST_VM, LAN_IF, TC_ACT_REDIRECT, TC_ACT_SHOT, VM_IF,
 };
 
 const FULL: &str = r#"
@@ -170,20 +169,19 @@ snat = "auto"
 "#;
 
 #[test]
-fn a_first_packet_with_ttl_1_creates_its_flow_and_is_left_to_the_stack() {
+fn a_first_packet_with_ttl_1_is_answered_with_time_exceeded_and_creates_nothing() {
     let Some(mut h) = Host::for_test(64, ON_LINK) else {
         return;
     };
-    // Translated and created, then left to the stack (which sends Time
-    // Exceeded from the translated packet's view).
+    // Answered before anything is created, from the untranslated packet
+    // (test_run/replies.rs checks the answer byte for byte).
     let client = ep(CLIENT, 40001);
     let syn1 = with_ttl(&tcp(client, ep(HOST_LAN, 80), "S", &[]), 1);
     let o = step(
         &mut h,
         &ingress("TTL 1", LAN_IF, syn1)
-            .expect(TC_ACT_OK, Reason::PassTtl)
-            .rule("vm", created(false, false))
-            .xlate(via_stack(client, ep(VM, 80))),
+            .expect(TC_ACT_REDIRECT, Reason::ReplyTimeExceeded)
+            .out(Out::Answer),
     );
-    assert_eq!(o.delta.flows_added.len(), 2, "TTL 1: both entries");
+    assert_flows("TTL 1", &o.delta, &[], &[], &[]);
 }

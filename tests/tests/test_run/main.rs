@@ -29,6 +29,7 @@ mod left_alone;
 mod limits;
 mod mss;
 mod port_ranges;
+mod replies;
 mod snat_modes;
 mod stack_path;
 mod tcp_lifecycle;
