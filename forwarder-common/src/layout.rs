@@ -63,6 +63,8 @@ pub const MAP_FLOW_SCRATCH: &str = "FWD_SCRATCH";
 /// Per-CPU room for the FIB lookup parameters (TC and XDP share it: a
 /// program runs to completion on its CPU, so one slot serves both).
 pub const MAP_FIB_SCRATCH: &str = "FWD_FIB_SCRATCH";
+/// Per-CPU room for the TCP options of a SYN whose MSS may be clamped.
+pub const MAP_MSS_SCRATCH: &str = "FWD_MSS_SCRATCH";
 /// The XDP accelerator's redirect targets (ifindex -> ifindex).
 pub const MAP_XDP_DEVS: &str = "FWD_XDP_DEVS";
 /// First fragments' ports, for their later fragments (kernel-only, LRU).
@@ -74,6 +76,9 @@ pub const MAP_AYA_LOGS: &str = "AYA_LOGS";
 
 /// Subdirectory of the pin directory holding the program links.
 pub const PIN_LINKS_DIR: &str = "links";
+/// Subdirectory of the pin directory with the markers of legacy TC
+/// attachment (clsact + cls_bpf filters, which cannot be pinned).
+pub const PIN_TC_DIR: &str = "tc";
 
 // ---- Sizes. ----
 
@@ -111,6 +116,9 @@ pub const AYA_LOGS_BYTES: u32 = 1 << 17;
 /// `struct bpf_fib_lookup` (include/uapi/linux/bpf.h), the value of the FIB
 /// scratch maps.
 pub const FIB_LOOKUP_PARAMS_SIZE: u32 = 64;
+/// `FWD_MSS_SCRATCH`'s value: the at most 40 option bytes of a TCP header,
+/// and room for what a walk step reads past the last byte it checks.
+pub const MSS_SCRATCH_SIZE: u32 = 64;
 /// `struct bpf_devmap_val` (ifindex + program fd), a devmap's value.
 pub const DEVMAP_VAL_SIZE: u32 = 8;
 /// Fragmented datagrams in flight at once (the fragment map's LRU size).
@@ -383,6 +391,14 @@ pub const MAPS: &[MapSpec] = &[
         MapKind::PerCpuArray,
         size_of::<u32>(),
         FIB_LOOKUP_PARAMS_SIZE as usize,
+        Capacity::Fixed(1),
+        false,
+    ),
+    spec(
+        MAP_MSS_SCRATCH,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        MSS_SCRATCH_SIZE as usize,
         Capacity::Fixed(1),
         false,
     ),

@@ -203,6 +203,15 @@ fn build_icmp_error(ctx: &TcContext, p: &Packet, err: IcmpError, mtu: u16) -> Re
         return Err(());
     }
     let buf = scratch().ok_or(())?;
+    // Bounded again after the map lookup, right before the helper call, in
+    // the shape 6.1's verifier follows (see helpers::tcp_opts::load): it
+    // forgets the range checked above once LLVM keeps `quote` on the stack,
+    // and then sees a length that may be 0.
+    let below = core::hint::black_box(quote.wrapping_sub(1));
+    if below >= QUOTE_MAX {
+        return Err(());
+    }
+    let quote = below + 1;
     let body = buf
         .get_mut(ICMP_ERROR_HLEN..ICMP_ERROR_HLEN + quote)
         .ok_or(())?;

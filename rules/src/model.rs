@@ -463,6 +463,9 @@ pub enum AttachMode {
     /// TC plus the XDP accelerator in native (driver) mode; when that
     /// fails, TC only, and `status` says why.
     Xdp,
+    /// TC only, attached the legacy way (clsact qdisc + cls_bpf filter)
+    /// even where the kernel has TCX: what kernels before 6.6 get anyway.
+    TcLegacy,
 }
 
 impl AttachMode {
@@ -471,6 +474,7 @@ impl AttachMode {
             AttachMode::Auto => "auto",
             AttachMode::Tc => "tc",
             AttachMode::Xdp => "xdp",
+            AttachMode::TcLegacy => "tc-legacy",
         }
     }
 }

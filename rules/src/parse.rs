@@ -246,14 +246,26 @@ fn parse_interfaces(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
             let span = item.span();
             match key {
                 "attach" => {
-                    if let Some(s) =
-                        expect_str(sink, ctx, key, item, "attach = \"auto\", \"tc\" or \"xdp\"")
-                    {
+                    if let Some(s) = expect_str(
+                        sink,
+                        ctx,
+                        key,
+                        item,
+                        "attach = \"auto\", \"tc\", \"xdp\" or \"tc-legacy\"",
+                    ) {
                         match s {
                             "auto" => settings.attach = AttachMode::Auto,
                             "tc" => settings.attach = AttachMode::Tc,
                             "xdp" => settings.attach = AttachMode::Xdp,
-                            _ => bad_keyword(sink, &span, ctx, key, s, &["auto", "tc", "xdp"]),
+                            "tc-legacy" => settings.attach = AttachMode::TcLegacy,
+                            _ => bad_keyword(
+                                sink,
+                                &span,
+                                ctx,
+                                key,
+                                s,
+                                &["auto", "tc", "xdp", "tc-legacy"],
+                            ),
                         }
                     }
                 }

@@ -288,7 +288,8 @@ fn interfaces() -> impl Strategy<Value = std::collections::BTreeMap<String, Ifac
         prop_oneof![
             Just(AttachMode::Auto),
             Just(AttachMode::Tc),
-            Just(AttachMode::Xdp)
+            Just(AttachMode::Xdp),
+            Just(AttachMode::TcLegacy)
         ]
         .prop_map(|attach| IfaceSettings { attach }),
         0..3,

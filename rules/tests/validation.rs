@@ -473,7 +473,8 @@ fn interface_sections() {
     let ok = load_str(
         FILE,
         &format!(
-            "[interface.eth0]\nattach = \"xdp\"\n[interface.\"eth0.100\"]\nattach = \"tc\"\n{}",
+            "[interface.eth0]\nattach = \"xdp\"\n[interface.\"eth0.100\"]\nattach = \"tc\"\n\
+             [interface.eth1]\nattach = \"tc-legacy\"\n{}",
             fwd("")
         ),
     )
@@ -484,8 +485,12 @@ fn interface_sections() {
         rules::AttachMode::Tc
     );
     assert_eq!(
+        ok.rules.interfaces["eth1"].attach,
+        rules::AttachMode::TcLegacy
+    );
+    assert_eq!(
         one_error(&format!("[interface.eth0]\nattach = \"fast\"\n{}", fwd(""))),
-        "rules.toml:2:10: error: interface eth0: `fast` is not a valid attach\n  help: expected one of: `auto`, `tc`, `xdp`"
+        "rules.toml:2:10: error: interface eth0: `fast` is not a valid attach\n  help: expected one of: `auto`, `tc`, `xdp`, `tc-legacy`"
     );
     assert!(
         one_error(&format!("[interface.eth0]\nmode = \"xdp\"\n{}", fwd("")))

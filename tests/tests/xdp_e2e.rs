@@ -7,6 +7,7 @@
 use anyhow::{ensure, Context, Result};
 use forwarder_tests::{
     client::{client, sha256},
+    daemon::tc_mode,
     netns::{self, Netns},
     require_root,
     servers::Nginx,
@@ -113,7 +114,8 @@ fn run(tx_offload: bool) -> Result<serde_json::Value> {
     let st = daemon.state()?;
     for i in st["interfaces"].as_array().context("interfaces")? {
         ensure!(
-            i["attach"] == "tcx+xdp" && i["mode"].as_str().unwrap_or("").contains("xdp"),
+            i["attach"] == format!("{}+xdp", tc_mode())
+                && i["mode"].as_str().unwrap_or("").contains("xdp"),
             "XDP attached as configured: {i}"
         );
     }
@@ -197,7 +199,7 @@ fn a_restart_adopts_the_xdp_links_and_the_flow_continues() -> Result<()> {
     let st = daemon.state()?;
     for i in st["interfaces"].as_array().context("interfaces")? {
         ensure!(
-            i["attach"] == "tcx+xdp",
+            i["attach"] == format!("{}+xdp", tc_mode()),
             "XDP adopted after the restart: {i}"
         );
     }
@@ -259,7 +261,7 @@ fn a_failed_xdp_attach_falls_back_to_tc_and_says_so() -> Result<()> {
         .context("br0 in status")?
         .clone();
     ensure!(
-        br["attach"] == "tcx"
+        br["attach"] == tc_mode()
             && br["mode"]
                 .as_str()
                 .unwrap_or("")

@@ -304,6 +304,9 @@ impl Daemon {
             self.maps_mixed = !e.rolled_back;
         }
         applied.maps?;
+        if !applied.attach_failed.is_empty() {
+            anyhow::bail!("{}", applied.attach_failed.join("; "));
+        }
         for name in &plan.entries.missing_ifaces {
             warn!(iface = %name, "interface does not exist (yet): its forwards wait for it");
         }

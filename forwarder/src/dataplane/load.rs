@@ -15,7 +15,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{Array, Map, MapData},
-    programs::{SchedClassifier, Xdp},
+    programs::{ProgramError, SchedClassifier, Xdp},
     EbpfLoader,
 };
 use forwarder_common::{
@@ -23,7 +23,7 @@ use forwarder_common::{
     MAP_CONFIG, MAP_CT_EVICT, MAP_FLOWS, PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS,
     PROG_INGRESS, PROG_XDP,
 };
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{maps::Maps, Dataplane};
 
@@ -153,15 +153,13 @@ impl Dataplane {
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the object"))?
                 .try_into()?;
-            prog.load()
-                .with_context(|| format!("the verifier rejected {name}"))?;
+            prog.load().map_err(|e| rejected(name, &e))?;
         }
         let xdp: &mut Xdp = ebpf
             .program_mut(PROG_XDP)
             .with_context(|| format!("program {PROG_XDP} missing from the object"))?
             .try_into()?;
-        xdp.load()
-            .with_context(|| format!("the verifier rejected {PROG_XDP}"))?;
+        xdp.load().map_err(|e| rejected(PROG_XDP, &e))?;
         if let Some(dir) = opts.pin_dir {
             std::fs::create_dir_all(dir.join(PIN_LINKS_DIR))?;
         }
@@ -172,6 +170,7 @@ impl Dataplane {
             pin_dir: opts.pin_dir.map(Path::to_path_buf),
             attached: BTreeMap::new(),
             adopted,
+            tc_legacy: None,
         };
         if dp.adopted.maps == 0 {
             dp.maps.set_config(GlobalConfig::DEFAULT)?;
@@ -181,11 +180,24 @@ impl Dataplane {
     }
 }
 
-/// Removes everything a daemon pinned under `pin_dir`: links (the programs
-/// are off their interfaces when this returns), maps (which frees the flow
-/// table), the directory. Returns what it removed.
+/// One line for a program the verifier refused (its last words); the whole
+/// log goes to the debug log.
+fn rejected(name: &str, e: &ProgramError) -> anyhow::Error {
+    debug!("the verifier's log for {name}: {e}");
+    anyhow::anyhow!(
+        "kernel {}: the verifier rejects {name}: {} (`forwarder doctor` checks everything the \
+         object needs)",
+        crate::probe::kernel_release(),
+        crate::probe::scratch::verifier_summary(e)
+    )
+}
+
+/// Removes everything a daemon pinned under `pin_dir`: our legacy TC
+/// filters (and the clsact qdiscs we created, when empty), links (the
+/// programs are off their interfaces when this returns), maps (which frees
+/// the flow table), the directory. Returns what it removed.
 pub fn teardown(pin_dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
+    let mut removed = super::tc_legacy::teardown(pin_dir)?;
     let links = pin_dir.join(PIN_LINKS_DIR);
     if let Ok(rd) = std::fs::read_dir(&links) {
         for e in rd.flatten() {
