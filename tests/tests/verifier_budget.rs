@@ -38,8 +38,8 @@ const BUDGET: &[(&str, u8, u32)] = &[
     ("fwd_ingress", 3, 550_000),
     ("fwd_egress", 0, 85_000),
     ("fwd_egress", 3, 115_000),
-    ("fwd_xdp", 0, 5_200),
-    ("fwd_xdp", 3, 5_200),
+    ("fwd_xdp", 0, 6_500),
+    ("fwd_xdp", 3, 6_500),
 ];
 
 /// Loads every program of the object at `log_level` and returns each
