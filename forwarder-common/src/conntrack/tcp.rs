@@ -9,6 +9,10 @@ use crate::{FlowTrack, Seen};
 /// (netfilter's MAXACKWINCONST is 66000).
 pub const ACK_SLACK: u32 = 65_535;
 
+/// The most data a SYN carries that a SYN-ACK may leave unacknowledged:
+/// one segment at a 9000-byte (jumbo) MTU.
+pub const SYN_DATA_MAX: u32 = 9_000;
+
 /// The TCP header fields the state machine reads, in host order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segment {
@@ -186,9 +190,14 @@ fn syn_step(state: CtState, orig: bool, seg: &Segment, peer: &FlowTrack) -> Verd
         // A retransmitted SYN, or one starting over on the tuple.
         (true, false, CtState::SynSent) => Verdict::Forward,
         (true, false, CtState::TimeWait | CtState::Close) => Verdict::Reopen,
-        // The server's answer must acknowledge the client's SYN.
+        // The server's answer must acknowledge the client's SYN: its ISN + 1,
+        // or up to the end of data the SYN carried (a SYN with data, as TCP
+        // Fast Open sends, is usually acknowledged without its data by a
+        // server that does not take it; netfilter accepts both). The data
+        // is at most one segment, so the window left to a guess stays small.
         (false, true, CtState::SynSent) => {
-            if seg.ack == peer.seq_end {
+            let behind = peer.seq_end.wrapping_sub(seg.ack);
+            if behind <= SYN_DATA_MAX {
                 Verdict::Transition(CtState::SynRecv)
             } else {
                 Verdict::Drop

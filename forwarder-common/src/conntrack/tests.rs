@@ -334,3 +334,39 @@ fn state_names_roundtrip() {
     }
     assert_eq!(CtState::from_raw(200), CtState::Untracked);
 }
+
+#[test]
+fn a_syn_ack_may_leave_the_syns_data_unacknowledged() {
+    let mut c = FlowTrack::default();
+    // A SYN carrying 100 bytes (TCP Fast Open): its end is ISN + 101.
+    start(&mut c, &seg(TCP_SYN, 1000, 0, 1000, 100));
+    let s0 = FlowTrack::default();
+    for ack in [1001, 1101] {
+        assert_eq!(
+            tcp_step(
+                CtState::SynSent,
+                false,
+                &seg(SA, 5000, ack, 1000, 0),
+                &s0,
+                Seen::empty(),
+                Some(&c)
+            ),
+            Verdict::Transition(CtState::SynRecv),
+            "ack {ack}"
+        );
+    }
+    for ack in [1101u32.wrapping_sub(SYN_DATA_MAX + 1), 1102, 1_000_000] {
+        assert_eq!(
+            tcp_step(
+                CtState::SynSent,
+                false,
+                &seg(SA, 5000, ack, 1000, 0),
+                &s0,
+                Seen::empty(),
+                Some(&c)
+            ),
+            Verdict::Drop,
+            "ack {ack}"
+        );
+    }
+}
