@@ -88,27 +88,37 @@ pub enum Reason {
     FwdEgress = 14,
     /// XDP left the packet to TC (first packets, anything unusual).
     PassToTc = 15,
+    /// A packet of a tracked flow on an interface its direction does not
+    /// arrive on (a flow is bound to the interfaces of its first packet and
+    /// of the route to its target): passed untranslated.
+    PassWrongIface = 16,
+    /// A TCP RST or FIN outside the window the receiver advertised, or a
+    /// SYN-ACK that does not acknowledge the SYN: dropped, the flow's state
+    /// unchanged (see `conntrack`).
+    DropOutOfWindow = 17,
+    /// A new flow over its source's `new_flows_per_source` limit: dropped.
+    DropRateLimited = 18,
     /// TTL would expire on forwarding: answered with ICMP time exceeded
     /// (11/0) built from the untranslated packet, sent back out of the
     /// interface it came in on.
-    ReplyTimeExceeded = 16,
+    ReplyTimeExceeded = 19,
     /// Too big for the next hop (DF set, or a translated packet the stack
     /// cannot fragment): answered with ICMP fragmentation needed (3/4)
     /// carrying the next-hop MTU.
-    ReplyFragNeeded = 17,
+    ReplyFragNeeded = 20,
     /// A denied or refused datagram (`reject = "rst"`): answered with ICMP
     /// port unreachable (3/3).
-    ReplyPortUnreach = 18,
+    ReplyPortUnreach = 21,
     /// The target's neighbour is dead and the stack cannot deliver the
     /// flow (SNAT): answered with ICMP host unreachable (3/1).
-    ReplyHostUnreach = 19,
+    ReplyHostUnreach = 22,
     /// A denied SYN or an untracked segment for a forward's port
     /// (`reject = "rst"`): answered with a TCP RST.
-    ReplyReset = 20,
+    ReplyReset = 23,
 }
 
 /// Number of `Reason` values (size of one hook's counter block).
-pub const REASONS: u32 = 21;
+pub const REASONS: u32 = 24;
 
 impl Reason {
     pub const ALL: [Reason; REASONS as usize] = [
@@ -128,6 +138,9 @@ impl Reason {
         Reason::PassDenied,
         Reason::FwdEgress,
         Reason::PassToTc,
+        Reason::PassWrongIface,
+        Reason::DropOutOfWindow,
+        Reason::DropRateLimited,
         Reason::ReplyTimeExceeded,
         Reason::ReplyFragNeeded,
         Reason::ReplyPortUnreach,
@@ -154,6 +167,9 @@ impl Reason {
             Reason::PassDenied => "pass_denied",
             Reason::FwdEgress => "fwd_egress",
             Reason::PassToTc => "pass_to_tc",
+            Reason::PassWrongIface => "pass_wrong_iface",
+            Reason::DropOutOfWindow => "drop_out_of_window",
+            Reason::DropRateLimited => "drop_rate_limited",
             Reason::ReplyTimeExceeded => "reply_time_exceeded",
             Reason::ReplyFragNeeded => "reply_frag_needed",
             Reason::ReplyPortUnreach => "reply_port_unreach",
@@ -174,9 +190,23 @@ pub const RULE_DROP_DENIED: usize = 0;
 pub const RULE_DROP_TABLE_FULL: usize = 1;
 pub const RULE_DROP_NO_PORT: usize = 2;
 pub const RULE_DROP_ERROR: usize = 3;
-pub const RULE_DROP_REASONS: u32 = 4;
-pub const RULE_DROP_NAMES: [&str; RULE_DROP_REASONS as usize] =
-    ["denied", "table_full", "no_port", "error"];
+/// RST/FIN/SYN-ACK outside the window (`Reason::DropOutOfWindow`).
+pub const RULE_DROP_OUT_OF_WINDOW: usize = 4;
+/// New flow over the per-source limit (`Reason::DropRateLimited`).
+pub const RULE_DROP_RATE_LIMITED: usize = 5;
+/// Not a packet: a flow of this rule evicted from a full table to make
+/// room for a new one (it was unassured, closing or expired).
+pub const RULE_DROP_EVICTED: usize = 6;
+pub const RULE_DROP_REASONS: u32 = 7;
+pub const RULE_DROP_NAMES: [&str; RULE_DROP_REASONS as usize] = [
+    "denied",
+    "table_full",
+    "no_port",
+    "error",
+    "out_of_window",
+    "rate_limited",
+    "evicted",
+];
 
 /// Per-rule counters, one array slot per rule id, per CPU.
 #[repr(C)]

@@ -17,8 +17,8 @@
 use core::mem::{offset_of, size_of};
 
 use crate::{
-    AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
-    ListenerValue, RuleCounters, RuleName, HOOKS, REASONS,
+    conntrack::CtConfig, AllowKey, AutoEvidence, AutoSnatKey, Counter, FlowEntry, FlowKey,
+    GlobalConfig, IfaceConfig, ListenerKey, ListenerValue, RuleCounters, RuleName, HOOKS, REASONS,
 };
 
 // ---- Program names (the entry points' function names). ----
@@ -41,6 +41,23 @@ pub const MAP_FLOWS: &str = "FWD_FLOWS";
 pub const MAP_CONFIG: &str = "FWD_CONFIG";
 pub const MAP_AUTO_SNAT: &str = "FWD_AUTO_SNAT";
 pub const MAP_RULE_NAMES: &str = "FWD_RULE_NAMES";
+/// Conntrack settings (`CtConfig`: timeouts, per-source limit).
+pub const MAP_CT_CONFIG: &str = "FWD_CT_CONFIG";
+/// Eviction candidates: original-direction keys of flows, oldest first
+/// (a queue map; see `forwarder-ebpf/src/evict.rs`).
+pub const MAP_CT_EVICT: &str = "FWD_CT_EVICT";
+/// Per-CPU room for the keys an eviction looks at.
+pub const MAP_CT_KEYS: &str = "FWD_CT_KEYS";
+/// Per-CPU room for the two keys of a flow being created.
+pub const MAP_KEY_SCRATCH: &str = "FWD_KEY_SCRATCH";
+/// Per-CPU room for the SNAT port range of a flow being created.
+pub const MAP_PORT_PLAN: &str = "FWD_PORT_PLAN";
+/// `FWD_PORT_PLAN`'s value: min, span, the client's port if kept, pad.
+pub const PORT_PLAN_SIZE: u32 = 16;
+/// Per-source new-flow limit state (LRU, not pinned).
+pub const MAP_SRC_LIMIT: &str = "FWD_SRC_LIMIT";
+/// `snat = "auto"` evidence per backend (LRU, not pinned).
+pub const MAP_AUTO_EVIDENCE: &str = "FWD_AUTO_EVIDENCE";
 /// Per-CPU room for building the two entries of a new flow.
 pub const MAP_FLOW_SCRATCH: &str = "FWD_SCRATCH";
 /// Per-CPU room for the FIB lookup parameters (TC and XDP share it: a
@@ -75,6 +92,9 @@ pub const MAX_LISTENERS: u32 = 262_144;
 pub const MAX_ALLOW_PREFIXES: u32 = 16_384;
 /// Backends remembered by `snat = "auto"` learning (LRU).
 pub const MAX_AUTO_SNAT: u32 = 4096;
+/// Sources whose new-flow rate the per-source limit follows at once (LRU:
+/// a source pushed out starts with a fresh allowance).
+pub const MAX_RATE_SOURCES: u32 = 65_536;
 /// Flow-table entries per tracked flow: one per direction.
 pub const ENTRIES_PER_FLOW: u32 = 2;
 /// Flows the table holds when the rules file does not say
@@ -85,9 +105,12 @@ pub const DEFAULT_CONNTRACK_MAX: u32 = 262_144;
 pub const PRIVATE_CONNTRACK_MAX: u32 = 65_536;
 /// SNAT source ports when the rules file does not say (`[global]
 /// snat_ports`), inclusive, host order; also what the kernel uses while
-/// `FWD_CONFIG` holds no range.
-pub const DEFAULT_SNAT_PORT_MIN: u16 = 32_768;
-pub const DEFAULT_SNAT_PORT_MAX: u16 = 60_999;
+/// `FWD_CONFIG` holds no range. All of 1024-32767: below Linux's default
+/// ephemeral range (`ip_local_port_range`, 32768-60999), from which the
+/// host picks ports for its own connections; a SNAT port there could
+/// collide with one of them and hijack its replies.
+pub const DEFAULT_SNAT_PORT_MIN: u16 = 1024;
+pub const DEFAULT_SNAT_PORT_MAX: u16 = 32_767;
 /// aya-log-ebpf's ring buffer size in bytes (its `AYA_LOGS` definition).
 pub const AYA_LOGS_BYTES: u32 = 1 << 17;
 /// `struct bpf_fib_lookup` (include/uapi/linux/bpf.h), the value of the FIB
@@ -126,6 +149,7 @@ pub enum MapKind {
     PerCpuArray = 6,
     LruHash = 9,
     LpmTrie = 11,
+    Queue = 22,
     DevMapHash = 25,
     RingBuf = 27,
 }
@@ -147,6 +171,9 @@ pub enum Capacity {
     /// The flow table: `ENTRIES_PER_FLOW` x `conntrack_max`, set at load;
     /// the object carries `ENTRIES_PER_FLOW` x `DEFAULT_CONNTRACK_MAX`.
     Flows,
+    /// One slot per flow (`conntrack_max`, set at load like the flow
+    /// table); the object carries `DEFAULT_CONNTRACK_MAX`.
+    PerFlow,
 }
 
 impl Capacity {
@@ -155,6 +182,7 @@ impl Capacity {
         match self {
             Capacity::Fixed(n) | Capacity::Limit(n) => n,
             Capacity::Flows => ENTRIES_PER_FLOW * DEFAULT_CONNTRACK_MAX,
+            Capacity::PerFlow => DEFAULT_CONNTRACK_MAX,
         }
     }
 }
@@ -292,6 +320,64 @@ pub const MAPS: &[MapSpec] = &[
         true,
     ),
     spec(
+        MAP_CT_CONFIG,
+        MapKind::Array,
+        size_of::<u32>(),
+        size_of::<CtConfig>(),
+        Capacity::Fixed(1),
+        true,
+    ),
+    spec(
+        MAP_CT_EVICT,
+        MapKind::Queue,
+        // A queue map has no key.
+        0,
+        size_of::<FlowKey>(),
+        Capacity::PerFlow,
+        true,
+    ),
+    spec(
+        MAP_CT_KEYS,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        size_of::<FlowKey>(),
+        Capacity::Fixed(2),
+        false,
+    ),
+    spec(
+        MAP_KEY_SCRATCH,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        size_of::<FlowKey>(),
+        // Slot 0: the reply key, slot 1: the original.
+        Capacity::Fixed(2),
+        false,
+    ),
+    spec(
+        MAP_PORT_PLAN,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        PORT_PLAN_SIZE as usize,
+        Capacity::Fixed(1),
+        false,
+    ),
+    spec(
+        MAP_SRC_LIMIT,
+        MapKind::LruHash,
+        size_of::<[u32; 4]>(),
+        size_of::<u64>(),
+        Capacity::Limit(MAX_RATE_SOURCES),
+        false,
+    ),
+    spec(
+        MAP_AUTO_EVIDENCE,
+        MapKind::LruHash,
+        size_of::<AutoSnatKey>(),
+        size_of::<AutoEvidence>(),
+        Capacity::Limit(MAX_AUTO_SNAT),
+        false,
+    ),
+    spec(
         MAP_FLOW_SCRATCH,
         MapKind::PerCpuArray,
         size_of::<u32>(),
@@ -368,6 +454,7 @@ pub fn pinned_maps() -> impl Iterator<Item = &'static MapSpec> {
 // live maps. The sizes are pinned in the tests of lib.rs.
 
 const _: () = {
+    use crate::FlowTrack;
     assert!(offset_of!(IfaceConfig, slot) == 0);
     assert!(offset_of!(IfaceConfig, flags) == 4);
 
@@ -407,6 +494,15 @@ const _: () = {
     assert!(offset_of!(FlowEntry, flags) == 72);
     assert!(offset_of!(FlowEntry, tcp_seen) == 73);
     assert!(offset_of!(FlowEntry, mss) == 74);
+    assert!(offset_of!(FlowEntry, ct) == 80);
+
+    assert!(offset_of!(FlowTrack, iface) == 0);
+    assert!(offset_of!(FlowTrack, state) == 4);
+    assert!(offset_of!(FlowTrack, ct_flags) == 5);
+    assert!(offset_of!(FlowTrack, wscale) == 6);
+    assert!(offset_of!(FlowTrack, seq_end) == 8);
+    assert!(offset_of!(FlowTrack, max_ack) == 12);
+    assert!(offset_of!(FlowTrack, max_win) == 16);
 
     assert!(offset_of!(AutoSnatKey, rule_id) == 0);
     assert!(offset_of!(AutoSnatKey, addr) == 4);
@@ -454,6 +550,6 @@ mod tests {
     fn lookup_by_name() {
         assert_eq!(map_spec(MAP_FLOWS).unwrap().capacity, Capacity::Flows);
         assert!(map_spec("nope").is_none());
-        assert_eq!(pinned_maps().count(), 9);
+        assert_eq!(pinned_maps().count(), 11);
     }
 }

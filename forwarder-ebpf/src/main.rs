@@ -10,6 +10,7 @@
 mod conntrack;
 mod counters;
 mod error;
+mod evict;
 mod fib;
 mod flow;
 mod frag;
@@ -19,6 +20,7 @@ mod icmp;
 mod maps;
 mod mss;
 mod nat;
+mod newflow;
 mod parse;
 mod path;
 mod reply;

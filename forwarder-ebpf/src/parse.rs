@@ -19,9 +19,6 @@ use crate::{
     helpers::frame::Frame,
 };
 
-// Re-exported for conntrack, which reads the flags of `Packet`.
-pub use crate::hdr::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-
 /// What direct packet access reads of a TCP/UDP packet: IPv4 and the
 /// fixed TCP header (the larger of the two L4 headers).
 const PULL_L4: usize = IPV4_HLEN + TCP_HLEN;

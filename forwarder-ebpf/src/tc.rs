@@ -5,7 +5,7 @@
 //! process: classify -> established ------------------> translate
 //!                   \-> admit -> create_flow ----------> translate
 //!                       (listener,  (path::decide,       (nat::apply,
-//!                        allow-list, conntrack::create)   deliver)
+//!                        allow-list, newflow::create)     deliver)
 //!                        first packet)
 //! ```
 //!
@@ -23,11 +23,13 @@ use aya_log_ebpf::debug;
 use forwarder_common::{
     addr_v4_word, AllowKey, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags,
     ListenerKey, ListenerValue, Reason, ALLOW_EXACT_V4_PREFIX, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL, TCX_NEXT,
+    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
+    RULE_DROP_RATE_LIMITED, RULE_DROP_TABLE_FULL, TCX_NEXT,
 };
 
 use crate::{
-    conntrack, counters,
+    conntrack::{self, Arrival, Hit},
+    counters,
     error::log_rewrite_failed,
     fib::{self, NextHop},
     flow::handled_here,
@@ -37,7 +39,7 @@ use crate::{
         IP_DST, IP_SRC, TCP_ACK, TCP_RST, TCP_SYN,
     },
     helpers::skb,
-    icmp, maps, nat,
+    icmp, maps, nat, newflow,
     parse::{self, Frag, Packet},
     path, reply,
     verdict::Verdict,
@@ -97,7 +99,8 @@ fn process(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> V
         Class::Untracked => return Verdict::next(Reason::PassNoMatch),
     }
     let key = conntrack::key_of(p);
-    if let Some(verdict) = established(ctx, p, key, len, hook) {
+    let a = Arrival { ifindex, len };
+    if let Some(verdict) = established(ctx, p, key, &a, hook) {
         return verdict;
     }
     if p.frag == Frag::Later {
@@ -111,7 +114,7 @@ fn process(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> V
         Ok(l) => l,
         Err(verdict) => return verdict,
     };
-    create_flow(ctx, p, l, key, ifindex, len, hook)
+    create_flow(ctx, p, l, key, &a, hook)
 }
 
 enum Class {
@@ -137,20 +140,36 @@ fn classify(p: &Packet) -> Class {
 }
 
 /// A packet of a flow we track, translated at this hook; `None` when
-/// there is none (or `snat = "auto"` just forgot it: see
-/// `conntrack::auto_probe`) and a new one may be created.
+/// there is none (expired, or `snat = "auto"` just forgot it: see
+/// `path::auto_probe`) and a new one may be created. The state machine
+/// (`conntrack::existing`) may also pass it on (wrong interface) or drop
+/// it (an RST/FIN outside the window).
 #[inline(always)]
-fn established(ctx: &TcContext, p: &Packet, key: FlowKey, len: u32, hook: Hook) -> Option<Verdict> {
+fn established(
+    ctx: &TcContext,
+    p: &Packet,
+    key: FlowKey,
+    a: &Arrival,
+    hook: Hook,
+) -> Option<Verdict> {
     let flow = maps::flow(key)?;
     if !handled_here(flow.entry(), hook) {
         return Some(Verdict::next(Reason::PassNoMatch));
     }
-    if hook == Hook::TcIngress && conntrack::auto_probe(p, flow.entry(), &key) {
+    if hook == Hook::TcIngress && path::auto_probe(p, flow.entry(), &key, a.ifindex) {
         return None;
     }
-    conntrack::touch(flow, p, len);
+    match conntrack::existing(ctx, p, flow.as_ptr(), &key, a) {
+        Hit::Forward => {}
+        Hit::Gone => return None,
+        Hit::WrongIface => return Some(Verdict::next(Reason::PassWrongIface)),
+        Hit::OutOfWindow => {
+            counters::count_rule_drop(flow.entry().rule_id, RULE_DROP_OUT_OF_WINDOW);
+            return Some(Verdict::shot(Reason::DropOutOfWindow));
+        }
+    }
     let e = flow.entry();
-    counters::count_rule(e.rule_id, len);
+    counters::count_rule(e.rule_id, a.len);
     Some(translate(ctx, p, e, hook))
 }
 
@@ -209,31 +228,41 @@ fn create_flow(
     p: &Packet,
     l: &ListenerValue,
     key: FlowKey,
-    ifindex: u32,
-    len: u32,
+    a: &Arrival,
     hook: Hook,
 ) -> Verdict {
     let rule_id = l.rule_id;
+    let len = a.len;
     if hook == Hook::TcIngress && p.ttl <= 1 {
-        // Expires here: answered, and no flow is left behind for it
-        // (`translate` checks the packets of existing flows).
+        // Expires here: answered, and no flow is left behind for it, nor
+        // is it counted against its source's new-flow rate (`translate`
+        // checks the packets of existing flows).
         return Verdict::answer(Reason::ReplyTimeExceeded, 0);
     }
-    // Decided first, then created: two calls in a row rather than one
-    // inside the other keeps the call chain's stack under 512 bytes.
-    let created = path::decide(ctx, p, l, ifindex).and_then(|d| conntrack::create(p, l, &d));
+    // Decided, prepared, then created: calls in a row rather than one
+    // inside the other keep the call chain's stack under 512 bytes.
+    let created = path::decide(ctx, p, l, a.ifindex).and_then(|d| {
+        if !newflow::prepare(ctx, p, l, &d, a) {
+            return Err(Reason::DropError);
+        }
+        newflow::create(ctx, p, &d)
+    });
     if let Err(reason) = created {
-        let drop = match reason {
-            Reason::DropTableFull => RULE_DROP_TABLE_FULL,
-            Reason::DropNoPort => RULE_DROP_NO_PORT,
-            _ => RULE_DROP_ERROR,
+        // The reason is rebuilt from constants: as it came back from the
+        // call it is an unknown scalar to the verifier, which then cannot
+        // bound the counter lookup it indexes (`Verdict::reason`).
+        let (drop, reason) = match reason {
+            Reason::DropTableFull => (RULE_DROP_TABLE_FULL, Reason::DropTableFull),
+            Reason::DropNoPort => (RULE_DROP_NO_PORT, Reason::DropNoPort),
+            Reason::DropRateLimited => (RULE_DROP_RATE_LIMITED, Reason::DropRateLimited),
+            _ => (RULE_DROP_ERROR, Reason::DropError),
         };
         counters::count_rule_drop(rule_id, drop);
         return Verdict::shot(reason);
     }
     let Some(flow) = maps::flow(key) else {
-        // Swept or replaced by another CPU in the meantime: let the
-        // client's retransmission try again.
+        // Replaced by another CPU in the meantime: let the client's
+        // retransmission try again.
         return Verdict::shot(Reason::DropError);
     };
     let flags = flow.entry().flags;
@@ -242,8 +271,8 @@ fn create_flow(
         flags.contains(FlowFlags::SNAT),
         flags.contains(FlowFlags::VIA_STACK),
     );
+    // (The first packet is accounted on the entry by `newflow::create`.)
     counters::count_rule(rule_id, len);
-    conntrack::touch(flow, p, len);
     let e = flow.entry();
     debug!(
         ctx,
@@ -262,8 +291,12 @@ fn create_flow(
 /// checks a router makes before forwarding (RFC 1812 5.3.1 TTL, 5.2.7.1
 /// MTU): they run on the packet as its sender sent it, so the ICMP error
 /// quotes what the sender knows, and a packet the stack would refuse as a
-/// martian once translated is never handed to it.
-// Not inlined: own stack frame (see `conntrack::create`).
+/// martian once translated is never handed to it. They run after the
+/// state machine (`conntrack::existing`), as netfilter's conntrack runs in
+/// PREROUTING before the forwarding path's checks: a segment that expires
+/// here still moved its flow's state, one dropped as out of window is
+/// never answered.
+// Not inlined: own stack frame (see `newflow::create`).
 #[inline(never)]
 fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict {
     let hop = if hook != Hook::TcIngress {

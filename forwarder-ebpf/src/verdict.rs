@@ -10,7 +10,7 @@
 //!
 //! The actions themselves (`TC_ACT_OK`, `TC_ACT_SHOT`, `TCX_NEXT`) are
 //! `forwarder_common::verdict`'s, shared with the tests that check them.
-use forwarder_common::{Reason, TCX_NEXT, TC_ACT_OK, TC_ACT_SHOT};
+use forwarder_common::{Reason, REASONS, TCX_NEXT, TC_ACT_OK, TC_ACT_SHOT};
 
 /// Not a TC action: marks `Verdict::answer` in the upper half of the
 /// action word (TC actions are small, or -1), the MTU in the lower.
@@ -22,6 +22,17 @@ const ANSWER: i32 = 0x4000_0000;
 pub struct Verdict(u64);
 
 const REASON_SHIFT: u32 = 32;
+
+/// `Reason::ALL` padded to a power of two with `DropError`.
+const REASON_TABLE: [Reason; (REASONS as usize).next_power_of_two()] = {
+    let mut t = [Reason::DropError; (REASONS as usize).next_power_of_two()];
+    let mut i = 0;
+    while i < REASONS as usize {
+        t[i] = Reason::ALL[i];
+        i += 1;
+    }
+    t
+};
 
 impl Verdict {
     #[inline(always)]
@@ -76,13 +87,12 @@ impl Verdict {
         self.0 as u32 as i32
     }
 
+    /// The reason, looked up under a power-of-two mask: a reason that came
+    /// back from a BPF-to-BPF call is an unknown scalar to the verifier,
+    /// and LLVM drops a `< REASONS` check (an enum cannot be out of range),
+    /// so only a mask bounds the index.
     #[inline(always)]
     pub const fn reason(self) -> Reason {
-        // Not a table lookup (`Reason::ALL[i % REASONS]`): REASONS is no
-        // power of two, and the verifier cannot bound the index a modulo
-        // (or a compare LLVM hoists away from the load) leaves.
-        // SAFETY: bits 32-63 are only ever set from a `Reason` (`new`), a
-        // repr(u32) enum, so they hold one of its values.
-        unsafe { core::mem::transmute::<u32, Reason>((self.0 >> REASON_SHIFT) as u32) }
+        REASON_TABLE[(self.0 >> REASON_SHIFT) as usize & (REASON_TABLE.len() - 1)]
     }
 }

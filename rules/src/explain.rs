@@ -428,11 +428,11 @@ snat = "off"
         assert_eq!(rule, "web");
         assert_eq!(
             original.after.to_string(),
-            "192.168.100.1:<port from 32768-60999> -> 192.168.100.80:80"
+            "192.168.100.1:<port from 1024-32767> -> 192.168.100.80:80"
         );
         assert_eq!(
             reply.before.to_string(),
-            "192.168.100.80:80 -> 192.168.100.1:<port from 32768-60999>"
+            "192.168.100.80:80 -> 192.168.100.1:<port from 1024-32767>"
         );
         assert_eq!(
             reply.after.to_string(),

@@ -22,6 +22,7 @@ pub mod diagnostics;
 pub mod diff;
 pub mod dropins;
 pub mod explain;
+pub mod flowrate;
 pub mod host;
 pub mod import;
 pub mod local_sockets;
@@ -34,6 +35,7 @@ pub mod print;
 pub mod report;
 mod syntax;
 pub mod target;
+pub mod timeouts;
 mod validate;
 mod values;
 
@@ -45,9 +47,11 @@ pub use compile::{
 };
 pub use diagnostics::{Diagnostic, Diagnostics, Location, Severity};
 pub use diff::{diff, Diff, MapOp, MapState, NoRoom, Room, Update};
+pub use flowrate::FlowRate;
 pub use host::HostFacts;
 pub use model::*;
 pub use print::to_toml;
+pub use timeouts::Timeouts;
 pub use validate::{listeners_overlap, ASSUMED_IFACE_ADDRS};
 
 /// A rules file that passed validation.

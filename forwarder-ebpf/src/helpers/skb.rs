@@ -9,17 +9,18 @@
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::{BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_NET},
-        bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR,
-        BPF_F_RECOMPUTE_CSUM,
+        bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1, bpf_sock_tuple, BPF_F_CURRENT_NETNS,
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM,
     },
     helpers::{
         bpf_csum_diff, bpf_l3_csum_replace, bpf_l4_csum_replace, bpf_redirect, bpf_redirect_neigh,
-        bpf_skb_adjust_room, bpf_skb_change_head, bpf_skb_change_tail, bpf_skb_load_bytes,
-        bpf_skb_pull_data, bpf_skb_store_bytes,
+        bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release, bpf_skb_adjust_room,
+        bpf_skb_change_head, bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_pull_data,
+        bpf_skb_store_bytes,
     },
     programs::TcContext,
 };
-use forwarder_common::AF_INET;
+use forwarder_common::{AF_INET, PROTO_TCP};
 
 /// A helper's negative errno.
 pub type Errno = i64;
@@ -113,6 +114,79 @@ pub fn store<T>(ctx: &TcContext, off: usize, v: &T, how: Store) -> Result<(), Er
 #[inline(always)]
 pub fn load<T>(ctx: &TcContext, off: usize) -> Result<T, Errno> {
     ctx.load(off)
+}
+
+/// Copies `len` bytes (at most `N`) at packet offset `off` into `buf`,
+/// wherever they sit (linear part or frags): for a run of bytes whose
+/// length only the packet knows (TCP options).
+#[inline(always)]
+pub fn load_bytes_upto<const N: usize>(
+    ctx: &TcContext,
+    off: usize,
+    buf: &mut [u8; N],
+    len: usize,
+) -> Result<(), Errno> {
+    if len > N {
+        return Err(-7);
+    }
+    // SAFETY: helper on our own skb writing at most `len` <= N bytes into
+    // `buf`; it bounds-checks offset and length against the skb.
+    ok(unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            off as u32,
+            buf.as_mut_ptr() as *mut _,
+            len as u32,
+        )
+    })
+}
+
+/// `struct bpf_sock_tuple`'s IPv4 member: only these 12 bytes are passed.
+#[repr(C)]
+struct SockTupleV4 {
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+}
+
+/// Whether a socket of this host (in the skb's network namespace) would
+/// receive a `proto` (TCP, else UDP) packet from `saddr:sport` to
+/// `daddr:dport` (words and ports in network byte order): a listener on
+/// the port, or a connection of the host's own.
+#[inline(always)]
+pub fn local_socket_v4(
+    ctx: &TcContext,
+    proto: u8,
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+) -> bool {
+    let mut t = SockTupleV4 {
+        saddr,
+        daddr,
+        sport,
+        dport,
+    };
+    let tuple = &mut t as *mut SockTupleV4 as *mut bpf_sock_tuple;
+    let size = core::mem::size_of::<SockTupleV4>() as u32;
+    let netns = BPF_F_CURRENT_NETNS as u64;
+    // SAFETY: helper calls on our own skb with a tuple on our stack; a
+    // socket found is released before returning (the verifier enforces it).
+    unsafe {
+        let sk = if proto == PROTO_TCP {
+            bpf_sk_lookup_tcp(ctx.skb.skb as *mut _, tuple, size, netns, 0)
+        } else {
+            bpf_sk_lookup_udp(ctx.skb.skb as *mut _, tuple, size, netns, 0)
+        };
+        if sk.is_null() {
+            false
+        } else {
+            bpf_sk_release(sk as *mut _);
+            true
+        }
+    }
 }
 
 /// Updates the IPv4 header checksum at `off` for a value changed from

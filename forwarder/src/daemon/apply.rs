@@ -265,6 +265,7 @@ pub fn apply_maps(
     faults: &mut Faults,
 ) -> Result<()> {
     dp.maps.set_config(plan.config)?;
+    dp.maps.set_ct_config(plan.ct_config)?;
     write_maps(dp, &plan.update, record, plan.record(), faults)?;
     Ok(())
 }
@@ -278,6 +279,7 @@ pub fn apply(
     faults: &mut Faults,
 ) -> Result<Applied> {
     dp.maps.set_config(plan.config)?;
+    dp.maps.set_ct_config(plan.ct_config)?;
     for d in &plan.detach {
         info!(iface = %d.iface.name, ifindex = d.iface.ifindex, "detaching ({})", d.why);
         dp.detach(d.iface.ifindex)?;

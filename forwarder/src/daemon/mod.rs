@@ -182,6 +182,9 @@ impl Daemon {
 
     /// The first load (the file was validated before the dataplane loaded).
     pub async fn start(&mut self) -> Result<()> {
+        for w in crate::snat_ports::warnings(&self.loaded.rules.global.snat_ports) {
+            warn!("{w}");
+        }
         self.generation += 1;
         self.follow_names();
         for (name, addr) in targets::adopted_addrs(&self.loaded.rules, &self.record) {
@@ -381,6 +384,7 @@ impl Daemon {
             other_nodes: self.loaded.other_nodes.clone(),
             interfaces: self.iface_status.clone(),
             rules: self.rule_status.clone(),
+            warnings: crate::snat_ports::warnings(&self.loaded.rules.global.snat_ports),
         };
         status::write(&self.run_dir, &st)
     }

@@ -20,7 +20,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use forwarder_common::{GlobalConfig, ListenFlags, MAX_IFACES};
+use forwarder_common::{conntrack::CtConfig, GlobalConfig, ListenFlags, MAX_IFACES};
 use rules::{
     AttachMode, Compiled, Forward, IfaceState, MapEntries, MapState, MssClamp, PathMode, RuleSet,
     Snat, Update,
@@ -107,6 +107,8 @@ pub struct Detach {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub config: GlobalConfig,
+    /// Conntrack timeouts and the per-source limit.
+    pub ct_config: CtConfig,
     /// Rule ids by forward name.
     pub ids: BTreeMap<String, u32>,
     pub compiled: Compiled,
@@ -202,6 +204,7 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
         .collect();
     Ok(Plan {
         config,
+        ct_config: rules.global.ct_config(),
         ids,
         compiled,
         detach,

@@ -19,8 +19,9 @@ use aya::{
     EbpfLoader,
 };
 use forwarder_common::{
-    pinned_maps, Capacity, GlobalConfig, ABI_VERSION, ENTRIES_PER_FLOW, MAP_CONFIG, MAP_FLOWS,
-    PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS, PROG_INGRESS, PROG_XDP,
+    conntrack::CtConfig, pinned_maps, Capacity, GlobalConfig, ABI_VERSION, ENTRIES_PER_FLOW,
+    MAP_CONFIG, MAP_CT_EVICT, MAP_FLOWS, PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS,
+    PROG_INGRESS, PROG_XDP,
 };
 use tracing::{debug, info};
 
@@ -135,6 +136,9 @@ impl Dataplane {
         }
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(MAP_FLOWS, wanted_flows);
+        // One eviction candidate per flow (Capacity::PerFlow; see
+        // forwarder-ebpf/src/evict.rs).
+        loader.map_max_entries(MAP_CT_EVICT, opts.conntrack_max.max(1));
         loader.override_global("AYA_LOG_LEVEL", &opts.log_level, false);
         let paths: Vec<(&str, PathBuf)> = opts
             .pin_dir
@@ -170,6 +174,7 @@ impl Dataplane {
         };
         if dp.adopted.maps == 0 {
             dp.maps.set_config(GlobalConfig::DEFAULT)?;
+            dp.maps.set_ct_config(CtConfig::default())?;
         }
         Ok(dp)
     }

@@ -139,6 +139,9 @@ pub fn helper_since(id: u32) -> Option<&'static str> {
         50 => "4.13",
         51 => "4.14",
         69 => "4.18",
+        // bpf_sk_lookup_tcp/udp, bpf_sk_release, bpf_map_push/pop_elem
+        // (SNAT ports never a local socket's; the eviction queue).
+        84..=88 => "4.20",
         130..=133 => "5.8",
         152 => "5.10",
         160 => "5.11",

@@ -23,7 +23,9 @@ use std::{
     ops::RangeInclusive,
 };
 
-use forwarder_common::{FlowEntry, FlowFlags, FlowKey, Hook, Reason, RuleCounters, Seen, TcpState};
+use forwarder_common::{
+    conntrack::CtState, FlowEntry, FlowFlags, FlowKey, Hook, Reason, RuleCounters, Seen,
+};
 
 pub use super::expect::{expect_icmp_error, expect_xlate, redirect, via_stack, Xlate};
 use super::{
@@ -422,10 +424,12 @@ pub fn assert_entry(case: &str, snap: &Snapshot, key: &FlowKey, w: ExpectedEntry
     );
 }
 
-/// The TCP state the two entries of a flow add up to.
-pub fn tcp_state(case: &str, snap: &Snapshot, orig: &FlowKey, reply: &FlowKey) -> TcpState {
-    TcpState::derive(
-        entry(case, snap, orig).tcp_seen,
-        entry(case, snap, reply).tcp_seen,
-    )
+/// The connection state, which both entries of a flow carry.
+pub fn tcp_state(case: &str, snap: &Snapshot, orig: &FlowKey, reply: &FlowKey) -> CtState {
+    let (o, r) = (
+        entry(case, snap, orig).ct.state,
+        entry(case, snap, reply).ct.state,
+    );
+    assert_eq!(o, r, "{case}: both directions carry the state");
+    CtState::from_raw(o)
 }
