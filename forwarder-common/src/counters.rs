@@ -39,7 +39,8 @@ impl Hook {
 ///
 /// `Pass*` reasons leave the packet untouched (to the stack, the next TCX
 /// program, or from XDP on to TC), `Drop*` reasons drop it, `Fwd*` reasons
-/// translated it.
+/// translated it, `Reply*` reasons turned it into an answer the router
+/// sends back to its sender (it is not forwarded).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
@@ -47,18 +48,22 @@ pub enum Reason {
     PassNotIpv4 = 0,
     /// IPv4 that matches no listener and no tracked flow: passed untouched.
     PassNoMatch = 1,
-    /// IPv4 fragment: passed untouched (a non-first fragment has no ports).
+    /// A later IPv4 fragment whose first fragment was not seen (out of
+    /// order, or a datagram of the host's own): passed untouched.
     PassFragment = 2,
-    /// IPv4 header with options: passed untouched.
+    /// No longer counted: packets with IP options are translated like
+    /// any other (the index stays so counters keep their places).
     PassIpOptions = 3,
     /// Truncated or inconsistent header at any layer: passed untouched so
     /// the stack applies (and counts) its own validation.
     PassMalformed = 4,
     /// Matches a listener but is not a flow start (TCP without SYN and no
-    /// tracked flow): passed so the stack answers it as for a closed port.
-    PassUntracked = 5,
-    /// TTL would expire on forwarding: translated, then left to the stack,
-    /// which sends Time Exceeded.
+    /// tracked flow), `reject = "drop"` or a RST: dropped. (With `reject =
+    /// "rst"` it is answered: `reply_reset`.) Never handed to the stack,
+    /// where a host service on the same port would take it.
+    DropUntracked = 5,
+    /// No longer counted: TTL expiry is answered here
+    /// (`reply_time_exceeded`).
     PassTtl = 6,
     /// Source not in the rule's allow-list, `reject = "drop"`: dropped.
     DropDenied = 7,
@@ -71,20 +76,49 @@ pub enum Reason {
     /// Translated and handed to the stack (a virtual target such as a
     /// ClusterIP, a target behind a gateway, or a FIB answer we leave to it).
     FwdStack = 11,
-    /// Checksum/helper failure after a match: dropped rather than mangled.
+    /// Checksum/helper failure after a match, or a first fragment too
+    /// short for its ports (RFC 1858): dropped rather than mangled or left
+    /// to the stack's reassembly.
     DropError = 12,
-    /// Source not in the rule's allow-list, `reject = "rst"`: handed
-    /// untouched to the stack, which answers as for a closed port.
+    /// No longer counted: a denied source is answered here
+    /// (`reply_reset`, `reply_port_unreach`) or dropped (`drop_denied`).
     PassDenied = 13,
     /// A reply of a flow that went through the stack, translated back at
     /// egress of the listening interface.
     FwdEgress = 14,
     /// XDP left the packet to TC (first packets, anything unusual).
     PassToTc = 15,
+    /// A packet of a tracked flow on an interface its direction does not
+    /// arrive on (a flow is bound to the interfaces of its first packet and
+    /// of the route to its target): passed untranslated.
+    PassWrongIface = 16,
+    /// A TCP RST or FIN outside the window the receiver advertised, or a
+    /// SYN-ACK that does not acknowledge the SYN: dropped, the flow's state
+    /// unchanged (see `conntrack`).
+    DropOutOfWindow = 17,
+    /// A new flow over its source's `new_flows_per_source` limit: dropped.
+    DropRateLimited = 18,
+    /// TTL would expire on forwarding: answered with ICMP time exceeded
+    /// (11/0) built from the untranslated packet, sent back out of the
+    /// interface it came in on.
+    ReplyTimeExceeded = 19,
+    /// Too big for the next hop (DF set, or a translated packet the stack
+    /// cannot fragment): answered with ICMP fragmentation needed (3/4)
+    /// carrying the next-hop MTU.
+    ReplyFragNeeded = 20,
+    /// A denied or refused datagram (`reject = "rst"`): answered with ICMP
+    /// port unreachable (3/3).
+    ReplyPortUnreach = 21,
+    /// The target's neighbour is dead and the stack cannot deliver the
+    /// flow (SNAT): answered with ICMP host unreachable (3/1).
+    ReplyHostUnreach = 22,
+    /// A denied SYN or an untracked segment for a forward's port
+    /// (`reject = "rst"`): answered with a TCP RST.
+    ReplyReset = 23,
 }
 
 /// Number of `Reason` values (size of one hook's counter block).
-pub const REASONS: u32 = 16;
+pub const REASONS: u32 = 24;
 
 impl Reason {
     pub const ALL: [Reason; REASONS as usize] = [
@@ -93,7 +127,7 @@ impl Reason {
         Reason::PassFragment,
         Reason::PassIpOptions,
         Reason::PassMalformed,
-        Reason::PassUntracked,
+        Reason::DropUntracked,
         Reason::PassTtl,
         Reason::DropDenied,
         Reason::DropTableFull,
@@ -104,6 +138,14 @@ impl Reason {
         Reason::PassDenied,
         Reason::FwdEgress,
         Reason::PassToTc,
+        Reason::PassWrongIface,
+        Reason::DropOutOfWindow,
+        Reason::DropRateLimited,
+        Reason::ReplyTimeExceeded,
+        Reason::ReplyFragNeeded,
+        Reason::ReplyPortUnreach,
+        Reason::ReplyHostUnreach,
+        Reason::ReplyReset,
     ];
 
     /// Stable snake_case name used by `status`, JSON and metrics labels.
@@ -114,7 +156,7 @@ impl Reason {
             Reason::PassFragment => "pass_fragment",
             Reason::PassIpOptions => "pass_ip_options",
             Reason::PassMalformed => "pass_malformed",
-            Reason::PassUntracked => "pass_untracked",
+            Reason::DropUntracked => "drop_untracked",
             Reason::PassTtl => "pass_ttl",
             Reason::DropDenied => "drop_denied",
             Reason::DropTableFull => "drop_table_full",
@@ -125,6 +167,14 @@ impl Reason {
             Reason::PassDenied => "pass_denied",
             Reason::FwdEgress => "fwd_egress",
             Reason::PassToTc => "pass_to_tc",
+            Reason::PassWrongIface => "pass_wrong_iface",
+            Reason::DropOutOfWindow => "drop_out_of_window",
+            Reason::DropRateLimited => "drop_rate_limited",
+            Reason::ReplyTimeExceeded => "reply_time_exceeded",
+            Reason::ReplyFragNeeded => "reply_frag_needed",
+            Reason::ReplyPortUnreach => "reply_port_unreach",
+            Reason::ReplyHostUnreach => "reply_host_unreach",
+            Reason::ReplyReset => "reply_reset",
         }
     }
 }
@@ -140,9 +190,23 @@ pub const RULE_DROP_DENIED: usize = 0;
 pub const RULE_DROP_TABLE_FULL: usize = 1;
 pub const RULE_DROP_NO_PORT: usize = 2;
 pub const RULE_DROP_ERROR: usize = 3;
-pub const RULE_DROP_REASONS: u32 = 4;
-pub const RULE_DROP_NAMES: [&str; RULE_DROP_REASONS as usize] =
-    ["denied", "table_full", "no_port", "error"];
+/// RST/FIN/SYN-ACK outside the window (`Reason::DropOutOfWindow`).
+pub const RULE_DROP_OUT_OF_WINDOW: usize = 4;
+/// New flow over the per-source limit (`Reason::DropRateLimited`).
+pub const RULE_DROP_RATE_LIMITED: usize = 5;
+/// Not a packet: a flow of this rule evicted from a full table to make
+/// room for a new one (it was unassured, closing or expired).
+pub const RULE_DROP_EVICTED: usize = 6;
+pub const RULE_DROP_REASONS: u32 = 7;
+pub const RULE_DROP_NAMES: [&str; RULE_DROP_REASONS as usize] = [
+    "denied",
+    "table_full",
+    "no_port",
+    "error",
+    "out_of_window",
+    "rate_limited",
+    "evicted",
+];
 
 /// Per-rule counters, one array slot per rule id, per CPU.
 #[repr(C)]

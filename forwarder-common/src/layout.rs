@@ -17,8 +17,8 @@
 use core::mem::{offset_of, size_of};
 
 use crate::{
-    AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
-    ListenerValue, RuleCounters, RuleName, HOOKS, REASONS,
+    conntrack::CtConfig, AllowKey, AutoEvidence, AutoSnatKey, Counter, FlowEntry, FlowKey,
+    GlobalConfig, IfaceConfig, ListenerKey, ListenerValue, RuleCounters, RuleName, HOOKS, REASONS,
 };
 
 // ---- Program names (the entry points' function names). ----
@@ -29,6 +29,12 @@ pub const PROG_INGRESS: &str = "fwd_ingress";
 pub const PROG_EGRESS: &str = "fwd_egress";
 /// The XDP accelerator, on NICs with native XDP.
 pub const PROG_XDP: &str = "fwd_xdp";
+/// IPv6 at TC ingress: never attached, `fwd_ingress` tail-calls it
+/// through `FWD_PROGS` (verified on its own: inlined it would add its
+/// whole pipeline to fwd_ingress's verifier budget and 512-byte stack).
+pub const PROG_INGRESS6: &str = "fwd_ingress6";
+/// `FWD_PROGS`' slot of `fwd_ingress6`.
+pub const PROG_SLOT_IPV6: u32 = 0;
 
 // ---- Map names (also the pin file names under the pin directory). ----
 
@@ -41,11 +47,32 @@ pub const MAP_FLOWS: &str = "FWD_FLOWS";
 pub const MAP_CONFIG: &str = "FWD_CONFIG";
 pub const MAP_AUTO_SNAT: &str = "FWD_AUTO_SNAT";
 pub const MAP_RULE_NAMES: &str = "FWD_RULE_NAMES";
+/// Conntrack settings (`CtConfig`: timeouts, per-source limit).
+pub const MAP_CT_CONFIG: &str = "FWD_CT_CONFIG";
+/// Eviction candidates: original-direction keys of flows, oldest first
+/// (a queue map; see `forwarder-ebpf/src/evict.rs`).
+pub const MAP_CT_EVICT: &str = "FWD_CT_EVICT";
+/// Per-CPU room for the keys an eviction looks at.
+pub const MAP_CT_KEYS: &str = "FWD_CT_KEYS";
+/// Per-CPU room for the two keys of a flow being created.
+pub const MAP_KEY_SCRATCH: &str = "FWD_KEY_SCRATCH";
+/// Per-CPU room for the SNAT port range of a flow being created.
+pub const MAP_PORT_PLAN: &str = "FWD_PORT_PLAN";
+/// `FWD_PORT_PLAN`'s value: min, span, the client's port if kept, pad.
+pub const PORT_PLAN_SIZE: u32 = 16;
+/// Per-source new-flow limit state (LRU, not pinned).
+pub const MAP_SRC_LIMIT: &str = "FWD_SRC_LIMIT";
+/// `snat = "auto"` evidence per backend (LRU, not pinned).
+pub const MAP_AUTO_EVIDENCE: &str = "FWD_AUTO_EVIDENCE";
 /// Per-CPU room for building the two entries of a new flow.
 pub const MAP_FLOW_SCRATCH: &str = "FWD_SCRATCH";
 /// Per-CPU room for the FIB lookup parameters (TC and XDP share it: a
 /// program runs to completion on its CPU, so one slot serves both).
 pub const MAP_FIB_SCRATCH: &str = "FWD_FIB_SCRATCH";
+/// Per-CPU room for the TCP options of a SYN whose MSS may be clamped.
+pub const MAP_MSS_SCRATCH: &str = "FWD_MSS_SCRATCH";
+/// Programs `fwd_ingress` tail-calls (`PROG_SLOT_*`), filled at load.
+pub const MAP_PROGS: &str = "FWD_PROGS";
 /// Per-CPU room for a parsed IPv6 packet (TC ingress): on the stack it
 /// would not fit the 512 bytes the call chain may use.
 pub const MAP_PKT6_SCRATCH: &str = "FWD_PKT6_SCRATCH";
@@ -54,11 +81,18 @@ pub const MAP_PKT6_SCRATCH: &str = "FWD_PKT6_SCRATCH";
 pub const PKT6_SCRATCH_SIZE: u32 = 72;
 /// The XDP accelerator's redirect targets (ifindex -> ifindex).
 pub const MAP_XDP_DEVS: &str = "FWD_XDP_DEVS";
+/// First fragments' ports, for their later fragments (kernel-only, LRU).
+pub const MAP_FRAGS: &str = "FWD_FRAGS";
+/// Per-CPU room to build an answer (ICMP error, TCP reset) in.
+pub const MAP_REPLY_SCRATCH: &str = "FWD_REPLY_SCRATCH";
 /// aya-log's ring buffer (defined by aya-log-ebpf, drained by aya-log).
 pub const MAP_AYA_LOGS: &str = "AYA_LOGS";
 
 /// Subdirectory of the pin directory holding the program links.
 pub const PIN_LINKS_DIR: &str = "links";
+/// Subdirectory of the pin directory with the markers of legacy TC
+/// attachment (clsact + cls_bpf filters, which cannot be pinned).
+pub const PIN_TC_DIR: &str = "tc";
 
 // ---- Sizes. ----
 
@@ -72,6 +106,9 @@ pub const MAX_LISTENERS: u32 = 262_144;
 pub const MAX_ALLOW_PREFIXES: u32 = 16_384;
 /// Backends remembered by `snat = "auto"` learning (LRU).
 pub const MAX_AUTO_SNAT: u32 = 4096;
+/// Sources whose new-flow rate the per-source limit follows at once (LRU:
+/// a source pushed out starts with a fresh allowance).
+pub const MAX_RATE_SOURCES: u32 = 65_536;
 /// Flow-table entries per tracked flow: one per direction.
 pub const ENTRIES_PER_FLOW: u32 = 2;
 /// Flows the table holds when the rules file does not say
@@ -82,16 +119,35 @@ pub const DEFAULT_CONNTRACK_MAX: u32 = 262_144;
 pub const PRIVATE_CONNTRACK_MAX: u32 = 65_536;
 /// SNAT source ports when the rules file does not say (`[global]
 /// snat_ports`), inclusive, host order; also what the kernel uses while
-/// `FWD_CONFIG` holds no range.
-pub const DEFAULT_SNAT_PORT_MIN: u16 = 32_768;
-pub const DEFAULT_SNAT_PORT_MAX: u16 = 60_999;
+/// `FWD_CONFIG` holds no range. All of 1024-32767: below Linux's default
+/// ephemeral range (`ip_local_port_range`, 32768-60999), from which the
+/// host picks ports for its own connections; a SNAT port there could
+/// collide with one of them and hijack its replies.
+pub const DEFAULT_SNAT_PORT_MIN: u16 = 1024;
+pub const DEFAULT_SNAT_PORT_MAX: u16 = 32_767;
 /// aya-log-ebpf's ring buffer size in bytes (its `AYA_LOGS` definition).
 pub const AYA_LOGS_BYTES: u32 = 1 << 17;
 /// `struct bpf_fib_lookup` (include/uapi/linux/bpf.h), the value of the FIB
 /// scratch maps.
 pub const FIB_LOOKUP_PARAMS_SIZE: u32 = 64;
+/// `FWD_MSS_SCRATCH`'s value: the at most 40 option bytes of a TCP header,
+/// and room for what a walk step reads past the last byte it checks.
+pub const MSS_SCRATCH_SIZE: u32 = 64;
 /// `struct bpf_devmap_val` (ifindex + program fd), a devmap's value.
 pub const DEVMAP_VAL_SIZE: u32 = 8;
+/// Fragmented datagrams in flight at once (the fragment map's LRU size).
+/// An entry lives for microseconds to milliseconds in practice; an LRU of
+/// this size only loses one under a flood of fragments, which then pass
+/// to the stack.
+pub const MAX_FRAGMENTED: u32 = 8192;
+/// The fragment map's key (source, destination, IP id, protocol) and value
+/// (ports, when seen): kernel-only, defined in forwarder-ebpf's `frag`.
+pub const FRAG_KEY_SIZE: u32 = 12;
+pub const FRAG_PORTS_SIZE: u32 = 16;
+/// The answer scratch: IPv4 + ICMP headers, the quote (an IPv4 header
+/// with options, 8 bytes after it), then two link addresses
+/// (forwarder-ebpf's `reply`).
+pub const REPLY_SCRATCH_SIZE: u32 = 20 + 8 + (60 + 8) + 12;
 /// `BPF_F_NO_PREALLOC` (include/uapi/linux/bpf.h): a hash map allocates an
 /// element when it is written instead of all of them at creation. LPM
 /// tries always carry it (the kernel requires it; aya-ebpf adds it).
@@ -104,9 +160,11 @@ pub const BPF_F_NO_PREALLOC: u32 = 1;
 pub enum MapKind {
     Hash = 1,
     Array = 2,
+    ProgArray = 3,
     PerCpuArray = 6,
     LruHash = 9,
     LpmTrie = 11,
+    Queue = 22,
     DevMapHash = 25,
     RingBuf = 27,
 }
@@ -128,6 +186,9 @@ pub enum Capacity {
     /// The flow table: `ENTRIES_PER_FLOW` x `conntrack_max`, set at load;
     /// the object carries `ENTRIES_PER_FLOW` x `DEFAULT_CONNTRACK_MAX`.
     Flows,
+    /// One slot per flow (`conntrack_max`, set at load like the flow
+    /// table); the object carries `DEFAULT_CONNTRACK_MAX`.
+    PerFlow,
 }
 
 impl Capacity {
@@ -136,6 +197,7 @@ impl Capacity {
         match self {
             Capacity::Fixed(n) | Capacity::Limit(n) => n,
             Capacity::Flows => ENTRIES_PER_FLOW * DEFAULT_CONNTRACK_MAX,
+            Capacity::PerFlow => DEFAULT_CONNTRACK_MAX,
         }
     }
 }
@@ -273,6 +335,64 @@ pub const MAPS: &[MapSpec] = &[
         true,
     ),
     spec(
+        MAP_CT_CONFIG,
+        MapKind::Array,
+        size_of::<u32>(),
+        size_of::<CtConfig>(),
+        Capacity::Fixed(1),
+        true,
+    ),
+    spec(
+        MAP_CT_EVICT,
+        MapKind::Queue,
+        // A queue map has no key.
+        0,
+        size_of::<FlowKey>(),
+        Capacity::PerFlow,
+        true,
+    ),
+    spec(
+        MAP_CT_KEYS,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        size_of::<FlowKey>(),
+        Capacity::Fixed(2),
+        false,
+    ),
+    spec(
+        MAP_KEY_SCRATCH,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        size_of::<FlowKey>(),
+        // Slot 0: the reply key, slot 1: the original.
+        Capacity::Fixed(2),
+        false,
+    ),
+    spec(
+        MAP_PORT_PLAN,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        PORT_PLAN_SIZE as usize,
+        Capacity::Fixed(1),
+        false,
+    ),
+    spec(
+        MAP_SRC_LIMIT,
+        MapKind::LruHash,
+        size_of::<[u32; 4]>(),
+        size_of::<u64>(),
+        Capacity::Limit(MAX_RATE_SOURCES),
+        false,
+    ),
+    spec(
+        MAP_AUTO_EVIDENCE,
+        MapKind::LruHash,
+        size_of::<AutoSnatKey>(),
+        size_of::<AutoEvidence>(),
+        Capacity::Limit(MAX_AUTO_SNAT),
+        false,
+    ),
+    spec(
         MAP_FLOW_SCRATCH,
         MapKind::PerCpuArray,
         size_of::<u32>(),
@@ -290,6 +410,22 @@ pub const MAPS: &[MapSpec] = &[
         false,
     ),
     spec(
+        MAP_MSS_SCRATCH,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        MSS_SCRATCH_SIZE as usize,
+        Capacity::Fixed(1),
+        false,
+    ),
+    spec(
+        MAP_PROGS,
+        MapKind::ProgArray,
+        size_of::<u32>(),
+        size_of::<u32>(),
+        Capacity::Fixed(1),
+        false,
+    ),
+    spec(
         MAP_PKT6_SCRATCH,
         MapKind::PerCpuArray,
         size_of::<u32>(),
@@ -303,6 +439,22 @@ pub const MAPS: &[MapSpec] = &[
         size_of::<u32>(),
         DEVMAP_VAL_SIZE as usize,
         Capacity::Limit(MAX_IFACES),
+        false,
+    ),
+    spec(
+        MAP_FRAGS,
+        MapKind::LruHash,
+        FRAG_KEY_SIZE as usize,
+        FRAG_PORTS_SIZE as usize,
+        Capacity::Limit(MAX_FRAGMENTED),
+        false,
+    ),
+    spec(
+        MAP_REPLY_SCRATCH,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        REPLY_SCRATCH_SIZE as usize,
+        Capacity::Fixed(1),
         false,
     ),
     spec(
@@ -333,6 +485,7 @@ pub fn pinned_maps() -> impl Iterator<Item = &'static MapSpec> {
 // live maps. The sizes are pinned in the tests of lib.rs.
 
 const _: () = {
+    use crate::FlowTrack;
     assert!(offset_of!(IfaceConfig, slot) == 0);
     assert!(offset_of!(IfaceConfig, flags) == 4);
 
@@ -372,6 +525,15 @@ const _: () = {
     assert!(offset_of!(FlowEntry, flags) == 72);
     assert!(offset_of!(FlowEntry, tcp_seen) == 73);
     assert!(offset_of!(FlowEntry, mss) == 74);
+    assert!(offset_of!(FlowEntry, ct) == 80);
+
+    assert!(offset_of!(FlowTrack, iface) == 0);
+    assert!(offset_of!(FlowTrack, state) == 4);
+    assert!(offset_of!(FlowTrack, ct_flags) == 5);
+    assert!(offset_of!(FlowTrack, wscale) == 6);
+    assert!(offset_of!(FlowTrack, seq_end) == 8);
+    assert!(offset_of!(FlowTrack, max_ack) == 12);
+    assert!(offset_of!(FlowTrack, max_win) == 16);
 
     assert!(offset_of!(AutoSnatKey, rule_id) == 0);
     assert!(offset_of!(AutoSnatKey, addr) == 4);
@@ -419,6 +581,6 @@ mod tests {
     fn lookup_by_name() {
         assert_eq!(map_spec(MAP_FLOWS).unwrap().capacity, Capacity::Flows);
         assert!(map_spec("nope").is_none());
-        assert_eq!(pinned_maps().count(), 9);
+        assert_eq!(pinned_maps().count(), 11);
     }
 }

@@ -16,6 +16,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod conntrack;
 pub mod counters;
 pub mod csum;
 pub mod flags;
@@ -31,7 +32,7 @@ pub use verdict::*;
 
 /// Bumped whenever a pinned map's layout changes. A daemon that finds pinned
 /// maps of another version refuses to adopt them (see `forwarder down`).
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 4;
 
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
@@ -113,6 +114,8 @@ mod pod {
     unsafe impl aya::Pod for GlobalConfig {}
     unsafe impl aya::Pod for AutoSnatKey {}
     unsafe impl aya::Pod for RuleName {}
+    unsafe impl aya::Pod for conntrack::CtConfig {}
+    unsafe impl aya::Pod for AutoEvidence {}
 }
 
 #[cfg(test)]
@@ -129,13 +132,17 @@ mod tests {
         assert_eq!(size_of::<ListenerValue>(), 44);
         assert_eq!(size_of::<AllowKey>(), 20);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<FlowEntry>(), 80);
+        assert_eq!(size_of::<FlowEntry>(), 104);
+        assert_eq!(size_of::<FlowTrack>(), 24);
+        assert_eq!(size_of::<conntrack::CtConfig>(), 80);
+        assert_eq!(size_of::<AutoEvidence>(), 32);
         assert_eq!(size_of::<GlobalConfig>(), 16);
         assert_eq!(
             size_of::<RuleCounters>(),
             8 * (6 + RULE_DROP_REASONS as usize)
         );
-        assert_eq!(ABI_VERSION, 2);
+        assert_eq!(REASONS, 24, "the per-interface counter map's size");
+        assert_eq!(ABI_VERSION, 4);
     }
 
     #[test]

@@ -244,11 +244,41 @@ pub struct FlowEntry {
     pub packets: u64,
     pub bytes: u64,
     pub flags: FlowFlags,
+    /// TCP flags this direction sent (who sent a FIN).
     pub tcp_seen: Seen,
     /// Clamp the MSS option of SYN/SYN-ACK packets in this direction to
     /// this value (host order); 0: no clamping.
     pub mss: u16,
     pub _pad: [u8; 4],
+    /// Connection state and this direction's TCP tracking.
+    pub ct: FlowTrack,
+}
+
+/// The conntrack part of a `FlowEntry` (see `conntrack`): the state, kept
+/// in both entries of a flow, and what this direction sent.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct FlowTrack {
+    /// The interface packets of this direction arrive on (for replies of
+    /// stack-path flows: the one they leave by, where the egress program
+    /// sees them); 0: any. A packet of the flow arriving elsewhere is not
+    /// translated.
+    pub iface: u32,
+    /// `conntrack::CtState` as u8.
+    pub state: u8,
+    /// `conntrack::CT_*`.
+    pub ct_flags: u8,
+    /// Window scale shift this direction announced (with `CT_WSCALE`).
+    pub wscale: u8,
+    pub _pad: u8,
+    /// Highest sequence number + length (+1 for SYN and FIN) this direction
+    /// sent, host order.
+    pub seq_end: u32,
+    /// Highest acknowledgement this direction sent (with `CT_ACK_SEEN`).
+    pub max_ack: u32,
+    /// Largest window this direction advertised, scaled.
+    pub max_win: u32,
+    pub _pad2: u32,
 }
 
 impl FlowEntry {
@@ -282,6 +312,7 @@ impl FlowEntry {
         self.tcp_seen = Seen::empty();
         self.mss = 0;
         self._pad = [0; 4];
+        self.ct = FlowTrack::default();
     }
 }
 
@@ -313,10 +344,35 @@ impl AutoSnatKey {
 /// routing problem heals by itself.
 pub const AUTO_SNAT_TTL_NS: u64 = 300 * 1_000_000_000;
 
-/// A DNAT-only flow whose client retransmits its SYN, with no packet seen
-/// back from the backend for at least this long, is taken as proof that
-/// replies bypass this host.
+/// A DNAT-only flow of `snat = "auto"` whose client sends again (a
+/// retransmitted SYN) at least this long after its first packet, with
+/// nothing back from the backend, is one client's evidence that the
+/// backend's replies bypass this host.
 pub const AUTO_SNAT_PROBE_NS: u64 = 200 * 1_000_000;
+/// The same for UDP, where the client's next datagram counts (DNS
+/// resolvers retry after 1 s or more).
+pub const AUTO_SNAT_PROBE_UDP_NS: u64 = 1_000_000_000;
+/// Distinct clients whose flows must fail that way before a backend is
+/// switched to SNAT, all within `AUTO_SNAT_WINDOW_NS` and with no answer
+/// from the backend to any DNAT-only flow in between. One client cannot
+/// steer the decision (a client the backend itself blocks would otherwise
+/// get in with the host's address).
+pub const AUTO_SNAT_CLIENTS: usize = 3;
+pub const AUTO_SNAT_WINDOW_NS: u64 = 60 * 1_000_000_000;
+
+/// `snat = "auto"` evidence about one backend (per rule), `FWD_AUTO_EVIDENCE`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct AutoEvidence {
+    /// When the first failing client of this round was seen.
+    pub first_ns: u64,
+    /// When the backend last answered a DNAT-only flow (its SYN-ACK, the
+    /// first reply of a UDP flow).
+    pub answered_ns: u64,
+    /// The failing clients so far (word 0 of their address).
+    pub clients: [u32; AUTO_SNAT_CLIENTS],
+    pub count: u32,
+}
 
 /// Global knobs, index 0 of `FWD_CONFIG`; userspace may update them live.
 #[repr(C)]
@@ -347,46 +403,4 @@ impl GlobalConfig {
     /// What a fresh dataplane starts with (the rules file's defaults).
     pub const DEFAULT: GlobalConfig =
         GlobalConfig::new(DEFAULT_SNAT_PORT_MIN, DEFAULT_SNAT_PORT_MAX);
-}
-
-/// Derived TCP state of a flow from the flags both directions have seen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TcpState {
-    SynSent,
-    Established,
-    /// One side has sent FIN.
-    FinWait,
-    /// Both sides have sent FIN.
-    TimeWait,
-    /// A RST was seen.
-    Close,
-}
-
-impl TcpState {
-    pub const fn name(self) -> &'static str {
-        match self {
-            TcpState::SynSent => "SYN_SENT",
-            TcpState::Established => "ESTABLISHED",
-            TcpState::FinWait => "FIN_WAIT",
-            TcpState::TimeWait => "TIME_WAIT",
-            TcpState::Close => "CLOSE",
-        }
-    }
-
-    /// The kernel only records per-direction flags; the state machine lives
-    /// here so the sweeper, `status` and the tests share one definition.
-    pub const fn derive(orig_seen: Seen, reply_seen: Seen) -> TcpState {
-        let all = orig_seen.union(reply_seen);
-        if all.contains(Seen::RST) {
-            TcpState::Close
-        } else if orig_seen.contains(Seen::FIN) && reply_seen.contains(Seen::FIN) {
-            TcpState::TimeWait
-        } else if all.contains(Seen::FIN) {
-            TcpState::FinWait
-        } else if reply_seen.contains(Seen::SYN.union(Seen::ACK)) {
-            TcpState::Established
-        } else {
-            TcpState::SynSent
-        }
-    }
 }

@@ -1,22 +1,65 @@
-//! Connection tracking: one entry per direction, inserted together (the
-//! reply entry first, since inserting it is what reserves the SNAT port).
-use aya_ebpf::bindings::BPF_NOEXIST;
+//! Connection tracking in the kernel: one entry per direction, inserted
+//! together (see `newflow`), kept and expired here without any help from
+//! userspace. What a segment may change is decided by
+//! `forwarder_common::conntrack` (shared with the sweeper and the tests);
+//! this module reads the packet, applies the verdict to both entries, and
+//! keeps the table from filling up with flows that cannot be told apart
+//! from a flood.
+//!
+//! The one fact a reader gets wrong: correctness never depends on the
+//! daemon. An entry past its timeout is treated as absent and removed by
+//! the first packet that finds it; a full table makes room by evicting
+//! flows that are not assured (no completed handshake, no UDP stream),
+//! closing or expired (`evict`). Established flows are never evicted. The
+//! userspace sweeper only reclaims memory earlier.
+// Keys and values are passed to map helpers as `&*x` on purpose: the
+// value itself (what clippy suggests) would be copied to the stack first,
+// and the whole call chain has 512 bytes.
+#![allow(clippy::needless_borrows_for_generic_args)]
+use aya_ebpf::{macros::map, maps::Array, programs::TcContext};
 use forwarder_common::{
-    FlowEntry, FlowFlags, FlowKey, ListenFlags, ListenerValue, Reason, Seen, AUTO_SNAT_PROBE_NS,
-    DEFAULT_SNAT_PORT_MAX, DEFAULT_SNAT_PORT_MIN, PROTO_TCP,
+    conntrack::{
+        self as ct, CtConfig, CtState, Segment, Verdict, CT_ASSURED, CT_WSCALE, MIN_TIMEOUT_NS,
+        UDP_STREAM_AFTER_NS,
+    },
+    FlowEntry, FlowFlags, FlowKey, Seen, PROTO_TCP, PROTO_UDP,
 };
 
 use crate::{
-    helpers::{ktime_coarse_ns, prandom_u32},
-    maps::{self, FlowRef, AUTO_SNAT, FLOWS},
-    parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    evict::queue,
+    hdr::{TCPOPT_EOL, TCPOPT_NOP, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_RST, TCP_SYN},
+    helpers::{frame::Frame, ktime_coarse_ns, skb},
+    maps::FLOWS,
+    parse::{Frag, Packet},
     path,
 };
 
-const EEXIST: i32 = 17;
-/// Candidate SNAT ports tried per new flow: enough to find a free port in
-/// a table far fuller than real use, small enough for the verifier.
-const PORT_TRIES: u32 = 16;
+/// Timeouts and the per-source limit: the defaults at load, then the
+/// daemon's values from the rules file.
+#[map(name = "FWD_CT_CONFIG")]
+pub static CT_CONFIG: Array<CtConfig> = Array::with_max_entries(1, 0);
+
+/// What happened to a packet of an existing flow.
+#[repr(u8)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hit {
+    /// Translate it.
+    Forward,
+    /// The flow is gone (expired, orphaned, or forgotten by `snat =
+    /// "auto"` learning): treat the packet as the first of a new one.
+    Gone,
+    /// Not the interface this direction arrives on: leave it alone.
+    WrongIface,
+    /// An RST/FIN/SYN-ACK outside the window: drop it, change nothing.
+    OutOfWindow,
+}
+
+/// Where a packet was seen (one struct: BPF-to-BPF calls take at most
+/// five arguments).
+pub struct Arrival {
+    pub ifindex: u32,
+    pub len: u32,
+}
 
 #[inline(always)]
 pub fn key_of(p: &Packet) -> FlowKey {
@@ -24,7 +67,33 @@ pub fn key_of(p: &Packet) -> FlowKey {
 }
 
 #[inline(always)]
-fn seen_bits(tcp_flags: u8) -> Seen {
+pub fn now_ns() -> u64 {
+    ktime_coarse_ns()
+}
+
+/// Whether a flow in `state` (as stored), last seen at `last` in either
+/// direction, is over at `now` (the timeouts read in place: a copy would
+/// cost 80 bytes of stack).
+#[inline(always)]
+pub fn over(proto: u8, state: u8, last: u64, now: u64) -> bool {
+    CT_CONFIG
+        .get(0)
+        .is_some_and(|c| ct::expired_raw(&c.timeouts, proto, state, last, now))
+}
+
+#[inline(always)]
+pub fn peer_key(e: &FlowEntry, key: &FlowKey) -> FlowKey {
+    FlowKey::peer_of(e, key.proto, key.family)
+}
+
+/// Whether a packet of flow entry `e` arriving on `ifindex` belongs to it.
+#[inline(always)]
+pub fn arrived_right(e: &FlowEntry, ifindex: u32) -> bool {
+    e.ct.iface == 0 || e.ct.iface == ifindex
+}
+
+#[inline(always)]
+pub fn seen_bits(tcp_flags: u8) -> Seen {
     let mut s = Seen::empty();
     if tcp_flags & TCP_SYN != 0 {
         s |= Seen::SYN;
@@ -41,170 +110,332 @@ fn seen_bits(tcp_flags: u8) -> Seen {
     s
 }
 
-/// Accounts a packet on an existing entry and records TCP flags.
+/// The TCP fields the state machine reads, from the header the parser
+/// made linear. Without options: the window scale of a SYN is read where a
+/// SYN starts a direction's tracking (`with_wscale`), not for every
+/// segment (each place the walk appears costs verifier budget).
 #[inline(always)]
-pub fn touch(flow: FlowRef, p: &Packet, len: u32) {
-    flow.account(len);
-    let e = flow.as_ptr();
-    // SAFETY: e points into a map value that stays valid for this run.
-    unsafe {
-        if p.proto == PROTO_TCP {
-            let seen = seen_bits(p.tcp_flags);
-            let old = (*e).tcp_seen;
-            // A new SYN on a tuple whose previous connection closed starts
-            // over (the peer reuses the port): forget the old FIN/RST.
-            let restart = p.tcp_flags & TCP_SYN != 0 && old.intersects(Seen::FIN | Seen::RST);
-            let new = if restart { seen } else { old | seen };
-            if new != old {
-                (*e).tcp_seen = new;
-            }
-        }
+pub fn segment(ctx: &TcContext, p: &Packet) -> Segment {
+    let mut s = Segment {
+        flags: p.tcp_flags,
+        // The IP header's own length: packets with IPv4 options are
+        // translated too (issue 12).
+        len: (p.tot_len as u32).saturating_sub((p.l4 - p.l3) as u32 + p.tcp_hlen as u32),
+        ..Default::default()
+    };
+    if let Some(t) = ctx.header::<[u8; TCP_HLEN]>(p.l4) {
+        s.seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+        s.ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+        s.win = u16::from_be_bytes([t[14], t[15]]);
+    }
+    s
+}
+
+/// `seg` with the window scale option of its SYN.
+#[inline(always)]
+fn with_wscale(ctx: &TcContext, p: &Packet, seg: &Segment) -> Segment {
+    Segment {
+        wscale: wscale_option(ctx, p),
+        ..*seg
     }
 }
 
-/// Sets every field of `e` for a fresh entry rewriting to the given tuple.
+/// The window scale option of a SYN. The options are copied to the stack
+/// in one load and scanned by position, the offset of the next option
+/// carried along, over the first `WSCALE_SCAN` bytes only: the verifier's
+/// work grows with the square of the positions scanned (each carries a
+/// different range of next offsets), and about 110k instructions for 40
+/// positions at this one call site made the whole program twice as slow to
+/// load. Every common stack puts the option within them (Linux after MSS,
+/// SACK-permitted and timestamps, at 17; Windows, BSD and macOS at 5);
+/// when the options go on past the scan unread, the scale is taken as
+/// `UNKNOWN_WSCALE`, which only makes the window checks looser.
 #[inline(always)]
-fn fill(e: &mut FlowEntry, src: u32, dst: u32, sport: u16, dport: u16, rule_id: u32, now: u64) {
-    e.reset_v4(src, dst, sport, dport, rule_id, now);
+fn wscale_option(ctx: &TcContext, p: &Packet) -> Option<u8> {
+    const TCPOPT_WINDOW: u8 = 3;
+    const MAX_OPTS: usize = 40;
+    let olen = (p.tcp_hlen as usize).saturating_sub(TCP_HLEN);
+    if !(3..=MAX_OPTS).contains(&olen) {
+        return None;
+    }
+    let mut buf = [0u8; MAX_OPTS];
+    skb::load_bytes_upto(ctx, p.l4 + TCP_HLEN, &mut buf, olen).ok()?;
+    let mut next = 0usize;
+    let mut i = 0usize;
+    while i < WSCALE_SCAN {
+        if i >= olen {
+            return None;
+        }
+        if i == next {
+            // (`get`, not indexing: a panic path would leave a subprogram
+            // that does not end in an exit, which the verifier refuses.)
+            let (kind, len, shift) = (*buf.get(i)?, *buf.get(i + 1)? as usize, *buf.get(i + 2)?);
+            if kind == TCPOPT_EOL {
+                return None;
+            }
+            if kind == TCPOPT_NOP {
+                next = i + 1;
+            } else {
+                if kind == TCPOPT_WINDOW && len == 3 {
+                    return if i + 3 <= olen { Some(shift) } else { None };
+                }
+                if len < 2 {
+                    return None;
+                }
+                next = i + len;
+            }
+        }
+        i += 1;
+    }
+    if next >= olen {
+        None
+    } else {
+        Some(UNKNOWN_WSCALE)
+    }
 }
 
-/// `snat = "auto"` learning. Called when a TCP SYN hits an existing
-/// original-direction entry, i.e. the client retransmits its SYN. If the
-/// flow kept the client address, was redirected, and nothing ever came back
-/// from the backend, its replies evidently go elsewhere (the backend's
-/// default route is not this host): remember the backend as needing SNAT,
-/// forget the flow and return true so the caller creates it anew, SNATed.
-// Not inlined: own stack frame (see `conntrack::create`).
+/// Option bytes `wscale_option` scans.
+const WSCALE_SCAN: usize = 20;
+/// The window scale assumed when the option may lie past the scan: the
+/// largest there is (RFC 7323), so windows are never underestimated.
+const UNKNOWN_WSCALE: u8 = 14;
+
+/// Forgets a flow: both of its entries.
+#[inline(always)]
+pub fn forget(e: &FlowEntry, key: &FlowKey) {
+    let _ = FLOWS.remove(peer_key(e, key));
+    let _ = FLOWS.remove(key);
+}
+
+/// Whether flow entry `e` (key `key`) is past its timeout, counting the
+/// last packet of either direction.
+#[inline(always)]
+fn expired(e: &FlowEntry, key: &FlowKey, now: u64) -> bool {
+    let state = e.ct.state;
+    if !over(key.proto, state, e.last_seen_ns, now) {
+        return false;
+    }
+    // SAFETY: a map value, read at once.
+    let peer_seen = FLOWS
+        .get_ptr(peer_key(e, key))
+        .map_or(0, |p| unsafe { (*p).last_seen_ns });
+    over(key.proto, state, peer_seen, now)
+}
+
+/// A packet of an existing flow: checks its interface and the flow's
+/// expiry, runs the TCP/UDP state machine and accounts it.
+// Not inlined: own stack frame (512-byte stack for the whole call chain).
 #[inline(never)]
-pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey) -> bool {
-    let unwanted = FlowFlags::SNAT | FlowFlags::VIA_STACK | FlowFlags::REPLY;
-    if p.proto != PROTO_TCP
-        || p.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN
-        || e.flags.intersection(FlowFlags::AUTO | unwanted) != FlowFlags::AUTO
+pub fn existing(ctx: &TcContext, p: &Packet, e: *mut FlowEntry, key: &FlowKey, a: &Arrival) -> Hit {
+    // SAFETY: a pointer into the map value; the entry stays valid for this
+    // run (deleted entries are freed after an RCU grace period).
+    let entry = unsafe { &mut *e };
+    if !arrived_right(entry, a.ifindex) {
+        return Hit::WrongIface;
+    }
+    let now = now_ns();
+    if now.saturating_sub(entry.last_seen_ns) >= MIN_TIMEOUT_NS && expired(entry, key, now) {
+        forget(entry, key);
+        return Hit::Gone;
+    }
+    let track = match p.proto {
+        // A later fragment (its flow found through its first fragment's
+        // ports, see `frag`) has no TCP header: what sits at `p.l4` is
+        // payload, which the state machine would read as sequence numbers
+        // and window. Its first fragment went through the state machine.
+        PROTO_TCP if p.frag == Frag::Later => Track::Record,
+        PROTO_TCP => tcp(ctx, p, entry, key, now),
+        PROTO_UDP => udp(entry, key, now),
+        _ => Track::Record,
+    };
+    match track {
+        Track::Gone => return Hit::Gone,
+        Track::Drop => return Hit::OutOfWindow,
+        Track::Record => entry.last_seen_ns = now,
+        // Forwarded, but no evidence the flow is alive.
+        Track::Quiet => {}
+    }
+    // Plain adds: the bpfel target has no atomic read-modify-write in
+    // `core`. Exact while one CPU handles a flow direction at a time
+    // (RSS/RPS keep a flow on one queue), approximate otherwise.
+    entry.packets += 1;
+    entry.bytes += a.len as u64;
+    Hit::Forward
+}
+
+enum Track {
+    /// Forward and refresh the flow.
+    Record,
+    /// Forward, leave the flow's timer alone.
+    Quiet,
+    Drop,
+    Gone,
+}
+
+/// The TCP state machine for one segment. The fast path (data and ACKs of
+/// an established flow) touches only this direction's entry; anything that
+/// can change the state reads and writes both.
+#[inline(always)]
+fn tcp(ctx: &TcContext, p: &Packet, entry: &mut FlowEntry, key: &FlowKey, now: u64) -> Track {
+    let seg = segment(ctx, p);
+    let state = CtState::from_raw(entry.ct.state);
+    if !ct::needs_peer(state, seg.flags) {
+        ct::record(&mut entry.ct, &seg);
+        entry.tcp_seen |= seen_bits(seg.flags);
+        return Track::Record;
+    }
+    let Some(peer) = FLOWS.get_ptr_mut(peer_key(entry, key)) else {
+        // An orphan (its partner replaced by a racing insert): gone.
+        let _ = FLOWS.remove(key);
+        return Track::Gone;
+    };
+    // SAFETY: a pointer into the map value, valid for this run.
+    let peer = unsafe { &mut *peer };
+    let orig = !entry.flags.contains(FlowFlags::REPLY);
+    let verdict = ct::tcp_step(state, orig, &seg, &entry.ct, entry.tcp_seen, Some(&peer.ct));
+    match verdict {
+        Verdict::Drop => return Track::Drop,
+        Verdict::Ignore => return Track::Quiet,
+        Verdict::Forward => {}
+        Verdict::Reopen => {
+            // The tuple is reused: everything about the old connection is
+            // forgotten, the translation stays.
+            reset(&mut entry.ct, CtState::SynSent);
+            reset(&mut peer.ct, CtState::SynSent);
+            ct::start(&mut entry.ct, &with_wscale(ctx, p, &seg));
+            entry.tcp_seen = seen_bits(seg.flags);
+            peer.tcp_seen = Seen::empty();
+            queue(entry, key, orig);
+            return Track::Record;
+        }
+        Verdict::Transition(next) => {
+            match next {
+                CtState::SynRecv => {
+                    ct::start(&mut entry.ct, &with_wscale(ctx, p, &seg));
+                    // RFC 7323: windows scale only when both SYNs said so.
+                    if entry.ct.ct_flags & CT_WSCALE == 0 || peer.ct.ct_flags & CT_WSCALE == 0 {
+                        entry.ct.ct_flags &= !CT_WSCALE;
+                        peer.ct.ct_flags &= !CT_WSCALE;
+                    }
+                    path::backend_answered(entry, key, now);
+                }
+                CtState::Established => {
+                    entry.ct.ct_flags |= CT_ASSURED;
+                    peer.ct.ct_flags |= CT_ASSURED;
+                }
+                s if s.is_closing() && !state.is_closing() => queue(entry, key, orig),
+                _ => {}
+            }
+            entry.ct.state = next as u8;
+            peer.ct.state = next as u8;
+        }
+    }
+    ct::record(&mut entry.ct, &seg);
+    entry.tcp_seen |= seen_bits(seg.flags);
+    Track::Record
+}
+
+#[inline(always)]
+fn reset(t: &mut forwarder_common::FlowTrack, state: CtState) {
+    t.state = state as u8;
+    t.ct_flags = 0;
+    t.wscale = 0;
+    t.seq_end = 0;
+    t.max_ack = 0;
+    t.max_win = 0;
+}
+
+/// UDP: unreplied until the first packet back, a stream (longer timeout,
+/// assured) once still active `UDP_STREAM_AFTER_NS` after the first packet.
+#[inline(always)]
+fn udp(entry: &mut FlowEntry, key: &FlowKey, now: u64) -> Track {
+    let state = CtState::from_raw(entry.ct.state);
+    let reply = entry.flags.contains(FlowFlags::REPLY);
+    let next = match state {
+        CtState::UdpUnreplied if reply => CtState::UdpReplied,
+        CtState::UdpReplied if now.saturating_sub(entry.created_ns) >= UDP_STREAM_AFTER_NS => {
+            CtState::UdpStream
+        }
+        _ => return Track::Record,
+    };
+    let Some(peer) = FLOWS.get_ptr_mut(peer_key(entry, key)) else {
+        let _ = FLOWS.remove(key);
+        return Track::Gone;
+    };
+    // SAFETY: a pointer into the map value, valid for this run.
+    let peer = unsafe { &mut *peer };
+    if next == CtState::UdpReplied {
+        path::backend_answered(entry, key, now);
+    } else {
+        entry.ct.ct_flags |= CT_ASSURED;
+        peer.ct.ct_flags |= CT_ASSURED;
+    }
+    entry.ct.state = next as u8;
+    peer.ct.state = next as u8;
+    Track::Record
+}
+
+/// Starts the original direction's tracking from the client's SYN (the
+/// flow being created, in `orig`). A call of its own: the option buffer
+/// must not add to the creating function's frame.
+#[inline(never)]
+pub fn start_orig(ctx: &TcContext, p: &Packet, orig: &mut FlowEntry) {
+    let seg = with_wscale(ctx, p, &segment(ctx, p));
+    ct::start(&mut orig.ct, &seg);
+    orig.tcp_seen = seen_bits(p.tcp_flags);
+}
+
+/// Whether the XDP accelerator may forward a packet of flow entry `e`
+/// (key `key`) arriving on `ifindex` at `now` by itself: on the flow's own
+/// interface, not idle past its timeout, and a packet whose
+/// effect on the state it can apply too: an established TCP connection (its
+/// control packets go to TC before this is asked), any UDP packet but a
+/// client's while `snat = "auto"` learning watches the flow. UDP state
+/// changes are made here as in TC (`udp`). Anything else is TC's.
+#[inline(always)]
+pub fn xdp_admit(e: &mut FlowEntry, key: &FlowKey, ifindex: u32, now: u64) -> bool {
+    if !arrived_right(e, ifindex) {
+        return false;
+    }
+    // Past its timeout in this direction: TC decides (it also reads the
+    // other direction's last packet, and forgets the flow if both are old).
+    if now.saturating_sub(e.last_seen_ns) >= MIN_TIMEOUT_NS
+        && over(key.proto, e.ct.state, e.last_seen_ns, now)
     {
         return false;
     }
-    let now = ktime_coarse_ns();
-    if now.saturating_sub(e.created_ns) < AUTO_SNAT_PROBE_NS {
-        return false;
+    match CtState::from_raw(e.ct.state) {
+        CtState::Untracked | CtState::Established | CtState::UdpStream => true,
+        CtState::UdpUnreplied
+            if !e.flags.contains(FlowFlags::REPLY) && path::learning_watches(e) =>
+        {
+            false
+        }
+        CtState::UdpUnreplied | CtState::UdpReplied => !matches!(udp(e, key, now), Track::Gone),
+        _ => false,
     }
-    let reply_key = FlowKey::peer_of(e, key.proto, key.family);
-    // SAFETY: copied out of the map value.
-    let replied = unsafe { FLOWS.get(reply_key) }.is_some_and(|r| r.packets > 0);
-    if replied {
-        return false;
-    }
-    let _ = AUTO_SNAT.insert(path::auto_key(e.rule_id, e.new_dst[0]), now, 0);
-    let _ = FLOWS.remove(reply_key);
-    let _ = FLOWS.remove(key);
-    true
 }
 
-/// Creates both directions of a flow for a packet that matched listener `l`.
-// A BPF-to-BPF call rather than inlined: its locals get their own frame
-// instead of adding to the caller's (512-byte stack limit).
-#[inline(never)]
-pub fn create(p: &Packet, l: &ListenerValue, d: &path::Decision) -> Result<(), Reason> {
-    let target = l.target_addr[0];
-    let src = d.src;
-    let flags = d.flags;
-    let snat = flags.contains(FlowFlags::SNAT);
-    let now = ktime_coarse_ns();
-    let tcp_seen = if p.proto == PROTO_TCP {
-        seen_bits(p.tcp_flags)
-    } else {
-        Seen::empty()
-    };
-    let mss = if p.proto == PROTO_TCP && l.flags.contains(ListenFlags::MSS_CLAMP) {
-        l.mss
-    } else {
-        0
-    };
-    // Both entries are built in per-CPU scratch space, not on the stack:
-    // the call chain below the entry point must fit 512 bytes in total.
-    let (Some(reply), Some(orig)) = (maps::SCRATCH.get_ptr_mut(0), maps::SCRATCH.get_ptr_mut(1))
-    else {
-        return Err(Reason::DropError);
-    };
-    // SAFETY: per-CPU scratch slots, ours for the duration of this run.
-    let (reply, orig) = unsafe { (&mut *reply, &mut *orig) };
-    // Field by field: a struct literal would be built on the stack first.
-    fill(reply, p.dst, p.src, p.dport, p.sport, l.rule_id, now);
-    reply.flags = flags | FlowFlags::REPLY;
-    reply.mss = mss;
-    // Inserted by reference: passing the value would copy it to the stack.
-    let reply: &FlowEntry = reply;
-    let mut reply_key = FlowKey::v4(target, src, l.target_port, p.sport, p.proto);
-
-    if snat {
-        let cfg = maps::config();
-        let (min, max) = if cfg.snat_port_min != 0 && cfg.snat_port_max >= cfg.snat_port_min {
-            (cfg.snat_port_min, cfg.snat_port_max)
-        } else {
-            (DEFAULT_SNAT_PORT_MIN, DEFAULT_SNAT_PORT_MAX)
+/// Accounts a packet the XDP accelerator forwarded: what the TC fast path
+/// records (`existing`), from the TCP header `tcp` (the fixed 20 bytes)
+/// of a segment of `l4_len` bytes.
+#[inline(always)]
+pub fn xdp_account(e: &mut FlowEntry, tcp: Option<&[u8; 20]>, l4_len: u16, len: u32, now: u64) {
+    if let Some(t) = tcp {
+        let hlen = (t[12] >> 4) as u32 * 4;
+        let seg = Segment {
+            flags: t[13],
+            seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
+            ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
+            win: u16::from_be_bytes([t[14], t[15]]),
+            len: (l4_len as u32).saturating_sub(hlen),
+            wscale: None,
         };
-        let span = (max - min) as u32 + 1;
-        let start = prandom_u32() % span;
-        let mut found = false;
-        let mut i = 0;
-        while i < PORT_TRIES {
-            let port = min + ((start + i) % span) as u16;
-            reply_key.dport = port.to_be();
-            match FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64) {
-                Ok(()) => {
-                    found = true;
-                    break;
-                }
-                Err(e) if e == -EEXIST => {}
-                Err(_) => return Err(Reason::DropTableFull),
-            }
-            i += 1;
-        }
-        if !found {
-            return Err(Reason::DropNoPort);
-        }
-    } else {
-        match FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64) {
-            Ok(()) => {}
-            Err(e) if e == -EEXIST => {
-                // A leftover of an earlier connection of this same client
-                // tuple (not yet swept) is ours to reuse; anything else is a
-                // real clash with another flow.
-                // SAFETY: a pointer into the map value, read at once.
-                let same = FLOWS.get_ptr(reply_key).is_some_and(|o| unsafe {
-                    (*o).new_dst == reply.new_dst
-                        && (*o).new_dport == reply.new_dport
-                        && (*o).new_src == reply.new_src
-                        && (*o).new_sport == reply.new_sport
-                });
-                if !same {
-                    return Err(Reason::DropNoPort);
-                }
-                let _ = FLOWS.insert(reply_key, reply, 0);
-            }
-            Err(_) => return Err(Reason::DropTableFull),
-        }
+        // The acknowledgement and window only: the sequence end matters
+        // for the handshake alone, which is TC's.
+        ct::record_ack(&mut e.ct, &seg);
     }
-
-    fill(
-        orig,
-        src,
-        target,
-        reply_key.dport,
-        l.target_port,
-        l.rule_id,
-        now,
-    );
-    orig.flags = flags;
-    orig.tcp_seen = tcp_seen;
-    orig.mss = mss;
-    let orig: &FlowEntry = orig;
-    // Any existing original entry (a stale one, or another CPU racing on a
-    // retransmitted SYN) is replaced: the reply entry we just reserved is the
-    // one that matches this translation.
-    if FLOWS.insert(key_of(p), orig, 0).is_err() {
-        let _ = FLOWS.remove(reply_key);
-        return Err(Reason::DropTableFull);
-    }
-    Ok(())
+    e.last_seen_ns = now;
+    e.packets += 1;
+    e.bytes += len as u64;
 }

@@ -1,7 +1,10 @@
 //! Forwarding decisions from the kernel's FIB, so routes, neighbours and
 //! forwarding sysctls stay the kernel's business.
 use aya_ebpf::{
-    bindings::{BPF_FIB_LOOKUP_OUTPUT, BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC},
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
+        BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC,
+    },
     programs::TcContext,
 };
 use forwarder_common::{IfaceFlags, Reason};
@@ -24,7 +27,7 @@ const ROUTE_WITH_SRC: u32 = BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH;
 /// As for a packet this host sends itself (output lookup).
 const OUTPUT_ROUTE: u32 = BPF_FIB_LOOKUP_OUTPUT | BPF_FIB_LOOKUP_SKIP_NEIGH;
 /// Forwarding a packet: route and MTU; bpf_redirect_neigh resolves the
-/// neighbour (see `forward`).
+/// neighbour (see `next_hop`).
 const FORWARD_ROUTE: u32 = BPF_FIB_LOOKUP_SKIP_NEIGH;
 
 /// What the FIB says about a destination.
@@ -38,6 +41,15 @@ pub struct Route {
     /// The source address the kernel would pick (route preferred source or
     /// the egress device's primary address; BPF_FIB_LOOKUP_SRC, Linux 6.8).
     pub src: u32,
+}
+
+impl Route {
+    /// No route: every field zero.
+    pub const NONE: Route = Route {
+        oif: 0,
+        nexthop: 0,
+        src: 0,
+    };
 }
 
 /// The route a packet from `src` arriving on `ifindex` would take to `dst`
@@ -57,35 +69,33 @@ pub fn route(ctx: &TcContext, ifindex: u32, proto: u8, src: u32, dst: u32) -> Op
     })
 }
 
-/// The interface this host would send a locally generated packet to `dst`
-/// out of (output-style lookup, as for a reply the stack generates).
-#[inline(always)]
-pub fn output_oif(ctx: &TcContext, dst: u32) -> Option<u32> {
-    let mut p = FibParams::v4(0, 0, 0, dst)?;
-    p.lookup(ctx, OUTPUT_ROUTE).then(|| p.oif())
-}
-
 #[inline(always)]
 fn is_l3(ifindex: u32) -> bool {
     maps::iface(ifindex).is_some_and(|c| c.flags.contains(IfaceFlags::L3))
 }
 
-/// Sends a translated packet on: straight to the egress device when the
-/// FIB has a plain answer, else to the stack. `p` holds the pre-translation
-/// header facts (offsets, TTL); `src`/`dst` are the translated addresses.
-/// An error is a failed TTL or link-header write: the packet is half-done.
+/// Where a packet goes after translation, decided before it is touched
+/// (issue 12: a check after the rewrite can only hand the stack a packet
+/// it must drop as a martian).
+#[derive(Clone, Copy)]
+pub enum NextHop {
+    /// Redirect out of `oif` through next hop `nexthop`.
+    Out { oif: u32, nexthop: u32 },
+    /// No plain answer (not forwarded, forwarding disabled, blackhole,
+    /// unreachable): the stack decides, after translation.
+    Stack,
+    /// Bigger than the egress MTU (`mtu`).
+    TooBig(u16),
+}
+
+/// The next hop of a packet `p` that will leave translated to `src` ->
+/// `dst`. Only a non-GSO packet is checked against the MTU: a GSO packet is
+/// segmented on egress, its IP length says nothing about the MTU.
 #[inline(always)]
-pub fn forward(ctx: &TcContext, p: &Packet, src: u32, dst: u32) -> Result<Verdict, RewriteError> {
-    if p.ttl <= 1 {
-        // Let the stack send Time Exceeded.
-        return Ok(Verdict::ok(Reason::PassTtl));
-    }
-    let in_ifindex = skb::ifindex(ctx);
-    let Some(mut fp) = FibParams::v4(in_ifindex, p.proto, src, dst) else {
-        return Ok(Verdict::ok(Reason::FwdStack));
+pub fn next_hop(ctx: &TcContext, p: &Packet, src: u32, dst: u32) -> NextHop {
+    let Some(mut fp) = FibParams::v4(skb::ifindex(ctx), p.proto, src, dst) else {
+        return NextHop::Stack;
     };
-    // GSO packets are segmented on egress: their IP length says nothing
-    // about the MTU, so only check the MTU for single packets.
     if !skb::is_gso(ctx) {
         fp.set_tot_len(p.tot_len);
     }
@@ -94,23 +104,46 @@ pub fn forward(ctx: &TcContext, p: &Packet, src: u32, dst: u32) -> Result<Verdic
     // lose every SNATed packet: its source is now one of our own addresses,
     // which the stack drops as a martian, so the neighbour would never be
     // resolved and the flow could never start.
-    if !fp.lookup(ctx, FORWARD_ROUTE) {
-        // FRAG_NEEDED (the stack sends the ICMP), not forwarded, forwarding
-        // disabled, blackhole...: the stack knows what to do.
-        return Ok(Verdict::ok(Reason::FwdStack));
+    match fp.lookup_rc(ctx, FORWARD_ROUTE) as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => NextHop::Out {
+            oif: fp.oif(),
+            nexthop: fp.nexthop_v4(),
+        },
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => NextHop::TooBig(fp.mtu_result()),
+        _ => NextHop::Stack,
     }
-    let out = fp.oif();
+}
+
+/// The address this host sends its own packets to `dst` from, out of the
+/// interface the packet being answered came in on (output lookup with
+/// BPF_FIB_LOOKUP_SRC): the source of the answers it builds. The lookup
+/// needs a real device (`ifindex` 0 fails with ENODEV), and binding it to
+/// the ingress device picks that device's route back.
+#[inline(always)]
+pub fn source_towards(ctx: &TcContext, dst: u32) -> Option<u32> {
+    let mut p = FibParams::v4(skb::ifindex(ctx), 0, 0, dst)?;
+    p.lookup(ctx, OUTPUT_ROUTE | BPF_FIB_LOOKUP_SRC)
+        .then(|| p.src_v4())
+}
+
+/// Sends a translated packet out of `oif` through `nexthop` (from
+/// `next_hop`): TTL decremented (we bypass the stack's forwarding, which
+/// would), link header pushed for an L3 ingress, neighbour resolved by the
+/// kernel. An error is a failed TTL or link-header write: the packet is
+/// half-done.
+#[inline(always)]
+pub fn send(ctx: &TcContext, p: &Packet, oif: u32, nexthop: u32) -> Result<Verdict, RewriteError> {
     nat::dec_ttl(ctx, p)?;
-    if is_l3(out) {
+    if is_l3(oif) {
         // No neighbours on an L3 device: a plain redirect, which strips
         // any Ethernet header for a device that has none
         // (__bpf_redirect_no_mac).
-        return Ok(Verdict::new(skb::redirect(out), Reason::FwdRedirect));
+        return Ok(Verdict::new(skb::redirect(oif), Reason::FwdRedirect));
     }
     if p.l3 == 0 {
         push_eth(ctx)?;
     }
-    let action = skb::redirect_neigh_v4(out, fp.nexthop_v4());
+    let action = skb::redirect_neigh_v4(oif, nexthop);
     Ok(Verdict::new(action, Reason::FwdRedirect))
 }
 

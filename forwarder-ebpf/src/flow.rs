@@ -1,7 +1,7 @@
 //! The flow-table steps TC and XDP share: finding a packet's flow, and
 //! whether this hook is the one that translates it. (Accounting a packet
-//! on its flow is `maps::FlowRef::account`; the TCP bookkeeping on top of
-//! it, TC's alone, `conntrack::touch`.)
+//! on its flow, with the state machine, is `conntrack::existing` in TC and
+//! `conntrack::xdp_account` in XDP.)
 use forwarder_common::{FlowEntry, FlowFlags, Hook};
 
 use crate::{

@@ -127,7 +127,7 @@ pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> Verdict {
     if !handled_here(e, hook) {
         return NOT_OURS;
     }
-    let (new_src, new_dst) = (e.new_src[0], e.new_dst[0]);
+    let new_src = e.new_src[0];
     // An error sent by the peer itself names the peer as outer source: it
     // becomes the translated peer, like every other packet of the flow.
     let outer_src = if p.src == i.dst { new_src } else { p.src };
@@ -135,7 +135,7 @@ pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> Verdict {
         log_rewrite_failed(ctx, e.rule_id, err);
         return Verdict::shot(Reason::DropError);
     }
-    tc::deliver(ctx, p, hook, e, outer_src, new_dst)
+    tc::deliver(p, hook, e)
 }
 
 /// Rewrites the quoted packet back to what its sender sent (addresses,

@@ -10,8 +10,10 @@
 mod conntrack;
 mod counters;
 mod error;
+mod evict;
 mod fib;
 mod flow;
+mod frag;
 mod hdr;
 mod helpers;
 mod icmp;
@@ -19,8 +21,10 @@ mod ipv6;
 mod maps;
 mod mss;
 mod nat;
+mod newflow;
 mod parse;
 mod path;
+mod reply;
 mod tc;
 mod verdict;
 mod xdp;
@@ -44,6 +48,13 @@ pub fn fwd_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn fwd_egress(ctx: TcContext) -> i32 {
     tc::run(&ctx, Hook::TcEgress)
+}
+
+/// IPv6 at TC ingress (NAT66): never attached, tail-called by fwd_ingress
+/// for every packet that is not IPv4 (see `ipv6`).
+#[classifier]
+pub fn fwd_ingress6(ctx: TcContext) -> i32 {
+    ipv6::entry(&ctx)
 }
 
 /// XDP accelerator on Ethernet interfaces with native XDP: established

@@ -3,7 +3,6 @@
 //! checks every name, type and size against that table); the flow table's
 //! size is set by the daemon at load time (`conntrack_max` x 2 entries, one
 //! per direction).
-use crate::helpers::ktime_coarse_ns;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
@@ -34,10 +33,11 @@ pub static ALLOW: LpmTrie<AllowKey, u8> = LpmTrie::with_max_entries(MAX_ALLOW_PR
 #[map(name = "FWD_RULE_CNT")]
 pub static RULE_COUNTERS: PerCpuArray<RuleCounters> = PerCpuArray::with_max_entries(MAX_RULES, 0);
 
-/// A plain (preallocated) hash, not an LRU: when it is full a new flow is
-/// refused and counted, instead of the kernel evicting some other flow,
-/// possibly an idle established one. Expired entries are reclaimed by the
-/// userspace sweeper.
+/// A plain (preallocated) hash, not an LRU: an LRU would evict any flow,
+/// possibly an idle established one. When it is full a new flow makes room
+/// by evicting an unassured, closing or expired one (`evict`), else it is
+/// refused and counted. Expired entries are treated as absent by the
+/// kernel and reclaimed by the userspace sweeper too.
 #[map(name = "FWD_FLOWS")]
 pub static FLOWS: HashMap<FlowKey, FlowEntry> =
     HashMap::with_max_entries(ENTRIES_PER_FLOW * DEFAULT_CONNTRACK_MAX, 0);
@@ -81,26 +81,21 @@ impl FlowRef {
         unsafe { &*self.0 }
     }
 
-    /// For the per-packet updates (`conntrack::touch`).
+    /// The entry, to update in place (conntrack's per-packet state).
+    /// Never held across another call that takes it.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    pub fn entry_mut(&self) -> &mut FlowEntry {
+        // SAFETY: a live map value (see the type); FlowEntry is plain data.
+        // Per packet, one CPU updates a flow direction at a time (as for
+        // `account`); a race with another CPU costs accuracy, not safety.
+        unsafe { &mut *self.0 }
+    }
+
+    /// The entry's address, for the conntrack step that takes it.
     #[inline(always)]
     pub fn as_ptr(self) -> *mut FlowEntry {
         self.0
-    }
-
-    /// Accounts a packet of `len` bytes: last seen now, packets, bytes.
-    /// The same for TC and XDP.
-    #[inline(always)]
-    pub fn account(self, len: u32) {
-        let e = self.0;
-        // SAFETY: a live map value (see the type). The bpfel target has no
-        // atomic read-modify-write in `core`, so these are plain adds:
-        // exact while one CPU handles a flow direction at a time (RSS/RPS
-        // keep a flow on one queue), approximate otherwise.
-        unsafe {
-            (*e).last_seen_ns = ktime_coarse_ns();
-            (*e).packets += 1;
-            (*e).bytes += len as u64;
-        }
     }
 }
 

@@ -18,7 +18,7 @@ use crate::{
     },
     helpers::skb::{self, L4Csum, Store},
     mss,
-    parse::Packet,
+    parse::{Frag, Packet},
 };
 
 /// Rewrites the packet to flow entry `e`'s tuple: addresses, ports (the
@@ -26,8 +26,16 @@ use crate::{
 /// clamps it. Stops at the first step that fails.
 #[inline(always)]
 pub fn apply(ctx: &TcContext, p: &Packet, e: &FlowEntry) -> Result<(), RewriteError> {
+    // Read once, first: the fragment kind read again after the MSS walk
+    // would keep the verifier from merging its states.
+    let later = p.frag == Frag::Later;
     set_addr(ctx, p, IP_SRC, p.src, e.new_src[0])?;
     set_addr(ctx, p, IP_DST, p.dst, e.new_dst[0])?;
+    if later {
+        // No L4 header here: the ports and the L4 checksum (which covers
+        // the whole datagram) were rewritten in the first fragment.
+        return Ok(());
+    }
     set_port(ctx, p, L4_SPORT, p.sport, e.new_sport)?;
     // ICMP echo carries one identifier, already rewritten above.
     if p.proto != PROTO_ICMP {
@@ -43,9 +51,13 @@ pub fn apply(ctx: &TcContext, p: &Packet, e: &FlowEntry) -> Result<(), RewriteEr
     Ok(())
 }
 
-/// Where the L4 checksum sits and how the helper must treat it.
+/// Where the L4 checksum sits and how the helper must treat it (nowhere
+/// in a later fragment).
 #[inline(always)]
 fn l4_csum_of(p: &Packet) -> Option<(usize, L4Csum)> {
+    if p.frag == Frag::Later {
+        return None;
+    }
     match p.proto {
         PROTO_TCP => Some((p.l4 + TCP_CHECK, L4Csum::PLAIN)),
         PROTO_UDP => Some((p.l4 + UDP_CHECK, L4Csum::UDP)),

@@ -17,19 +17,27 @@ use crate::{
     helpers::frame::Frame,
 };
 
-// Re-exported for conntrack, which reads the flags of `Packet`.
-pub use crate::hdr::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-
 /// What direct packet access reads of a TCP/UDP packet: IPv4 and the
 /// fixed TCP header (the larger of the two L4 headers).
 const PULL_L4: usize = IPV4_HLEN + TCP_HLEN;
+
+/// Where a packet stands in IPv4 fragmentation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Frag {
+    /// A whole datagram.
+    None,
+    /// The first fragment (offset 0, more to come): it has the L4 header.
+    First,
+    /// A later fragment: no L4 header, ports unknown (see `frag`).
+    Later,
+}
 
 /// A parsed IPv4 packet. Addresses and ports are raw network-order values
 /// (as they sit in the packet), so rewriting never needs byte swaps.
 pub struct Packet {
     /// Offset of the IPv4 header from ctx.data().
     pub l3: usize,
-    /// Offset of the L4 header (options are refused, so l3 + 20).
+    /// Offset of the L4 header: l3 + the header length, options included.
     pub l4: usize,
     pub proto: u8,
     pub ttl: u8,
@@ -43,15 +51,35 @@ pub struct Packet {
     /// TCP header length in bytes (data offset x 4), for the MSS option.
     pub tcp_hlen: u8,
     pub icmp_type: u8,
+    pub frag: Frag,
+    /// Don't Fragment.
+    pub df: bool,
+    /// The IP identification (network order): with the addresses and the
+    /// protocol, what ties fragments together.
+    pub ip_id: u16,
 }
 
 impl Packet {
     /// The L4 length (TCP/UDP header and payload) as the IP header says.
     #[inline(always)]
     pub fn l4_len(&self) -> u16 {
-        self.tot_len - IPV4_HLEN as u16
+        self.tot_len - (self.l4 - self.l3) as u16
+    }
+
+    /// A whole datagram without IP options: what the XDP rewrite (fixed
+    /// offsets, ports in every packet) handles.
+    #[inline(always)]
+    pub fn is_plain(&self) -> bool {
+        self.frag == Frag::None && self.l4 == self.l3 + IPV4_HLEN
     }
 }
+
+/// The IPv4 header's longest form (options included).
+const IPV4_HLEN_MAX: usize = 60;
+/// Don't Fragment, in frag_off (host order).
+const IP_DF: u16 = 0x4000;
+/// The fragment offset bits of frag_off (host order).
+const IP_OFFSET: u16 = 0x1fff;
 
 /// Finds the IP header (after Ethernet, or at 0 on an L3 device: tun,
 /// wireguard) and parses the packet, or says why the NAT must not touch it
@@ -75,8 +103,9 @@ pub fn packet<F: Frame>(ctx: &F, l3_device: bool) -> Result<Packet, Reason> {
     ipv4(ctx, l3)
 }
 
-/// The IPv4 header at `l3` and what follows it. Refuses fragments (no
-/// ports after the first) and options (the rewrite offsets assume none).
+/// The IPv4 header at `l3` and what follows it. Options are skipped (the
+/// L4 header starts at the header length); a later fragment has no L4
+/// header and keeps zero ports (`frag` finds them).
 #[inline(always)]
 fn ipv4<F: Frame>(ctx: &F, l3: usize) -> Result<Packet, Reason> {
     let h: &Ipv4Hdr = ctx.header(l3).ok_or(Reason::PassMalformed)?;
@@ -84,22 +113,24 @@ fn ipv4<F: Frame>(ctx: &F, l3: usize) -> Result<Packet, Reason> {
         return Err(Reason::PassMalformed);
     }
     let ihl = h.ihl() as usize;
-    if ihl < IPV4_HLEN {
+    if !(IPV4_HLEN..=IPV4_HLEN_MAX).contains(&ihl) {
         return Err(Reason::PassMalformed);
     }
     let tot_len = u16::from_be_bytes(h.tot_len);
     if (tot_len as usize) < ihl || l3 + tot_len as usize > ctx.len() as usize {
         return Err(Reason::PassMalformed);
     }
-    if u16::from_be_bytes(h.frags) & IP_MF_OFFSET != 0 {
-        return Err(Reason::PassFragment);
-    }
-    if ihl != IPV4_HLEN {
-        return Err(Reason::PassIpOptions);
-    }
+    let frag_off = u16::from_be_bytes(h.frags);
+    let frag = if frag_off & IP_MF_OFFSET == 0 {
+        Frag::None
+    } else if frag_off & IP_OFFSET == 0 {
+        Frag::First
+    } else {
+        Frag::Later
+    };
     let mut p = Packet {
         l3,
-        l4: l3 + IPV4_HLEN,
+        l4: l3 + ihl,
         proto: h.proto,
         ttl: h.ttl,
         tot_len,
@@ -110,9 +141,25 @@ fn ipv4<F: Frame>(ctx: &F, l3: usize) -> Result<Packet, Reason> {
         tcp_flags: 0,
         tcp_hlen: 0,
         icmp_type: 0,
+        frag,
+        df: frag_off & IP_DF != 0,
+        ip_id: u16::from_ne_bytes(h.id),
     };
-    l4(ctx, &mut p, tot_len as usize - IPV4_HLEN)?;
-    Ok(p)
+    if frag == Frag::Later {
+        return Ok(p);
+    }
+    if ihl > IPV4_HLEN {
+        // The options pushed the L4 header past what `packet` pulled.
+        ctx.pull(l3 + ihl + TCP_HLEN);
+    }
+    match l4(ctx, &mut p, tot_len as usize - ihl) {
+        Ok(()) => Ok(p),
+        // A first fragment too short for its L4 header (RFC 1858's "tiny
+        // fragment"): the stack would reassemble it with ports nobody
+        // checked, so it is dropped, not passed.
+        Err(_) if frag == Frag::First => Err(Reason::DropError),
+        Err(reason) => Err(reason),
+    }
 }
 
 /// Ports and flags of the L4 header at `p.l4`, `l4_len` bytes long by the

@@ -1,18 +1,44 @@
 //! Per-flow decisions taken once, on the first packet: which source the
-//! backend sees (SNAT) and which way translated packets travel (redirect or
-//! stack). Both come from the FIB, so they follow the routing table.
-use aya_ebpf::programs::TcContext;
+//! backend sees (SNAT), which way translated packets travel (redirect or
+//! stack), and which interfaces each direction must arrive on. All come
+//! from the FIB, so they follow the routing table.
+//!
+//! `snat = "auto"` also learns, per backend, that replies bypass this host.
+//! The fact a reader gets wrong: one client's silence proves nothing (the
+//! backend may simply block that client, and switching would let it in
+//! with the host's address), so a backend is switched only after
+//! `AUTO_SNAT_CLIENTS` distinct clients failed within `AUTO_SNAT_WINDOW_NS`
+//! while the backend answered no DNAT-only flow at all.
+use aya_ebpf::{macros::map, maps::LruHashMap, programs::TcContext};
 use forwarder_common::{
-    AutoSnatKey, FlowFlags, ListenFlags, ListenerValue, Reason, SnatMode, AUTO_SNAT_TTL_NS,
+    conntrack::CtState, AutoEvidence, AutoSnatKey, FlowEntry, FlowFlags, FlowKey, ListenFlags,
+    ListenerValue, Reason, SnatMode, AUTO_SNAT_CLIENTS, AUTO_SNAT_PROBE_NS, AUTO_SNAT_PROBE_UDP_NS,
+    AUTO_SNAT_TTL_NS, AUTO_SNAT_WINDOW_NS, MAX_AUTO_SNAT, PROTO_TCP, PROTO_UDP,
 };
 
-use crate::{fib, helpers::ktime_coarse_ns, maps::AUTO_SNAT, parse::Packet};
+use crate::{
+    conntrack::{self, now_ns},
+    fib,
+    hdr::{TCP_ACK, TCP_SYN},
+    maps::{AUTO_SNAT, FLOWS},
+    parse::Packet,
+};
+
+/// What `snat = "auto"` has seen of each backend (per rule) in the
+/// current round of evidence. An LRU: losing an entry only restarts it.
+#[map(name = "FWD_AUTO_EVIDENCE")]
+static AUTO_EVIDENCE: LruHashMap<AutoSnatKey, AutoEvidence> =
+    LruHashMap::with_max_entries(MAX_AUTO_SNAT, 0);
 
 pub struct Decision {
     /// Source address the backend sees.
     pub src: u32,
     /// `SNAT`, `VIA_STACK`, `AUTO`.
     pub flags: FlowFlags,
+    /// Where replies arrive: the interface of the route to the target, or,
+    /// for flows through the stack, the listening interface (whose egress
+    /// program translates them).
+    pub reply_iface: u32,
 }
 
 #[inline(always)]
@@ -25,36 +51,22 @@ pub fn auto_key(rule_id: u32, target: u32) -> AutoSnatKey {
 fn learned_snat(rule_id: u32, target: u32) -> bool {
     // SAFETY: copied out of the map value.
     match unsafe { AUTO_SNAT.get(auto_key(rule_id, target)).copied() } {
-        Some(at) => ktime_coarse_ns().saturating_sub(at) < AUTO_SNAT_TTL_NS,
+        Some(at) => now_ns().saturating_sub(at) < AUTO_SNAT_TTL_NS,
         None => false,
     }
 }
 
-/// `snat = "auto"`: keep the client's address when a reply from the
-/// backend, arriving where the backend lives, would be routed back out of
-/// the interface the client came in on. That rules out hairpins (backend on
-/// the client's side) and backends this host cannot route back from. What
-/// the backend itself does with its replies cannot be seen from here; that
-/// is learned per backend from retransmitted SYNs (see `conntrack`).
+/// `snat = "auto"` for a target with forwarding route `to`: keep the
+/// client's address when a reply from the backend, arriving where the
+/// backend lives, would be routed back out of the interface the client
+/// came in on. That rules out hairpins (backend on the client's side) and
+/// backends this host cannot route back from. What the backend itself does
+/// with its replies cannot be seen from here; that is learned per backend
+/// (`auto_probe`).
 #[inline(always)]
-fn keep_client(
-    ctx: &TcContext,
-    p: &Packet,
-    in_ifindex: u32,
-    to: Option<fib::Route>,
-    target: u32,
-) -> bool {
-    match to {
-        Some(r) if r.oif == in_ifindex => false,
-        Some(r) => {
-            fib::route(ctx, r.oif, p.proto, target, p.src).is_some_and(|b| b.oif == in_ifindex)
-        }
-        // No forwarding route: a virtual (kube-proxy ClusterIP) or local
-        // target, reached through the stack, which cannot take our SNAT
-        // (it drops packets from its own addresses as martians). Replies
-        // leave like any packet the stack sends to the client.
-        None => fib::output_oif(ctx, p.src).is_some_and(|oif| oif == in_ifindex),
-    }
+fn keep_client(ctx: &TcContext, p: &Packet, in_ifindex: u32, to: fib::Route, target: u32) -> bool {
+    to.oif != in_ifindex
+        && fib::route(ctx, to.oif, p.proto, target, p.src).is_some_and(|b| b.oif == in_ifindex)
 }
 
 // A BPF-to-BPF call rather than inlined: its locals get their own frame
@@ -67,21 +79,38 @@ pub fn decide(
     in_ifindex: u32,
 ) -> Result<Decision, Reason> {
     let target = l.target_addr[0];
-    let to = fib::route(ctx, in_ifindex, p.proto, p.src, target);
+    // The route, zeroed when there is none, rather than an Option: LLVM
+    // may read an Option's payload before testing it (the value is then
+    // unused, which is fine for LLVM), and for None those registers were
+    // never written, which the verifier refuses ("R3 !read_ok").
+    let (routed, to) = match fib::route(ctx, in_ifindex, p.proto, p.src, target) {
+        Some(r) => (true, r),
+        None => (false, fib::Route::NONE),
+    };
     let forced_stack = l.flags.contains(ListenFlags::VIA_STACK);
     let mut flags = FlowFlags::empty();
     let src = match l.snat_mode {
         _ if forced_stack => p.src,
         SnatMode::FIXED => l.snat_addr[0],
-        SnatMode::MASQUERADE => to.ok_or(Reason::DropError)?.src,
+        SnatMode::MASQUERADE if routed => to.src,
+        SnatMode::MASQUERADE => return Err(Reason::DropError),
         SnatMode::AUTO => {
             flags |= FlowFlags::AUTO;
-            if to.is_some() && learned_snat(l.rule_id, target) {
-                to.ok_or(Reason::DropError)?.src
-            } else if keep_client(ctx, p, in_ifindex, to, target) || to.is_none() {
+            if !routed {
+                // No forwarding route: a virtual (kube-proxy ClusterIP) or
+                // local target, reached through the stack, which cannot
+                // take our SNAT (it drops packets from its own addresses
+                // as martians): the client's address is the only choice,
+                // whichever way the stack then sends the replies. (So no
+                // lookup of that way either: an output lookup needs a
+                // device, which binds it to that device's routes.)
+                p.src
+            } else if learned_snat(l.rule_id, target) {
+                to.src
+            } else if keep_client(ctx, p, in_ifindex, to, target) {
                 p.src
             } else {
-                to.ok_or(Reason::DropError)?.src
+                to.src
             }
         }
         _ => p.src,
@@ -97,16 +126,140 @@ pub fn decide(
     let via_stack = if forced_stack {
         true
     } else if flags.contains(FlowFlags::SNAT) || l.flags.contains(ListenFlags::VIA_REDIRECT) {
-        to.is_none()
+        !routed
     } else {
-        to.is_none_or(|r| r.nexthop != target)
+        !routed || to.nexthop != target
     };
-    if via_stack {
+    let reply_iface = if via_stack {
         if flags.contains(FlowFlags::SNAT) {
             // SNAT with no forwarding route: nothing can deliver it.
             return Err(Reason::DropError);
         }
         flags |= FlowFlags::VIA_STACK;
+        in_ifindex
+    } else {
+        to.oif
+    };
+    Ok(Decision {
+        src,
+        flags,
+        reply_iface,
+    })
+}
+
+/// Whether a flow entry took a per-flow `snat = "auto"` decision to keep
+/// the client's address on the redirect path: the flows learning watches.
+#[inline(always)]
+pub fn learning_watches(e: &FlowEntry) -> bool {
+    e.flags
+        .intersection(FlowFlags::AUTO | FlowFlags::SNAT | FlowFlags::VIA_STACK)
+        == FlowFlags::AUTO
+}
+
+/// `snat = "auto"` learning, for a packet of an existing original-direction
+/// entry: a TCP client retransmitting its SYN, or a UDP client sending
+/// again, with nothing ever back from the backend. That client's failure
+/// is recorded; once `AUTO_SNAT_CLIENTS` distinct clients failed (see the
+/// module comment) the backend is switched to SNAT for `AUTO_SNAT_TTL_NS`.
+/// Returns true when this flow must be created anew, SNATed (the backend
+/// is switched): the caller then treats the packet as a flow's first.
+// Not inlined: own stack frame (see `decide`).
+#[inline(never)]
+pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey, ifindex: u32) -> bool {
+    // Only the client's own packets, where they belong, are evidence.
+    if e.flags.contains(FlowFlags::REPLY)
+        || !learning_watches(e)
+        || !conntrack::arrived_right(e, ifindex)
+    {
+        return false;
     }
-    Ok(Decision { src, flags })
+    let now = now_ns();
+    // Only flows that never got an answer (their state says so without a
+    // lookup of the other direction).
+    let state = CtState::from_raw(e.ct.state);
+    let probe_ns = match (p.proto, state) {
+        (PROTO_TCP, CtState::SynSent) if p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN => {
+            AUTO_SNAT_PROBE_NS
+        }
+        (PROTO_UDP, CtState::UdpUnreplied) => AUTO_SNAT_PROBE_UDP_NS,
+        _ => return false,
+    };
+    if now.saturating_sub(e.created_ns) < probe_ns {
+        return false;
+    }
+    let reply_key = conntrack::peer_key(e, key);
+    // SAFETY: a map value, read at once.
+    let replied = FLOWS
+        .get_ptr(reply_key)
+        .is_some_and(|r| unsafe { (*r).packets } > 0);
+    if replied {
+        return false;
+    }
+    let target = e.new_dst[0];
+    if !learned_snat(e.rule_id, target) && !enough_evidence(e.rule_id, target, p.src, now) {
+        return false;
+    }
+    let _ = FLOWS.remove(reply_key);
+    let _ = FLOWS.remove(key);
+    true
+}
+
+/// Adds `client`'s failure to the evidence about `target`; when that makes
+/// `AUTO_SNAT_CLIENTS` distinct clients, switches the backend to SNAT and
+/// returns true.
+#[inline(always)]
+fn enough_evidence(rule_id: u32, target: u32, client: u32, now: u64) -> bool {
+    let k = auto_key(rule_id, target);
+    if AUTO_EVIDENCE.get_ptr(k).is_none() {
+        let fresh = AutoEvidence {
+            first_ns: now,
+            ..Default::default()
+        };
+        let _ = AUTO_EVIDENCE.insert(k, fresh, 0);
+    }
+    let Some(ev) = AUTO_EVIDENCE.get_ptr_mut(k) else {
+        return false;
+    };
+    // SAFETY: a pointer into the map value, valid for this run.
+    let ev = unsafe { &mut *ev };
+    // A new round when the last one is old, or when the backend answered
+    // anyone since it began: then its replies do come back through here.
+    if now.saturating_sub(ev.first_ns) > AUTO_SNAT_WINDOW_NS || ev.answered_ns >= ev.first_ns {
+        ev.first_ns = now;
+        ev.count = 0;
+        ev.clients = [0; AUTO_SNAT_CLIENTS];
+    }
+    let n = ev.count as usize;
+    let mut known = false;
+    let mut i = 0;
+    while i < AUTO_SNAT_CLIENTS {
+        if i < n && ev.clients[i] == client {
+            known = true;
+        }
+        i += 1;
+    }
+    if !known && n < AUTO_SNAT_CLIENTS {
+        ev.clients[n] = client;
+        ev.count += 1;
+    }
+    if (ev.count as usize) < AUTO_SNAT_CLIENTS {
+        return false;
+    }
+    let _ = AUTO_SNAT.insert(k, now, 0);
+    let _ = AUTO_EVIDENCE.remove(k);
+    true
+}
+
+/// The backend answered a DNAT-only `snat = "auto"` flow (its SYN-ACK, the
+/// first reply of a UDP flow; `e` is the reply-direction entry, keyed from
+/// the backend): replies from it do come back through this host.
+#[inline(always)]
+pub fn backend_answered(e: &FlowEntry, key: &FlowKey, now: u64) {
+    if !e.flags.contains(FlowFlags::REPLY) || !learning_watches(e) {
+        return;
+    }
+    if let Some(ev) = AUTO_EVIDENCE.get_ptr_mut(auto_key(e.rule_id, key.src[0])) {
+        // SAFETY: a pointer into the map value, valid for this run.
+        unsafe { (*ev).answered_ns = now };
+    }
 }

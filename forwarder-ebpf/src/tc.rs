@@ -5,7 +5,7 @@
 //! process: classify -> established ------------------> translate
 //!                   \-> admit -> create_flow ----------> translate
 //!                       (listener,  (path::decide,       (nat::apply,
-//!                        allow-list, conntrack::create)   deliver)
+//!                        allow-list, newflow::create)     deliver)
 //!                        first packet)
 //! ```
 //!
@@ -23,22 +23,25 @@ use aya_log_ebpf::debug;
 use forwarder_common::{
     addr_v4_word, AllowKey, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags,
     ListenerKey, ListenerValue, Reason, ALLOW_EXACT_V4_PREFIX, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL, TCX_NEXT,
+    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
+    RULE_DROP_RATE_LIMITED, RULE_DROP_TABLE_FULL, TCX_NEXT,
 };
 
 use crate::{
-    conntrack, counters,
+    conntrack::{self, Arrival, Hit},
+    counters,
     error::log_rewrite_failed,
-    fib,
+    fib::{self, NextHop},
     flow::handled_here,
+    frag,
     hdr::{
         ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_ECHOREPLY, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED,
-        TCP_ACK, TCP_SYN,
+        IP_DST, IP_SRC, TCP_ACK, TCP_RST, TCP_SYN,
     },
     helpers::skb,
-    icmp, maps, nat,
-    parse::{self, Packet},
-    path,
+    icmp, maps, nat, newflow,
+    parse::{self, Frag, Packet},
+    path, reply,
     verdict::Verdict,
 };
 
@@ -55,10 +58,37 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
     }
     let len = ctx.len();
     let verdict = match parse::packet(ctx, iface.flags.contains(IfaceFlags::L3)) {
-        Ok(p) => process(ctx, &p, ifindex, len, hook),
-        // IPv6 has a pipeline of its own, at ingress only (see `ipv6`).
+        Ok(mut p) => {
+            if p.frag == Frag::First {
+                // Its later fragments find its flow by these ports. Read
+                // here, not after the rewrite: a fragment kind still read
+                // there keeps the verifier from merging states through
+                // the whole translation (and its MSS walk).
+                frag::remember(&p);
+            }
+            if p.frag == Frag::Later && !frag::find_ports(&mut p) {
+                // Not ours to decide (see `frag`): the stack either
+                // reassembles a datagram of its own or never can.
+                Verdict::next(Reason::PassFragment)
+            } else {
+                let v = process(ctx, &p, ifindex, len, hook);
+                if !v.is_answer() {
+                    v
+                } else if v.reason() == Reason::FwdRedirect {
+                    send_error(ctx, &p)
+                } else {
+                    reply::answer(ctx, &p, v)
+                }
+            }
+        }
+        // A first fragment too short for its ports: never to the stack,
+        // which would reassemble it behind the allow-list's back.
+        Err(reason @ Reason::DropError) => Verdict::shot(reason),
+        // IPv6 has a program of its own, at ingress only (see `ipv6`),
+        // which counts it; without it (never loaded) the packet goes on.
         Err(Reason::PassNotIpv4) if hook == Hook::TcIngress => {
-            crate::ipv6::run(ctx, ifindex, len, iface.flags.contains(IfaceFlags::L3))
+            crate::ipv6::tail_call(ctx);
+            Verdict::next(Reason::PassNotIpv4)
         }
         Err(reason) => Verdict::next(reason),
     };
@@ -75,8 +105,13 @@ fn process(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> V
         Class::Untracked => return Verdict::next(Reason::PassNoMatch),
     }
     let key = conntrack::key_of(p);
-    if let Some(verdict) = established(ctx, p, key, len, hook) {
+    let a = Arrival { ifindex, len };
+    if let Some(verdict) = established(ctx, p, key, &a, hook) {
         return verdict;
+    }
+    if p.frag == Frag::Later {
+        // Its first fragment started no flow here: the stack's (see `frag`).
+        return Verdict::next(Reason::PassFragment);
     }
     if hook != Hook::TcIngress || p.proto == PROTO_ICMP {
         return Verdict::next(Reason::PassNoMatch);
@@ -85,7 +120,7 @@ fn process(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> V
         Ok(l) => l,
         Err(verdict) => return verdict,
     };
-    create_flow(ctx, p, l, key, ifindex, len, hook)
+    create_flow(ctx, p, l, key, &a, hook)
 }
 
 enum Class {
@@ -111,25 +146,43 @@ fn classify(p: &Packet) -> Class {
 }
 
 /// A packet of a flow we track, translated at this hook; `None` when
-/// there is none (or `snat = "auto"` just forgot it: see
-/// `conntrack::auto_probe`) and a new one may be created.
+/// there is none (expired, or `snat = "auto"` just forgot it: see
+/// `path::auto_probe`) and a new one may be created. The state machine
+/// (`conntrack::existing`) may also pass it on (wrong interface) or drop
+/// it (an RST/FIN outside the window).
 #[inline(always)]
-fn established(ctx: &TcContext, p: &Packet, key: FlowKey, len: u32, hook: Hook) -> Option<Verdict> {
+fn established(
+    ctx: &TcContext,
+    p: &Packet,
+    key: FlowKey,
+    a: &Arrival,
+    hook: Hook,
+) -> Option<Verdict> {
     let flow = maps::flow(key)?;
     if !handled_here(flow.entry(), hook) {
         return Some(Verdict::next(Reason::PassNoMatch));
     }
-    if hook == Hook::TcIngress && conntrack::auto_probe(p, flow.entry(), &key) {
+    if hook == Hook::TcIngress && path::auto_probe(p, flow.entry(), &key, a.ifindex) {
         return None;
     }
-    conntrack::touch(flow, p, len);
+    match conntrack::existing(ctx, p, flow.as_ptr(), &key, a) {
+        Hit::Forward => {}
+        Hit::Gone => return None,
+        Hit::WrongIface => return Some(Verdict::next(Reason::PassWrongIface)),
+        Hit::OutOfWindow => {
+            counters::count_rule_drop(flow.entry().rule_id, RULE_DROP_OUT_OF_WINDOW);
+            return Some(Verdict::shot(Reason::DropOutOfWindow));
+        }
+    }
     let e = flow.entry();
-    counters::count_rule(e.rule_id, len);
+    counters::count_rule(e.rule_id, a.len);
     Some(translate(ctx, p, e, hook))
 }
 
 /// The listener a flow's first packet is for, if the rule lets it start
-/// one: source in the allow-list, a TCP SYN.
+/// one: source in the allow-list, a TCP SYN. A packet for a listener that
+/// may not start a flow is answered or dropped here, never handed to the
+/// stack: the host may run a service on the same port (issue 11 item 7).
 #[inline(always)]
 fn admit(p: &Packet, ifindex: u32) -> Result<&'static ListenerValue, Verdict> {
     let lkey = ListenerKey::v4(addr_v4_word(p.dst), ifindex, p.dport, p.proto);
@@ -138,20 +191,29 @@ fn admit(p: &Packet, ifindex: u32) -> Result<&'static ListenerValue, Verdict> {
     };
     if l.flags.contains(ListenFlags::ALLOWLIST) && !allowed(l.rule_id, p.src) {
         counters::count_rule_drop(l.rule_id, RULE_DROP_DENIED);
-        // Reject: the untouched packet meets the stack, which answers
-        // exactly as for a closed port (RST / port unreachable).
-        return Err(if l.flags.contains(ListenFlags::REJECT) {
-            Verdict::ok(Reason::PassDenied)
-        } else {
-            Verdict::shot(Reason::DropDenied)
-        });
+        return Err(refuse(p, l, Reason::DropDenied));
     }
     if p.proto == PROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN {
         // Mid-stream packet of a flow we do not know (expired, or from
-        // before we started): the stack answers it like a closed port.
-        return Err(Verdict::next(Reason::PassUntracked));
+        // before we started): answered like a closed port would.
+        return Err(refuse(p, l, Reason::DropUntracked));
     }
     Ok(l)
+}
+
+/// What a packet for listener `l` that may not start a flow gets: with
+/// `reject = "rst"` what a closed port answers (a TCP RST, an ICMP port
+/// unreachable), built here; otherwise, and for a RST, nothing.
+#[inline(always)]
+fn refuse(p: &Packet, l: &ListenerValue, drop: Reason) -> Verdict {
+    if !l.flags.contains(ListenFlags::REJECT) {
+        return Verdict::shot(drop);
+    }
+    match p.proto {
+        PROTO_TCP if p.tcp_flags & TCP_RST == 0 => Verdict::answer(Reason::ReplyReset, 0),
+        PROTO_UDP => Verdict::answer(Reason::ReplyPortUnreach, 0),
+        _ => Verdict::shot(drop),
+    }
 }
 
 /// Whether rule `rule_id`'s allow-list holds source `src`.
@@ -172,26 +234,41 @@ fn create_flow(
     p: &Packet,
     l: &ListenerValue,
     key: FlowKey,
-    ifindex: u32,
-    len: u32,
+    a: &Arrival,
     hook: Hook,
 ) -> Verdict {
     let rule_id = l.rule_id;
-    // Decided first, then created: two calls in a row rather than one
-    // inside the other keeps the call chain's stack under 512 bytes.
-    let created = path::decide(ctx, p, l, ifindex).and_then(|d| conntrack::create(p, l, &d));
+    let len = a.len;
+    if hook == Hook::TcIngress && p.ttl <= 1 {
+        // Expires here: answered, and no flow is left behind for it, nor
+        // is it counted against its source's new-flow rate (`translate`
+        // checks the packets of existing flows).
+        return Verdict::answer(Reason::ReplyTimeExceeded, 0);
+    }
+    // Decided, prepared, then created: calls in a row rather than one
+    // inside the other keep the call chain's stack under 512 bytes.
+    let created = path::decide(ctx, p, l, a.ifindex).and_then(|d| {
+        if !newflow::prepare(ctx, p, l, &d, a) {
+            return Err(Reason::DropError);
+        }
+        newflow::create(ctx, p, &d)
+    });
     if let Err(reason) = created {
-        let drop = match reason {
-            Reason::DropTableFull => RULE_DROP_TABLE_FULL,
-            Reason::DropNoPort => RULE_DROP_NO_PORT,
-            _ => RULE_DROP_ERROR,
+        // The reason is rebuilt from constants: as it came back from the
+        // call it is an unknown scalar to the verifier, which then cannot
+        // bound the counter lookup it indexes (`Verdict::reason`).
+        let (drop, reason) = match reason {
+            Reason::DropTableFull => (RULE_DROP_TABLE_FULL, Reason::DropTableFull),
+            Reason::DropNoPort => (RULE_DROP_NO_PORT, Reason::DropNoPort),
+            Reason::DropRateLimited => (RULE_DROP_RATE_LIMITED, Reason::DropRateLimited),
+            _ => (RULE_DROP_ERROR, Reason::DropError),
         };
         counters::count_rule_drop(rule_id, drop);
         return Verdict::shot(reason);
     }
     let Some(flow) = maps::flow(key) else {
-        // Swept or replaced by another CPU in the meantime: let the
-        // client's retransmission try again.
+        // Replaced by another CPU in the meantime: let the client's
+        // retransmission try again.
         return Verdict::shot(Reason::DropError);
     };
     let flags = flow.entry().flags;
@@ -200,8 +277,8 @@ fn create_flow(
         flags.contains(FlowFlags::SNAT),
         flags.contains(FlowFlags::VIA_STACK),
     );
+    // (The first packet is accounted on the entry by `newflow::create`.)
     counters::count_rule(rule_id, len);
-    conntrack::touch(flow, p, len);
     let e = flow.entry();
     debug!(
         ctx,
@@ -216,40 +293,109 @@ fn create_flow(
     translate(ctx, p, e, hook)
 }
 
-/// Applies `e`'s translation to the packet and sends it on.
-// Not inlined: own stack frame (see `conntrack::create`).
+/// Applies `e`'s translation to the packet and sends it on, after the
+/// checks a router makes before forwarding (RFC 1812 5.3.1 TTL, 5.2.7.1
+/// MTU): they run on the packet as its sender sent it, so the ICMP error
+/// quotes what the sender knows, and a packet the stack would refuse as a
+/// martian once translated is never handed to it. They run after the
+/// state machine (`conntrack::existing`), as netfilter's conntrack runs in
+/// PREROUTING before the forwarding path's checks: a segment that expires
+/// here still moved its flow's state, one dropped as out of window is
+/// never answered.
+// Not inlined: own stack frame (see `newflow::create`).
 #[inline(never)]
 fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict {
+    let hop = if hook != Hook::TcIngress {
+        // Egress: the stack forwarded it already; it only continues.
+        NextHop::Stack
+    } else if p.ttl <= 1 {
+        return Verdict::answer(Reason::ReplyTimeExceeded, 0);
+    } else if e.flags.contains(FlowFlags::VIA_STACK) {
+        NextHop::Stack
+    } else {
+        match fib::next_hop(ctx, p, e.new_src[0], e.new_dst[0]) {
+            NextHop::TooBig(mtu) if p.df || source_is_ours(e) => {
+                // DF: RFC 1191. Without DF the translated packet's source
+                // is one of ours (a martian to the stack, which would
+                // otherwise fragment it) and the untranslated one is
+                // addressed to us: frag-needed is the answer that works,
+                // Linux senders heed it whatever their DF setting
+                // (docs/CONFORMANCE.md, "Too big without DF").
+                return Verdict::answer(Reason::ReplyFragNeeded, mtu);
+            }
+            // The client's own address: the stack fragments it.
+            NextHop::TooBig(_) => NextHop::Stack,
+            hop => hop,
+        }
+    };
     if let Err(err) = nat::apply(ctx, p, e) {
         log_rewrite_failed(ctx, e.rule_id, err);
         counters::count_rule_drop(e.rule_id, RULE_DROP_ERROR);
         return Verdict::shot(Reason::DropError);
     }
-    deliver(ctx, p, hook, e, e.new_src[0], e.new_dst[0])
+    if hook == Hook::TcEgress {
+        return Verdict::ok(Reason::FwdEgress);
+    }
+    send(ctx, p, e, hop)
 }
 
-/// Sends a translated packet on: at egress it simply continues; at ingress
-/// it goes to the stack or straight to its egress device.
+/// Whether packets of `e` leave with one of this host's addresses as
+/// source: every reply (the forward's address) and SNATed originals.
 #[inline(always)]
-pub fn deliver(
-    ctx: &TcContext,
-    p: &Packet,
-    hook: Hook,
-    e: &FlowEntry,
-    src: u32,
-    dst: u32,
-) -> Verdict {
+fn source_is_ours(e: &FlowEntry) -> bool {
+    e.flags.intersects(FlowFlags::REPLY.union(FlowFlags::SNAT))
+}
+
+/// Sends a translated packet on to `hop`.
+#[inline(always)]
+fn send(ctx: &TcContext, p: &Packet, e: &FlowEntry, hop: NextHop) -> Verdict {
+    match hop {
+        NextHop::Out { oif, nexthop } => match fib::send(ctx, p, oif, nexthop) {
+            Ok(v) => v,
+            Err(err) => {
+                log_rewrite_failed(ctx, e.rule_id, err);
+                Verdict::shot(Reason::DropError)
+            }
+        },
+        _ => Verdict::ok(Reason::FwdStack),
+    }
+}
+
+/// Sends an ICMP error about a flow on, once `icmp::error` translated it:
+/// at egress it simply continues; at ingress it goes to the stack or
+/// (`send_error`, from the top of the pipeline: here, the FIB lookup's
+/// locals would grow icmp::error's frame until its call chain passes 512
+/// bytes) straight to its egress device. One whose TTL runs out is
+/// dropped: no ICMP error is sent about an ICMP error (RFC 1812 4.3.2.7).
+#[inline(always)]
+pub fn deliver(p: &Packet, hook: Hook, e: &FlowEntry) -> Verdict {
     if hook == Hook::TcEgress {
         return Verdict::ok(Reason::FwdEgress);
     }
     if e.flags.contains(FlowFlags::VIA_STACK) {
         return Verdict::ok(Reason::FwdStack);
     }
-    match fib::forward(ctx, p, src, dst) {
-        Ok(sent) => sent,
-        Err(err) => {
-            log_rewrite_failed(ctx, e.rule_id, err);
-            Verdict::shot(Reason::DropError)
+    if p.ttl <= 1 {
+        return Verdict::shot(Reason::DropError);
+    }
+    Verdict::answer(Reason::FwdRedirect, 0)
+}
+
+/// The redirect of a translated ICMP error (`deliver`), to where its new
+/// outer addresses lead. An error too big for the next hop goes to the
+/// stack as before (errors are at most 576 bytes in practice).
+#[inline(always)]
+fn send_error(ctx: &TcContext, p: &Packet) -> Verdict {
+    let (Ok(src), Ok(dst)) = (
+        skb::load::<u32>(ctx, p.l3 + IP_SRC),
+        skb::load::<u32>(ctx, p.l3 + IP_DST),
+    ) else {
+        return Verdict::shot(Reason::DropError);
+    };
+    match fib::next_hop(ctx, p, src, dst) {
+        NextHop::Out { oif, nexthop } => {
+            fib::send(ctx, p, oif, nexthop).unwrap_or(Verdict::shot(Reason::DropError))
         }
+        _ => Verdict::ok(Reason::FwdStack),
     }
 }

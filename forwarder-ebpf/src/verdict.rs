@@ -12,12 +12,27 @@
 //! `forwarder_common::verdict`'s, shared with the tests that check them.
 use forwarder_common::{Reason, REASONS, TCX_NEXT, TC_ACT_OK, TC_ACT_SHOT};
 
+/// Not a TC action: marks `Verdict::answer` in the upper half of the
+/// action word (TC actions are small, or -1), the MTU in the lower.
+const ANSWER: i32 = 0x4000_0000;
+
 /// Bits 0-31 the action, 32-63 the reason.
 #[derive(Clone, Copy)]
 #[repr(transparent)]
 pub struct Verdict(u64);
 
 const REASON_SHIFT: u32 = 32;
+
+/// `Reason::ALL` padded to a power of two with `DropError`.
+const REASON_TABLE: [Reason; (REASONS as usize).next_power_of_two()] = {
+    let mut t = [Reason::DropError; (REASONS as usize).next_power_of_two()];
+    let mut i = 0;
+    while i < REASONS as usize {
+        t[i] = Reason::ALL[i];
+        i += 1;
+    }
+    t
+};
 
 impl Verdict {
     #[inline(always)]
@@ -43,13 +58,41 @@ impl Verdict {
         Verdict::new(TC_ACT_SHOT, reason)
     }
 
+    /// Not decided yet (a translated ICMP error to redirect, with
+    /// `FwdRedirect`), or the packet is to be turned into the answer
+    /// `reason` names (a `Reply*` reason; `mtu` for a frag-needed), which
+    /// the entry point builds (`reply::answer`). One call site for the
+    /// answers, at the top of the pipeline, keeps their stack frames off
+    /// the deep call chains and their code verified once.
+    #[inline(always)]
+    pub const fn answer(reason: Reason, mtu: u16) -> Verdict {
+        Verdict::new(ANSWER | mtu as i32, reason)
+    }
+
+    /// Whether this is an `answer` still to be built.
+    #[inline(always)]
+    pub const fn is_answer(self) -> bool {
+        // The whole upper half: TCX_NEXT (-1) has every bit set.
+        (self.action() as u32) & 0xffff_0000 == ANSWER as u32
+    }
+
+    /// The MTU an `answer` carries.
+    #[inline(always)]
+    pub const fn mtu(self) -> u16 {
+        self.action() as u16
+    }
+
     #[inline(always)]
     pub const fn action(self) -> i32 {
         self.0 as u32 as i32
     }
 
+    /// The reason, looked up under a power-of-two mask: a reason that came
+    /// back from a BPF-to-BPF call is an unknown scalar to the verifier,
+    /// and LLVM drops a `< REASONS` check (an enum cannot be out of range),
+    /// so only a mask bounds the index.
     #[inline(always)]
     pub const fn reason(self) -> Reason {
-        Reason::ALL[(self.0 >> REASON_SHIFT) as usize % REASONS as usize]
+        REASON_TABLE[(self.0 >> REASON_SHIFT) as usize & (REASON_TABLE.len() - 1)]
     }
 }

@@ -18,11 +18,12 @@ use forwarder_common::{
 };
 
 use crate::{
-    counters, flow,
+    conntrack, counters, flow,
     hdr::{L4_DPORT, L4_SPORT, TCP_CHECK, TCP_FIN, TCP_RST, TCP_SYN, UDP_CHECK},
     helpers::{
         fib::FibParams,
         frame::{EthIpv4L4, Frame},
+        ktime_coarse_ns,
     },
     maps,
     parse::{self, Packet},
@@ -51,6 +52,8 @@ pub fn run(ctx: &mut XdpContext) -> u32 {
     // XDP runs only on Ethernet devices: never an L3 one.
     let (action, reason) = match parse::packet(ctx, false) {
         Ok(p) => accelerate(ctx, &p, ifindex, len),
+        // TC drops it (and counts it once).
+        Err(Reason::DropError) => TO_TC,
         Err(reason) => (XDP_PASS, reason),
     };
     counters::count_iface(iface.slot, Hook::Xdp, reason, len);
@@ -61,6 +64,11 @@ pub fn run(ctx: &mut XdpContext) -> u32 {
 /// else to TC.
 #[inline(always)]
 fn accelerate(ctx: &mut XdpContext, p: &Packet, ifindex: u32, len: u32) -> (u32, Reason) {
+    // Fragments and IP options: offsets and ports the fixed-layout rewrite
+    // below does not handle.
+    if !p.is_plain() {
+        return TO_TC;
+    }
     let Some(check_at) = l4_check_of(p) else {
         return TO_TC;
     };
@@ -79,10 +87,16 @@ fn accelerate(ctx: &mut XdpContext, p: &Packet, ifindex: u32, len: u32) -> (u32,
     let Some(flow) = flow::lookup(p) else {
         return TO_TC;
     };
-    let e = flow.entry();
-    if e.flags.contains(FlowFlags::VIA_STACK) || p.ttl <= 1 {
+    if flow.entry().flags.contains(FlowFlags::VIA_STACK) || p.ttl <= 1 {
         return TO_TC;
     }
+    let now = ktime_coarse_ns();
+    // The flow's state decides too: its interface, its timer, a UDP state
+    // change XDP can make itself (see `conntrack::xdp_admit`).
+    if !conntrack::xdp_admit(flow.entry_mut(), &conntrack::key_of(p), ifindex, now) {
+        return TO_TC;
+    }
+    let e = flow.entry();
     let Some(hop) = next_hop(ctx, p, e, ifindex) else {
         return TO_TC;
     };
@@ -90,7 +104,14 @@ fn accelerate(ctx: &mut XdpContext, p: &Packet, ifindex: u32, len: u32) -> (u32,
         return TO_TC;
     }
     let rule_id = e.rule_id;
-    flow.account(len);
+    // The TCP header as rewritten (sequence, acknowledgement and window
+    // are untouched), for the window tracking.
+    let tcp = if p.proto == PROTO_TCP {
+        ctx.header::<EthIpv4L4>(0).map(|f| f.l4)
+    } else {
+        None
+    };
+    conntrack::xdp_account(flow.entry_mut(), tcp.as_ref(), p.l4_len(), len, now);
     counters::count_rule(rule_id, len);
     match XDP_DEVS.redirect(hop.oif(), 0) {
         Ok(XDP_REDIRECT) => (XDP_REDIRECT, Reason::FwdRedirect),

@@ -14,3 +14,4 @@ pub mod node;
 pub mod notify;
 pub mod observe;
 pub mod probe;
+pub mod snat_ports;

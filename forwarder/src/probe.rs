@@ -17,6 +17,8 @@ pub mod object;
 mod raw;
 pub mod scratch;
 
+pub use raw::kernel_release;
+
 /// A probe's answer.
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -92,6 +94,19 @@ impl Probe {
         self.problems(Impact::Degraded)
     }
 
+    /// Why the daemon must not start here, in one line naming each missing
+    /// piece ("kernel 5.10.0: sched_cls programs cannot call
+    /// bpf_ktime_get_coarse_ns (Linux 5.11) ..."); `None` when it can.
+    pub fn refusal(&self) -> Option<String> {
+        let fatal: Vec<&str> = self.fatal().map(|c| c.advice.as_str()).collect();
+        (!fatal.is_empty()).then(|| {
+            format!(
+                "not starting: {} (`forwarder doctor` lists everything)",
+                fatal.join("; ")
+            )
+        })
+    }
+
     /// Skipped checks are not problems: what made them skip is one.
     fn problems(&self, impact: Impact) -> impl Iterator<Item = &Check> {
         self.checks
@@ -108,18 +123,9 @@ pub struct ProbeOptions {
     /// Probe this object instead of the embedded one (`doctor --object`:
     /// would a candidate build load on this kernel?).
     pub object: Option<&'static [u8]>,
-}
-
-pub fn kernel_release() -> String {
-    // SAFETY: uname fills the zeroed struct we own.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return "unknown".into();
-    }
-    // SAFETY: the kernel NUL-terminates release.
-    unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
+    /// Write the whole verifier log of each rejected program to
+    /// `<dir>/<program>.log` (`doctor --verifier-log`).
+    pub verifier_log: Option<std::path::PathBuf>,
 }
 
 struct Checks {
@@ -229,10 +235,10 @@ pub fn probe(opts: &ProbeOptions) -> Probe {
     f.tcx = c.add(
         "TCX (tc links)",
         raw::tcx_supported(),
-        Impact::Fatal,
+        Impact::Info,
         "BPF_LINK_CREATE with BPF_TCX_INGRESS",
-        "no TCX (Linux 6.6): TC programs can only be attached the legacy way \
-         (clsact qdisc + cls_bpf over netlink), which this build does not do yet",
+        "no TCX (Linux 6.6): the TC programs are attached the legacy way \
+         (clsact qdisc + cls_bpf filters over netlink, `attach = \"tc-legacy\"`)",
     );
     let (answer, detail) = fib_flag(BPF_FIB_LOOKUP_SKIP_NEIGH);
     f.fib_skip_neigh = c.add(
@@ -261,7 +267,7 @@ pub fn probe(opts: &ProbeOptions) -> Probe {
          list/flush read and delete flows in batches and fail",
     );
     if opts.attach {
-        attach_checks(&mut c, &mut f, object);
+        attach_checks(&mut c, &mut f, object, opts.verifier_log.as_deref());
     }
     Probe {
         kernel,
@@ -367,8 +373,13 @@ fn outcome(o: &scratch::Outcome) -> Result<bool, String> {
 
 /// The scratch-namespace probes: the object through the verifier, then
 /// every attach mode.
-fn attach_checks(c: &mut Checks, f: &mut Features, object: &'static [u8]) {
-    let found = match scratch::run(object, f.tcx) {
+fn attach_checks(
+    c: &mut Checks,
+    f: &mut Features,
+    object: &'static [u8],
+    verifier_log: Option<&std::path::Path>,
+) {
+    let found = match scratch::run(object, f.tcx, verifier_log.map(Into::into)) {
         Ok(found) => found,
         Err(e) => {
             c.add("attach probes", Err(e), Impact::Info, "", "");
@@ -385,11 +396,15 @@ fn attach_checks(c: &mut Checks, f: &mut Features, object: &'static [u8]) {
     let mut loads = obj_ok;
     for (name, r) in &found.programs {
         let why = r.as_ref().err().map(String::as_str).unwrap_or_default();
+        let detail = match r {
+            Ok(Some(n)) => format!("accepted, {n} instructions verified"),
+            _ => "accepted".into(),
+        };
         let ok = c.add(
             format!("verifier: {name}"),
             r.clone().map(|_| true),
             Impact::Fatal,
-            "accepted",
+            detail,
             format!("the verifier rejects {name}: {why}"),
         );
         loads &= ok;
@@ -444,7 +459,17 @@ fn attach_checks(c: &mut Checks, f: &mut Features, object: &'static [u8]) {
                 if f.tcx { Impact::Info } else { Impact::Fatal },
                 "veth ingress, direct-action",
                 "cannot attach with cls_bpf (modules sch_ingress, cls_bpf?)",
-            ))
+            ));
+            if found.netlink_tc_replace.is_some() {
+                c.add(
+                    "tc filter replace",
+                    outcome(&found.netlink_tc_replace),
+                    if f.tcx { Impact::Info } else { Impact::Fatal },
+                    "the cls_bpf filter's program swapped in place",
+                    "cannot replace a cls_bpf filter's program: a restart in tc-legacy mode \
+                     cannot swap programs in place",
+                );
+            }
         }
         None => c.skip("netlink TC (clsact + cls_bpf)", Impact::Fatal, needs_prog),
     }
@@ -479,3 +504,6 @@ fn attach_checks(c: &mut Checks, f: &mut Features, object: &'static [u8]) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,19 +16,22 @@ use crate::{diagnostics::Sink, model::Timeouts, parse::Parsed};
 /// under netfilter (5 days there): ssh, database pools, kubectl watches.
 pub const ESTABLISHED_WARN_BELOW: Duration = Duration::from_secs(300);
 /// A flow table reserving more than this (up front, used or not) gets a
-/// warning: 1 GiB is about 2.8 million flows.
+/// warning: 1 GiB is about 2.5 million flows.
 pub const FLOW_TABLE_WARN_BYTES: u64 = 1 << 30;
 
 /// What each timeout times, for messages.
 pub fn timeout_meaning(key: &str) -> &'static str {
     match key {
         "tcp_syn_sent" => "how long a TCP connection waits for the answer to its SYN",
+        "tcp_syn_recv" => "how long a TCP connection waits for the client's ACK of the SYN-ACK",
         "tcp_established" => "how long an established TCP connection may stay idle",
         "tcp_fin_wait" => "how long a TCP connection stays tracked once one side closed it",
+        "tcp_close_wait" => "how long a TCP connection stays tracked once its FIN was acknowledged",
+        "tcp_last_ack" => "how long a TCP connection waits for the ACK of the last FIN",
         "tcp_time_wait" => "how long a TCP connection stays tracked once both sides closed it",
         "tcp_close" => "how long a reset TCP connection stays tracked",
         "udp" => "how long a UDP flow that has seen one direction only may stay idle",
-        "udp_stream" => "how long a UDP flow that has seen replies may stay idle",
+        "udp_stream" => "how long a UDP stream (replied, active past 2 s) may stay idle",
         "icmp" => "how long an ICMP echo exchange stays tracked",
         _ => "an idle timeout",
     }
@@ -148,7 +151,7 @@ mod tests {
         let w = warnings(&format!("[global]\nconntrack_max = 16777216\n{FORWARD}"));
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
-            w[0].contains("conntrack_max = 16777216 reserves 5.8 GiB"),
+            w[0].contains("conntrack_max = 16777216 reserves 6.5 GiB"),
             "{w:?}"
         );
         assert!(warnings(&format!("[global]\nconntrack_max = 1000000\n{FORWARD}")).is_empty());

@@ -408,27 +408,18 @@ pub fn parse_iface_addr(s: &str) -> Result<(String, IpAddr), String> {
 }
 
 /// What a refused packet meets. With `reject = "rst"` the kernel program
-/// does not answer itself: it hands the untouched packet to this host's
-/// stack (and its INPUT rules), which answers as for any packet to one of
-/// its addresses. That is a closed port's answer only where no local
-/// service listens there; a service that does gets the connection.
-fn refusal(reject: Reject, proto: L4, to: SocketAddr) -> String {
-    let (closed, local) = match (reject, proto) {
-        (Reject::Drop, _) => return "the packet is dropped silently (reject = \"drop\")".into(),
-        (Reject::Rst, L4::Tcp) => ("a TCP RST", "a TCP service of this host listening"),
-        (Reject::Rst, L4::Udp) => (
-            "an ICMP port-unreachable",
-            "a UDP socket of this host bound",
-        ),
-    };
-    format!(
-        "the packet goes on untouched to this host's own stack (reject = \"rst\"), through its \
-         INPUT firewall rules: where nothing of this host listens on {to} it gets {closed}, \
-         like from a closed port, but {local} on that port (on {ip} or {any}) gets it \
-         instead; reject = \"drop\" drops it",
-        ip = to.ip(),
-        any = if to.is_ipv6() { "::" } else { "0.0.0.0" },
-    )
+/// answers it like a closed port; it never reaches this host's own stack,
+/// so a service of the host on the same port never sees it.
+fn refusal(reject: Reject, proto: L4, _to: SocketAddr) -> String {
+    match (reject, proto) {
+        (Reject::Drop, _) => "the packet is dropped silently (reject = \"drop\")".into(),
+        (Reject::Rst, L4::Tcp) => "it gets a TCP RST, like from a closed port (reject = \"rst\"); \
+                                   never this host's own service on that port"
+            .into(),
+        (Reject::Rst, L4::Udp) => "it gets an ICMP port-unreachable, like from a closed port \
+                                   (reject = \"rst\"); never this host's own socket on that port"
+            .into(),
+    }
 }
 
 #[cfg(test)]
@@ -493,11 +484,11 @@ snat = "off"
         assert_eq!(rule, "web");
         assert_eq!(
             original.after.to_string(),
-            "192.168.100.1:<port from 32768-60999> -> 192.168.100.80:80"
+            "192.168.100.1:<port from 1024-32767> -> 192.168.100.80:80"
         );
         assert_eq!(
             reply.before.to_string(),
-            "192.168.100.80:80 -> 192.168.100.1:<port from 32768-60999>"
+            "192.168.100.80:80 -> 192.168.100.1:<port from 1024-32767>"
         );
         assert_eq!(
             reply.after.to_string(),
@@ -555,12 +546,9 @@ snat = "off"
             e,
             Explanation::Refused {
                 rule: "immich".into(),
-                reason: "source 100.64.0.9 is not in the allow-list (100.101.92.95/32): the \
-                         packet goes on untouched to this host's own stack (reject = \"rst\"), \
-                         through its INPUT firewall rules: where nothing of this host listens on \
-                         100.118.5.68:8080 it gets a TCP RST, like from a closed port, but a TCP \
-                         service of this host listening on that port (on 100.118.5.68 or \
-                         0.0.0.0) gets it instead; reject = \"drop\" drops it"
+                reason: "source 100.64.0.9 is not in the allow-list (100.101.92.95/32): it \
+                         gets a TCP RST, like from a closed port (reject = \"rst\"); never this \
+                         host's own service on that port"
                     .into()
             }
         );

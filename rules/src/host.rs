@@ -25,7 +25,7 @@ use std::{
 use crate::{
     diagnostics::Sink,
     local_sockets::LocalSocket,
-    model::{Listen, PathMode, Reject},
+    model::{Listen, PathMode},
     parse::Parsed,
 };
 
@@ -44,33 +44,6 @@ pub struct HostFacts {
     pub sockets: Vec<LocalSocket>,
 }
 
-/// With `reject = "rst"` a refused packet goes on to this host's stack
-/// untouched: a local socket on the forward's address and port takes it.
-fn refused_reach_local(f: &crate::Forward, own: &[Ipv4Addr], host: &HostFacts) -> Vec<String> {
-    if f.allow.is_empty() || f.reject != Reject::Rst {
-        return Vec::new();
-    }
-    let addrs: Vec<Ipv4Addr> = match f.listen {
-        Listen::Addr(IpAddr::V4(a)) => vec![a],
-        Listen::Addr(IpAddr::V6(_)) => Vec::new(),
-        Listen::Interface if f.listen_afs().contains(&crate::Af::V4) => own.to_vec(),
-        Listen::Interface => Vec::new(),
-    };
-    let mut hit: Vec<String> = host
-        .sockets
-        .iter()
-        .filter(|s| {
-            f.proto.l4().contains(&s.proto)
-                && f.ports.contains(s.port)
-                && addrs.iter().any(|a| s.takes(s.proto, *a, s.port))
-        })
-        .map(|s| format!("{} {}:{}", s.proto.as_str(), s.addr, s.port))
-        .collect();
-    hit.sort();
-    hit.dedup();
-    hit
-}
-
 pub(crate) fn check(parsed: &Parsed, host: &HostFacts, sink: &mut Sink) {
     let here = |f: &crate::Forward| f.applies_on(&host.node);
     let mut missing = BTreeSet::new();
@@ -79,21 +52,6 @@ pub(crate) fn check(parsed: &Parsed, host: &HostFacts, sink: &mut Sink) {
             continue;
         }
         let ctx = format!("forward \"{}\"", f.name);
-        let own_addrs = host.ifaces.get(&f.iface).map(Vec::as_slice).unwrap_or(&[]);
-        let local = refused_reach_local(f, own_addrs, host);
-        if !local.is_empty() {
-            sink.warning(
-                &sp.field("allow"),
-                Some(&ctx),
-                format!(
-                    "sources the allow-list refuses go on to this host's own stack (reject = \
-                     \"rst\"), and this host listens there ({}): they reach that service \
-                     instead of a closed port",
-                    local.join(", ")
-                ),
-                Some("set reject = \"drop\", or bind the local service to another address".into()),
-            );
-        }
         let Some(own) = host.ifaces.get(&f.iface) else {
             if missing.insert(f.iface.clone()) {
                 sink.note(
@@ -379,38 +337,18 @@ mod tests {
     }
 
     #[test]
-    fn a_local_service_refused_sources_would_reach_is_a_warning() {
+    fn a_local_service_on_a_forwarded_port_is_no_warning() {
+        // Refused sources never reach it: the kernel program answers them
+        // itself (reject = "rst") or drops them (issue 11 item 7).
         use crate::{local_sockets::LocalSocket, model::L4};
         let allow = FILE.replace("port = 80", "port = 80\nallow = [\"10.0.0.0/8\"]");
-        let sock = |addr: &str, port| LocalSocket {
-            proto: L4::Tcp,
-            addr: addr.parse().unwrap(),
-            port,
-        };
         let mut h = host(&["192.168.1.99"], Ok(vec![]));
-        h.sockets = vec![sock("0.0.0.0", 80), sock("192.168.1.99", 8080)];
-        let d = said(&allow, &h);
-        assert_eq!(d.len(), 1, "{d:?}");
-        assert!(d[0].starts_with("r.toml:6:9: warning: forward \"web\": sources the allow-list refuses go on to this host's own stack (reject = \"rst\"), and this host listens there (tcp 0.0.0.0:80)"), "{d:?}");
-        // Not with reject = "drop", not without an allow-list, not on
-        // another port, address or protocol.
-        assert!(said(
-            &allow.replace("port = 80", "port = 80\nreject = \"drop\""),
-            &h
-        )
-        .is_empty());
-        assert!(said(FILE, &h).is_empty());
-        h.sockets = vec![sock("192.168.1.55", 80), sock("0.0.0.0", 81)];
-        assert!(said(&allow, &h).is_empty());
         h.sockets = vec![LocalSocket {
-            proto: L4::Udp,
-            ..sock("0.0.0.0", 80)
+            proto: L4::Tcp,
+            addr: "0.0.0.0".parse().unwrap(),
+            port: 80,
         }];
         assert!(said(&allow, &h).is_empty());
-        // listen = "interface": the interface's addresses.
-        let iface = allow.replace("listen = \"192.168.1.99\"\n", "");
-        h.sockets = vec![sock("192.168.1.99", 80)];
-        assert_eq!(said(&iface, &h).len(), 1);
     }
 
     #[test]

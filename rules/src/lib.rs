@@ -24,6 +24,7 @@ pub mod diff;
 pub mod dropins;
 pub mod explain;
 mod family;
+pub mod flowrate;
 pub mod host;
 pub mod import;
 pub mod local_sockets;
@@ -37,6 +38,7 @@ mod release;
 pub mod report;
 mod syntax;
 pub mod target;
+pub mod timeouts;
 mod validate;
 mod validate_addrs;
 mod values;
@@ -50,10 +52,12 @@ pub use compile::{
 pub use diagnostics::{Diagnostic, Diagnostics, Location, Severity};
 pub use diff::{diff, Diff, MapOp, MapState, NoRoom, Room, Update};
 pub use family::{abi_addr, family_of_key, is_link_local, key_addr};
+pub use flowrate::FlowRate;
 pub use host::HostFacts;
 pub use model::*;
 pub use print::to_toml;
 pub use release::{needs_ipv6, IPV6_NOT_FORWARDED};
+pub use timeouts::Timeouts;
 pub use validate::{listeners_overlap, ASSUMED_IFACE_ADDRS};
 
 /// A rules file that passed validation.

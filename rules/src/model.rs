@@ -10,9 +10,14 @@ use std::{
     time::Duration,
 };
 
+use forwarder_common::conntrack::CtConfig;
 use ipnet::IpNet;
 
-pub use crate::family::{Af, Family};
+pub use crate::{
+    family::{Af, Family},
+    flowrate::FlowRate,
+    timeouts::Timeouts,
+};
 
 pub use crate::target::{Host, Target};
 
@@ -47,6 +52,8 @@ pub struct Global {
     pub rules_watch: RulesWatch,
     /// How often the file is read and compared when it is polled.
     pub rules_poll_interval: Duration,
+    /// How many new flows one source address may create (`None`: no limit).
+    pub new_flows_per_source: Option<FlowRate>,
     /// DNS servers for name targets (`dns_server`); empty: the system's
     /// (/etc/resolv.conf, /etc/hosts).
     pub dns_servers: Vec<SocketAddr>,
@@ -56,8 +63,9 @@ impl Default for Global {
     fn default() -> Self {
         Global {
             conntrack_max: forwarder_common::DEFAULT_CONNTRACK_MAX,
-            // Linux's own ephemeral range: sized for many concurrent flows
-            // per (SNAT address, target) pair, and familiar to operators.
+            // Below Linux's ephemeral range (ip_local_port_range), so a
+            // SNAT port never collides with the host's own connections
+            // (see forwarder_common::DEFAULT_SNAT_PORT_MIN).
             snat_ports: PortRange::new(
                 forwarder_common::DEFAULT_SNAT_PORT_MIN,
                 forwarder_common::DEFAULT_SNAT_PORT_MAX,
@@ -69,7 +77,21 @@ impl Default for Global {
             timeouts: Timeouts::default(),
             rules_watch: RulesWatch::Auto,
             rules_poll_interval: RulesWatch::DEFAULT_POLL_INTERVAL,
+            new_flows_per_source: None,
             dns_servers: Vec::new(),
+        }
+    }
+}
+
+impl Global {
+    /// The kernel's conntrack settings (`FWD_CT_CONFIG`).
+    pub fn ct_config(&self) -> CtConfig {
+        let (new_flow_interval_ns, new_flow_burst_ns) =
+            self.new_flows_per_source.map_or((0, 0), |r| r.gcra_ns());
+        CtConfig {
+            timeouts: self.timeouts.to_ct(),
+            new_flow_interval_ns,
+            new_flow_burst_ns,
         }
     }
 }
@@ -105,83 +127,6 @@ impl RulesWatch {
             .find(|(_, w)| *w == self)
             .map(|(s, _)| *s)
             .unwrap_or("auto")
-    }
-}
-
-/// Idle timeouts of tracked flows by protocol state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeouts {
-    pub tcp_syn_sent: Duration,
-    pub tcp_established: Duration,
-    pub tcp_fin_wait: Duration,
-    pub tcp_time_wait: Duration,
-    pub tcp_close: Duration,
-    /// UDP flow that has seen one direction only.
-    pub udp: Duration,
-    /// UDP flow that has seen replies (DNS-like exchanges end fast, streams don't).
-    pub udp_stream: Duration,
-    pub icmp: Duration,
-}
-
-impl Timeouts {
-    /// Key names in the file, in the order they are documented and printed.
-    pub const KEYS: [&'static str; 8] = [
-        "tcp_syn_sent",
-        "tcp_established",
-        "tcp_fin_wait",
-        "tcp_time_wait",
-        "tcp_close",
-        "udp",
-        "udp_stream",
-        "icmp",
-    ];
-
-    pub fn get(&self, key: &str) -> Option<Duration> {
-        Some(match key {
-            "tcp_syn_sent" => self.tcp_syn_sent,
-            "tcp_established" => self.tcp_established,
-            "tcp_fin_wait" => self.tcp_fin_wait,
-            "tcp_time_wait" => self.tcp_time_wait,
-            "tcp_close" => self.tcp_close,
-            "udp" => self.udp,
-            "udp_stream" => self.udp_stream,
-            "icmp" => self.icmp,
-            _ => return None,
-        })
-    }
-
-    pub fn set(&mut self, key: &str, value: Duration) -> bool {
-        let slot = match key {
-            "tcp_syn_sent" => &mut self.tcp_syn_sent,
-            "tcp_established" => &mut self.tcp_established,
-            "tcp_fin_wait" => &mut self.tcp_fin_wait,
-            "tcp_time_wait" => &mut self.tcp_time_wait,
-            "tcp_close" => &mut self.tcp_close,
-            "udp" => &mut self.udp,
-            "udp_stream" => &mut self.udp_stream,
-            "icmp" => &mut self.icmp,
-            _ => return false,
-        };
-        *slot = value;
-        true
-    }
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        let s = Duration::from_secs;
-        Timeouts {
-            tcp_syn_sent: s(60),
-            // Shorter than Linux's 5 days: a home lab's idle SSH or kubectl
-            // watch sends keepalives well within 6h, dead flows leave sooner.
-            tcp_established: s(6 * 3600),
-            tcp_fin_wait: s(120),
-            tcp_time_wait: s(120),
-            tcp_close: s(10),
-            udp: s(60),
-            udp_stream: s(180),
-            icmp: s(30),
-        }
     }
 }
 
@@ -467,10 +412,9 @@ impl fmt::Display for MssClamp {
 /// What peers refused by the allow-list get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reject {
-    /// The packet goes on to the host's own stack untouched, which answers
-    /// as for any packet to its address: a TCP RST or ICMP port-unreachable
-    /// where nothing of the host listens on the port, else the host's
-    /// service gets it.
+    /// Answered like a closed port: a TCP RST or ICMP port-unreachable,
+    /// built by the kernel program; never handed to the host's own stack,
+    /// where a service of the host on the same port would take it.
     Rst,
     /// Silence.
     Drop,
@@ -529,6 +473,9 @@ pub enum AttachMode {
     /// TC plus the XDP accelerator in native (driver) mode; when that
     /// fails, TC only, and `status` says why.
     Xdp,
+    /// TC only, attached the legacy way (clsact qdisc + cls_bpf filter)
+    /// even where the kernel has TCX: what kernels before 6.6 get anyway.
+    TcLegacy,
 }
 
 impl AttachMode {
@@ -537,6 +484,7 @@ impl AttachMode {
             AttachMode::Auto => "auto",
             AttachMode::Tc => "tc",
             AttachMode::Xdp => "xdp",
+            AttachMode::TcLegacy => "tc-legacy",
         }
     }
 }

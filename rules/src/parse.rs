@@ -20,6 +20,7 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 use crate::{
     addrs::{parse_addr, parse_cidr},
     diagnostics::{suggest, Sink, Span},
+    flowrate::{default_burst, parse_flow_rate, FlowRate},
     model::*,
     values::{string_list, ALLOW_LIST, NODE_LIST},
 };
@@ -40,7 +41,7 @@ pub(crate) const FORWARD_KEYS: [&str; 14] = [
     "path",
     "nodes",
 ];
-const GLOBAL_KEYS: [&str; 9] = [
+const GLOBAL_KEYS: [&str; 11] = [
     "conntrack_max",
     "snat_ports",
     "log_level",
@@ -49,6 +50,8 @@ const GLOBAL_KEYS: [&str; 9] = [
     "timeouts",
     "rules_watch",
     "rules_poll_interval",
+    "new_flows_per_source",
+    "new_flows_burst",
     "dns_server",
 ];
 const TOP_KEYS: [&str; 3] = ["global", "forward", "interface"];
@@ -244,14 +247,26 @@ fn parse_interfaces(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
             let span = item.span();
             match key {
                 "attach" => {
-                    if let Some(s) =
-                        expect_str(sink, ctx, key, item, "attach = \"auto\", \"tc\" or \"xdp\"")
-                    {
+                    if let Some(s) = expect_str(
+                        sink,
+                        ctx,
+                        key,
+                        item,
+                        "attach = \"auto\", \"tc\", \"xdp\" or \"tc-legacy\"",
+                    ) {
                         match s {
                             "auto" => settings.attach = AttachMode::Auto,
                             "tc" => settings.attach = AttachMode::Tc,
                             "xdp" => settings.attach = AttachMode::Xdp,
-                            _ => bad_keyword(sink, &span, ctx, key, s, &["auto", "tc", "xdp"]),
+                            "tc-legacy" => settings.attach = AttachMode::TcLegacy,
+                            _ => bad_keyword(
+                                sink,
+                                &span,
+                                ctx,
+                                key,
+                                s,
+                                &["auto", "tc", "xdp", "tc-legacy"],
+                            ),
                         }
                     }
                 }
@@ -272,6 +287,7 @@ fn parse_interfaces(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
 fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
     let g = &mut parsed.rules.global;
     let ctx = Some("global");
+    let mut burst: Option<(u32, Span)> = None;
     for (key, key_span, item) in entries(t) {
         let span = item.span();
         parsed.global_spans.insert(key.to_owned(), span.clone());
@@ -305,7 +321,7 @@ fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
                             "`snat_ports` must be a port range string, found {}",
                             type_name(item)
                         ),
-                        "e.g. snat_ports = \"32768-60999\"",
+                        "e.g. snat_ports = \"1024-32767\"",
                     )),
                 };
                 match r {
@@ -389,7 +405,53 @@ fn parse_global(t: &dyn TableLike, sink: &mut Sink, parsed: &mut Parsed) {
                     Some("write a [global.timeouts] section"),
                 ),
             },
+            "new_flows_per_source" => {
+                let help = "e.g. new_flows_per_source = \"20/s\" (or \"/m\", \"/h\")";
+                if let Some(s) = expect_str(sink, ctx, key, item, help) {
+                    match parse_flow_rate(s) {
+                        Ok((count, per)) => {
+                            g.new_flows_per_source = Some(FlowRate {
+                                count,
+                                per,
+                                burst: default_burst(count, per),
+                            })
+                        }
+                        Err(msg) => sink.error(&span, ctx, msg, Some(help.into())),
+                    }
+                }
+            }
+            "new_flows_burst" => match item.as_integer() {
+                Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => {
+                    burst = Some((n as u32, span.clone()))
+                }
+                Some(n) => sink.error(
+                    &span,
+                    ctx,
+                    format!("new_flows_burst {n} is out of range"),
+                    Some("use a number of flows, at least 1".into()),
+                ),
+                None => type_error(
+                    sink,
+                    &span,
+                    ctx,
+                    key,
+                    item,
+                    "an integer",
+                    Some("e.g. new_flows_burst = 40"),
+                ),
+            },
             _ => unknown_key(sink, &key_span, ctx, key, &GLOBAL_KEYS, "[global]"),
+        }
+    }
+    if let Some((b, span)) = burst {
+        match &mut g.new_flows_per_source {
+            Some(r) => r.burst = b,
+            None => sink.error(
+                &span,
+                ctx,
+                "new_flows_burst without new_flows_per_source".to_string(),
+                Some("set new_flows_per_source = \"N/s\" too, or remove new_flows_burst".into()),
+            ),
         }
     }
 }

@@ -78,6 +78,12 @@ pub fn global_to_toml(g: &Global) -> Option<String> {
     if let Some(m) = g.metrics {
         let _ = writeln!(keys, "metrics = {}", quote(&m.to_string()));
     }
+    if let Some(r) = g.new_flows_per_source {
+        let _ = writeln!(keys, "new_flows_per_source = {}", quote(&r.to_string()));
+        if r.burst != crate::flowrate::default_burst(r.count, r.per) {
+            let _ = writeln!(keys, "new_flows_burst = {}", r.burst);
+        }
+    }
     if g.rules_watch != d.rules_watch {
         let _ = writeln!(keys, "rules_watch = {}", quote(g.rules_watch.as_str()));
     }

@@ -20,7 +20,7 @@ pub(crate) fn validate(parsed: &Parsed, sink: &mut Sink) {
             &span,
             Some("global"),
             format!("snat_ports {} includes privileged ports (below 1024)", g.snat_ports),
-            Some("backends may treat connections from privileged ports specially; \"32768-60999\" is the usual choice".into()),
+            Some("backends may treat connections from privileged ports specially (a client's own port below 1024 is kept below 1024 anyway); the default is \"1024-32767\"".into()),
         );
     }
     let all_ok = crate::partial::Failed::default();

@@ -13,9 +13,9 @@ use rules::{
     import::{HostView, Input, Options, Source},
     listeners_overlap, load_str,
     print::forward_to_toml,
-    to_toml, Af, AttachMode, Family, Forward, Global, Host, IfaceSettings, Listen, LogFormat,
-    LogLevel, MssClamp, PathMode, PortRange, Proto, Reject, RuleSet, RulesWatch, Snat, Target,
-    Timeouts, L4,
+    to_toml, Af, AttachMode, Family, FlowRate, Forward, Global, Host, IfaceSettings, Listen,
+    LogFormat, LogLevel, MssClamp, PathMode, PortRange, Proto, Reject, RuleSet, RulesWatch, Snat,
+    Target, Timeouts, L4,
 };
 
 /// Ports up to `max`, ranges up to `max_len` ports long.
@@ -311,7 +311,7 @@ fn global() -> impl Strategy<Value = Global> {
         proptest::option::of(
             (any::<[u8; 4]>(), 1..=65535u16).prop_map(|(a, p)| SocketAddr::from((a, p))),
         ),
-        prop::collection::vec(1..=100_000_000u64, 8),
+        prop::collection::vec(1..=100_000_000u64, Timeouts::KEYS.len()),
         (
             prop_oneof![
                 Just(RulesWatch::Auto),
@@ -319,6 +319,7 @@ fn global() -> impl Strategy<Value = Global> {
                 Just(RulesWatch::Poll)
             ],
             100..=3_600_000u64,
+            proptest::option::of((1..=100_000u32, 0..3usize, 1..=1000u32)),
             prop::collection::vec(
                 (addr_in(10), prop_oneof![Just(53u16), 1..=65535u16])
                     .prop_map(|(a, p)| SocketAddr::from((a, p))),
@@ -334,7 +335,7 @@ fn global() -> impl Strategy<Value = Global> {
                 log_format,
                 metrics,
                 secs,
-                (rules_watch, poll_ms, dns_servers),
+                (rules_watch, poll_ms, rate, dns_servers),
             )| {
                 let mut timeouts = Timeouts::default();
                 for (k, s) in Timeouts::KEYS.iter().zip(secs) {
@@ -347,6 +348,11 @@ fn global() -> impl Strategy<Value = Global> {
                     log_format,
                     metrics,
                     timeouts,
+                    new_flows_per_source: rate.map(|(count, unit, burst)| FlowRate {
+                        count,
+                        per: Duration::from_secs([1, 60, 3600][unit]),
+                        burst,
+                    }),
                     rules_watch,
                     rules_poll_interval: Duration::from_millis(poll_ms),
                     dns_servers,
@@ -366,7 +372,8 @@ fn interfaces() -> impl Strategy<Value = std::collections::BTreeMap<String, Ifac
         prop_oneof![
             Just(AttachMode::Auto),
             Just(AttachMode::Tc),
-            Just(AttachMode::Xdp)
+            Just(AttachMode::Xdp),
+            Just(AttachMode::TcLegacy)
         ]
         .prop_map(|attach| IfaceSettings { attach }),
         0..3,

@@ -272,12 +272,12 @@ fn global_values() {
         .contains("metrics endpoint `localhost` is not an address:port"));
     assert_eq!(
         one_error("[global.timeouts]\nudp = \"60\"\n"),
-        "rules.toml:2:7: error: global.timeouts: udp: `60` is not a duration (time unit needed, for example 60sec or 60ms)\n  help: `udp` is how long a UDP flow that has seen one direction only may stay idle; write a duration with a unit, like \"30s\", \"5m\" or \"6h\" (the default is \"60s\")"
+        "rules.toml:2:7: error: global.timeouts: udp: `60` is not a duration (time unit needed, for example 60sec or 60ms)\n  help: `udp` is how long a UDP flow that has seen one direction only may stay idle; write a duration with a unit, like \"30s\", \"5m\" or \"6h\" (the default is \"30s\")"
     );
     // Zero gets help about this setting, not about duration syntax.
     assert_eq!(
         one_error("[global.timeouts]\nudp = \"0s\"\n"),
-        "rules.toml:2:7: error: global.timeouts: udp: `0s` is shorter than one second\n  help: `udp` is how long a UDP flow that has seen one direction only may stay idle; a timeout cannot be 0 or turned off: use at least \"1s\" (the default is \"60s\")"
+        "rules.toml:2:7: error: global.timeouts: udp: `0s` is shorter than one second\n  help: `udp` is how long a UDP flow that has seen one direction only may stay idle; a timeout cannot be 0 or turned off: use at least \"1s\" (the default is \"30s\")"
     );
     assert!(one_error("[global.timeouts]\nudp = 60\n")
         .contains("`udp` must be a duration string, found an integer"));
@@ -439,7 +439,8 @@ fn interface_sections() {
     let ok = load_str(
         FILE,
         &format!(
-            "[interface.eth0]\nattach = \"xdp\"\n[interface.\"eth0.100\"]\nattach = \"tc\"\n{}",
+            "[interface.eth0]\nattach = \"xdp\"\n[interface.\"eth0.100\"]\nattach = \"tc\"\n\
+             [interface.eth1]\nattach = \"tc-legacy\"\n{}",
             fwd("")
         ),
     )
@@ -450,8 +451,12 @@ fn interface_sections() {
         rules::AttachMode::Tc
     );
     assert_eq!(
+        ok.rules.interfaces["eth1"].attach,
+        rules::AttachMode::TcLegacy
+    );
+    assert_eq!(
         one_error(&format!("[interface.eth0]\nattach = \"fast\"\n{}", fwd(""))),
-        "rules.toml:2:10: error: interface eth0: `fast` is not a valid attach\n  help: expected one of: `auto`, `tc`, `xdp`"
+        "rules.toml:2:10: error: interface eth0: `fast` is not a valid attach\n  help: expected one of: `auto`, `tc`, `xdp`, `tc-legacy`"
     );
     assert!(
         one_error(&format!("[interface.eth0]\nmode = \"xdp\"\n{}", fwd("")))

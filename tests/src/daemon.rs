@@ -20,6 +20,29 @@ pub fn forwarder_bin() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/forwarder"))
 }
 
+/// How the daemons of this test run attach their TC programs, as
+/// `forwarder status` names it: "tc-legacy" when the suite runs with
+/// FORWARDER_FORCE_ATTACH=tc-legacy or on a kernel without TCX (asked of
+/// `forwarder doctor --quick`, once), else "tcx".
+pub fn tc_mode() -> &'static str {
+    static MODE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    MODE.get_or_init(|| {
+        if std::env::var("FORWARDER_FORCE_ATTACH").as_deref() == Ok("tc-legacy") {
+            return "tc-legacy";
+        }
+        let tcx = std::process::Command::new(forwarder_bin())
+            .args(["doctor", "--quick", "--json"])
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .and_then(|v| v["features"]["tcx"].as_bool());
+        match tcx {
+            Some(false) => "tc-legacy",
+            _ => "tcx",
+        }
+    })
+}
+
 /// A running daemon with its own pin and run directories. Dropping it stops
 /// the daemon and tears its dataplane down (`forwarder down`); the bpffs
 /// mount goes with it.

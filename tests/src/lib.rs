@@ -5,6 +5,9 @@
 pub mod cli;
 pub mod client;
 pub mod cluster;
+// The conformance suite's scenario kit (sockets and captures in namespaces).
+#[cfg(feature = "dataplane")]
+pub mod conformance;
 pub mod daemon;
 pub mod dns;
 pub mod dual_stack;

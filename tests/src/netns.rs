@@ -242,15 +242,16 @@ impl Drop for Bpffs {
     }
 }
 
-/// Names of the TCX programs attached to `iface` in `ns` (ingress and
-/// egress), asked from the kernel in that namespace. bookworm's bpftool
-/// predates TCX, so the query is made here with aya.
-pub fn tcx_programs(ns: &Netns, iface: &str) -> Result<Vec<String>> {
+/// Names of the TC programs on `iface` in `ns` (ingress and egress): TCX
+/// links, asked from the kernel in that namespace (bookworm's bpftool
+/// predates TCX, so the query is made here with aya), and cls_bpf filters
+/// of a clsact qdisc (the legacy way), as `tc` lists them.
+pub fn tc_programs(ns: &Netns, iface: &str) -> Result<Vec<String>> {
     let path = format!("/run/netns/{}", ns.name);
-    let iface = iface.to_string();
+    let name = iface.to_string();
     // setns changes only the calling thread's namespace: do it on a thread
     // of its own so the test's thread stays where it is.
-    std::thread::spawn(move || -> Result<Vec<String>> {
+    let mut names = std::thread::spawn(move || -> Result<Vec<String>> {
         let f = std::fs::File::open(&path)?;
         // SAFETY: a valid namespace fd; affects only this thread.
         if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } != 0 {
@@ -261,7 +262,10 @@ pub fn tcx_programs(ns: &Netns, iface: &str) -> Result<Vec<String>> {
             aya::programs::TcAttachType::Ingress,
             aya::programs::TcAttachType::Egress,
         ] {
-            let (_, progs) = aya::programs::SchedClassifier::query_tcx(&iface, ty)?;
+            // A kernel without TCX has nothing attached that way.
+            let Ok((_, progs)) = aya::programs::SchedClassifier::query_tcx(&name, ty) else {
+                continue;
+            };
             names.extend(
                 progs
                     .iter()
@@ -271,5 +275,19 @@ pub fn tcx_programs(ns: &Netns, iface: &str) -> Result<Vec<String>> {
         Ok(names)
     })
     .join()
-    .map_err(|_| anyhow::anyhow!("tcx query thread panicked"))?
+    .map_err(|_| anyhow::anyhow!("tcx query thread panicked"))??;
+    for hook in ["ingress", "egress"] {
+        let out = ns.output(&["tc", "-j", "filter", "show", "dev", iface, hook])?;
+        let filters: serde_json::Value =
+            serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })?;
+        names.extend(
+            filters
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f["options"]["bpf_name"].as_str())
+                .map(String::from),
+        );
+    }
+    Ok(names)
 }

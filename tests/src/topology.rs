@@ -16,7 +16,7 @@
 //! Every server logs the client address it saw, so tests can check SNAT.
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::{
     netns::{self, next_id, Netns, PREFIX},
@@ -291,6 +291,49 @@ impl Proxmox {
             .filter_map(|l| l.split("Connection from ").nth(1))
             .filter_map(|s| s.split_whitespace().next().map(str::to_string))
             .collect()
+    }
+
+    /// A rate-limited (2 MB/s: 15 s) download of `BIG_FILE` from the LAN
+    /// through a forward on the host's port 80, in the background: a long
+    /// flow that breaks when a packet of it meets no program, and outlasts
+    /// a daemon restart under load (the new daemon verifies its programs,
+    /// seconds on a busy 2-core machine, before it swaps them in). The
+    /// rate is divided by `time_scale()` (and the time limits multiplied):
+    /// under emulation a restart takes longer still.
+    pub fn slow_download(&self, dest: &std::path::Path) -> Result<Bg> {
+        let url = format!("http://{HOST_LAN}/{BIG_FILE}");
+        let dest = dest.to_str().context("download path")?;
+        let scale = crate::process::time_scale();
+        let rate = format!("{}K", 2 * 1024 / scale);
+        let max_time = (90 * scale).to_string();
+        self.lan.spawn(&[
+            "curl",
+            "-sS",
+            "--limit-rate",
+            &rate,
+            "--max-time",
+            &max_time,
+            "-o",
+            dest,
+            &url,
+        ])
+    }
+
+    /// Waits for a `slow_download` to end and checks that it succeeded and
+    /// brought exactly what nginx serves.
+    pub fn finish_download(&self, dl: &mut Bg, dest: &std::path::Path) -> Result<()> {
+        let ended = wait_for(Duration::from_secs(60), || {
+            dl.child.try_wait().ok().flatten()
+        });
+        let status = ended.context("the download did not finish")?;
+        if !status.success() {
+            bail!("the download failed: {}", dl.log());
+        }
+        let served = crate::client::sha256(&self.nginx80.dir.join("www").join(BIG_FILE))?;
+        if crate::client::sha256(dest)? != served {
+            bail!("the download arrived damaged");
+        }
+        Ok(())
     }
 
     /// Connections the probe listener on vm80:`PROBE_PORT` accepted.

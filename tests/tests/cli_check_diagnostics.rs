@@ -50,7 +50,7 @@ fn a_zero_timeout_gets_help_about_that_timeout() {
         err.lines().take(2).collect::<Vec<_>>(),
         [
             "rules.toml:2:7: error: global.timeouts: udp: `0s` is shorter than one second",
-            "  help: `udp` is how long a UDP flow that has seen one direction only may stay idle; a timeout cannot be 0 or turned off: use at least \"1s\" (the default is \"60s\")",
+            "  help: `udp` is how long a UDP flow that has seen one direction only may stay idle; a timeout cannot be 0 or turned off: use at least \"1s\" (the default is \"30s\")",
         ]
     );
 }

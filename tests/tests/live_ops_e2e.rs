@@ -23,7 +23,8 @@ use std::{
 use anyhow::{ensure, Context, Result};
 use forwarder_tests::{
     client::{client, sha256},
-    netns::{self, tcx_programs},
+    daemon::tc_mode,
+    netns::{self, tc_programs},
     process::wait_for,
     require_root,
     servers::wait_listening,
@@ -286,22 +287,6 @@ fn an_invalid_edit_changes_nothing_until_fixed() -> Result<()> {
     Ok(())
 }
 
-/// A rate-limited 30 MB download through the forward, in the background.
-fn slow_download(topo: &Proxmox, dest: &Path) -> Result<forwarder_tests::Bg> {
-    let url = format!("http://192.168.1.55/{}", topology::BIG_FILE);
-    topo.lan.spawn(&[
-        "curl",
-        "-sS",
-        "--limit-rate",
-        "5M",
-        "--max-time",
-        "60",
-        "-o",
-        dest.to_str().unwrap(),
-        &url,
-    ])
-}
-
 #[test]
 fn sigkill_and_restart_keep_established_flows_and_counters() -> Result<()> {
     if !require_root("sigkill_and_restart_keep_established_flows_and_counters") {
@@ -309,7 +294,7 @@ fn sigkill_and_restart_keep_established_flows_and_counters() -> Result<()> {
     }
     let (topo, dir, _path, mut daemon) = setup(WEB)?;
     let dest = dir.file("download.bin");
-    let mut dl = slow_download(&topo, &dest)?;
+    let mut dl = topo.slow_download(&dest)?;
     // Under way when the daemon dies: a live flow with data moved (curl
     // takes its time to start on a loaded machine).
     let before = wait_for(Duration::from_secs(15), || {
@@ -378,11 +363,11 @@ fn sigterm_keeps_forwarding_and_down_removes_everything() -> Result<()> {
     let (topo, _dir, _path, mut daemon) = setup(WEB)?;
     let ours = |names: &[String]| names.iter().any(|n| n.starts_with("fwd_"));
     ensure!(
-        ours(&tcx_programs(&topo.host, "vmbr0")?),
+        ours(&tc_programs(&topo.host, "vmbr0")?),
         "attached to vmbr0"
     );
     ensure!(
-        ours(&tcx_programs(&topo.host, "vmbr1")?),
+        ours(&tc_programs(&topo.host, "vmbr1")?),
         "attached to vmbr1 (replies)"
     );
 
@@ -398,7 +383,7 @@ fn sigterm_keeps_forwarding_and_down_removes_everything() -> Result<()> {
     // link's pin alone would leave the kernel to release the link from a
     // work queue afterwards (seen in CI), so `down` detaches it first.
     for iface in ["vmbr0", "vmbr1"] {
-        let progs = tcx_programs(&topo.host, iface)?;
+        let progs = tc_programs(&topo.host, iface)?;
         ensure!(!ours(&progs), "{iface} still has {progs:?} after down");
     }
     ensure!(!daemon.pin_dir.exists(), "pin directory removed");
@@ -597,7 +582,7 @@ fn conntrack_flush_forgets_one_rules_flows() -> Result<()> {
     let (topo, dir, _path, daemon) = setup(&format!("{WEB}{}", extra(1, "192.168.100.1")))?;
     // A long flow on each forward.
     let a = dir.file("a.bin");
-    let mut dl = slow_download(&topo, &a)?;
+    let mut dl = topo.slow_download(&a)?;
     let mut other = topo.lan.spawn(&[
         "curl",
         "-sS",
@@ -670,7 +655,9 @@ fn json_logs_are_one_object_per_line() -> Result<()> {
         );
     }
     ensure!(
-        lines.iter().any(|l| l.contains("attached (tcx ingress)")),
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("attached ({} ingress", tc_mode()))),
         "the attach is logged: {log}"
     );
     Ok(())

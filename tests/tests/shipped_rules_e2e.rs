@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{ensure, Result};
 use forwarder_tests::{
-    netns::{self, tcx_programs, Netns},
+    netns::{self, tc_programs, Netns},
     require_root, Daemon,
 };
 
@@ -33,7 +33,7 @@ fn the_shipped_rules_file_starts_a_daemon_that_touches_no_interface() -> Result<
         "status after start: {st}"
     );
     for iface in ["lan0", "lo"] {
-        let progs = tcx_programs(&host, iface)?;
+        let progs = tc_programs(&host, iface)?;
         ensure!(progs.is_empty(), "{iface} carries {progs:?}");
         let link = host.output(&["ip", "-d", "link", "show", iface])?;
         ensure!(!link.contains("xdp"), "{iface}: {link}");

@@ -20,17 +20,31 @@ use aya::{
 use forwarder::dataplane::OBJECT;
 use forwarder_tests::require_root;
 
-/// (program, log level, ceiling in verified instructions): about 40 %
-/// over the counts on Linux 6.18 when the ceilings were set (106k, 134k,
-/// 41k, 53k, 2.1k, 2.1k; other kernels verify differently, the test prints
-/// what it finds).
+/// (program, log level, ceiling in verified instructions): about 25 %
+/// over the counts on Linux 6.18 with issue 11's connection tracking and
+/// issue 12's router checks together (380k, 438k, 64k, 87k, 4.1k, 4.1k;
+/// issue 11 alone 298k, 338k, 102k, 124k, 5.1k, 5.1k; issue 12 alone
+/// 186k, 241k for fwd_ingress; before both 106k, 134k, 41k, 53k, 2.1k,
+/// 2.1k). What that costs: the TCP state machine with its window checks
+/// (both entries read and written on every state change), the window-scale
+/// option scan of SYNs, eviction from a full table (a bounded walk of the
+/// candidate queue), the per-source limit, SNAT port choice with a
+/// local-socket lookup, the TTL and MTU checks before translating, the
+/// answers built in BPF (ICMP errors, RSTs), fragment tracking, and in XDP
+/// the state check and the window tracking of each forwarded segment.
+/// Other kernels verify differently; the test prints what it finds.
 const BUDGET: &[(&str, u8, u32)] = &[
-    ("fwd_ingress", 0, 150_000),
-    ("fwd_ingress", 3, 190_000),
-    ("fwd_egress", 0, 60_000),
-    ("fwd_egress", 3, 75_000),
-    ("fwd_xdp", 0, 3_000),
-    ("fwd_xdp", 3, 3_000),
+    ("fwd_ingress", 0, 480_000),
+    ("fwd_ingress", 3, 550_000),
+    ("fwd_egress", 0, 85_000),
+    ("fwd_egress", 3, 115_000),
+    // NAT66 (issue 13), tail-called by fwd_ingress: 185k and 191k with
+    // the shared state machine and eviction (fwd_ingress's own count moved
+    // by the tail call: +351).
+    ("fwd_ingress6", 0, 230_000),
+    ("fwd_ingress6", 3, 240_000),
+    ("fwd_xdp", 0, 6_500),
+    ("fwd_xdp", 3, 6_500),
 ];
 
 /// Loads every program of the object at `log_level` and returns each
@@ -41,7 +55,7 @@ fn verified_insns(log_level: u8) -> Vec<(&'static str, u32)> {
         .load(OBJECT)
         .expect("loading the eBPF object");
     let mut out = Vec::new();
-    for name in ["fwd_ingress", "fwd_egress"] {
+    for name in ["fwd_ingress", "fwd_egress", "fwd_ingress6"] {
         let prog: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
         prog.load()
             .unwrap_or_else(|e| panic!("the verifier rejected {name}: {e:#}"));

@@ -20,15 +20,24 @@ pub struct FibParams(&'static mut bpf_fib_lookup);
 impl FibParams {
     /// The scratch block, reset for a lookup of `src` -> `dst` (network
     /// order) of a packet of L4 protocol `proto` arriving on `ifindex`
-    /// (0, and `proto` 0, for an output lookup).
+    /// (for an output lookup, BPF_FIB_LOOKUP_OUTPUT: leaving by `ifindex`,
+    /// `proto` 0). `ifindex` must name a device: 0 fails every lookup
+    /// with ENODEV, output lookups included.
     #[inline(always)]
     pub fn v4(ifindex: u32, proto: u8, src: u32, dst: u32) -> Option<FibParams> {
         let p = FIB_PARAMS.get_ptr_mut(0)?;
         // SAFETY: this CPU's slot, ours alone for the rest of this run (see
         // the module comment), reset to all-zero: plain data, where zero is
-        // every field's "unset".
+        // every field's "unset". Word by word rather than write_bytes: that
+        // becomes a call to memset, one more frame (32 bytes of the 512)
+        // under every caller, which the ICMP answers cannot afford.
         let p = unsafe {
-            core::ptr::write_bytes(p, 0, 1);
+            let words = p as *mut u64;
+            let mut i = 0;
+            while i < core::mem::size_of::<bpf_fib_lookup>() / 8 {
+                core::ptr::write_volatile(words.add(i), 0);
+                i += 1;
+            }
             &mut *p
         };
         p.family = AF_INET;
@@ -68,17 +77,31 @@ impl FibParams {
     /// answer.
     #[inline(always)]
     pub fn lookup<C: EbpfContext>(&mut self, ctx: &C, flags: u32) -> bool {
+        self.lookup_rc(ctx, flags) == BPF_FIB_LKUP_RET_SUCCESS as i64
+    }
+
+    /// As `lookup`, with the helper's answer as it is (a
+    /// `BPF_FIB_LKUP_RET_*` code): FRAG_NEEDED then has `mtu_result`,
+    /// NO_NEIGH the egress interface and the next hop.
+    #[inline(always)]
+    pub fn lookup_rc<C: EbpfContext>(&mut self, ctx: &C, flags: u32) -> i64 {
         // SAFETY: ctx is the program's own context; the block is valid,
         // initialised, and of the size passed.
-        let rc = unsafe {
+        unsafe {
             fib_lookup_helper(
                 ctx.as_ptr() as *mut _,
                 self.0,
                 core::mem::size_of::<bpf_fib_lookup>() as i32,
                 flags,
             )
-        };
-        rc == BPF_FIB_LKUP_RET_SUCCESS as i64
+        }
+    }
+
+    /// The egress MTU, after a lookup answered FRAG_NEEDED.
+    #[inline(always)]
+    pub fn mtu_result(&self) -> u16 {
+        // SAFETY: a u16 union member of plain data; any bits are valid.
+        unsafe { self.0.__bindgen_anon_1.mtu_result }
     }
 
     /// The egress interface.

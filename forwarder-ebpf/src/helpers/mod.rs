@@ -2,7 +2,8 @@
 //! function with one SAFETY line (Cilium's lib/csum.h, Katran's
 //! csum_helpers.h): the program logic never calls `bpf_*` itself and
 //! writes no `unsafe`. `skb` holds what needs a TC `__sk_buff`, `frame`
-//! direct packet access for TC and XDP alike, this file the rest.
+//! direct packet access for TC and XDP alike, `tcp_opts` a SYN's options
+//! copied out for the MSS walk, this file the rest.
 //!
 //! The one fact a reader would get wrong: a helper that writes the packet
 //! (store, checksum replace, pull, change_head) may move it, so every
@@ -11,6 +12,7 @@
 pub mod fib;
 pub mod frame;
 pub mod skb;
+pub mod tcp_opts;
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
 

@@ -8,16 +8,19 @@
 //! sum, and `bpf_l4_csum_replace` knows which case it is in.
 use aya_ebpf::{
     bindings::{
-        bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR,
-        BPF_F_RECOMPUTE_CSUM,
+        bpf_adj_room_mode::{BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_NET},
+        bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1, bpf_sock_tuple, BPF_F_CURRENT_NETNS,
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM,
     },
     helpers::{
-        bpf_l3_csum_replace, bpf_l4_csum_replace, bpf_redirect, bpf_redirect_neigh,
-        bpf_skb_change_head, bpf_skb_pull_data, bpf_skb_store_bytes,
+        bpf_csum_diff, bpf_l3_csum_replace, bpf_l4_csum_replace, bpf_redirect, bpf_redirect_neigh,
+        bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release, bpf_skb_adjust_room,
+        bpf_skb_change_head, bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_pull_data,
+        bpf_skb_store_bytes,
     },
     programs::TcContext,
 };
-use forwarder_common::{AF_INET, AF_INET6};
+use forwarder_common::{AF_INET, AF_INET6, PROTO_TCP};
 
 /// A helper's negative errno.
 pub type Errno = i64;
@@ -111,6 +114,79 @@ pub fn store<T>(ctx: &TcContext, off: usize, v: &T, how: Store) -> Result<(), Er
 #[inline(always)]
 pub fn load<T>(ctx: &TcContext, off: usize) -> Result<T, Errno> {
     ctx.load(off)
+}
+
+/// Copies `len` bytes (at most `N`) at packet offset `off` into `buf`,
+/// wherever they sit (linear part or frags): for a run of bytes whose
+/// length only the packet knows (TCP options).
+#[inline(always)]
+pub fn load_bytes_upto<const N: usize>(
+    ctx: &TcContext,
+    off: usize,
+    buf: &mut [u8; N],
+    len: usize,
+) -> Result<(), Errno> {
+    if len > N {
+        return Err(-7);
+    }
+    // SAFETY: helper on our own skb writing at most `len` <= N bytes into
+    // `buf`; it bounds-checks offset and length against the skb.
+    ok(unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            off as u32,
+            buf.as_mut_ptr() as *mut _,
+            len as u32,
+        )
+    })
+}
+
+/// `struct bpf_sock_tuple`'s IPv4 member: only these 12 bytes are passed.
+#[repr(C)]
+struct SockTupleV4 {
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+}
+
+/// Whether a socket of this host (in the skb's network namespace) would
+/// receive a `proto` (TCP, else UDP) packet from `saddr:sport` to
+/// `daddr:dport` (words and ports in network byte order): a listener on
+/// the port, or a connection of the host's own.
+#[inline(always)]
+pub fn local_socket_v4(
+    ctx: &TcContext,
+    proto: u8,
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+) -> bool {
+    let mut t = SockTupleV4 {
+        saddr,
+        daddr,
+        sport,
+        dport,
+    };
+    let tuple = &mut t as *mut SockTupleV4 as *mut bpf_sock_tuple;
+    let size = core::mem::size_of::<SockTupleV4>() as u32;
+    let netns = BPF_F_CURRENT_NETNS as u64;
+    // SAFETY: helper calls on our own skb with a tuple on our stack; a
+    // socket found is released before returning (the verifier enforces it).
+    unsafe {
+        let sk = if proto == PROTO_TCP {
+            bpf_sk_lookup_tcp(ctx.skb.skb as *mut _, tuple, size, netns, 0)
+        } else {
+            bpf_sk_lookup_udp(ctx.skb.skb as *mut _, tuple, size, netns, 0)
+        };
+        if sk.is_null() {
+            false
+        } else {
+            bpf_sk_release(sk as *mut _);
+            true
+        }
+    }
 }
 
 /// Updates the IPv4 header checksum at `off` for a value changed from
@@ -228,5 +304,80 @@ pub fn redirect_neigh_v6(ifindex: u32, nexthop: &[u32; 4]) -> i32 {
             core::mem::size_of::<bpf_redir_neigh>() as i32,
             0,
         ) as i32
+    }
+}
+
+/// Copies `buf.len()` packet bytes from offset `off` (linear part or
+/// frags) into `buf`.
+#[inline(always)]
+pub fn load_bytes(ctx: &TcContext, off: usize, buf: &mut [u8]) -> Result<(), Errno> {
+    // SAFETY: buf is valid for buf.len() bytes; the helper bounds-checks
+    // offset and length against the skb.
+    ok(unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            off as u32,
+            buf.as_mut_ptr() as *mut _,
+            buf.len() as u32,
+        )
+    })
+}
+
+/// Writes `bytes` at packet offset `off`.
+#[inline(always)]
+pub fn store_bytes(ctx: &TcContext, off: usize, bytes: &[u8], how: Store) -> Result<(), Errno> {
+    // SAFETY: bytes is valid for its length; the helper bounds-checks.
+    ok(unsafe {
+        bpf_skb_store_bytes(
+            ctx.skb.skb,
+            off as u32,
+            bytes.as_ptr() as *const _,
+            bytes.len() as u32,
+            how.0,
+        )
+    })
+}
+
+/// Trims (or grows) the packet to `len` bytes from its start.
+#[inline(always)]
+pub fn change_tail(ctx: &TcContext, len: usize) -> Result<(), Errno> {
+    // SAFETY: helper on our own skb; flags must be 0.
+    ok(unsafe { bpf_skb_change_tail(ctx.skb.skb, len as u32, 0) })
+}
+
+/// Inserts `len` bytes between the link header and the IP header (all of
+/// the front on a device without one).
+#[inline(always)]
+pub fn grow_after_link_header(ctx: &TcContext, len: usize) -> Result<(), Errno> {
+    // SAFETY: helper on our own skb; it validates mode and length.
+    ok(unsafe { bpf_skb_adjust_room(ctx.skb.skb, len as i32, BPF_ADJ_ROOM_MAC, 0) })
+}
+
+/// Removes `len` bytes right after the first 20 bytes of the IPv4 header
+/// (its options).
+#[inline(always)]
+pub fn shrink_after_ip_header(ctx: &TcContext, len: usize) -> Result<(), Errno> {
+    // SAFETY: helper on our own skb; it validates mode and length.
+    ok(unsafe { bpf_skb_adjust_room(ctx.skb.skb, -(len as i32), BPF_ADJ_ROOM_NET, 0) })
+}
+
+/// The 32-bit one's-complement sum of `words` added to `seed` (fold it for
+/// a checksum). `words` must be a multiple of 4 bytes long.
+#[inline(always)]
+pub fn csum_sum(words: &[u8], seed: u32) -> Result<u32, Errno> {
+    // SAFETY: words is valid for its length; no "from" buffer.
+    let rc = unsafe {
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            words.as_ptr() as *mut _,
+            words.len() as u32,
+            seed,
+        )
+    };
+    if rc < 0 {
+        Err(rc)
+    } else {
+        Ok(rc as u32)
     }
 }

@@ -4,9 +4,13 @@
 //! family byte), redirected straight to the target's next hop.
 //!
 //! ```text
-//! run: parse -> established ----------------------> translate -> forward
-//!            \-> admit -> decide -> flow::create --/
+//! run: parse -> established (conntrack::existing) -----------> translate
+//!            \-> admit -> decide -> flow::create -> start_tracking -/
 //! ```
+//!
+//! A program of its own (`fwd_ingress6`), tail-called by fwd_ingress for
+//! every packet that is not IPv4: verified separately, it adds nothing to
+//! fwd_ingress's verifier work or stack.
 //!
 //! The fact a reader gets wrong: this path is dormant in a release. The
 //! daemon refuses rules files with IPv6 forwards (rules::release), so no
@@ -18,7 +22,9 @@
 //! NAT64/NAT46 listeners (`ListenFlags::XLAT`), flows that would need the
 //! stack path (no forwarding route, `path = "stack"`), `snat = "auto"`'s
 //! learning from retransmitted SYNs, and the XDP accelerator and the
-//! egress hook (IPv6 stays `PassNotIpv4` there).
+//! egress hook (IPv6 stays `PassNotIpv4` there). Refused packets (allow-
+//! list, segments without a flow) are dropped: no RST or ICMPv6 answer is
+//! built yet. Hop limit 1 is left to the stack.
 mod flow;
 mod nat;
 pub mod parse;
@@ -26,21 +32,24 @@ mod route;
 
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::Key, PerCpuArray},
+    maps::{lpm_trie::Key, PerCpuArray, ProgramArray},
     programs::TcContext,
 };
 use forwarder_common::{
-    AllowKey, FlowEntry, FlowFlags, Hook, ListenFlags, ListenerKey, ListenerValue, Reason,
-    ALLOW_EXACT_V6_PREFIX, PROTO_TCP, RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT,
-    RULE_DROP_TABLE_FULL,
+    AllowKey, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags, ListenerKey,
+    ListenerValue, Reason, ALLOW_EXACT_V6_PREFIX, PROG_SLOT_IPV6, PROTO_TCP, RULE_DROP_DENIED,
+    RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW, RULE_DROP_RATE_LIMITED,
+    RULE_DROP_TABLE_FULL, TCX_NEXT,
 };
 
 use crate::{
-    conntrack, counters,
+    conntrack::{self, Arrival, Hit},
+    counters,
     error::log_rewrite_failed,
     flow::handled_here,
     hdr::{TCP_ACK, TCP_SYN},
-    maps,
+    helpers::skb,
+    maps::{self, FlowRef},
     verdict::Verdict,
 };
 use parse::Packet6;
@@ -48,11 +57,40 @@ use parse::Packet6;
 #[map(name = "FWD_PKT6_SCRATCH")]
 static PKT6: PerCpuArray<Packet6> = PerCpuArray::with_max_entries(1, 0);
 
+/// `fwd_ingress6`, in slot `PROG_SLOT_IPV6`, put there by the daemon at
+/// load.
+#[map(name = "FWD_PROGS")]
+static PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Hands the packet to `fwd_ingress6`; returns only when that program is
+/// not in `FWD_PROGS` (or the tail-call limit is reached).
+// Inlined into fwd_ingress's own frame on purpose: the kernel allows a
+// tail call from a subprogram only under 256 bytes of caller stack.
+#[inline(always)]
+pub fn tail_call(ctx: &TcContext) {
+    // SAFETY: a tail call replaces this program's run with fwd_ingress6's
+    // on the same context; on failure nothing happened.
+    unsafe { PROGS.tail_call(ctx, PROG_SLOT_IPV6) };
+}
+
+/// The whole of `fwd_ingress6`: the interface's settings, the IPv6
+/// pipeline, the interface counter (as `tc::run` for IPv4).
+#[inline(always)]
+pub fn entry(ctx: &TcContext) -> i32 {
+    let ifindex = skb::ifindex(ctx);
+    let Some(iface) = maps::iface(ifindex) else {
+        return TCX_NEXT;
+    };
+    let len = ctx.len();
+    let verdict = run(ctx, ifindex, len, iface.flags.contains(IfaceFlags::L3));
+    counters::count_iface(iface.slot, Hook::TcIngress, verdict.reason(), len);
+    verdict.action()
+}
+
 /// The IPv6 pipeline for a packet that is not IPv4, at TC ingress.
 /// `PassNotIpv4` when it is not IPv6 either.
-// Inlined into fwd_ingress, whose frame it shares (the IPv4 path's locals
-// are dead here), with the parsed packet in a per-CPU slot: the call chain
-// below (flow::create, translate) must fit the 512-byte stack with it.
+// The parsed packet is kept in a per-CPU slot: the call chain below
+// (flow::create, translate) must fit the 512-byte stack.
 #[inline(always)]
 pub fn run(ctx: &TcContext, ifindex: u32, len: u32, l3_device: bool) -> Verdict {
     let Some(l3) = parse::l3_of(ctx, l3_device) else {
@@ -66,20 +104,42 @@ pub fn run(ctx: &TcContext, ifindex: u32, len: u32, l3_device: bool) -> Verdict 
     }
     let p: &Packet6 = p;
     let key = flow::key(p.src, p.dst, p.p.sport, p.p.dport, p.p.proto);
-    if let Some(flow) = maps::flow(key) {
-        if !handled_here(flow.entry(), Hook::TcIngress) {
-            return Verdict::next(Reason::PassNoMatch);
-        }
-        conntrack::touch(flow, &p.p, len);
-        let e = flow.entry();
-        counters::count_rule(e.rule_id, len);
-        return translate(ctx, p, e);
+    let a = Arrival { ifindex, len };
+    if let Some(verdict) = established(ctx, p, key, &a) {
+        return verdict;
     }
     let l = match admit(p, ifindex) {
         Ok(l) => l,
         Err(verdict) => return verdict,
     };
-    create_flow(ctx, p, l, ifindex, len)
+    create_flow(ctx, p, l, key, &a)
+}
+
+/// A packet of a flow we track, through the IPv4 path's state machine
+/// (`conntrack::existing`: the flow key and entries are family-neutral);
+/// `None` when there is none (or it just expired) and a new one may start.
+// Not inlined, nor is `create_flow`: fwd_ingress6's own frame stays small
+// enough for the deepest call chain under it to fit 512 bytes.
+#[inline(never)]
+fn established(ctx: &TcContext, p: &Packet6, key: FlowKey, a: &Arrival) -> Option<Verdict> {
+    let flow = maps::flow(key)?;
+    if !handled_here(flow.entry(), Hook::TcIngress) {
+        return Some(Verdict::next(Reason::PassNoMatch));
+    }
+    // Offsets bounded for the state machine's header reads (see `translate`).
+    let q = parse::bounded(&p.p);
+    match conntrack::existing(ctx, &q, flow.as_ptr(), &key, a) {
+        Hit::Forward => {}
+        Hit::Gone => return None,
+        Hit::WrongIface => return Some(Verdict::next(Reason::PassWrongIface)),
+        Hit::OutOfWindow => {
+            counters::count_rule_drop(flow.entry().rule_id, RULE_DROP_OUT_OF_WINDOW);
+            return Some(Verdict::shot(Reason::DropOutOfWindow));
+        }
+    }
+    let e = flow.entry();
+    counters::count_rule(e.rule_id, a.len);
+    Some(translate(ctx, p, e))
 }
 
 /// The listener a flow's first packet is for, if the rule lets it start
@@ -94,52 +154,72 @@ fn admit(p: &Packet6, ifindex: u32) -> Result<&'static ListenerValue, Verdict> {
         // NAT64 is not here yet (see the module comment).
         return Err(Verdict::next(Reason::PassNoMatch));
     }
+    // Refused packets are dropped whatever `reject` says: the TCP RST and
+    // ICMPv6 answers the IPv4 path builds (`reply`) are not here yet, and
+    // the host's stack, which would answer, may run a service on the port.
     if l.flags.contains(ListenFlags::ALLOWLIST) {
         let k = Key::new(ALLOW_EXACT_V6_PREFIX, AllowKey::v6(l.rule_id, p.src));
         if maps::ALLOW.get(&k).is_none() {
             counters::count_rule_drop(l.rule_id, RULE_DROP_DENIED);
-            return Err(if l.flags.contains(ListenFlags::REJECT) {
-                Verdict::ok(Reason::PassDenied)
-            } else {
-                Verdict::shot(Reason::DropDenied)
-            });
+            return Err(Verdict::shot(Reason::DropDenied));
         }
     }
     if p.p.proto == PROTO_TCP && (p.p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN {
-        return Err(Verdict::next(Reason::PassUntracked));
+        return Err(Verdict::shot(Reason::DropUntracked));
     }
     Ok(l)
 }
 
-/// Decides the new flow's source, inserts both of its entries, accounts
-/// its first packet and translates it.
-#[inline(always)]
-fn create_flow(ctx: &TcContext, p: &Packet6, l: &ListenerValue, ifindex: u32, len: u32) -> Verdict {
+/// Decides the new flow's source, inserts both of its entries (the first
+/// packet accounted on them), and translates the packet.
+#[inline(never)]
+fn create_flow(
+    ctx: &TcContext,
+    p: &Packet6,
+    l: &ListenerValue,
+    key: FlowKey,
+    a: &Arrival,
+) -> Verdict {
     let rule_id = l.rule_id;
     // Decided first, then created: two calls in a row (see tc.rs).
-    let created = match route::decide(ctx, p, l, ifindex) {
-        Ok(Some(d)) => flow::create(p, l, &d),
+    let created = match route::decide(ctx, p, l, a.ifindex) {
+        Ok(Some(d)) => flow::create(p, l, &d, a),
         // Only the stack could deliver it: left to the stack, untranslated.
         Ok(None) => return Verdict::next(Reason::PassNoMatch),
         Err(reason) => Err(reason),
     };
     if let Err(reason) = created {
-        let drop = match reason {
-            Reason::DropTableFull => RULE_DROP_TABLE_FULL,
-            Reason::DropNoPort => RULE_DROP_NO_PORT,
-            _ => RULE_DROP_ERROR,
+        // Rebuilt from constants (see tc.rs `create_flow`).
+        let (drop, reason) = match reason {
+            Reason::DropTableFull => (RULE_DROP_TABLE_FULL, Reason::DropTableFull),
+            Reason::DropNoPort => (RULE_DROP_NO_PORT, Reason::DropNoPort),
+            Reason::DropRateLimited => (RULE_DROP_RATE_LIMITED, Reason::DropRateLimited),
+            _ => (RULE_DROP_ERROR, Reason::DropError),
         };
         counters::count_rule_drop(rule_id, drop);
         return Verdict::shot(reason);
     }
-    let Some(flow) = maps::flow(flow::key(p.src, p.dst, p.p.sport, p.p.dport, p.p.proto)) else {
+    let Some(flow) = maps::flow(key) else {
         return Verdict::shot(Reason::DropError);
     };
     let snat = flow.entry().flags.contains(FlowFlags::SNAT);
     counters::count_new_flow(rule_id, snat, false);
-    counters::count_rule(rule_id, len);
-    conntrack::touch(flow, &p.p, len);
+    counters::count_rule(rule_id, a.len);
+    start_tracking(ctx, p, flow);
     translate(ctx, p, flow.entry())
+}
+
+/// Starts the TCP tracking of a new flow's original direction from its
+/// first packet (`conntrack::start_orig`). A call of its own, after
+/// `flow::create` rather than inside it: nested, the frames would not fit
+/// 512 bytes.
+#[inline(never)]
+fn start_tracking(ctx: &TcContext, p: &Packet6, flow: FlowRef) {
+    // Offsets bounded for its header reads (see `translate`).
+    let q = parse::bounded(&p.p);
+    if q.proto == PROTO_TCP {
+        conntrack::start_orig(ctx, &q, flow.entry_mut());
+    }
 }
 
 /// Applies `e`'s translation and sends the packet to its next hop.

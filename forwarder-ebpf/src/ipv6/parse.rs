@@ -3,8 +3,8 @@
 //! plus the 16-byte addresses.
 //!
 //! The fact a reader gets wrong: `Packet6::p` is a real `parse::Packet`
-//! so the family-independent steps (conntrack::touch, nat::set_port,
-//! mss::clamp) run unchanged on it, but its IPv4 fields mean something
+//! so the family-independent steps (the state machine in
+//! conntrack::existing, nat::set_port, mss::clamp) run unchanged on it, but its IPv4 fields mean something
 //! else here: `src`/`dst` are 0 (the addresses are `Packet6::src/dst`),
 //! `ttl` is the hop limit and `tot_len` the whole packet (40 + payload).
 //! Nothing IPv4-only (nat::set_addr, fib::forward, icmp) may be given it.
@@ -16,7 +16,7 @@ use network_types::{ip::Ipv6Hdr, udp::UdpHdr};
 use crate::{
     hdr::{ETH_HLEN, ETH_TYPE, L4_DPORT, L4_SPORT, TCP_DOFF, TCP_FLAGS, TCP_HLEN, UDP_HLEN},
     helpers::frame::Frame,
-    parse::Packet,
+    parse::{Frag, Packet},
 };
 
 pub const ETH_P_IPV6: u16 = 0x86dd;
@@ -68,7 +68,9 @@ pub fn l3_of<F: Frame>(ctx: &F, l3_device: bool) -> Option<usize> {
 /// into `out` (a per-CPU scratch slot: see `ipv6`). `Err(PassNoMatch)` for
 /// other next headers (ICMPv6 among them: neighbour discovery and router
 /// advertisements are never touched).
-#[inline(always)]
+// A call of its own: its many live values (the address words) spill to
+// its own frame, which is gone before the pipeline's deeper calls.
+#[inline(never)]
 pub fn packet<F: Frame>(ctx: &F, l3: usize, out: &mut Packet6) -> Result<(), Reason> {
     ctx.pull(l3 + IPV6_HLEN + TCP_HLEN);
     let h: &Ipv6Hdr = ctx.header(l3).ok_or(Reason::PassMalformed)?;
@@ -98,6 +100,11 @@ pub fn packet<F: Frame>(ctx: &F, l3: usize, out: &mut Packet6) -> Result<(), Rea
     p.src = 0;
     p.dst = 0;
     p.icmp_type = 0;
+    // No fragments here (the fragment header is refused above); IPv6
+    // routers never fragment, so a packet too big is always refused (DF).
+    p.frag = Frag::None;
+    p.df = true;
+    p.ip_id = 0;
     if proto == PROTO_TCP {
         let t: &[u8; TCP_HLEN] = ctx.header(p.l4).ok_or(Reason::PassMalformed)?;
         if payload_len < TCP_HLEN {
@@ -145,5 +152,8 @@ pub fn bounded(p: &Packet) -> Packet {
         tcp_flags: p.tcp_flags,
         tcp_hlen: p.tcp_hlen & 0x3c,
         icmp_type: 0,
+        frag: Frag::None,
+        df: true,
+        ip_id: 0,
     }
 }

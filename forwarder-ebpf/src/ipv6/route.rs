@@ -29,6 +29,8 @@ const FORWARD_ROUTE: u32 = BPF_FIB_LOOKUP_SKIP_NEIGH;
 pub struct Decision6 {
     pub src: [u32; 4],
     pub flags: FlowFlags,
+    /// Where replies arrive: the interface of the route to the target.
+    pub reply_iface: u32,
 }
 
 struct Route6 {
@@ -61,7 +63,9 @@ fn route(
 /// `snat = "auto"` keeps the client's address when the target's replies
 /// would be routed back out of the interface the client came in on (and
 /// the target is not on that side), like the IPv4 path minus its learning.
-#[inline(always)]
+// A BPF-to-BPF call, as `path::decide`: inlined into the pipeline, LLVM
+// kept a value in R1 across the FIB scratch lookup ("R1 !read_ok").
+#[inline(never)]
 pub fn decide(
     ctx: &TcContext,
     p: &Packet6,
@@ -95,7 +99,11 @@ pub fn decide(
     } else {
         FlowFlags::empty()
     };
-    Ok(Some(Decision6 { src, flags }))
+    Ok(Some(Decision6 {
+        src,
+        flags,
+        reply_iface: to.oif,
+    }))
 }
 
 /// Sends a translated packet to its next hop (`src`/`dst`: the translated

@@ -107,7 +107,7 @@ pub fn flows(pin_dir: &Path) -> Result<Vec<FlowView>> {
         let reply = all.get(&FlowKey::peer_of(e, k.proto, k.family));
         out.push(FlowView {
             proto: proto_name(k.proto),
-            state: sweeper::state_name(k.proto, e, reply),
+            state: sweeper::state_name(k.proto, e),
             rule: names
                 .get(&e.rule_id)
                 .cloned()

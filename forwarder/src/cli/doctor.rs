@@ -28,6 +28,10 @@ pub struct DoctorArgs {
     /// candidate build load on this kernel?).
     #[arg(long, value_name = "FILE")]
     pub object: Option<std::path::PathBuf>,
+    /// Write the whole verifier log of each program the kernel rejects to
+    /// DIR/<program>.log (the table shows only its last words).
+    #[arg(long, value_name = "DIR")]
+    pub verifier_log: Option<std::path::PathBuf>,
 }
 
 pub fn doctor(args: DoctorArgs) -> Result<ExitCode> {
@@ -38,6 +42,7 @@ pub fn doctor(args: DoctorArgs) -> Result<ExitCode> {
     let p = probe::probe(&ProbeOptions {
         attach: !args.quick,
         object,
+        verifier_log: args.verifier_log.clone(),
     });
     if args.json {
         super::exit::print_json(&p);

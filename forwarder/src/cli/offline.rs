@@ -120,6 +120,19 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
             ),
         );
     }
+    if !args.offline {
+        // Host facts the file cannot know: the SNAT ports against this
+        // host's ephemeral range (issue 11).
+        for w in crate::snat_ports::warnings(&loaded.rules.global.snat_ports) {
+            loaded.warnings.items.push(Diagnostic {
+                severity: Severity::Warning,
+                ..note(
+                    w,
+                    Some("set [global] snat_ports below 32768 (the default)".into()),
+                )
+            });
+        }
+    }
     let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
     let memory = rules::memory::estimate(loaded.rules.global.conntrack_max, cpus);
     if args.json {

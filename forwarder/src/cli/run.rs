@@ -47,6 +47,38 @@ fn kernel_log_level(level: &str) -> u8 {
     }
 }
 
+/// The environment variable that makes every interface use legacy TC
+/// attachment even where the kernel has TCX (a test and operations knob:
+/// the e2e suite runs with it to cover the mode kernels before 6.6 get).
+pub const FORCE_ATTACH_ENV: &str = "FORWARDER_FORCE_ATTACH";
+
+/// Why every interface gets legacy TC, as far as FORCE_ATTACH_ENV says.
+fn tc_legacy_reason() -> Result<Option<&'static str>> {
+    match std::env::var(FORCE_ATTACH_ENV).as_deref() {
+        Err(_) | Ok("") => Ok(None),
+        Ok("tc-legacy") => Ok(Some("FORWARDER_FORCE_ATTACH=tc-legacy")),
+        Ok(other) => anyhow::bail!(
+            "{FORCE_ATTACH_ENV}={other:?}: the only value is \"tc-legacy\" (unset it for the \
+             automatic choice)"
+        ),
+    }
+}
+
+/// Asks the kernel for everything the forwarder needs (`forwarder doctor`
+/// without the scratch-namespace part) and refuses to start, naming what is
+/// missing, when something is; what only takes something away is logged.
+/// `Some(why)` when TC must be attached the legacy way (no TCX).
+fn kernel_fit() -> Result<Option<&'static str>> {
+    let found = crate::probe::probe(&crate::probe::ProbeOptions::default());
+    if let Some(refusal) = found.refusal() {
+        anyhow::bail!("{refusal}");
+    }
+    for c in found.degraded() {
+        warn!("{}", c.advice);
+    }
+    Ok((!found.features.tcx).then_some("the kernel has no TCX (Linux 6.6)"))
+}
+
 pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
     // The daemon must not die of a closed pipe (a metrics client, a
     // journald restart): writes fail with EPIPE instead (see `cli::main`).
@@ -87,15 +119,21 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         unsafe { libc::geteuid() } == 0,
         "forwarder run needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for bpffs)"
     );
+    let tc_legacy = tc_legacy_reason()?;
     // Held until the process ends: `reload`, `down` and a second `run`
     // find this daemon by it, not by a pid that may have been recycled.
     let _lock = running::DaemonLock::take(run_dir)?;
+    let tc_legacy = tc_legacy.or(kernel_fit()?);
     bpffs::ensure_pin_dir(pin_dir)?;
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: Some(pin_dir),
         conntrack_max: loaded.rules.global.conntrack_max,
         log_level: kernel_log_level(&level),
     })?;
+    dp.tc_legacy = tc_legacy;
+    if let Some(why) = tc_legacy {
+        info!("TC programs are attached the legacy way (clsact + cls_bpf): {why}");
+    }
     if dp.adopted.maps > 0 {
         info!(pin_dir = %pin_dir.display(), maps = dp.adopted.maps, "adopting the pinned dataplane: established flows continue");
     } else {

@@ -179,6 +179,9 @@ fn print_text(st: &Status) {
                     d.other_nodes.join(", ")
                 );
             }
+            for w in &d.warnings {
+                println!("warning: {w}");
+            }
         }
         _ => println!(
             "daemon: not running; the pinned dataplane below keeps forwarding \

@@ -20,7 +20,7 @@ use super::{
     plan::{IfacePlan, Plan, Record},
 };
 use crate::{
-    dataplane::{Dataplane, Maps},
+    dataplane::{Dataplane, Maps, TcMode},
     observe::status::IfaceReport,
 };
 
@@ -150,6 +150,9 @@ pub struct WriteFailed {
 pub struct Applied {
     /// The interfaces as attached (or why not).
     pub ifaces: Vec<IfaceReport>,
+    /// Interfaces whose TC programs could not be attached, and why: the
+    /// apply failed, whatever the maps say.
+    pub attach_failed: Vec<String>,
     /// The map transaction.
     pub maps: Result<(), WriteFailed>,
 }
@@ -262,6 +265,7 @@ pub fn apply_maps(
     faults: &mut Faults,
 ) -> Result<()> {
     dp.maps.set_config(plan.config)?;
+    dp.maps.set_ct_config(plan.ct_config)?;
     write_maps(dp, &plan.update, record, plan.record(), faults)?;
     Ok(())
 }
@@ -275,11 +279,12 @@ pub fn apply(
     faults: &mut Faults,
 ) -> Result<Applied> {
     dp.maps.set_config(plan.config)?;
+    dp.maps.set_ct_config(plan.ct_config)?;
     for d in &plan.detach {
         info!(iface = %d.iface.name, ifindex = d.iface.ifindex, "detaching ({})", d.why);
         dp.detach(d.iface.ifindex)?;
     }
-    let ifaces = plan.ifaces.iter().map(|p| apply_iface(dp, p)).collect();
+    let (ifaces, failed): (Vec<_>, Vec<_>) = plan.ifaces.iter().map(|p| apply_iface(dp, p)).unzip();
     let live: std::collections::BTreeSet<(String, u32)> =
         dp.attached().map(|a| (a.name.clone(), a.ifindex)).collect();
     let removed = dp.sweep_stale(|n, i| live.contains(&(n.to_string(), i)))?;
@@ -287,11 +292,17 @@ pub fn apply(
         info!("removed stale link pins: {}", removed.join(", "));
     }
     let maps = write_maps(dp, &plan.update, record, plan.record(), faults);
-    Ok(Applied { ifaces, maps })
+    Ok(Applied {
+        ifaces,
+        attach_failed: failed.into_iter().flatten().collect(),
+        maps,
+    })
 }
 
-/// Attaches (or keeps) one interface's programs; its report.
-fn apply_iface(dp: &mut Dataplane, p: &IfacePlan) -> IfaceReport {
+/// Attaches (or keeps) one interface's programs; its report, and the
+/// error when the TC programs could not go on (a failed XDP attach is not
+/// one: TC handles everything then).
+fn apply_iface(dp: &mut Dataplane, p: &IfacePlan) -> (IfaceReport, Option<String>) {
     let report = IfaceReport {
         name: p.name.clone(),
         why: p.why.clone(),
@@ -299,14 +310,25 @@ fn apply_iface(dp: &mut Dataplane, p: &IfacePlan) -> IfaceReport {
         ..Default::default()
     };
     let Some(iface) = &p.link else {
-        return IfaceReport {
+        let report = IfaceReport {
             state: "missing: waiting for it to appear".into(),
             ..report
         };
+        return (report, None);
     };
     let report = IfaceReport {
         ifindex: Some(iface.ifindex),
         ..report
+    };
+    let (tc, tc_why) = p.tc;
+    let failed = |report: IfaceReport, what: &str, e: anyhow::Error| {
+        warn!(iface = %p.name, "{what} failed: {e:#}");
+        let error = format!("{}: {what} failed: {e:#}", p.name);
+        let report = IfaceReport {
+            state: format!("{what} failed: {e:#}"),
+            ..report
+        };
+        (report, Some(error))
     };
     if let Some(slot) = p.attach {
         let attached = (if slot.fresh {
@@ -314,23 +336,17 @@ fn apply_iface(dp: &mut Dataplane, p: &IfacePlan) -> IfaceReport {
         } else {
             Ok(())
         })
-        .and_then(|()| dp.attach(iface, slot.slot));
+        .and_then(|()| dp.attach(iface, slot.slot, tc));
         match attached {
             Ok(()) => info!(
                 iface = %p.name, ifindex = iface.ifindex, l3 = iface.l3, mtu = iface.mtu,
-                "attached (tcx ingress): {}", p.why
+                "attached ({} ingress; {tc_why}): {}", tc.as_str(), p.why
             ),
-            Err(e) => {
-                warn!(iface = %p.name, "attach failed: {e:#}");
-                return IfaceReport {
-                    state: format!("attach failed: {e:#}"),
-                    ..report
-                };
-            }
+            Err(e) => return failed(report, "attach", e),
         }
     }
     if let Err(e) = dp.set_egress_nat(iface.ifindex, p.egress) {
-        warn!(iface = %p.name, "egress program: {e:#}");
+        return failed(report, "attaching the egress program", e);
     }
     let mode = match p.xdp {
         Err(why) => {
@@ -349,15 +365,19 @@ fn apply_iface(dp: &mut Dataplane, p: &IfacePlan) -> IfaceReport {
             }
         },
     };
-    IfaceReport {
-        attach: match (dp.has_egress(iface.ifindex), dp.has_xdp(iface.ifindex)) {
-            (false, false) => "tcx",
-            (true, false) => "tcx+egress",
-            (false, true) => "tcx+xdp",
-            (true, true) => "tcx+egress+xdp",
-        }
-        .into(),
-        mode,
+    let mut attach = dp.tc_mode(iface.ifindex).unwrap_or(tc).as_str().to_string();
+    if dp.has_egress(iface.ifindex) {
+        attach.push_str("+egress");
+    }
+    if dp.has_xdp(iface.ifindex) {
+        attach.push_str("+xdp");
+    }
+    let report = IfaceReport {
+        attach,
+        mode: match tc {
+            TcMode::Legacy => format!("tc-legacy: {tc_why}; {mode}"),
+            TcMode::Tcx => mode,
+        },
         state: if iface.up {
             "attached"
         } else {
@@ -369,5 +389,6 @@ fn apply_iface(dp: &mut Dataplane, p: &IfacePlan) -> IfaceReport {
         kind: iface.kind.clone(),
         addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
         ..report
-    }
+    };
+    (report, None)
 }

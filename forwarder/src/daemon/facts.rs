@@ -30,7 +30,7 @@ use rules::Room;
 
 use super::{plan::Record, resolve::NameFact};
 use crate::{
-    dataplane::{Dataplane, Maps},
+    dataplane::{Dataplane, Maps, TcMode},
     ifaces::Iface,
 };
 
@@ -51,6 +51,9 @@ pub struct Facts {
     pub registered: BTreeMap<u32, IfaceConfig>,
     /// How many listener and allow-list entries the maps take.
     pub room: Room,
+    /// Why every interface gets its TC programs the legacy way (the
+    /// kernel has no TCX, or FORWARDER_FORCE_ATTACH); `None`: TCX.
+    pub tc_legacy: Option<&'static str>,
     /// What each DNS-name target resolves to (`resolve.rs`), by name.
     pub names: BTreeMap<String, NameFact>,
 }
@@ -59,6 +62,7 @@ pub struct Facts {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attached {
     pub iface: Iface,
+    pub tc: TcMode,
     pub egress: bool,
     pub xdp: bool,
 }
@@ -84,12 +88,14 @@ impl Facts {
                 .attached()
                 .map(|i| Attached {
                     iface: i.clone(),
+                    tc: dp.tc_mode(i.ifindex).unwrap_or_default(),
                     egress: dp.has_egress(i.ifindex),
                     xdp: dp.has_xdp(i.ifindex),
                 })
                 .collect(),
             registered: dp.maps.registered(),
             room: dp.maps.room()?,
+            tc_legacy: dp.tc_legacy,
             names,
         })
     }

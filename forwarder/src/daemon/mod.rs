@@ -198,6 +198,9 @@ impl Daemon {
 
     /// The first load (the file was validated before the dataplane loaded).
     pub async fn start(&mut self) -> Result<()> {
+        for w in crate::snat_ports::warnings(&self.loaded.rules.global.snat_ports) {
+            warn!("{w}");
+        }
         self.generation += 1;
         self.follow_names();
         for (name, addr) in targets::adopted_addrs(&self.loaded.rules, &self.record) {
@@ -320,6 +323,9 @@ impl Daemon {
             self.maps_mixed = !e.rolled_back;
         }
         applied.maps?;
+        if !applied.attach_failed.is_empty() {
+            anyhow::bail!("{}", applied.attach_failed.join("; "));
+        }
         for name in &plan.entries.missing_ifaces {
             warn!(iface = %name, "interface does not exist (yet): its forwards wait for it");
         }
@@ -397,6 +403,7 @@ impl Daemon {
             other_nodes: self.loaded.other_nodes.clone(),
             interfaces: self.iface_status.clone(),
             rules: self.rule_status.clone(),
+            warnings: crate::snat_ports::warnings(&self.loaded.rules.global.snat_ports),
         };
         status::write(&self.run_dir, &st)
     }

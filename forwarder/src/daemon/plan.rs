@@ -20,7 +20,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use forwarder_common::{GlobalConfig, ListenFlags, MAX_IFACES};
+use forwarder_common::{conntrack::CtConfig, GlobalConfig, ListenFlags, MAX_IFACES};
 use rules::{
     Af, AttachMode, Compiled, Forward, IfaceState, MapEntries, MapState, MssClamp, PathMode,
     RuleSet, Snat, Update,
@@ -30,14 +30,15 @@ use super::{
     facts::{Facts, Route},
     targets::{name_status, target_addrs, target_of, Targets},
 };
-use crate::{ifaces::Iface, observe::status::RuleStatus};
+use crate::{dataplane::TcMode, ifaces::Iface, observe::status::RuleStatus};
 
 /// IP + TCP headers without options: MSS = MTU - 40 over IPv4, MTU - 60
 /// over IPv6.
 fn tcpip_hlen(af: Af) -> u32 {
-    match af {
-        Af::V4 => 40,
-        Af::V6 => 60,
+    if af == Af::V4 {
+        40
+    } else {
+        60
     }
 }
 /// RFC 879's default MSS, and the largest an IPv4 packet can carry.
@@ -91,8 +92,11 @@ pub struct IfacePlan {
     pub why: String,
     /// `None` while the interface does not exist.
     pub link: Option<Iface>,
-    /// `Some` when the programs are to be attached (not attached yet).
+    /// `Some` when the programs are to be attached (not attached yet, or
+    /// attached in the other TC mode).
     pub attach: Option<Slot>,
+    /// How the TC programs go on, and why.
+    pub tc: (TcMode, &'static str),
     /// Whether the egress program runs here.
     pub egress: bool,
     pub xdp: XdpChoice,
@@ -110,6 +114,8 @@ pub struct Detach {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub config: GlobalConfig,
+    /// Conntrack timeouts and the per-source limit.
+    pub ct_config: CtConfig,
     /// Rule ids by forward name.
     pub ids: BTreeMap<String, u32>,
     pub compiled: Compiled,
@@ -214,6 +220,7 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
         .collect();
     Ok(Plan {
         config,
+        ct_config: rules.global.ct_config(),
         ids,
         compiled,
         detach,
@@ -311,11 +318,11 @@ fn iface_plans(
     egress: &BTreeSet<String>,
 ) -> Result<Vec<IfacePlan>> {
     let detached: BTreeSet<u32> = detach.iter().map(|d| d.iface.ifindex).collect();
-    let attached: BTreeSet<u32> = facts
+    let attached: BTreeMap<u32, TcMode> = facts
         .attached
         .iter()
-        .map(|a| a.iface.ifindex)
-        .filter(|i| !detached.contains(i))
+        .map(|a| (a.iface.ifindex, a.tc))
+        .filter(|(i, _)| !detached.contains(i))
         .collect();
     // Slots in use: registered interfaces other than those let go of now.
     let mut used: BTreeSet<u32> = facts
@@ -327,8 +334,14 @@ fn iface_plans(
     let mut out = Vec::new();
     for (name, why) in wanted {
         let link = facts.links.get(name).cloned();
+        let setting = rules
+            .interfaces
+            .get(name)
+            .map(|s| s.attach)
+            .unwrap_or_default();
+        let tc = tc_choice(setting, facts);
         let attach = match &link {
-            Some(l) if !attached.contains(&l.ifindex) => {
+            Some(l) if attached.get(&l.ifindex) != Some(&tc.0) => {
                 Some(match facts.registered.get(&l.ifindex) {
                     Some(cfg) if !detached.contains(&l.ifindex) => Slot {
                         slot: cfg.slot,
@@ -345,11 +358,6 @@ fn iface_plans(
             }
             _ => None,
         };
-        let setting = rules
-            .interfaces
-            .get(name)
-            .map(|s| s.attach)
-            .unwrap_or_default();
         out.push(IfacePlan {
             name: name.clone(),
             why: why.clone(),
@@ -364,6 +372,7 @@ fn iface_plans(
             egress: egress.contains(name),
             link,
             attach,
+            tc,
         });
     }
     Ok(out)
@@ -392,10 +401,22 @@ pub fn mss_clamp(f: &Forward, af: Af, facts: &Facts, target: Option<IpAddr>) -> 
     }
 }
 
+/// How an interface's TC programs are attached, and why: the legacy way
+/// where the rules ask for it or the kernel (or the operator) says so.
+pub fn tc_choice(setting: AttachMode, facts: &Facts) -> (TcMode, &'static str) {
+    match (setting, facts.tc_legacy) {
+        (AttachMode::TcLegacy, _) => (TcMode::Legacy, "configured attach = \"tc-legacy\""),
+        (_, Some(why)) => (TcMode::Legacy, why),
+        (_, None) => (TcMode::Tcx, "TCX links"),
+    }
+}
+
 /// Whether an interface gets the XDP accelerator besides TC.
 pub fn xdp_choice(setting: AttachMode, iface: &Iface) -> XdpChoice {
-    if setting == AttachMode::Tc {
-        return Err("configured attach = \"tc\"");
+    match setting {
+        AttachMode::Tc => return Err("configured attach = \"tc\""),
+        AttachMode::TcLegacy => return Err("configured attach = \"tc-legacy\""),
+        _ => {}
     }
     if iface.l3 {
         return Err("an L3 device (no link header) has no XDP");
@@ -469,6 +490,10 @@ pub fn explain_decision(f: &Forward, facts: &Facts, target: IpAddr) -> String {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_tc_tests.rs"]
+mod tc_tests;
 
 #[cfg(test)]
 #[path = "plan_ipv6_tests.rs"]

@@ -8,7 +8,7 @@ use rules::{MapOp, Room};
 use super::*;
 use crate::daemon::facts::Attached;
 
-fn iface(name: &str, ifindex: u32, kind: Option<&str>, l3: bool, mtu: u32) -> Iface {
+pub(super) fn iface(name: &str, ifindex: u32, kind: Option<&str>, l3: bool, mtu: u32) -> Iface {
     Iface {
         name: name.into(),
         ifindex,
@@ -19,13 +19,13 @@ fn iface(name: &str, ifindex: u32, kind: Option<&str>, l3: bool, mtu: u32) -> If
     }
 }
 
-fn ip(s: &str) -> IpAddr {
+pub(super) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
 /// A Proxmox host: LAN bridge vmbr0, VM bridge vmbr1 (VMs on-link), a
 /// tailnet tun, a NIC with a gateway route, no route to ClusterIPs.
-fn host() -> Facts {
+pub(super) fn host() -> Facts {
     let links = [
         iface("vmbr0", 2, Some("bridge"), false, 1500),
         iface("vmbr1", 3, Some("bridge"), false, 1500),
@@ -61,7 +61,7 @@ fn host() -> Facts {
     }
 }
 
-fn on_link(oif: u32, src: &str) -> Route {
+pub(super) fn on_link(oif: u32, src: &str) -> Route {
     Route {
         oif,
         gateway: None,
@@ -69,22 +69,22 @@ fn on_link(oif: u32, src: &str) -> Route {
     }
 }
 
-fn rules(text: &str) -> RuleSet {
+pub(super) fn rules(text: &str) -> RuleSet {
     match rules::load_str("test.toml", text) {
         Ok(l) => l.rules,
         Err(d) => panic!("test rules do not load:\n{d}"),
     }
 }
 
-fn forward(name: &str, extra: &str) -> String {
+pub(super) fn forward(name: &str, extra: &str) -> String {
     format!("[[forward]]\nname = \"{name}\"\nin = \"vmbr0\"\nlisten = \"192.168.1.55\"\n{extra}\n")
 }
 
-fn plan_of(text: &str, facts: &Facts) -> Plan {
+pub(super) fn plan_of(text: &str, facts: &Facts) -> Plan {
     plan(&rules(text), facts, &Record::default()).expect("plan")
 }
 
-fn iface_plan<'a>(p: &'a Plan, name: &str) -> &'a IfacePlan {
+pub(super) fn iface_plan<'a>(p: &'a Plan, name: &str) -> &'a IfacePlan {
     p.ifaces
         .iter()
         .find(|i| i.name == name)
@@ -211,6 +211,7 @@ fn attached_interfaces_are_kept_and_the_unused_gone_or_recreated_let_go() {
     let mut f = host();
     let attached = |i: Iface| Attached {
         iface: i,
+        tc: TcMode::Tcx,
         egress: false,
         xdp: false,
     };
@@ -332,6 +333,7 @@ fn xdp_only_where_it_helps_or_is_asked_for() {
     assert!(xdp_choice(Auto, &nic).is_ok());
     assert!(xdp_choice(Xdp, &bridge).is_ok(), "asked for");
     assert!(xdp_choice(Tc, &nic).is_err(), "asked not to");
+    assert!(xdp_choice(TcLegacy, &nic).is_err(), "tc-legacy is TC only");
     assert!(xdp_choice(Xdp, &tun).is_err(), "an L3 device has no XDP");
     assert!(xdp_choice(Auto, &bridge).unwrap_err().contains("bridge"));
     assert!(xdp_choice(Auto, &veth).unwrap_err().contains("GSO"));

@@ -1,10 +1,13 @@
-//! Program links on interfaces: attaching TC (TCX) ingress and egress and
-//! the XDP accelerator, adopting links a previous daemon pinned, detaching.
+//! Program links on interfaces: attaching TC ingress and egress (TCX, or
+//! the legacy clsact + cls_bpf way: `tc_legacy`) and the XDP accelerator,
+//! adopting what a previous daemon left, detaching.
 //!
 //! With a pin directory every link is pinned under `links/`, so the
 //! dataplane keeps forwarding while no daemon runs, and the next daemon
 //! swaps its own programs into the pinned links atomically
 //! (bpf_link_update): not one packet meets a half-configured interface.
+//! Legacy filters need no pin to live on; the next daemon finds them by
+//! priority, handle and name and replaces their program just as atomically.
 //! The one fact a reader gets wrong: a pinned link lives as long as its pin
 //! file, but deleting the file detaches the program only a moment after
 //! the unlink returns (see `sys`); every pin is removed with
@@ -17,8 +20,8 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::programs::{
-    links::{FdLink, PinnedLink},
-    tc::SchedClassifierLink,
+    links::{FdLink, LinkOrder, PinnedLink},
+    tc::{SchedClassifierLink, TcAttachOptions},
     xdp::XdpLink,
     TcAttachType, Xdp, XdpMode,
 };
@@ -27,24 +30,34 @@ use forwarder_common::{
 };
 use tracing::{debug, warn};
 
-use super::{sys, Dataplane};
+use super::{
+    pin_names::{link_pin, parse_link_pin},
+    sys,
+    tc_legacy::{self, OurFilter},
+    tc_netlink::Hook,
+    Dataplane, TcMode,
+};
 use crate::ifaces::Iface;
 
 /// The TC ingress hook every used interface gets.
-const INGRESS: (TcAttachType, &str, &str) = (TcAttachType::Ingress, PROG_INGRESS, "ingress");
+const INGRESS: (Hook, &str) = (Hook::Ingress, PROG_INGRESS);
 /// The TC egress hook, only where replies of stack-path flows may leave
 /// (see `set_egress_nat`): everywhere else it would only cost time.
-const EGRESS: (TcAttachType, &str, &str) = (TcAttachType::Egress, PROG_EGRESS, "egress");
+const EGRESS: (Hook, &str) = (Hook::Egress, PROG_EGRESS);
 
 pub(super) enum Link {
     /// Lives in bpffs; released with [`remove_link_pin`].
     Pinned(PathBuf),
     /// Owned by this process; detached when dropped.
     Owned(FdLink),
+    /// A cls_bpf filter of ours: lives until deleted (`tc_legacy`).
+    Filter(OurFilter),
 }
 
 pub(super) struct Attachment {
     iface: Iface,
+    /// How `ingress` and `egress` are attached.
+    mode: TcMode,
     ingress: Link,
     /// The egress program's link, where it is needed.
     egress: Option<Link>,
@@ -52,38 +65,13 @@ pub(super) struct Attachment {
     xdp: Option<Link>,
 }
 
-/// bpffs refuses names with dots (reserved for the kernel's own files,
-/// `bpf_lookup` returns EPERM), and interface names may contain them
-/// (`eth0.100`): escape them, and the escape character, URL-style.
-fn escape(name: &str) -> String {
-    name.replace('%', "%25").replace('.', "%2E")
-}
-
-fn unescape(name: &str) -> String {
-    name.replace("%2E", ".").replace("%25", "%")
-}
-
-/// `links/<ifindex>-<hook>-<name>`: the ifindex tells a re-created
-/// interface (new index, old links dead) from the one the link was made on.
-fn link_pin(pin_dir: &Path, iface: &Iface, hook: &str) -> PathBuf {
-    pin_dir
-        .join(PIN_LINKS_DIR)
-        .join(format!("{}-{hook}-{}", iface.ifindex, escape(&iface.name)))
-}
-
-/// The (ifindex, interface name) a link pin file name refers to.
-fn parse_link_pin(file: &str) -> Option<(u32, String)> {
-    let mut parts = file.splitn(3, '-');
-    let ifindex = parts.next()?.parse().ok()?;
-    let _hook = parts.next()?;
-    Some((ifindex, unescape(parts.next()?)))
-}
-
 impl Dataplane {
     /// Registers an interface (counter slot, link type) and attaches the
-    /// TC ingress program to it with TCX: into the pinned link when a
-    /// previous daemon left one (atomic program swap), else as a new link.
-    pub fn attach(&mut self, iface: &Iface, slot: u32) -> Result<()> {
+    /// TC ingress program to it in `mode`: into what a previous daemon left
+    /// (a pinned TCX link, or our cls_bpf filter: an atomic program swap),
+    /// else anew. An interface attached in the other mode moves over, the
+    /// new hooks first, then the old ones go (its egress program moves too).
+    pub fn attach(&mut self, iface: &Iface, slot: u32, mode: TcMode) -> Result<()> {
         anyhow::ensure!(
             slot < MAX_IFACES,
             "at most {MAX_IFACES} interfaces are supported"
@@ -107,18 +95,71 @@ impl Dataplane {
         // Registered before the programs see its packets, so the first
         // packet is already counted in the right slot.
         self.maps.ifaces.insert(iface.ifindex, cfg, 0)?;
-        let (ty, prog, hook) = INGRESS;
-        let ingress = self.attach_hook(iface, ty, prog, hook)?;
+        if self.tc_mode(iface.ifindex) == Some(mode) {
+            // Attached like this already: attaching again would adopt the
+            // very link (or filter) that releasing the "old" one removes.
+            return Ok(());
+        }
+        let ingress = self.attach_hook(iface, INGRESS, mode)?;
+        let had_egress = self.has_egress(iface.ifindex);
+        let egress = match had_egress {
+            true => match self.attach_hook(iface, EGRESS, mode) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    release(ingress);
+                    return Err(e);
+                }
+            },
+            false => None,
+        };
+        self.clear_other_mode(iface, INGRESS, mode);
+        if had_egress {
+            self.clear_other_mode(iface, EGRESS, mode);
+        }
+        let old = self.attached.remove(&iface.ifindex);
+        let xdp = old.and_then(|mut old| {
+            for l in [Some(old.ingress), old.egress.take()].into_iter().flatten() {
+                release(l);
+            }
+            old.xdp
+        });
         self.attached.insert(
             iface.ifindex,
             Attachment {
                 iface: iface.clone(),
+                mode,
                 ingress,
-                egress: None,
-                xdp: None,
+                egress,
+                xdp,
             },
         );
         Ok(())
+    }
+
+    /// Removes what a previous daemon left on a hook in the other mode
+    /// (before a mode change or a kernel update), once ours is in place.
+    fn clear_other_mode(&self, iface: &Iface, (hook, prog): (Hook, &'static str), mode: TcMode) {
+        let Some(d) = self.pin_dir.as_deref() else {
+            return;
+        };
+        match mode {
+            TcMode::Legacy => {
+                let pin = link_pin(d, iface, hook.as_str());
+                if pin.exists() {
+                    debug!(iface = %iface.name, hook = hook.as_str(), "removing the TCX link of before");
+                    let _ = remove_link_pin(&pin);
+                }
+            }
+            TcMode::Tcx => {
+                tc_legacy::forget_hook(iface, hook, prog, d);
+                tc_legacy::release_clsact(iface, d);
+            }
+        }
+    }
+
+    /// How an attached interface's TC programs are attached.
+    pub fn tc_mode(&self, ifindex: u32) -> Option<TcMode> {
+        self.attached.get(&ifindex).map(|a| a.mode)
     }
 
     /// Adds the XDP accelerator (native mode) to an interface that already
@@ -206,19 +247,27 @@ impl Dataplane {
         self.attached.get(&ifindex).is_some_and(|a| a.xdp.is_some())
     }
 
+    /// One TC hook in `mode` (callers then `clear_other_mode`).
     fn attach_hook(
         &mut self,
         iface: &Iface,
-        ty: TcAttachType,
-        prog: &str,
-        hook: &str,
+        (hook, prog): (Hook, &'static str),
+        mode: TcMode,
     ) -> Result<Link> {
-        let pin = self.pin_dir.as_deref().map(|d| link_pin(d, iface, hook));
+        let pin_dir = self.pin_dir.clone();
+        let pin = pin_dir
+            .as_deref()
+            .map(|d| link_pin(d, iface, hook.as_str()));
+        let program = self.program(prog)?;
+        if mode == TcMode::Legacy {
+            let f = tc_legacy::attach(program, prog, iface, hook, pin_dir.as_deref())?;
+            return Ok(Link::Filter(f));
+        }
         pinned_link(
-            self.program(prog)?,
+            program,
             pin,
             iface,
-            hook,
+            hook.as_str(),
             |program, fd| {
                 let id = program.attach_to_link(SchedClassifierLink::try_from(fd)?)?;
                 drop(program.take_link(id)?);
@@ -226,8 +275,14 @@ impl Dataplane {
             },
             |program| {
                 let id = program
-                    .attach(&iface.name, ty)
-                    .with_context(|| format!("attaching {prog} to {} {hook} (TCX)", iface.name))?;
+                    .attach_with_options(
+                        &iface.name,
+                        TcAttachType::from(hook),
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .with_context(|| {
+                        format!("attaching {prog} to {} {} (TCX)", iface.name, hook.as_str())
+                    })?;
                 Ok(program.take_link(id)?.try_into()?)
             },
         )
@@ -241,11 +296,15 @@ impl Dataplane {
     /// Interfaces registered without being attached by this instance
     /// (BPF_PROG_TEST_RUN tests) only get the flag.
     pub fn set_egress_nat(&mut self, ifindex: u32, on: bool) -> Result<()> {
-        let iface = self.attached.get(&ifindex).map(|a| a.iface.clone());
-        if let (true, Some(iface)) = (on, &iface) {
+        let attached = self
+            .attached
+            .get(&ifindex)
+            .map(|a| (a.iface.clone(), a.mode));
+        let iface = attached.as_ref().map(|(i, _)| i.clone());
+        if let (true, Some((iface, mode))) = (on, &attached) {
             if !self.has_egress(ifindex) {
-                let (ty, prog, hook) = EGRESS;
-                let link = self.attach_hook(iface, ty, prog, hook)?;
+                let link = self.attach_hook(iface, EGRESS, *mode)?;
+                self.clear_other_mode(iface, EGRESS, *mode);
                 if let Some(a) = self.attached.get_mut(&ifindex) {
                     a.egress = Some(link);
                 }
@@ -265,14 +324,13 @@ impl Dataplane {
                 .and_then(|a| a.egress.take())
             {
                 Some(l) => release(l),
-                // A link a previous daemon pinned and this one does not need.
+                // A link (or filter) a previous daemon left and this one
+                // does not need.
                 None => {
-                    if let Some(pin) = self
-                        .pin_dir
-                        .as_deref()
-                        .map(|d| link_pin(d, &iface, "egress"))
-                    {
-                        let _ = remove_link_pin(&pin);
+                    if let Some(d) = self.pin_dir.as_deref() {
+                        let _ = remove_link_pin(&link_pin(d, &iface, "egress"));
+                        let (hook, prog) = EGRESS;
+                        tc_legacy::forget_hook(&iface, hook, prog, d);
                     }
                 }
             }
@@ -298,6 +356,9 @@ impl Dataplane {
                 release(l);
             }
             release(a.ingress);
+            if let Some(d) = self.pin_dir.as_deref() {
+                tc_legacy::release_clsact(&a.iface, d);
+            }
         }
         let _ = self.maps.ifaces.remove(&ifindex);
         Ok(())
@@ -320,10 +381,20 @@ impl Dataplane {
     }
 
     /// Removes link pins of interfaces that are gone or were re-created
-    /// (their links died with the old device), and config entries of
-    /// interfaces that no longer exist.
+    /// (their links died with the old device) or are no longer attached,
+    /// our legacy filters there (and the markers saying so), and config
+    /// entries of interfaces that no longer exist.
     pub fn sweep_stale(&mut self, live: impl Fn(&str, u32) -> bool) -> Result<Vec<String>> {
         let mut removed = Vec::new();
+        if let Some(dir) = self.pin_dir.as_deref() {
+            for p in tc_legacy::remove_markers(dir, &live)? {
+                removed.push(format!(
+                    "{}/{}",
+                    forwarder_common::PIN_TC_DIR,
+                    p.file_name().unwrap_or_default().to_string_lossy()
+                ));
+            }
+        }
         if let Some(dir) = self.pin_dir.as_ref().map(|d| d.join(PIN_LINKS_DIR)) {
             if let Ok(rd) = std::fs::read_dir(&dir) {
                 for e in rd.flatten() {
@@ -387,13 +458,16 @@ fn pinned_link<P>(
 
 fn release(l: Link) {
     match l {
-        Link::Pinned(p) => {
-            if let Err(e) = remove_link_pin(&p) {
-                warn!("removing link pin {}: {e}", p.display());
+        Link::Pinned(p) => match remove_link_pin(&p) {
+            // Gone already: a mode change removed it first.
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                warn!("removing link pin {}: {e}", p.display())
             }
-        }
+            _ => {}
+        },
         // Closing the last fd of a link frees it before close() returns.
         Link::Owned(l) => drop(l),
+        Link::Filter(f) => tc_legacy::release(f),
     }
 }
 
@@ -405,26 +479,4 @@ pub fn remove_link_pin(pin: &Path) -> io::Result<()> {
         debug!("detaching the link pinned at {}: {e}", pin.display());
     }
     std::fs::remove_file(pin)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn link_pins_round_trip_names_with_dots_and_dashes() {
-        let iface = Iface {
-            name: "vlan-eth0.100%".into(),
-            ifindex: 7,
-            l3: false,
-            mtu: 1500,
-            kind: None,
-            up: true,
-        };
-        let p = link_pin(Path::new("/x"), &iface, "egress");
-        let file = p.file_name().unwrap().to_str().unwrap();
-        assert!(!file.contains('.'), "{file}");
-        assert_eq!(parse_link_pin(file), Some((7, iface.name.clone())));
-        assert_eq!(parse_link_pin("junk"), None);
-    }
 }

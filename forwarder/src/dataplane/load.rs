@@ -14,15 +14,16 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{Array, Map, MapData},
-    programs::{SchedClassifier, Xdp},
-    EbpfLoader,
+    maps::{Array, Map, MapData, ProgramArray},
+    programs::{ProgramError, SchedClassifier, Xdp},
+    Ebpf, EbpfLoader,
 };
 use forwarder_common::{
-    pinned_maps, Capacity, GlobalConfig, ABI_VERSION, ENTRIES_PER_FLOW, MAP_CONFIG, MAP_FLOWS,
-    PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS, PROG_INGRESS, PROG_XDP,
+    conntrack::CtConfig, pinned_maps, Capacity, GlobalConfig, ABI_VERSION, ENTRIES_PER_FLOW,
+    MAP_CONFIG, MAP_CT_EVICT, MAP_FLOWS, MAP_PROGS, PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX,
+    PROG_EGRESS, PROG_INGRESS, PROG_INGRESS6, PROG_SLOT_IPV6, PROG_XDP,
 };
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{maps::Maps, Dataplane};
 
@@ -135,6 +136,9 @@ impl Dataplane {
         }
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(MAP_FLOWS, wanted_flows);
+        // One eviction candidate per flow (Capacity::PerFlow; see
+        // forwarder-ebpf/src/evict.rs).
+        loader.map_max_entries(MAP_CT_EVICT, opts.conntrack_max.max(1));
         loader.override_global("AYA_LOG_LEVEL", &opts.log_level, false);
         let paths: Vec<(&str, PathBuf)> = opts
             .pin_dir
@@ -149,15 +153,14 @@ impl Dataplane {
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the object"))?
                 .try_into()?;
-            prog.load()
-                .with_context(|| format!("the verifier rejected {name}"))?;
+            prog.load().map_err(|e| rejected(name, &e))?;
         }
+        fill_tail_calls(&mut ebpf)?;
         let xdp: &mut Xdp = ebpf
             .program_mut(PROG_XDP)
             .with_context(|| format!("program {PROG_XDP} missing from the object"))?
             .try_into()?;
-        xdp.load()
-            .with_context(|| format!("the verifier rejected {PROG_XDP}"))?;
+        xdp.load().map_err(|e| rejected(PROG_XDP, &e))?;
         if let Some(dir) = opts.pin_dir {
             std::fs::create_dir_all(dir.join(PIN_LINKS_DIR))?;
         }
@@ -168,19 +171,53 @@ impl Dataplane {
             pin_dir: opts.pin_dir.map(Path::to_path_buf),
             attached: BTreeMap::new(),
             adopted,
+            tc_legacy: None,
         };
         if dp.adopted.maps == 0 {
             dp.maps.set_config(GlobalConfig::DEFAULT)?;
+            dp.maps.set_ct_config(CtConfig::default())?;
         }
         Ok(dp)
     }
 }
 
-/// Removes everything a daemon pinned under `pin_dir`: links (the programs
-/// are off their interfaces when this returns), maps (which frees the flow
-/// table), the directory. Returns what it removed.
+/// Loads `fwd_ingress6` and puts it where fwd_ingress tail-calls it
+/// (`FWD_PROGS`, a private map: programs are loaded anew by each daemon).
+fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<()> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(PROG_INGRESS6)
+        .with_context(|| format!("program {PROG_INGRESS6} missing from the object"))?
+        .try_into()?;
+    prog.load().map_err(|e| rejected(PROG_INGRESS6, &e))?;
+    let fd = prog.fd()?.try_clone()?;
+    let map = ebpf
+        .map_mut(MAP_PROGS)
+        .with_context(|| format!("map {MAP_PROGS} missing from the kernel object"))?;
+    let mut progs = ProgramArray::try_from(map)?;
+    progs
+        .set(PROG_SLOT_IPV6, &fd, 0)
+        .with_context(|| format!("putting {PROG_INGRESS6} into {MAP_PROGS}"))?;
+    Ok(())
+}
+
+/// One line for a program the verifier refused (its last words); the whole
+/// log goes to the debug log.
+fn rejected(name: &str, e: &ProgramError) -> anyhow::Error {
+    debug!("the verifier's log for {name}: {e}");
+    anyhow::anyhow!(
+        "kernel {}: the verifier rejects {name}: {} (`forwarder doctor` checks everything the \
+         object needs)",
+        crate::probe::kernel_release(),
+        crate::probe::scratch::verifier_summary(e)
+    )
+}
+
+/// Removes everything a daemon pinned under `pin_dir`: our legacy TC
+/// filters (and the clsact qdiscs we created, when empty), links (the
+/// programs are off their interfaces when this returns), maps (which frees
+/// the flow table), the directory. Returns what it removed.
 pub fn teardown(pin_dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
+    let mut removed = super::tc_legacy::teardown(pin_dir)?;
     let links = pin_dir.join(PIN_LINKS_DIR);
     if let Ok(rd) = std::fs::read_dir(&links) {
         for e in rd.flatten() {

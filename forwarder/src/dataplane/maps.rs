@@ -16,10 +16,10 @@ use aya::{
     Ebpf,
 };
 use forwarder_common::{
-    AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
-    ListenerValue, RuleCounters, RuleName, HOOKS, MAP_ALLOW, MAP_AUTO_SNAT, MAP_CONFIG, MAP_FLOWS,
-    MAP_IFACES, MAP_IFACE_COUNTERS, MAP_LISTENERS, MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAP_XDP_DEVS,
-    MAX_RULES, REASONS,
+    conntrack::CtConfig, AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig,
+    IfaceConfig, ListenerKey, ListenerValue, RuleCounters, RuleName, HOOKS, MAP_ALLOW,
+    MAP_AUTO_SNAT, MAP_CONFIG, MAP_CT_CONFIG, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS,
+    MAP_LISTENERS, MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAP_XDP_DEVS, MAX_RULES, REASONS,
 };
 use rules::{AllowLpmKey, MapEntries, Room};
 
@@ -33,6 +33,8 @@ pub struct Maps {
     pub rule_counters: PerCpuArray<MapData, RuleCounters>,
     pub flows: HashMap<MapData, FlowKey, FlowEntry>,
     pub config: Array<MapData, GlobalConfig>,
+    /// Conntrack timeouts and the per-source limit.
+    pub ct_config: Array<MapData, CtConfig>,
     /// `snat = "auto"` learnings (an LRU hash; aya opens it as a hash).
     pub auto_snat: HashMap<MapData, AutoSnatKey, u64>,
     pub rule_names: Array<MapData, RuleName>,
@@ -70,6 +72,7 @@ impl Maps {
             rule_counters: take(ebpf, MAP_RULE_COUNTERS)?,
             flows: take(ebpf, MAP_FLOWS)?,
             config: take(ebpf, MAP_CONFIG)?,
+            ct_config: take(ebpf, MAP_CT_CONFIG)?,
             auto_snat: take(ebpf, MAP_AUTO_SNAT)?,
             rule_names: take(ebpf, MAP_RULE_NAMES)?,
             xdp_devs: take(ebpf, MAP_XDP_DEVS)?,
@@ -78,6 +81,13 @@ impl Maps {
 
     pub fn set_config(&mut self, cfg: GlobalConfig) -> Result<()> {
         self.config.set(0, cfg, 0).context("writing FWD_CONFIG")
+    }
+
+    /// Conntrack timeouts and the per-source limit (`FWD_CT_CONFIG`).
+    pub fn set_ct_config(&mut self, cfg: CtConfig) -> Result<()> {
+        self.ct_config
+            .set(0, cfg, 0)
+            .context("writing FWD_CT_CONFIG")
     }
 
     pub fn config(&self) -> Result<GlobalConfig> {

@@ -1,7 +1,9 @@
 //! The kernel side as the daemon holds it: the loaded programs (`load`),
 //! typed handles on their maps (`maps`), and their links on interfaces
-//! (`links`); `bpffs` makes sure pins can live, `batch` reads and deletes
-//! big maps in batches, `sys` makes the bpf(2) calls aya does not wrap.
+//! (`links`; the legacy clsact + cls_bpf way in `tc_legacy`, over
+//! `tc_netlink`); `bpffs` makes sure pins can live, `batch` reads and
+//! deletes big maps in batches, `sys` makes the bpf(2) calls aya does not
+//! wrap.
 //!
 //! The one fact a reader gets wrong: a `Dataplane` with a pin directory is
 //! not owned by this process. Dropping it (or the process dying) leaves
@@ -12,7 +14,10 @@ pub mod bpffs;
 mod links;
 mod load;
 pub mod maps;
+mod pin_names;
 pub mod sys;
+pub mod tc_legacy;
+pub mod tc_netlink;
 
 use std::{collections::BTreeMap, path::PathBuf};
 
@@ -25,6 +30,26 @@ pub use maps::Maps;
 
 use links::Attachment;
 
+/// How the TC programs are attached to an interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TcMode {
+    /// TCX links (Linux 6.6), pinned.
+    #[default]
+    Tcx,
+    /// A clsact qdisc and cls_bpf filters in direct-action mode
+    /// (`tc_legacy`): kernels without TCX, or `attach = "tc-legacy"`.
+    Legacy,
+}
+
+impl TcMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcMode::Tcx => "tcx",
+            TcMode::Legacy => "tc-legacy",
+        }
+    }
+}
+
 pub struct Dataplane {
     /// The loaded programs, and the maps only the kernel uses (scratch
     /// space, aya-log's ring buffer); the others are in `maps`.
@@ -34,6 +59,10 @@ pub struct Dataplane {
     /// Interfaces this instance attached to (or adopted), by ifindex.
     attached: BTreeMap<u32, Attachment>,
     pub adopted: Adopted,
+    /// Why every interface is to get its TC programs the legacy way (set
+    /// at start from the kernel probe or FORWARDER_FORCE_ATTACH); `None`:
+    /// TCX, unless the rules say `attach = "tc-legacy"`.
+    pub tc_legacy: Option<&'static str>,
 }
 
 impl Dataplane {

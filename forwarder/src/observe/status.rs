@@ -37,6 +37,10 @@ pub struct DaemonState {
     pub other_nodes: Vec<String>,
     pub interfaces: Vec<IfaceReport>,
     pub rules: Vec<RuleStatus>,
+    /// Problems with the configuration on this host that do not stop it
+    /// (snat_ports overlapping the host's ephemeral ports).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

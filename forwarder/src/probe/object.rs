@@ -133,10 +133,15 @@ pub fn helper_since(id: u32) -> Option<&'static str> {
         9..=11 => "4.1",
         23 => "4.4",
         26 => "4.5",
-        39 => "4.9",
+        28 => "4.6",
+        38 | 39 => "4.9",
         43 => "4.10",
+        50 => "4.13",
         51 => "4.14",
         69 => "4.18",
+        // bpf_sk_lookup_tcp/udp, bpf_sk_release, bpf_map_push/pop_elem
+        // (SNAT ports never a local socket's; the eviction queue).
+        84..=88 => "4.20",
         130..=133 => "5.8",
         152 => "5.10",
         160 => "5.11",

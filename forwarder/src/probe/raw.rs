@@ -77,6 +77,19 @@ pub fn trivial_classifier() -> Result<OwnedFd, String> {
 /// before anything else and returns -EINVAL for bits it does not know,
 /// which the program hands back as its return value (BPF_PROG_TEST_RUN).
 /// A verifier would accept any flags: only running it tells.
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    // SAFETY: uname fills the zeroed struct we own.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return "unknown".into();
+    }
+    // SAFETY: the kernel NUL-terminates release.
+    unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
 #[cfg(test)]
 pub fn fib_lookup_accepts(flags: u32) -> Result<bool, String> {
     Ok(fib_lookup_rc(flags)? != -libc::EINVAL)

@@ -22,11 +22,15 @@ pub type Outcome = Option<Result<(), String>>;
 pub struct Findings {
     /// The object as a whole (maps created, relocations done).
     pub object: Outcome,
-    /// Each program's verifier verdict.
-    pub programs: Vec<(String, Result<(), String>)>,
+    /// Each program's verifier verdict: the instructions it verified
+    /// (None before Linux 5.16, which does not say), or why it refused.
+    pub programs: Vec<(String, Result<Option<u32>, String>)>,
     pub tcx_attach: Outcome,
     pub tcx_link_update: Outcome,
     pub netlink_tc: Outcome,
+    /// The program of that cls_bpf filter replaced in place (what a
+    /// restart in tc-legacy mode does).
+    pub netlink_tc_replace: Outcome,
     pub xdp_driver: Outcome,
     pub xdp_generic: Outcome,
     pub xdp_link_update: Outcome,
@@ -44,7 +48,11 @@ const ADDR: [u8; 4] = [10, 255, 0, 1];
 const PEER: [u8; 4] = [10, 255, 0, 2];
 
 /// Runs the probes in a private network namespace on a thread of its own.
-pub fn run(object: &'static [u8], tcx: bool) -> Result<Findings, String> {
+pub fn run(
+    object: &'static [u8],
+    tcx: bool,
+    verifier_log: Option<std::path::PathBuf>,
+) -> Result<Findings, String> {
     std::thread::spawn(move || {
         // SAFETY: unshare affects only this thread's network namespace.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -53,7 +61,7 @@ pub fn run(object: &'static [u8], tcx: bool) -> Result<Findings, String> {
                 std::io::Error::last_os_error()
             ));
         }
-        probe(object, tcx)
+        probe(object, tcx, verifier_log.as_deref())
     })
     .join()
     .map_err(|_| "the probe thread panicked".to_string())?
@@ -92,7 +100,23 @@ fn load(object: &[u8]) -> Result<Ebpf, String> {
         .map_err(|e| format!("loading the object: {e:#}"))
 }
 
-fn probe(object: &[u8], tcx: bool) -> Result<Findings, String> {
+/// Writes the whole log of a program the verifier rejected to
+/// `<dir>/<name>.log` (the summary keeps only its last words).
+fn save_log(dir: &std::path::Path, name: &str, e: &ProgramError) -> Result<(), String> {
+    let ProgramError::LoadError { verifier_log, .. } = e else {
+        return Ok(());
+    };
+    let path = dir.join(format!("{name}.log"));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, verifier_log.to_string()))
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+fn probe(
+    object: &[u8],
+    tcx: bool,
+    verifier_log: Option<&std::path::Path>,
+) -> Result<Findings, String> {
     let mut f = Findings::default();
     let mut ebpf = match load(object) {
         Ok(e) => e,
@@ -108,8 +132,20 @@ fn probe(object: &[u8], tcx: bool) -> Result<Findings, String> {
             Program::Xdp(p) => p.load(),
             _ => continue,
         };
-        f.programs
-            .push((name.to_string(), r.map_err(|e| verifier_summary(&e))));
+        let r = r.map(|()| {
+            prog.info()
+                .ok()
+                .and_then(|i| i.verified_instruction_count())
+        });
+        let r = r.map_err(|e| {
+            let saved = verifier_log.map_or(Ok(()), |dir| save_log(dir, name, &e));
+            let summary = verifier_summary(&e);
+            match saved {
+                Ok(()) => summary,
+                Err(why) => format!("{summary} ({why})"),
+            }
+        });
+        f.programs.push((name.to_string(), r));
     }
     make_veth()?;
     fib_routes(&mut f);
@@ -146,19 +182,43 @@ fn probe(object: &[u8], tcx: bool) -> Result<Findings, String> {
                 );
             }
         }
-        f.netlink_tc = Some(
-            tc::qdisc_add_clsact(VETH.1)
-                .map_err(|e| format!("adding a clsact qdisc: {e:#}"))
-                .and_then(|_| {
-                    prog.attach_with_options(
-                        VETH.1,
-                        TcAttachType::Ingress,
-                        TcAttachOptions::Netlink(NlOptions::default()),
-                    )
-                    .map(drop)
-                    .map_err(|e| format!("cls_bpf direct-action filter: {e:#}"))
+        // Where and how the daemon's tc-legacy mode attaches.
+        use crate::dataplane::tc_legacy::{HANDLE, PRIORITY};
+        // Taken out of the program's own list (as the daemon does), or
+        // aya refuses the replacement as a second attachment.
+        let filter = tc::qdisc_add_clsact(VETH.1)
+            .map_err(|e| format!("adding a clsact qdisc: {e:#}"))
+            .and_then(|_| {
+                prog.attach_with_options(
+                    VETH.1,
+                    TcAttachType::Ingress,
+                    TcAttachOptions::Netlink(NlOptions {
+                        priority: PRIORITY,
+                        handle: HANDLE.into(),
+                        classid: None,
+                    }),
+                )
+                .and_then(|id| prog.take_link(id))
+                .map_err(|e| format!("cls_bpf direct-action filter: {e:#}"))
+            });
+        f.netlink_tc = Some(filter.as_ref().map(drop).map_err(Clone::clone));
+        if filter.is_ok() {
+            f.netlink_tc_replace = Some(
+                SchedClassifierLink::attached(
+                    VETH.1,
+                    TcAttachType::Ingress,
+                    PRIORITY,
+                    HANDLE.into(),
+                    None,
+                )
+                .map_err(|e| e.to_string())
+                .and_then(|l| {
+                    prog.attach_to_link(l)
+                        .map(drop)
+                        .map_err(|e| format!("{e:#}"))
                 }),
-        );
+            );
+        }
     }
     let xdp_name = f.programs.iter().find_map(|(n, r)| {
         (r.is_ok() && matches!(ebpf.program(n), Some(Program::Xdp(_)))).then(|| n.clone())

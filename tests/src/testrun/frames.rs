@@ -107,16 +107,45 @@ pub const ETH: usize = 14;
 /// The TTL frames are sent with.
 pub const TTL: u8 = 64;
 
+/// Initial sequence numbers of the one connection every test frame is a
+/// segment of: the side with the higher port (the client) starts at
+/// `CLIENT_ISN`, the other at `SERVER_ISN`. A SYN carries its side's ISN,
+/// every other segment ISN + 1 and acknowledges the other side's ISN + 1,
+/// so a handshake, FINs and RSTs built here pass conntrack's window checks
+/// (repeated data reads as retransmission).
+pub const CLIENT_ISN: u32 = 999_999;
+pub const SERVER_ISN: u32 = 1_999_999;
+
 /// A TCP segment with raw TCP options `opts` (whole words). Flags: any of
-/// "S", "A", "F", "R", "P".
+/// "S", "A", "F", "R", "P". Sequence numbers: see `CLIENT_ISN`.
 pub fn tcp_opts(src: Ep, dst: Ep, flags: &str, opts: &[u8], payload: &[u8]) -> Vec<u8> {
+    let (mine, theirs) = if src.port > dst.port {
+        (CLIENT_ISN, SERVER_ISN)
+    } else {
+        (SERVER_ISN, CLIENT_ISN)
+    };
+    let seq = if flags.contains('S') { mine } else { mine + 1 };
+    tcp_seg(src, dst, flags, (seq, theirs + 1), opts, payload)
+}
+
+/// A TCP segment with these (sequence, acknowledgement) numbers (the
+/// acknowledgement sent with "A"), window 64,240; flags and options as for
+/// [`tcp_opts`].
+pub fn tcp_seg(
+    src: Ep,
+    dst: Ep,
+    flags: &str,
+    (seq, ack): (u32, u32),
+    opts: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
     let mut b = PacketBuilder::ethernet2(mac_of(src.ip), HOST_MAC)
         .ipv4(src.ip, dst.ip, TTL)
-        .tcp(src.port, dst.port, 1_000_000, 64_240);
+        .tcp(src.port, dst.port, seq, 64_240);
     for f in flags.chars() {
         b = match f {
             'S' => b.syn(),
-            'A' => b.ack(2_000_000),
+            'A' => b.ack(ack),
             'F' => b.fin(),
             'R' => b.rst(),
             'P' => b.psh(),

@@ -240,5 +240,7 @@ snat = "192.168.100.1"
 /// The SNAT source ports of `WEB_AND_DNS`.
 pub const SNAT_PORTS: std::ops::RangeInclusive<u16> = 41000..=41015;
 
-/// The SNAT source ports of rules without `snat_ports` (the default range).
-pub const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 32768..=60999;
+/// The SNAT source ports of rules without `snat_ports` (the default range,
+/// below Linux's ephemeral ports; the name is older than that choice).
+pub const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> =
+    forwarder_common::DEFAULT_SNAT_PORT_MIN..=forwarder_common::DEFAULT_SNAT_PORT_MAX;

@@ -23,7 +23,9 @@ use std::{
     ops::RangeInclusive,
 };
 
-use forwarder_common::{FlowEntry, FlowFlags, FlowKey, Hook, Reason, RuleCounters, Seen, TcpState};
+use forwarder_common::{
+    conntrack::CtState, FlowEntry, FlowFlags, FlowKey, Hook, Reason, RuleCounters, Seen,
+};
 
 pub use super::expect::{expect_icmp_error, expect_xlate, redirect, via_stack, Xlate};
 use super::{
@@ -49,6 +51,9 @@ pub enum Out {
     /// Read and checked by the caller from [`Outcome::run`] (IPv6 output,
     /// which `frames::verify` does not read: see test_run/nat66.rs).
     Checked,
+    /// An answer built by the router (an ICMP error, a RST): valid
+    /// checksums here; its exact bytes are test_run/replies.rs's business.
+    Answer,
 }
 
 /// Expected change of one rule's counters.
@@ -233,7 +238,8 @@ pub fn step(h: &mut Host, s: &Step) -> Outcome {
     // FWD_TEST_RUN_CSUM=none runs everything as CHECKSUM_NONE, to see a
     // wrong checksum as a field difference instead of EBADMSG.
     let none = std::env::var("FWD_TEST_RUN_CSUM").is_ok_and(|v| v == "none");
-    let csum = if s.l3 || none {
+    // Answers (Out::Answer) too: see test_run/replies.rs.
+    let csum = if s.l3 || none || matches!(s.output, Out::Answer) {
         Csum::None
     } else {
         Csum::Complete
@@ -292,6 +298,9 @@ pub fn step(h: &mut Host, s: &Step) -> Outcome {
             assert_bytes(case, &run.out, want);
         }
         Out::Checked => {}
+        Out::Answer => {
+            verify(case, &run.out, s.l3);
+        }
     }
     Outcome {
         run,
@@ -419,10 +428,12 @@ pub fn assert_entry(case: &str, snap: &Snapshot, key: &FlowKey, w: ExpectedEntry
     );
 }
 
-/// The TCP state the two entries of a flow add up to.
-pub fn tcp_state(case: &str, snap: &Snapshot, orig: &FlowKey, reply: &FlowKey) -> TcpState {
-    TcpState::derive(
-        entry(case, snap, orig).tcp_seen,
-        entry(case, snap, reply).tcp_seen,
-    )
+/// The connection state, which both entries of a flow carry.
+pub fn tcp_state(case: &str, snap: &Snapshot, orig: &FlowKey, reply: &FlowKey) -> CtState {
+    let (o, r) = (
+        entry(case, snap, orig).ct.state,
+        entry(case, snap, reply).ct.state,
+    );
+    assert_eq!(o, r, "{case}: both directions carry the state");
+    CtState::from_raw(o)
 }

@@ -370,9 +370,9 @@ impl Conn {
     }
 }
 
-/// Opens a TCP connection as production does: SYN and SYN-ACK are left to
-/// TC by XDP, TC creates the flow (SNAT port learned from its output) and
-/// translates both.
+/// Opens a TCP connection as production does: SYN, SYN-ACK and the
+/// handshake's ACK are left to TC by XDP, TC creates the flow (SNAT port
+/// learned from its output) and translates them.
 pub fn open_tcp(h: &mut Host, client: Ep, listen: Ep, target: Ep, back_if: &'static str) -> Conn {
     let syn = tcp(client, listen, "S", &[]);
     let run = xdp_then_tc(h, "SYN", LAN_IF, &syn, TC_ACT_REDIRECT, Reason::FwdRedirect);
@@ -394,6 +394,10 @@ pub fn open_tcp(h: &mut Host, client: Ep, listen: Ep, target: Ep, back_if: &'sta
         TC_ACT_REDIRECT,
         Reason::FwdRedirect,
     );
+    // The handshake completes with the client's ACK (TC's: the flow is
+    // ESTABLISHED only from here on, and XDP handles only that state).
+    let ack = tcp(client, listen, "A", &[]);
+    xdp_then_tc(h, "ACK", LAN_IF, &ack, TC_ACT_REDIRECT, Reason::FwdRedirect);
     c
 }
 
@@ -423,11 +427,28 @@ pub fn open_udp(h: &mut Host, client: Ep, listen: Ep, target: Ep, payload: &[u8]
     );
     let p = verify("first datagram (TC)", &run.out, false);
     assert_eq!(p.dst, target, "first datagram (TC): DNAT");
-    Conn {
+    let c = Conn {
         client,
         listen,
         seen_as: p.src,
         target,
         proto: forwarder_common::PROTO_UDP,
+    };
+    as_stream(h, &c);
+    c
+}
+
+/// Makes a UDP flow what it is once a stream (replied, active after 2 s):
+/// then its packets change nothing but their own entry's accounting. (A
+/// younger flow's first reply, or its first packet after 2 s, changes the
+/// state in both entries, in XDP as in TC, and a table of steps cannot
+/// time that.)
+pub fn as_stream(h: &mut Host, c: &Conn) {
+    use forwarder_common::conntrack::{CtState, CT_ASSURED};
+    for k in [c.orig(), c.reply()] {
+        let mut e = h.snapshot().expect("snapshot").flows[&k];
+        e.ct.state = CtState::UdpStream as u8;
+        e.ct.ct_flags |= CT_ASSURED;
+        h.insert_flow(k, e).expect("insert flow");
     }
 }

@@ -1,13 +1,13 @@
 //! Source allow-lists, per rule. A source outside a rule's list is
-//! refused as that rule says: `reject = "rst"` passes the packet, untouched,
-//! to the stack (which answers like a closed port), `reject = "drop"` drops
-//! it; both count a denial on the rule and create nothing. A source inside
+//! refused as that rule says: `reject = "rst"` answers like a closed port
+//! (a RST built by the program, never the host's stack, where a service
+//! may listen on the same port), `reject = "drop"` drops it; both count a denial on the rule and create nothing. A source inside
 //! the list is forwarded like any other.
 use forwarder_common::{Reason, RULE_DROP_DENIED};
 use forwarder_tests::testrun::{
     frames::{ep, tcp, Ep, Ip, CLIENT, VM},
     tc::*,
-    Host, EPHEMERAL_PORTS, HOST_LAN, HOST_VM, LAN_IF, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    Host, EPHEMERAL_PORTS, HOST_LAN, HOST_VM, LAN_IF, TC_ACT_REDIRECT, TC_ACT_SHOT,
 };
 
 /// A LAN address no allow-list admits.
@@ -36,16 +36,19 @@ reject = "drop"
 "#;
 
 #[test]
-fn a_source_outside_the_list_is_passed_to_the_stack_with_reject_rst_and_dropped_with_reject_drop() {
+fn a_source_outside_the_list_is_answered_with_reject_rst_and_dropped_with_reject_drop() {
     let Some(mut h) = Host::for_test(64, ALLOW) else {
         return;
     };
     let stranger = ep(STRANGER, 40000);
-    // A segment from `src` denied by web-rst (port 80): passed to the stack.
+    // A segment from `src` denied by web-rst (port 80): answered with a
+    // RST built here, never handed to the stack (where a host service may
+    // listen on the same port); test_run/replies.rs checks its bytes.
     let deny_rst = |name: &str, src: Ep, flags: &str| {
         ingress(name, LAN_IF, tcp(src, ep(HOST_LAN, 80), flags, &[]))
-            .expect(TC_ACT_OK, Reason::PassDenied)
+            .expect(TC_ACT_REDIRECT, Reason::ReplyReset)
             .rule("web-rst", dropped(RULE_DROP_DENIED))
+            .out(Out::Answer)
     };
     // A SYN from `src` denied by web-drop (port 81): dropped.
     let deny_drop = |name: &str, src: Ep| {

@@ -3,9 +3,11 @@
 //! come back that way after all (the backend's default route goes around
 //! this host), the client's SYN goes unanswered. A SYN retransmitted more
 //! than AUTO_SNAT_PROBE_NS (200 ms) after its flow began, with nothing
-//! ever back from the backend, switches the flow to SNAT and remembers the
-//! backend (FWD_AUTO_SNAT) for AUTO_SNAT_TTL_NS; a flow that did get a
-//! reply stays as it is.
+//! ever back from the backend, is one client's evidence; the
+//! AUTO_SNAT_CLIENTS-th distinct client's (see `ct_auto_snat` for one
+//! client alone) switches its flow to SNAT and remembers the backend
+//! (FWD_AUTO_SNAT) for AUTO_SNAT_TTL_NS; a flow that did get a reply stays
+//! as it is.
 //!
 //! ```text
 //!  client 192.168.1.10 ── vmbr0 192.168.1.55 [host] vmbr1 ─┬─ vm 192.168.100.80  (never answers)
@@ -116,6 +118,38 @@ fn a_syn_retransmitted_without_any_reply_switches_the_backend_to_snat_until_the_
 
     let wait = Duration::from_nanos(AUTO_SNAT_PROBE_NS) + Duration::from_millis(50);
     std::thread::sleep(wait);
+
+    // Two other clients' flows failed the same way before (the evidence
+    // of one client is not enough: `ct_auto_snat`).
+    for other in [[192, 168, 1, 11], [192, 168, 1, 12]] {
+        let oc = ep(other, 40000);
+        let osyn = tcp(oc, listen, "S", &[]);
+        let name = "another client's SYN";
+        step(
+            &mut h,
+            &ingress(name, LAN_IF, osyn.clone())
+                .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
+                .rule("auto80", created(false, false))
+                .xlate(redirect(oc, vm)),
+        );
+        let ok = fkey(oc, listen, PROTO_TCP);
+        let e = h.snapshot().unwrap().flows[&ok];
+        let backdated = Host::now_ns() - 2 * AUTO_SNAT_PROBE_NS;
+        h.insert_flow(
+            ok,
+            FlowEntry {
+                created_ns: backdated,
+                ..e
+            },
+        )
+        .unwrap();
+        let name = "its retransmission: evidence, still DNAT only";
+        let o = step(
+            &mut h,
+            &ingress(name, LAN_IF, osyn).fwd("auto80", redirect(oc, vm)),
+        );
+        assert!(o.after.auto_snat.is_empty(), "{name}: nothing learned yet");
+    }
 
     // Late retransmission without any reply: forget the DNAT-only flow,
     // learn the backend, create the flow anew with SNAT.

@@ -123,21 +123,21 @@ fn a_tun_peer_is_forwarded_to_an_ethernet_backend_with_a_mac_header_pushed() {
 }
 
 #[test]
-fn a_reply_above_the_tun_mtu_goes_to_the_stack_unless_it_is_gso() {
+fn a_reply_above_the_tun_mtu_is_answered_with_frag_needed_unless_it_is_gso() {
     let Some(mut h) = Host::for_test(64, TAILNET) else {
         return;
     };
     let (client, listen, vm) = open_ts_web(&mut h);
-    // Bigger than tailscale0's MTU (1280): the FIB says FRAG_NEEDED, the
-    // stack gets the translated packet (and fragments or answers with
-    // ICMP); TTL left to it.
+    // Bigger than tailscale0's MTU (1280) with DF: answered with
+    // fragmentation needed (test_run/replies.rs checks it byte for byte),
+    // never handed translated to the stack, which drops it as a martian.
     let big = tcp(vm, client, "PA", &[b'x'; 1300]);
     step(
         &mut h,
         &ingress("reply above tailscale0's MTU", VM_IF, big)
-            .expect(TC_ACT_OK, Reason::FwdStack)
+            .expect(TC_ACT_REDIRECT, Reason::ReplyFragNeeded)
             .rule("ts-web", translated())
-            .xlate(via_stack(listen, client)),
+            .out(Out::Answer),
     );
     // The same as a GSO skb (GRO on the VM side, or a TSO sender): it is
     // segmented to gso_size on the way out, so its length says nothing

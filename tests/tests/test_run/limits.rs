@@ -1,15 +1,15 @@
 //! Limits: what happens when something runs out or a packet may not go
-//! further. A full flow table refuses new flows (counted as table_full on
-//! the rule, dropped) and keeps forwarding the flows it has; so does a
-//! SNAT port range with no port left (no_port). A first packet with TTL 1
+//! further. A flow table full of established flows refuses new flows
+//! (counted as table_full on the rule, dropped) and keeps forwarding the
+//! flows it has; so does a SNAT port range whose ports established flows
+//! hold (no_port). A first packet with TTL 1
 //! creates its flow and is translated, but left to the stack, which sends
 //! Time Exceeded from the translated packet's view.
 use forwarder_common::{Reason, RULE_DROP_NO_PORT, RULE_DROP_TABLE_FULL};
 use forwarder_tests::testrun::{
     frames::{ep, tcp, with_ttl, CLIENT, LAN_PEER, VM},
     tc::*,
-    Host, EPHEMERAL_PORTS, HOST_LAN, HOST_VM, LAN_IF, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-    VM_IF,
+    Host, EPHEMERAL_PORTS, HOST_LAN, HOST_VM, LAN_IF, TC_ACT_REDIRECT, TC_ACT_SHOT, VM_IF,
 };
 
 const FULL: &str = r#"
@@ -52,6 +52,19 @@ fn a_full_flow_table_refuses_new_flows_and_keeps_forwarding_the_ones_it_has() {
     );
     let snat = ep(HOST_VM, o.port);
     assert_eq!(o.after.flows.len(), 2);
+    // Established (the handshake completed): a flow eviction never takes.
+    // An unanswered SYN's flow would make room for the new ones instead
+    // (`ct_eviction`).
+    step(
+        &mut h,
+        &ingress("the flow's SYN-ACK", VM_IF, tcp(vm, snat, "SA", &[]))
+            .fwd("web", redirect(listen, client)),
+    );
+    step(
+        &mut h,
+        &ingress("the handshake's ACK", LAN_IF, tcp(client, listen, "A", &[]))
+            .fwd("web", redirect(snat, vm)),
+    );
     let refused = [
         ingress(
             "SNAT flow refused",
@@ -118,6 +131,23 @@ fn when_snat_ports_run_out_new_flows_are_refused_and_existing_ones_keep_working(
                 .out(Out::Snat(HOST_VM, 41000..=41001, redirect(client, vm))),
         );
         ports.push(o.port);
+        // Established, so eviction cannot take its port (`ct_snat_ports`
+        // has the unanswered case).
+        let snat = ep(HOST_VM, o.port);
+        step(
+            &mut h,
+            &ingress(format!("flow {i} SYN-ACK"), VM_IF, tcp(vm, snat, "SA", &[]))
+                .fwd("web", redirect(listen, client)),
+        );
+        step(
+            &mut h,
+            &ingress(
+                format!("flow {i} ACK"),
+                LAN_IF,
+                tcp(client, listen, "A", &[]),
+            )
+            .fwd("web", redirect(snat, vm)),
+        );
     }
     ports.sort();
     assert_eq!(ports, [41000, 41001], "both ports used once");
@@ -170,20 +200,19 @@ snat = "auto"
 "#;
 
 #[test]
-fn a_first_packet_with_ttl_1_creates_its_flow_and_is_left_to_the_stack() {
+fn a_first_packet_with_ttl_1_is_answered_with_time_exceeded_and_creates_nothing() {
     let Some(mut h) = Host::for_test(64, ON_LINK) else {
         return;
     };
-    // Translated and created, then left to the stack (which sends Time
-    // Exceeded from the translated packet's view).
+    // Answered before anything is created, from the untranslated packet
+    // (test_run/replies.rs checks the answer byte for byte).
     let client = ep(CLIENT, 40001);
     let syn1 = with_ttl(&tcp(client, ep(HOST_LAN, 80), "S", &[]), 1);
     let o = step(
         &mut h,
         &ingress("TTL 1", LAN_IF, syn1)
-            .expect(TC_ACT_OK, Reason::PassTtl)
-            .rule("vm", created(false, false))
-            .xlate(via_stack(client, ep(VM, 80))),
+            .expect(TC_ACT_REDIRECT, Reason::ReplyTimeExceeded)
+            .out(Out::Answer),
     );
-    assert_eq!(o.delta.flows_added.len(), 2, "TTL 1: both entries");
+    assert_flows("TTL 1", &o.delta, &[], &[], &[]);
 }

@@ -30,10 +30,25 @@ mod limits;
 mod mss;
 mod nat66;
 mod port_ranges;
+mod replies;
 mod snat_modes;
 mod stack_path;
 mod tcp_lifecycle;
 mod udp;
+
+// Connection tracking (issue 11): states, windows, eviction, expiry in
+// the kernel, interface binding, SNAT ports, per-source limit, learning.
+mod ct_auto_snat;
+mod ct_eviction;
+mod ct_expiry;
+mod ct_fragments;
+mod ct_iface;
+mod ct_rate_limit;
+mod ct_rst_fin;
+mod ct_snat_ports;
+mod ct_support;
+mod ct_tcp_states;
+mod ct_udp_states;
 
 // The XDP accelerator.
 mod xdp_forwarding;

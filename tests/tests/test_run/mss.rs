@@ -35,7 +35,24 @@ struct SynOptions {
     clamp: Option<u16>,
     /// The MSS the forwarded SYN carries.
     out: Option<u16>,
+    /// The segment's payload (the bytes after the options).
+    payload: &'static [u8],
 }
+
+/// Ethernet, IPv4 and TCP's fixed header: where the options start in a
+/// test frame.
+const OPTIONS_AT: usize = 14 + 20 + 20;
+
+/// 36 NOPs, then MSS 1460 in the last four of the 40 option bytes a TCP
+/// header can hold: the longest walk there is.
+const MSS_LAST: [u8; 40] = {
+    let mut o = [1u8; 40];
+    o[36] = 2;
+    o[37] = 4;
+    o[38] = 0x05;
+    o[39] = 0xb4;
+    o
+};
 
 #[test]
 fn a_larger_mss_is_lowered_on_syn_and_syn_ack_wherever_the_option_sits() {
@@ -50,6 +67,7 @@ fn a_larger_mss_is_lowered_on_syn_and_syn_ack_wherever_the_option_sits() {
         options,
         clamp: Some(1240),
         out: Some(1240),
+        payload: &[],
     };
     let cases = [
         // [NOP, MSS 1460] puts the MSS value at TCP offset 23 (odd).
@@ -79,6 +97,7 @@ fn a_larger_mss_is_lowered_on_syn_and_syn_ack_wherever_the_option_sits() {
             options: &[2, 4, 0x04, 0xb0, 1, 1, 4, 2],
             clamp: None,
             out: Some(1200),
+            payload: &[],
         },
         // A kind byte without its length at the very end of the header
         // (and no payload after it).
@@ -87,12 +106,42 @@ fn a_larger_mss_is_lowered_on_syn_and_syn_ack_wherever_the_option_sits() {
             options: &[1, 1, 1, 2],
             clamp: None,
             out: None,
+            payload: &[],
+        },
+        lowered("MSS 1460 in the last 4 of 40 option bytes", &MSS_LAST),
+        // The MSS option's kind and length are the header's last two
+        // bytes and its value the payload's first two: a walk that read
+        // past the header would "clamp" the payload (checksum and all).
+        SynOptions {
+            description: "MSS option cut off by the header's end, its value in the payload",
+            options: &[1, 1, 1, 1, 1, 1, 2, 4],
+            clamp: None,
+            out: None,
+            payload: &[0x05, 0xb4, 0x05, 0xb4],
+        },
+        // Window scale claiming 40 bytes: the receiver's parser
+        // (tcp_parse_options) stops there and never sees the MSS after
+        // it, so neither does the clamp.
+        SynOptions {
+            description: "an option longer than the header hides the MSS after it",
+            options: &[1, 3, 40, 2, 4, 0x05, 0xb4, 0],
+            clamp: None,
+            out: None,
+            payload: &[],
+        },
+        // A zero length would make a naive walk loop forever.
+        SynOptions {
+            description: "an option of length 0 before the MSS",
+            options: &[30, 0, 2, 4, 0x05, 0xb4, 1, 1],
+            clamp: None,
+            out: None,
+            payload: &[],
         },
     ];
     for (i, c) in cases.into_iter().enumerate() {
         let what = c.description;
         let client = ep(CLIENT, 40000 + i as u16);
-        let syn = tcp_opts(client, listen, "S", c.options, &[]);
+        let syn = tcp_opts(client, listen, "S", c.options, c.payload);
         let exp = created(true, false);
         let s = ingress(format!("SYN, {what}"), LAN_IF, syn.clone())
             .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
@@ -108,6 +157,14 @@ fn a_larger_mss_is_lowered_on_syn_and_syn_ack_wherever_the_option_sits() {
         let o = step(&mut h, &s);
         let p = verify(&s.description, &o.run.out, false);
         assert_eq!(p.mss, c.out, "{}: MSS", s.description);
+        if c.clamp.is_none() {
+            assert_eq!(
+                o.run.out.get(OPTIONS_AT..),
+                syn.get(OPTIONS_AT..),
+                "{}: options and payload left alone",
+                s.description
+            );
+        }
         let snat = ep(HOST_VM, o.port);
         let orig = fkey(client, listen, PROTO_TCP);
         let reply = fkey(vm, snat, PROTO_TCP);

@@ -16,14 +16,15 @@ use etherparse::{
     NetHeaders, PacketBuilder, PacketHeaders, PayloadSlice, TcpOptionElement, TransportHeader,
 };
 use forwarder_common::{
-    FlowFlags, FlowKey, Reason, AF_INET6, PROTO_TCP, PROTO_UDP, RULE_DROP_DENIED,
+    conntrack::CtState, FlowFlags, FlowKey, Reason, AF_INET6, PROTO_TCP, PROTO_UDP,
+    RULE_DROP_DENIED,
 };
 use forwarder_tests::{
     dual_stack,
     testrun::{
         frames::{mac_of, HOST_MAC},
         tc::*,
-        Host, LAN_IF, SNAT_PORTS, TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, VM_IF,
+        Host, LAN_IF, SNAT_PORTS, TCX_NEXT, TC_ACT_REDIRECT, TC_ACT_SHOT, VM_IF,
     },
 };
 
@@ -304,9 +305,21 @@ fn exchange(h: &mut Host, x: &Exchange) {
     );
     assert_eq!(got.mss, x.mss, "{}: MSS option", s.description);
     assert_eq!(got.hop, 63, "{}: hop limit decremented", s.description);
-    assert_flows(&s.description, &o.delta, &[], &[], &[reply]);
+    // The state machine moved both entries (IPv4's, `conntrack`): a
+    // SYN-ACK that acknowledges the SYN to SYN_RECV, a first UDP answer to
+    // replied.
+    assert_flows(&s.description, &o.delta, &[], &[], &[orig, reply]);
     let r = entry(&s.description, &o.after, &reply);
     assert!(r.flags.contains(FlowFlags::REPLY), "{}", s.description);
+    let want = if x.proto == PROTO_TCP {
+        CtState::SynRecv
+    } else {
+        CtState::UdpReplied
+    };
+    for k in [orig, reply] {
+        let state = CtState::from_raw(entry(&s.description, &o.after, &k).ct.state);
+        assert_eq!(state, want, "{}: state", s.description);
+    }
 }
 
 #[test]
@@ -356,10 +369,11 @@ fn nat66_tcp_and_udp_flows_are_translated_both_ways_with_every_snat_mode() {
 fn an_ipv6_allow_list_refuses_other_sources_and_admits_its_own() {
     let Some(mut h) = host() else { return };
     let syn = tcp6(ep6(OTHER6, 40000), ep6(HOST_LAN6, 82), "S", 64, b"");
-    // Refused: untouched to the stack (reject = "rst"), which answers
-    // like a closed port; no flow.
+    // Refused: dropped (reject = "rst" has no IPv6 answer yet, and the
+    // host's stack, which would answer, may run a service on the port);
+    // no flow.
     let s = ingress("SYN from a source outside the allow-list", LAN_IF, syn)
-        .expect(TC_ACT_OK, Reason::PassDenied)
+        .expect(TC_ACT_SHOT, Reason::DropDenied)
         .rule("allow6", dropped(RULE_DROP_DENIED));
     let o = step(&mut h, &s);
     assert_flows(&s.description, &o.delta, &[], &[], &[]);
@@ -424,11 +438,12 @@ fn ipv6_packets_without_a_listener_or_with_extension_headers_are_left_alone() {
                 tcp6(client, ep6(HOST_LAN6, 8443), "S", 64, b""),
                 Reason::PassNoMatch,
             ),
-            pass(
-                "ACK to a listener, no flow",
+            ingress(
+                "ACK to a listener, no flow: dropped, never to the stack",
+                LAN_IF,
                 tcp6(client, ep6(HOST_LAN6, 80), "A", 64, b"x"),
-                Reason::PassUntracked,
-            ),
+            )
+            .expect(TC_ACT_SHOT, Reason::DropUntracked),
             pass("neighbour solicitation", ns, Reason::PassNoMatch),
             pass(
                 "SYN behind a hop-by-hop header",

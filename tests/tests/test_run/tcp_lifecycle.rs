@@ -1,8 +1,9 @@
 //! A TCP connection through a forward with fixed SNAT, from the SYN that
 //! creates its two flow entries (original and reply direction) to
 //! TIME_WAIT, and a second one closed by RST and restarted on the same
-//! tuple. The TCP state is not stored: it is derived from the `tcp_seen`
-//! bits each direction's entry collects, which is what this checks step by
+//! tuple. Both entries carry the connection's state (netfilter's TCP
+//! states: ESTABLISHED only once the client acknowledged the SYN-ACK) and
+//! each its direction's `tcp_seen` bits, which is what this checks step by
 //! step.
 //!
 //! ```text
@@ -10,7 +11,7 @@
 //!  original entry: client -> 192.168.1.55:80      => 192.168.100.1:P -> vm
 //!  reply entry:    vm -> 192.168.100.1:P          => 192.168.1.55:80 -> client
 //! ```
-use forwarder_common::{FlowFlags, Reason, Seen, TcpState, PROTO_TCP};
+use forwarder_common::{conntrack::CtState, FlowFlags, Reason, Seen, PROTO_TCP};
 use forwarder_tests::testrun::{
     frames::{ep, fkey, tcp, CLIENT, VM},
     tc::*,
@@ -33,7 +34,7 @@ struct Segment {
     flags: &'static str,
     payload: &'static [u8],
     seen_after: Seen,
-    state_after: TcpState,
+    state_after: CtState,
 }
 
 #[test]
@@ -80,7 +81,7 @@ fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_
     assert_entry(&s.description, &o.after, &reply, rw);
     assert_eq!(
         tcp_state(&s.description, &o.after, &orig, &reply),
-        TcpState::SynSent
+        CtState::SynSent
     );
 
     // Then each segment of the connection, with the entry it touches, the
@@ -92,7 +93,7 @@ fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_
             flags: "SA",
             payload: b"",
             seen_after: Seen::SYN | Seen::ACK,
-            state_after: TcpState::Established,
+            state_after: CtState::SynRecv,
         },
         Segment {
             description: "client ACK",
@@ -100,7 +101,7 @@ fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_
             flags: "A",
             payload: b"",
             seen_after: Seen::SYN | Seen::ACK,
-            state_after: TcpState::Established,
+            state_after: CtState::Established,
         },
         Segment {
             description: "client data",
@@ -108,7 +109,7 @@ fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_
             flags: "PA",
             payload: b"GET / HTTP/1.1\r\nHost: vm80\r\n\r\n",
             seen_after: Seen::SYN | Seen::ACK,
-            state_after: TcpState::Established,
+            state_after: CtState::Established,
         },
         Segment {
             description: "backend data",
@@ -116,7 +117,7 @@ fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_
             flags: "PA",
             payload: &[b'x'; 700],
             seen_after: Seen::SYN | Seen::ACK,
-            state_after: TcpState::Established,
+            state_after: CtState::Established,
         },
         Segment {
             description: "client FIN",
@@ -124,7 +125,7 @@ fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_
             flags: "FA",
             payload: b"",
             seen_after: Seen::SYN | Seen::ACK | Seen::FIN,
-            state_after: TcpState::FinWait,
+            state_after: CtState::FinWait,
         },
         Segment {
             description: "backend FIN",
@@ -132,7 +133,7 @@ fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_
             flags: "FA",
             payload: b"",
             seen_after: Seen::SYN | Seen::ACK | Seen::FIN,
-            state_after: TcpState::TimeWait,
+            state_after: CtState::LastAck,
         },
         Segment {
             description: "client last ACK",
@@ -140,9 +141,10 @@ fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_
             flags: "A",
             payload: b"",
             seen_after: Seen::SYN | Seen::ACK | Seen::FIN,
-            state_after: TcpState::TimeWait,
+            state_after: CtState::TimeWait,
         },
     ];
+    let mut was = CtState::SynSent;
     for seg in segments {
         let (iface, input, x, key) = match seg.from {
             From::Client => (
@@ -161,7 +163,14 @@ fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_
         let name = seg.description;
         let len = input.len() as u64;
         let o = step(&mut h, &ingress(name, iface, input).fwd("web", x));
-        assert_flows(name, &o.delta, &[], &[], &[key]);
+        // A state change is written to both entries.
+        let changed = if seg.state_after == was {
+            vec![key]
+        } else {
+            vec![orig, reply]
+        };
+        was = seg.state_after;
+        assert_flows(name, &o.delta, &[], &[], &changed);
         let w = if seg.from == From::Client {
             &mut ow
         } else {
@@ -199,19 +208,19 @@ fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_
         &mut h,
         &ingress(name, VM_IF, rst.clone()).fwd("web", redirect(listen, client2)),
     );
-    assert_flows(name, &o.delta, &[], &[], &[reply2]);
+    assert_flows(name, &o.delta, &[], &[], &[orig2, reply2]);
     assert_eq!(
         entry(name, &o.after, &reply2).tcp_seen,
         Seen::RST | Seen::ACK
     );
-    assert_eq!(tcp_state(name, &o.after, &orig2, &reply2), TcpState::Close);
+    assert_eq!(tcp_state(name, &o.after, &orig2, &reply2), CtState::Close);
 
     let name = "new SYN on the closed tuple";
     let o = step(
         &mut h,
         &ingress(name, LAN_IF, syn2.clone()).fwd("web", redirect(snat2, vm)),
     );
-    assert_flows(name, &o.delta, &[], &[], &[orig2]);
+    assert_flows(name, &o.delta, &[], &[], &[orig2, reply2]);
     assert_entry(
         name,
         &o.after,
@@ -236,10 +245,7 @@ fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_
         entry(name, &o.after, &reply2).tcp_seen,
         Seen::SYN | Seen::ACK
     );
-    assert_eq!(
-        tcp_state(name, &o.after, &orig2, &reply2),
-        TcpState::Established
-    );
+    assert_eq!(tcp_state(name, &o.after, &orig2, &reply2), CtState::SynRecv);
     // The first flow is untouched by all of this.
     assert_entry("at the end", &o.after, &orig, ow);
     assert_entry("at the end", &o.after, &reply, rw);

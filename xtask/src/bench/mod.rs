@@ -32,6 +32,7 @@ mod report;
 mod results;
 mod scale;
 mod svg;
+mod synflood;
 mod topology;
 
 pub use config_run::void_uncounted;
@@ -111,6 +112,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         "bench_fill",
         "--bin",
         "bench_prog",
+        "--bin",
+        "synflood",
     ]))?;
     let bin = root.join("target/release");
     let forwarder_bin = bin.join("forwarder");
@@ -137,6 +140,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     if plan.micro {
         parts.push("micro-benchmarks".into());
+    }
+    if plan.synflood {
+        parts.push(format!("SYN flood {:?} x {}", synflood::CONFIGS, plan.runs));
     }
     eprintln!(
         "bench: {}; estimated {}",
@@ -238,6 +244,21 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             _ => {}
         }
         res.micro = Some(m);
+    }
+    if plan.synflood {
+        for round in 1..=plan.runs {
+            for c in synflood::CONFIGS {
+                let name = format!("{}: {c}", synflood::SYNFLOOD);
+                eprintln!("bench: {name}, run {round}/{}...", plan.runs);
+                let mut rec = new_record(c, round, t0);
+                let t = Instant::now();
+                synflood::run(c, &mut rec, &plan.d, &bin.join("synflood"));
+                check_interrupt()?;
+                rec.secs = t.elapsed().as_secs_f64();
+                eprintln!("bench: {name}: {:?} {:?}", rec.metrics, rec.errors);
+                res.synflood.push(rec);
+            }
+        }
     }
 
     let (_, steal1, total1) = measure::proc_stat_ns()?;

@@ -14,6 +14,7 @@ use super::{
 
 pub(super) const SCALE: &str = "scale";
 pub(super) const MICRO: &str = "micro";
+pub(super) const SYNFLOOD: &str = super::synflood::SYNFLOOD;
 
 /// What to run, after --only and the XDP support check.
 pub(super) struct Plan {
@@ -21,6 +22,7 @@ pub(super) struct Plan {
     pub(super) skipped: Vec<(&'static Config, String)>,
     pub(super) scale: bool,
     pub(super) micro: bool,
+    pub(super) synflood: bool,
     pub(super) runs: usize,
     pub(super) scale_runs: usize,
     pub(super) d: Durations,
@@ -31,7 +33,7 @@ impl Plan {
         let valid: Vec<&str> = CONFIGS
             .iter()
             .map(|c| c.name)
-            .chain([SCALE, MICRO])
+            .chain([SCALE, MICRO, SYNFLOOD])
             .collect();
         for o in &args.only {
             ensure!(
@@ -55,6 +57,7 @@ impl Plan {
             skipped,
             scale: want(SCALE),
             micro: want(MICRO),
+            synflood: want(SYNFLOOD),
             runs,
             // Each scale run needs a window of one sweep interval: three
             // per size keep a full run inside its time bound.
@@ -84,7 +87,12 @@ impl Plan {
         } else {
             0
         };
-        main + scale + if self.micro { 15 } else { 0 }
+        let flood = if self.synflood {
+            super::synflood::estimate_secs(&self.d, self.runs)
+        } else {
+            0
+        };
+        main + scale + flood + if self.micro { 15 } else { 0 }
     }
 }
 

@@ -101,6 +101,9 @@ pub struct Results {
     pub runs: Vec<RunRecord>,
     pub scale: Vec<RunRecord>,
     pub micro: Option<Micro>,
+    /// SYN-flood runs (`synflood`), by configuration.
+    #[serde(default)]
+    pub synflood: Vec<RunRecord>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -259,6 +259,7 @@ pub(super) fn markdown(r: &Results) -> String {
 
     scale_section(w, r);
     micro_section(w, r);
+    crate::bench::synflood::section(w, r);
     failures_section(w, r);
     method_section(w, r);
     s

@@ -1,0 +1,172 @@
+//! CONFORMANCE.md rows "Neighbours": a forward whose target has no
+//! answering neighbour must not vanish into a silent redirect.
+//!
+//! 1. A virtual target on an on-link route (a kube-proxy ClusterIP when the
+//!    service range is routed on the CNI bridge, a VIP) that the stack's
+//!    PREROUTING DNAT answers: works with socat (the reference here: one
+//!    DNAT per packet means iptables cannot chain a forward onto it), and
+//!    must work through the forwarder, whose flows then go through the stack.
+//! 2. A target that is down (nothing answers ARP): the router answers ICMP
+//!    host unreachable quoting the packet as the client sent it, like
+//!    iptables, and the forwarder's `status` never counts it as forwarded.
+//!
+//! ```text
+//! client 10.1.0.2 ── eth0 10.1.0.1 [router] br1 10.2.0.1 ─┬─ backend 10.2.0.2:8000
+//!                     route 10.3.0.0/24 dev br1 (on-link) │  (10.3.0.100:80 DNATs here)
+//!                                                         └─ 10.2.0.99: nobody
+//! ```
+use std::{net::Ipv4Addr, time::Duration};
+
+use anyhow::{Context, Result};
+use forwarder_tests::{
+    conformance::{
+        echo_round, install, sa, tcp_connect, udp_socket, Capture, Forward, Nat, TcpEcho, Topo,
+        TopoOpts, BACKEND, CLIENT, ROUTER_LAN,
+    },
+    netns,
+    process::wait_for,
+    require_root,
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 100);
+const DOWN: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 99);
+
+/// The virtual address: on-link route, answered by a DNAT in PREROUTING
+/// (forwarded traffic) and OUTPUT (the host's own, e.g. socat's).
+fn virtual_target(t: &Topo) -> Result<()> {
+    t.router
+        .ip(&["route", "add", "10.3.0.0/24", "dev", "br1"])?;
+    for chain in ["PREROUTING", "OUTPUT"] {
+        t.router.run(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            chain,
+            "-d",
+            "10.3.0.100",
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            "10.2.0.2:8000",
+        ])?;
+    }
+    Ok(())
+}
+
+enum Via {
+    Socat,
+    Forwarder,
+}
+
+fn virtual_target_on_link_route_works(via: Via) -> Result<()> {
+    netns::sweep();
+    let t = Topo::build(TopoOpts::default())?;
+    let echo = TcpEcho::start(&t.backend, sa(BACKEND, 8000), &[])?;
+    virtual_target(&t)?;
+    let _socat;
+    let _inst;
+    match via {
+        Via::Socat => {
+            _socat = Some(t.router.spawn(&[
+                "socat",
+                "TCP-LISTEN:8080,bind=10.1.0.1,reuseaddr,fork",
+                "TCP:10.3.0.100:80",
+            ])?);
+            wait_for(Duration::from_secs(10), || {
+                let ss = t.router.output(&["ss", "-ltn"]).unwrap_or_default();
+                ss.contains(":8080 ").then_some(())
+            })
+            .context("socat did not listen")?;
+        }
+        Via::Forwarder => {
+            let mut f = Forward::new("tcp", 8080, VIP, 80);
+            f.snat = false;
+            _inst = Some(install(&t, Nat::Forwarder, &f)?);
+        }
+    }
+    for i in 0..3 {
+        let mut s = tcp_connect(&t.client, sa(ROUTER_LAN, 8080), Duration::from_secs(10))
+            .with_context(|| format!("connection {i} to the forward"))?;
+        let msg = format!("through the VIP {i}");
+        assert_eq!(echo_round(&mut s, msg.as_bytes())?, msg.as_bytes());
+    }
+    assert_eq!(echo.peers().len(), 3);
+    Ok(())
+}
+
+fn dead_target_gets_host_unreachable(nat: Nat) -> Result<()> {
+    netns::sweep();
+    let t = Topo::build(TopoOpts::default())?;
+    let inst = install(&t, nat, &Forward::new("udp", 5000, DOWN, 5000))?;
+    let cap = Capture::open(&t.client, "eth0")?;
+    let sock = udp_socket(&t.client, sa(Ipv4Addr::UNSPECIFIED, 0))?;
+    let sport = sock.local_addr()?.port();
+    // ARP gives up after about 3 s (3 probes, 1 s apart); keep asking.
+    let unreach = wait_for(Duration::from_secs(15), || {
+        let _ = sock.send_to(b"anyone?", sa(ROUTER_LAN, 5000));
+        cap.find(Duration::from_secs(1), |p| {
+            !p.outgoing && p.icmp() == Some((3, 1))
+        })
+    })
+    .with_context(|| format!("{nat:?}: no host unreachable"))?;
+    assert_eq!(
+        (unreach.src(), unreach.dst()),
+        (ROUTER_LAN, CLIENT),
+        "{nat:?}"
+    );
+    let q = unreach.icmp_quote().context("quote")?;
+    assert_eq!(
+        (q.src(), q.dst(), q.ports()),
+        (CLIENT, ROUTER_LAN, Some((sport, 5000))),
+        "{nat:?}: quote as the client sent it"
+    );
+    if let Some(d) = &inst.daemon {
+        let st = d.status_json()?;
+        assert!(inst.reason_count("reply_host_unreach")? >= 1, "{st}");
+        let text = d.cli(&["status"])?;
+        assert!(
+            text.contains("10.2.0.99") && text.contains("FAILED"),
+            "status names the dead neighbour: {text}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn socat_reaches_a_virtual_target_on_an_on_link_route() -> Result<()> {
+    if !require_root("socat_reaches_a_virtual_target_on_an_on_link_route") {
+        return Ok(());
+    }
+    virtual_target_on_link_route_works(Via::Socat)
+}
+
+#[test]
+#[ignore = "phase B"]
+fn forwarder_reaches_a_virtual_target_on_an_on_link_route() -> Result<()> {
+    if !require_root("forwarder_reaches_a_virtual_target_on_an_on_link_route") {
+        return Ok(());
+    }
+    virtual_target_on_link_route_works(Via::Forwarder)
+}
+
+#[test]
+fn iptables_dead_target_gets_host_unreachable() -> Result<()> {
+    if !require_root("iptables_dead_target_gets_host_unreachable") {
+        return Ok(());
+    }
+    dead_target_gets_host_unreachable(Nat::Iptables)
+}
+
+#[test]
+#[ignore = "phase B"]
+fn forwarder_dead_target_gets_host_unreachable() -> Result<()> {
+    if !require_root("forwarder_dead_target_gets_host_unreachable") {
+        return Ok(());
+    }
+    dead_target_gets_host_unreachable(Nat::Forwarder)
+}
