@@ -131,6 +131,8 @@ pub fn helper_since(id: u32) -> Option<&'static str> {
         1..=3 => "3.19",
         7 => "4.1",
         9..=11 => "4.1",
+        // bpf_tail_call (fwd_ingress to fwd_ingress6).
+        12 => "4.2",
         23 => "4.4",
         26 => "4.5",
         28 => "4.6",
