@@ -72,7 +72,7 @@ fn nat66_with_a_fixed_source() {
     };
     assert_eq!(
         original.after.to_string(),
-        "[fd00:100::1]:<port from 32768-60999> -> [fd00:100::80]:80"
+        "[fd00:100::1]:<port from 1024-32767> -> [fd00:100::80]:80"
     );
     assert_eq!(
         reply.after.to_string(),
@@ -102,7 +102,7 @@ fn nat64_from_the_ipv6_half_of_a_dual_stack_listener() {
     };
     assert_eq!(
         original.after.to_string(),
-        "<egress interface's address toward 10.43.126.136>:<port from 32768-60999> -> 10.43.126.136:80"
+        "<egress interface's address toward 10.43.126.136>:<port from 1024-32767> -> 10.43.126.136:80"
     );
     assert_eq!(
         reply.after.to_string(),
@@ -137,7 +137,7 @@ fn nat46_to_an_ipv6_only_backend() {
     };
     assert_eq!(
         original.after.to_string(),
-        "<egress interface's address toward fd00:100::443>:<port from 32768-60999> -> [fd00:100::443]:443"
+        "<egress interface's address toward fd00:100::443>:<port from 1024-32767> -> [fd00:100::443]:443"
     );
     assert!(notes[0].contains("(NAT46, RFC 7915)"), "{notes:?}");
 }
@@ -153,7 +153,7 @@ fn allow_lists_and_families_decide_per_client_family() {
         e,
         Explanation::Refused {
             rule: "immich".into(),
-            reason: "source 2001:db8::9 is not in the allow-list (100.101.92.95/32, fd7a:115c:a1e0::/48): the packet goes on untouched to this host's own stack (reject = \"rst\"), through its INPUT firewall rules: where nothing of this host listens on [fd7a:115c:a1e0::1]:8080 it gets a TCP RST, like from a closed port, but a TCP service of this host listening on that port (on fd7a:115c:a1e0::1 or ::) gets it instead; reject = \"drop\" drops it".into()
+            reason: "source 2001:db8::9 is not in the allow-list (100.101.92.95/32, fd7a:115c:a1e0::/48): it gets a TCP RST, like from a closed port (reject = \"rst\"); never this host's own service on that port".into()
         }
     );
     let Explanation::NoMatch { reasons } =
