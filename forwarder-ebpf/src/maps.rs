@@ -104,6 +104,12 @@ pub fn flow(key: FlowKey) -> Option<FlowRef> {
     FLOWS.get_ptr_mut(key).map(FlowRef)
 }
 
+/// The flow entry for a key that is not on the stack.
+#[inline(always)]
+pub fn flow_at(key: &FlowKey) -> Option<FlowRef> {
+    FLOWS.get_ptr_mut(key).map(FlowRef)
+}
+
 /// The listener for `key`, in place (a copy would cost stack).
 #[inline(always)]
 pub fn listener(key: ListenerKey) -> Option<&'static ListenerValue> {

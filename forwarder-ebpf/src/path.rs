@@ -18,7 +18,7 @@ use forwarder_common::{
 
 use crate::{
     conntrack::{self, now_ns},
-    fib,
+    evict, fib,
     hdr::{TCP_ACK, TCP_SYN},
     maps::{AUTO_SNAT, FLOWS},
     parse::Packet,
@@ -165,6 +165,9 @@ pub fn learning_watches(e: &FlowEntry) -> bool {
 /// is switched): the caller then treats the packet as a flow's first.
 // Not inlined: own stack frame (see `decide`).
 #[inline(never)]
+// The reply key goes to the map helpers as `&*key` on purpose: the value
+// itself (what clippy suggests) would be copied to the stack first.
+#[allow(clippy::needless_borrows_for_generic_args)]
 pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey, ifindex: u32) -> bool {
     // Only the client's own packets, where they belong, are evidence.
     if e.flags.contains(FlowFlags::REPLY)
@@ -187,10 +190,14 @@ pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey, ifindex: u32) -> boo
     if now.saturating_sub(e.created_ns) < probe_ns {
         return false;
     }
-    let reply_key = conntrack::peer_key(e, key);
+    // Built off the stack (see `evict::spare_key`).
+    let Some(reply_key) = evict::spare_key() else {
+        return false;
+    };
+    *reply_key = conntrack::peer_key(e, key);
     // SAFETY: a map value, read at once.
     let replied = FLOWS
-        .get_ptr(reply_key)
+        .get_ptr(&*reply_key)
         .is_some_and(|r| unsafe { (*r).packets } > 0);
     if replied {
         return false;
@@ -199,7 +206,7 @@ pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey, ifindex: u32) -> boo
     if !learned_snat(e.rule_id, target) && !enough_evidence(e.rule_id, target, p.src, now) {
         return false;
     }
-    let _ = FLOWS.remove(reply_key);
+    let _ = FLOWS.remove(&*reply_key);
     let _ = FLOWS.remove(key);
     true
 }
