@@ -12,7 +12,7 @@
 use aya_ebpf::{macros::map, maps::LruHashMap, programs::TcContext};
 use forwarder_common::{
     conntrack::CtState, AutoEvidence, AutoSnatKey, FlowEntry, FlowFlags, FlowKey, ListenFlags,
-    ListenerValue, Reason, SnatMode, AUTO_SNAT_CLIENTS, AUTO_SNAT_PROBE_NS, AUTO_SNAT_PROBE_UDP_NS,
+    ListenerValue, NeighFlags, Reason, SnatMode, AUTO_SNAT_CLIENTS, AUTO_SNAT_PROBE_NS, AUTO_SNAT_PROBE_UDP_NS,
     AUTO_SNAT_TTL_NS, AUTO_SNAT_WINDOW_NS, MAX_AUTO_SNAT, PROTO_TCP, PROTO_UDP,
 };
 
@@ -20,7 +20,7 @@ use crate::{
     conntrack::{self, now_ns},
     fib,
     hdr::{TCP_ACK, TCP_SYN},
-    maps::{AUTO_SNAT, FLOWS},
+    maps::{self, AUTO_SNAT, FLOWS},
     parse::Packet,
 };
 
@@ -123,13 +123,29 @@ pub fn decide(
     // to on-link targets (VMs, pods, LAN hosts); anything behind a gateway
     // or without a route goes through the stack, where netfilter (e.g.
     // kube-proxy's DNAT of a ClusterIP in PREROUTING) gets to see it.
-    let via_stack = if forced_stack {
+    let mut via_stack = if forced_stack {
         true
     } else if flags.contains(FlowFlags::SNAT) || l.flags.contains(ListenFlags::VIA_REDIRECT) {
         !routed
     } else {
         !routed || to.nexthop != target
     };
+    if !via_stack {
+        // A next hop the daemon found dead (see `maps::NEIGH`): a redirect
+        // would queue behind an ARP that never answers. The stack can take
+        // a flow that keeps the client's address (netfilter's DNAT of a
+        // virtual target, or its own ARP and host unreachable); a SNATed
+        // one it would drop as a martian, so that one is answered here.
+        let n = maps::neigh(to.nexthop);
+        if flags.contains(FlowFlags::SNAT) {
+            if n.contains(NeighFlags::UNREACHABLE) {
+                return Err(Reason::ReplyHostUnreach);
+            }
+        } else if n.contains(NeighFlags::STACK) {
+            via_stack = true;
+            flags |= FlowFlags::NEIGH_DEAD;
+        }
+    }
     let reply_iface = if via_stack {
         if flags.contains(FlowFlags::SNAT) {
             // SNAT with no forwarding route: nothing can deliver it.
@@ -145,6 +161,36 @@ pub fn decide(
         flags,
         reply_iface,
     })
+}
+
+/// A flow that never got an answer, redirected to a target the daemon has
+/// since found dead (`NeighFlags::STACK`: its first packets queued behind
+/// an ARP that failed): forgotten, so the client's next packet (a SYN
+/// retransmission, the next datagram) creates it anew and `decide` sends
+/// it through the stack. Only the client's own packets where they belong
+/// (a forged one cannot reset a flow), and only flows the stack can take
+/// (not SNATed); answered flows keep their path (`translate` answers host
+/// unreachable when their neighbour fails). Returns true when the flow
+/// was removed; checked before `auto_probe`, which must not read a dead
+/// neighbour's silence as replies bypassing this host.
+#[inline(always)]
+pub fn neigh_died(e: &FlowEntry, key: &FlowKey, ifindex: u32) -> bool {
+    if e.flags
+        .intersects(FlowFlags::REPLY | FlowFlags::SNAT | FlowFlags::VIA_STACK)
+        || !conntrack::arrived_right(e, ifindex)
+    {
+        return false;
+    }
+    match CtState::from_raw(e.ct.state) {
+        CtState::SynSent | CtState::UdpUnreplied => {}
+        _ => return false,
+    }
+    if !maps::neigh(e.new_dst[0]).contains(NeighFlags::STACK) {
+        return false;
+    }
+    let _ = FLOWS.remove(conntrack::peer_key(e, key));
+    let _ = FLOWS.remove(key);
+    true
 }
 
 /// Whether a flow entry took a per-flow `snat = "auto"` decision to keep
