@@ -140,8 +140,9 @@ fn classify(p: &Packet) -> Class {
 }
 
 /// A packet of a flow we track, translated at this hook; `None` when
-/// there is none (expired, or `snat = "auto"` just forgot it: see
-/// `path::auto_probe`) and a new one may be created. The state machine
+/// there is none (expired, or forgotten to be created anew: a dead
+/// neighbour's or `snat = "auto"`'s, see `path::auto_probe`) and a new
+/// one may be created. The state machine
 /// (`conntrack::existing`) may also pass it on (wrong interface) or drop
 /// it (an RST/FIN outside the window).
 #[inline(always)]
@@ -157,8 +158,7 @@ fn established(
         return Some(Verdict::next(Reason::PassNoMatch));
     }
     if hook == Hook::TcIngress
-        && (path::neigh_died(flow.entry(), &key, a.ifindex)
-            || path::auto_probe(p, flow.entry(), &key, a.ifindex))
+        && path::auto_probe(p, flow.entry(), &key, a.ifindex)
     {
         return None;
     }
@@ -316,7 +316,7 @@ fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict 
         match fib::next_hop(ctx, p, e.new_src[0], e.new_dst[0]) {
             // Its neighbour failed (the daemon says: `maps::NEIGH`) and
             // this packet cannot go through the stack (see `path::decide`
-            // and `path::neigh_died` for those that can): what a router
+            // and `path::auto_probe` for those that can): what a router
             // answers when ARP gives up, RFC 1812 4.3.3.1.
             NextHop::Out { nexthop, .. }
                 if maps::neigh(nexthop).contains(NeighFlags::UNREACHABLE) =>
