@@ -191,3 +191,57 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod event_tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use forwarder_common::NeighFlags;
+    use netlink_packet_route::{
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+        RouteNetlinkMessage,
+    };
+
+    use crate::daemon::facts::event_matters;
+
+    fn neigh(addr: [u8; 4], state: NeighbourState, deleted: bool) -> RouteNetlinkMessage {
+        let mut m = NeighbourMessage::default();
+        m.header.state = state;
+        m.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                addr.into(),
+            )));
+        if deleted {
+            RouteNetlinkMessage::DelNeighbour(m)
+        } else {
+            RouteNetlinkMessage::NewNeighbour(m)
+        }
+    }
+
+    #[test]
+    fn only_neighbour_events_about_targets_that_could_change_the_map_reconcile() {
+        let target = [10, 2, 0, 99];
+        let watched: BTreeSet<_> = [target.into()].into();
+        let none = BTreeMap::new();
+        let dead: BTreeMap<_, _> = [(target.into(), NeighFlags::STACK)].into();
+        use NeighbourState::*;
+        let cases = [
+            (neigh(target, Failed, false), &none, true),
+            (neigh(target, Incomplete, false), &none, true),
+            (neigh(target, Failed, true), &none, true),
+            // The daily REACHABLE/STALE churn of a live target: nothing.
+            (neigh(target, Reachable, false), &none, false),
+            (neigh(target, Stale, false), &none, false),
+            // ... unless it was dead: then it came back.
+            (neigh(target, Reachable, false), &dead, true),
+            // Not a target: never.
+            (neigh([10, 2, 0, 7], Failed, false), &none, false),
+        ];
+        for (msg, map, want) in cases {
+            assert_eq!(event_matters(&msg, &watched, map), want, "{msg:?}");
+        }
+        // Links, addresses and routes always do.
+        let link = RouteNetlinkMessage::NewLink(Default::default());
+        assert!(event_matters(&link, &watched, &none));
+    }
+}
