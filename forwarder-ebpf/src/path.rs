@@ -12,8 +12,9 @@
 use aya_ebpf::{macros::map, maps::LruHashMap, programs::TcContext};
 use forwarder_common::{
     conntrack::CtState, AutoEvidence, AutoSnatKey, FlowEntry, FlowFlags, FlowKey, ListenFlags,
-    ListenerValue, NeighFlags, Reason, SnatMode, AUTO_SNAT_CLIENTS, AUTO_SNAT_PROBE_NS, AUTO_SNAT_PROBE_UDP_NS,
-    AUTO_SNAT_TTL_NS, AUTO_SNAT_WINDOW_NS, MAX_AUTO_SNAT, PROTO_TCP, PROTO_UDP,
+    ListenerValue, NeighFlags, Reason, SnatMode, AUTO_SNAT_CLIENTS, AUTO_SNAT_PROBE_NS,
+    AUTO_SNAT_PROBE_UDP_NS, AUTO_SNAT_TTL_NS, AUTO_SNAT_WINDOW_NS, MAX_AUTO_SNAT, PROTO_TCP,
+    PROTO_UDP,
 };
 
 use crate::{

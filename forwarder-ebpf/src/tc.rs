@@ -22,8 +22,8 @@ use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use aya_log_ebpf::debug;
 use forwarder_common::{
     addr_v4_word, AllowKey, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags,
-    ListenerKey, ListenerValue, NeighFlags, Reason, ALLOW_EXACT_V4_PREFIX, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
+    ListenerKey, ListenerValue, NeighFlags, Reason, ALLOW_EXACT_V4_PREFIX, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP, RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
     RULE_DROP_RATE_LIMITED, RULE_DROP_TABLE_FULL, TCX_NEXT,
 };
 
@@ -157,9 +157,7 @@ fn established(
     if !handled_here(flow.entry(), hook) {
         return Some(Verdict::next(Reason::PassNoMatch));
     }
-    if hook == Hook::TcIngress
-        && path::auto_probe(p, flow.entry(), &key, a.ifindex)
-    {
+    if hook == Hook::TcIngress && path::auto_probe(p, flow.entry(), &key, a.ifindex) {
         return None;
     }
     match conntrack::existing(ctx, p, flow.as_ptr(), &key, a) {
