@@ -10,6 +10,7 @@ use forwarder_common::{FlowEntry, FlowKey, Hook, Reason, PROTO_TCP, PROTO_UDP};
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
+    conntrack,
     error::{log_rewrite_failed, RewriteError},
     evict,
     flow::handled_here,
@@ -109,7 +110,7 @@ fn replace<T: CsumWord + PartialEq>(
 // A BPF-to-BPF call rather than inlined: its locals get their own frame
 // instead of adding to the caller's (512-byte stack limit).
 #[inline(never)]
-pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> Verdict {
+pub fn error(ctx: &TcContext, p: &Packet, hook: Hook, ifindex: u32) -> Verdict {
     const NOT_OURS: Verdict = Verdict::next(Reason::PassNoMatch);
     // The quoted IPv4 header and the 8 bytes after it are read directly.
     ctx.pull(p.l4 + ICMP_QUOTE + IPV4_HLEN + QUOTED_L4_MIN);
@@ -131,6 +132,15 @@ pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> Verdict {
     let e = flow.entry();
     if !handled_here(e, hook) {
         return NOT_OURS;
+    }
+    // Bound like every packet of the direction it travels like (issue 11):
+    // a forged error on another interface must not reach a flow's peer
+    // translated (a frag-needed lowering its PMTU, an unreachable ending
+    // its connection). Left untranslated, as such packets are. (`ifindex`
+    // comes as an argument: read here, it costs this frame the bytes the
+    // 512-byte stack of the deepest call chain does not have.)
+    if !conntrack::arrived_right(e, ifindex) {
+        return Verdict::next(Reason::PassWrongIface);
     }
     let new_src = e.new_src[0];
     // An error sent by the peer itself names the peer as outer source: it

@@ -95,7 +95,7 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
 fn process(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> Verdict {
     match classify(p) {
         Class::Tracked => {}
-        Class::IcmpError => return icmp::error(ctx, p, hook),
+        Class::IcmpError => return icmp::error(ctx, p, hook, ifindex),
         Class::Untracked => return Verdict::next(Reason::PassNoMatch),
     }
     let key = conntrack::key_of(p);

@@ -22,7 +22,7 @@ use netlink_packet_route::{
     address::AddressAttribute,
     link::{LinkAttribute, LinkFlags, LinkInfo, LinkLayerType},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
-    route::RouteAttribute,
+    route::{RouteAttribute, RouteMetric},
     AddressFamily, RouteNetlinkMessage,
 };
 use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
@@ -46,6 +46,10 @@ pub struct Facts {
     /// The route to each target of the rules (`None`: no forwarding route,
     /// e.g. a ClusterIP or a local address).
     pub routes: BTreeMap<Ipv4Addr, Option<Route>>,
+    /// The lowest `mtu` of the IPv4 routes through each interface (by
+    /// ifindex), for routes that carry one (`ip route ... mtu [lock] N`,
+    /// as tailnet and VPN routes do): `mss_clamp = "auto"` takes it.
+    pub route_mtus: BTreeMap<u32, u32>,
     /// Interfaces this daemon has attached, as it attached them.
     pub attached: Vec<Attached>,
     /// Interfaces registered in the config map (ifindex -> counter slot),
@@ -138,6 +142,7 @@ impl Facts {
             .map(|(t, _)| *t)
             .collect();
         Ok(Facts {
+            route_mtus: route_mtus(handle).await?,
             neighbours: neighbours(handle, &on_link).await?,
             neigh_map: dp.maps.neighbours()?,
             dead_once: BTreeSet::new(),
@@ -168,6 +173,16 @@ impl Facts {
     /// The route to `target` as gathered (`None` when there is none).
     pub fn route(&self, target: Ipv4Addr) -> Option<Route> {
         self.routes.get(&target).copied().flatten()
+    }
+
+    /// What leaves by `l` fits in: its MTU, lowered by the narrowest
+    /// route MTU through it (`route_mtus`); `None` when neither is known.
+    pub fn mtu_through(&self, l: &Iface) -> Option<u32> {
+        let route = self.route_mtus.get(&l.ifindex).copied();
+        Some(l.mtu)
+            .filter(|m| *m > 0)
+            .map(|m| route.map_or(m, |r| r.min(m)))
+            .or(route)
     }
 
     /// The link the route to `target` leaves by.
@@ -330,6 +345,38 @@ pub async fn route_get(handle: &Handle, dst: Ipv4Addr) -> Option<Route> {
         }
     }
     (out.oif != 0).then_some(out)
+}
+
+/// The lowest route MTU (RTAX_MTU, locked or not) per outgoing interface
+/// over every IPv4 route of every table that has one. netfilter's
+/// `TCPMSS --clamp-mss-to-pmtu` takes the route's MTU this way (`dst_mtu`);
+/// the daemon cannot know each client's route, so an interface counts
+/// with its narrowest route: a smaller MSS costs a little throughput, a
+/// larger one a black hole.
+pub async fn route_mtus(handle: &Handle) -> Result<BTreeMap<u32, u32>> {
+    let mut out: BTreeMap<u32, u32> = BTreeMap::new();
+    let dump = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let mut s = handle.route().get(dump).execute();
+    while let Some(r) = s.try_next().await.context("listing routes")? {
+        let mut oif = None;
+        let mut mtu = None;
+        for a in &r.attributes {
+            match a {
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::Metrics(ms) => {
+                    mtu = ms.iter().find_map(|m| match m {
+                        RouteMetric::Mtu(v) if *v > 0 => Some(*v),
+                        _ => None,
+                    })
+                }
+                _ => {}
+            }
+        }
+        if let (Some(i), Some(m)) = (oif, mtu) {
+            out.entry(i).and_modify(|o| *o = (*o).min(m)).or_insert(m);
+        }
+    }
+    Ok(out)
 }
 
 /// Every link in this network namespace, by name.

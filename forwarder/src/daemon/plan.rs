@@ -375,19 +375,19 @@ fn iface_plans(
 }
 
 /// `mss_clamp = "auto"`: the narrower of the listening interface and the
-/// interface toward the target (the path MTU as far as this host can see
-/// it), minus IPv4 and TCP headers. `None`: no clamp. `target`: where the
+/// interface toward the target, each lowered by the narrowest route MTU
+/// through it (`ip route ... mtu 1280`; the path MTU as far as this host
+/// can see it), minus IPv4 and TCP headers. `None`: no clamp. `target`: where the
 /// forward's flows go now (`None` while paused).
 pub fn mss_clamp(f: &Forward, facts: &Facts, target: Option<Ipv4Addr>) -> Option<u16> {
     match f.mss_clamp {
         MssClamp::Fixed(m) => Some(m),
         MssClamp::Off => None,
         MssClamp::Auto => {
-            let in_mtu = facts.links.get(&f.iface).map(|l| l.mtu).filter(|m| *m > 0);
+            let in_mtu = facts.links.get(&f.iface).and_then(|l| facts.mtu_through(l));
             let out_mtu = target
                 .and_then(|t| facts.route_link(t))
-                .map(|l| l.mtu)
-                .filter(|m| *m > 0);
+                .and_then(|l| facts.mtu_through(l));
             let mtu = match (in_mtu, out_mtu) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
