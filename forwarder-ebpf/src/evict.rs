@@ -14,8 +14,6 @@
 #![allow(clippy::needless_borrows_for_generic_args)]
 use aya_ebpf::{
     bindings::BPF_EXIST,
-    cty::c_void,
-    helpers::bpf_map_pop_elem,
     macros::map,
     maps::{PerCpuArray, Queue},
 };
@@ -26,7 +24,8 @@ use forwarder_common::{
 use crate::{
     conntrack::{over, peer_key},
     counters,
-    maps::{self, FLOWS},
+    helpers::map_value,
+    maps::FLOWS,
 };
 
 /// Eviction candidates: original-direction keys, pushed when a flow is
@@ -85,7 +84,7 @@ static CT_KEYS: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(2, 0);
 /// hold it. Never held across another call that takes it.
 #[inline(always)]
 pub fn spare_key() -> Option<&'static mut FlowKey> {
-    maps::per_cpu(&CT_KEYS, 0)
+    map_value::per_cpu(&CT_KEYS, 0)
 }
 
 /// Makes room in a full table: evicts the first queued flow that is not
@@ -96,25 +95,18 @@ pub fn spare_key() -> Option<&'static mut FlowKey> {
 /// bytes of the 512 the chain may use).
 #[inline(always)]
 pub fn evict_one(now: u64) -> bool {
-    let Some(slot) = CT_KEYS.get_ptr_mut(0) else {
+    // Popped into a per-CPU slot: aya's Queue::pop returns the key on the
+    // stack.
+    let Some(slot) = map_value::per_cpu(&CT_KEYS, 0) else {
         return false;
     };
     let mut i = 0;
     while i < EVICT_TRIES {
         i += 1;
-        // SAFETY: pops into a per-CPU scratch slot of the queue's value
-        // size (aya's Queue::pop returns the key on the stack instead).
-        let r = unsafe {
-            bpf_map_pop_elem(
-                &CT_EVICT as *const Queue<FlowKey> as *mut c_void,
-                slot as *mut c_void,
-            )
-        };
-        if r != 0 {
+        if !map_value::pop_into(&CT_EVICT, slot) {
             return false;
         }
-        // SAFETY: the slot, just written.
-        if evict(unsafe { &*slot }, Evict::Queued, now) {
+        if evict(slot, Evict::Queued, now) {
             return true;
         }
     }
@@ -141,35 +133,26 @@ pub enum Evict {
 /// did.
 #[inline(never)]
 pub fn evict(key: &FlowKey, why: Evict, now: u64) -> bool {
-    let Some(e) = FLOWS.get_ptr(key) else {
+    let Some(e) = map_value::get(&FLOWS, key) else {
         return false;
     };
-    let Some(peer) = CT_KEYS.get_ptr_mut(1) else {
+    let Some(peer) = map_value::per_cpu(&CT_KEYS, 1) else {
         return false;
     };
-    // SAFETY: a map value and a per-CPU scratch slot, valid for this run.
-    let (e, peer) = unsafe { (&*e, &mut *peer) };
     let orig = why == Evict::Queued;
     if e.flags.contains(FlowFlags::REPLY) == orig {
         return false;
     }
-    // Copies that cannot overlap (a flow entry and this CPU's key slot):
-    // plain assignments between two map values are memmove calls, whose
-    // frame 6.1's verifier counts as 32 bytes of the call chain.
-    // SAFETY: both are valid for 16 bytes and are different map values.
-    unsafe {
-        core::ptr::copy_nonoverlapping(&e.new_dst, &mut peer.src, 1);
-        core::ptr::copy_nonoverlapping(&e.new_src, &mut peer.dst, 1);
-    }
+    // Not assignments: between two map values those are memmove calls
+    // (see map_value::copy).
+    map_value::copy(&e.new_dst, &mut peer.src);
+    map_value::copy(&e.new_src, &mut peer.dst);
     peer.sport = e.new_dport;
     peer.dport = e.new_sport;
     peer.proto = key.proto;
     peer.family = key.family;
     peer._pad = [0; 2];
-    // SAFETY: a map value, read at once.
-    let peer_seen = FLOWS
-        .get_ptr(*peer)
-        .map_or(0, |p| unsafe { (*p).last_seen_ns });
+    let peer_seen = map_value::get(&FLOWS, peer).map_or(0, |p| p.last_seen_ns);
     let last = if peer_seen > e.last_seen_ns {
         peer_seen
     } else {

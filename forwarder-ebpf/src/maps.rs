@@ -106,12 +106,6 @@ impl FlowRef {
         // `account`); a race with another CPU costs accuracy, not safety.
         unsafe { &mut *self.0 }
     }
-
-    /// The entry's address, for the conntrack step that takes it.
-    #[inline(always)]
-    pub fn as_ptr(self) -> *mut FlowEntry {
-        self.0
-    }
 }
 
 #[inline(always)]
@@ -133,16 +127,8 @@ pub fn listener(key: ListenerKey) -> Option<&'static ListenerValue> {
     LISTENERS.get_ptr(key).map(|l| unsafe { &*l })
 }
 
-/// This CPU's slot `i` of a per-CPU array, for a counter update.
-// The map is shared, the slot is not: this CPU's alone (see SAFETY).
-#[allow(clippy::mut_from_ref)]
-#[inline(always)]
-pub fn per_cpu<T>(map: &'static PerCpuArray<T>, i: u32) -> Option<&'static mut T> {
-    // SAFETY: a per-CPU slot is only this CPU's, and a program run is not
-    // interrupted by another on the same CPU: no other reference exists
-    // while the caller holds this one (for one update, never across calls).
-    map.get_ptr_mut(i).map(|c| unsafe { &mut *c })
-}
+/// This CPU's slot `i` of a per-CPU array (for a counter update, say).
+pub use crate::helpers::map_value::per_cpu;
 
 #[inline(always)]
 pub fn config() -> GlobalConfig {

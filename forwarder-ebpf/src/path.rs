@@ -21,6 +21,7 @@ use crate::{
     conntrack::{self, now_ns},
     evict, fib,
     hdr::{TCP_ACK, TCP_SYN},
+    helpers::map_value,
     maps::{self, AUTO_SNAT, FLOWS},
     parse::Packet,
 };
@@ -50,8 +51,7 @@ pub fn auto_key(rule_id: u32, target: u32) -> AutoSnatKey {
 /// Whether `snat = "auto"` learned that this backend's replies bypass us.
 #[inline(always)]
 fn learned_snat(rule_id: u32, target: u32) -> bool {
-    // SAFETY: copied out of the map value.
-    match unsafe { AUTO_SNAT.get(auto_key(rule_id, target)).copied() } {
+    match map_value::get(&AUTO_SNAT, &auto_key(rule_id, target)).copied() {
         Some(at) => now_ns().saturating_sub(at) < AUTO_SNAT_TTL_NS,
         None => false,
     }
@@ -242,10 +242,7 @@ pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey, ifindex: u32) -> boo
         return false;
     };
     *reply_key = conntrack::peer_key(e, key);
-    // SAFETY: a map value, read at once.
-    let replied = FLOWS
-        .get_ptr(&*reply_key)
-        .is_some_and(|r| unsafe { (*r).packets } > 0);
+    let replied = map_value::get(&FLOWS, reply_key).is_some_and(|r| r.packets > 0);
     if replied {
         return false;
     }
@@ -271,11 +268,9 @@ fn enough_evidence(rule_id: u32, target: u32, client: u32, now: u64) -> bool {
         };
         let _ = AUTO_EVIDENCE.insert(k, fresh, 0);
     }
-    let Some(ev) = AUTO_EVIDENCE.get_ptr_mut(k) else {
+    let Some(ev) = map_value::get_mut(&AUTO_EVIDENCE, &k) else {
         return false;
     };
-    // SAFETY: a pointer into the map value, valid for this run.
-    let ev = unsafe { &mut *ev };
     // A new round when the last one is old, or when the backend answered
     // anyone since it began: then its replies do come back through here.
     if now.saturating_sub(ev.first_ns) > AUTO_SNAT_WINDOW_NS || ev.answered_ns >= ev.first_ns {
@@ -312,8 +307,7 @@ pub fn backend_answered(e: &FlowEntry, key: &FlowKey, now: u64) {
     if !e.flags.contains(FlowFlags::REPLY) || !learning_watches(e) {
         return;
     }
-    if let Some(ev) = AUTO_EVIDENCE.get_ptr_mut(auto_key(e.rule_id, key.src[0])) {
-        // SAFETY: a pointer into the map value, valid for this run.
-        unsafe { (*ev).answered_ns = now };
+    if let Some(ev) = map_value::get_mut(&AUTO_EVIDENCE, &auto_key(e.rule_id, key.src[0])) {
+        ev.answered_ns = now;
     }
 }

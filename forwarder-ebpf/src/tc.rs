@@ -160,7 +160,7 @@ fn established(
     if hook == Hook::TcIngress && path::auto_probe(p, flow.entry(), &key, a.ifindex) {
         return None;
     }
-    match conntrack::existing(ctx, p, flow.as_ptr(), &key, a) {
+    match conntrack::existing(ctx, p, flow.entry_mut(), &key, a) {
         Hit::Forward => {}
         Hit::Gone => return None,
         Hit::WrongIface => return Some(Verdict::next(Reason::PassWrongIface)),
