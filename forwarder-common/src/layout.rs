@@ -46,6 +46,12 @@ pub const MAP_CT_CONFIG: &str = "FWD_CT_CONFIG";
 /// Eviction candidates: original-direction keys of flows, oldest first
 /// (a queue map; see `forwarder-ebpf/src/evict.rs`).
 pub const MAP_CT_EVICT: &str = "FWD_CT_EVICT";
+/// The route generation (`u32`, slot 0): bumped by the daemon on every
+/// rtnetlink link/address/route/rule/neighbour event; a flow's cached FIB
+/// answer (`FlowEntry::fib`) of another generation is looked up again.
+/// Pinned, so that a restarted daemon continues the count (it bumps it on
+/// start: it cannot know what changed while it was away).
+pub const MAP_ROUTE_GEN: &str = "FWD_ROUTE_GEN";
 /// Per-CPU room for the keys an eviction looks at.
 pub const MAP_CT_KEYS: &str = "FWD_CT_KEYS";
 /// Per-CPU room for the two keys of a flow being created.
@@ -324,6 +330,14 @@ pub const MAPS: &[MapSpec] = &[
         MapKind::Array,
         size_of::<u32>(),
         size_of::<CtConfig>(),
+        Capacity::Fixed(1),
+        true,
+    ),
+    spec(
+        MAP_ROUTE_GEN,
+        MapKind::Array,
+        size_of::<u32>(),
+        size_of::<u32>(),
         Capacity::Fixed(1),
         true,
     ),
