@@ -45,44 +45,7 @@ fn sys_bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
 
 /// Every entry of a hash map.
 pub fn dump<K: Pod, V: Pod>(map: &MapData) -> Result<Vec<(K, V)>> {
-    let fd = map.fd().as_fd().as_raw_fd() as u32;
-    let mut out = Vec::new();
-    let mut keys: Vec<K> = Vec::with_capacity(BATCH as usize);
-    let mut values: Vec<V> = Vec::with_capacity(BATCH as usize);
-    // Opaque cursors (a bucket index for hash maps).
-    let mut cursor_in = 0u64;
-    let mut cursor_out = 0u64;
-    let mut first = true;
-    loop {
-        let mut attr = BatchAttr {
-            in_batch: if first {
-                0
-            } else {
-                &mut cursor_in as *mut u64 as u64
-            },
-            out_batch: &mut cursor_out as *mut u64 as u64,
-            map_fd: fd,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: BATCH,
-            ..Default::default()
-        };
-        let r = sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
-        let n = (attr.count as usize).min(BATCH as usize);
-        // SAFETY: the kernel wrote `n` keys and values; K and V are Pod.
-        unsafe {
-            keys.set_len(n);
-            values.set_len(n);
-        }
-        out.extend(keys.drain(..).zip(values.drain(..)));
-        match r {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
-            Err(e) => return Err(e).context("BPF_MAP_LOOKUP_BATCH (Linux 5.6 or newer)"),
-        }
-        cursor_in = cursor_out;
-        first = false;
-    }
+    Ok(read_from(map, None, usize::MAX)?.0)
 }
 
 /// Entries read, and the cursor to continue from (`None`: the map ended).

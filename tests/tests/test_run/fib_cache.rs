@@ -12,7 +12,7 @@
 //!  peer   192.168.1.20 ─┴─ vmbr0 .1.55 [host] vmbr1 .100.1
 //! ```
 use forwarder::daemon::route_gen;
-use forwarder_common::{addr_v4_word, FibCache, Reason, PROTO_UDP};
+use forwarder_common::{addr_v4_word, FibCache, FlowKey, Reason, PROTO_UDP};
 use forwarder_tests::testrun::{
     frames::{ep, fkey, udp, Ep, CLIENT, LAN_PEER, VM},
     tc::*,
@@ -28,9 +28,23 @@ fn generation(h: &Host) -> u32 {
 }
 
 /// The cache of the original-direction entry `key` now.
-fn cache(h: &mut Host, key: &forwarder_common::FlowKey) -> FibCache {
+fn cache(h: &mut Host, key: &FlowKey) -> FibCache {
     let snap = h.snapshot().unwrap();
     entry("cache", &snap, key).fib
+}
+
+/// Opens the flow of `client` to the "dns" forward with its first query;
+/// returns the source the backend sees and the original direction's key.
+fn open(h: &mut Host, client: Ep) -> (Ep, FlowKey) {
+    let listen = ep(HOST_LAN, 5353);
+    let o = step(
+        h,
+        &ingress("first query", LAN_IF, udp(client, listen, b"query"))
+            .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
+            .rule("dns", created(true, false))
+            .out(Out::Snat(HOST_VM, SNAT_PORTS, redirect(client, ep(VM, 53)))),
+    );
+    (ep(HOST_VM, o.port), fkey(client, listen, PROTO_UDP))
 }
 
 /// One more query of the flow, forwarded.
@@ -51,16 +65,7 @@ fn a_route_change_reaches_an_established_flow_once_the_generation_moves() {
         return;
     };
     let client = ep(CLIENT, 50000);
-    let listen = ep(HOST_LAN, 5353);
-    let o = step(
-        &mut h,
-        &ingress("first query", LAN_IF, udp(client, listen, b"query"))
-            .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-            .rule("dns", created(true, false))
-            .out(Out::Snat(HOST_VM, SNAT_PORTS, redirect(client, ep(VM, 53)))),
-    );
-    let snat = ep(HOST_VM, o.port);
-    let key = fkey(client, listen, PROTO_UDP);
+    let (snat, key) = open(&mut h, client);
     let g0 = generation(&h);
     let c = cache(&mut h, &key);
     assert_eq!(
@@ -111,16 +116,7 @@ fn a_cache_of_another_generation_or_an_empty_one_is_never_used() {
         return;
     };
     let client = ep(CLIENT, 50001);
-    let listen = ep(HOST_LAN, 5353);
-    let o = step(
-        &mut h,
-        &ingress("first query", LAN_IF, udp(client, listen, b"query"))
-            .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-            .rule("dns", created(true, false))
-            .out(Out::Snat(HOST_VM, SNAT_PORTS, redirect(client, ep(VM, 53)))),
-    );
-    let snat = ep(HOST_VM, o.port);
-    let key = fkey(client, listen, PROTO_UDP);
+    let (snat, key) = open(&mut h, client);
     let now = route_gen::bump(&mut h.dp.maps.route_gen).unwrap();
     let forged = [
         (
@@ -164,15 +160,8 @@ fn the_cached_mtu_is_what_a_packet_is_checked_against() {
         return;
     };
     let client = ep(CLIENT, 50002);
+    let (_, key) = open(&mut h, client);
     let listen = ep(HOST_LAN, 5353);
-    step(
-        &mut h,
-        &ingress("first query", LAN_IF, udp(client, listen, b"query"))
-            .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-            .rule("dns", created(true, false))
-            .out(Out::Snat(HOST_VM, SNAT_PORTS, redirect(client, ep(VM, 53)))),
-    );
-    let key = fkey(client, listen, PROTO_UDP);
     // A current cache that says the route's MTU is 100 bytes: a bigger
     // packet (SNATed, so its source is ours) is answered with
     // fragmentation needed, as a FIB answer of 100 would have it.
