@@ -106,6 +106,10 @@ pub const ENTRIES_PER_FLOW: u32 = 2;
 /// Flows the table holds when the rules file does not say
 /// (`[global] conntrack_max`).
 pub const DEFAULT_CONNTRACK_MAX: u32 = 262_144;
+/// Flow-table entries the daemon's sweeper reads per step (one step a
+/// second): its CPU and memory are bounded by this, not by the table's
+/// size (issue 19). Here because the benchmark report states it.
+pub const SWEEP_STEP_ENTRIES: usize = 16_384;
 /// Flows of a private (unpinned) dataplane when its loader does not say:
 /// BPF_PROG_TEST_RUN tests and benchmarks, which need no production table.
 pub const PRIVATE_CONNTRACK_MAX: u32 = 65_536;

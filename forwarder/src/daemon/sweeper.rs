@@ -82,7 +82,7 @@ impl SweepStats {
 /// because the kernel itself treats an expired flow as absent and evicts
 /// it when the table is full (issue 11): the sweeper only hands memory
 /// back earlier.
-pub const STEP_ENTRIES: usize = 16_384;
+pub const STEP_ENTRIES: usize = forwarder_common::SWEEP_STEP_ENTRIES;
 /// How often the daemon takes a step.
 pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
