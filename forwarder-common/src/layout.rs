@@ -568,6 +568,6 @@ mod tests {
     fn lookup_by_name() {
         assert_eq!(map_spec(MAP_FLOWS).unwrap().capacity, Capacity::Flows);
         assert!(map_spec("nope").is_none());
-        assert_eq!(pinned_maps().count(), 11);
+        assert_eq!(pinned_maps().count(), 12);
     }
 }
