@@ -77,6 +77,10 @@ pub const MAP_XDP_DEVS: &str = "FWD_XDP_DEVS";
 pub const MAP_FRAGS: &str = "FWD_FRAGS";
 /// Per-CPU room to build an answer (ICMP error, TCP reset) in.
 pub const MAP_REPLY_SCRATCH: &str = "FWD_REPLY_SCRATCH";
+/// Targets whose neighbour does not answer (IPv4 address word -> `NeighFlags`
+/// bits), written by the daemon from the kernel's neighbour table
+/// (`daemon::plan::neighbours`); not pinned: each daemon rebuilds it.
+pub const MAP_NEIGH: &str = "FWD_NEIGH";
 /// aya-log's ring buffer (defined by aya-log-ebpf, drained by aya-log).
 pub const MAP_AYA_LOGS: &str = "AYA_LOGS";
 
@@ -131,6 +135,10 @@ pub const FIB_LOOKUP_PARAMS_SIZE: u32 = 64;
 pub const MSS_SCRATCH_SIZE: u32 = 64;
 /// `struct bpf_devmap_val` (ifindex + program fd), a devmap's value.
 pub const DEVMAP_VAL_SIZE: u32 = 8;
+/// Dead neighbours the kernel is told about at once (`FWD_NEIGH`): only
+/// on-link targets of the rules are followed, so this bounds targets that
+/// are down at the same time, not the neighbour table.
+pub const MAX_NEIGH: u32 = 1024;
 /// Fragmented datagrams in flight at once (the fragment map's LRU size).
 /// An entry lives for microseconds to milliseconds in practice; an LRU of
 /// this size only loses one under a flood of fragments, which then pass
@@ -442,6 +450,14 @@ pub const MAPS: &[MapSpec] = &[
         size_of::<u32>(),
         REPLY_SCRATCH_SIZE as usize,
         Capacity::Fixed(1),
+        false,
+    ),
+    spec(
+        MAP_NEIGH,
+        MapKind::Hash,
+        size_of::<u32>(),
+        size_of::<u32>(),
+        Capacity::Limit(MAX_NEIGH),
         false,
     ),
     spec(

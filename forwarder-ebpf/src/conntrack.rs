@@ -28,7 +28,7 @@ use forwarder_common::{
 use crate::{
     evict::queue,
     hdr::{TCPOPT_EOL, TCPOPT_NOP, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_RST, TCP_SYN},
-    helpers::{frame::Frame, ktime_coarse_ns, skb},
+    helpers::{frame::Frame, ktime_coarse_ns, tcp_opts},
     maps::FLOWS,
     parse::{Frag, Packet},
     path,
@@ -140,8 +140,8 @@ fn with_wscale(ctx: &TcContext, p: &Packet, seg: &Segment) -> Segment {
     }
 }
 
-/// The window scale option of a SYN. The options are copied to the stack
-/// in one load and scanned by position, the offset of the next option
+/// The window scale option of a SYN. The options are copied out in one
+/// load and scanned by position, the offset of the next option
 /// carried along, over the first `WSCALE_SCAN` bytes only: the verifier's
 /// work grows with the square of the positions scanned (each carries a
 /// different range of next offsets), and about 110k instructions for 40
@@ -158,8 +158,11 @@ fn wscale_option(ctx: &TcContext, p: &Packet) -> Option<u8> {
     if !(3..=MAX_OPTS).contains(&olen) {
         return None;
     }
-    let mut buf = [0u8; MAX_OPTS];
-    skb::load_bytes_upto(ctx, p.l4 + TCP_HLEN, &mut buf, olen).ok()?;
+    // In the per-CPU option buffer, not on the stack: a 40-byte buffer
+    // (and the memset call zeroing it) made the chains through `existing`
+    // and `start_orig` too deep for 6.1, whose verifier rounds every frame
+    // of a call chain up to 32 bytes.
+    let buf = tcp_opts::load(ctx, p.l4 + TCP_HLEN, olen)?;
     let mut next = 0usize;
     let mut i = 0usize;
     while i < WSCALE_SCAN {

@@ -26,7 +26,7 @@ use forwarder_common::{
 use crate::{
     conntrack::{over, peer_key},
     counters,
-    maps::FLOWS,
+    maps::{self, FLOWS},
 };
 
 /// Eviction candidates: original-direction keys, pushed when a flow is
@@ -77,10 +77,24 @@ pub fn queue_new(orig_key: &FlowKey) {
 #[map(name = "FWD_CT_KEYS")]
 static CT_KEYS: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(2, 0);
 
+/// Slot 0 of `FWD_CT_KEYS` for a flow key that callers deep in the call
+/// chain (`icmp::error`, `path::auto_probe`) would otherwise build on their
+/// stack: 40 bytes that made those chains too deep for 6.1, whose
+/// verifier rounds each frame up to 32 bytes of the 512 a chain may use.
+/// Free for them: eviction, its only other user, never runs while they
+/// hold it. Never held across another call that takes it.
+#[inline(always)]
+pub fn spare_key() -> Option<&'static mut FlowKey> {
+    maps::per_cpu(&CT_KEYS, 0)
+}
+
 /// Makes room in a full table: evicts the first queued flow that is not
 /// assured, closing or expired; established flows met on the way go to
-/// the back of the queue. Returns whether a flow was evicted.
-#[inline(never)]
+/// the back of the queue. Returns whether a flow was evicted. Inlined:
+/// a call of its own between flow creation and `evict` made that chain
+/// one frame too deep for 6.1 (its verifier rounds each frame up to 32
+/// bytes of the 512 the chain may use).
+#[inline(always)]
 pub fn evict_one(now: u64) -> bool {
     let Some(slot) = CT_KEYS.get_ptr_mut(0) else {
         return false;
@@ -139,8 +153,14 @@ pub fn evict(key: &FlowKey, why: Evict, now: u64) -> bool {
     if e.flags.contains(FlowFlags::REPLY) == orig {
         return false;
     }
-    peer.src = e.new_dst;
-    peer.dst = e.new_src;
+    // Copies that cannot overlap (a flow entry and this CPU's key slot):
+    // plain assignments between two map values are memmove calls, whose
+    // frame 6.1's verifier counts as 32 bytes of the call chain.
+    // SAFETY: both are valid for 16 bytes and are different map values.
+    unsafe {
+        core::ptr::copy_nonoverlapping(&e.new_dst, &mut peer.src, 1);
+        core::ptr::copy_nonoverlapping(&e.new_src, &mut peer.dst, 1);
+    }
     peer.sport = e.new_dport;
     peer.dport = e.new_sport;
     peer.proto = key.proto;

@@ -11,6 +11,7 @@ use network_types::ip::Ipv4Hdr;
 
 use crate::{
     error::{log_rewrite_failed, RewriteError},
+    evict,
     flow::handled_here,
     hdr::{
         ICMP_CHECK, ICMP_QUOTE, IPV4_HLEN, IPV4_VIHL_PLAIN, IP_CHECK, IP_DST, IP_SRC, L4_DPORT,
@@ -116,11 +117,15 @@ pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> Verdict {
         return NOT_OURS;
     };
     // The quoted packet went out translated; the error travels back the
-    // way its replies would, so the reversed quote is that direction's key.
-    let key = FlowKey::v4(i.dst, i.src, i.dport, i.sport, i.proto);
+    // way its replies would, so the reversed quote is that direction's key
+    // (built off the stack: see `evict::spare_key`).
+    let Some(key) = evict::spare_key() else {
+        return NOT_OURS;
+    };
+    *key = FlowKey::v4(i.dst, i.src, i.dport, i.sport, i.proto);
     // A pointer into the map value rather than a copy: this function's
     // frame counts toward the 512-byte stack of the whole call chain.
-    let Some(flow) = maps::flow(key) else {
+    let Some(flow) = maps::flow_at(key) else {
         return NOT_OURS;
     };
     let e = flow.entry();

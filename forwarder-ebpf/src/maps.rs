@@ -9,9 +9,9 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
-    ListenerValue, RuleCounters, RuleName, BPF_F_NO_PREALLOC, DEFAULT_CONNTRACK_MAX,
+    ListenerValue, NeighFlags, RuleCounters, RuleName, BPF_F_NO_PREALLOC, DEFAULT_CONNTRACK_MAX,
     ENTRIES_PER_FLOW, HOOKS, MAX_ALLOW_PREFIXES, MAX_AUTO_SNAT, MAX_IFACES, MAX_LISTENERS,
-    MAX_RULES, REASONS,
+    MAX_NEIGH, MAX_RULES, REASONS,
 };
 
 #[map(name = "FWD_IFACES")]
@@ -62,6 +62,21 @@ pub static RULE_NAMES: Array<RuleName> = Array::with_max_entries(MAX_RULES, 0);
 #[map(name = "FWD_SCRATCH")]
 pub static SCRATCH: PerCpuArray<FlowEntry> = PerCpuArray::with_max_entries(2, 0);
 
+/// On-link targets whose neighbour does not answer (IPv4 address word ->
+/// `NeighFlags` bits), written by the daemon from the neighbour table. A
+/// FIB lookup's NO_NEIGH cannot tell "not resolved yet" from FAILED, so
+/// the kernel never decides this itself (docs/CONFORMANCE.md, Neighbours).
+#[map(name = "FWD_NEIGH")]
+pub static NEIGH: HashMap<u32, u32> = HashMap::with_max_entries(MAX_NEIGH, 0);
+
+/// What the daemon says about next hop `addr` (empty: nothing known, the
+/// neighbour is resolved or being resolved for the first time).
+#[inline(always)]
+pub fn neigh(addr: u32) -> NeighFlags {
+    // SAFETY: copied out of the map value.
+    NeighFlags::from_bits(unsafe { NEIGH.get(addr).copied() }.unwrap_or(0))
+}
+
 #[inline(always)]
 pub fn iface(ifindex: u32) -> Option<IfaceConfig> {
     // SAFETY: the value is copied out before the map can change under us.
@@ -104,6 +119,12 @@ impl FlowRef {
 
 #[inline(always)]
 pub fn flow(key: FlowKey) -> Option<FlowRef> {
+    FLOWS.get_ptr_mut(key).map(FlowRef)
+}
+
+/// The flow entry for a key that is not on the stack.
+#[inline(always)]
+pub fn flow_at(key: &FlowKey) -> Option<FlowRef> {
     FLOWS.get_ptr_mut(key).map(FlowRef)
 }
 

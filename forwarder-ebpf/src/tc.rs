@@ -22,8 +22,8 @@ use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use aya_log_ebpf::debug;
 use forwarder_common::{
     addr_v4_word, AllowKey, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags,
-    ListenerKey, ListenerValue, Reason, ALLOW_EXACT_V4_PREFIX, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
+    ListenerKey, ListenerValue, NeighFlags, Reason, ALLOW_EXACT_V4_PREFIX, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP, RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
     RULE_DROP_RATE_LIMITED, RULE_DROP_TABLE_FULL, TCX_NEXT,
 };
 
@@ -142,8 +142,9 @@ fn classify(p: &Packet) -> Class {
 }
 
 /// A packet of a flow we track, translated at this hook; `None` when
-/// there is none (expired, or `snat = "auto"` just forgot it: see
-/// `path::auto_probe`) and a new one may be created. The state machine
+/// there is none (expired, or forgotten to be created anew: a dead
+/// neighbour's or `snat = "auto"`'s, see `path::auto_probe`) and a new
+/// one may be created. The state machine
 /// (`conntrack::existing`) may also pass it on (wrong interface) or drop
 /// it (an RST/FIN outside the window).
 #[inline(always)]
@@ -256,6 +257,9 @@ fn create_flow(
             Reason::DropTableFull => (RULE_DROP_TABLE_FULL, Reason::DropTableFull),
             Reason::DropNoPort => (RULE_DROP_NO_PORT, Reason::DropNoPort),
             Reason::DropRateLimited => (RULE_DROP_RATE_LIMITED, Reason::DropRateLimited),
+            // A SNATed flow to a dead neighbour (`path::decide`): answered
+            // as the router would, no flow left behind.
+            Reason::ReplyHostUnreach => return Verdict::answer(Reason::ReplyHostUnreach, 0),
             _ => (RULE_DROP_ERROR, Reason::DropError),
         };
         counters::count_rule_drop(rule_id, drop);
@@ -310,6 +314,15 @@ fn translate(ctx: &TcContext, p: &Packet, flow: FlowRef, hook: Hook) -> Verdict 
         NextHop::Stack
     } else {
         match fib::flow_next_hop(ctx, p, flow) {
+            // Its neighbour failed (the daemon says: `maps::NEIGH`) and
+            // this packet cannot go through the stack (see `path::decide`
+            // and `path::auto_probe` for those that can): what a router
+            // answers when ARP gives up, RFC 1812 4.3.3.1.
+            NextHop::Out { nexthop, .. }
+                if maps::neigh(nexthop).contains(NeighFlags::UNREACHABLE) =>
+            {
+                return Verdict::answer(Reason::ReplyHostUnreach, 0);
+            }
             NextHop::TooBig(mtu) if p.df || source_is_ours(flow.entry()) => {
                 // DF: RFC 1191. Without DF the translated packet's source
                 // is one of ours (a martian to the stack, which would
@@ -355,6 +368,9 @@ fn send(ctx: &TcContext, p: &Packet, e: &FlowEntry, hop: NextHop) -> Verdict {
                 Verdict::shot(Reason::DropError)
             }
         },
+        // Counted apart: a dead neighbour's flows are not "forwarded"
+        // like the others (the stack's ARP or netfilter decides).
+        _ if e.flags.contains(FlowFlags::NEIGH_DEAD) => Verdict::ok(Reason::FwdStackNeighDead),
         _ => Verdict::ok(Reason::FwdStack),
     }
 }

@@ -104,14 +104,14 @@ pub async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
                 schedule(d, &mut netlink_due, &mut retry);
             }
             Some(()) = route_events.next() => d.routes_changed(),
-            Some(_) = nl.next() => {
-                if netlink_due == far {
+            Some((msg, _)) = nl.next() => {
+                if netlink_due == far && d.netlink_event_matters(&msg) {
                     netlink_due = Instant::now() + NETLINK_SETTLE;
                 }
             }
             _ = tokio::time::sleep_until(netlink_due) => {
                 netlink_due = far;
-                debug!("interfaces, addresses or routes changed: reconciling");
+                debug!("interfaces, addresses, routes or target neighbours changed: reconciling");
                 match d.reconcile().await {
                     Ok(()) => d.publish(),
                     Err(e) => warn!("reconcile failed (retrying in {retry:?}): {e:#}"),

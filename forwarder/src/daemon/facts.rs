@@ -2,7 +2,9 @@
 //! Over rtnetlink: links (index, link type, MTU, kind), routes (which
 //! interface reaches each target, so the daemon hooks the side replies
 //! arrive on), interface addresses (for listeners that follow "the
-//! interface's own addresses"), and a watch for changes of any of them.
+//! interface's own addresses"), the neighbour entries of on-link targets
+//! (a dead one must not be redirected to), and a watch for changes of any
+//! of them (the one event source: `watch`).
 //! From the dataplane: what is attached and registered, how big the maps
 //! are. The rules file is the other input of `plan`.
 //!
@@ -19,11 +21,13 @@ use futures::{channel::mpsc::UnboundedReceiver, TryStreamExt};
 use netlink_packet_route::{
     address::AddressAttribute,
     link::{LinkAttribute, LinkFlags, LinkInfo, LinkLayerType},
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
     route::RouteAttribute,
+    AddressFamily, RouteNetlinkMessage,
 };
 use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 
-use forwarder_common::IfaceConfig;
+use forwarder_common::{IfaceConfig, NeighFlags};
 use rules::Room;
 
 use super::{plan::Record, resolve::NameFact};
@@ -54,6 +58,56 @@ pub struct Facts {
     pub tc_legacy: Option<&'static str>,
     /// What each DNS-name target resolves to (`resolve.rs`), by name.
     pub names: BTreeMap<String, NameFact>,
+    /// The kernel's neighbour entries for the on-link targets (the
+    /// neighbour is the target itself), by address; no entry: none.
+    pub neighbours: BTreeMap<Ipv4Addr, Neighbour>,
+    /// What `FWD_NEIGH` holds now (the last plan's dead neighbours): a
+    /// target stays dead while the kernel probes it again (`plan::neighbours`).
+    pub neigh_map: BTreeMap<Ipv4Addr, NeighFlags>,
+    /// On-link targets found dead at some time in this daemon's life (the
+    /// daemon's memory, not the kernel's): flows to them may have gone
+    /// through the stack, so their forwards keep the egress program.
+    pub dead_once: BTreeSet<Ipv4Addr>,
+}
+
+/// A neighbour table entry, as `ip neigh` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    pub ifindex: u32,
+    pub state: NeighState,
+}
+
+/// The neighbour states that matter here (NUD_*).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeighState {
+    /// Has a link address (REACHABLE, STALE, DELAY, PROBE, PERMANENT,
+    /// NOARP): a redirect reaches it.
+    Resolved,
+    /// ARP in progress (INCOMPLETE): packets queue behind it.
+    Incomplete,
+    /// ARP gave up (FAILED): the kernel drops what queued and, for what it
+    /// forwards itself, answers host unreachable.
+    Failed,
+}
+
+impl NeighState {
+    fn of(s: NeighbourState) -> Option<NeighState> {
+        match s {
+            NeighbourState::Incomplete => Some(NeighState::Incomplete),
+            NeighbourState::Failed => Some(NeighState::Failed),
+            NeighbourState::None | NeighbourState::Other(_) => None,
+            _ => Some(NeighState::Resolved),
+        }
+    }
+
+    /// As `ip neigh` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            NeighState::Resolved => "resolved",
+            NeighState::Incomplete => "INCOMPLETE",
+            NeighState::Failed => "FAILED",
+        }
+    }
 }
 
 /// An interface the dataplane has programs on.
@@ -78,7 +132,15 @@ impl Facts {
         for t in targets.into_iter().collect::<BTreeSet<_>>() {
             routes.insert(t, route_get(handle, t).await);
         }
+        let on_link: BTreeSet<Ipv4Addr> = routes
+            .iter()
+            .filter(|(_, r)| r.is_some_and(|r| r.gateway.is_none()))
+            .map(|(t, _)| *t)
+            .collect();
         Ok(Facts {
+            neighbours: neighbours(handle, &on_link).await?,
+            neigh_map: dp.maps.neighbours()?,
+            dead_once: BTreeSet::new(),
             links: links(handle).await?,
             addrs: v4_addrs(handle).await?,
             routes,
@@ -133,10 +195,100 @@ pub fn watch() -> Result<Events> {
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv4Route,
+        MulticastGroup::Neigh,
     ])
-    .context("subscribing to rtnetlink link/address/route events")?;
+    .context("subscribing to rtnetlink link/address/route/neighbour events")?;
     tokio::spawn(conn);
     Ok(events)
+}
+
+/// What a neighbour message says, when it is about an IPv4 neighbour:
+/// its address and state (`None`: deleted, or a state without meaning
+/// here). Any other message: `None`.
+pub fn neigh_event(msg: &RouteNetlinkMessage) -> Option<(Ipv4Addr, Option<NeighState>)> {
+    let (m, deleted) = match msg {
+        RouteNetlinkMessage::NewNeighbour(m) => (m, false),
+        RouteNetlinkMessage::DelNeighbour(m) => (m, true),
+        _ => return None,
+    };
+    let addr = neigh_addr(m)?;
+    Some((
+        addr,
+        if deleted {
+            None
+        } else {
+            NeighState::of(m.header.state)
+        },
+    ))
+}
+
+/// Whether a netlink event is worth a reconcile: every link, address and
+/// route change is; a neighbour change only when it is about a target
+/// (`watched`: the on-link targets) and could change what `FWD_NEIGH`
+/// says: it failed, is being probed, went away, or is one the map holds.
+/// Neighbours go REACHABLE -> STALE -> DELAY -> REACHABLE all day long
+/// without that.
+pub fn event_matters(
+    msg: &RouteNetlinkMessage,
+    watched: &BTreeSet<Ipv4Addr>,
+    dead: &BTreeMap<Ipv4Addr, NeighFlags>,
+) -> bool {
+    match msg {
+        RouteNetlinkMessage::NewNeighbour(_) | RouteNetlinkMessage::DelNeighbour(_) => {}
+        _ => return true,
+    }
+    match neigh_event(msg) {
+        Some((addr, state)) => {
+            watched.contains(&addr)
+                && (dead.contains_key(&addr) || state != Some(NeighState::Resolved))
+        }
+        None => false,
+    }
+}
+
+fn neigh_addr(m: &NeighbourMessage) -> Option<Ipv4Addr> {
+    m.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })
+}
+
+/// The IPv4 neighbour entries of the addresses in `wanted` (`ip -4 neigh`).
+pub async fn neighbours(
+    handle: &Handle,
+    wanted: &BTreeSet<Ipv4Addr>,
+) -> Result<BTreeMap<Ipv4Addr, Neighbour>> {
+    let mut out = BTreeMap::new();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let mut s = handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute();
+    while let Some(m) = s.try_next().await.context("listing neighbours")? {
+        let Some(addr) = neigh_addr(&m).filter(|a| wanted.contains(a)) else {
+            continue;
+        };
+        if let Some(state) = NeighState::of(m.header.state) {
+            // One address on two links: the worst state says it (a
+            // target is reached through the link its route names; the
+            // other entry is rare and stale).
+            let n = Neighbour {
+                ifindex: m.header.ifindex,
+                state,
+            };
+            out.entry(addr)
+                .and_modify(|o: &mut Neighbour| {
+                    if o.state == NeighState::Resolved {
+                        *o = n
+                    }
+                })
+                .or_insert(n);
+        }
+    }
+    Ok(out)
 }
 
 /// The kernel's route to a destination, as `ip route get` shows it.

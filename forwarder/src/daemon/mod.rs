@@ -73,6 +73,12 @@ pub struct Daemon {
     /// What the last reconcile that applied changed (`forwarder reload`
     /// prints it).
     last_changes: Option<changes::Changes>,
+    /// Neighbours: the on-link targets (whose neighbour events matter),
+    /// what `FWD_NEIGH` holds, and the targets ever found dead
+    /// (`plan_neigh.rs`).
+    neigh_watched: std::collections::BTreeSet<std::net::Ipv4Addr>,
+    neigh_dead: BTreeMap<std::net::Ipv4Addr, forwarder_common::NeighFlags>,
+    dead_once: std::collections::BTreeSet<std::net::Ipv4Addr>,
 }
 
 /// How long a start or reload waits for the DNS names of its targets
@@ -137,6 +143,9 @@ impl Daemon {
             failed: false,
             maps_mixed: false,
             last_changes: None,
+            neigh_watched: Default::default(),
+            neigh_dead: Default::default(),
+            dead_once: Default::default(),
         })
     }
 
@@ -272,6 +281,20 @@ impl Daemon {
         });
     }
 
+    /// Whether a netlink event calls for a reconcile (`facts::event_matters`:
+    /// neighbour messages only about targets, and changes that matter).
+    pub fn netlink_event_matters(
+        &self,
+        msg: &rtnetlink::packet_core::NetlinkMessage<netlink_packet_route::RouteNetlinkMessage>,
+    ) -> bool {
+        match &msg.payload {
+            rtnetlink::packet_core::NetlinkPayload::InnerMessage(m) => {
+                facts::event_matters(m, &self.neigh_watched, &self.neigh_dead)
+            }
+            _ => true,
+        }
+    }
+
     /// Whether the last reconcile failed (and should be tried again).
     pub fn failed(&self) -> bool {
         self.failed
@@ -299,10 +322,14 @@ impl Daemon {
                 rules::Host::Name(n) => names.get(n).and_then(|n| n.addr.or(n.last_addr)),
             })
             .collect();
-        let facts = Facts::gather(&self.netlink, targets, names, &self.dp).await?;
+        let mut facts = Facts::gather(&self.netlink, targets, names, &self.dp).await?;
+        facts.dead_once = self.dead_once.clone();
         let plan = plan::plan(&self.loaded.rules, &facts, &self.record)?;
+        self.neigh_watched = plan::neigh::on_link_targets(&facts);
         let changes = self.changes(&plan);
         let applied = apply::apply(&mut self.dp, &plan, &mut self.record, &mut self.faults)?;
+        self.dead_once.extend(plan.neigh.keys());
+        self.neigh_dead = plan.neigh.clone();
         self.iface_status = applied.ifaces;
         if let Err(e) = &applied.maps {
             self.maps_mixed = !e.rolled_back;

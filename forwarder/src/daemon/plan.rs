@@ -20,14 +20,14 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use forwarder_common::{conntrack::CtConfig, GlobalConfig, ListenFlags, MAX_IFACES};
+use forwarder_common::{conntrack::CtConfig, GlobalConfig, ListenFlags, NeighFlags, MAX_IFACES};
 use rules::{
     AttachMode, Compiled, Forward, IfaceState, MapEntries, MapState, MssClamp, PathMode, RuleSet,
     Snat, Update,
 };
 
 use super::{
-    facts::{Facts, Route},
+    facts::{Facts, NeighState, Route},
     targets::{name_status, target_addrs, target_of, Targets},
 };
 use crate::{dataplane::TcMode, ifaces::Iface, observe::status::RuleStatus};
@@ -121,6 +121,9 @@ pub struct Plan {
     pub update: Update,
     /// Per forward: how its flows will be treated.
     pub rules: Vec<RuleStatus>,
+    /// What `FWD_NEIGH` should hold: on-link targets whose neighbour is
+    /// dead (`plan_neigh.rs`).
+    pub neigh: BTreeMap<Ipv4Addr, NeighFlags>,
 }
 
 impl Plan {
@@ -179,6 +182,7 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
         },
         facts.room,
     )?;
+    let dead = neigh::plan(facts);
     let statuses = compiled
         .rules
         .iter()
@@ -192,7 +196,10 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
                 .count();
             let target = &targets[&r.forward.name];
             s.decision = match target {
-                Ok(a) => explain_decision(&r.forward, facts, *a),
+                Ok(a) => match neigh::explain(&r.forward, facts, &dead, *a) {
+                    Some(n) => format!("{}; {n}", explain_decision(&r.forward, facts, *a)),
+                    None => explain_decision(&r.forward, facts, *a),
+                },
                 Err(why) => format!(
                     "paused: {why}; no listener, so new connections are refused like on a \
                      closed port (flows already established keep their translation)"
@@ -212,6 +219,7 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
         entries,
         update,
         rules: statuses,
+        neigh: dead,
     })
 }
 
@@ -280,13 +288,17 @@ pub fn may_take_stack_path(f: &Forward, route: Option<Route>) -> bool {
 /// may have taken the stack path (their replies still need translating
 /// back); one that never had an address has no flows.
 pub fn egress_ifaces(rules: &RuleSet, facts: &Facts, targets: &Targets) -> BTreeSet<String> {
+    let dead = neigh::plan(facts);
     rules
         .forwards
         .iter()
         .filter(|f| {
             let last = || facts.names.get(f.target.name()?)?.last_addr;
             match target_of(targets, f).or_else(last) {
-                Some(t) => may_take_stack_path(f, facts.route(t)),
+                Some(t) => {
+                    may_take_stack_path(f, facts.route(t))
+                        || neigh::needs_egress(f, facts, &dead, t)
+                }
                 None => false,
             }
         })
@@ -470,6 +482,9 @@ pub fn explain_decision(f: &Forward, facts: &Facts, target: Ipv4Addr) -> String 
         ),
     }
 }
+
+#[path = "plan_neigh.rs"]
+pub mod neigh;
 
 #[cfg(test)]
 #[path = "plan_tests.rs"]

@@ -29,6 +29,7 @@ mod l3_tun;
 mod left_alone;
 mod limits;
 mod mss;
+mod neighbours;
 mod port_ranges;
 mod replies;
 mod snat_modes;
