@@ -102,14 +102,18 @@ pub const MAX_LISTENERS: u32 = 262_144;
 pub const MAX_ALLOW_PREFIXES: u32 = 16_384;
 /// Backends remembered by `snat = "auto"` learning (LRU).
 pub const MAX_AUTO_SNAT: u32 = 4096;
-/// Sources whose new-flow rate the per-source limit follows at once (LRU:
-/// a source pushed out starts with a fresh allowance).
-pub const MAX_RATE_SOURCES: u32 = 65_536;
 /// Flow-table entries per tracked flow: one per direction.
 pub const ENTRIES_PER_FLOW: u32 = 2;
 /// Flows the table holds when the rules file does not say
-/// (`[global] conntrack_max`).
-pub const DEFAULT_CONNTRACK_MAX: u32 = 262_144;
+/// (`[global] conntrack_max`): netfilter's `nf_conntrack_max` on a host
+/// with 1 to 4 GiB of RAM (a larger host gets 262,144, a smaller one
+/// less). netfilter allocates an entry when a connection starts, so its
+/// limit costs nothing until it is used; this table is preallocated
+/// (a flood must not find the kernel short of memory mid-packet), so its
+/// limit is paid at load: about 28 MiB here, 112 MiB at 262,144. A handful
+/// of port forwards rarely holds more than a few thousand flows; a host
+/// that needs more says so with `conntrack_max` (docs/rules.md, "Sizing").
+pub const DEFAULT_CONNTRACK_MAX: u32 = 65_536;
 /// Flow-table entries the daemon's sweeper reads per step (one step a
 /// second): its CPU and memory are bounded by this, not by the table's
 /// size (issue 19). Here because the benchmark report states it.
@@ -117,6 +121,30 @@ pub const SWEEP_STEP_ENTRIES: usize = 16_384;
 /// Flows of a private (unpinned) dataplane when its loader does not say:
 /// BPF_PROG_TEST_RUN tests and benchmarks, which need no production table.
 pub const PRIVATE_CONNTRACK_MAX: u32 = 65_536;
+/// Flows of the table per source the per-source limit remembers (an LRU:
+/// a source pushed out starts with a fresh allowance). A source's state
+/// matters only until its allowance has refilled (`new_flows_burst` over
+/// the rate: two seconds at "20/s"); forgetting it later changes nothing.
+/// Real clients each hold several flows; a crowd of distinct sources
+/// opening flows within seconds is a spoofed flood, which eviction, not
+/// this limit, is for.
+pub const FLOWS_PER_RATE_SOURCE: u32 = 4;
+/// The per-source limit's LRU never holds fewer sources than this.
+pub const MIN_RATE_SOURCES: u32 = 1024;
+
+/// Sources the per-source limit remembers for a table of `conntrack_max`
+/// flows.
+pub const fn rate_sources(conntrack_max: u32) -> u32 {
+    let n = conntrack_max / FLOWS_PER_RATE_SOURCE;
+    if n < MIN_RATE_SOURCES {
+        MIN_RATE_SOURCES
+    } else {
+        n
+    }
+}
+
+/// The per-source LRU's size in the object (a daemon sizes it at load).
+pub const DEFAULT_RATE_SOURCES: u32 = rate_sources(DEFAULT_CONNTRACK_MAX);
 /// SNAT source ports when the rules file does not say (`[global]
 /// snat_ports`), inclusive, host order; also what the kernel uses while
 /// `FWD_CONFIG` holds no range. All of 1024-32767: below Linux's default
@@ -192,16 +220,35 @@ pub enum Capacity {
     /// One slot per flow (`conntrack_max`, set at load like the flow
     /// table); the object carries `DEFAULT_CONNTRACK_MAX`.
     PerFlow,
+    /// The per-source limit's sources: [`rate_sources`] of `conntrack_max`,
+    /// set at load; the object carries [`DEFAULT_RATE_SOURCES`].
+    RateSources,
 }
 
 impl Capacity {
     /// max_entries as compiled into the object.
     pub const fn in_object(self) -> u32 {
+        self.at_load(DEFAULT_CONNTRACK_MAX)
+    }
+
+    /// max_entries of a map a daemon creates for `conntrack_max` flows:
+    /// what the loader asks for and what `check` prices.
+    pub const fn at_load(self, conntrack_max: u32) -> u32 {
+        let flows = if conntrack_max == 0 { 1 } else { conntrack_max };
         match self {
             Capacity::Fixed(n) | Capacity::Limit(n) => n,
-            Capacity::Flows => ENTRIES_PER_FLOW * DEFAULT_CONNTRACK_MAX,
-            Capacity::PerFlow => DEFAULT_CONNTRACK_MAX,
+            Capacity::Flows => flows.saturating_mul(ENTRIES_PER_FLOW),
+            Capacity::PerFlow => flows,
+            Capacity::RateSources => rate_sources(flows),
         }
+    }
+
+    /// Whether the loader sets this map's size from `conntrack_max`.
+    pub const fn follows_conntrack_max(self) -> bool {
+        matches!(
+            self,
+            Capacity::Flows | Capacity::PerFlow | Capacity::RateSources
+        )
     }
 }
 
@@ -392,7 +439,7 @@ pub const MAPS: &[MapSpec] = &[
         MapKind::LruHash,
         size_of::<[u32; 4]>(),
         size_of::<u64>(),
-        Capacity::Limit(MAX_RATE_SOURCES),
+        Capacity::RateSources,
         false,
     ),
     spec(

@@ -22,8 +22,8 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     conntrack::{self as ct, CtState},
-    FlowEntry, FlowFlags, FlowKey, ListenFlags, ListenerValue, Reason, DEFAULT_SNAT_PORT_MAX,
-    DEFAULT_SNAT_PORT_MIN, MAX_RATE_SOURCES, PROTO_TCP,
+    FlowEntry, FlowFlags, FlowKey, ListenFlags, ListenerValue, Reason, DEFAULT_RATE_SOURCES,
+    DEFAULT_SNAT_PORT_MAX, DEFAULT_SNAT_PORT_MIN, PROTO_TCP,
 };
 
 use crate::{
@@ -48,7 +48,7 @@ const PORT_TRIES: u32 = 32;
 /// matters to a flood of distinct (spoofed) sources, and those are what
 /// eviction is for.
 #[map(name = "FWD_SRC_LIMIT")]
-static SRC_LIMIT: LruHashMap<[u32; 4], u64> = LruHashMap::with_max_entries(MAX_RATE_SOURCES, 0);
+static SRC_LIMIT: LruHashMap<[u32; 4], u64> = LruHashMap::with_max_entries(DEFAULT_RATE_SOURCES, 0);
 
 /// Whether `src` is over its new-flow limit (`new_flows_per_source`).
 #[inline(always)]
