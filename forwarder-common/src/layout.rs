@@ -46,6 +46,12 @@ pub const MAP_CT_CONFIG: &str = "FWD_CT_CONFIG";
 /// Eviction candidates: original-direction keys of flows, oldest first
 /// (a queue map; see `forwarder-ebpf/src/evict.rs`).
 pub const MAP_CT_EVICT: &str = "FWD_CT_EVICT";
+/// The route generation (`u32`, slot 0): bumped by the daemon on every
+/// rtnetlink link/address/route/rule/neighbour event; a flow's cached FIB
+/// answer (`FlowEntry::fib`) of another generation is looked up again.
+/// Pinned, so that a restarted daemon continues the count (it bumps it on
+/// start: it cannot know what changed while it was away).
+pub const MAP_ROUTE_GEN: &str = "FWD_ROUTE_GEN";
 /// Per-CPU room for the keys an eviction looks at.
 pub const MAP_CT_KEYS: &str = "FWD_CT_KEYS";
 /// Per-CPU room for the two keys of a flow being created.
@@ -108,6 +114,10 @@ pub const ENTRIES_PER_FLOW: u32 = 2;
 /// of port forwards rarely holds more than a few thousand flows; a host
 /// that needs more says so with `conntrack_max` (docs/rules.md, "Sizing").
 pub const DEFAULT_CONNTRACK_MAX: u32 = 65_536;
+/// Flow-table entries the daemon's sweeper reads per step (one step a
+/// second): its CPU and memory are bounded by this, not by the table's
+/// size (issue 19). Here because the benchmark report states it.
+pub const SWEEP_STEP_ENTRIES: usize = 16_384;
 /// Flows of a private (unpinned) dataplane when its loader does not say:
 /// BPF_PROG_TEST_RUN tests and benchmarks, which need no production table.
 pub const PRIVATE_CONNTRACK_MAX: u32 = 65_536;
@@ -383,6 +393,14 @@ pub const MAPS: &[MapSpec] = &[
         true,
     ),
     spec(
+        MAP_ROUTE_GEN,
+        MapKind::Array,
+        size_of::<u32>(),
+        size_of::<u32>(),
+        Capacity::Fixed(1),
+        true,
+    ),
+    spec(
         MAP_CT_EVICT,
         MapKind::Queue,
         // A queue map has no key.
@@ -613,6 +631,6 @@ mod tests {
     fn lookup_by_name() {
         assert_eq!(map_spec(MAP_FLOWS).unwrap().capacity, Capacity::Flows);
         assert!(map_spec("nope").is_none());
-        assert_eq!(pinned_maps().count(), 11);
+        assert_eq!(pinned_maps().count(), 12);
     }
 }

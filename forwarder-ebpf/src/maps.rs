@@ -42,6 +42,9 @@ pub static RULE_COUNTERS: PerCpuArray<RuleCounters> = PerCpuArray::with_max_entr
 pub static FLOWS: HashMap<FlowKey, FlowEntry> =
     HashMap::with_max_entries(ENTRIES_PER_FLOW * DEFAULT_CONNTRACK_MAX, 0);
 
+/// The route generation (see `forwarder_common::MAP_ROUTE_GEN`).
+#[map(name = "FWD_ROUTE_GEN")]
+pub static ROUTE_GEN: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "FWD_CONFIG")]
 pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
 

@@ -39,7 +39,9 @@ use crate::{
         IP_DST, IP_SRC, TCP_ACK, TCP_RST, TCP_SYN,
     },
     helpers::skb,
-    icmp, maps, nat, newflow,
+    icmp,
+    maps::{self, FlowRef},
+    nat, newflow,
     parse::{self, Frag, Packet},
     path, reply,
     verdict::Verdict,
@@ -169,9 +171,8 @@ fn established(
             return Some(Verdict::shot(Reason::DropOutOfWindow));
         }
     }
-    let e = flow.entry();
-    counters::count_rule(e.rule_id, a.len);
-    Some(translate(ctx, p, e, hook))
+    counters::count_rule(flow.entry().rule_id, a.len);
+    Some(translate(ctx, p, flow, hook))
 }
 
 /// The listener a flow's first packet is for, if the rule lets it start
@@ -288,7 +289,7 @@ fn create_flow(
         u16::from_be(e.new_dport),
         e.flags.bits()
     );
-    translate(ctx, p, e, hook)
+    translate(ctx, p, flow, hook)
 }
 
 /// Applies `e`'s translation to the packet and sends it on, after the
@@ -302,7 +303,8 @@ fn create_flow(
 /// never answered.
 // Not inlined: own stack frame (see `newflow::create`).
 #[inline(never)]
-fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict {
+fn translate(ctx: &TcContext, p: &Packet, flow: FlowRef, hook: Hook) -> Verdict {
+    let e = flow.entry();
     let hop = if hook != Hook::TcIngress {
         // Egress: the stack forwarded it already; it only continues.
         NextHop::Stack
@@ -311,7 +313,7 @@ fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict 
     } else if e.flags.contains(FlowFlags::VIA_STACK) {
         NextHop::Stack
     } else {
-        match fib::next_hop(ctx, p, e.new_src[0], e.new_dst[0]) {
+        match fib::flow_next_hop(ctx, p, flow) {
             // Its neighbour failed (the daemon says: `maps::NEIGH`) and
             // this packet cannot go through the stack (see `path::decide`
             // and `path::auto_probe` for those that can): what a router
@@ -321,7 +323,7 @@ fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict 
             {
                 return Verdict::answer(Reason::ReplyHostUnreach, 0);
             }
-            NextHop::TooBig(mtu) if p.df || source_is_ours(e) => {
+            NextHop::TooBig(mtu) if p.df || source_is_ours(flow.entry()) => {
                 // DF: RFC 1191. Without DF the translated packet's source
                 // is one of ours (a martian to the stack, which would
                 // otherwise fragment it) and the untranslated one is
@@ -335,6 +337,8 @@ fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict 
             hop => hop,
         }
     };
+    // Again: `flow_next_hop` may have written the entry's FIB cache.
+    let e = flow.entry();
     if let Err(err) = nat::apply(ctx, p, e) {
         log_rewrite_failed(ctx, e.rule_id, err);
         counters::count_rule_drop(e.rule_id, RULE_DROP_ERROR);

@@ -45,7 +45,7 @@ fn check_prints_the_forwards_warnings_and_memory_or_the_diagnostics() {
         "{v}"
     );
     // The total is the maps' sum; at the default conntrack_max the flow
-    // table (26 MiB) is most of it.
+    // table (28 MiB) is most of it.
     let maps = v["memory"]["maps"].as_array().unwrap();
     let sum: u64 = maps.iter().map(|m| m["bytes"].as_u64().unwrap()).sum();
     assert_eq!(v["memory"]["total_bytes"].as_u64(), Some(sum), "{v}");

@@ -20,6 +20,7 @@ pub mod facts;
 pub mod lookup;
 pub mod plan;
 pub mod resolve;
+pub mod route_gen;
 pub mod sweeper;
 pub mod targets;
 pub mod watch;
@@ -63,6 +64,8 @@ pub struct Daemon {
     pub faults: Faults,
     /// The DNS names of targets, followed (`resolve.rs`).
     pub names: resolve::Names,
+    /// Where the conntrack sweeper's walk of the flow table stands.
+    sweeper: sweeper::Sweeper,
     /// The last reconcile failed: the event loop tries again.
     failed: bool,
     /// ... and its writes could not be rolled back.
@@ -136,6 +139,7 @@ impl Daemon {
             netlink: facts::connect()?,
             faults: Faults::default(),
             names: resolve::Names::default(),
+            sweeper: sweeper::Sweeper::default(),
             failed: false,
             maps_mixed: false,
             last_changes: None,
@@ -416,11 +420,21 @@ impl Daemon {
         status::write(&self.run_dir, &st)
     }
 
-    pub fn sweep(&mut self) -> Result<sweeper::SweepStats> {
+    /// Routing may have changed: every flow's cached FIB answer is stale.
+    pub fn routes_changed(&mut self) {
+        if let Err(e) = route_gen::bump(&mut self.dp.maps.route_gen) {
+            warn!("{e:#}");
+        }
+    }
+
+    /// One step of the sweeper's walk; the pass's totals when it ended one.
+    pub fn sweep(&mut self) -> Result<Option<sweeper::SweepStats>> {
         let t = self.timeouts();
         let now = sweeper::monotonic_ns();
-        let stats = sweeper::sweep(self.dp.maps.flow_table(), &t, now)?;
-        sweeper::sweep_auto_snat(&mut self.dp.maps.auto_snat, now);
-        Ok(stats)
+        let pass = self.sweeper.step(self.dp.maps.flow_table(), &t, now)?;
+        if pass.is_some() {
+            sweeper::sweep_auto_snat(&mut self.dp.maps.auto_snat, now);
+        }
+        Ok(pass)
     }
 }

@@ -19,7 +19,8 @@ use forwarder_common::{
     conntrack::CtConfig, AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig,
     IfaceConfig, ListenerKey, ListenerValue, NeighFlags, RuleCounters, RuleName, HOOKS, MAP_ALLOW,
     MAP_AUTO_SNAT, MAP_CONFIG, MAP_CT_CONFIG, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS,
-    MAP_LISTENERS, MAP_NEIGH, MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAP_XDP_DEVS, MAX_RULES, REASONS,
+    MAP_LISTENERS, MAP_NEIGH, MAP_ROUTE_GEN, MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAP_XDP_DEVS,
+    MAX_RULES, REASONS,
 };
 use rules::{AllowLpmKey, MapEntries, Room};
 
@@ -40,6 +41,8 @@ pub struct Maps {
     pub rule_names: Array<MapData, RuleName>,
     /// The XDP accelerator's redirect targets.
     pub xdp_devs: DevMapHash<MapData>,
+    /// The route generation (`daemon::route_gen`).
+    pub route_gen: Array<MapData, u32>,
     /// On-link targets whose neighbour is dead (IPv4 address word as the
     /// kernel reads it -> `NeighFlags`).
     pub neigh: HashMap<MapData, u32, u32>,
@@ -79,6 +82,7 @@ impl Maps {
             auto_snat: take(ebpf, MAP_AUTO_SNAT)?,
             rule_names: take(ebpf, MAP_RULE_NAMES)?,
             xdp_devs: take(ebpf, MAP_XDP_DEVS)?,
+            route_gen: take(ebpf, MAP_ROUTE_GEN)?,
             neigh: take(ebpf, MAP_NEIGH)?,
         })
     }

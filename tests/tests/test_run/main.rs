@@ -22,6 +22,7 @@
 mod allow_lists;
 mod auto_snat;
 mod counters;
+mod fib_cache;
 mod icmp_echo;
 mod icmp_errors;
 mod l3_tun;
