@@ -62,9 +62,11 @@ pub enum Reason {
     /// "rst"` it is answered: `reply_reset`.) Never handed to the stack,
     /// where a host service on the same port would take it.
     DropUntracked = 5,
-    /// No longer counted: TTL expiry is answered here
-    /// (`reply_time_exceeded`).
-    PassTtl = 6,
+    /// Translated and handed to the stack because the target's neighbour
+    /// does not answer (FAILED): the stack's ARP, netfilter (a virtual
+    /// target's PREROUTING DNAT) or its ICMP host unreachable take over.
+    /// (Index 6 was `pass_ttl`, never counted under this ABI.)
+    FwdStackNeighDead = 6,
     /// Source not in the rule's allow-list, `reject = "drop"`: dropped.
     DropDenied = 7,
     /// Connection table full: new flow refused, dropped.
@@ -109,8 +111,9 @@ pub enum Reason {
     /// A denied or refused datagram (`reject = "rst"`): answered with ICMP
     /// port unreachable (3/3).
     ReplyPortUnreach = 21,
-    /// The target's neighbour is dead and the stack cannot deliver the
-    /// flow (SNAT): answered with ICMP host unreachable (3/1).
+    /// The target's neighbour is dead (FAILED) and the stack cannot deliver
+    /// the packet (SNATed, a reply, an established redirected flow):
+    /// answered with ICMP host unreachable (3/1).
     ReplyHostUnreach = 22,
     /// A denied SYN or an untracked segment for a forward's port
     /// (`reject = "rst"`): answered with a TCP RST.
@@ -128,7 +131,7 @@ impl Reason {
         Reason::PassIpOptions,
         Reason::PassMalformed,
         Reason::DropUntracked,
-        Reason::PassTtl,
+        Reason::FwdStackNeighDead,
         Reason::DropDenied,
         Reason::DropTableFull,
         Reason::DropNoPort,
@@ -157,7 +160,7 @@ impl Reason {
             Reason::PassIpOptions => "pass_ip_options",
             Reason::PassMalformed => "pass_malformed",
             Reason::DropUntracked => "drop_untracked",
-            Reason::PassTtl => "pass_ttl",
+            Reason::FwdStackNeighDead => "fwd_stack_neigh_dead",
             Reason::DropDenied => "drop_denied",
             Reason::DropTableFull => "drop_table_full",
             Reason::DropNoPort => "drop_no_port",

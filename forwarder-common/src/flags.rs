@@ -189,6 +189,26 @@ flag_type! {
         /// The SNAT decision was made per flow by `snat = "auto"` (`SNAT`
         /// says which way it went).
         AUTO = 8;
+        /// `VIA_STACK` because the target's neighbour was dead when the
+        /// flow started (`NeighFlags::STACK`): counted `fwd_stack_neigh_dead`.
+        NEIGH_DEAD = 16;
+    }
+}
+
+flag_type! {
+    /// `FWD_NEIGH` values: what the kernel does for a target (an on-link
+    /// next hop) whose neighbour does not answer. Decided by the daemon
+    /// from the neighbour table (`daemon::plan::neighbours`).
+    NeighFlags(u32) {
+        /// Flows that keep the client's address go through the stack
+        /// (translated), where netfilter (a PREROUTING DNAT of a virtual
+        /// address) or the stack's own ARP takes over: set from the first
+        /// FAILED until the neighbour answers again.
+        STACK = 1;
+        /// The neighbour is FAILED (or being probed again after failing):
+        /// packets that cannot use the stack (SNATed, replies, established
+        /// redirected flows) are answered ICMP host unreachable (3/1).
+        UNREACHABLE = 2;
     }
 }
 

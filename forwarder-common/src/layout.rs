@@ -52,6 +52,12 @@ pub const MAP_CT_CONFIG: &str = "FWD_CT_CONFIG";
 /// Eviction candidates: original-direction keys of flows, oldest first
 /// (a queue map; see `forwarder-ebpf/src/evict.rs`).
 pub const MAP_CT_EVICT: &str = "FWD_CT_EVICT";
+/// The route generation (`u32`, slot 0): bumped by the daemon on every
+/// rtnetlink link/address/route/rule/neighbour event; a flow's cached FIB
+/// answer (`FlowEntry::fib`) of another generation is looked up again.
+/// Pinned, so that a restarted daemon continues the count (it bumps it on
+/// start: it cannot know what changed while it was away).
+pub const MAP_ROUTE_GEN: &str = "FWD_ROUTE_GEN";
 /// Per-CPU room for the keys an eviction looks at.
 pub const MAP_CT_KEYS: &str = "FWD_CT_KEYS";
 /// Per-CPU room for the two keys of a flow being created.
@@ -85,6 +91,10 @@ pub const MAP_XDP_DEVS: &str = "FWD_XDP_DEVS";
 pub const MAP_FRAGS: &str = "FWD_FRAGS";
 /// Per-CPU room to build an answer (ICMP error, TCP reset) in.
 pub const MAP_REPLY_SCRATCH: &str = "FWD_REPLY_SCRATCH";
+/// Targets whose neighbour does not answer (IPv4 address word -> `NeighFlags`
+/// bits), written by the daemon from the kernel's neighbour table
+/// (`daemon::plan::neighbours`); not pinned: each daemon rebuilds it.
+pub const MAP_NEIGH: &str = "FWD_NEIGH";
 /// aya-log's ring buffer (defined by aya-log-ebpf, drained by aya-log).
 pub const MAP_AYA_LOGS: &str = "AYA_LOGS";
 
@@ -106,17 +116,49 @@ pub const MAX_LISTENERS: u32 = 262_144;
 pub const MAX_ALLOW_PREFIXES: u32 = 16_384;
 /// Backends remembered by `snat = "auto"` learning (LRU).
 pub const MAX_AUTO_SNAT: u32 = 4096;
-/// Sources whose new-flow rate the per-source limit follows at once (LRU:
-/// a source pushed out starts with a fresh allowance).
-pub const MAX_RATE_SOURCES: u32 = 65_536;
 /// Flow-table entries per tracked flow: one per direction.
 pub const ENTRIES_PER_FLOW: u32 = 2;
 /// Flows the table holds when the rules file does not say
-/// (`[global] conntrack_max`).
-pub const DEFAULT_CONNTRACK_MAX: u32 = 262_144;
+/// (`[global] conntrack_max`): netfilter's `nf_conntrack_max` on a host
+/// with 1 to 4 GiB of RAM (a larger host gets 262,144, a smaller one
+/// less). netfilter allocates an entry when a connection starts, so its
+/// limit costs nothing until it is used; this table is preallocated
+/// (a flood must not find the kernel short of memory mid-packet), so its
+/// limit is paid at load: about 28 MiB here, 112 MiB at 262,144. A handful
+/// of port forwards rarely holds more than a few thousand flows; a host
+/// that needs more says so with `conntrack_max` (docs/rules.md, "Sizing").
+pub const DEFAULT_CONNTRACK_MAX: u32 = 65_536;
+/// Flow-table entries the daemon's sweeper reads per step (one step a
+/// second): its CPU and memory are bounded by this, not by the table's
+/// size (issue 19). Here because the benchmark report states it.
+pub const SWEEP_STEP_ENTRIES: usize = 16_384;
 /// Flows of a private (unpinned) dataplane when its loader does not say:
 /// BPF_PROG_TEST_RUN tests and benchmarks, which need no production table.
 pub const PRIVATE_CONNTRACK_MAX: u32 = 65_536;
+/// Flows of the table per source the per-source limit remembers (an LRU:
+/// a source pushed out starts with a fresh allowance). A source's state
+/// matters only until its allowance has refilled (`new_flows_burst` over
+/// the rate: two seconds at "20/s"); forgetting it later changes nothing.
+/// Real clients each hold several flows; a crowd of distinct sources
+/// opening flows within seconds is a spoofed flood, which eviction, not
+/// this limit, is for.
+pub const FLOWS_PER_RATE_SOURCE: u32 = 4;
+/// The per-source limit's LRU never holds fewer sources than this.
+pub const MIN_RATE_SOURCES: u32 = 1024;
+
+/// Sources the per-source limit remembers for a table of `conntrack_max`
+/// flows.
+pub const fn rate_sources(conntrack_max: u32) -> u32 {
+    let n = conntrack_max / FLOWS_PER_RATE_SOURCE;
+    if n < MIN_RATE_SOURCES {
+        MIN_RATE_SOURCES
+    } else {
+        n
+    }
+}
+
+/// The per-source LRU's size in the object (a daemon sizes it at load).
+pub const DEFAULT_RATE_SOURCES: u32 = rate_sources(DEFAULT_CONNTRACK_MAX);
 /// SNAT source ports when the rules file does not say (`[global]
 /// snat_ports`), inclusive, host order; also what the kernel uses while
 /// `FWD_CONFIG` holds no range. All of 1024-32767: below Linux's default
@@ -135,6 +177,10 @@ pub const FIB_LOOKUP_PARAMS_SIZE: u32 = 64;
 pub const MSS_SCRATCH_SIZE: u32 = 64;
 /// `struct bpf_devmap_val` (ifindex + program fd), a devmap's value.
 pub const DEVMAP_VAL_SIZE: u32 = 8;
+/// Dead neighbours the kernel is told about at once (`FWD_NEIGH`): only
+/// on-link targets of the rules are followed, so this bounds targets that
+/// are down at the same time, not the neighbour table.
+pub const MAX_NEIGH: u32 = 1024;
 /// Fragmented datagrams in flight at once (the fragment map's LRU size).
 /// An entry lives for microseconds to milliseconds in practice; an LRU of
 /// this size only loses one under a flood of fragments, which then pass
@@ -189,16 +235,35 @@ pub enum Capacity {
     /// One slot per flow (`conntrack_max`, set at load like the flow
     /// table); the object carries `DEFAULT_CONNTRACK_MAX`.
     PerFlow,
+    /// The per-source limit's sources: [`rate_sources`] of `conntrack_max`,
+    /// set at load; the object carries [`DEFAULT_RATE_SOURCES`].
+    RateSources,
 }
 
 impl Capacity {
     /// max_entries as compiled into the object.
     pub const fn in_object(self) -> u32 {
+        self.at_load(DEFAULT_CONNTRACK_MAX)
+    }
+
+    /// max_entries of a map a daemon creates for `conntrack_max` flows:
+    /// what the loader asks for and what `check` prices.
+    pub const fn at_load(self, conntrack_max: u32) -> u32 {
+        let flows = if conntrack_max == 0 { 1 } else { conntrack_max };
         match self {
             Capacity::Fixed(n) | Capacity::Limit(n) => n,
-            Capacity::Flows => ENTRIES_PER_FLOW * DEFAULT_CONNTRACK_MAX,
-            Capacity::PerFlow => DEFAULT_CONNTRACK_MAX,
+            Capacity::Flows => flows.saturating_mul(ENTRIES_PER_FLOW),
+            Capacity::PerFlow => flows,
+            Capacity::RateSources => rate_sources(flows),
         }
+    }
+
+    /// Whether the loader sets this map's size from `conntrack_max`.
+    pub const fn follows_conntrack_max(self) -> bool {
+        matches!(
+            self,
+            Capacity::Flows | Capacity::PerFlow | Capacity::RateSources
+        )
     }
 }
 
@@ -343,6 +408,14 @@ pub const MAPS: &[MapSpec] = &[
         true,
     ),
     spec(
+        MAP_ROUTE_GEN,
+        MapKind::Array,
+        size_of::<u32>(),
+        size_of::<u32>(),
+        Capacity::Fixed(1),
+        true,
+    ),
+    spec(
         MAP_CT_EVICT,
         MapKind::Queue,
         // A queue map has no key.
@@ -381,7 +454,7 @@ pub const MAPS: &[MapSpec] = &[
         MapKind::LruHash,
         size_of::<[u32; 4]>(),
         size_of::<u64>(),
-        Capacity::Limit(MAX_RATE_SOURCES),
+        Capacity::RateSources,
         false,
     ),
     spec(
@@ -455,6 +528,14 @@ pub const MAPS: &[MapSpec] = &[
         size_of::<u32>(),
         REPLY_SCRATCH_SIZE as usize,
         Capacity::Fixed(1),
+        false,
+    ),
+    spec(
+        MAP_NEIGH,
+        MapKind::Hash,
+        size_of::<u32>(),
+        size_of::<u32>(),
+        Capacity::Limit(MAX_NEIGH),
         false,
     ),
     spec(
@@ -581,6 +662,6 @@ mod tests {
     fn lookup_by_name() {
         assert_eq!(map_spec(MAP_FLOWS).unwrap().capacity, Capacity::Flows);
         assert!(map_spec("nope").is_none());
-        assert_eq!(pinned_maps().count(), 11);
+        assert_eq!(pinned_maps().count(), 12);
     }
 }

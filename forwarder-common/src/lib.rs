@@ -32,7 +32,7 @@ pub use verdict::*;
 
 /// Bumped whenever a pinned map's layout changes. A daemon that finds pinned
 /// maps of another version refuses to adopt them (see `forwarder down`).
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
@@ -132,7 +132,8 @@ mod tests {
         assert_eq!(size_of::<ListenerValue>(), 44);
         assert_eq!(size_of::<AllowKey>(), 20);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<FlowEntry>(), 104);
+        assert_eq!(size_of::<FlowEntry>(), 120);
+        assert_eq!(size_of::<FibCache>(), 16);
         assert_eq!(size_of::<FlowTrack>(), 24);
         assert_eq!(size_of::<conntrack::CtConfig>(), 80);
         assert_eq!(size_of::<AutoEvidence>(), 32);
@@ -142,7 +143,7 @@ mod tests {
             8 * (6 + RULE_DROP_REASONS as usize)
         );
         assert_eq!(REASONS, 24, "the per-interface counter map's size");
-        assert_eq!(ABI_VERSION, 4);
+        assert_eq!(ABI_VERSION, 5);
     }
 
     #[test]

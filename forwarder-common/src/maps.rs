@@ -252,6 +252,30 @@ pub struct FlowEntry {
     pub _pad: [u8; 4],
     /// Connection state and this direction's TCP tracking.
     pub ct: FlowTrack,
+    /// Where the last FIB lookup sent this direction (issue 19).
+    pub fib: FibCache,
+}
+
+/// A flow direction's forwarding decision, kept so that its packets skip
+/// the FIB lookup: valid while `oif` is set and `gen` equals the route
+/// generation (`MAP_ROUTE_GEN`), which the daemon bumps on every link,
+/// address, route, rule or neighbour change it hears of over rtnetlink.
+/// The fact a reader gets wrong: the cache never decides anything the FIB
+/// did not, it only remembers an answer until the routing may have
+/// changed; an entry from before the last bump is looked up again.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct FibCache {
+    /// Egress interface; 0: nothing cached.
+    pub oif: u32,
+    /// Next hop (IPv4 word, network order): the destination when on-link,
+    /// else the gateway.
+    pub nexthop: u32,
+    /// The route generation this answer belongs to.
+    pub gen: u32,
+    /// The route's MTU (bpf_fib_lookup's `mtu_result`).
+    pub mtu: u16,
+    pub _pad: u16,
 }
 
 /// The conntrack part of a `FlowEntry` (see `conntrack`): the state, kept
@@ -313,6 +337,7 @@ impl FlowEntry {
         self.mss = 0;
         self._pad = [0; 4];
         self.ct = FlowTrack::default();
+        self.fib = FibCache::default();
     }
 }
 

@@ -28,7 +28,7 @@ use forwarder_common::{
 use crate::{
     evict::queue,
     hdr::{TCPOPT_EOL, TCPOPT_NOP, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_RST, TCP_SYN},
-    helpers::{frame::Frame, ktime_coarse_ns, skb},
+    helpers::{frame::Frame, ktime_coarse_ns, map_value, tcp_opts},
     maps::FLOWS,
     parse::{Frag, Packet},
     path,
@@ -140,8 +140,8 @@ fn with_wscale(ctx: &TcContext, p: &Packet, seg: &Segment) -> Segment {
     }
 }
 
-/// The window scale option of a SYN. The options are copied to the stack
-/// in one load and scanned by position, the offset of the next option
+/// The window scale option of a SYN. The options are copied out in one
+/// load and scanned by position, the offset of the next option
 /// carried along, over the first `WSCALE_SCAN` bytes only: the verifier's
 /// work grows with the square of the positions scanned (each carries a
 /// different range of next offsets), and about 110k instructions for 40
@@ -158,8 +158,11 @@ fn wscale_option(ctx: &TcContext, p: &Packet) -> Option<u8> {
     if !(3..=MAX_OPTS).contains(&olen) {
         return None;
     }
-    let mut buf = [0u8; MAX_OPTS];
-    skb::load_bytes_upto(ctx, p.l4 + TCP_HLEN, &mut buf, olen).ok()?;
+    // In the per-CPU option buffer, not on the stack: a 40-byte buffer
+    // (and the memset call zeroing it) made the chains through `existing`
+    // and `start_orig` too deep for 6.1, whose verifier rounds every frame
+    // of a call chain up to 32 bytes.
+    let buf = tcp_opts::load(ctx, p.l4 + TCP_HLEN, olen)?;
     let mut next = 0usize;
     let mut i = 0usize;
     while i < WSCALE_SCAN {
@@ -215,10 +218,7 @@ fn expired(e: &FlowEntry, key: &FlowKey, now: u64) -> bool {
     if !over(key.proto, state, e.last_seen_ns, now) {
         return false;
     }
-    // SAFETY: a map value, read at once.
-    let peer_seen = FLOWS
-        .get_ptr(peer_key(e, key))
-        .map_or(0, |p| unsafe { (*p).last_seen_ns });
+    let peer_seen = map_value::get(&FLOWS, &peer_key(e, key)).map_or(0, |p| p.last_seen_ns);
     over(key.proto, state, peer_seen, now)
 }
 
@@ -226,10 +226,13 @@ fn expired(e: &FlowEntry, key: &FlowKey, now: u64) -> bool {
 /// expiry, runs the TCP/UDP state machine and accounts it.
 // Not inlined: own stack frame (512-byte stack for the whole call chain).
 #[inline(never)]
-pub fn existing(ctx: &TcContext, p: &Packet, e: *mut FlowEntry, key: &FlowKey, a: &Arrival) -> Hit {
-    // SAFETY: a pointer into the map value; the entry stays valid for this
-    // run (deleted entries are freed after an RCU grace period).
-    let entry = unsafe { &mut *e };
+pub fn existing(
+    ctx: &TcContext,
+    p: &Packet,
+    entry: &mut FlowEntry,
+    key: &FlowKey,
+    a: &Arrival,
+) -> Hit {
     if !arrived_right(entry, a.ifindex) {
         return Hit::WrongIface;
     }
@@ -284,13 +287,11 @@ fn tcp(ctx: &TcContext, p: &Packet, entry: &mut FlowEntry, key: &FlowKey, now: u
         entry.tcp_seen |= seen_bits(seg.flags);
         return Track::Record;
     }
-    let Some(peer) = FLOWS.get_ptr_mut(peer_key(entry, key)) else {
+    let Some(peer) = map_value::get_mut(&FLOWS, &peer_key(entry, key)) else {
         // An orphan (its partner replaced by a racing insert): gone.
         let _ = FLOWS.remove(key);
         return Track::Gone;
     };
-    // SAFETY: a pointer into the map value, valid for this run.
-    let peer = unsafe { &mut *peer };
     let orig = !entry.flags.contains(FlowFlags::REPLY);
     let verdict = ct::tcp_step(state, orig, &seg, &entry.ct, entry.tcp_seen, Some(&peer.ct));
     match verdict {
@@ -358,12 +359,10 @@ fn udp(entry: &mut FlowEntry, key: &FlowKey, now: u64) -> Track {
         }
         _ => return Track::Record,
     };
-    let Some(peer) = FLOWS.get_ptr_mut(peer_key(entry, key)) else {
+    let Some(peer) = map_value::get_mut(&FLOWS, &peer_key(entry, key)) else {
         let _ = FLOWS.remove(key);
         return Track::Gone;
     };
-    // SAFETY: a pointer into the map value, valid for this run.
-    let peer = unsafe { &mut *peer };
     if next == CtState::UdpReplied {
         path::backend_answered(entry, key, now);
     } else {

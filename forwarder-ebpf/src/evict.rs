@@ -14,8 +14,6 @@
 #![allow(clippy::needless_borrows_for_generic_args)]
 use aya_ebpf::{
     bindings::BPF_EXIST,
-    cty::c_void,
-    helpers::bpf_map_pop_elem,
     macros::map,
     maps::{PerCpuArray, Queue},
 };
@@ -26,6 +24,7 @@ use forwarder_common::{
 use crate::{
     conntrack::{over, peer_key},
     counters,
+    helpers::map_value,
     maps::FLOWS,
 };
 
@@ -77,30 +76,37 @@ pub fn queue_new(orig_key: &FlowKey) {
 #[map(name = "FWD_CT_KEYS")]
 static CT_KEYS: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(2, 0);
 
+/// Slot 0 of `FWD_CT_KEYS` for a flow key that callers deep in the call
+/// chain (`icmp::error`, `path::auto_probe`) would otherwise build on their
+/// stack: 40 bytes that made those chains too deep for 6.1, whose
+/// verifier rounds each frame up to 32 bytes of the 512 a chain may use.
+/// Free for them: eviction, its only other user, never runs while they
+/// hold it. Never held across another call that takes it.
+#[inline(always)]
+pub fn spare_key() -> Option<&'static mut FlowKey> {
+    map_value::per_cpu(&CT_KEYS, 0)
+}
+
 /// Makes room in a full table: evicts the first queued flow that is not
 /// assured, closing or expired; established flows met on the way go to
-/// the back of the queue. Returns whether a flow was evicted.
-#[inline(never)]
+/// the back of the queue. Returns whether a flow was evicted. Inlined:
+/// a call of its own between flow creation and `evict` made that chain
+/// one frame too deep for 6.1 (its verifier rounds each frame up to 32
+/// bytes of the 512 the chain may use).
+#[inline(always)]
 pub fn evict_one(now: u64) -> bool {
-    let Some(slot) = CT_KEYS.get_ptr_mut(0) else {
+    // Popped into a per-CPU slot: aya's Queue::pop returns the key on the
+    // stack.
+    let Some(slot) = map_value::per_cpu(&CT_KEYS, 0) else {
         return false;
     };
     let mut i = 0;
     while i < EVICT_TRIES {
         i += 1;
-        // SAFETY: pops into a per-CPU scratch slot of the queue's value
-        // size (aya's Queue::pop returns the key on the stack instead).
-        let r = unsafe {
-            bpf_map_pop_elem(
-                &CT_EVICT as *const Queue<FlowKey> as *mut c_void,
-                slot as *mut c_void,
-            )
-        };
-        if r != 0 {
+        if !map_value::pop_into(&CT_EVICT, slot) {
             return false;
         }
-        // SAFETY: the slot, just written.
-        if evict(unsafe { &*slot }, Evict::Queued, now) {
+        if evict(slot, Evict::Queued, now) {
             return true;
         }
     }
@@ -127,29 +133,26 @@ pub enum Evict {
 /// did.
 #[inline(never)]
 pub fn evict(key: &FlowKey, why: Evict, now: u64) -> bool {
-    let Some(e) = FLOWS.get_ptr(key) else {
+    let Some(e) = map_value::get(&FLOWS, key) else {
         return false;
     };
-    let Some(peer) = CT_KEYS.get_ptr_mut(1) else {
+    let Some(peer) = map_value::per_cpu(&CT_KEYS, 1) else {
         return false;
     };
-    // SAFETY: a map value and a per-CPU scratch slot, valid for this run.
-    let (e, peer) = unsafe { (&*e, &mut *peer) };
     let orig = why == Evict::Queued;
     if e.flags.contains(FlowFlags::REPLY) == orig {
         return false;
     }
-    peer.src = e.new_dst;
-    peer.dst = e.new_src;
+    // Not assignments: between two map values those are memmove calls
+    // (see map_value::copy).
+    map_value::copy(&e.new_dst, &mut peer.src);
+    map_value::copy(&e.new_src, &mut peer.dst);
     peer.sport = e.new_dport;
     peer.dport = e.new_sport;
     peer.proto = key.proto;
     peer.family = key.family;
     peer._pad = [0; 2];
-    // SAFETY: a map value, read at once.
-    let peer_seen = FLOWS
-        .get_ptr(*peer)
-        .map_or(0, |p| unsafe { (*p).last_seen_ns });
+    let peer_seen = map_value::get(&FLOWS, peer).map_or(0, |p| p.last_seen_ns);
     let last = if peer_seen > e.last_seen_ns {
         peer_seen
     } else {

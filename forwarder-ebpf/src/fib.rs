@@ -7,7 +7,7 @@ use aya_ebpf::{
     },
     programs::TcContext,
 };
-use forwarder_common::{IfaceFlags, Reason};
+use forwarder_common::{FibCache, IfaceFlags, Reason};
 
 use crate::{
     error::RewriteError,
@@ -16,7 +16,8 @@ use crate::{
         fib::FibParams,
         skb::{self, Store},
     },
-    maps, nat,
+    maps::{self, FlowRef},
+    nat,
     parse::Packet,
     verdict::Verdict,
 };
@@ -112,6 +113,57 @@ pub fn next_hop(ctx: &TcContext, p: &Packet, src: u32, dst: u32) -> NextHop {
         BPF_FIB_LKUP_RET_FRAG_NEEDED => NextHop::TooBig(fp.mtu_result()),
         _ => NextHop::Stack,
     }
+}
+
+/// The IP length the cache-filling lookup asks about: an IP header, which
+/// fits any MTU, so the lookup answers SUCCESS with the route's MTU in
+/// `mtu_result` (the same `ip_mtu_from_fib_result` the kernel compares a
+/// given length with) and `flow_next_hop` compares each packet itself.
+const ANY_LEN: u16 = 20;
+
+/// The route generation the daemon last published (0 while none).
+#[inline(always)]
+fn route_gen() -> u32 {
+    maps::ROUTE_GEN.get(0).copied().unwrap_or(0)
+}
+
+/// `next_hop` for a packet of `flow` translated to the flow's own
+/// addresses, from the flow's cached FIB answer when it is of the current
+/// route generation (issue 19: the lookup was the largest single cost of a
+/// forwarded packet). Otherwise the FIB is asked and a forwarding answer
+/// cached; any other answer (stack, no route) is asked again each time.
+/// The MTU check is the kernel's (`tot_len > mtu`, GSO packets exempt),
+/// made here against the cached route MTU.
+#[inline(always)]
+pub fn flow_next_hop(ctx: &TcContext, p: &Packet, flow: FlowRef) -> NextHop {
+    let gen = route_gen();
+    let c = flow.entry().fib;
+    let (oif, nexthop, mtu) = if c.oif != 0 && c.gen == gen {
+        (c.oif, c.nexthop, c.mtu)
+    } else {
+        let e = flow.entry();
+        let Some(mut fp) = FibParams::v4(skb::ifindex(ctx), p.proto, e.new_src[0], e.new_dst[0])
+        else {
+            return NextHop::Stack;
+        };
+        fp.set_tot_len(ANY_LEN);
+        if fp.lookup_rc(ctx, FORWARD_ROUTE) as u32 != BPF_FIB_LKUP_RET_SUCCESS {
+            return NextHop::Stack;
+        }
+        let fresh = FibCache {
+            oif: fp.oif(),
+            nexthop: fp.nexthop_v4(),
+            gen,
+            mtu: fp.mtu_result(),
+            _pad: 0,
+        };
+        flow.entry_mut().fib = fresh;
+        (fresh.oif, fresh.nexthop, fresh.mtu)
+    };
+    if !skb::is_gso(ctx) && p.tot_len > mtu {
+        return NextHop::TooBig(mtu);
+    }
+    NextHop::Out { oif, nexthop }
 }
 
 /// The address this host sends its own packets to `dst` from, out of the

@@ -24,7 +24,7 @@ use aya_ebpf::{macros::map, maps::LruHashMap};
 use forwarder_common::{FRAG_KEY_SIZE, FRAG_PORTS_SIZE, MAX_FRAGMENTED};
 
 use crate::{
-    helpers::ktime_coarse_ns,
+    helpers::{ktime_coarse_ns, map_value},
     parse::{Frag, Packet},
 };
 
@@ -94,8 +94,7 @@ pub fn remember(p: &Packet) {
 /// its first fragment was not seen (or too long ago).
 #[inline(always)]
 pub fn find_ports(p: &mut Packet) -> bool {
-    // SAFETY: the value is copied out at once.
-    let Some(ports) = (unsafe { FRAGS.get(key_of(p)).copied() }) else {
+    let Some(ports) = map_value::get(&FRAGS, &key_of(p)).copied() else {
         return false;
     };
     if ktime_coarse_ns().saturating_sub(ports.seen_ns) > FRAG_TTL_NS {

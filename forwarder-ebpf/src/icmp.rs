@@ -10,7 +10,9 @@ use forwarder_common::{FlowEntry, FlowKey, Hook, Reason, PROTO_TCP, PROTO_UDP};
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
+    conntrack,
     error::{log_rewrite_failed, RewriteError},
+    evict,
     flow::handled_here,
     hdr::{
         ICMP_CHECK, ICMP_QUOTE, IPV4_HLEN, IPV4_VIHL_PLAIN, IP_CHECK, IP_DST, IP_SRC, L4_DPORT,
@@ -108,7 +110,7 @@ fn replace<T: CsumWord + PartialEq>(
 // A BPF-to-BPF call rather than inlined: its locals get their own frame
 // instead of adding to the caller's (512-byte stack limit).
 #[inline(never)]
-pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> Verdict {
+pub fn error(ctx: &TcContext, p: &Packet, hook: Hook, ifindex: u32) -> Verdict {
     const NOT_OURS: Verdict = Verdict::next(Reason::PassNoMatch);
     // The quoted IPv4 header and the 8 bytes after it are read directly.
     ctx.pull(p.l4 + ICMP_QUOTE + IPV4_HLEN + QUOTED_L4_MIN);
@@ -116,16 +118,29 @@ pub fn error(ctx: &TcContext, p: &Packet, hook: Hook) -> Verdict {
         return NOT_OURS;
     };
     // The quoted packet went out translated; the error travels back the
-    // way its replies would, so the reversed quote is that direction's key.
-    let key = FlowKey::v4(i.dst, i.src, i.dport, i.sport, i.proto);
+    // way its replies would, so the reversed quote is that direction's key
+    // (built off the stack: see `evict::spare_key`).
+    let Some(key) = evict::spare_key() else {
+        return NOT_OURS;
+    };
+    *key = FlowKey::v4(i.dst, i.src, i.dport, i.sport, i.proto);
     // A pointer into the map value rather than a copy: this function's
     // frame counts toward the 512-byte stack of the whole call chain.
-    let Some(flow) = maps::flow(key) else {
+    let Some(flow) = maps::flow_at(key) else {
         return NOT_OURS;
     };
     let e = flow.entry();
     if !handled_here(e, hook) {
         return NOT_OURS;
+    }
+    // Bound like every packet of the direction it travels like (issue 11):
+    // a forged error on another interface must not reach a flow's peer
+    // translated (a frag-needed lowering its PMTU, an unreachable ending
+    // its connection). Left untranslated, as such packets are. (`ifindex`
+    // comes as an argument: read here, it costs this frame the bytes the
+    // 512-byte stack of the deepest call chain does not have.)
+    if !conntrack::arrived_right(e, ifindex) {
+        return Verdict::next(Reason::PassWrongIface);
     }
     let new_src = e.new_src[0];
     // An error sent by the peer itself names the peer as outer source: it

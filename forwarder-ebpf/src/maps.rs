@@ -9,9 +9,9 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
-    ListenerValue, RuleCounters, RuleName, BPF_F_NO_PREALLOC, DEFAULT_CONNTRACK_MAX,
+    ListenerValue, NeighFlags, RuleCounters, RuleName, BPF_F_NO_PREALLOC, DEFAULT_CONNTRACK_MAX,
     ENTRIES_PER_FLOW, HOOKS, MAX_ALLOW_PREFIXES, MAX_AUTO_SNAT, MAX_IFACES, MAX_LISTENERS,
-    MAX_RULES, REASONS,
+    MAX_NEIGH, MAX_RULES, REASONS,
 };
 
 #[map(name = "FWD_IFACES")]
@@ -42,6 +42,9 @@ pub static RULE_COUNTERS: PerCpuArray<RuleCounters> = PerCpuArray::with_max_entr
 pub static FLOWS: HashMap<FlowKey, FlowEntry> =
     HashMap::with_max_entries(ENTRIES_PER_FLOW * DEFAULT_CONNTRACK_MAX, 0);
 
+/// The route generation (see `forwarder_common::MAP_ROUTE_GEN`).
+#[map(name = "FWD_ROUTE_GEN")]
+pub static ROUTE_GEN: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "FWD_CONFIG")]
 pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
 
@@ -58,6 +61,21 @@ pub static RULE_NAMES: Array<RuleName> = Array::with_max_entries(MAX_RULES, 0);
 /// 512 bytes for the whole call chain).
 #[map(name = "FWD_SCRATCH")]
 pub static SCRATCH: PerCpuArray<FlowEntry> = PerCpuArray::with_max_entries(2, 0);
+
+/// On-link targets whose neighbour does not answer (IPv4 address word ->
+/// `NeighFlags` bits), written by the daemon from the neighbour table. A
+/// FIB lookup's NO_NEIGH cannot tell "not resolved yet" from FAILED, so
+/// the kernel never decides this itself (docs/CONFORMANCE.md, Neighbours).
+#[map(name = "FWD_NEIGH")]
+pub static NEIGH: HashMap<u32, u32> = HashMap::with_max_entries(MAX_NEIGH, 0);
+
+/// What the daemon says about next hop `addr` (empty: nothing known, the
+/// neighbour is resolved or being resolved for the first time).
+#[inline(always)]
+pub fn neigh(addr: u32) -> NeighFlags {
+    // SAFETY: copied out of the map value.
+    NeighFlags::from_bits(unsafe { NEIGH.get(addr).copied() }.unwrap_or(0))
+}
 
 #[inline(always)]
 pub fn iface(ifindex: u32) -> Option<IfaceConfig> {
@@ -91,16 +109,16 @@ impl FlowRef {
         // `account`); a race with another CPU costs accuracy, not safety.
         unsafe { &mut *self.0 }
     }
-
-    /// The entry's address, for the conntrack step that takes it.
-    #[inline(always)]
-    pub fn as_ptr(self) -> *mut FlowEntry {
-        self.0
-    }
 }
 
 #[inline(always)]
 pub fn flow(key: FlowKey) -> Option<FlowRef> {
+    FLOWS.get_ptr_mut(key).map(FlowRef)
+}
+
+/// The flow entry for a key that is not on the stack.
+#[inline(always)]
+pub fn flow_at(key: &FlowKey) -> Option<FlowRef> {
     FLOWS.get_ptr_mut(key).map(FlowRef)
 }
 
@@ -112,16 +130,8 @@ pub fn listener(key: ListenerKey) -> Option<&'static ListenerValue> {
     LISTENERS.get_ptr(key).map(|l| unsafe { &*l })
 }
 
-/// This CPU's slot `i` of a per-CPU array, for a counter update.
-// The map is shared, the slot is not: this CPU's alone (see SAFETY).
-#[allow(clippy::mut_from_ref)]
-#[inline(always)]
-pub fn per_cpu<T>(map: &'static PerCpuArray<T>, i: u32) -> Option<&'static mut T> {
-    // SAFETY: a per-CPU slot is only this CPU's, and a program run is not
-    // interrupted by another on the same CPU: no other reference exists
-    // while the caller holds this one (for one update, never across calls).
-    map.get_ptr_mut(i).map(|c| unsafe { &mut *c })
-}
+/// This CPU's slot `i` of a per-CPU array (for a counter update, say).
+pub use crate::helpers::map_value::per_cpu;
 
 #[inline(always)]
 pub fn config() -> GlobalConfig {

@@ -22,14 +22,14 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     conntrack::{self as ct, CtState},
-    FlowEntry, FlowFlags, FlowKey, ListenFlags, ListenerValue, Reason, DEFAULT_SNAT_PORT_MAX,
-    DEFAULT_SNAT_PORT_MIN, MAX_RATE_SOURCES, PROTO_TCP,
+    FlowEntry, FlowFlags, FlowKey, ListenFlags, ListenerValue, Reason, DEFAULT_RATE_SOURCES,
+    DEFAULT_SNAT_PORT_MAX, DEFAULT_SNAT_PORT_MIN, PROTO_TCP,
 };
 
 use crate::{
     conntrack::{self, now_ns, Arrival, CT_CONFIG},
     evict::{self, Evict},
-    helpers::{prandom_u32, skb},
+    helpers::{map_value, prandom_u32, skb},
     maps::{self, FLOWS},
     parse::Packet,
     path,
@@ -48,7 +48,7 @@ const PORT_TRIES: u32 = 32;
 /// matters to a flood of distinct (spoofed) sources, and those are what
 /// eviction is for.
 #[map(name = "FWD_SRC_LIMIT")]
-static SRC_LIMIT: LruHashMap<[u32; 4], u64> = LruHashMap::with_max_entries(MAX_RATE_SOURCES, 0);
+static SRC_LIMIT: LruHashMap<[u32; 4], u64> = LruHashMap::with_max_entries(DEFAULT_RATE_SOURCES, 0);
 
 /// Whether `src` is over its new-flow limit (`new_flows_per_source`).
 #[inline(always)]
@@ -61,12 +61,11 @@ fn over_limit(src: u32, now: u64) -> bool {
         return false;
     }
     let k = [src, 0, 0, 0];
-    match SRC_LIMIT.get_ptr_mut(k) {
-        // SAFETY: a pointer into the map value, valid for this run. A plain
-        // read-modify-write: racing CPUs may admit a flow or two extra.
-        Some(tat) => match ct::rate_admit(unsafe { *tat }, now, interval, burst) {
+    // A plain read-modify-write: racing CPUs may admit a flow or two extra.
+    match map_value::get_mut(&SRC_LIMIT, &k) {
+        Some(tat) => match ct::rate_admit(*tat, now, interval, burst) {
             Some(next) => {
-                unsafe { *tat = next };
+                *tat = next;
                 false
             }
             None => true,
@@ -111,13 +110,12 @@ fn scratch() -> Option<(
     &'static mut FlowKey,
     &'static mut FlowKey,
 )> {
-    let reply = maps::SCRATCH.get_ptr_mut(0)?;
-    let orig = maps::SCRATCH.get_ptr_mut(1)?;
-    let reply_key = KEYS.get_ptr_mut(REPLY)?;
-    let key = KEYS.get_ptr_mut(ORIG)?;
-    // SAFETY: per-CPU slots, ours for the duration of this program run (a
-    // run is not preempted by another on the same CPU).
-    Some(unsafe { (&mut *reply, &mut *orig, &mut *reply_key, &mut *key) })
+    Some((
+        map_value::per_cpu(&maps::SCRATCH, 0)?,
+        map_value::per_cpu(&maps::SCRATCH, 1)?,
+        map_value::per_cpu(&KEYS, REPLY)?,
+        map_value::per_cpu(&KEYS, ORIG)?,
+    ))
 }
 
 /// Sets every field of `e` for a fresh entry rewriting to the given tuple.
@@ -248,12 +246,11 @@ fn keep_port(now: u64) -> Result<(), Reason> {
             // A leftover of an earlier connection of this same client tuple
             // (not yet expired) is ours to reuse; anything else is a real
             // clash with another flow, unless that one may be evicted.
-            // SAFETY: a pointer into the map value, read at once.
-            let same = FLOWS.get_ptr(&*reply_key).is_some_and(|o| unsafe {
-                (*o).new_dst == reply.new_dst
-                    && (*o).new_dport == reply.new_dport
-                    && (*o).new_src == reply.new_src
-                    && (*o).new_sport == reply.new_sport
+            let same = map_value::get(&FLOWS, reply_key).is_some_and(|o| {
+                o.new_dst == reply.new_dst
+                    && o.new_dport == reply.new_dport
+                    && o.new_src == reply.new_src
+                    && o.new_sport == reply.new_sport
             });
             if !same && !evict::evict(reply_key, Evict::Clash, now) {
                 return Err(Reason::DropNoPort);
@@ -289,19 +286,16 @@ fn snat_port(ctx: &TcContext, p: &Packet) -> Result<(), Reason> {
             (DEFAULT_SNAT_PORT_MIN as u32, DEFAULT_SNAT_PORT_MAX as u32)
         }
     };
-    let plan = PORT_PLAN.get_ptr_mut(0).ok_or(Reason::DropError)?;
-    // SAFETY: per-CPU slot, ours for this run; written, then read back
-    // (see PORT_PLAN).
-    let plan = unsafe {
-        (*plan).min = min;
-        (*plan).span = max - min + 1;
-        (*plan).keep = if client >= min && client <= max {
-            client
-        } else {
-            0
-        };
-        &*plan
+    // Written, then read back (see PORT_PLAN).
+    let plan = map_value::per_cpu(&PORT_PLAN, 0).ok_or(Reason::DropError)?;
+    plan.min = min;
+    plan.span = max - min + 1;
+    plan.keep = if client >= min && client <= max {
+        client
+    } else {
+        0
     };
+    let plan = &*plan;
     let (reply, _, reply_key, _) = scratch().ok_or(Reason::DropError)?;
     // The first port held by another flow (for `reclaim_held`).
     let mut held = 0u32;

@@ -12,15 +12,17 @@
 use aya_ebpf::{macros::map, maps::LruHashMap, programs::TcContext};
 use forwarder_common::{
     conntrack::CtState, AutoEvidence, AutoSnatKey, FlowEntry, FlowFlags, FlowKey, ListenFlags,
-    ListenerValue, Reason, SnatMode, AUTO_SNAT_CLIENTS, AUTO_SNAT_PROBE_NS, AUTO_SNAT_PROBE_UDP_NS,
-    AUTO_SNAT_TTL_NS, AUTO_SNAT_WINDOW_NS, MAX_AUTO_SNAT, PROTO_TCP, PROTO_UDP,
+    ListenerValue, NeighFlags, Reason, SnatMode, AUTO_SNAT_CLIENTS, AUTO_SNAT_PROBE_NS,
+    AUTO_SNAT_PROBE_UDP_NS, AUTO_SNAT_TTL_NS, AUTO_SNAT_WINDOW_NS, MAX_AUTO_SNAT, PROTO_TCP,
+    PROTO_UDP,
 };
 
 use crate::{
     conntrack::{self, now_ns},
-    fib,
+    evict, fib,
     hdr::{TCP_ACK, TCP_SYN},
-    maps::{AUTO_SNAT, FLOWS},
+    helpers::map_value,
+    maps::{self, AUTO_SNAT, FLOWS},
     parse::Packet,
 };
 
@@ -49,8 +51,7 @@ pub fn auto_key(rule_id: u32, target: u32) -> AutoSnatKey {
 /// Whether `snat = "auto"` learned that this backend's replies bypass us.
 #[inline(always)]
 fn learned_snat(rule_id: u32, target: u32) -> bool {
-    // SAFETY: copied out of the map value.
-    match unsafe { AUTO_SNAT.get(auto_key(rule_id, target)).copied() } {
+    match map_value::get(&AUTO_SNAT, &auto_key(rule_id, target)).copied() {
         Some(at) => now_ns().saturating_sub(at) < AUTO_SNAT_TTL_NS,
         None => false,
     }
@@ -123,13 +124,29 @@ pub fn decide(
     // to on-link targets (VMs, pods, LAN hosts); anything behind a gateway
     // or without a route goes through the stack, where netfilter (e.g.
     // kube-proxy's DNAT of a ClusterIP in PREROUTING) gets to see it.
-    let via_stack = if forced_stack {
+    let mut via_stack = if forced_stack {
         true
     } else if flags.contains(FlowFlags::SNAT) || l.flags.contains(ListenFlags::VIA_REDIRECT) {
         !routed
     } else {
         !routed || to.nexthop != target
     };
+    if !via_stack {
+        // A next hop the daemon found dead (see `maps::NEIGH`): a redirect
+        // would queue behind an ARP that never answers. The stack can take
+        // a flow that keeps the client's address (netfilter's DNAT of a
+        // virtual target, or its own ARP and host unreachable); a SNATed
+        // one it would drop as a martian, so that one is answered here.
+        let n = maps::neigh(to.nexthop);
+        if flags.contains(FlowFlags::SNAT) {
+            if n.contains(NeighFlags::UNREACHABLE) {
+                return Err(Reason::ReplyHostUnreach);
+            }
+        } else if n.contains(NeighFlags::STACK) {
+            via_stack = true;
+            flags |= FlowFlags::NEIGH_DEAD;
+        }
+    }
     let reply_iface = if via_stack {
         if flags.contains(FlowFlags::SNAT) {
             // SNAT with no forwarding route: nothing can deliver it.
@@ -147,6 +164,28 @@ pub fn decide(
     })
 }
 
+/// A flow that never got an answer, redirected to a target the daemon has
+/// since found dead (`NeighFlags::STACK`: its first packets queued behind
+/// an ARP that failed), is to be forgotten: the client's next packet (a
+/// SYN retransmission, the next datagram) creates it anew and `decide`
+/// sends it through the stack. Only flows the stack can take (not
+/// SNATed); answered flows keep their path (`translate` answers host
+/// unreachable when their neighbour fails). Checked in `auto_probe`,
+/// before learning, which must not read a dead neighbour's silence as
+/// replies bypassing this host (and one call there, rather than two
+/// checks in the caller, costs the verifier 100k instructions less).
+#[inline(always)]
+fn neigh_died(e: &FlowEntry) -> bool {
+    if e.flags.intersects(FlowFlags::SNAT | FlowFlags::VIA_STACK) {
+        return false;
+    }
+    match CtState::from_raw(e.ct.state) {
+        CtState::SynSent | CtState::UdpUnreplied => {}
+        _ => return false,
+    }
+    maps::neigh(e.new_dst[0]).contains(NeighFlags::STACK)
+}
+
 /// Whether a flow entry took a per-flow `snat = "auto"` decision to keep
 /// the client's address on the redirect path: the flows learning watches.
 #[inline(always)]
@@ -156,21 +195,32 @@ pub fn learning_watches(e: &FlowEntry) -> bool {
         == FlowFlags::AUTO
 }
 
+/// A flow to a dead neighbour that the stack can take (`neigh_died`), and
 /// `snat = "auto"` learning, for a packet of an existing original-direction
 /// entry: a TCP client retransmitting its SYN, or a UDP client sending
 /// again, with nothing ever back from the backend. That client's failure
 /// is recorded; once `AUTO_SNAT_CLIENTS` distinct clients failed (see the
 /// module comment) the backend is switched to SNAT for `AUTO_SNAT_TTL_NS`.
-/// Returns true when this flow must be created anew, SNATed (the backend
-/// is switched): the caller then treats the packet as a flow's first.
+/// Returns true when this flow must be created anew (through the stack, or
+/// SNATed: the backend is switched): the caller then treats the packet as
+/// a flow's first.
 // Not inlined: own stack frame (see `decide`).
 #[inline(never)]
+// The reply key goes to the map helpers as `&*key` on purpose: the value
+// itself (what clippy suggests) would be copied to the stack first.
+#[allow(clippy::needless_borrows_for_generic_args)]
 pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey, ifindex: u32) -> bool {
-    // Only the client's own packets, where they belong, are evidence.
-    if e.flags.contains(FlowFlags::REPLY)
-        || !learning_watches(e)
-        || !conntrack::arrived_right(e, ifindex)
-    {
+    // Only the client's own packets, where they belong, are evidence (and
+    // may forget a flow: a forged one cannot).
+    if e.flags.contains(FlowFlags::REPLY) || !conntrack::arrived_right(e, ifindex) {
+        return false;
+    }
+    if neigh_died(e) {
+        let _ = FLOWS.remove(conntrack::peer_key(e, key));
+        let _ = FLOWS.remove(key);
+        return true;
+    }
+    if !learning_watches(e) {
         return false;
     }
     let now = now_ns();
@@ -187,11 +237,12 @@ pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey, ifindex: u32) -> boo
     if now.saturating_sub(e.created_ns) < probe_ns {
         return false;
     }
-    let reply_key = conntrack::peer_key(e, key);
-    // SAFETY: a map value, read at once.
-    let replied = FLOWS
-        .get_ptr(reply_key)
-        .is_some_and(|r| unsafe { (*r).packets } > 0);
+    // Built off the stack (see `evict::spare_key`).
+    let Some(reply_key) = evict::spare_key() else {
+        return false;
+    };
+    *reply_key = conntrack::peer_key(e, key);
+    let replied = map_value::get(&FLOWS, reply_key).is_some_and(|r| r.packets > 0);
     if replied {
         return false;
     }
@@ -199,7 +250,7 @@ pub fn auto_probe(p: &Packet, e: &FlowEntry, key: &FlowKey, ifindex: u32) -> boo
     if !learned_snat(e.rule_id, target) && !enough_evidence(e.rule_id, target, p.src, now) {
         return false;
     }
-    let _ = FLOWS.remove(reply_key);
+    let _ = FLOWS.remove(&*reply_key);
     let _ = FLOWS.remove(key);
     true
 }
@@ -217,11 +268,9 @@ fn enough_evidence(rule_id: u32, target: u32, client: u32, now: u64) -> bool {
         };
         let _ = AUTO_EVIDENCE.insert(k, fresh, 0);
     }
-    let Some(ev) = AUTO_EVIDENCE.get_ptr_mut(k) else {
+    let Some(ev) = map_value::get_mut(&AUTO_EVIDENCE, &k) else {
         return false;
     };
-    // SAFETY: a pointer into the map value, valid for this run.
-    let ev = unsafe { &mut *ev };
     // A new round when the last one is old, or when the backend answered
     // anyone since it began: then its replies do come back through here.
     if now.saturating_sub(ev.first_ns) > AUTO_SNAT_WINDOW_NS || ev.answered_ns >= ev.first_ns {
@@ -258,8 +307,7 @@ pub fn backend_answered(e: &FlowEntry, key: &FlowKey, now: u64) {
     if !e.flags.contains(FlowFlags::REPLY) || !learning_watches(e) {
         return;
     }
-    if let Some(ev) = AUTO_EVIDENCE.get_ptr_mut(auto_key(e.rule_id, key.src[0])) {
-        // SAFETY: a pointer into the map value, valid for this run.
-        unsafe { (*ev).answered_ns = now };
+    if let Some(ev) = map_value::get_mut(&AUTO_EVIDENCE, &auto_key(e.rule_id, key.src[0])) {
+        ev.answered_ns = now;
     }
 }

@@ -28,7 +28,10 @@ use forwarder_common::Reason;
 use crate::{
     fib,
     hdr::{ETH_HLEN, IPV4_HLEN, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_RST, TCP_SYN},
-    helpers::skb::{self, Store},
+    helpers::{
+        map_value,
+        skb::{self, Store},
+    },
     parse::Packet,
     verdict::Verdict,
 };
@@ -158,9 +161,7 @@ fn swap_macs(ctx: &TcContext, p: &Packet, buf: &mut [u8; SCRATCH_LEN]) -> Result
 
 #[inline(always)]
 fn scratch() -> Option<&'static mut [u8; SCRATCH_LEN]> {
-    // SAFETY: this CPU's slot, ours alone for the rest of this run (a
-    // program run is not interrupted by another on the same CPU).
-    SCRATCH.get_ptr_mut(0).map(|b| unsafe { &mut *b })
+    map_value::per_cpu(&SCRATCH, 0)
 }
 
 /// Builds the answer `v` (a `Verdict::answer`) asks for out of `p`.

@@ -22,8 +22,8 @@ use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use aya_log_ebpf::debug;
 use forwarder_common::{
     addr_v4_word, AllowKey, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags,
-    ListenerKey, ListenerValue, Reason, ALLOW_EXACT_V4_PREFIX, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
+    ListenerKey, ListenerValue, NeighFlags, Reason, ALLOW_EXACT_V4_PREFIX, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP, RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
     RULE_DROP_RATE_LIMITED, RULE_DROP_TABLE_FULL, TCX_NEXT,
 };
 
@@ -39,7 +39,9 @@ use crate::{
         IP_DST, IP_SRC, TCP_ACK, TCP_RST, TCP_SYN,
     },
     helpers::skb,
-    icmp, maps, nat, newflow,
+    icmp,
+    maps::{self, FlowRef},
+    nat, newflow,
     parse::{self, Frag, Packet},
     path, reply,
     verdict::Verdict,
@@ -101,7 +103,7 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
 fn process(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, hook: Hook) -> Verdict {
     match classify(p) {
         Class::Tracked => {}
-        Class::IcmpError => return icmp::error(ctx, p, hook),
+        Class::IcmpError => return icmp::error(ctx, p, hook, ifindex),
         Class::Untracked => return Verdict::next(Reason::PassNoMatch),
     }
     let key = conntrack::key_of(p);
@@ -146,8 +148,9 @@ fn classify(p: &Packet) -> Class {
 }
 
 /// A packet of a flow we track, translated at this hook; `None` when
-/// there is none (expired, or `snat = "auto"` just forgot it: see
-/// `path::auto_probe`) and a new one may be created. The state machine
+/// there is none (expired, or forgotten to be created anew: a dead
+/// neighbour's or `snat = "auto"`'s, see `path::auto_probe`) and a new
+/// one may be created. The state machine
 /// (`conntrack::existing`) may also pass it on (wrong interface) or drop
 /// it (an RST/FIN outside the window).
 #[inline(always)]
@@ -165,7 +168,7 @@ fn established(
     if hook == Hook::TcIngress && path::auto_probe(p, flow.entry(), &key, a.ifindex) {
         return None;
     }
-    match conntrack::existing(ctx, p, flow.as_ptr(), &key, a) {
+    match conntrack::existing(ctx, p, flow.entry_mut(), &key, a) {
         Hit::Forward => {}
         Hit::Gone => return None,
         Hit::WrongIface => return Some(Verdict::next(Reason::PassWrongIface)),
@@ -174,9 +177,8 @@ fn established(
             return Some(Verdict::shot(Reason::DropOutOfWindow));
         }
     }
-    let e = flow.entry();
-    counters::count_rule(e.rule_id, a.len);
-    Some(translate(ctx, p, e, hook))
+    counters::count_rule(flow.entry().rule_id, a.len);
+    Some(translate(ctx, p, flow, hook))
 }
 
 /// The listener a flow's first packet is for, if the rule lets it start
@@ -261,6 +263,9 @@ fn create_flow(
             Reason::DropTableFull => (RULE_DROP_TABLE_FULL, Reason::DropTableFull),
             Reason::DropNoPort => (RULE_DROP_NO_PORT, Reason::DropNoPort),
             Reason::DropRateLimited => (RULE_DROP_RATE_LIMITED, Reason::DropRateLimited),
+            // A SNATed flow to a dead neighbour (`path::decide`): answered
+            // as the router would, no flow left behind.
+            Reason::ReplyHostUnreach => return Verdict::answer(Reason::ReplyHostUnreach, 0),
             _ => (RULE_DROP_ERROR, Reason::DropError),
         };
         counters::count_rule_drop(rule_id, drop);
@@ -290,7 +295,7 @@ fn create_flow(
         u16::from_be(e.new_dport),
         e.flags.bits()
     );
-    translate(ctx, p, e, hook)
+    translate(ctx, p, flow, hook)
 }
 
 /// Applies `e`'s translation to the packet and sends it on, after the
@@ -304,7 +309,8 @@ fn create_flow(
 /// never answered.
 // Not inlined: own stack frame (see `newflow::create`).
 #[inline(never)]
-fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict {
+fn translate(ctx: &TcContext, p: &Packet, flow: FlowRef, hook: Hook) -> Verdict {
+    let e = flow.entry();
     let hop = if hook != Hook::TcIngress {
         // Egress: the stack forwarded it already; it only continues.
         NextHop::Stack
@@ -313,8 +319,17 @@ fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict 
     } else if e.flags.contains(FlowFlags::VIA_STACK) {
         NextHop::Stack
     } else {
-        match fib::next_hop(ctx, p, e.new_src[0], e.new_dst[0]) {
-            NextHop::TooBig(mtu) if p.df || source_is_ours(e) => {
+        match fib::flow_next_hop(ctx, p, flow) {
+            // Its neighbour failed (the daemon says: `maps::NEIGH`) and
+            // this packet cannot go through the stack (see `path::decide`
+            // and `path::auto_probe` for those that can): what a router
+            // answers when ARP gives up, RFC 1812 4.3.3.1.
+            NextHop::Out { nexthop, .. }
+                if maps::neigh(nexthop).contains(NeighFlags::UNREACHABLE) =>
+            {
+                return Verdict::answer(Reason::ReplyHostUnreach, 0);
+            }
+            NextHop::TooBig(mtu) if p.df || source_is_ours(flow.entry()) => {
                 // DF: RFC 1191. Without DF the translated packet's source
                 // is one of ours (a martian to the stack, which would
                 // otherwise fragment it) and the untranslated one is
@@ -328,6 +343,8 @@ fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry, hook: Hook) -> Verdict 
             hop => hop,
         }
     };
+    // Again: `flow_next_hop` may have written the entry's FIB cache.
+    let e = flow.entry();
     if let Err(err) = nat::apply(ctx, p, e) {
         log_rewrite_failed(ctx, e.rule_id, err);
         counters::count_rule_drop(e.rule_id, RULE_DROP_ERROR);
@@ -357,6 +374,9 @@ fn send(ctx: &TcContext, p: &Packet, e: &FlowEntry, hop: NextHop) -> Verdict {
                 Verdict::shot(Reason::DropError)
             }
         },
+        // Counted apart: a dead neighbour's flows are not "forwarded"
+        // like the others (the stack's ARP or netfilter decides).
+        _ if e.flags.contains(FlowFlags::NEIGH_DEAD) => Verdict::ok(Reason::FwdStackNeighDead),
         _ => Verdict::ok(Reason::FwdStack),
     }
 }

@@ -90,9 +90,14 @@ impl Verdict {
     /// The reason, looked up under a power-of-two mask: a reason that came
     /// back from a BPF-to-BPF call is an unknown scalar to the verifier,
     /// and LLVM drops a `< REASONS` check (an enum cannot be out of range),
-    /// so only a mask bounds the index.
+    /// so only a mask bounds the index. LLVM drops the mask too where it
+    /// can prove the reason's range across the call, and 6.1's verifier
+    /// cannot (it forgets all bounds of `x | y` with `y` unknown, as in an
+    /// action from `bpf_redirect` or'ed with a reason: "R2 unbounded memory
+    /// access"): black_box keeps the mask in the code.
     #[inline(always)]
-    pub const fn reason(self) -> Reason {
-        REASON_TABLE[(self.0 >> REASON_SHIFT) as usize & (REASON_TABLE.len() - 1)]
+    pub fn reason(self) -> Reason {
+        let index = core::hint::black_box(self.0 >> REASON_SHIFT) as usize;
+        REASON_TABLE[index & (REASON_TABLE.len() - 1)]
     }
 }

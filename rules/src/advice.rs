@@ -151,7 +151,7 @@ mod tests {
         let w = warnings(&format!("[global]\nconntrack_max = 16777216\n{FORWARD}"));
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
-            w[0].contains("conntrack_max = 16777216 reserves 6.5 GiB"),
+            w[0].contains("conntrack_max = 16777216 reserves 7.0 GiB"),
             "{w:?}"
         );
         assert!(warnings(&format!("[global]\nconntrack_max = 1000000\n{FORWARD}")).is_empty());

@@ -13,7 +13,7 @@
 //! are the kernel's own accounting (`map_mem_usage`, shown as `memlock` in
 //! /proc/PID/fdinfo and `bytes_memlock` by bpftool, Linux 6.4 and newer);
 //! tests/tests/cli_check_memory.rs compares them with a loaded dataplane.
-use forwarder_common::{Capacity, MapKind, MapSpec, BPF_F_NO_PREALLOC, ENTRIES_PER_FLOW, MAPS};
+use forwarder_common::{MapKind, MapSpec, BPF_F_NO_PREALLOC, MAPS};
 
 /// `struct htab_elem` before its key on 64-bit kernels.
 pub const HTAB_ELEM_HEADER: u64 = 48;
@@ -149,20 +149,23 @@ pub fn map_memory(spec: &MapSpec, entries: u32, cpus: u32) -> MapMemory {
 pub fn estimate(conntrack_max: u32, cpus: u32) -> MemoryEstimate {
     let maps = MAPS
         .iter()
-        .map(|spec| {
-            let entries = match spec.capacity {
-                Capacity::Fixed(n) | Capacity::Limit(n) => n,
-                Capacity::Flows => conntrack_max.saturating_mul(ENTRIES_PER_FLOW),
-                Capacity::PerFlow => conntrack_max.max(1),
-            };
-            map_memory(spec, entries, cpus)
-        })
+        .map(|spec| map_memory(spec, spec.capacity.at_load(conntrack_max), cpus))
         .collect();
     MemoryEstimate {
         cpus,
         conntrack_max,
         maps,
     }
+}
+
+/// What one more flow of `conntrack_max` costs on a machine with `cpus`
+/// CPUs: its two flow-table entries and their buckets, its slot in the
+/// eviction queue and its share of the per-source limit's LRU (the
+/// difference between two tables of powers of two, where the buckets grow
+/// in step with the entries).
+pub fn bytes_per_flow(cpus: u32) -> u64 {
+    const N: u32 = 1 << 20;
+    (estimate(2 * N, cpus).total() - estimate(N, cpus).total()) / u64::from(N)
 }
 
 /// Bytes as "12.3 MiB" (binary units, like `free -h`).
@@ -184,10 +187,12 @@ pub fn human(n: u64) -> String {
 /// The lines `check` prints: the total and the maps that matter.
 pub fn render(m: &MemoryEstimate) -> String {
     let mut out = format!(
-        "kernel memory the table sizes reserve: {} (conntrack_max {}, {} CPUs)\n",
+        "kernel memory the table sizes reserve: {} (conntrack_max {}, {} CPUs; each flow of \
+         conntrack_max {} B)\n",
         human(m.total()),
         m.conntrack_max,
-        m.cpus
+        m.cpus,
+        bytes_per_flow(m.cpus)
     );
     let mut maps: Vec<&MapMemory> = m.maps.iter().filter(|x| x.bytes >= 1 << 20).collect();
     maps.sort_by_key(|m| std::cmp::Reverse(m.bytes));
@@ -217,7 +222,9 @@ pub fn render(m: &MemoryEstimate) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use forwarder_common::{MAP_CT_EVICT, MAP_FLOWS, MAP_LISTENERS, MAP_RULE_COUNTERS};
+    use forwarder_common::{
+        Capacity, MAP_CT_EVICT, MAP_FLOWS, MAP_LISTENERS, MAP_RULE_COUNTERS, MAP_SRC_LIMIT,
+    };
 
     /// The figures of bpftool's `bytes_memlock` on Linux 6.18 for maps
     /// created by hand, minus the map's own struct (under 1 KiB): the
@@ -280,13 +287,40 @@ mod tests {
         assert_eq!(l.entries, 262_144);
         assert_eq!(l.bytes, 262_144 * HTAB_BUCKET, "{l:?}");
         assert_eq!(l.per_entry, 128, "{l:?}");
-        // The flow table and its eviction queue (one key per flow) grow
-        // with conntrack_max; everything else stays small (the largest
-        // rest: the per-source limit's LRU, 65536 preallocated sources,
-        // about 6 MiB, and the listener buckets' 4 MiB).
-        let per_flow = m.map(MAP_FLOWS).unwrap().bytes + m.map(MAP_CT_EVICT).unwrap().bytes;
+        // The flow table, its eviction queue (one key per flow) and the
+        // per-source limit's LRU (one source per four flows) grow with
+        // conntrack_max; everything else stays small (the largest rest:
+        // the listener buckets' 4 MiB).
+        let per_flow = m.map(MAP_FLOWS).unwrap().bytes
+            + m.map(MAP_CT_EVICT).unwrap().bytes
+            + m.map(MAP_SRC_LIMIT).unwrap().bytes;
         let not_flows = m.total() - per_flow;
-        assert!(not_flows < 12 << 20, "{}", human(not_flows));
+        assert!(not_flows < 7 << 20, "{}", human(not_flows));
+    }
+
+    /// Issue 20: a handful of forwards at the defaults under 40 MiB. What a
+    /// file's forwards add is listener entries (128 B each), so the
+    /// reservation is the figure; tests/tests/memory_footprint.rs reads it
+    /// from the kernel. The per-CPU counters grow with the host: the
+    /// target holds up to 12 possible CPUs (24 before the FIB cache of
+    /// issue 19 made a flow entry 16 B larger).
+    #[test]
+    fn the_defaults_reserve_under_40_mib_up_to_12_cpus() {
+        let at = |cpus| estimate(forwarder_common::DEFAULT_CONNTRACK_MAX, cpus).total();
+        assert!(at(12) < 40 << 20, "{}", human(at(12)));
+        assert!(at(13) > 40 << 20, "{}", human(at(13)));
+        // What each flow of conntrack_max costs: two entries of 208 B and
+        // their buckets, a 40 B queue slot, a quarter of an LRU source.
+        assert_eq!(bytes_per_flow(2), 2 * (208 + 16) + 40 + (72 + 16) / 4);
+        assert_eq!(bytes_per_flow(2), bytes_per_flow(64));
+    }
+
+    #[test]
+    fn the_per_source_lru_follows_conntrack_max() {
+        let lru = |flows| estimate(flows, 2).map(MAP_SRC_LIMIT).unwrap().entries;
+        assert_eq!(lru(65_536), 16_384);
+        assert_eq!(lru(262_144), 65_536);
+        assert_eq!(lru(1), u64::from(forwarder_common::MIN_RATE_SOURCES));
     }
 
     #[test]

@@ -112,3 +112,71 @@ fn forward_rules_get_a_note_that_the_redirect_path_skips_them() {
         "{out}"
     );
 }
+
+/// netfilter's count of the namespace `check` runs in.
+fn conntrack_count(ns: &Netns) -> u64 {
+    ns.output(&["cat", "/proc/sys/net/netfilter/nf_conntrack_count"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_netfilter_count_above_conntrack_max_gets_a_note() {
+    if !require_root("a_netfilter_count_above_conntrack_max_gets_a_note") {
+        return;
+    }
+    netns::sweep();
+    let dir = TempDir::new("chk-ct").unwrap();
+    let ns = host("chkct");
+    // A rule that needs conntrack makes netfilter track this namespace's
+    // packets; unanswered UDP entries then live for the UDP timeout, an
+    // hour here so that a slow machine cannot see them expire.
+    ns.run(&[
+        "iptables",
+        "-A",
+        "OUTPUT",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "NEW",
+        "-j",
+        "ACCEPT",
+    ])
+    .unwrap();
+    ns.sysctl("net.netfilter.nf_conntrack_udp_timeout", "3600")
+        .unwrap();
+    for port in 9001..=9006 {
+        ns.run(&["bash", "-c", &format!("echo x > /dev/udp/127.0.0.1/{port}")])
+            .unwrap();
+    }
+    let count = conntrack_count(&ns);
+    assert!(count >= 6, "six UDP flows tracked: {count}");
+
+    let file = |max: u64| {
+        format!(
+            "[global]\nconntrack_max = {max}\n\n{}",
+            forward("192.168.1.55", "")
+        )
+    };
+    let out = check(&ns, &dir, &file(4));
+    assert!(
+        out.contains(&format!(
+            "rules.toml: note: netfilter tracks {count} connections on this host now (its limit here: "
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("more than the flow table's conntrack_max = 4: if the forwards carry many of them, a full table evicts flows that have not completed their handshake and refuses new ones (drop_table_full)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("help: raise [global] conntrack_max; each flow reserves "),
+        "{out}"
+    );
+    // A table that holds them: no note.
+    let out = check(&ns, &dir, &file(count + 100));
+    assert!(!out.contains("netfilter tracks"), "{out}");
+    assert!(!check(&ns, &dir, &forward("192.168.1.55", "")).contains("note:"));
+}

@@ -22,7 +22,7 @@ fn risky_globals_are_warnings_and_the_table_shows_every_setting() {
     assert_eq!(r.code, 0, "warnings do not fail the file: {r}");
     let out = r.stdout.replace(&f.display().to_string(), "rules.toml");
     for want in [
-        "rules.toml:2:17: warning: global: conntrack_max = 16777216 reserves 6.5 GiB of kernel memory for the flow table",
+        "rules.toml:2:17: warning: global: conntrack_max = 16777216 reserves 7.0 GiB of kernel memory for the flow table",
         "rules.toml:3:11: warning: global: metrics = \"0.0.0.0:9750\" serves the metrics",
         "  help: bind to 127.0.0.1:9750 or to an address of the management network",
         "rules.toml:6:19: warning: global.timeouts: tcp_established = \"5s\" forgets an idle TCP connection",
@@ -41,7 +41,7 @@ fn risky_globals_are_warnings_and_the_table_shows_every_setting() {
     // The memory the table sizes reserve, with the flow table first.
     assert!(
         out.contains("kernel memory the table sizes reserve: ")
-            && out.contains("FWD_FLOWS          6.5 GiB  33554432 entries, 192 B per entry"),
+            && out.contains("FWD_FLOWS          7.0 GiB  33554432 entries, 208 B per entry"),
         "{out}"
     );
 }

@@ -102,7 +102,6 @@ fn iptables_clamps_mss_to_the_route_mtu() -> Result<()> {
 }
 
 #[test]
-#[ignore = "phase B (after the arch-daemon merge: the MSS is computed in the daemon)"]
 fn forwarder_clamps_mss_to_the_route_mtu() -> Result<()> {
     if !require_root("forwarder_clamps_mss_to_the_route_mtu") {
         return Ok(());

@@ -3,7 +3,8 @@
 //! csum_helpers.h): the program logic never calls `bpf_*` itself and
 //! writes no `unsafe`. `skb` holds what needs a TC `__sk_buff`, `frame`
 //! direct packet access for TC and XDP alike, `tcp_opts` a SYN's options
-//! copied out for the MSS walk, this file the rest.
+//! copied out for the MSS walk, `map_value` map values used in place,
+//! this file the rest.
 //!
 //! The one fact a reader would get wrong: a helper that writes the packet
 //! (store, checksum replace, pull, change_head) may move it, so every
@@ -11,6 +12,7 @@
 //! The verifier refuses a program that uses one; take them again.
 pub mod fib;
 pub mod frame;
+pub mod map_value;
 pub mod skb;
 pub mod tcp_opts;
 

@@ -116,31 +116,6 @@ pub fn load<T>(ctx: &TcContext, off: usize) -> Result<T, Errno> {
     ctx.load(off)
 }
 
-/// Copies `len` bytes (at most `N`) at packet offset `off` into `buf`,
-/// wherever they sit (linear part or frags): for a run of bytes whose
-/// length only the packet knows (TCP options).
-#[inline(always)]
-pub fn load_bytes_upto<const N: usize>(
-    ctx: &TcContext,
-    off: usize,
-    buf: &mut [u8; N],
-    len: usize,
-) -> Result<(), Errno> {
-    if len > N {
-        return Err(-7);
-    }
-    // SAFETY: helper on our own skb writing at most `len` <= N bytes into
-    // `buf`; it bounds-checks offset and length against the skb.
-    ok(unsafe {
-        bpf_skb_load_bytes(
-            ctx.skb.skb as *const _,
-            off as u32,
-            buf.as_mut_ptr() as *mut _,
-            len as u32,
-        )
-    })
-}
-
 /// `struct bpf_sock_tuple`'s IPv4 member: only these 12 bytes are passed.
 #[repr(C)]
 struct SockTupleV4 {

@@ -128,7 +128,7 @@ fn established(ctx: &TcContext, p: &Packet6, key: FlowKey, a: &Arrival) -> Optio
     }
     // Offsets bounded for the state machine's header reads (see `translate`).
     let q = parse::bounded(&p.p);
-    match conntrack::existing(ctx, &q, flow.as_ptr(), &key, a) {
+    match conntrack::existing(ctx, &q, flow.entry_mut(), &key, a) {
         Hit::Forward => {}
         Hit::Gone => return None,
         Hit::WrongIface => return Some(Verdict::next(Reason::PassWrongIface)),

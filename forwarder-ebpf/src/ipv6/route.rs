@@ -117,7 +117,10 @@ pub fn forward(
     dst: &[u32; 4],
 ) -> Result<Verdict, RewriteError> {
     if p.ttl <= 1 {
-        return Ok(Verdict::ok(Reason::PassTtl));
+        // Counted as any packet left to the stack (`pass_ttl` is gone: its
+        // index now counts dead neighbours); ICMPv6 time exceeded is not
+        // built in BPF yet (issue 13).
+        return Ok(Verdict::ok(Reason::FwdStack));
     }
     let in_ifindex = skb::ifindex(ctx);
     let Some(mut fp) = FibParams::v6(in_ifindex, p.proto, src, dst) else {

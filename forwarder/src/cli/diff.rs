@@ -83,6 +83,8 @@ fn host_facts(targets: Vec<std::net::IpAddr>, room: Room) -> Result<facts::Facts
         Ok(facts::Facts {
             links: facts::links(&handle).await?,
             addrs: facts::addrs(&handle).await?,
+            // The MSS clamp `auto` computes depends on them.
+            route_mtus: facts::route_mtus(&handle).await?,
             routes,
             room,
             ..Default::default()

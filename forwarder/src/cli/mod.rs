@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+pub mod check_table;
 pub mod conntrack;
 pub mod control;
 pub mod diff;
@@ -111,7 +112,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Validate a rules file and print its forwards (exit 0 valid, 1 not).
+    /// Validate a rules file, print its forwards and the kernel memory its table sizes reserve
+    /// (exit 0 valid, 1 not).
     Check(offline::CheckArgs),
     /// Offline: which forward a packet matches and how it is translated.
     Explain(offline::ExplainArgs),

@@ -25,8 +25,8 @@ pub struct CheckArgs {
     #[arg(long)]
     pub json: bool,
     /// Judge the file alone: do not read this host's interfaces, addresses,
-    /// listening sockets and FORWARD rules (for a file meant for another
-    /// machine).
+    /// listening sockets, FORWARD rules and netfilter's connection count
+    /// (for a file meant for another machine).
     #[arg(long)]
     pub offline: bool,
     /// This node's name for `nodes = [...]` (default: the hostname).
@@ -135,6 +135,15 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
     }
     let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
     let memory = rules::memory::estimate(loaded.rules.global.conntrack_max, cpus);
+    if !args.offline {
+        if let Some((message, help)) = super::check_table::small_table_note(
+            memory.conntrack_max,
+            super::check_table::netfilter_table(),
+            rules::memory::bytes_per_flow(cpus),
+        ) {
+            loaded.warnings.items.push(note(message, Some(help)));
+        }
+    }
     if args.json {
         exit::print_json(&check_json(&loaded, &memory));
     } else {
@@ -178,6 +187,7 @@ fn check_json(loaded: &Loaded, memory: &rules::memory::MemoryEstimate) -> Value 
             "total_bytes": memory.total(),
             "cpus": memory.cpus,
             "conntrack_max": memory.conntrack_max,
+            "bytes_per_flow": rules::memory::bytes_per_flow(memory.cpus),
             "maps": memory.maps.iter().map(|m| json!({
                 "name": m.name,
                 "entries": m.entries,

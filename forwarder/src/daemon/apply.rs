@@ -291,12 +291,42 @@ pub fn apply(
     if !removed.is_empty() {
         info!("removed stale link pins: {}", removed.join(", "));
     }
+    // After the links: the egress program that translates the stack
+    // path's replies is on before a flow to a dead neighbour takes it.
+    write_neighbours(&mut dp.maps, &plan.neigh)?;
     let maps = write_maps(dp, &plan.update, record, plan.record(), faults);
     Ok(Applied {
         ifaces,
         attach_failed: failed.into_iter().flatten().collect(),
         maps,
     })
+}
+
+/// Brings `FWD_NEIGH` to the plan's dead neighbours, saying each change.
+/// Read back first, not taken from the facts: a write that failed half-way
+/// last time is found and completed.
+fn write_neighbours(
+    maps: &mut Maps,
+    want: &std::collections::BTreeMap<std::net::Ipv4Addr, forwarder_common::NeighFlags>,
+) -> Result<()> {
+    use forwarder_common::NeighFlags;
+    let have = maps.neighbours()?;
+    for addr in have.keys().filter(|a| !want.contains_key(a)) {
+        info!(neighbour = %addr, "target's neighbour answers again (or is no target any more): new flows are redirected to it");
+        maps.set_neighbour(*addr, None)?;
+    }
+    for (addr, flags) in want {
+        if have.get(addr) == Some(flags) {
+            continue;
+        }
+        if flags.contains(NeighFlags::UNREACHABLE) {
+            warn!(neighbour = %addr, "target's neighbour does not answer ARP (FAILED): flows keeping the client's address go through the stack, others are answered ICMP host unreachable");
+        } else {
+            info!(neighbour = %addr, "target's neighbour left the neighbour table after failing: flows keeping the client's address stay on the stack path, others probe it again");
+        }
+        maps.set_neighbour(*addr, Some(*flags))?;
+    }
+    Ok(())
 }
 
 /// Attaches (or keeps) one interface's programs; its report, and the

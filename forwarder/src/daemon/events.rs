@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{facts, watch, Daemon};
+use super::{facts, route_gen, sweeper, watch, Daemon};
 
 pub async fn forward_kernel_log(log: aya_log::EbpfLogger<&'static dyn log::Log>) {
     // SAFETY: the logger owns its ring-buffer map fd, which stays open and
@@ -52,7 +52,7 @@ pub async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut sweep = tokio::time::interval(sweep_interval(&d.timeouts()));
+    let mut sweep = tokio::time::interval(sweeper::TICK);
     let (_watcher, mut file_events) = if watch_file {
         let (w, rx) = watch::rules_file(&d.rules_path, &d.loaded.rules.global)?;
         info!("rules file: {}", w.description);
@@ -63,6 +63,9 @@ pub async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
         (None, None)
     };
     let mut nl = facts::watch()?;
+    let mut route_events = route_gen::watch()?;
+    // Whatever changed while no daemon listened.
+    d.routes_changed();
     let far = Instant::now() + Duration::from_secs(86400 * 365);
     let mut file_due = far;
     let mut netlink_due = far;
@@ -88,7 +91,6 @@ pub async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
                 }
                 schedule(d, &mut netlink_due, &mut retry);
                 file_due = far;
-                sweep = tokio::time::interval(sweep_interval(&d.timeouts()));
             }
             Some(()) = async { match file_events.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
                 file_due = Instant::now() + FILE_SETTLE;
@@ -100,16 +102,16 @@ pub async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
                     warn!("reload failed: {e:#}");
                 }
                 schedule(d, &mut netlink_due, &mut retry);
-                sweep = tokio::time::interval(sweep_interval(&d.timeouts()));
             }
-            Some(_) = nl.next() => {
-                if netlink_due == far {
+            Some(()) = route_events.next() => d.routes_changed(),
+            Some((msg, _)) = nl.next() => {
+                if netlink_due == far && d.netlink_event_matters(&msg) {
                     netlink_due = Instant::now() + NETLINK_SETTLE;
                 }
             }
             _ = tokio::time::sleep_until(netlink_due) => {
                 netlink_due = far;
-                debug!("interfaces, addresses or routes changed: reconciling");
+                debug!("interfaces, addresses, routes or target neighbours changed: reconciling");
                 match d.reconcile().await {
                     Ok(()) => d.publish(),
                     Err(e) => warn!("reconcile failed (retrying in {retry:?}): {e:#}"),
@@ -127,30 +129,15 @@ pub async fn serve(d: &mut Daemon, watch_file: bool) -> Result<()> {
                 }
             }
             _ = sweep.tick() => {
-                let t0 = Instant::now();
+                // One bounded step per tick (`sweeper::STEP_ENTRIES`): the
+                // sweeper's CPU does not grow with the table.
                 match d.sweep() {
-                    Ok(s) if s.expired + s.orphans > 0 => info!(flows = s.flows, expired = s.expired, orphans = s.orphans, "conntrack sweep"),
-                    Ok(s) => debug!(flows = s.flows, "conntrack sweep"),
+                    Ok(Some(s)) if s.expired + s.orphans > 0 => info!(flows = s.flows, expired = s.expired, orphans = s.orphans, "conntrack sweep"),
+                    Ok(Some(s)) => debug!(flows = s.flows, "conntrack sweep"),
+                    Ok(None) => {}
                     Err(e) => warn!("conntrack sweep failed: {e:#}"),
-                }
-                // A huge table takes a while to walk: keep the sweeper
-                // under a tenth of a core by spacing sweeps out.
-                let took = t0.elapsed();
-                let want = sweep_interval(&d.timeouts()).max(took * 10);
-                if want != sweep.period() {
-                    sweep = tokio::time::interval_at(Instant::now() + want, want);
                 }
             }
         }
     }
-}
-
-/// Often enough that the shortest timeout is honoured within about half of
-/// itself, never more than once a second (each sweep walks the table).
-fn sweep_interval(t: &rules::Timeouts) -> Duration {
-    let shortest = [t.tcp_close, t.udp, t.icmp, t.tcp_syn_sent]
-        .into_iter()
-        .min()
-        .unwrap_or(Duration::from_secs(10));
-    (shortest / 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
 }

@@ -2,7 +2,9 @@
 //! Over rtnetlink: links (index, link type, MTU, kind), routes (which
 //! interface reaches each target, so the daemon hooks the side replies
 //! arrive on), interface addresses (for listeners that follow "the
-//! interface's own addresses"), and a watch for changes of any of them.
+//! interface's own addresses"), the neighbour entries of on-link targets
+//! (a dead one must not be redirected to), and a watch for changes of any
+//! of them (the one event source: `watch`).
 //! From the dataplane: what is attached and registered, how big the maps
 //! are. The rules file is the other input of `plan`. Addresses and routes
 //! are read for both families: a forward's clients and target may each be
@@ -21,11 +23,13 @@ use futures::{channel::mpsc::UnboundedReceiver, TryStreamExt};
 use netlink_packet_route::{
     address::AddressAttribute,
     link::{LinkAttribute, LinkFlags, LinkInfo, LinkLayerType},
-    route::RouteAttribute,
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+    route::{RouteAttribute, RouteMetric},
+    AddressFamily, RouteNetlinkMessage,
 };
 use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 
-use forwarder_common::IfaceConfig;
+use forwarder_common::{IfaceConfig, NeighFlags};
 use rules::Room;
 
 use super::{plan::Record, resolve::NameFact};
@@ -44,6 +48,10 @@ pub struct Facts {
     /// The route to each target of the rules (`None`: no forwarding route,
     /// e.g. a ClusterIP or a local address).
     pub routes: BTreeMap<IpAddr, Option<Route>>,
+    /// The lowest `mtu` of the IPv4 routes through each interface (by
+    /// ifindex), for routes that carry one (`ip route ... mtu [lock] N`,
+    /// as tailnet and VPN routes do): `mss_clamp = "auto"` takes it.
+    pub route_mtus: BTreeMap<u32, u32>,
     /// Interfaces this daemon has attached, as it attached them.
     pub attached: Vec<Attached>,
     /// Interfaces registered in the config map (ifindex -> counter slot),
@@ -56,6 +64,56 @@ pub struct Facts {
     pub tc_legacy: Option<&'static str>,
     /// What each DNS-name target resolves to (`resolve.rs`), by name.
     pub names: BTreeMap<String, NameFact>,
+    /// The kernel's neighbour entries for the on-link targets (the
+    /// neighbour is the target itself), by address; no entry: none.
+    pub neighbours: BTreeMap<Ipv4Addr, Neighbour>,
+    /// What `FWD_NEIGH` holds now (the last plan's dead neighbours): a
+    /// target stays dead while the kernel probes it again (`plan::neighbours`).
+    pub neigh_map: BTreeMap<Ipv4Addr, NeighFlags>,
+    /// On-link targets found dead at some time in this daemon's life (the
+    /// daemon's memory, not the kernel's): flows to them may have gone
+    /// through the stack, so their forwards keep the egress program.
+    pub dead_once: BTreeSet<Ipv4Addr>,
+}
+
+/// A neighbour table entry, as `ip neigh` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    pub ifindex: u32,
+    pub state: NeighState,
+}
+
+/// The neighbour states that matter here (NUD_*).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeighState {
+    /// Has a link address (REACHABLE, STALE, DELAY, PROBE, PERMANENT,
+    /// NOARP): a redirect reaches it.
+    Resolved,
+    /// ARP in progress (INCOMPLETE): packets queue behind it.
+    Incomplete,
+    /// ARP gave up (FAILED): the kernel drops what queued and, for what it
+    /// forwards itself, answers host unreachable.
+    Failed,
+}
+
+impl NeighState {
+    fn of(s: NeighbourState) -> Option<NeighState> {
+        match s {
+            NeighbourState::Incomplete => Some(NeighState::Incomplete),
+            NeighbourState::Failed => Some(NeighState::Failed),
+            NeighbourState::None | NeighbourState::Other(_) => None,
+            _ => Some(NeighState::Resolved),
+        }
+    }
+
+    /// As `ip neigh` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            NeighState::Resolved => "resolved",
+            NeighState::Incomplete => "INCOMPLETE",
+            NeighState::Failed => "FAILED",
+        }
+    }
 }
 
 /// An interface the dataplane has programs on.
@@ -80,7 +138,21 @@ impl Facts {
         for t in targets.into_iter().collect::<BTreeSet<_>>() {
             routes.insert(t, route_get(handle, t).await);
         }
+        // Neighbours are followed for IPv4 targets only (IPv6 neighbour
+        // discovery is never touched, issue 13).
+        let on_link: BTreeSet<Ipv4Addr> = routes
+            .iter()
+            .filter(|(_, r)| r.is_some_and(|r| r.gateway.is_none()))
+            .filter_map(|(t, _)| match t {
+                IpAddr::V4(a) => Some(*a),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
         Ok(Facts {
+            route_mtus: route_mtus(handle).await?,
+            neighbours: neighbours(handle, &on_link).await?,
+            neigh_map: dp.maps.neighbours()?,
+            dead_once: BTreeSet::new(),
             links: links(handle).await?,
             addrs: addrs(handle).await?,
             routes,
@@ -110,6 +182,16 @@ impl Facts {
         self.routes.get(&target).copied().flatten()
     }
 
+    /// What leaves by `l` fits in: its MTU, lowered by the narrowest
+    /// route MTU through it (`route_mtus`); `None` when neither is known.
+    pub fn mtu_through(&self, l: &Iface) -> Option<u32> {
+        let route = self.route_mtus.get(&l.ifindex).copied();
+        Some(l.mtu)
+            .filter(|m| *m > 0)
+            .map(|m| route.map_or(m, |r| r.min(m)))
+            .or(route)
+    }
+
     /// The link the route to `target` leaves by.
     pub fn route_link(&self, target: IpAddr) -> Option<&Iface> {
         self.route(target).and_then(|r| self.link(r.oif))
@@ -137,10 +219,100 @@ pub fn watch() -> Result<Events> {
         MulticastGroup::Ipv4Route,
         MulticastGroup::Ipv6Ifaddr,
         MulticastGroup::Ipv6Route,
+        MulticastGroup::Neigh,
     ])
-    .context("subscribing to rtnetlink link/address/route events")?;
+    .context("subscribing to rtnetlink link/address/route/neighbour events")?;
     tokio::spawn(conn);
     Ok(events)
+}
+
+/// What a neighbour message says, when it is about an IPv4 neighbour:
+/// its address and state (`None`: deleted, or a state without meaning
+/// here). Any other message: `None`.
+pub fn neigh_event(msg: &RouteNetlinkMessage) -> Option<(Ipv4Addr, Option<NeighState>)> {
+    let (m, deleted) = match msg {
+        RouteNetlinkMessage::NewNeighbour(m) => (m, false),
+        RouteNetlinkMessage::DelNeighbour(m) => (m, true),
+        _ => return None,
+    };
+    let addr = neigh_addr(m)?;
+    Some((
+        addr,
+        if deleted {
+            None
+        } else {
+            NeighState::of(m.header.state)
+        },
+    ))
+}
+
+/// Whether a netlink event is worth a reconcile: every link, address and
+/// route change is; a neighbour change only when it is about a target
+/// (`watched`: the on-link targets) and could change what `FWD_NEIGH`
+/// says: it failed, is being probed, went away, or is one the map holds.
+/// Neighbours go REACHABLE -> STALE -> DELAY -> REACHABLE all day long
+/// without that.
+pub fn event_matters(
+    msg: &RouteNetlinkMessage,
+    watched: &BTreeSet<Ipv4Addr>,
+    dead: &BTreeMap<Ipv4Addr, NeighFlags>,
+) -> bool {
+    match msg {
+        RouteNetlinkMessage::NewNeighbour(_) | RouteNetlinkMessage::DelNeighbour(_) => {}
+        _ => return true,
+    }
+    match neigh_event(msg) {
+        Some((addr, state)) => {
+            watched.contains(&addr)
+                && (dead.contains_key(&addr) || state != Some(NeighState::Resolved))
+        }
+        None => false,
+    }
+}
+
+fn neigh_addr(m: &NeighbourMessage) -> Option<Ipv4Addr> {
+    m.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })
+}
+
+/// The IPv4 neighbour entries of the addresses in `wanted` (`ip -4 neigh`).
+pub async fn neighbours(
+    handle: &Handle,
+    wanted: &BTreeSet<Ipv4Addr>,
+) -> Result<BTreeMap<Ipv4Addr, Neighbour>> {
+    let mut out = BTreeMap::new();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let mut s = handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute();
+    while let Some(m) = s.try_next().await.context("listing neighbours")? {
+        let Some(addr) = neigh_addr(&m).filter(|a| wanted.contains(a)) else {
+            continue;
+        };
+        if let Some(state) = NeighState::of(m.header.state) {
+            // One address on two links: the worst state says it (a
+            // target is reached through the link its route names; the
+            // other entry is rare and stale).
+            let n = Neighbour {
+                ifindex: m.header.ifindex,
+                state,
+            };
+            out.entry(addr)
+                .and_modify(|o: &mut Neighbour| {
+                    if o.state == NeighState::Resolved {
+                        *o = n
+                    }
+                })
+                .or_insert(n);
+        }
+    }
+    Ok(out)
 }
 
 /// The kernel's route to a destination, as `ip route get` shows it.
@@ -189,6 +361,38 @@ pub async fn route_get(handle: &Handle, dst: IpAddr) -> Option<Route> {
         }
     }
     (out.oif != 0).then_some(out)
+}
+
+/// The lowest route MTU (RTAX_MTU, locked or not) per outgoing interface
+/// over every IPv4 route of every table that has one. netfilter's
+/// `TCPMSS --clamp-mss-to-pmtu` takes the route's MTU this way (`dst_mtu`);
+/// the daemon cannot know each client's route, so an interface counts
+/// with its narrowest route: a smaller MSS costs a little throughput, a
+/// larger one a black hole.
+pub async fn route_mtus(handle: &Handle) -> Result<BTreeMap<u32, u32>> {
+    let mut out: BTreeMap<u32, u32> = BTreeMap::new();
+    let dump = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let mut s = handle.route().get(dump).execute();
+    while let Some(r) = s.try_next().await.context("listing routes")? {
+        let mut oif = None;
+        let mut mtu = None;
+        for a in &r.attributes {
+            match a {
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::Metrics(ms) => {
+                    mtu = ms.iter().find_map(|m| match m {
+                        RouteMetric::Mtu(v) if *v > 0 => Some(*v),
+                        _ => None,
+                    })
+                }
+                _ => {}
+            }
+        }
+        if let (Some(i), Some(m)) = (oif, mtu) {
+            out.entry(i).and_modify(|o| *o = (*o).min(m)).or_insert(m);
+        }
+    }
+    Ok(out)
 }
 
 /// Every link in this network namespace, by name.

@@ -20,6 +20,7 @@ pub mod facts;
 pub mod lookup;
 pub mod plan;
 pub mod resolve;
+pub mod route_gen;
 pub mod sweeper;
 pub mod targets;
 pub mod watch;
@@ -63,6 +64,8 @@ pub struct Daemon {
     pub faults: Faults,
     /// The DNS names of targets, followed (`resolve.rs`).
     pub names: resolve::Names,
+    /// Where the conntrack sweeper's walk of the flow table stands.
+    sweeper: sweeper::Sweeper,
     /// The last reconcile failed: the event loop tries again.
     failed: bool,
     /// ... and its writes could not be rolled back.
@@ -70,6 +73,12 @@ pub struct Daemon {
     /// What the last reconcile that applied changed (`forwarder reload`
     /// prints it).
     last_changes: Option<changes::Changes>,
+    /// Neighbours: the on-link targets (whose neighbour events matter),
+    /// what `FWD_NEIGH` holds, and the targets ever found dead
+    /// (`plan_neigh.rs`).
+    neigh_watched: std::collections::BTreeSet<std::net::Ipv4Addr>,
+    neigh_dead: BTreeMap<std::net::Ipv4Addr, forwarder_common::NeighFlags>,
+    dead_once: std::collections::BTreeSet<std::net::Ipv4Addr>,
 }
 
 /// How long a start or reload waits for the DNS names of its targets
@@ -146,9 +155,13 @@ impl Daemon {
             netlink: facts::connect()?,
             faults: Faults::default(),
             names: resolve::Names::default(),
+            sweeper: sweeper::Sweeper::default(),
             failed: false,
             maps_mixed: false,
             last_changes: None,
+            neigh_watched: Default::default(),
+            neigh_dead: Default::default(),
+            dead_once: Default::default(),
         })
     }
 
@@ -284,6 +297,20 @@ impl Daemon {
         });
     }
 
+    /// Whether a netlink event calls for a reconcile (`facts::event_matters`:
+    /// neighbour messages only about targets, and changes that matter).
+    pub fn netlink_event_matters(
+        &self,
+        msg: &rtnetlink::packet_core::NetlinkMessage<netlink_packet_route::RouteNetlinkMessage>,
+    ) -> bool {
+        match &msg.payload {
+            rtnetlink::packet_core::NetlinkPayload::InnerMessage(m) => {
+                facts::event_matters(m, &self.neigh_watched, &self.neigh_dead)
+            }
+            _ => true,
+        }
+    }
+
     /// Whether the last reconcile failed (and should be tried again).
     pub fn failed(&self) -> bool {
         self.failed
@@ -314,10 +341,14 @@ impl Daemon {
                     .map(std::net::IpAddr::V4),
             })
             .collect();
-        let facts = Facts::gather(&self.netlink, targets, names, &self.dp).await?;
+        let mut facts = Facts::gather(&self.netlink, targets, names, &self.dp).await?;
+        facts.dead_once = self.dead_once.clone();
         let plan = plan::plan(&self.loaded.rules, &facts, &self.record)?;
+        self.neigh_watched = plan::neigh::on_link_targets(&facts);
         let changes = self.changes(&plan);
         let applied = apply::apply(&mut self.dp, &plan, &mut self.record, &mut self.faults)?;
+        self.dead_once.extend(plan.neigh.keys());
+        self.neigh_dead = plan.neigh.clone();
         self.iface_status = applied.ifaces;
         if let Err(e) = &applied.maps {
             self.maps_mixed = !e.rolled_back;
@@ -408,11 +439,21 @@ impl Daemon {
         status::write(&self.run_dir, &st)
     }
 
-    pub fn sweep(&mut self) -> Result<sweeper::SweepStats> {
+    /// Routing may have changed: every flow's cached FIB answer is stale.
+    pub fn routes_changed(&mut self) {
+        if let Err(e) = route_gen::bump(&mut self.dp.maps.route_gen) {
+            warn!("{e:#}");
+        }
+    }
+
+    /// One step of the sweeper's walk; the pass's totals when it ended one.
+    pub fn sweep(&mut self) -> Result<Option<sweeper::SweepStats>> {
         let t = self.timeouts();
         let now = sweeper::monotonic_ns();
-        let stats = sweeper::sweep(self.dp.maps.flow_table(), &t, now)?;
-        sweeper::sweep_auto_snat(&mut self.dp.maps.auto_snat, now);
-        Ok(stats)
+        let pass = self.sweeper.step(self.dp.maps.flow_table(), &t, now)?;
+        if pass.is_some() {
+            sweeper::sweep_auto_snat(&mut self.dp.maps.auto_snat, now);
+        }
+        Ok(pass)
     }
 }

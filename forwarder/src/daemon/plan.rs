@@ -16,18 +16,18 @@
 //! take the stack path, or replies would leave untranslated.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr},
 };
 
 use anyhow::{Context, Result};
-use forwarder_common::{conntrack::CtConfig, GlobalConfig, ListenFlags, MAX_IFACES};
+use forwarder_common::{conntrack::CtConfig, GlobalConfig, ListenFlags, NeighFlags, MAX_IFACES};
 use rules::{
     Af, AttachMode, Compiled, Forward, IfaceState, MapEntries, MapState, MssClamp, PathMode,
     RuleSet, Snat, Update,
 };
 
 use super::{
-    facts::{Facts, Route},
+    facts::{Facts, NeighState, Route},
     targets::{name_status, target_addrs, target_of, Targets},
 };
 use crate::{dataplane::TcMode, ifaces::Iface, observe::status::RuleStatus};
@@ -128,6 +128,9 @@ pub struct Plan {
     pub update: Update,
     /// Per forward: how its flows will be treated.
     pub rules: Vec<RuleStatus>,
+    /// What `FWD_NEIGH` should hold: on-link targets whose neighbour is
+    /// dead (`plan_neigh.rs`).
+    pub neigh: BTreeMap<Ipv4Addr, NeighFlags>,
 }
 
 impl Plan {
@@ -191,6 +194,7 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
         },
         facts.room,
     )?;
+    let dead = neigh::plan(facts);
     let statuses = compiled
         .rules
         .iter()
@@ -208,7 +212,10 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
                 .count();
             let target = &targets[&r.forward.name];
             s.decision = match target {
-                Ok(a) => explain_decision(&r.forward, facts, *a),
+                Ok(a) => match neigh::explain(&r.forward, facts, &dead, *a) {
+                    Some(n) => format!("{}; {n}", explain_decision(&r.forward, facts, *a)),
+                    None => explain_decision(&r.forward, facts, *a),
+                },
                 Err(why) => format!(
                     "paused: {why}; no listener, so new connections are refused like on a \
                      closed port (flows already established keep their translation)"
@@ -228,6 +235,7 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
         entries,
         update,
         rules: statuses,
+        neigh: dead,
     })
 }
 
@@ -296,13 +304,17 @@ pub fn may_take_stack_path(f: &Forward, route: Option<Route>) -> bool {
 /// may have taken the stack path (their replies still need translating
 /// back); one that never had an address has no flows.
 pub fn egress_ifaces(rules: &RuleSet, facts: &Facts, targets: &Targets) -> BTreeSet<String> {
+    let dead = neigh::plan(facts);
     rules
         .forwards
         .iter()
         .filter(|f| {
             let last = || facts.names.get(f.target.name()?)?.last_addr.map(IpAddr::V4);
             match target_of(targets, f).or_else(last) {
-                Some(t) => may_take_stack_path(f, facts.route(t)),
+                Some(t) => {
+                    may_take_stack_path(f, facts.route(t))
+                        || neigh::needs_egress(f, facts, &dead, t)
+                }
                 None => false,
             }
         })
@@ -381,17 +393,22 @@ fn iface_plans(
 /// `mss_clamp = "auto"` for clients of family `af`: what fits both the
 /// listening interface (with `af`'s headers) and the interface toward the
 /// target (with the target's: a NAT64 flow's segments carry 40 bytes of
-/// headers there, 60 on the client's side). The path MTU as far as this
-/// host can see it. `None`: no clamp. `target`: where the forward's flows
-/// go now (`None` while paused).
+/// headers there, 60 on the client's side), each lowered by the narrowest
+/// route MTU through it (`ip route ... mtu 1280`). The path MTU as far as
+/// this host can see it. `None`: no clamp. `target`: where the forward's
+/// flows go now (`None` while paused).
 pub fn mss_clamp(f: &Forward, af: Af, facts: &Facts, target: Option<IpAddr>) -> Option<u16> {
     match f.mss_clamp {
         MssClamp::Fixed(m) => Some(m),
         MssClamp::Off => None,
         MssClamp::Auto => {
             let room = |mtu: u32, af: Af| (mtu > 0).then(|| mtu.saturating_sub(tcpip_hlen(af)));
-            let in_side = facts.links.get(&f.iface).and_then(|l| room(l.mtu, af));
-            let out_side = target.and_then(|t| room(facts.route_link(t)?.mtu, Af::of(t)));
+            let in_side = facts
+                .links
+                .get(&f.iface)
+                .and_then(|l| room(facts.mtu_through(l)?, af));
+            let out_side =
+                target.and_then(|t| room(facts.mtu_through(facts.route_link(t)?)?, Af::of(t)));
             let mss = match (in_side, out_side) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -486,6 +503,9 @@ pub fn explain_decision(f: &Forward, facts: &Facts, target: IpAddr) -> String {
         ),
     }
 }
+
+#[path = "plan_neigh.rs"]
+pub mod neigh;
 
 #[cfg(test)]
 #[path = "plan_tests.rs"]

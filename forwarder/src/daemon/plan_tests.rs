@@ -294,6 +294,25 @@ fn mss_auto_is_the_narrower_mtu_minus_forty_and_lands_in_the_listener() {
 }
 
 #[test]
+fn mss_auto_takes_the_narrowest_route_mtu_of_either_side() {
+    // vmbr0 (listening, ifindex 2) and vmbr1 (to the VM, 3) are 1500.
+    let web = forward("web", "port = 80\nto = \"192.168.100.80\"");
+    let mut f = host();
+    // A route towards some clients with `mtu lock 1280` on the listening side.
+    f.route_mtus.insert(2, 1280);
+    assert_eq!(plan_of(&web, &f).rules[0].mss, Some(1240));
+    // On the target side.
+    let mut f = host();
+    f.route_mtus.insert(3, 1380);
+    assert_eq!(plan_of(&web, &f).rules[0].mss, Some(1340));
+    // A route MTU above the link's changes nothing; other links' neither.
+    let mut f = host();
+    f.route_mtus.insert(2, 9000);
+    f.route_mtus.insert(4, 1200);
+    assert_eq!(plan_of(&web, &f).rules[0].mss, Some(1460));
+}
+
+#[test]
 fn mss_auto_without_a_route_uses_the_listening_side_and_floors_at_536() {
     let mut f = host();
     let p = plan_of(&forward("svc", "port = 80\nto = \"10.43.0.10\""), &f);

@@ -8,10 +8,7 @@
 //! a packet or a full table gets to them, and removes an entry only if it
 //! is unchanged since the table was read: a flow refreshed between the read
 //! and the delete (a dump of a million flows takes a while) stays.
-use std::{
-    collections::{HashMap as StdHashMap, HashSet},
-    os::fd::{AsFd, AsRawFd},
-};
+use std::os::fd::{AsFd, AsRawFd};
 
 use anyhow::Result;
 use aya::maps::{HashMap, MapData};
@@ -57,9 +54,10 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// What one sweep did.
+/// What a sweep (one step, or a whole pass) did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepStats {
+    /// Original-direction entries read (one per flow).
     pub flows: usize,
     pub expired: usize,
     pub orphans: usize,
@@ -68,17 +66,73 @@ pub struct SweepStats {
     pub refreshed: usize,
 }
 
+impl SweepStats {
+    fn add(&mut self, o: SweepStats) {
+        self.flows += o.flows;
+        self.expired += o.expired;
+        self.orphans += o.orphans;
+        self.refreshed += o.refreshed;
+    }
+}
+
+/// Entries one step reads (a flow has two). The daemon takes one step per
+/// `TICK`, so the sweeper's CPU is bounded by the step, whatever the
+/// table's size: a table of up to this many entries is walked whole at
+/// every tick, a million flows in about two minutes. That pace is enough
+/// because the kernel itself treats an expired flow as absent and evicts
+/// it when the table is full (issue 11): the sweeper only hands memory
+/// back earlier.
+pub const STEP_ENTRIES: usize = forwarder_common::SWEEP_STEP_ENTRIES;
+/// How often the daemon takes a step.
+pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Where the walk of the table stands between steps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sweeper {
+    /// The kernel's opaque batch cursor (a bucket index); `None`: the next
+    /// step starts a pass from the beginning.
+    cursor: Option<u64>,
+    /// What the pass under way did so far.
+    pass: SweepStats,
+}
+
+impl Sweeper {
+    /// One bounded step of the walk. Returns the totals of the pass when
+    /// this step finished one.
+    pub fn step(
+        &mut self,
+        flows: &impl FlowTable,
+        t: &Timeouts,
+        now_ns: u64,
+    ) -> Result<Option<SweepStats>> {
+        let (chunk, next) = flows.read(self.cursor, STEP_ENTRIES)?;
+        let stats = sweep_entries(flows, &t.to_ct(), &chunk, now_ns)?;
+        self.pass.add(stats);
+        self.cursor = next;
+        if next.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(std::mem::take(&mut self.pass)))
+    }
+}
+
+/// Entries read in one step, and where the next step continues (`None`:
+/// the table ended).
+pub type Chunk = (Vec<(FlowKey, FlowEntry)>, Option<u64>);
+
 /// The flow table as the sweeper uses it (a trait so the unit tests can
 /// stand in a table that changes between the read and the delete).
 pub trait FlowTable {
-    fn dump(&self) -> Result<Vec<(FlowKey, FlowEntry)>>;
+    /// Up to `max` entries from `cursor` on (`None`: the start), and the
+    /// cursor to continue from (`None`: the table ended).
+    fn read(&self, cursor: Option<u64>, max: usize) -> Result<Chunk>;
     fn get(&self, key: &FlowKey) -> Result<Option<FlowEntry>>;
     fn delete(&self, keys: &[FlowKey]) -> Result<usize>;
 }
 
 impl FlowTable for MapData {
-    fn dump(&self) -> Result<Vec<(FlowKey, FlowEntry)>> {
-        crate::dataplane::batch::dump(self)
+    fn read(&self, cursor: Option<u64>, max: usize) -> Result<Chunk> {
+        crate::dataplane::batch::read_from(self, cursor, max)
     }
 
     fn get(&self, key: &FlowKey) -> Result<Option<FlowEntry>> {
@@ -137,51 +191,75 @@ fn unchanged(then: &FlowEntry, now: &FlowEntry) -> bool {
     then.last_seen_ns == now.last_seen_ns && then.packets == now.packets && then.ct == now.ct
 }
 
-/// Removes expired flows (both directions) and orphaned entries (one
-/// direction whose partner is gone, e.g. after a racing insert). Reads in
-/// batches, then re-reads each doomed entry right before deleting it.
+/// A whole pass over the table at once (tests, benchmarks; the daemon
+/// walks it in `Sweeper` steps).
 pub fn sweep(flows: &impl FlowTable, t: &Timeouts, now_ns: u64) -> Result<SweepStats> {
-    let t = &t.to_ct();
-    let all: StdHashMap<FlowKey, FlowEntry> = flows.dump()?.into_iter().collect();
+    let mut s = Sweeper::default();
+    loop {
+        if let Some(pass) = s.step(flows, t, now_ns)? {
+            return Ok(pass);
+        }
+    }
+}
+
+/// Removes expired flows (both directions) and orphaned entries (one
+/// direction whose partner is gone, e.g. after a racing insert) among
+/// `chunk`, a part of the table read in one batch. The other direction of
+/// a flow is looked up only when its own direction already shows it over,
+/// so a step over live flows costs the batch read alone. Each doomed entry
+/// is read again right before it is deleted.
+fn sweep_entries(
+    flows: &impl FlowTable,
+    t: &CtTimeouts,
+    chunk: &[(FlowKey, FlowEntry)],
+    now_ns: u64,
+) -> Result<SweepStats> {
     let mut stats = SweepStats::default();
     // Groups of keys that go together (a flow's two entries), with what
     // they held when read.
     let mut doomed: Vec<Vec<(FlowKey, FlowEntry)>> = Vec::new();
-    for (k, e) in &all {
+    // A reply entry nobody points at: its original was replaced by a
+    // racing insert. Reclaimed once idle past the shortest timeout.
+    let orphan_idle = u64::from(t.secs(PROTO_TCP, CtState::Close)) * 1_000_000_000;
+    for (k, e) in chunk {
+        let peer = FlowKey::peer_of(e, k.proto, k.family);
         if e.flags.contains(FlowFlags::REPLY) {
+            if now_ns.saturating_sub(e.last_seen_ns) <= orphan_idle {
+                continue;
+            }
+            let owned = flows.get(&peer)?.is_some_and(|o| {
+                !o.flags.contains(FlowFlags::REPLY)
+                    && FlowKey::peer_of(&o, peer.proto, peer.family) == *k
+            });
+            if !owned {
+                doomed.push(vec![(*k, *e)]);
+            }
             continue;
         }
         stats.flows += 1;
-        let peer = FlowKey::peer_of(e, k.proto, k.family);
-        let reply = all.get(&peer);
-        if expired(t, k.proto, e, reply, now_ns) {
-            let mut group = vec![(*k, *e)];
-            group.extend(reply.map(|r| (peer, *r)));
-            doomed.push(group);
+        // Not over by its own direction's last packet: not over at all.
+        if !expired(t, k.proto, e, None, now_ns) {
+            continue;
         }
-    }
-    // A reply entry nobody points at: its original was replaced by a
-    // racing insert. Reclaim it once idle past the shortest timeout.
-    let peers: HashSet<FlowKey> = all
-        .iter()
-        .filter(|(_, e)| !e.flags.contains(FlowFlags::REPLY))
-        .map(|(k, e)| FlowKey::peer_of(e, k.proto, k.family))
-        .collect();
-    let orphan_idle = u64::from(t.secs(PROTO_TCP, CtState::Close)) * 1_000_000_000;
-    for (k, e) in &all {
-        if e.flags.contains(FlowFlags::REPLY)
-            && !peers.contains(k)
-            && now_ns.saturating_sub(e.last_seen_ns) > orphan_idle
-        {
-            doomed.push(vec![(*k, *e)]);
+        let reply = flows.get(&peer)?;
+        if expired(t, k.proto, e, reply.as_ref(), now_ns) {
+            let mut group = vec![(*k, *e)];
+            group.extend(reply.map(|r| (peer, r)));
+            doomed.push(group);
         }
     }
     for group in doomed {
         let mut fresh = false;
+        let mut present = false;
         for (k, then) in &group {
             if let Some(now) = flows.get(k)? {
+                present = true;
                 fresh |= !unchanged(then, &now);
             }
+        }
+        if !present {
+            // Gone already (with its partner, earlier in this step).
+            continue;
         }
         if fresh {
             stats.refreshed += 1;
@@ -217,7 +295,7 @@ pub fn sweep_auto_snat<T: std::borrow::BorrowMut<MapData>>(
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
+    use std::{cell::RefCell, collections::HashMap as StdHashMap};
 
     use forwarder_common::{addr_v4, AF_INET, PROTO_UDP};
 
@@ -275,8 +353,15 @@ mod tests {
     }
 
     impl FlowTable for Fake {
-        fn dump(&self) -> Result<Vec<(FlowKey, FlowEntry)>> {
-            Ok(self.table.borrow().iter().map(|(k, v)| (*k, *v)).collect())
+        /// Sorted by key, the cursor an index into that order.
+        fn read(&self, cursor: Option<u64>, max: usize) -> Result<Chunk> {
+            let mut all: Vec<(FlowKey, FlowEntry)> =
+                self.table.borrow().iter().map(|(k, v)| (*k, *v)).collect();
+            all.sort_by_key(|(k, _)| (k.src, k.dst, k.sport, k.dport));
+            let from = cursor.unwrap_or(0) as usize;
+            let to = (from + max).min(all.len());
+            let next = (to < all.len()).then_some(to as u64);
+            Ok((all[from..to].to_vec(), next))
         }
         fn get(&self, key: &FlowKey) -> Result<Option<FlowEntry>> {
             let mut t = self.table.borrow_mut();
@@ -313,6 +398,12 @@ mod tests {
         orig.new_dport = 80u16.to_be();
         let mut reply = entry(CtState::UdpUnreplied, last_s, 0);
         reply.flags = FlowFlags::REPLY;
+        // Translated back to the client, as the kernel builds it: its
+        // peer is the original's key.
+        reply.new_src = addr_v4([10, 0, 0, 254]);
+        reply.new_dst = addr_v4([10, 0, 0, n]);
+        reply.new_sport = 80u16.to_be();
+        reply.new_dport = 1000u16.to_be();
         let ok = key([10, 0, 0, n], [10, 0, 0, 254], 1000, 80);
         let rk = FlowKey::peer_of(&orig, PROTO_UDP, AF_INET);
         assert_eq!(
@@ -352,5 +443,50 @@ mod tests {
         let s = sweep(&fake, &t, 100 * S).unwrap();
         assert_eq!((s.expired, s.refreshed), (0, 1));
         assert_eq!(fake.table.borrow().len(), 2);
+    }
+
+    /// A table larger than a step is walked in bounded steps that together
+    /// see every flow once; an orphaned reply entry (its original gone) is
+    /// found from its own side.
+    #[test]
+    fn a_pass_takes_bounded_steps_and_finds_orphans() {
+        let t = Timeouts::default();
+        let mut table = StdHashMap::new();
+        // 3 * STEP_ENTRIES / 2 live flows: 3 * STEP_ENTRIES entries.
+        let n = 3 * STEP_ENTRIES / 2;
+        for i in 0..n {
+            let [o, r] = flow((i % 250) as u8, 90);
+            let mut o = o;
+            let mut r = r;
+            // Distinct tuples: the client's port carries the index.
+            o.0.sport = (i as u16).to_be();
+            r.1.new_dport = o.0.sport;
+            o.1.new_sport = (i as u16).to_be();
+            r.0.dport = o.1.new_sport;
+            table.insert(o.0, o.1);
+            table.insert(r.0, r.1);
+        }
+        // An orphan: a reply entry whose original is gone, idle long.
+        let [_, mut orphan] = flow(251, 0);
+        orphan.0.dport = 60_000u16.to_be();
+        table.insert(orphan.0, orphan.1);
+        assert_eq!(table.len(), 2 * n + 1);
+        let fake = Fake {
+            table: RefCell::new(table),
+            refresh_on_get: None,
+        };
+        let mut sweeper = Sweeper::default();
+        let mut steps = 0;
+        let pass = loop {
+            steps += 1;
+            if let Some(p) = sweeper.step(&fake, &t, 100 * S).unwrap() {
+                break p;
+            }
+        };
+        // 3 * STEP_ENTRIES + 1 entries, one of them deleted on the way.
+        assert_eq!(steps, 3, "STEP_ENTRIES per step");
+        assert_eq!((pass.flows, pass.expired, pass.orphans), (n, 0, 1));
+        assert_eq!(fake.table.borrow().len(), 2 * n);
+        assert!(!fake.table.borrow().contains_key(&orphan.0));
     }
 }

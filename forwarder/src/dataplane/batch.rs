@@ -45,15 +45,30 @@ fn sys_bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
 
 /// Every entry of a hash map.
 pub fn dump<K: Pod, V: Pod>(map: &MapData) -> Result<Vec<(K, V)>> {
+    Ok(read_from(map, None, usize::MAX)?.0)
+}
+
+/// Entries read, and the cursor to continue from (`None`: the map ended).
+pub type Batch<K, V> = (Vec<(K, V)>, Option<u64>);
+
+/// Up to about `max` entries of a hash map from `cursor` on (`None`: from
+/// the start), read in batches, and the cursor to continue from (`None`:
+/// the map ended). The cursor is the kernel's (a bucket index): a walk
+/// resumed after the map changed may see an entry twice or miss one
+/// inserted behind it, which a sweep can afford.
+pub fn read_from<K: Pod, V: Pod>(
+    map: &MapData,
+    cursor: Option<u64>,
+    max: usize,
+) -> Result<Batch<K, V>> {
     let fd = map.fd().as_fd().as_raw_fd() as u32;
     let mut out = Vec::new();
     let mut keys: Vec<K> = Vec::with_capacity(BATCH as usize);
     let mut values: Vec<V> = Vec::with_capacity(BATCH as usize);
-    // Opaque cursors (a bucket index for hash maps).
-    let mut cursor_in = 0u64;
+    let mut cursor_in = cursor.unwrap_or(0);
     let mut cursor_out = 0u64;
-    let mut first = true;
-    loop {
+    let mut first = cursor.is_none();
+    while out.len() < max {
         let mut attr = BatchAttr {
             in_batch: if first {
                 0
@@ -77,12 +92,13 @@ pub fn dump<K: Pod, V: Pod>(map: &MapData) -> Result<Vec<(K, V)>> {
         out.extend(keys.drain(..).zip(values.drain(..)));
         match r {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok((out, None)),
             Err(e) => return Err(e).context("BPF_MAP_LOOKUP_BATCH (Linux 5.6 or newer)"),
         }
         cursor_in = cursor_out;
         first = false;
     }
+    Ok((out, Some(cursor_in)))
 }
 
 /// Deletes `keys` (missing ones are skipped); returns how many went.

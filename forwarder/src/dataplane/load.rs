@@ -19,9 +19,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use forwarder_common::{
-    conntrack::CtConfig, pinned_maps, Capacity, GlobalConfig, ABI_VERSION, ENTRIES_PER_FLOW,
-    MAP_CONFIG, MAP_CT_EVICT, MAP_FLOWS, MAP_PROGS, PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX,
-    PROG_EGRESS, PROG_INGRESS, PROG_INGRESS6, PROG_SLOT_IPV6, PROG_XDP,
+    conntrack::CtConfig, pinned_maps, Capacity, GlobalConfig, ABI_VERSION, MAPS, MAP_CONFIG,
+    MAP_FLOWS, MAP_PROGS, PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS, PROG_INGRESS,
+    PROG_INGRESS6, PROG_SLOT_IPV6, PROG_XDP,
 };
 use tracing::{debug, info};
 
@@ -122,10 +122,7 @@ impl Dataplane {
     /// survive restarts); an incompatible pinned layout is an error.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
         let mut adopted = Adopted::default();
-        let wanted_flows = opts
-            .conntrack_max
-            .saturating_mul(ENTRIES_PER_FLOW)
-            .max(ENTRIES_PER_FLOW);
+        let wanted_flows = Capacity::Flows.at_load(opts.conntrack_max);
         if let Some(dir) = opts.pin_dir {
             adopted.maps = check_pinned_layout(dir)?;
             if let Ok(info) = MapData::from_pin(dir.join(MAP_FLOWS)).and_then(|m| m.info()) {
@@ -135,10 +132,13 @@ impl Dataplane {
             }
         }
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries(MAP_FLOWS, wanted_flows);
-        // One eviction candidate per flow (Capacity::PerFlow; see
-        // forwarder-ebpf/src/evict.rs).
-        loader.map_max_entries(MAP_CT_EVICT, opts.conntrack_max.max(1));
+        // The flow table, its eviction queue (one candidate per flow, see
+        // forwarder-ebpf/src/evict.rs) and the per-source limit's LRU, sized
+        // the way `check` prices them (rules::memory). A pinned map keeps
+        // the size it was created with.
+        for spec in MAPS.iter().filter(|m| m.capacity.follows_conntrack_max()) {
+            loader.map_max_entries(spec.name, spec.capacity.at_load(opts.conntrack_max));
+        }
         loader.override_global("AYA_LOG_LEVEL", &opts.log_level, false);
         let paths: Vec<(&str, PathBuf)> = opts
             .pin_dir

@@ -17,9 +17,10 @@ use aya::{
 };
 use forwarder_common::{
     conntrack::CtConfig, AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig,
-    IfaceConfig, ListenerKey, ListenerValue, RuleCounters, RuleName, HOOKS, MAP_ALLOW,
+    IfaceConfig, ListenerKey, ListenerValue, NeighFlags, RuleCounters, RuleName, HOOKS, MAP_ALLOW,
     MAP_AUTO_SNAT, MAP_CONFIG, MAP_CT_CONFIG, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS,
-    MAP_LISTENERS, MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAP_XDP_DEVS, MAX_RULES, REASONS,
+    MAP_LISTENERS, MAP_NEIGH, MAP_ROUTE_GEN, MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAP_XDP_DEVS,
+    MAX_RULES, REASONS,
 };
 use rules::{AllowLpmKey, MapEntries, Room};
 
@@ -40,6 +41,11 @@ pub struct Maps {
     pub rule_names: Array<MapData, RuleName>,
     /// The XDP accelerator's redirect targets.
     pub xdp_devs: DevMapHash<MapData>,
+    /// The route generation (`daemon::route_gen`).
+    pub route_gen: Array<MapData, u32>,
+    /// On-link targets whose neighbour is dead (IPv4 address word as the
+    /// kernel reads it -> `NeighFlags`).
+    pub neigh: HashMap<MapData, u32, u32>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -76,7 +82,43 @@ impl Maps {
             auto_snat: take(ebpf, MAP_AUTO_SNAT)?,
             rule_names: take(ebpf, MAP_RULE_NAMES)?,
             xdp_devs: take(ebpf, MAP_XDP_DEVS)?,
+            route_gen: take(ebpf, MAP_ROUTE_GEN)?,
+            neigh: take(ebpf, MAP_NEIGH)?,
         })
+    }
+
+    /// What `FWD_NEIGH` holds: dead neighbours and what the kernel does
+    /// about them.
+    pub fn neighbours(&self) -> Result<BTreeMap<std::net::Ipv4Addr, NeighFlags>> {
+        let mut out = BTreeMap::new();
+        for r in self.neigh.iter() {
+            let (k, v) = r.context("reading FWD_NEIGH")?;
+            out.insert(k.to_ne_bytes().into(), NeighFlags::from_bits(v));
+        }
+        Ok(out)
+    }
+
+    /// Writes (`Some`) or removes (`None`) what the kernel does about the
+    /// neighbour `addr`.
+    pub fn set_neighbour(
+        &mut self,
+        addr: std::net::Ipv4Addr,
+        flags: Option<NeighFlags>,
+    ) -> Result<()> {
+        let key = u32::from_ne_bytes(addr.octets());
+        match flags {
+            Some(f) => self.neigh.insert(key, f.bits(), 0),
+            None => match self.neigh.remove(&key) {
+                Err(MapError::KeyNotFound) => Ok(()),
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    Ok(())
+                }
+                r => r,
+            },
+        }
+        .with_context(|| format!("writing FWD_NEIGH for {addr}"))
     }
 
     pub fn set_config(&mut self, cfg: GlobalConfig) -> Result<()> {

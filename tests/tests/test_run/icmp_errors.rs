@@ -16,7 +16,7 @@ use forwarder_tests::testrun::{
         ETH, TTL, VM, VM_ROUTER,
     },
     tc::*,
-    Host, HOST_LAN, HOST_VM, LAN_IF, SNAT_PORTS, TC_ACT_REDIRECT, VM_IF, WEB_AND_DNS,
+    Host, HOST_LAN, HOST_VM, LAN_IF, SNAT_PORTS, TCX_NEXT, TC_ACT_REDIRECT, VM_IF, WEB_AND_DNS,
 };
 
 /// The MTU the "fragmentation needed" errors announce.
@@ -244,4 +244,55 @@ fn errors_about_unknown_flows_or_quoting_too_little_are_left_alone() {
     for (k, e) in &unchanged.flows {
         assert_eq!(end.flows.get(k), Some(e), "ICMP errors touched {}", show(k));
     }
+}
+
+/// An error is bound to the interface of the flow direction it travels
+/// like (as every packet of a flow is, issue 11): one about the client's
+/// packets arrives where the target's route leaves, one about the replies
+/// where the client came in. A forged error on another interface (a host
+/// on the client side naming the backend's address) is not translated,
+/// so it cannot reach the client as a frag-needed that lowers its PMTU, or
+/// the backend as a port unreachable that ends its connection; it passes
+/// untouched, counted `pass_wrong_iface`, and touches no flow.
+#[test]
+fn an_error_arriving_on_the_wrong_interface_is_left_alone() {
+    let Some(mut h) = Host::for_test(64, WEB_AND_DNS) else {
+        return;
+    };
+    let w = open_web(&mut h);
+    let unchanged = h.snapshot().unwrap();
+    let small = received_by_vm(&w, 200);
+    let mut got = tcp(w.listen, w.client, "SA", &[]);
+    got[ETH + 8] = TTL - 2;
+    fix_checksums(&mut got[ETH..]);
+    let errors = [
+        ingress(
+            "frag needed about the client's segment, on the client side",
+            LAN_IF,
+            icmp_error(VM, HOST_VM, 3, 4, [0, 0, MTU[0], MTU[1]], &small),
+        )
+        .expect(TCX_NEXT, Reason::PassWrongIface),
+        ingress(
+            "port unreachable about a reply, on the backend side",
+            VM_IF,
+            icmp_error(CLIENT, HOST_LAN, 3, 3, [0; 4], &ip_of(&got)),
+        )
+        .expect(TCX_NEXT, Reason::PassWrongIface),
+    ];
+    steps_leave_flows_alone(&mut h, &errors);
+    let end = h.snapshot().unwrap();
+    for (k, e) in &unchanged.flows {
+        assert_eq!(end.flows.get(k), Some(e), "ICMP errors touched {}", show(k));
+    }
+    // The same errors where they belong are translated (the binding is
+    // the only difference).
+    let frag = icmp_error(VM, HOST_VM, 3, 4, [0, 0, MTU[0], MTU[1]], &small);
+    let want = expect_icmp_error(&frag, HOST_LAN, CLIENT, (w.client, w.listen));
+    error_step(
+        &mut h,
+        "the frag needed on the backend side",
+        VM_IF,
+        frag,
+        want,
+    );
 }

@@ -22,6 +22,7 @@
 mod allow_lists;
 mod auto_snat;
 mod counters;
+mod fib_cache;
 mod icmp_echo;
 mod icmp_errors;
 mod l3_tun;
@@ -29,6 +30,7 @@ mod left_alone;
 mod limits;
 mod mss;
 mod nat66;
+mod neighbours;
 mod port_ranges;
 mod replies;
 mod snat_modes;

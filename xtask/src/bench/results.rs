@@ -45,6 +45,13 @@ pub const BPF_PKT: &str = "bpf_ns_per_pkt";
 /// in % of one CPU.
 pub const DAEMON_CPU: &str = "daemon_cpu_pct";
 pub const FILL_SECS: &str = "fill_s";
+/// Resident memory of the router's processes (the daemon) after the fill,
+/// MiB.
+pub const DAEMON_RSS: &str = "daemon_rss_mib";
+/// Kernel memory of the flow table and the eviction queue (`bpftool`'s
+/// `bytes_memlock`, preallocated for the whole capacity) per flow of
+/// capacity (`conntrack_max`), bytes.
+pub const MAP_BYTES_PER_FLOW: &str = "map_bytes_per_flow";
 
 /// The end-to-end metrics, in report order.
 pub const METRICS: &[Metric] = &[

@@ -10,7 +10,9 @@ use anyhow::{ensure, Context, Result};
 use super::{
     configs::{self, FORWARDER_TC},
     measure::{self, exec, Durations},
-    results::{RunRecord, DAEMON_CPU, FILL_SECS, RTT50, RTT99, TCP1},
+    results::{
+        RunRecord, DAEMON_CPU, DAEMON_RSS, FILL_SECS, MAP_BYTES_PER_FLOW, RTT50, RTT99, TCP1,
+    },
     topology::{Servers, Topo, ROUTER_IN, ROUTER_OUT},
 };
 
@@ -54,6 +56,37 @@ pub fn fill_argv(bin: &Path, pin_dir: &Path, flows: &str) -> Vec<String> {
         "--snat".into(),
         ROUTER_OUT.into(),
     ]
+}
+
+/// `bpftool map show` of a pinned map: (bytes_memlock, max_entries).
+fn map_memory(pin: &Path) -> Result<(u64, u64)> {
+    let path = pin.display().to_string();
+    let out = exec(
+        None,
+        &["bpftool", "-j", "map", "show", "pinned", &path],
+        Duration::from_secs(30),
+    )?;
+    ensure!(
+        out.status.success(),
+        "bpftool map show pinned {path} failed"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let num = |k: &str| {
+        v[k].as_u64()
+            .or_else(|| v[k].as_str()?.parse().ok())
+            .with_context(|| format!("no {k} for {path}"))
+    };
+    Ok((num("bytes_memlock")?, num("max_entries")?))
+}
+
+/// Kernel bytes per flow of capacity: the flow table (two entries per
+/// flow) and the eviction queue (one key per flow), both preallocated.
+fn map_bytes_per_flow(pin_dir: &Path) -> Result<f64> {
+    let (flows, entries) = map_memory(&pin_dir.join(forwarder_common::MAP_FLOWS))?;
+    let (queue, _) = map_memory(&pin_dir.join(forwarder_common::MAP_CT_EVICT))?;
+    let capacity = entries / u64::from(forwarder_common::ENTRIES_PER_FLOW);
+    ensure!(capacity > 0, "empty flow table");
+    Ok((flows + queue) as f64 / capacity as f64)
 }
 
 /// One run at one table size. Failures land in the record's errors.
@@ -108,6 +141,20 @@ pub fn run(size: u64, rec: &mut RunRecord, d: &Durations, fill_bin: &Path) -> Re
         DAEMON_CPU.into(),
         100.0 * busy / window.elapsed().as_secs_f64(),
     );
+    // After the window, so the sweeper has walked part of the table.
+    rec.metrics.insert(
+        DAEMON_RSS.into(),
+        measure::ns_proc_rss_kib(&topo.router) as f64 / 1024.0,
+    );
+    match map_bytes_per_flow(&daemon.pin_dir) {
+        Ok(b) => {
+            rec.metrics.insert(MAP_BYTES_PER_FLOW.into(), b);
+        }
+        Err(e) => {
+            rec.errors
+                .insert(MAP_BYTES_PER_FLOW.into(), format!("{e:#}"));
+        }
+    }
 
     // Afterwards: every synthetic flow still present, traffic counted.
     let (counts, summary) = configs::forwarder_counts(daemon)?;

@@ -71,3 +71,20 @@ pub fn ns_proc_cpu_ns(ns: &Netns) -> u64 {
         })
         .sum()
 }
+
+/// Resident memory (VmRSS) of the processes in `ns`, in KiB.
+pub fn ns_proc_rss_kib(ns: &Netns) -> u64 {
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", &ns.name])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    pids.split_whitespace()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .sum()
+}

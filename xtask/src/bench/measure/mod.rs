@@ -14,7 +14,7 @@ mod traffic;
 
 pub use bpf::bpf_cost;
 pub use commands::client_commands;
-pub use cpu::{busy_pct, ns_proc_cpu_ns, proc_stat_ns};
+pub use cpu::{busy_pct, ns_proc_cpu_ns, ns_proc_rss_kib, proc_stat_ns};
 pub use exec::{exec, tail};
 pub use traffic::{rtt, tcp, udp, wrk};
 

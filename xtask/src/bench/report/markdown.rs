@@ -220,7 +220,7 @@ pub(super) fn markdown(r: &Results) -> String {
     // Goals.
     let _ = writeln!(
         w,
-        "## Goals (issue #7)\n\nEach goal judged on medians; ratios are forwarder-tc / baseline.\n\n| goal | measured | verdict |\n|---|---|---|"
+        "## Goals (issue #19)\n\nEach goal judged on medians; ratios are forwarder-tc / baseline.\n\n| goal | measured | verdict |\n|---|---|---|"
     );
     for g in goals(r) {
         let v = match &g.verdict {

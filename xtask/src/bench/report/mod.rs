@@ -121,26 +121,35 @@ mod tests {
         let g = goals(&r);
         let find = |s: &str| g.iter().find(|x| x.goal.contains(s)).unwrap();
         assert!(matches!(
-            find("1 stream) >= 0.9x kernel").verdict,
-            Verdict::Met
+            find("TCP throughput (1 stream) >= 1.0x kernel").verdict,
+            Verdict::NotMet
+        ));
+        assert!(matches!(
+            find("TCP throughput (1 stream) >= 1.1x iptables").verdict,
+            Verdict::NotMet
         ));
         assert!(matches!(
             find("1 stream) >= 5x socat").verdict,
             Verdict::NotMet
         ));
         assert!(matches!(
-            find("4 streams) >= 0.9x").verdict,
+            find("4 streams) >= 1.0x").verdict,
             Verdict::NotMeasured(_)
         ));
-        assert!(matches!(find("1.25x iptables").verdict, Verdict::Met));
+        assert!(matches!(
+            find("New-connection rate >= 1.1x iptables").verdict,
+            Verdict::Met
+        ));
         assert!(matches!(find("No collapse").verdict, Verdict::Met));
         assert!(matches!(find("p50 <= iptables").verdict, Verdict::Met));
-        assert!(matches!(find("50 ns").verdict, Verdict::Met));
-        assert!(matches!(find("2 µs").verdict, Verdict::Met));
+        assert!(matches!(find("60 ns").verdict, Verdict::NotMet));
+        assert!(matches!(find("500 ns").verdict, Verdict::NotMet));
         assert!(matches!(
-            find("within 10%").verdict,
+            find("bpf_ns_per_pkt").verdict,
             Verdict::NotMeasured(_)
         ));
+        assert!(matches!(find("Sweeper").verdict, Verdict::NotMeasured(_)));
+        assert!(matches!(find("within 5%").verdict, Verdict::NotMeasured(_)));
         let md = markdown(&r);
         assert!(md.contains("| TCP throughput, 1 stream [Gbit/s] | 10.00 (10.00-10.00) |"));
         assert!(md.contains("0.95x"));

@@ -9,8 +9,8 @@ use super::{
 };
 use crate::bench::{
     results::{
-        Results, RunRecord, BPF_PKT, DAEMON_CPU, FILL_SECS, ROUTER_PROC, RTT50, RTT99, SOFTIRQ,
-        TCP1,
+        Results, RunRecord, BPF_PKT, DAEMON_CPU, DAEMON_RSS, FILL_SECS, MAP_BYTES_PER_FLOW,
+        ROUTER_PROC, RTT50, RTT99, SOFTIRQ, TCP1,
     },
     scale,
 };
@@ -22,14 +22,10 @@ pub(super) fn scale_section(w: &mut String, r: &Results) {
     let scale_tcp = r.meta.durations.get("scale_tcp").copied().unwrap_or(0);
     let _ = writeln!(
         w,
-        "## Flow-table scale (forwarder-tc)\n\nThe same single-stream throughput and RTT with synthetic established flows pre-filled into the pinned `FWD_FLOWS` (`bench_fill`: both directions per flow, clients in 198.18.0.0/16 and backends in 198.19.0.0/16 so they never match benchmark traffic). Every size runs with the same table capacity (`conntrack_max = {}`) and 24 h timeouts; a run only counts if all synthetic flows are still in the table afterwards. The daemon's sweeper walks the whole table every 10 s as in production, and the throughput test lasts {} s{}; \"daemon CPU\" is the router namespace's process CPU (the daemon: its sweeper) over the measurement window, in % of one CPU, a cost the table size puts on the host. Median (min-max) over {} run(s).\n",
+        "## Flow-table scale (forwarder-tc)\n\nThe same single-stream throughput and RTT with synthetic established flows pre-filled into the pinned `FWD_FLOWS` (`bench_fill`: both directions per flow, clients in 198.18.0.0/16 and backends in 198.19.0.0/16 so they never match benchmark traffic). Every size runs with the same table capacity (`conntrack_max = {}`) and 24 h timeouts; a run only counts if all synthetic flows are still in the table afterwards. The daemon's sweeper runs as in production: one bounded step per second ({} entries read, the table walked incrementally), over a throughput test of {} s; \"daemon CPU\" is the router namespace's process CPU (the daemon: its sweeper) over the measurement window, in % of one CPU, a cost the table size puts on the host, and \"daemon RSS\" its resident memory afterwards. Median (min-max) over {} run(s).\n",
         scale::CONNTRACK_MAX,
+        forwarder_common::SWEEP_STEP_ENTRIES,
         scale_tcp,
-        if scale_tcp >= 10 {
-            " so each run's window holds one sweep"
-        } else {
-            ", shorter than the sweep interval, so a window may miss the sweep (daemon CPU then undercounts)"
-        },
         r.meta.scale_runs
     );
     let _ = writeln!(
@@ -43,8 +39,8 @@ pub(super) fn scale_section(w: &mut String, r: &Results) {
         .join(" "),
         scale::global()
     );
-    let _ = writeln!(w, "| flows in table | TCP 1 stream [Gbit/s] | RTT p50 [µs] | RTT p99 [µs] | daemon CPU [% of a CPU] | fill time [s] | throughput vs {} | RTT p50 vs {} |", short_n(scale::SIZES[0]), short_n(scale::SIZES[0]));
-    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(w, "| flows in table | TCP 1 stream [Gbit/s] | RTT p50 [µs] | RTT p99 [µs] | daemon CPU [% of a CPU] | daemon RSS [MiB] | fill time [s] | throughput vs {} | RTT p50 vs {} |", short_n(scale::SIZES[0]), short_n(scale::SIZES[0]));
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|");
     let runs = r.meta.scale_runs;
     for &n in scale::SIZES {
         let st = |k: &str| scale_stat(r, n, k);
@@ -54,18 +50,30 @@ pub(super) fn scale_section(w: &mut String, r: &Results) {
         };
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             thousands(n as f64),
             cell(TCP1, st(TCP1), runs),
             cell(RTT50, st(RTT50), runs),
             cell(RTT99, st(RTT99), runs),
             cell(DAEMON_CPU, st(DAEMON_CPU), runs),
+            cell(DAEMON_RSS, st(DAEMON_RSS), runs),
             cell(FILL_SECS, st(FILL_SECS), runs),
             rel(TCP1),
             rel(RTT50)
         );
     }
     let _ = writeln!(w);
+    let big = *scale::SIZES.last().unwrap();
+    if let Some(b) = scale_stat(r, big, MAP_BYTES_PER_FLOW) {
+        let _ = writeln!(
+            w,
+            "### Memory\n\nKernel maps: **{:.0} bytes per flow** of capacity (the flow table, two preallocated entries per flow, and the eviction queue, one key per flow; `bpftool`'s `bytes_memlock` divided by `conntrack_max`). Both are allocated whole when the daemon loads, so this is what `conntrack_max` costs whether the flows exist or not: {:.0} MiB for the `conntrack_max = {}` above. Daemon RSS at each table size is in the table: the sweeper reads {} entries at a time, so the daemon's memory does not grow with the table.\n",
+            b.median,
+            b.median * scale::CONNTRACK_MAX as f64 / (1024.0 * 1024.0),
+            scale::CONNTRACK_MAX,
+            forwarder_common::SWEEP_STEP_ENTRIES
+        );
+    }
 }
 
 pub(super) fn micro_section(w: &mut String, r: &Results) {
