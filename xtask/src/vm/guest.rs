@@ -69,9 +69,19 @@ impl Stage2<'_> {
         let out = OUT;
         s += &format!(
             r#"export HOME=/root LANG=C.UTF-8
+# Fresh tmpfs on /run, /tmp and /var/tmp would hide a checkout (and its
+# kernel modules) that lives under one of them, as a CI checkout in /tmp
+# does: keep the root as it is at /mnt/host-root and bind those paths back.
+mkdir -p /mnt/host-root
+mount --bind / /mnt/host-root
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /var/tmp
+for d in {ws} {mods}; do
+  case "$d" in
+    /run/*|/tmp/*|/var/tmp/*) mkdir -p "$d" && mount --bind "/mnt/host-root$d" "$d" ;;
+  esac
+done
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
