@@ -95,6 +95,10 @@ pub const MAP_REPLY_SCRATCH: &str = "FWD_REPLY_SCRATCH";
 /// bits), written by the daemon from the kernel's neighbour table
 /// (`daemon::plan::neighbours`); not pinned: each daemon rebuilds it.
 pub const MAP_NEIGH: &str = "FWD_NEIGH";
+/// Route facts of the IPv4 targets (address word -> `RouteHint`) for
+/// kernels whose FIB lookup lacks SKIP_NEIGH or SRC (`kernel.rs`), written
+/// by the daemon from `ip route get`; not pinned: each daemon rebuilds it.
+pub const MAP_ROUTE_HINTS: &str = "FWD_ROUTE_HINTS";
 /// aya-log's ring buffer (defined by aya-log-ebpf, drained by aya-log).
 pub const MAP_AYA_LOGS: &str = "AYA_LOGS";
 
@@ -181,6 +185,8 @@ pub const DEVMAP_VAL_SIZE: u32 = 8;
 /// on-link targets of the rules are followed, so this bounds targets that
 /// are down at the same time, not the neighbour table.
 pub const MAX_NEIGH: u32 = 1024;
+/// IPv4 targets with route facts at once (`FWD_ROUTE_HINTS`).
+pub const MAX_ROUTE_HINTS: u32 = 4096;
 /// Fragmented datagrams in flight at once (the fragment map's LRU size).
 /// An entry lives for microseconds to milliseconds in practice; an LRU of
 /// this size only loses one under a flood of fragments, which then pass
@@ -536,6 +542,14 @@ pub const MAPS: &[MapSpec] = &[
         size_of::<u32>(),
         size_of::<u32>(),
         Capacity::Limit(MAX_NEIGH),
+        false,
+    ),
+    spec(
+        MAP_ROUTE_HINTS,
+        MapKind::Hash,
+        size_of::<u32>(),
+        size_of::<crate::RouteHint>(),
+        Capacity::Limit(MAX_ROUTE_HINTS),
         false,
     ),
     spec(

@@ -20,12 +20,14 @@ pub mod conntrack;
 pub mod counters;
 pub mod csum;
 pub mod flags;
+pub mod kernel;
 pub mod layout;
 pub mod maps;
 pub mod verdict;
 
 pub use counters::*;
 pub use flags::*;
+pub use kernel::*;
 pub use layout::*;
 pub use maps::*;
 pub use verdict::*;
@@ -116,6 +118,7 @@ mod pod {
     unsafe impl aya::Pod for RuleName {}
     unsafe impl aya::Pod for conntrack::CtConfig {}
     unsafe impl aya::Pod for AutoEvidence {}
+    unsafe impl aya::Pod for RouteHint {}
 }
 
 #[cfg(test)]

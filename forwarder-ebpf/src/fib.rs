@@ -1,19 +1,29 @@
 //! Forwarding decisions from the kernel's FIB, so routes, neighbours and
 //! forwarding sysctls stay the kernel's business.
+//!
+//! On kernels whose lookup lacks BPF_FIB_LOOKUP_SKIP_NEIGH (< 6.3) or
+//! BPF_FIB_LOOKUP_SRC (< 6.8, unless backported) the daemon fills in
+//! (`forwarder_common::kernel`): without SKIP_NEIGH an unresolved
+//! neighbour answers NO_NEIGH, which still is a route (the next hop is
+//! written, bpf_redirect_neigh resolves it) but says nothing of the
+//! egress interface, so that comes from the daemon's `ip route get` of the
+//! target (`maps::route_hint`); without SRC so does the source address.
+//! The branches are chosen by a load-time constant (`kernel_has`).
 use aya_ebpf::{
     bindings::{
-        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
-        BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        BPF_FIB_LOOKUP_OUTPUT, BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC,
     },
     programs::TcContext,
 };
-use forwarder_common::{FibCache, IfaceFlags, Reason};
+use forwarder_common::{FibCache, IfaceFlags, Reason, FEATURE_FIB_SKIP_NEIGH, FEATURE_FIB_SRC};
 
 use crate::{
     error::RewriteError,
     hdr::{ETH_HLEN, ETH_P_IP, ETH_TYPE},
     helpers::{
         fib::FibParams,
+        kernel_has,
         skb::{self, Store},
     },
     maps::{self, FlowRef},
@@ -22,14 +32,45 @@ use crate::{
     verdict::Verdict,
 };
 
-/// Route only, as for the per-flow decision: no neighbour needed (the
-/// redirect resolves it), and the source address the kernel would pick.
-const ROUTE_WITH_SRC: u32 = BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH;
-/// As for a packet this host sends itself (output lookup).
-const OUTPUT_ROUTE: u32 = BPF_FIB_LOOKUP_OUTPUT | BPF_FIB_LOOKUP_SKIP_NEIGH;
-/// Forwarding a packet: route and MTU; bpf_redirect_neigh resolves the
-/// neighbour (see `next_hop`).
-const FORWARD_ROUTE: u32 = BPF_FIB_LOOKUP_SKIP_NEIGH;
+/// Forwarding a packet: route and MTU, no neighbour needed
+/// (bpf_redirect_neigh resolves it, see `next_hop`), where the kernel has
+/// the flag; without it the lookup also looks for the neighbour and
+/// answers NO_NEIGH when it is unresolved (`answer`).
+#[inline(always)]
+fn forward_flags() -> u32 {
+    if kernel_has(FEATURE_FIB_SKIP_NEIGH) {
+        BPF_FIB_LOOKUP_SKIP_NEIGH
+    } else {
+        0
+    }
+}
+
+/// As `forward_flags`, and the source address the kernel would pick where
+/// the kernel can say (else `RouteHint::src`).
+#[inline(always)]
+fn route_flags() -> u32 {
+    if kernel_has(FEATURE_FIB_SRC) {
+        forward_flags() | BPF_FIB_LOOKUP_SRC
+    } else {
+        forward_flags()
+    }
+}
+
+/// The egress interface of a lookup for `dst` that answered `rc`; 0 when
+/// it is not a forwarding route. NO_NEIGH is one only without SKIP_NEIGH
+/// (with it, an unresolved neighbour answers SUCCESS), and then the
+/// kernel kept the interface to itself (it writes `ifindex` only on
+/// SUCCESS before 6.3): the daemon's route facts for `dst` say it.
+#[inline(always)]
+fn egress(p: &FibParams, rc: u32, dst: u32) -> u32 {
+    if rc == BPF_FIB_LKUP_RET_SUCCESS {
+        p.oif()
+    } else if rc == BPF_FIB_LKUP_RET_NO_NEIGH && !kernel_has(FEATURE_FIB_SKIP_NEIGH) {
+        maps::route_hint(dst).oif
+    } else {
+        0
+    }
+}
 
 /// What the FIB says about a destination.
 #[derive(Clone, Copy)]
@@ -40,7 +81,9 @@ pub struct Route {
     /// route), else the gateway.
     pub nexthop: u32,
     /// The source address the kernel would pick (route preferred source or
-    /// the egress device's primary address; BPF_FIB_LOOKUP_SRC, Linux 6.8).
+    /// the egress device's primary address; BPF_FIB_LOOKUP_SRC, Linux 6.8,
+    /// else the daemon's route facts for the destination). 0 without SRC
+    /// for a destination the daemon has no facts for (not a target).
     pub src: u32,
 }
 
@@ -60,13 +103,20 @@ impl Route {
 #[inline(always)]
 pub fn route(ctx: &TcContext, ifindex: u32, proto: u8, src: u32, dst: u32) -> Option<Route> {
     let mut p = FibParams::v4(ifindex, proto, src, dst)?;
-    if !p.lookup(ctx, ROUTE_WITH_SRC) {
+    let rc = p.lookup_rc(ctx, route_flags()) as u32;
+    let oif = egress(&p, rc, dst);
+    if oif == 0 {
         return None;
     }
+    let src = if kernel_has(FEATURE_FIB_SRC) {
+        p.src_v4()
+    } else {
+        maps::route_hint(dst).src
+    };
     Some(Route {
-        oif: p.oif(),
+        oif,
         nexthop: p.nexthop_v4(),
-        src: p.src_v4(),
+        src,
     })
 }
 
@@ -105,13 +155,16 @@ pub fn next_hop(ctx: &TcContext, p: &Packet, src: u32, dst: u32) -> NextHop {
     // lose every SNATed packet: its source is now one of our own addresses,
     // which the stack drops as a martian, so the neighbour would never be
     // resolved and the flow could never start.
-    match fp.lookup_rc(ctx, FORWARD_ROUTE) as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => NextHop::Out {
-            oif: fp.oif(),
+    let rc = fp.lookup_rc(ctx, forward_flags()) as u32;
+    if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED {
+        return NextHop::TooBig(fp.mtu_result());
+    }
+    match egress(&fp, rc, dst) {
+        0 => NextHop::Stack,
+        oif => NextHop::Out {
+            oif,
             nexthop: fp.nexthop_v4(),
         },
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => NextHop::TooBig(fp.mtu_result()),
-        _ => NextHop::Stack,
     }
 }
 
@@ -147,11 +200,13 @@ pub fn flow_next_hop(ctx: &TcContext, p: &Packet, flow: FlowRef) -> NextHop {
             return NextHop::Stack;
         };
         fp.set_tot_len(ANY_LEN);
-        if fp.lookup_rc(ctx, FORWARD_ROUTE) as u32 != BPF_FIB_LKUP_RET_SUCCESS {
+        let rc = fp.lookup_rc(ctx, forward_flags()) as u32;
+        let oif = egress(&fp, rc, e.new_dst[0]);
+        if oif == 0 {
             return NextHop::Stack;
         }
         let fresh = FibCache {
-            oif: fp.oif(),
+            oif,
             nexthop: fp.nexthop_v4(),
             gen,
             mtu: fp.mtu_result(),
@@ -170,12 +225,23 @@ pub fn flow_next_hop(ctx: &TcContext, p: &Packet, flow: FlowRef) -> NextHop {
 /// interface the packet being answered came in on (output lookup with
 /// BPF_FIB_LOOKUP_SRC): the source of the answers it builds. The lookup
 /// needs a real device (`ifindex` 0 fails with ENODEV), and binding it to
-/// the ingress device picks that device's route back.
+/// the ingress device picks that device's route back. Without SRC: the
+/// daemon's source toward `dst` when it is a target, else `addressed_to`
+/// (the address the answered packet was sent to, one of ours for
+/// everything the programs answer but a reply that keeps the client's
+/// address, whose `dst` is the target).
 #[inline(always)]
-pub fn source_towards(ctx: &TcContext, dst: u32) -> Option<u32> {
+pub fn source_towards(ctx: &TcContext, dst: u32, addressed_to: u32) -> Option<u32> {
+    if !kernel_has(FEATURE_FIB_SRC) {
+        let hint = maps::route_hint(dst).src;
+        return Some(if hint != 0 { hint } else { addressed_to });
+    }
     let mut p = FibParams::v4(skb::ifindex(ctx), 0, 0, dst)?;
-    p.lookup(ctx, OUTPUT_ROUTE | BPF_FIB_LOOKUP_SRC)
-        .then(|| p.src_v4())
+    p.lookup(
+        ctx,
+        BPF_FIB_LOOKUP_OUTPUT | forward_flags() | BPF_FIB_LOOKUP_SRC,
+    )
+    .then(|| p.src_v4())
 }
 
 /// Sends a translated packet out of `oif` through `nexthop` (from

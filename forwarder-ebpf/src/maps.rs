@@ -9,9 +9,9 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
-    ListenerValue, NeighFlags, RuleCounters, RuleName, BPF_F_NO_PREALLOC, DEFAULT_CONNTRACK_MAX,
+    ListenerValue, NeighFlags, RouteHint, RuleCounters, RuleName, BPF_F_NO_PREALLOC, DEFAULT_CONNTRACK_MAX,
     ENTRIES_PER_FLOW, HOOKS, MAX_ALLOW_PREFIXES, MAX_AUTO_SNAT, MAX_IFACES, MAX_LISTENERS,
-    MAX_NEIGH, MAX_RULES, REASONS,
+    MAX_NEIGH, MAX_ROUTE_HINTS, MAX_RULES, REASONS,
 };
 
 #[map(name = "FWD_IFACES")]
@@ -75,6 +75,20 @@ pub static NEIGH: HashMap<u32, u32> = HashMap::with_max_entries(MAX_NEIGH, 0);
 pub fn neigh(addr: u32) -> NeighFlags {
     // SAFETY: copied out of the map value.
     NeighFlags::from_bits(unsafe { NEIGH.get(addr).copied() }.unwrap_or(0))
+}
+
+/// Route facts of the IPv4 targets, from the daemon (`RouteHint`): read
+/// only on a kernel whose FIB lookup lacks SKIP_NEIGH or SRC (`fib`).
+#[map(name = "FWD_ROUTE_HINTS")]
+pub static ROUTE_HINTS: HashMap<u32, RouteHint> = HashMap::with_max_entries(MAX_ROUTE_HINTS, 0);
+
+/// The daemon's route facts for destination `addr`; all zero when it has
+/// none (a value rather than an Option: see `path::decide` on LLVM reading
+/// an Option's payload before its tag).
+#[inline(always)]
+pub fn route_hint(addr: u32) -> RouteHint {
+    // SAFETY: copied out of the map value.
+    unsafe { ROUTE_HINTS.get(addr).copied() }.unwrap_or_default()
 }
 
 #[inline(always)]

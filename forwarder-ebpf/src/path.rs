@@ -84,9 +84,11 @@ pub fn decide(
     // may read an Option's payload before testing it (the value is then
     // unused, which is fine for LLVM), and for None those registers were
     // never written, which the verifier refuses ("R3 !read_ok").
+    // A source of 0: a kernel without BPF_FIB_LOOKUP_SRC and a target the
+    // daemon has no route facts for yet (`fib::route`): as if unrouted.
     let (routed, to) = match fib::route(ctx, in_ifindex, p.proto, p.src, target) {
-        Some(r) => (true, r),
-        None => (false, fib::Route::NONE),
+        Some(r) if r.src != 0 => (true, r),
+        _ => (false, fib::Route::NONE),
     };
     let forced_stack = l.flags.contains(ListenFlags::VIA_STACK);
     let mut flags = FlowFlags::empty();

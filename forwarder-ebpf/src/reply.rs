@@ -192,7 +192,7 @@ pub fn icmp_error(ctx: &TcContext, p: &Packet, err: IcmpError, mtu: u16) -> Verd
 
 #[inline(always)]
 fn build_icmp_error(ctx: &TcContext, p: &Packet, err: IcmpError, mtu: u16) -> Result<(), ()> {
-    let src = fib::source_towards(ctx, p.src).ok_or(())?;
+    let src = fib::source_towards(ctx, p.src, p.dst).ok_or(())?;
     // The header and 8 bytes, whole words (the checksum helper sums
     // words), never more than the packet has.
     let ihl = p.l4 - p.l3;

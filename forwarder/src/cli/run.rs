@@ -68,7 +68,9 @@ fn tc_legacy_reason() -> Result<Option<&'static str>> {
 /// without the scratch-namespace part) and refuses to start, naming what is
 /// missing, when something is; what only takes something away is logged.
 /// `Some(why)` when TC must be attached the legacy way (no TCX).
-fn kernel_fit() -> Result<Option<&'static str>> {
+/// Also the `FWD_KERNEL_FEATURES` word the programs load with (what the
+/// kernel has, minus FORWARDER_FORCE_FALLBACK).
+fn kernel_fit() -> Result<(Option<&'static str>, u32)> {
     let found = crate::probe::probe(&crate::probe::ProbeOptions::default());
     if let Some(refusal) = found.refusal() {
         anyhow::bail!("{refusal}");
@@ -76,7 +78,12 @@ fn kernel_fit() -> Result<Option<&'static str>> {
     for c in found.degraded() {
         warn!("{}", c.advice);
     }
-    Ok((!found.features.tcx).then_some("the kernel has no TCX (Linux 6.6)"))
+    let word = found.features.kernel_features;
+    for what in crate::probe::fallback::describe(word) {
+        info!("kernel programs loaded with a fallback: {what}");
+    }
+    let legacy = (!found.features.tcx).then_some("the kernel has no TCX (Linux 6.6)");
+    Ok((legacy, word))
 }
 
 pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
@@ -123,12 +130,14 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
     // Held until the process ends: `reload`, `down` and a second `run`
     // find this daemon by it, not by a pid that may have been recycled.
     let _lock = running::DaemonLock::take(run_dir)?;
-    let tc_legacy = tc_legacy.or(kernel_fit()?);
+    let (no_tcx, kernel_features) = kernel_fit()?;
+    let tc_legacy = tc_legacy.or(no_tcx);
     bpffs::ensure_pin_dir(pin_dir)?;
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: Some(pin_dir),
         conntrack_max: loaded.rules.global.conntrack_max,
         log_level: kernel_log_level(&level),
+        kernel_features,
     })?;
     dp.tc_legacy = tc_legacy;
     if let Some(why) = tc_legacy {

@@ -294,6 +294,9 @@ pub fn apply(
     // After the links: the egress program that translates the stack
     // path's replies is on before a flow to a dead neighbour takes it.
     write_neighbours(&mut dp.maps, &plan.neigh)?;
+    // Before the listeners: a new target's first packet finds its route
+    // facts on a kernel that needs them.
+    write_route_hints(&mut dp.maps, &plan.route_hints)?;
     let maps = write_maps(dp, &plan.update, record, plan.record(), faults);
     Ok(Applied {
         ifaces,
@@ -325,6 +328,22 @@ fn write_neighbours(
             info!(neighbour = %addr, "target's neighbour left the neighbour table after failing: flows keeping the client's address stay on the stack path, others probe it again");
         }
         maps.set_neighbour(*addr, Some(*flags))?;
+    }
+    Ok(())
+}
+
+/// Brings `FWD_ROUTE_HINTS` to the plan's route facts (read back first,
+/// as `write_neighbours`).
+fn write_route_hints(
+    maps: &mut Maps,
+    want: &std::collections::BTreeMap<std::net::Ipv4Addr, forwarder_common::RouteHint>,
+) -> Result<()> {
+    let have = maps.route_hints()?;
+    for addr in have.keys().filter(|a| !want.contains_key(a)) {
+        maps.set_route_hint(*addr, None)?;
+    }
+    for (addr, hint) in want.iter().filter(|(a, h)| have.get(a) != Some(h)) {
+        maps.set_route_hint(*addr, Some(*hint))?;
     }
     Ok(())
 }

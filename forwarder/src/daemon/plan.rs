@@ -131,6 +131,8 @@ pub struct Plan {
     /// What `FWD_NEIGH` should hold: on-link targets whose neighbour is
     /// dead (`plan_neigh.rs`).
     pub neigh: BTreeMap<Ipv4Addr, NeighFlags>,
+    /// What `FWD_ROUTE_HINTS` should hold (`plan_hints.rs`).
+    pub route_hints: BTreeMap<Ipv4Addr, forwarder_common::RouteHint>,
 }
 
 impl Plan {
@@ -236,6 +238,7 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
         update,
         rules: statuses,
         neigh: dead,
+        route_hints: hints::plan(facts),
     })
 }
 
@@ -504,6 +507,8 @@ pub fn explain_decision(f: &Forward, facts: &Facts, target: IpAddr) -> String {
     }
 }
 
+#[path = "plan_hints.rs"]
+pub mod hints;
 #[path = "plan_neigh.rs"]
 pub mod neigh;
 

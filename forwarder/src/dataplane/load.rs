@@ -19,9 +19,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use forwarder_common::{
-    conntrack::CtConfig, pinned_maps, Capacity, GlobalConfig, ABI_VERSION, MAPS, MAP_CONFIG,
-    MAP_FLOWS, MAP_PROGS, PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS, PROG_INGRESS,
-    PROG_INGRESS6, PROG_SLOT_IPV6, PROG_XDP,
+    conntrack::CtConfig, pinned_maps, Capacity, GlobalConfig, ABI_VERSION, GLOBAL_KERNEL_FEATURES,
+    MAPS, MAP_CONFIG, MAP_FLOWS, MAP_PROGS, PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS,
+    PROG_INGRESS, PROG_INGRESS6, PROG_SLOT_IPV6, PROG_XDP,
 };
 use tracing::{debug, info};
 
@@ -41,6 +41,10 @@ pub struct LoadOptions<'a> {
     /// aya-log level compiled into the programs at load (0 = off,
     /// 1 error ... 5 trace); the kernel skips disabled log statements.
     pub log_level: u8,
+    /// What the kernel has (`forwarder_common::kernel`, from the probe),
+    /// set in the programs' read-only `FWD_KERNEL_FEATURES` so the verifier
+    /// sees only the branches this kernel can run.
+    pub kernel_features: u32,
 }
 
 impl Default for LoadOptions<'_> {
@@ -49,6 +53,7 @@ impl Default for LoadOptions<'_> {
             pin_dir: None,
             conntrack_max: PRIVATE_CONNTRACK_MAX,
             log_level: 0,
+            kernel_features: forwarder_common::FEATURES_ALL,
         }
     }
 }
@@ -140,6 +145,7 @@ impl Dataplane {
             loader.map_max_entries(spec.name, spec.capacity.at_load(opts.conntrack_max));
         }
         loader.override_global("AYA_LOG_LEVEL", &opts.log_level, false);
+        loader.override_global(GLOBAL_KERNEL_FEATURES, &opts.kernel_features, true);
         let paths: Vec<(&str, PathBuf)> = opts
             .pin_dir
             .map(|d| pinned_maps().map(|m| (m.name, d.join(m.name))).collect())

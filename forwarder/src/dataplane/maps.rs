@@ -17,10 +17,10 @@ use aya::{
 };
 use forwarder_common::{
     conntrack::CtConfig, AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig,
-    IfaceConfig, ListenerKey, ListenerValue, NeighFlags, RuleCounters, RuleName, HOOKS, MAP_ALLOW,
-    MAP_AUTO_SNAT, MAP_CONFIG, MAP_CT_CONFIG, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS,
-    MAP_LISTENERS, MAP_NEIGH, MAP_ROUTE_GEN, MAP_RULE_COUNTERS, MAP_RULE_NAMES, MAP_XDP_DEVS,
-    MAX_RULES, REASONS,
+    IfaceConfig, ListenerKey, ListenerValue, NeighFlags, RouteHint, RuleCounters, RuleName, HOOKS,
+    MAP_ALLOW, MAP_AUTO_SNAT, MAP_CONFIG, MAP_CT_CONFIG, MAP_FLOWS, MAP_IFACES, MAP_IFACE_COUNTERS,
+    MAP_LISTENERS, MAP_NEIGH, MAP_ROUTE_GEN, MAP_ROUTE_HINTS, MAP_RULE_COUNTERS, MAP_RULE_NAMES,
+    MAP_XDP_DEVS, MAX_RULES, REASONS,
 };
 use rules::{AllowLpmKey, MapEntries, Room};
 
@@ -46,6 +46,9 @@ pub struct Maps {
     /// On-link targets whose neighbour is dead (IPv4 address word as the
     /// kernel reads it -> `NeighFlags`).
     pub neigh: HashMap<MapData, u32, u32>,
+    /// Route facts of the IPv4 targets (address word -> `RouteHint`), for
+    /// kernels whose FIB lookup lacks SKIP_NEIGH or SRC.
+    pub route_hints: HashMap<MapData, u32, RouteHint>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -84,6 +87,7 @@ impl Maps {
             xdp_devs: take(ebpf, MAP_XDP_DEVS)?,
             route_gen: take(ebpf, MAP_ROUTE_GEN)?,
             neigh: take(ebpf, MAP_NEIGH)?,
+            route_hints: take(ebpf, MAP_ROUTE_HINTS)?,
         })
     }
 
@@ -119,6 +123,38 @@ impl Maps {
             },
         }
         .with_context(|| format!("writing FWD_NEIGH for {addr}"))
+    }
+
+    /// What `FWD_ROUTE_HINTS` holds.
+    pub fn route_hints(&self) -> Result<BTreeMap<std::net::Ipv4Addr, RouteHint>> {
+        let mut out = BTreeMap::new();
+        for r in self.route_hints.iter() {
+            let (k, v) = r.context("reading FWD_ROUTE_HINTS")?;
+            out.insert(k.to_ne_bytes().into(), v);
+        }
+        Ok(out)
+    }
+
+    /// Writes (`Some`) or removes (`None`) the route facts of target `addr`.
+    pub fn set_route_hint(
+        &mut self,
+        addr: std::net::Ipv4Addr,
+        hint: Option<RouteHint>,
+    ) -> Result<()> {
+        let key = u32::from_ne_bytes(addr.octets());
+        match hint {
+            Some(h) => self.route_hints.insert(key, h, 0),
+            None => match self.route_hints.remove(&key) {
+                Err(MapError::KeyNotFound) => Ok(()),
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    Ok(())
+                }
+                r => r,
+            },
+        }
+        .with_context(|| format!("writing FWD_ROUTE_HINTS for {addr}"))
     }
 
     pub fn set_config(&mut self, cfg: GlobalConfig) -> Result<()> {

@@ -51,6 +51,7 @@ const PEER: [u8; 4] = [10, 255, 0, 2];
 pub fn run(
     object: &'static [u8],
     tcx: bool,
+    kernel_features: u32,
     verifier_log: Option<std::path::PathBuf>,
 ) -> Result<Findings, String> {
     std::thread::spawn(move || {
@@ -61,7 +62,7 @@ pub fn run(
                 std::io::Error::last_os_error()
             ));
         }
-        probe(object, tcx, verifier_log.as_deref())
+        probe(object, tcx, kernel_features, verifier_log.as_deref())
     })
     .join()
     .map_err(|_| "the probe thread panicked".to_string())?
@@ -94,8 +95,14 @@ pub fn verifier_summary(e: &ProgramError) -> String {
     }
 }
 
-fn load(object: &[u8]) -> Result<Ebpf, String> {
+/// Loads the object with the fallbacks the daemon would load (`kernel_features`).
+fn load(object: &[u8], kernel_features: u32) -> Result<Ebpf, String> {
     EbpfLoader::new()
+        .override_global(
+            forwarder_common::GLOBAL_KERNEL_FEATURES,
+            &kernel_features,
+            true,
+        )
         .load(object)
         .map_err(|e| format!("loading the object: {e:#}"))
 }
@@ -115,10 +122,11 @@ fn save_log(dir: &std::path::Path, name: &str, e: &ProgramError) -> Result<(), S
 fn probe(
     object: &[u8],
     tcx: bool,
+    kernel_features: u32,
     verifier_log: Option<&std::path::Path>,
 ) -> Result<Findings, String> {
     let mut f = Findings::default();
-    let mut ebpf = match load(object) {
+    let mut ebpf = match load(object, kernel_features) {
         Ok(e) => e,
         Err(e) => {
             f.object = Some(Err(e));
