@@ -266,6 +266,7 @@ pub fn apply_maps(
 ) -> Result<()> {
     dp.maps.set_config(plan.config)?;
     dp.maps.set_ct_config(plan.ct_config)?;
+    write_route_hints(&mut dp.maps, &plan.route_hints)?;
     write_maps(dp, &plan.update, record, plan.record(), faults)?;
     Ok(())
 }

@@ -80,6 +80,16 @@ impl Host {
     /// Builds the namespaces, enters the host one and loads the dataplane
     /// with a flow table of `conntrack_max` flows.
     pub fn new(conntrack_max: u32) -> Result<Host> {
+        // FORWARDER_FORCE_FALLBACK runs the whole suite with the fallbacks
+        // of older kernels, as it makes the daemon load them.
+        let forced = forwarder::probe::fallback::forced_by_env().map_err(anyhow::Error::msg)?;
+        Host::new_with(conntrack_max, forwarder_common::FEATURES_ALL & !forced)
+    }
+
+    /// [`Host::new`] with the programs loaded for a kernel that has only
+    /// `kernel_features` (`forwarder_common::kernel`): the fallbacks of
+    /// older kernels, run on this one.
+    pub fn new_with(conntrack_max: u32, kernel_features: u32) -> Result<Host> {
         crate::netns::sweep();
         let ns = Netns::new("trhost")?;
         let peer = Netns::new("trpeer")?;
@@ -98,6 +108,7 @@ impl Host {
         let (lan, vm, ts) = (idx(LAN_IF)?, idx(VM_IF)?, idx(TS_IF)?);
         let dp = Dataplane::load(&LoadOptions {
             conntrack_max,
+            kernel_features,
             ..Default::default()
         })?;
         let mut host = Host {
@@ -132,6 +143,18 @@ impl Host {
         // libtest names each test's thread after the test.
         let test = thread.name().unwrap_or("a test_run test");
         crate::require_root(test).then(|| Host::with_rules(conntrack_max, rules))
+    }
+
+    /// [`Host::for_test`] for a kernel with only `kernel_features`.
+    pub fn for_test_with(conntrack_max: u32, rules: &str, kernel_features: u32) -> Option<Host> {
+        let thread = std::thread::current();
+        let test = thread.name().unwrap_or("a test_run test");
+        crate::require_root(test).then(|| {
+            let mut h = Host::new_with(conntrack_max, kernel_features)
+                .expect("test namespace and dataplane");
+            h.rules(rules).expect("rules");
+            h
+        })
     }
 
     pub fn ifindex(&self, name: &str) -> u32 {
@@ -200,6 +223,8 @@ impl Host {
     /// Current CLOCK_MONOTONIC_COARSE in ns: the clock the dataplane stamps
     /// flows with (bpf_ktime_get_coarse_ns, CLOCK_MONOTONIC at tick
     /// resolution), so a stamp taken between two reads lies between them.
+    /// (Not with the coarse-time fallback, which stamps at full resolution:
+    /// [`Host::later_ns`] bounds both from above.)
     pub fn now_ns() -> u64 {
         let mut ts = libc::timespec {
             tv_sec: 0,
@@ -207,6 +232,19 @@ impl Host {
         };
         // SAFETY: valid out pointer.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
+    /// Current CLOCK_MONOTONIC in ns: never earlier than a stamp taken
+    /// before it, by either clock the dataplane may use (the coarse clock
+    /// lags the full one by up to a tick).
+    pub fn later_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 }

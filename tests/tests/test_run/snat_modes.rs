@@ -11,14 +11,14 @@
 //!  peer   192.168.1.20 ─┴─ vmbr0 .1.55 [host] vmbr1 ─┴─ vm81 192.168.100.81
 //!                               .100.1 and .100.2; route to vm81 src .100.2
 //! ```
-use forwarder_common::{FlowFlags, Reason, Seen, PROTO_TCP};
+use forwarder_common::{FlowFlags, Reason, Seen, FEATURES_ALL, PROTO_TCP, RULE_DROP_ERROR};
 use forwarder_tests::testrun::{
     frames::{
         ep, fix_checksums, fkey, icmp_error, ip_of, tcp, Ep, Ip, CLIENT, ETH, LAN_PEER, TTL, VM,
         VM81,
     },
     tc::*,
-    Host, AUTO_MSS, EPHEMERAL_PORTS, HOST_LAN, LAN_IF, TC_ACT_REDIRECT, VM_IF,
+    Host, AUTO_MSS, EPHEMERAL_PORTS, HOST_LAN, LAN_IF, TC_ACT_REDIRECT, TC_ACT_SHOT, VM_IF,
 };
 
 const SNAT_MODES: &str = r#"
@@ -59,7 +59,12 @@ snat = "auto"
 /// secondary address: masquerade must take it from the FIB, not from the
 /// interface's first address.
 fn host() -> Option<Host> {
-    let h = Host::for_test(64, SNAT_MODES)?;
+    host_with(FEATURES_ALL)
+}
+
+/// [`host`] for a kernel with only `kernel_features`.
+fn host_with(kernel_features: u32) -> Option<Host> {
+    let h = Host::for_test_with(64, SNAT_MODES, kernel_features)?;
     h.ns.ip(&["addr", "add", "192.168.100.2/24", "dev", VM_IF])
         .unwrap();
     h.ns.ip(&[
@@ -153,8 +158,50 @@ const OFF: Mode = Mode {
 #[test]
 fn each_snat_mode_picks_the_source_the_backend_sees() {
     let Some(mut h) = host() else { return };
-    let client = ep(CLIENT, 40000);
-    let modes = [
+    for m in &all_modes() {
+        open(&mut h, ep(CLIENT, 40000), m);
+    }
+}
+
+/// The same on a kernel whose bpf_fib_lookup has neither
+/// BPF_FIB_LOOKUP_SRC nor SKIP_NEIGH (5.10; the fallbacks run here): the
+/// masquerade source, and the egress interface of a target whose neighbour
+/// is unresolved (none is, in this namespace), come from the daemon's
+/// route facts (`FWD_ROUTE_HINTS`), which it rewrites when it hears of the
+/// new route (here: `rules` again). The client is in the neighbour table,
+/// as a client that ARPed for the host's address is: replies to it, and
+/// the route back that `auto` asks for, need its neighbour there.
+#[test]
+fn each_snat_mode_picks_the_same_source_without_fib_src_or_skip_neigh() {
+    let Some(mut h) = host_with(0) else { return };
+    h.rules(SNAT_MODES).expect("rules after the route change");
+    h.neigh(CLIENT, [0x02, 0, 0, 0, 0, 0x10], LAN_IF).unwrap();
+    for m in &all_modes() {
+        open(&mut h, ep(CLIENT, 40000), m);
+    }
+}
+
+/// Without BPF_FIB_LOOKUP_SRC and without the daemon's route facts for the
+/// target (a route that appeared since its last plan), there is no source
+/// to masquerade to: the SYN is refused, never sent from 0.0.0.0.
+#[test]
+fn masquerade_without_fib_src_or_route_facts_is_refused_not_sent_from_nowhere() {
+    let Some(mut h) = host_with(0) else { return };
+    h.dp.maps
+        .set_route_hint(std::net::Ipv4Addr::from(VM81), None)
+        .expect("forgetting vm81's route facts");
+    let refused = [ingress(
+        "masquerade without a source",
+        LAN_IF,
+        tcp(ep(CLIENT, 40000), ep(HOST_LAN, 81), "S", &[]),
+    )
+    .expect(TC_ACT_SHOT, Reason::DropError)
+    .rule("masq", dropped(RULE_DROP_ERROR))];
+    steps_leave_flows_alone(&mut h, &refused);
+}
+
+fn all_modes() -> [Mode; 4] {
+    [
         OFF,
         Mode {
             rule: "masq",
@@ -180,10 +227,7 @@ fn each_snat_mode_picks_the_source_the_backend_sees() {
             flags: FlowFlags::AUTO | FlowFlags::SNAT,
             back: LAN_IF,
         },
-    ];
-    for m in &modes {
-        open(&mut h, client, m);
-    }
+    ]
 }
 
 /// Without SNAT the reply tuple is the client's own: when only the
