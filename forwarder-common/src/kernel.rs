@@ -12,7 +12,8 @@
 pub const GLOBAL_KERNEL_FEATURES: &str = "FWD_KERNEL_FEATURES";
 
 /// `bpf_fib_lookup` knows BPF_FIB_LOOKUP_SKIP_NEIGH (Linux 6.3): a lookup
-/// answers the egress interface even when the neighbour is unresolved.
+/// answers the egress interface and MTU even when the neighbour is
+/// unresolved. Without it the programs take both from `RouteHint`.
 pub const FEATURE_FIB_SKIP_NEIGH: u32 = 1 << 0;
 /// `bpf_fib_lookup` knows BPF_FIB_LOOKUP_SRC (Linux 6.8; Debian 12's 6.1
 /// has it backported): a lookup answers the source address too.
@@ -37,4 +38,8 @@ pub struct RouteHint {
     /// preferred source or the egress interface's primary address), as an
     /// IPv4 address word in network order; 0: none known.
     pub src: u32,
+    /// The MTU toward the target (the egress link's, lowered by a route
+    /// `mtu`); 0: unknown. Before 6.3 a NO_NEIGH answer carries none, and
+    /// before 5.12 no answer does (`mtu_result`).
+    pub mtu: u32,
 }

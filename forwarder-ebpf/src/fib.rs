@@ -147,6 +147,9 @@ pub fn next_hop(ctx: &TcContext, p: &Packet, src: u32, dst: u32) -> NextHop {
     let Some(mut fp) = FibParams::v4(skb::ifindex(ctx), p.proto, src, dst) else {
         return NextHop::Stack;
     };
+    if !kernel_has(FEATURE_FIB_SKIP_NEIGH) {
+        return next_hop_without_skip_neigh(ctx, p, fp, dst);
+    }
     if !skb::is_gso(ctx) {
         fp.set_tot_len(p.tot_len);
     }
@@ -165,6 +168,27 @@ pub fn next_hop(ctx: &TcContext, p: &Packet, src: u32, dst: u32) -> NextHop {
             oif,
             nexthop: fp.nexthop_v4(),
         },
+    }
+}
+
+/// `next_hop` on a kernel without SKIP_NEIGH: a NO_NEIGH answer (and,
+/// before 5.12, any answer) carries no MTU, so the lookup checks none and
+/// the packet is compared with the daemon's MTU toward `dst` (none known,
+/// not a target: the egress device's own check).
+#[inline(always)]
+fn next_hop_without_skip_neigh(ctx: &TcContext, p: &Packet, mut fp: FibParams, dst: u32) -> NextHop {
+    let rc = fp.lookup_rc(ctx, forward_flags()) as u32;
+    let oif = egress(&fp, rc, dst);
+    if oif == 0 {
+        return NextHop::Stack;
+    }
+    let mtu = maps::route_hint(dst).mtu;
+    if mtu != 0 && !skb::is_gso(ctx) && p.tot_len as u32 > mtu {
+        return NextHop::TooBig(mtu as u16);
+    }
+    NextHop::Out {
+        oif,
+        nexthop: fp.nexthop_v4(),
     }
 }
 
@@ -199,17 +223,30 @@ pub fn flow_next_hop(ctx: &TcContext, p: &Packet, flow: FlowRef) -> NextHop {
         else {
             return NextHop::Stack;
         };
-        fp.set_tot_len(ANY_LEN);
+        let with_mtu = kernel_has(FEATURE_FIB_SKIP_NEIGH);
+        if with_mtu {
+            fp.set_tot_len(ANY_LEN);
+        }
         let rc = fp.lookup_rc(ctx, forward_flags()) as u32;
         let oif = egress(&fp, rc, e.new_dst[0]);
         if oif == 0 {
             return NextHop::Stack;
         }
+        // Without SKIP_NEIGH the answer may carry no MTU (see
+        // `next_hop_without_skip_neigh`): the daemon's, or no check.
+        let mtu = if with_mtu {
+            fp.mtu_result()
+        } else {
+            match maps::route_hint(e.new_dst[0]).mtu {
+                0 => u16::MAX,
+                m => m.min(u16::MAX as u32) as u16,
+            }
+        };
         let fresh = FibCache {
             oif,
             nexthop: fp.nexthop_v4(),
             gen,
-            mtu: fp.mtu_result(),
+            mtu,
             _pad: 0,
         };
         flow.entry_mut().fib = fresh;

@@ -37,11 +37,27 @@ pub fn plan(facts: &Facts) -> BTreeMap<Ipv4Addr, RouteHint> {
                         Some(IpAddr::V4(s)) => u32::from_ne_bytes(s.octets()),
                         _ => 0,
                     },
+                    mtu: mtu_through(facts, r.oif),
                 },
             )),
             _ => None,
         })
         .collect()
+}
+
+/// The MTU of packets leaving by `oif`: its link's, lowered by the lowest
+/// route `mtu` through it (as `mss_clamp = "auto"` takes it); 0 when the
+/// link is not known.
+fn mtu_through(facts: &Facts, oif: u32) -> u32 {
+    let link = facts
+        .links
+        .values()
+        .find(|l| l.ifindex == oif)
+        .map_or(0, |l| l.mtu);
+    match facts.route_mtus.get(&oif) {
+        Some(&m) if link == 0 || m < link => m,
+        _ => link,
+    }
 }
 
 #[cfg(test)]
@@ -82,15 +98,38 @@ mod tests {
                 prefsrc: Some("2001:db8::2".parse().unwrap()),
             }),
         );
+        for (name, ifindex, mtu) in [("lan0", 4, 1500), ("wg0", 7, 1420)] {
+            facts.links.insert(
+                name.into(),
+                crate::ifaces::Iface {
+                    name: name.into(),
+                    ifindex,
+                    l3: false,
+                    mtu,
+                    kind: None,
+                    up: true,
+                },
+            );
+        }
+        // A route `mtu 1280` through wg0 lowers what leaves by it.
+        facts.route_mtus.insert(7, 1280);
         let hints = plan(&facts);
         assert_eq!(hints.len(), 2, "{hints:?}");
         assert_eq!(
             hints[&lan],
             RouteHint {
                 oif: 4,
-                src: u32::from_ne_bytes(src.octets())
+                src: u32::from_ne_bytes(src.octets()),
+                mtu: 1500,
             }
         );
-        assert_eq!(hints[&far], RouteHint { oif: 7, src: 0 });
+        assert_eq!(
+            hints[&far],
+            RouteHint {
+                oif: 7,
+                src: 0,
+                mtu: 1280
+            }
+        );
     }
 }
