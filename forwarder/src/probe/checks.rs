@@ -34,7 +34,7 @@ pub(super) const BPF_FIB_LOOKUP_SKIP_NEIGH: u32 =
 /// without it (5.10).
 const COARSE_TIME: &str = "bpf_ktime_get_coarse_ns";
 
-pub(super) const BPF_FIB_LOOKUP_SRC: u32 = aya_obj::generated::BPF_FIB_LOOKUP_SRC as u32;
+pub(crate) const BPF_FIB_LOOKUP_SRC: u32 = aya_obj::generated::BPF_FIB_LOOKUP_SRC as u32;
 
 /// Program types, map types and helpers of the object, each asked of the
 /// kernel. Whether all of them exist.

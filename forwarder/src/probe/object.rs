@@ -129,7 +129,8 @@ pub fn needs(object: &[u8]) -> Result<Needs, String> {
 pub fn helper_since(id: u32) -> Option<&'static str> {
     Some(match id {
         1..=3 => "3.19",
-        7 => "4.1",
+        // bpf_ktime_get_ns: the clock of kernels without the coarse one.
+        5 | 7 => "4.1",
         9..=11 => "4.1",
         // bpf_tail_call (fwd_ingress to fwd_ingress6).
         12 => "4.2",

@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(fib_lookup_accepts(0), Ok(true));
         if crate::probe::kernel_release().starts_with("6.18") {
             assert_eq!(
-                fib_lookup_accepts(super::super::BPF_FIB_LOOKUP_SRC),
+                fib_lookup_accepts(crate::probe::checks::BPF_FIB_LOOKUP_SRC),
                 Ok(true)
             );
             assert_eq!(tcx_supported(), Ok(true));

@@ -123,6 +123,17 @@ impl Host {
             ns,
         };
         host.register_ifaces()?;
+        if kernel_features & forwarder_common::FEATURE_FIB_SKIP_NEIGH == 0 {
+            // Without SKIP_NEIGH a reply to an unresolved client has no
+            // egress interface (the daemon's route facts cover targets
+            // only): the fixture's client is resolved, as a client that
+            // ARPed for the host's address is.
+            host.neigh(
+                super::frames::CLIENT,
+                [0x02, 0, 0, 0, 0, 0x10],
+                LAN_IF,
+            )?;
+        }
         Ok(host)
     }
 

@@ -212,7 +212,7 @@ pub fn xdp(h: &mut Host, case: &str, iface: &'static str, frame: &[u8], want: &E
     let run = h
         .run(Hook::Xdp, ifindex, frame)
         .unwrap_or_else(|e| panic!("{case}: {e:#}"));
-    let t1 = Host::now_ns();
+    let t1 = Host::later_ns();
     let after = h.snapshot().expect("snapshot");
     let d = before.delta(&after);
     let (verdict, reason) = match want {
