@@ -302,7 +302,13 @@ pub struct FlowTrack {
     pub max_ack: u32,
     /// Largest window this direction advertised, scaled.
     pub max_win: u32,
-    pub _pad2: u32,
+    /// The interface this direction's packets leave by, as decided when
+    /// the flow was created (the other direction's arrival interface for a
+    /// reply, the route's for the original): the egress of a next hop
+    /// whose neighbour is unresolved on a kernel whose FIB lookup then
+    /// says none (no SKIP_NEIGH, before 6.3; `forwarder_common::kernel`).
+    /// 0: not known (IPv6 flows, flows from before it existed).
+    pub out_iface: u32,
 }
 
 impl FlowEntry {

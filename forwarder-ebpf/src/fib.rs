@@ -60,7 +60,8 @@ fn route_flags() -> u32 {
 /// it is not a forwarding route. NO_NEIGH is one only without SKIP_NEIGH
 /// (with it, an unresolved neighbour answers SUCCESS), and then the
 /// kernel kept the interface to itself (it writes `ifindex` only on
-/// SUCCESS before 6.3): the daemon's route facts for `dst` say it.
+/// SUCCESS before 6.3): the daemon's route facts for `dst` say it (for a
+/// flow, `flow_next_hop` has one more answer).
 #[inline(always)]
 fn egress(p: &FibParams, rc: u32, dst: u32) -> u32 {
     if rc == BPF_FIB_LKUP_RET_SUCCESS {
@@ -228,7 +229,14 @@ pub fn flow_next_hop(ctx: &TcContext, p: &Packet, flow: FlowRef) -> NextHop {
             fp.set_tot_len(ANY_LEN);
         }
         let rc = fp.lookup_rc(ctx, forward_flags()) as u32;
-        let oif = egress(&fp, rc, e.new_dst[0]);
+        let mut oif = egress(&fp, rc, e.new_dst[0]);
+        if oif == 0 && !kernel_has(FEATURE_FIB_SKIP_NEIGH) && rc == BPF_FIB_LKUP_RET_NO_NEIGH {
+            // No route facts for the destination (a client, not a target):
+            // where the flow's packets leave, decided at its creation. A
+            // reply to a client on a tun device needs it: no neighbour
+            // entry exists there until the host itself sent to it.
+            oif = e.ct.out_iface;
+        }
         if oif == 0 {
             return NextHop::Stack;
         }

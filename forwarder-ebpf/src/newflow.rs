@@ -223,6 +223,7 @@ pub fn prepare(
     reply.flags = d.flags | FlowFlags::REPLY;
     reply.mss = mss;
     reply.ct.iface = d.reply_iface;
+    reply.ct.out_iface = a.ifindex;
     reply.ct.state = state as u8;
     fill(orig, d.src, target, 0, l.target_port, l.rule_id, now);
     orig.flags = d.flags;
@@ -230,6 +231,7 @@ pub fn prepare(
     orig.packets = 1;
     orig.bytes = a.len as u64;
     orig.ct.iface = a.ifindex;
+    orig.ct.out_iface = d.reply_iface;
     orig.ct.state = state as u8;
     *reply_key = FlowKey::v4(target, d.src, l.target_port, p.sport, p.proto);
     *key = conntrack::key_of(p);

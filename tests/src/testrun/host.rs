@@ -128,11 +128,7 @@ impl Host {
             // egress interface (the daemon's route facts cover targets
             // only): the fixture's client is resolved, as a client that
             // ARPed for the host's address is.
-            host.neigh(
-                super::frames::CLIENT,
-                [0x02, 0, 0, 0, 0, 0x10],
-                LAN_IF,
-            )?;
+            host.neigh(super::frames::CLIENT, [0x02, 0, 0, 0, 0, 0x10], LAN_IF)?;
         }
         Ok(host)
     }
