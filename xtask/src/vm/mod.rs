@@ -80,14 +80,23 @@ pub struct VmArgs {
     /// Print the kernel series this harness can fetch, and exit.
     #[arg(long)]
     pub list_kernels: bool,
+    /// Print the default nextest filter (the e2e subset), and exit: .ci/run
+    /// runs the same subset on this machine with the old kernels'
+    /// fallbacks forced.
+    #[arg(long)]
+    pub print_subset: bool,
 }
 
 pub fn vm_test(args: &VmArgs) -> Result<()> {
+    if args.print_subset {
+        println!("{E2E_SUBSET}");
+        return Ok(());
+    }
     if args.list_kernels {
         for s in kernel::SERIES {
             println!("{:6} {}", s.name, s.found_on);
         }
-        println!("(5.15 is not obtainable: Debian's bullseye-backports is gone, Ubuntu's archive is unreachable)");
+        println!("(5.15 is not obtainable: Debian's bullseye-backports is gone, Ubuntu's archive is unreachable; 5.10 and 6.1 bracket it, README \"Kernels\")");
         return Ok(());
     }
     crate::setup::install_vm()?;
