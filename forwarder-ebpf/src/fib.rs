@@ -35,7 +35,7 @@ use crate::{
 /// Forwarding a packet: route and MTU, no neighbour needed
 /// (bpf_redirect_neigh resolves it, see `next_hop`), where the kernel has
 /// the flag; without it the lookup also looks for the neighbour and
-/// answers NO_NEIGH when it is unresolved (`answer`).
+/// answers NO_NEIGH when it is unresolved (`egress`).
 #[inline(always)]
 fn forward_flags() -> u32 {
     if kernel_has(FEATURE_FIB_SKIP_NEIGH) {
