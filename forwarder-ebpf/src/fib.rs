@@ -121,6 +121,27 @@ pub fn route(ctx: &TcContext, ifindex: u32, proto: u8, src: u32, dst: u32) -> Op
     })
 }
 
+/// Whether the route a packet from `src` arriving on `from` would take to
+/// `dst` leaves by `out`. Without SKIP_NEIGH a route to an unresolved
+/// neighbour names no interface (a client on a tun device has no
+/// neighbour entry until the host sends to it): then whether a route to
+/// `dst` through `out` exists, asked as an output lookup bound to `out`,
+/// which matches only routes through that device.
+#[inline(always)]
+pub fn route_leaves_by(ctx: &TcContext, from: u32, proto: u8, src: u32, dst: u32, out: u32) -> bool {
+    if let Some(r) = route(ctx, from, proto, src, dst) {
+        return r.oif == out;
+    }
+    if kernel_has(FEATURE_FIB_SKIP_NEIGH) {
+        return false;
+    }
+    let Some(mut p) = FibParams::v4(out, 0, 0, dst) else {
+        return false;
+    };
+    let rc = p.lookup_rc(ctx, BPF_FIB_LOOKUP_OUTPUT) as u32;
+    rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH
+}
+
 #[inline(always)]
 fn is_l3(ifindex: u32) -> bool {
     maps::iface(ifindex).is_some_and(|c| c.flags.contains(IfaceFlags::L3))
