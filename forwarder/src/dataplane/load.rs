@@ -45,6 +45,12 @@ pub struct LoadOptions<'a> {
     /// set in the programs' read-only `FWD_KERNEL_FEATURES` so the verifier
     /// sees only the branches this kernel can run.
     pub kernel_features: u32,
+    /// Load `fwd_ingress6` into `FWD_PROGS`. Without it the slot stays
+    /// empty and fwd_ingress passes IPv6 to the stack untouched: a daemon
+    /// whose rules have no IPv6 forward does not pay for verifying a
+    /// second ~300k-instruction program at every start (tens of seconds
+    /// on an emulated or busy machine), nor depend on a kernel accepting it.
+    pub ipv6: bool,
 }
 
 impl Default for LoadOptions<'_> {
@@ -54,6 +60,7 @@ impl Default for LoadOptions<'_> {
             conntrack_max: PRIVATE_CONNTRACK_MAX,
             log_level: 0,
             kernel_features: forwarder_common::FEATURES_ALL,
+            ipv6: true,
         }
     }
 }
@@ -161,7 +168,9 @@ impl Dataplane {
                 .try_into()?;
             prog.load().map_err(|e| rejected(name, &e))?;
         }
-        fill_tail_calls(&mut ebpf)?;
+        if opts.ipv6 {
+            fill_tail_calls(&mut ebpf)?;
+        }
         let xdp: &mut Xdp = ebpf
             .program_mut(PROG_XDP)
             .with_context(|| format!("program {PROG_XDP} missing from the object"))?
