@@ -128,7 +128,14 @@ pub fn route(ctx: &TcContext, ifindex: u32, proto: u8, src: u32, dst: u32) -> Op
 /// `dst` through `out` exists, asked as an output lookup bound to `out`,
 /// which matches only routes through that device.
 #[inline(always)]
-pub fn route_leaves_by(ctx: &TcContext, from: u32, proto: u8, src: u32, dst: u32, out: u32) -> bool {
+pub fn route_leaves_by(
+    ctx: &TcContext,
+    from: u32,
+    proto: u8,
+    src: u32,
+    dst: u32,
+    out: u32,
+) -> bool {
     if let Some(r) = route(ctx, from, proto, src, dst) {
         return r.oif == out;
     }
@@ -198,7 +205,12 @@ pub fn next_hop(ctx: &TcContext, p: &Packet, src: u32, dst: u32) -> NextHop {
 /// the packet is compared with the daemon's MTU toward `dst` (none known,
 /// not a target: the egress device's own check).
 #[inline(always)]
-fn next_hop_without_skip_neigh(ctx: &TcContext, p: &Packet, mut fp: FibParams, dst: u32) -> NextHop {
+fn next_hop_without_skip_neigh(
+    ctx: &TcContext,
+    p: &Packet,
+    mut fp: FibParams,
+    dst: u32,
+) -> NextHop {
     let rc = fp.lookup_rc(ctx, forward_flags()) as u32;
     let oif = egress(&fp, rc, dst);
     if oif == 0 {

@@ -11,9 +11,9 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     AllowKey, AutoSnatKey, Counter, FlowEntry, FlowKey, GlobalConfig, IfaceConfig, ListenerKey,
-    ListenerValue, NeighFlags, RouteHint, RuleCounters, RuleName, BPF_F_NO_PREALLOC, DEFAULT_CONNTRACK_MAX,
-    ENTRIES_PER_FLOW, HOOKS, MAX_ALLOW_PREFIXES, MAX_AUTO_SNAT, MAX_IFACES, MAX_LISTENERS,
-    MAX_NEIGH, MAX_ROUTE_HINTS, MAX_RULES, REASONS,
+    ListenerValue, NeighFlags, RouteHint, RuleCounters, RuleName, BPF_F_NO_PREALLOC,
+    DEFAULT_CONNTRACK_MAX, ENTRIES_PER_FLOW, HOOKS, MAX_ALLOW_PREFIXES, MAX_AUTO_SNAT, MAX_IFACES,
+    MAX_LISTENERS, MAX_NEIGH, MAX_ROUTE_HINTS, MAX_RULES, REASONS,
 };
 
 #[map(name = "FWD_IFACES")]

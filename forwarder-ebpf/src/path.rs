@@ -66,8 +66,7 @@ fn learned_snat(rule_id: u32, target: u32) -> bool {
 /// (`auto_probe`).
 #[inline(always)]
 fn keep_client(ctx: &TcContext, p: &Packet, in_ifindex: u32, to: fib::Route, target: u32) -> bool {
-    to.oif != in_ifindex
-        && fib::route_leaves_by(ctx, to.oif, p.proto, target, p.src, in_ifindex)
+    to.oif != in_ifindex && fib::route_leaves_by(ctx, to.oif, p.proto, target, p.src, in_ifindex)
 }
 
 // A BPF-to-BPF call rather than inlined: its locals get their own frame
