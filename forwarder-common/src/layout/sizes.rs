@@ -80,8 +80,9 @@ pub const DEVMAP_VAL_SIZE: u32 = 8;
 /// on-link targets of the rules are followed, so this bounds targets that
 /// are down at the same time, not the neighbour table.
 pub const MAX_NEIGH: u32 = 1024;
-/// IPv4 targets with route facts at once (`FWD_ROUTE_HINTS`).
-pub const MAX_ROUTE_HINTS: u32 = 4096;
+/// IPv4 targets with route facts at once (`FWD_ROUTE_HINTS`): one target
+/// per forward at most.
+pub const MAX_ROUTE_HINTS: u32 = MAX_RULES;
 /// Fragmented datagrams in flight at once (the fragment map's LRU size).
 /// An entry lives for microseconds to milliseconds in practice; an LRU of
 /// this size only loses one under a flood of fragments, which then pass
