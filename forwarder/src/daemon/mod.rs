@@ -73,7 +73,7 @@ pub struct Daemon {
     /// What the last reconcile that applied changed (`forwarder reload`
     /// prints it).
     last_changes: Option<changes::Changes>,
-    /// Neighbours: the on-link targets (whose neighbour events matter),
+    /// Neighbours: the targets' next hops (whose neighbour events matter),
     /// what `FWD_NEIGH` holds, and the targets ever found dead
     /// (`plan_neigh.rs`).
     neigh_watched: std::collections::BTreeSet<std::net::Ipv4Addr>,
@@ -344,7 +344,7 @@ impl Daemon {
         let mut facts = Facts::gather(&self.netlink, targets, names, &self.dp).await?;
         facts.dead_once = self.dead_once.clone();
         let plan = plan::plan(&self.loaded.rules, &facts, &self.record)?;
-        self.neigh_watched = plan::neigh::on_link_targets(&facts);
+        self.neigh_watched = plan::neigh::watched(&facts);
         let changes = self.changes(&plan);
         let applied = apply::apply(&mut self.dp, &plan, &mut self.record, &mut self.faults)?;
         self.dead_once.extend(plan.neigh.keys());
