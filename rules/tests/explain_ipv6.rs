@@ -53,6 +53,7 @@ fn q(iface: &str, from: &str, to: &str) -> Query {
         proto: L4::Tcp,
         iface_addrs: BTreeMap::new(),
         resolved: BTreeMap::new(),
+        host_notes: BTreeMap::new(),
     }
 }
 
