@@ -123,9 +123,11 @@ fn explain_lookup_names_a_dead_next_hop_and_what_flows_get() -> Result<()> {
     let dead_target = "target's neighbour 10.2.0.99 on eth1 is FAILED (no ARP answer): new \
                        flows are answered ICMP host unreachable (3/1) built in BPF, counted \
                        reply_host_unreach";
+    // Behind a gateway (path "auto") flows keeping the client's address
+    // take the stack anyway: counted fwd_stack.
     let through_stack = "through the stack, where a PREROUTING DNAT takes them (a virtual \
                          target) or the stack's ARP fails and answers ICMP host unreachable \
-                         (3/1), counted fwd_stack_neigh_dead";
+                         (3/1), counted fwd_stack";
     let dead_gateway =
         format!("target 172.16.0.9's gateway 10.2.0.98 on eth1 is FAILED (no ARP answer): new flows go {through_stack}");
     let dead_gateway_auto = format!(

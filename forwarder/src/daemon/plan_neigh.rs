@@ -42,7 +42,7 @@ use std::{
 };
 
 use forwarder_common::NeighFlags;
-use rules::{Forward, Snat};
+use rules::{Forward, PathMode, Snat};
 
 use super::{Facts, NeighState, Route};
 
@@ -114,7 +114,7 @@ pub fn needs_egress(
 /// the stack: the two outcomes a router gives, named exactly.
 const THROUGH_THE_STACK: &str = "through the stack, where a PREROUTING DNAT takes them (a \
                                  virtual target) or the stack's ARP fails and answers ICMP \
-                                 host unreachable (3/1), counted fwd_stack_neigh_dead";
+                                 host unreachable (3/1)";
 const HOST_UNREACH_IN_BPF: &str = "answered ICMP host unreachable (3/1) built in BPF, \
                                    counted reply_host_unreach";
 
@@ -145,11 +145,19 @@ pub fn explain(
     } else {
         "redirected again, which probes it".to_string()
     };
+    // The counter the kernel uses: `fwd_stack_neigh_dead` only where the
+    // dead hop is what turned a redirect into the stack path; behind a
+    // gateway (path "auto") and with path "stack" they took it anyway.
+    let counted = match f.path {
+        PathMode::Stack => "fwd_stack",
+        PathMode::Auto if hop != target => "fwd_stack",
+        _ => "fwd_stack_neigh_dead",
+    };
     let what = match f.snat {
-        Snat::Off => format!("new flows go {THROUGH_THE_STACK}"),
+        Snat::Off => format!("new flows go {THROUGH_THE_STACK}, counted {counted}"),
         Snat::Auto => format!(
-            "new flows that keep the client's address go {THROUGH_THE_STACK}; SNATed ones are \
-             {snated}"
+            "new flows that keep the client's address go {THROUGH_THE_STACK}, counted \
+             {counted}; SNATed ones are {snated}"
         ),
         Snat::Fixed(_) | Snat::Masquerade => format!("new flows are {snated}"),
     };
@@ -264,8 +272,12 @@ mod tests {
     }
 
     fn forward(snat: &str, to: &str) -> Forward {
+        forward_on(snat, to, "auto")
+    }
+
+    fn forward_on(snat: &str, to: &str, path: &str) -> Forward {
         let text = format!(
-            "[[forward]]\nname = \"f\"\nin = \"eth0\"\nport = 80\nto = \"{to}:80\"\nsnat = \"{snat}\"\n"
+            "[[forward]]\nname = \"f\"\nin = \"eth0\"\nport = 80\nto = \"{to}:80\"\nsnat = \"{snat}\"\npath = \"{path}\"\n"
         );
         rules::load_str("r.toml", &text).unwrap().rules.forwards[0].clone()
     }
@@ -286,8 +298,7 @@ mod tests {
             explain(&forward("off", BEHIND), &f, &neigh, behind).unwrap(),
             "target 172.16.0.9's gateway 10.2.0.1 on br1 is FAILED (no ARP answer): new flows \
              go through the stack, where a PREROUTING DNAT takes them (a virtual target) or the \
-             stack's ARP fails and answers ICMP host unreachable (3/1), counted \
-             fwd_stack_neigh_dead"
+             stack's ARP fails and answers ICMP host unreachable (3/1), counted fwd_stack"
         );
         let auto = explain(&forward("auto", BEHIND), &f, &neigh, behind).unwrap();
         assert!(
@@ -295,6 +306,17 @@ mod tests {
                 && auto.ends_with("SNATed ones are answered ICMP host unreachable (3/1) built in BPF, counted reply_host_unreach"),
             "{auto}"
         );
+        // The counter: fwd_stack_neigh_dead only where the dead hop turned a
+        // redirect into the stack path.
+        let redirected = explain(&forward_on("off", BEHIND, "redirect"), &f, &neigh, behind);
+        assert!(
+            redirected
+                .unwrap()
+                .ends_with("counted fwd_stack_neigh_dead"),
+            "path redirect"
+        );
+        let stack = explain(&forward_on("off", BEHIND, "stack"), &f, &neigh, behind);
+        assert!(stack.unwrap().ends_with("counted fwd_stack"), "path stack");
         // The on-link target's neighbour is alive here: nothing to say.
         let on_link: IpAddr = ip(ON_LINK).into();
         assert_eq!(
@@ -305,6 +327,8 @@ mod tests {
         // Gone after failing: SNATed flows probe it again.
         let f = facts(ON_LINK, None, Some(NeighFlags::STACK));
         let neigh = plan(&f);
+        let off = explain(&forward("off", ON_LINK), &f, &neigh, on_link).unwrap();
+        assert!(off.ends_with("counted fwd_stack_neigh_dead"), "{off}");
         assert_eq!(
             explain(&forward("masquerade", ON_LINK), &f, &neigh, on_link).unwrap(),
             "target's neighbour 10.2.0.99 on br1 is gone from the neighbour table after \
