@@ -129,6 +129,8 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         pin_dir: Some(pin_dir),
         conntrack_max: loaded.rules.global.conntrack_max,
         log_level: kernel_log_level(&level),
+        // Always false while `run` refuses IPv6 forwards (rules::release).
+        ipv6: loaded.rules.forwards.iter().any(rules::needs_ipv6),
     })?;
     dp.tc_legacy = tc_legacy;
     if let Some(why) = tc_legacy {

@@ -41,6 +41,12 @@ pub struct LoadOptions<'a> {
     /// aya-log level compiled into the programs at load (0 = off,
     /// 1 error ... 5 trace); the kernel skips disabled log statements.
     pub log_level: u8,
+    /// Load `fwd_ingress6` into `FWD_PROGS`. Without it the slot stays
+    /// empty and fwd_ingress passes IPv6 to the stack untouched: a daemon
+    /// whose rules have no IPv6 forward does not pay for verifying a
+    /// second ~300k-instruction program at every start (tens of seconds
+    /// on an emulated or busy machine), nor depend on a kernel accepting it.
+    pub ipv6: bool,
 }
 
 impl Default for LoadOptions<'_> {
@@ -49,6 +55,7 @@ impl Default for LoadOptions<'_> {
             pin_dir: None,
             conntrack_max: PRIVATE_CONNTRACK_MAX,
             log_level: 0,
+            ipv6: true,
         }
     }
 }
@@ -155,7 +162,9 @@ impl Dataplane {
                 .try_into()?;
             prog.load().map_err(|e| rejected(name, &e))?;
         }
-        fill_tail_calls(&mut ebpf)?;
+        if opts.ipv6 {
+            fill_tail_calls(&mut ebpf)?;
+        }
         let xdp: &mut Xdp = ebpf
             .program_mut(PROG_XDP)
             .with_context(|| format!("program {PROG_XDP} missing from the object"))?
