@@ -434,9 +434,20 @@ impl Daemon {
             other_nodes: self.loaded.other_nodes.clone(),
             interfaces: self.iface_status.clone(),
             rules: self.rule_status.clone(),
-            warnings: crate::snat_ports::warnings(&self.loaded.rules.global.snat_ports),
+            warnings: self.warnings(),
         };
         status::write(&self.run_dir, &st)
+    }
+
+    /// What `status` lists under warnings: problems that do not stop the
+    /// daemon (snat_ports overlapping the host's ephemeral ports, the IPv6
+    /// path off).
+    fn warnings(&self) -> Vec<String> {
+        let mut w = crate::snat_ports::warnings(&self.loaded.rules.global.snat_ports);
+        if let Some(why) = &self.dp.ipv6_off {
+            w.push(crate::dataplane::ipv6_off_warning(why));
+        }
+        w
     }
 
     /// Routing may have changed: every flow's cached FIB answer is stale.
