@@ -94,7 +94,7 @@ fn without_packet_too_big_the_big_answer_never_arrives() -> Result<()> {
 }
 
 #[test]
-#[ignore = "phase B"]
+#[ignore = "fails: the pod never gets an answer through the forwarder (issue 13, under investigation)"]
 fn forwarder_lets_packet_too_big_reach_the_pod() -> Result<()> {
     if !require_root("forwarder_lets_packet_too_big_reach_the_pod") {
         return Ok(());

@@ -93,16 +93,17 @@ pub fn load_rules(path: &std::path::Path) -> Result<rules::Loaded, String> {
         Some(d) => d.to_string(),
         None => e.to_string(),
     })?;
-    // The rules format takes IPv6 and dual-stack forwards; this release's
-    // dataplane does not translate them (issue 13). Refusing the file keeps
-    // the running configuration, instead of listeners that never match.
-    // The text is `check`'s warning as an error: same place, same words.
+    // The rules format takes forwards that translate between families
+    // (NAT64/NAT46); this release's dataplane does not (issue 13). Refusing
+    // the file keeps the running configuration, instead of listeners that
+    // never match. The text is `check`'s warning as an error: same place,
+    // same words.
     let refused = loaded.not_forwarded();
     if !refused.is_empty() {
         let file = path.display().to_string();
         let mut text: Vec<String> = refused.iter().map(|d| d.render(&file)).collect();
         text.push(format!(
-            "{file}: not loaded: {} forward{} need{} IPv6 forwarding, which is not in this release",
+            "{file}: not loaded: {} forward{} need{} NAT64/NAT46, which is not in this release",
             refused.len(),
             if refused.len() == 1 { "" } else { "s" },
             if refused.len() == 1 { "s" } else { "" },
