@@ -8,7 +8,7 @@
 use anyhow::{ensure, Result};
 use forwarder_tests::{
     netns,
-    proxmox6::{url, Proxmox6, HOST_LAN, HOST_LAN6, HOST_VM, VM80},
+    proxmox6::{url, Proxmox6, HOST_LAN, HOST_LAN6, HOST_VM, HOST_VM6, VM80, VM80_6},
     require_root, Daemon,
 };
 
@@ -20,7 +20,8 @@ fn with_the_ipv6_path_off_ipv4_forwards_and_ipv6_reaches_the_stack() -> Result<(
     netns::sweep();
     let t = Proxmox6::build()?;
     let rules = format!(
-        "[[forward]]\nname = \"web\"\nin = \"vmbr0\"\nlisten = \"{HOST_LAN}\"\nport = 80\nto = \"{VM80}:80\"\nsnat = \"{HOST_VM}\"\n"
+        "[[forward]]\nname = \"web\"\nin = \"vmbr0\"\nlisten = \"{HOST_LAN}\"\nport = 80\nto = \"{VM80}:80\"\nsnat = \"{HOST_VM}\"\n\n\
+         [[forward]]\nname = \"web6\"\nin = \"vmbr0\"\nlisten = \"{HOST_LAN6}\"\nport = 80\nto = \"[{VM80_6}]:80\"\nsnat = \"{HOST_VM6}\"\n"
     );
     let path = t.dir.file("rules.toml");
     std::fs::write(&path, rules)?;
@@ -43,8 +44,9 @@ fn with_the_ipv6_path_off_ipv4_forwards_and_ipv6_reaches_the_stack() -> Result<(
     );
     // IPv4 is forwarded as ever.
     t.check_http(&t.lan, &url(HOST_LAN, 80, ""), HOST_VM, || t.http_peers())?;
-    // IPv6 to the host reaches its stack untouched: it answers ping and a
-    // closed port with a reset, as without the forwarder.
+    // IPv6 to the host reaches its stack untouched, the NAT66 forward's
+    // port included: it answers ping and the port (closed on the host)
+    // with a reset, as without the forwarder.
     t.lan
         .run(&["ping", "-6", "-c", "1", "-W", "5", HOST_LAN6])?;
     t.check_refused(&t.lan, &url(HOST_LAN6, 80, ""))?;
