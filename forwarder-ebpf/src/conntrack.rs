@@ -299,15 +299,14 @@ fn tcp(ctx: &TcContext, p: &Packet, entry: &mut FlowEntry, key: &FlowKey, now: u
         Verdict::Ignore => return Track::Quiet,
         Verdict::Forward => {}
         Verdict::Reopen => {
-            // The tuple is reused: everything about the old connection is
-            // forgotten, the translation stays.
-            reset(&mut entry.ct, CtState::SynSent);
-            reset(&mut peer.ct, CtState::SynSent);
-            ct::start(&mut entry.ct, &with_wscale(ctx, p, &seg));
-            entry.tcp_seen = seen_bits(seg.flags);
-            peer.tcp_seen = Seen::empty();
-            queue(entry, key, orig);
-            return Track::Record;
+            // The client reuses a closed tuple: a new connection. Like
+            // netfilter (which kills the old conntrack and looks the packet
+            // up again), the old flow is forgotten and the SYN creates a
+            // new one from the forwards as they are now: a forward changed,
+            // removed or allow-listed since the old connection must not be
+            // reached through its leftover translation.
+            forget(entry, key);
+            return Track::Gone;
         }
         Verdict::Transition(next) => {
             match next {
@@ -334,16 +333,6 @@ fn tcp(ctx: &TcContext, p: &Packet, entry: &mut FlowEntry, key: &FlowKey, now: u
     ct::record(&mut entry.ct, &seg);
     entry.tcp_seen |= seen_bits(seg.flags);
     Track::Record
-}
-
-#[inline(always)]
-fn reset(t: &mut forwarder_common::FlowTrack, state: CtState) {
-    t.state = state as u8;
-    t.ct_flags = 0;
-    t.wscale = 0;
-    t.seq_end = 0;
-    t.max_ack = 0;
-    t.max_win = 0;
 }
 
 /// UDP: unreplied until the first packet back, a stream (longer timeout,

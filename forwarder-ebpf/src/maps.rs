@@ -2,7 +2,9 @@
 //! (`MAPS`; the macro takes only literals, so a test of the built object
 //! checks every name, type and size against that table); the flow table's
 //! size is set by the daemon at load time (`conntrack_max` x 2 entries, one
-//! per direction).
+//! per direction). The accessors below are safe: the `unsafe` of reading
+//! a map value is in `helpers::map_value`.
+use crate::helpers::map_value;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
@@ -73,61 +75,35 @@ pub static NEIGH: HashMap<u32, u32> = HashMap::with_max_entries(MAX_NEIGH, 0);
 /// neighbour is resolved or being resolved for the first time).
 #[inline(always)]
 pub fn neigh(addr: u32) -> NeighFlags {
-    // SAFETY: copied out of the map value.
-    NeighFlags::from_bits(unsafe { NEIGH.get(addr).copied() }.unwrap_or(0))
+    NeighFlags::from_bits(map_value::copied(&NEIGH, addr).unwrap_or(0))
 }
 
 #[inline(always)]
 pub fn iface(ifindex: u32) -> Option<IfaceConfig> {
-    // SAFETY: the value is copied out before the map can change under us.
-    unsafe { IFACES.get(ifindex).copied() }
+    map_value::copied(&IFACES, ifindex)
 }
 
 /// A flow table entry in place: a pointer into the map value, not a copy
 /// (a copy would cost 80 bytes of the 512-byte stack). It stays valid for
 /// the rest of the program run: a deleted entry is freed only after an RCU
 /// grace period.
-#[derive(Clone, Copy)]
-pub struct FlowRef(*mut FlowEntry);
-
-impl FlowRef {
-    /// The entry as it is now. Take it again after writing through
-    /// `as_ptr` rather than holding one across the write.
-    #[inline(always)]
-    pub fn entry(&self) -> &FlowEntry {
-        // SAFETY: a live map value (see the type); FlowEntry is plain data.
-        unsafe { &*self.0 }
-    }
-
-    /// The entry, to update in place (conntrack's per-packet state).
-    /// Never held across another call that takes it.
-    #[allow(clippy::mut_from_ref)]
-    #[inline(always)]
-    pub fn entry_mut(&self) -> &mut FlowEntry {
-        // SAFETY: a live map value (see the type); FlowEntry is plain data.
-        // Per packet, one CPU updates a flow direction at a time (as for
-        // `account`); a race with another CPU costs accuracy, not safety.
-        unsafe { &mut *self.0 }
-    }
-}
+pub type FlowRef = map_value::EntryRef<FlowEntry>;
 
 #[inline(always)]
 pub fn flow(key: FlowKey) -> Option<FlowRef> {
-    FLOWS.get_ptr_mut(key).map(FlowRef)
+    map_value::entry_ref(&FLOWS, key)
 }
 
 /// The flow entry for a key that is not on the stack.
 #[inline(always)]
 pub fn flow_at(key: &FlowKey) -> Option<FlowRef> {
-    FLOWS.get_ptr_mut(key).map(FlowRef)
+    map_value::entry_ref(&FLOWS, key)
 }
 
 /// The listener for `key`, in place (a copy would cost stack).
 #[inline(always)]
 pub fn listener(key: ListenerKey) -> Option<&'static ListenerValue> {
-    // SAFETY: a live map value, valid for the rest of this run (freed only
-    // after an RCU grace period); plain data, only read.
-    LISTENERS.get_ptr(key).map(|l| unsafe { &*l })
+    map_value::read(&LISTENERS, key)
 }
 
 /// This CPU's slot `i` of a per-CPU array (for a counter update, say).

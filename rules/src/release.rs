@@ -26,6 +26,12 @@ const HELP: &str = "keep this traffic in socat for now and leave the forward out
      the forward one family (`family` set to the target's, a listen address of the target's \
      family)";
 
+/// Whether `f` has IPv6 clients or an IPv6 target: the daemon loads the
+/// IPv6 path (`fwd_ingress6`) only for such a file.
+pub fn needs_ipv6(f: &Forward) -> bool {
+    f.target.af() == Af::V6 || f.listen_afs().contains(&Af::V6)
+}
+
 /// Whether `f` takes clients of a family other than its target's.
 pub fn needs_translation(f: &Forward) -> bool {
     let target = f.target.af();

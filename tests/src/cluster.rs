@@ -178,9 +178,10 @@ impl Drop for FuseMount {
     }
 }
 
-/// `client 10.1.0.2 -- eth0 10.1.0.1 [router] eth1 10.2.0.1 -- server 10.2.0.2`,
-/// the server answering "one" on TCP 8001 and "two" on 8002 (one line per
-/// connection). Fields drop servers first, then namespaces.
+/// `client 10.1.0.2 -- eth0 10.1.0.1 [router] eth1 10.2.0.1 -- server 10.2.0.2`
+/// ([`routed_line`](crate::routed_line)), the server answering "one" on
+/// TCP 8001 and "two" on 8002 (one line per connection). Fields drop
+/// servers first, then namespaces.
 pub struct Line {
     _servers: Vec<Bg>,
     pub client: Netns,
@@ -188,22 +189,11 @@ pub struct Line {
     pub server: Netns,
 }
 
-pub const ROUTER_IN: &str = "10.1.0.1";
-pub const SERVER: &str = "10.2.0.2";
+pub use crate::routed_line::{ROUTER_IN, SERVER};
 
 impl Line {
     pub fn build() -> Result<Line> {
-        let client = Netns::new("lncli")?;
-        let router = Netns::new("lnrtr")?;
-        let server = Netns::new("lnsrv")?;
-        veth(&client, "eth0", &router, "eth0")?;
-        veth(&router, "eth1", &server, "eth0")?;
-        client.addr("eth0", "10.1.0.2/24")?;
-        router.addr("eth0", "10.1.0.1/24")?;
-        router.addr("eth1", "10.2.0.1/24")?;
-        server.addr("eth0", "10.2.0.2/24")?;
-        server.ip(&["route", "add", "default", "via", "10.2.0.1"])?;
-        router.sysctl("net.ipv4.ip_forward", "1")?;
+        let (client, router, server) = crate::routed_line::build(["lncli", "lnrtr", "lnsrv"])?;
         let mut servers = Vec::new();
         for (port, word) in [(8001, "one"), (8002, "two")] {
             servers.push(echo_server(&server, port, &format!("echo {word}"))?);

@@ -18,6 +18,7 @@ pub mod netns;
 pub mod privilege;
 pub mod process;
 pub mod proxmox6;
+pub mod routed_line;
 pub mod servers;
 pub mod tailnet;
 // The BPF_PROG_TEST_RUN harness. Needs the forwarder crate (and

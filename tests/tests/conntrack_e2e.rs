@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use forwarder_tests::{
-    netns::{self, veth},
+    netns,
     process::wait_for,
     require_root,
     servers::{wait_listening, Nginx},
@@ -20,17 +20,8 @@ struct Topo {
 }
 
 fn topo() -> Result<Topo> {
-    let client = Netns::new("ctcli")?;
-    let router = Netns::new("ctrtr")?;
-    let server = Netns::new("ctsrv")?;
-    veth(&client, "eth0", &router, "eth0")?;
-    veth(&router, "eth1", &server, "eth0")?;
-    client.addr("eth0", "10.1.0.2/24")?;
-    router.addr("eth0", "10.1.0.1/24")?;
-    router.addr("eth1", "10.2.0.1/24")?;
-    server.addr("eth0", "10.2.0.2/24")?;
-    server.ip(&["route", "add", "default", "via", "10.2.0.1"])?;
-    router.sysctl("net.ipv4.ip_forward", "1")?;
+    let (client, router, server) =
+        forwarder_tests::routed_line::build(["ctcli", "ctrtr", "ctsrv"])?;
     Ok(Topo {
         client,
         router,
@@ -44,14 +35,7 @@ fn rules_file(global: &str) -> Result<std::path::PathBuf> {
         std::process::id(),
         netns::next_id()
     ));
-    std::fs::write(
-        &p,
-        format!(
-            "{global}\n\
-             [[forward]]\nname = \"web\"\nin = \"eth0\"\nlisten = \"10.1.0.1\"\nport = 8000\nto = \"10.2.0.2:8000\"\nsnat = \"10.2.0.1\"\n\n\
-             [[forward]]\nname = \"echo\"\nin = \"eth0\"\nlisten = \"10.1.0.1\"\nport = 9000\nto = \"10.2.0.2:9000\"\nsnat = \"10.2.0.1\"\n"
-        ),
-    )?;
+    std::fs::write(&p, forwarder_tests::routed_line::web_and_echo_rules(global))?;
     Ok(p)
 }
 

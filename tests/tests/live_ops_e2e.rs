@@ -334,7 +334,7 @@ fn sigkill_and_restart_keep_established_flows_and_counters() -> Result<()> {
         "the download's flow survived the restart: {flows}"
     );
 
-    let finished = wait_for(Duration::from_secs(30), || {
+    let finished = wait_for(Duration::from_secs(60), || {
         dl.child.try_wait().ok().flatten()
     });
     let status = finished.context("download did not finish")?;

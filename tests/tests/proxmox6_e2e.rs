@@ -314,3 +314,24 @@ fn a_running_daemon_refuses_a_nat64_edit_and_keeps_its_forwards() -> Result<()> 
     );
     Ok(())
 }
+
+/// A daemon started without IPv6 forwards has no IPv6 path loaded (main:
+/// it skips verifying fwd_ingress6); an edit that adds a NAT66 forward
+/// loads it then, and the forward works.
+#[test]
+fn a_reload_that_adds_the_first_nat66_forward_loads_the_ipv6_path() -> Result<()> {
+    if !require_root("a_reload_that_adds_the_first_nat66_forward_loads_the_ipv6_path") {
+        return Ok(());
+    }
+    netns::sweep();
+    let t = Proxmox6::build()?;
+    let v4 = format!("[[forward]]\nname = \"web\"\nin = \"vmbr0\"\nlisten = \"{HOST_LAN}\"\nport = 80\nto = \"{VM80}:80\"\nsnat = \"{HOST_VM}\"\n");
+    let path = rules_file(&t, &v4)?;
+    let d = Daemon::start(&t.host, &["--rules", &path])?;
+    t.check_http(&t.lan, &url(HOST_LAN, 80, ""), HOST_VM, || t.http_peers())?;
+    std::fs::write(&path, format!("{v4}{NAT66_RULES}"))?;
+    let out = d.cli_output(&["reload"])?;
+    anyhow::ensure!(out.status.success(), "reload: {out:?}");
+    t.check_http(&t.lan, &url(HOST_LAN6, 80, ""), HOST_VM6, || t.http_peers())?;
+    t.check_dns(HOST_LAN6, 5353, HOST_VM6)
+}

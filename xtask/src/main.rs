@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod dist;
+mod file_sizes;
 mod image;
 mod setup;
 mod vm;
@@ -30,7 +31,8 @@ enum Cmd {
     Setup,
     /// Build the kernel object (release, BTF kept).
     BuildEbpf,
-    /// Lint everything: fmt --check, clippy -D warnings (host and eBPF crates).
+    /// Lint everything: file sizes, fmt --check, clippy -D warnings (host and
+    /// eBPF crates).
     Lint,
     /// Setup, build, lint, then run the whole test suite (root tests included).
     Test {
@@ -115,6 +117,7 @@ pub(crate) fn build_ebpf() -> Result<()> {
 }
 
 fn lint() -> Result<()> {
+    file_sizes::check(&root(), file_sizes::ALLOWED_OVER)?;
     build_ebpf()?;
     run(cargo()
         .current_dir(root())

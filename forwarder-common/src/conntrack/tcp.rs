@@ -71,8 +71,10 @@ pub enum Verdict {
     /// (a SYN mid-connection, an ACK before the SYN-ACK). The receiver
     /// answers it, and that answer is judged on its own.
     Ignore,
-    /// A SYN on a closed tuple (TIME_WAIT or CLOSE): the port is reused,
-    /// the connection starts over in SYN_SENT.
+    /// A SYN on a closed tuple (TIME_WAIT or CLOSE): the port is reused
+    /// by a new connection. The old flow is forgotten and the SYN creates
+    /// a new one from the current forwards (netfilter kills the old
+    /// conntrack and looks the packet up again).
     Reopen,
     /// Drop it and count it: an RST or FIN outside the window, a SYN-ACK
     /// that does not acknowledge the SYN.

@@ -13,6 +13,30 @@ fn seg(flags: u8, seq: u32, ack: u32, win: u16, len: u32) -> Segment {
     }
 }
 
+/// `tcp_step` for a segment from the client (the flow's original
+/// direction): `own` is the client's tracking, `peer` the server's.
+fn from_client(
+    state: CtState,
+    s: &Segment,
+    own: &FlowTrack,
+    seen: Seen,
+    peer: &FlowTrack,
+) -> Verdict {
+    tcp_step(state, true, s, own, seen, Some(peer))
+}
+
+/// `tcp_step` for a segment from the server: `own` is the server's
+/// tracking, `peer` the client's.
+fn from_server(
+    state: CtState,
+    s: &Segment,
+    own: &FlowTrack,
+    seen: Seen,
+    peer: &FlowTrack,
+) -> Verdict {
+    tcp_step(state, false, s, own, seen, Some(peer))
+}
+
 const SA: u8 = TCP_SYN | TCP_ACK;
 const FA: u8 = TCP_FIN | TCP_ACK;
 const RA: u8 = TCP_RST | TCP_ACK;
@@ -35,19 +59,12 @@ fn handshake_needs_the_right_numbers() {
     let s0 = FlowTrack::default();
     let good = seg(SA, 5000, 1001, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::SynSent, false, &good, &s0, Seen::empty(), Some(&c)),
+        from_server(CtState::SynSent, &good, &s0, Seen::empty(), &c),
         Verdict::Transition(CtState::SynRecv)
     );
     let forged = seg(SA, 5000, 1234, 1000, 0);
     assert_eq!(
-        tcp_step(
-            CtState::SynSent,
-            false,
-            &forged,
-            &s0,
-            Seen::empty(),
-            Some(&c)
-        ),
+        from_server(CtState::SynSent, &forged, &s0, Seen::empty(), &c),
         Verdict::Drop
     );
     let mut s = FlowTrack::default();
@@ -55,17 +72,17 @@ fn handshake_needs_the_right_numbers() {
     // The client's ACK must acknowledge the server's ISN.
     let blind = seg(TCP_ACK, 1001, 9999, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::SynRecv, true, &blind, &c, Seen::empty(), Some(&s)),
+        from_client(CtState::SynRecv, &blind, &c, Seen::empty(), &s),
         Verdict::Ignore
     );
     let ack = seg(TCP_ACK, 1001, 5001, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::SynRecv, true, &ack, &c, Seen::empty(), Some(&s)),
+        from_client(CtState::SynRecv, &ack, &c, Seen::empty(), &s),
         Verdict::Transition(CtState::Established)
     );
     // An ACK before the SYN-ACK changes nothing.
     assert_eq!(
-        tcp_step(CtState::SynSent, true, &ack, &c, Seen::empty(), Some(&s0)),
+        from_client(CtState::SynSent, &ack, &c, Seen::empty(), &s0),
         Verdict::Ignore
     );
 }
@@ -74,35 +91,19 @@ fn handshake_needs_the_right_numbers() {
 fn rst_only_inside_the_window() {
     let (c, s) = established();
     // From the server: must lie in [client ack 5001, +1000].
-    for (seq, ok) in [(5001, true), (5500, true), (6001, true), (6002, false)] {
-        let v = tcp_step(
-            CtState::Established,
-            false,
-            &seg(TCP_RST, seq, 0, 0, 0),
-            &s,
-            Seen::empty(),
-            Some(&c),
-        );
-        let want = if ok {
-            Verdict::Transition(CtState::Close)
-        } else {
-            Verdict::Drop
-        };
+    let close = Verdict::Transition(CtState::Close);
+    for (seq, want) in [
+        (5001, close),
+        (5500, close),
+        (6001, close),
+        (6002, Verdict::Drop),
+        (5000, Verdict::Drop),
+        (12345, Verdict::Drop),
+        (1001, Verdict::Drop),
+    ] {
+        let rst = seg(TCP_RST, seq, 0, 0, 0);
+        let v = from_server(CtState::Established, &rst, &s, Seen::empty(), &c);
         assert_eq!(v, want, "seq {seq}");
-    }
-    for seq in [5000, 12345, 1001] {
-        assert_eq!(
-            tcp_step(
-                CtState::Established,
-                false,
-                &seg(TCP_RST, seq, 0, 0, 0),
-                &s,
-                Seen::empty(),
-                Some(&c)
-            ),
-            Verdict::Drop,
-            "seq {seq}"
-        );
     }
 }
 
@@ -113,32 +114,18 @@ fn rst_answering_a_syn_must_acknowledge_it() {
     let s = FlowTrack::default();
     let refused = seg(RA, 0, 1001, 0, 0);
     assert_eq!(
-        tcp_step(
-            CtState::SynSent,
-            false,
-            &refused,
-            &s,
-            Seen::empty(),
-            Some(&c)
-        ),
+        from_server(CtState::SynSent, &refused, &s, Seen::empty(), &c),
         Verdict::Transition(CtState::Close)
     );
     let forged = seg(RA, 0, 7777, 0, 0);
     assert_eq!(
-        tcp_step(
-            CtState::SynSent,
-            false,
-            &forged,
-            &s,
-            Seen::empty(),
-            Some(&c)
-        ),
+        from_server(CtState::SynSent, &forged, &s, Seen::empty(), &c),
         Verdict::Drop
     );
     // The client aborting its own SYN continues its own sequence.
     let abort = seg(TCP_RST, 1001, 0, 0, 0);
     assert_eq!(
-        tcp_step(CtState::SynSent, true, &abort, &c, Seen::empty(), Some(&s)),
+        from_client(CtState::SynSent, &abort, &c, Seen::empty(), &s),
         Verdict::Transition(CtState::Close)
     );
 }
@@ -149,12 +136,12 @@ fn fin_only_inside_the_window_and_the_close_sequence() {
     // Client FIN at its next byte.
     let fin = seg(FA, 1001, 5001, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::Established, true, &fin, &c, Seen::ACK, Some(&s)),
+        from_client(CtState::Established, &fin, &c, Seen::ACK, &s),
         Verdict::Transition(CtState::FinWait)
     );
     let forged = seg(FA, 400_000, 5001, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::Established, true, &forged, &c, Seen::ACK, Some(&s)),
+        from_client(CtState::Established, &forged, &c, Seen::ACK, &s),
         Verdict::Drop
     );
     let mut c2 = c;
@@ -162,25 +149,25 @@ fn fin_only_inside_the_window_and_the_close_sequence() {
     // The server acknowledges the FIN (ack 1002): CLOSE_WAIT.
     let ack = seg(TCP_ACK, 5001, 1002, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::FinWait, false, &ack, &s, Seen::ACK, Some(&c2)),
+        from_server(CtState::FinWait, &ack, &s, Seen::ACK, &c2),
         Verdict::Transition(CtState::CloseWait)
     );
     // The client repeating its FIN changes nothing.
     assert_eq!(
-        tcp_step(CtState::FinWait, true, &fin, &c2, Seen::FIN, Some(&s)),
+        from_client(CtState::FinWait, &fin, &c2, Seen::FIN, &s),
         Verdict::Forward
     );
     let mut s2 = s;
     record(&mut s2, &ack);
     let sfin = seg(FA, 5001, 1002, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::CloseWait, false, &sfin, &s2, Seen::ACK, Some(&c2)),
+        from_server(CtState::CloseWait, &sfin, &s2, Seen::ACK, &c2),
         Verdict::Transition(CtState::LastAck)
     );
     record(&mut s2, &sfin);
     let last = seg(TCP_ACK, 1002, 5002, 1000, 0);
     assert_eq!(
-        tcp_step(CtState::LastAck, true, &last, &c2, Seen::FIN, Some(&s2)),
+        from_client(CtState::LastAck, &last, &c2, Seen::FIN, &s2),
         Verdict::Transition(CtState::TimeWait)
     );
 }
@@ -191,23 +178,22 @@ fn data_after_rst_restores_an_assured_flow() {
     c.ct_flags |= CT_ASSURED;
     let data = seg(TCP_ACK, 1001, 5001, 1000, 100);
     assert_eq!(
-        tcp_step(CtState::Close, true, &data, &c, Seen::ACK, Some(&s)),
+        from_client(CtState::Close, &data, &c, Seen::ACK, &s),
         Verdict::Transition(CtState::Established)
     );
     c.ct_flags &= !CT_ASSURED;
     assert_eq!(
-        tcp_step(CtState::Close, true, &data, &c, Seen::ACK, Some(&s)),
+        from_client(CtState::Close, &data, &c, Seen::ACK, &s),
         Verdict::Ignore
     );
     // A SYN on a closed tuple starts over.
     assert_eq!(
-        tcp_step(
+        from_client(
             CtState::Close,
-            true,
             &seg(TCP_SYN, 77, 0, 1000, 0),
             &c,
             Seen::empty(),
-            Some(&s)
+            &s
         ),
         Verdict::Reopen
     );
@@ -341,32 +327,16 @@ fn a_syn_ack_may_leave_the_syns_data_unacknowledged() {
     // A SYN carrying 100 bytes (TCP Fast Open): its end is ISN + 101.
     start(&mut c, &seg(TCP_SYN, 1000, 0, 1000, 100));
     let s0 = FlowTrack::default();
-    for ack in [1001, 1101] {
-        assert_eq!(
-            tcp_step(
-                CtState::SynSent,
-                false,
-                &seg(SA, 5000, ack, 1000, 0),
-                &s0,
-                Seen::empty(),
-                Some(&c)
-            ),
-            Verdict::Transition(CtState::SynRecv),
-            "ack {ack}"
-        );
-    }
-    for ack in [1101u32.wrapping_sub(SYN_DATA_MAX + 1), 1102, 1_000_000] {
-        assert_eq!(
-            tcp_step(
-                CtState::SynSent,
-                false,
-                &seg(SA, 5000, ack, 1000, 0),
-                &s0,
-                Seen::empty(),
-                Some(&c)
-            ),
-            Verdict::Drop,
-            "ack {ack}"
-        );
+    let syn_recv = Verdict::Transition(CtState::SynRecv);
+    for (ack, want) in [
+        (1001, syn_recv),
+        (1101, syn_recv),
+        (1101u32.wrapping_sub(SYN_DATA_MAX + 1), Verdict::Drop),
+        (1102, Verdict::Drop),
+        (1_000_000, Verdict::Drop),
+    ] {
+        let sa = seg(SA, 5000, ack, 1000, 0);
+        let v = from_server(CtState::SynSent, &sa, &s0, Seen::empty(), &c);
+        assert_eq!(v, want, "ack {ack}");
     }
 }

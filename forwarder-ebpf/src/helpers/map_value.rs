@@ -1,7 +1,8 @@
-//! Map values used in place, behind safe functions: the one place outside
-//! the helper wrappers where a map's pointer becomes a reference, with the
-//! reasoning for it stated once. The program logic (conntrack, flow
-//! creation, eviction, path decisions) writes no `unsafe` for map values.
+//! Map values used in place or copied out, behind safe functions: the one
+//! place outside the helper wrappers where a map's pointer becomes a
+//! reference, with the reasoning for it stated once. The program logic
+//! (conntrack, flow creation, eviction, path decisions) and the accessors
+//! of `maps` write no `unsafe` for map values.
 //!
 //! The one fact a reader would get wrong: a reference from `get`/`get_mut`
 //! is not exclusive. Another CPU may read or write the same hash map value
@@ -15,6 +16,8 @@
 //! same CPU. So never hold a reference across an insert or delete of the
 //! same key that you then expect it to see, and take per-CPU slots for one
 //! use at a time.
+use core::borrow::Borrow;
+
 use aya_ebpf::{
     cty::c_void,
     helpers::bpf_map_pop_elem,
@@ -56,6 +59,69 @@ pub fn get<K, V, M: InPlace<K, V>>(map: &'static M, key: &K) -> Option<&'static 
 pub fn get_mut<K, V, M: InPlace<K, V>>(map: &'static M, key: &K) -> Option<&'static mut V> {
     // SAFETY: as `get`; the kernel allows writes to a map value.
     map.value_ptr(key).map(|v| unsafe { &mut *v })
+}
+
+/// The value of `key`, to read in place, for a map the programs only read
+/// (the listeners). `get` with `&key` would do, but compiles fwd_ingress
+/// one instruction longer; this keeps the object as it was (6.1 has no
+/// stack headroom to spend on a reshuffle).
+#[inline(always)]
+pub fn read<K, V>(map: &'static HashMap<K, V>, key: impl Borrow<K>) -> Option<&'static V> {
+    // SAFETY: as `get`.
+    map.get_ptr(key).map(|v| unsafe { &*v })
+}
+
+/// A copy of the value of `key`: for small values read once (an
+/// interface's config, a neighbour's flags).
+#[inline(always)]
+pub fn copied<K, V: Copy>(map: &'static HashMap<K, V>, key: impl Borrow<K>) -> Option<V> {
+    // SAFETY: see the module comment: the value is valid while it is
+    // copied out, and plain data.
+    unsafe { map.get(key).copied() }
+}
+
+/// A map value in place, as a handle (a pointer into the value, not a
+/// copy: the flow table's 80 bytes would cost stack). References are
+/// taken from it one use at a time: take one again after writing through
+/// `entry_mut` rather than holding one across the write.
+pub struct EntryRef<V>(*mut V);
+
+// Not derived: the derive would ask `V: Copy`; the handle copies whatever
+// it points to.
+impl<V> Clone for EntryRef<V> {
+    #[inline(always)]
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<V> Copy for EntryRef<V> {}
+
+impl<V> EntryRef<V> {
+    /// The value as it is now.
+    #[inline(always)]
+    pub fn entry(&self) -> &V {
+        // SAFETY: a live map value (only `entry_ref` makes one; see the
+        // module comment); plain data.
+        unsafe { &*self.0 }
+    }
+
+    /// The value, to update in place with plain stores. Never held across
+    /// another call that takes it.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    pub fn entry_mut(&self) -> &mut V {
+        // SAFETY: as `entry`. Per packet, one CPU updates a flow direction
+        // at a time; a race with another CPU costs accuracy, not safety
+        // (see the module comment).
+        unsafe { &mut *self.0 }
+    }
+}
+
+/// The value of `key` as an [`EntryRef`] (the flow table's handle).
+#[inline(always)]
+pub fn entry_ref<K, V>(map: &'static HashMap<K, V>, key: impl Borrow<K>) -> Option<EntryRef<V>> {
+    map.get_ptr_mut(key).map(EntryRef)
 }
 
 /// This CPU's slot `i` of a per-CPU array: exclusive for this run, for one

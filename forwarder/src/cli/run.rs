@@ -147,6 +147,9 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         pin_dir: Some(pin_dir),
         conntrack_max: loaded.rules.global.conntrack_max,
         log_level: kernel_log_level(&level),
+        // A reload that adds the first IPv6 forward loads it then
+        // (`Dataplane::ensure_ipv6`).
+        ipv6: loaded.rules.forwards.iter().any(rules::needs_ipv6),
         ipv6_off,
     })?;
     dp.tc_legacy = tc_legacy;

@@ -347,6 +347,10 @@ impl Daemon {
         let plan = plan::plan(&self.loaded.rules, &facts, &self.record)?;
         self.neigh_watched = plan::neigh::on_link_targets(&facts);
         let changes = self.changes(&plan);
+        if self.loaded.rules.forwards.iter().any(rules::needs_ipv6) {
+            // Loaded at start only when the file had an IPv6 forward.
+            self.dp.ensure_ipv6()?;
+        }
         let applied = apply::apply(&mut self.dp, &plan, &mut self.record, &mut self.faults)?;
         self.dead_once.extend(plan.neigh.keys());
         self.neigh_dead = plan.neigh.clone();

@@ -41,9 +41,15 @@ pub struct LoadOptions<'a> {
     /// aya-log level compiled into the programs at load (0 = off,
     /// 1 error ... 5 trace); the kernel skips disabled log statements.
     pub log_level: u8,
+    /// Load `fwd_ingress6` into `FWD_PROGS`. Without it the slot stays
+    /// empty and fwd_ingress passes IPv6 to the stack untouched: a daemon
+    /// whose rules have no IPv6 forward does not pay for verifying a
+    /// second ~300k-instruction program at every start (tens of seconds
+    /// on an emulated or busy machine), nor depend on a kernel accepting it.
+    pub ipv6: bool,
     /// Leave `fwd_ingress6` out of `FWD_PROGS` without loading it, saying
     /// why (FORWARDER_FORCE_IPV6=off): what a kernel whose verifier
-    /// rejects it gets, on demand.
+    /// rejects it gets, on demand. Wins over `ipv6`.
     pub ipv6_off: Option<&'static str>,
 }
 
@@ -53,6 +59,7 @@ impl Default for LoadOptions<'_> {
             pin_dir: None,
             conntrack_max: PRIVATE_CONNTRACK_MAX,
             log_level: 0,
+            ipv6: true,
             ipv6_off: None,
         }
     }
@@ -162,11 +169,13 @@ impl Dataplane {
         }
         let ipv6_off = match opts.ipv6_off {
             Some(why) => Some(why.to_string()),
-            None => fill_tail_calls(&mut ebpf)?,
+            None if opts.ipv6 => fill_tail_calls(&mut ebpf)?,
+            None => None,
         };
         if let Some(why) = &ipv6_off {
             warn!("{}", ipv6_off_warning(why));
         }
+        let ipv6_loaded = opts.ipv6 && ipv6_off.is_none();
         let xdp: &mut Xdp = ebpf
             .program_mut(PROG_XDP)
             .with_context(|| format!("program {PROG_XDP} missing from the object"))?
@@ -184,12 +193,32 @@ impl Dataplane {
             adopted,
             tc_legacy: None,
             ipv6_off,
+            ipv6_loaded,
         };
         if dp.adopted.maps == 0 {
             dp.maps.set_config(GlobalConfig::DEFAULT)?;
             dp.maps.set_ct_config(CtConfig::default())?;
         }
         Ok(dp)
+    }
+}
+
+impl Dataplane {
+    /// Loads `fwd_ingress6` now if the rules came to need it after a start
+    /// without it (`LoadOptions::ipv6` false): a reload that adds the first
+    /// IPv6 forward. A rejection turns the IPv6 path off, as at load.
+    pub fn ensure_ipv6(&mut self) -> Result<()> {
+        if self.ipv6_loaded || self.ipv6_off.is_some() {
+            return Ok(());
+        }
+        match fill_tail_calls(&mut self.ebpf)? {
+            None => self.ipv6_loaded = true,
+            Some(why) => {
+                warn!("{}", ipv6_off_warning(&why));
+                self.ipv6_off = Some(why);
+            }
+        }
+        Ok(())
     }
 }
 

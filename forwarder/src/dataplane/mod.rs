@@ -66,6 +66,8 @@ pub struct Dataplane {
     /// Why `fwd_ingress6` is not in `FWD_PROGS` (the verifier rejected it,
     /// or FORWARDER_FORCE_IPV6=off); `None`: IPv6 forwards are translated.
     pub ipv6_off: Option<String>,
+    /// `fwd_ingress6` is in `FWD_PROGS` (see `ensure_ipv6`).
+    ipv6_loaded: bool,
 }
 
 impl Dataplane {

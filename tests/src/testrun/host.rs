@@ -211,13 +211,13 @@ impl Host {
     }
 }
 
-/// Rules for the fixture: "web" (TCP 80 of HOST_LAN to the VM's port 80)
-/// and "dns" (UDP 5353 to its port 53), both with SNAT to HOST_VM from the
-/// ports `SNAT_PORTS`; load alone or followed by more forwards.
-pub const WEB_AND_DNS: &str = r#"
-[global]
-snat_ports = "41000-41015"
-
+/// The fixture's "web" forward as a literal for `concat!`: TCP 80 of
+/// HOST_LAN to the VM's port 80, SNAT to HOST_VM, no MSS clamping. Keys
+/// written right after it belong to it (`allow = [...]`, say).
+#[macro_export]
+macro_rules! web_forward {
+    () => {
+        r#"
 [[forward]]
 name = "web"
 in = "vmbr0"
@@ -226,7 +226,17 @@ port = 80
 to = "192.168.100.80:80"
 snat = "192.168.100.1"
 mss_clamp = "off"
+"#
+    };
+}
 
+/// The fixture's "dns" forward as a literal for `concat!`: UDP 5353 of
+/// HOST_LAN to the VM's port 53, SNAT to HOST_VM. Keys written right after
+/// it belong to it.
+#[macro_export]
+macro_rules! dns_forward {
+    () => {
+        r#"
 [[forward]]
 name = "dns"
 in = "vmbr0"
@@ -235,7 +245,21 @@ proto = "udp"
 port = 5353
 to = "192.168.100.80:53"
 snat = "192.168.100.1"
-"#;
+"#
+    };
+}
+
+/// Rules for the fixture: "web" (TCP 80 of HOST_LAN to the VM's port 80)
+/// and "dns" (UDP 5353 to its port 53), both with SNAT to HOST_VM from the
+/// ports `SNAT_PORTS`; load alone or followed by more forwards.
+pub const WEB_AND_DNS: &str = concat!(
+    r#"
+[global]
+snat_ports = "41000-41015"
+"#,
+    crate::web_forward!(),
+    crate::dns_forward!()
+);
 
 /// The SNAT source ports of `WEB_AND_DNS`.
 pub const SNAT_PORTS: std::ops::RangeInclusive<u16> = 41000..=41015;

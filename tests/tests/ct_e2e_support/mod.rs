@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 pub use forwarder_tests::{
-    netns::{self, veth},
+    netns,
     process::{wait_for, Bg},
     require_root,
     servers::Nginx,
@@ -57,18 +57,9 @@ pub fn synflood_bin() -> std::path::PathBuf {
 
 pub fn topo() -> Result<Topo> {
     netns::sweep();
-    let client = Netns::new("ctacli")?;
-    let router = Netns::new("ctartr")?;
-    let server = Netns::new("ctasrv")?;
-    veth(&client, "eth0", &router, "eth0")?;
-    veth(&router, "eth1", &server, "eth0")?;
-    client.addr("eth0", "10.1.0.2/24")?;
-    router.addr("eth0", "10.1.0.1/24")?;
-    router.addr("eth1", "10.2.0.1/24")?;
-    server.addr("eth0", "10.2.0.2/24")?;
-    server.ip(&["route", "add", "default", "via", "10.2.0.1"])?;
+    let (client, router, server) =
+        forwarder_tests::routed_line::build(["ctacli", "ctartr", "ctasrv"])?;
     router.ip(&["route", "add", SPOOFED, "via", "10.1.0.2"])?;
-    router.sysctl("net.ipv4.ip_forward", "1")?;
     let echo = server.spawn(&["socat", "TCP-LISTEN:9000,reuseaddr,fork", "EXEC:cat"])?;
     let web = Nginx::start(&server, 8000, None, &[])?;
     wait_for(Duration::from_secs(10), || {
@@ -93,11 +84,7 @@ impl Topo {
         let path = self.dir.file("rules.toml");
         std::fs::write(
             &path,
-            format!(
-                "[global]\n{global}\n\n\
-                 [[forward]]\nname = \"web\"\nin = \"eth0\"\nlisten = \"10.1.0.1\"\nport = 8000\nto = \"10.2.0.2:8000\"\nsnat = \"10.2.0.1\"\n\n\
-                 [[forward]]\nname = \"echo\"\nin = \"eth0\"\nlisten = \"10.1.0.1\"\nport = 9000\nto = \"10.2.0.2:9000\"\nsnat = \"10.2.0.1\"\n"
-            ),
+            forwarder_tests::routed_line::web_and_echo_rules(&format!("[global]\n{global}")),
         )?;
         Daemon::start(&self.router, &["--rules", path.to_str().unwrap()])
     }

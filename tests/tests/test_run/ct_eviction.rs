@@ -10,19 +10,13 @@ use forwarder_tests::require_root;
 
 /// "web" of `WEB_AND_DNS` with SNAT ports to spare: here the table is
 /// what runs out, not the ports (see test_run_ct_snat_ports.rs for that).
-const RULES: &str = r#"
+const RULES: &str = concat!(
+    r#"
 [global]
 snat_ports = "41000-48999"
-
-[[forward]]
-name = "web"
-in = "vmbr0"
-listen = "192.168.1.55"
-port = 80
-to = "192.168.100.80:80"
-snat = "192.168.100.1"
-mss_clamp = "off"
-"#;
+"#,
+    forwarder_tests::web_forward!()
+);
 
 fn client(n: u16) -> Ep {
     ep(CLIENT, 40000 + n)

@@ -8,21 +8,15 @@ use super::ct_support::*;
 use forwarder_common::{conntrack::CtConfig, Reason, RULE_DROP_RATE_LIMITED};
 use forwarder_tests::require_root;
 
-const RULES: &str = r#"
+const RULES: &str = concat!(
+    r#"
 [global]
 snat_ports = "41000-48999"
 new_flows_per_source = "1/h"
 new_flows_burst = 3
-
-[[forward]]
-name = "web"
-in = "vmbr0"
-listen = "192.168.1.55"
-port = 80
-to = "192.168.100.80:80"
-snat = "192.168.100.1"
-mss_clamp = "off"
-"#;
+"#,
+    forwarder_tests::web_forward!()
+);
 
 #[test]
 fn a_source_over_its_limit_is_refused_others_are_not() {

@@ -39,17 +39,7 @@ pub struct Ran {
 /// Runs `frame` through the program of `hook` as arriving on (leaving by)
 /// `iface` and snapshots everything the programs write before and after.
 pub fn run(h: &mut Host, hook: Hook, iface: &'static str, frame: &[u8]) -> Ran {
-    let before = h.snapshot().expect("snapshot");
-    let r = h
-        .run(hook, h.ifindex(iface), frame)
-        .unwrap_or_else(|e| panic!("test_run on {iface}: {e:#}"));
-    let after = h.snapshot().expect("snapshot");
-    Ran {
-        verdict: r.verdict,
-        out: r.out,
-        delta: before.delta(&after),
-        after,
-    }
+    run_as(h, hook, iface, frame, Csum::Complete)
 }
 
 /// `run` for a frame the program answers: as CHECKSUM_NONE, since
@@ -57,9 +47,14 @@ pub fn run(h: &mut Host, hook: Hook, iface: &'static str, frame: &[u8]) -> Ran {
 /// kernel's test_run check refuses (see test_run/replies.rs); `ingress`
 /// checks every checksum of the answer itself.
 fn run_answered(h: &mut Host, iface: &'static str, frame: &[u8]) -> Ran {
+    run_as(h, Hook::TcIngress, iface, frame, Csum::None)
+}
+
+/// `run` with the frame's checksum state given.
+fn run_as(h: &mut Host, hook: Hook, iface: &'static str, frame: &[u8], csum: Csum) -> Ran {
     let before = h.snapshot().expect("snapshot");
     let r = h
-        .run_with(Hook::TcIngress, h.ifindex(iface), frame, Csum::None, None)
+        .run_with(hook, h.ifindex(iface), frame, csum, None)
         .unwrap_or_else(|e| panic!("test_run on {iface}: {e:#}"));
     let after = h.snapshot().expect("snapshot");
     Ran {

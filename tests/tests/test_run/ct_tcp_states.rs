@@ -156,21 +156,37 @@ fn close_sequence_and_reopen() {
     );
     assert_eq!(state("FIN again", &ran.after, &o, &r), CtState::TimeWait);
 
-    // The client reuses the port: a SYN on the TIME_WAIT tuple starts the
-    // connection over, with the same translation.
+    // The client reuses the port: a SYN on the TIME_WAIT tuple is a new
+    // connection. The old flow is forgotten and the SYN creates a new one
+    // (translated anew: a new SNAT port), as netfilter does.
     let mut c2 = Conn {
         cseq: 0x2222_0000,
         sseq: 0x5555_0000,
         ..c
     };
     let syn = c2.client_sends("S", b"");
-    let (ran, _) = ingress(
+    let (ran, port) = ingress(
         &mut h,
         "SYN on the TIME_WAIT tuple",
         LAN_IF,
         &syn,
-        Out::Fwd(c2.seen_as, c2.target),
+        Out::Snat(HOST_VM, c2.target),
     );
+    c2.seen_as = ep(HOST_VM, port);
+    let r2 = c2.reply();
+    assert_eq!(
+        entry("reopen", &ran.after, &o).packets,
+        1,
+        "the SYN created the flow anew (the old one counted every packet)"
+    );
+    assert_eq!(entry("reopen", &ran.after, &r2).packets, 0);
+    if r2 != r {
+        assert!(
+            !ran.after.flows.contains_key(&r),
+            "the old reply entry is gone"
+        );
+    }
+    let r = r2;
     assert_eq!(state("reopen", &ran.after, &o, &r), CtState::SynSent);
     assert_eq!(entry("reopen", &ran.after, &o).ct.ct_flags & CT_ASSURED, 0);
     let sa = c2.server_sends("SA", b"");

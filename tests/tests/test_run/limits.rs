@@ -12,15 +12,10 @@ use forwarder_tests::testrun::{
     Host, EPHEMERAL_PORTS, HOST_LAN, HOST_VM, LAN_IF, TC_ACT_REDIRECT, TC_ACT_SHOT, VM_IF,
 };
 
-const FULL: &str = r#"
-[[forward]]
-name = "web"
-in = "vmbr0"
-listen = "192.168.1.55"
-port = 80
-to = "192.168.100.80:80"
-snat = "192.168.100.1"
-
+/// "web" and a forward without SNAT.
+const FULL: &str = concat!(
+    forwarder_tests::web_forward!(),
+    r#"
 [[forward]]
 name = "plain"
 in = "vmbr0"
@@ -28,7 +23,8 @@ listen = "192.168.1.55"
 port = 81
 to = "192.168.100.80:81"
 snat = "off"
-"#;
+"#
+);
 
 #[test]
 fn a_full_flow_table_refuses_new_flows_and_keeps_forwarding_the_ones_it_has() {
@@ -98,18 +94,13 @@ fn a_full_flow_table_refuses_new_flows_and_keeps_forwarding_the_ones_it_has() {
     );
 }
 
-const TWO_PORTS: &str = r#"
+const TWO_PORTS: &str = concat!(
+    r#"
 [global]
 snat_ports = "41000-41001"
-
-[[forward]]
-name = "web"
-in = "vmbr0"
-listen = "192.168.1.55"
-port = 80
-to = "192.168.100.80:80"
-snat = "192.168.100.1"
-"#;
+"#,
+    forwarder_tests::web_forward!()
+);
 
 /// Two ports, two flows, the third refused while the first two keep
 /// working.

@@ -24,29 +24,17 @@ use forwarder_tests::testrun::{
     TC_ACT_SHOT, VM_IF,
 };
 
-const RULES: &str = r#"
+/// `WEB_AND_DNS` with allow-lists, and "ts" on the tunnel.
+const RULES: &str = concat!(
+    r#"
 [global]
 snat_ports = "41000-41015"
-
-[[forward]]
-name = "web"
-in = "vmbr0"
-listen = "192.168.1.55"
-port = 80
-to = "192.168.100.80:80"
-snat = "192.168.100.1"
-mss_clamp = "off"
-allow = ["192.168.1.10"]
-
-[[forward]]
-name = "dns"
-in = "vmbr0"
-listen = "192.168.1.55"
-proto = "udp"
-port = 5353
-to = "192.168.100.80:53"
-snat = "192.168.100.1"
-allow = ["192.168.1.10"]
+"#,
+    forwarder_tests::web_forward!(),
+    r#"allow = ["192.168.1.10"]
+"#,
+    forwarder_tests::dns_forward!(),
+    r#"allow = ["192.168.1.10"]
 
 [[forward]]
 name = "ts"
@@ -56,7 +44,8 @@ port = 443
 to = "192.168.100.80:443"
 snat = "192.168.100.1"
 mss_clamp = "off"
-"#;
+"#
+);
 
 /// Not in any allow-list.
 const STRANGER: Ip = [192, 168, 1, 200];

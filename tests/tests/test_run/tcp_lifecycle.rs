@@ -1,7 +1,7 @@
 //! A TCP connection through a forward with fixed SNAT, from the SYN that
 //! creates its two flow entries (original and reply direction) to
-//! TIME_WAIT, and a second one closed by RST and restarted on the same
-//! tuple. Both entries carry the connection's state (netfilter's TCP
+//! TIME_WAIT, and a second one closed by RST and a new connection on the
+//! same tuple (a new flow). Both entries carry the connection's state (netfilter's TCP
 //! states: ESTABLISHED only once the client acknowledged the SYN-ACK) and
 //! each its direction's `tcp_seen` bits, which is what this checks step by
 //! step.
@@ -188,7 +188,7 @@ fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_
     }
 
     // A second connection: its own SNAT port; a RST closes it; a new SYN
-    // on the same tuple starts it over (the old FIN/RST bits forgotten).
+    // on the same tuple is a new connection.
     let client2 = ep(CLIENT, 40001);
     let syn2 = tcp(client2, listen, "S", &[]);
     let s = ingress("second SYN", LAN_IF, syn2.clone())
@@ -215,37 +215,46 @@ fn a_connection_with_fixed_snat_runs_from_syn_to_time_wait_and_restarts_after_a_
     );
     assert_eq!(tcp_state(name, &o.after, &orig2, &reply2), CtState::Close);
 
-    let name = "new SYN on the closed tuple";
-    let o = step(
-        &mut h,
-        &ingress(name, LAN_IF, syn2.clone()).fwd("web", redirect(snat2, vm)),
-    );
-    assert_flows(name, &o.delta, &[], &[], &[orig2, reply2]);
+    // A SYN on the closed tuple is a new connection: the old flow is
+    // forgotten and the SYN creates one anew from the forward as it is now
+    // (netfilter kills the old conntrack and looks the SYN up again).
+    let s = ingress("new SYN on the closed tuple", LAN_IF, syn2.clone())
+        .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
+        .rule("web", created(true, false))
+        .out(Out::Snat(HOST_VM, SNAT_PORTS, redirect(client2, vm)));
+    let o = step(&mut h, &s);
+    let snat3 = ep(HOST_VM, o.port);
+    let reply3 = fkey(vm, snat3, PROTO_TCP);
+    if reply3 == reply2 {
+        assert_flows(&s.description, &o.delta, &[], &[], &[orig2, reply2]);
+    } else {
+        assert_flows(&s.description, &o.delta, &[reply3], &[reply2], &[orig2]);
+    }
     assert_entry(
-        name,
+        &s.description,
         &o.after,
         &orig2,
         ExpectedEntry {
-            new_src: snat2,
+            new_src: snat3,
             new_dst: vm,
             rule: id,
             flags: FlowFlags::SNAT,
             tcp_seen: Seen::SYN,
-            packets: 2,
-            bytes: 2 * syn2.len() as u64,
+            packets: 1,
+            bytes: syn2.len() as u64,
             mss: 0,
         },
     );
     let name = "SYN-ACK of the restarted connection";
     let o = step(
         &mut h,
-        &ingress(name, VM_IF, tcp(vm, snat2, "SA", &[])).fwd("web", redirect(listen, client2)),
+        &ingress(name, VM_IF, tcp(vm, snat3, "SA", &[])).fwd("web", redirect(listen, client2)),
     );
     assert_eq!(
-        entry(name, &o.after, &reply2).tcp_seen,
+        entry(name, &o.after, &reply3).tcp_seen,
         Seen::SYN | Seen::ACK
     );
-    assert_eq!(tcp_state(name, &o.after, &orig2, &reply2), CtState::SynRecv);
+    assert_eq!(tcp_state(name, &o.after, &orig2, &reply3), CtState::SynRecv);
     // The first flow is untouched by all of this.
     assert_entry("at the end", &o.after, &orig, ow);
     assert_entry("at the end", &o.after, &reply, rw);
