@@ -1,8 +1,7 @@
 //! NAT66 at TC ingress (issue 13, phase B): IPv6 clients of IPv6 targets,
 //! TCP and UDP, through the IPv4 path's maps (AF_INET6 listener, allow and
-//! flow keys). The daemon does not install such forwards in this release
-//! (`forwarder run` refuses them); these tables load them through the
-//! daemon's plan and apply steps directly.
+//! flow keys), loaded through the daemon's plan and apply steps. The
+//! answers the IPv6 path builds are test_run/ipv6_answers.rs's.
 //!
 //! ```text
 //!  lan ── veth ── vmbr0  192.168.1.55/24, 2001:db8:1::55/64
