@@ -62,7 +62,7 @@ pub fn render(rules: &RuleSet, q: &Query, e: &Explanation) -> String {
 /// explanation is what the rule means, not what a running daemon does.
 fn not_forwarded_note(rules: &RuleSet, rule: &str) -> String {
     match rules.forward(rule) {
-        Some(f) if crate::needs_ipv6(f) => "  note: IPv6 forwarding is not in this release: `forwarder run` refuses a rules file with this forward\n".into(),
+        Some(f) if crate::needs_translation(f) => "  note: NAT64/NAT46 is not in this release: `forwarder run` refuses a rules file with this forward\n".into(),
         _ => String::new(),
     }
 }
