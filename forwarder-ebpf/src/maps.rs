@@ -64,8 +64,9 @@ pub static RULE_NAMES: Array<RuleName> = Array::with_max_entries(MAX_RULES, 0);
 #[map(name = "FWD_SCRATCH")]
 pub static SCRATCH: PerCpuArray<FlowEntry> = PerCpuArray::with_max_entries(2, 0);
 
-/// On-link targets whose neighbour does not answer (IPv4 address word ->
-/// `NeighFlags` bits), written by the daemon from the neighbour table. A
+/// Next hops that do not answer ARP (an on-link target, a target's gateway,
+/// and a target behind such a gateway, for `path::auto_probe`; IPv4 address
+/// word -> `NeighFlags` bits), written by the daemon from the neighbour table. A
 /// FIB lookup's NO_NEIGH cannot tell "not resolved yet" from FAILED, so
 /// the kernel never decides this itself (docs/CONFORMANCE.md, Neighbours).
 #[map(name = "FWD_NEIGH")]

@@ -55,8 +55,8 @@ const PROTO_TCP: u8 = 6;
 /// or the headers and the pseudo-header (a TCP reset); then the frame's
 /// two link addresses.
 const ANSWER_MAX: usize = ICMP_ERROR_HLEN + QUOTE_MAX;
-const MACS: usize = ANSWER_MAX;
-const SCRATCH_LEN: usize = ANSWER_MAX + 12;
+pub(crate) const MACS: usize = ANSWER_MAX;
+pub(crate) const SCRATCH_LEN: usize = ANSWER_MAX + 12;
 const _: () = assert!(SCRATCH_LEN == forwarder_common::REPLY_SCRATCH_SIZE as usize);
 const _: () = assert!(ANSWER_MAX >= IPV4_HLEN + TCP_HLEN + PSEUDO_HLEN);
 
@@ -108,7 +108,7 @@ impl IcmpError {
 /// The one's-complement checksum of a sum from `skb::csum_sum`, in the
 /// byte order the words were summed in: store it with `to_ne_bytes`.
 #[inline(always)]
-fn fold(sum: u32) -> u16 {
+pub(crate) fn fold(sum: u32) -> u16 {
     let s = (sum & 0xffff) + (sum >> 16);
     let s = (s & 0xffff) + (s >> 16);
     !(s as u16)
@@ -148,7 +148,11 @@ fn ipv4_checksum(h: &mut [u8; SCRATCH_LEN]) -> Result<(), ()> {
 /// way of the scratch space: arrays on the stack here would push the
 /// deepest call chain past 512 bytes.
 #[inline(always)]
-fn swap_macs(ctx: &TcContext, p: &Packet, buf: &mut [u8; SCRATCH_LEN]) -> Result<(), ()> {
+pub(crate) fn swap_macs(
+    ctx: &TcContext,
+    p: &Packet,
+    buf: &mut [u8; SCRATCH_LEN],
+) -> Result<(), ()> {
     if p.l3 != ETH_HLEN {
         return Ok(());
     }
@@ -159,8 +163,9 @@ fn swap_macs(ctx: &TcContext, p: &Packet, buf: &mut [u8; SCRATCH_LEN]) -> Result
     skb::store_bytes(ctx, 6, &macs[..6], Store::PLAIN).map_err(|_| ())
 }
 
+/// The answers' per-CPU scratch space (shared with `ipv6::reply`).
 #[inline(always)]
-fn scratch() -> Option<&'static mut [u8; SCRATCH_LEN]> {
+pub(crate) fn scratch() -> Option<&'static mut [u8; SCRATCH_LEN]> {
     map_value::per_cpu(&SCRATCH, 0)
 }
 

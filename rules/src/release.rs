@@ -1,5 +1,6 @@
 //! What the rules format takes but this release's dataplane does not
-//! forward: IPv6 (NAT66, NAT64, NAT46).
+//! forward: translation between families (NAT64, an IPv6 client of an IPv4
+//! target; NAT46, the reverse). IPv4 and NAT66 (IPv6 to IPv6) forwards run.
 //!
 //! The fact a reader gets wrong: such a file is *valid*. `check`,
 //! `explain` and `import` handle it fully, so validation only warns; the
@@ -16,21 +17,31 @@ use crate::{
 
 /// The message of the warning (and of `run`'s error): how a diagnostic is
 /// recognised as this one.
-pub const IPV6_NOT_FORWARDED: &str = "IPv6 forwarding is not in this release: the dataplane \
-     translates IPv4 only, so `forwarder run` refuses a rules file with this forward \
-     (check, explain and import take it)";
+pub const TRANSLATION_NOT_FORWARDED: &str = "NAT64/NAT46 is not in this release: the \
+     dataplane forwards IPv4 to IPv4 and IPv6 to IPv6 only, so `forwarder run` refuses a rules \
+     file with a forward whose clients and target differ in family (check, explain and import \
+     take it)";
 
-const HELP: &str = "keep this traffic in ip6tables or socat for now and leave the forward out, \
-     or make it IPv4-only (an IPv4 listen address and target, family = \"ipv4\")";
+const HELP: &str = "keep this traffic in socat for now and leave the forward out, or give \
+     the forward one family (`family` set to the target's, a listen address of the target's \
+     family)";
 
-/// Whether `f` has a client or target family this release cannot forward.
+/// Whether `f` has IPv6 clients or an IPv6 target: the daemon loads the
+/// IPv6 path (`fwd_ingress6`) only for such a file.
 pub fn needs_ipv6(f: &Forward) -> bool {
     f.target.af() == Af::V6 || f.listen_afs().contains(&Af::V6)
 }
 
-/// Warns about a forward [`needs_ipv6`], at the value that makes it IPv6:
-/// the target, else a fixed listen address, else `family`.
-/// Runs when the values it reads parsed (a placeholder target is IPv4).
+/// Whether `f` takes clients of a family other than its target's.
+pub fn needs_translation(f: &Forward) -> bool {
+    let target = f.target.af();
+    f.listen_afs().iter().any(|af| *af != target)
+}
+
+/// Warns about a forward [`needs_translation`], at the value that makes it
+/// so: an IPv6 target (of IPv4 clients), else a fixed listen address, else
+/// `family`. Runs when the values it reads parsed (a placeholder target is
+/// IPv4).
 pub(crate) fn check(
     f: &Forward,
     sp: &ForwardSpans,
@@ -38,7 +49,7 @@ pub(crate) fn check(
     ctx: Option<&str>,
     sink: &mut Sink,
 ) {
-    if !ok.all_ok(&["to", "listen", "family"]) || !needs_ipv6(f) {
+    if !ok.all_ok(&["to", "listen", "family"]) || !needs_translation(f) {
         return;
     }
     let span = if f.target.af() == Af::V6 {
@@ -48,7 +59,7 @@ pub(crate) fn check(
     } else {
         sp.field("family")
     };
-    sink.warning(&span, ctx, IPV6_NOT_FORWARDED, Some(HELP.into()));
+    sink.warning(&span, ctx, TRANSLATION_NOT_FORWARDED, Some(HELP.into()));
 }
 
 impl Loaded {
@@ -57,7 +68,7 @@ impl Loaded {
     pub fn not_forwarded(&self) -> Vec<Diagnostic> {
         self.warnings
             .warnings()
-            .filter(|d| d.message == IPV6_NOT_FORWARDED)
+            .filter(|d| d.message == TRANSLATION_NOT_FORWARDED)
             .map(|d| Diagnostic {
                 severity: Severity::Error,
                 ..d.clone()
@@ -106,7 +117,7 @@ to = "192.168.100.80:80"
 "#;
 
     #[test]
-    fn every_forward_with_an_ipv6_side_is_named_at_the_value_that_makes_it_ipv6() {
+    fn every_translating_forward_is_named_at_the_value_that_makes_it_so() {
         let loaded = load_str("r.toml", FILE).expect("the file is valid");
         let got: Vec<(String, Location)> = loaded
             .not_forwarded()
@@ -121,28 +132,32 @@ to = "192.168.100.80:80"
             got,
             [
                 ("forward \"nat64\"".to_string(), at(10, 10)),
-                ("forward \"nat66\"".to_string(), at(19, 6)),
                 ("forward \"nat46\"".to_string(), at(26, 6)),
                 ("forward \"v6-listen\"".to_string(), at(31, 10)),
             ]
         );
-        // The IPv4 forward is not named; check shows the same text as a
-        // warning.
-        assert_eq!(loaded.warnings.len(), 4);
+        // The IPv4 and the NAT66 forwards are not named; check shows the
+        // same text as a warning.
+        assert_eq!(loaded.warnings.len(), 3);
         let shown = loaded.warnings.to_string();
         assert!(
             shown.contains(
-                "r.toml:10:10: warning: forward \"nat64\": IPv6 forwarding is not in this release"
+                "r.toml:10:10: warning: forward \"nat64\": NAT64/NAT46 is not in this release"
             ),
             "{shown}"
         );
     }
 
     #[test]
-    fn an_ipv4_file_has_nothing_to_refuse() {
-        let v4 = FILE.split("\n\n").next().unwrap();
-        let loaded = load_str("r.toml", v4).unwrap();
-        assert!(loaded.not_forwarded().is_empty());
-        assert!(loaded.warnings.is_empty());
+    fn ipv4_and_nat66_files_have_nothing_to_refuse() {
+        let parts: Vec<&str> = FILE.split("\n\n").collect();
+        for file in [
+            parts[0].to_string(),
+            format!("{}\n\n{}", parts[0], parts[2]),
+        ] {
+            let loaded = load_str("r.toml", &file).unwrap();
+            assert!(loaded.not_forwarded().is_empty(), "{file}");
+            assert!(loaded.warnings.is_empty(), "{file}");
+        }
     }
 }

@@ -53,6 +53,7 @@ fn q(iface: &str, from: &str, to: &str) -> Query {
         proto: L4::Tcp,
         iface_addrs: BTreeMap::new(),
         resolved: BTreeMap::new(),
+        host_notes: BTreeMap::new(),
     }
 }
 
@@ -215,17 +216,18 @@ fn interface_addresses_of_both_families_can_be_stated() {
     assert_eq!(reasons, vec!["forward \"immich\" listens on tailscale0's addresses (fd7a:115c:a1e0::2), and fd7a:115c:a1e0::1 is not one of them"]);
 }
 
-/// The explanation is what a rule means; for a forward with an IPv6 side
-/// it adds that this release does not forward it (run refuses the file),
-/// also for the IPv4 half of a dual-stack forward, and never for an
-/// IPv4-only forward.
+/// The explanation is what a rule means; for a forward that translates
+/// between families it adds that this release does not forward it (run
+/// refuses the file), also for the IPv4 half of a dual-stack forward to an
+/// IPv4 target, and never for an IPv4-only or a NAT66 forward.
 #[test]
-fn forwards_with_an_ipv6_side_are_said_to_be_outside_this_release() {
+fn translating_forwards_are_said_to_be_outside_this_release() {
     let rs = rules();
-    let note = "note: IPv6 forwarding is not in this release: `forwarder run` refuses a rules file with this forward";
+    let note = "note: NAT64/NAT46 is not in this release: `forwarder run` refuses a rules file with this forward";
     let shown = |query: Query| render(&rs, &query, &explain(&rs, &query));
     let v6 = shown(q("vmbr0", "[2001:db8:77::9]:40000", "[2001:db8:1::55]:80"));
-    assert!(v6.contains(note), "{v6}");
+    assert!(v6.contains("matches forward \"web6\""), "{v6}");
+    assert!(!v6.contains("NAT64"), "{v6}");
     let mut v4_half = q("tailscale0", "100.101.92.95:40000", "100.118.5.68:8080");
     v4_half
         .iface_addrs

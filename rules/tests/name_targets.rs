@@ -197,6 +197,7 @@ fn query(resolved: &[(&str, &str)]) -> Query {
             .iter()
             .map(|(n, a)| (n.to_string(), a.parse().unwrap()))
             .collect(),
+        host_notes: BTreeMap::new(),
     }
 }
 

@@ -1,18 +1,18 @@
 //! One test per IPv6 and dual-stack validation rule: the exact message,
 //! where it points, and that the valid forms load.
 
-use rules::{load_str, Af, Family, Listen, Snat, IPV6_NOT_FORWARDED};
+use rules::{load_str, Af, Family, Listen, Snat, TRANSLATION_NOT_FORWARDED};
 
 mod support;
 use support::{errors, one_error, FILE};
 
-/// The warnings about the file's design: every forward here also gets the
-/// release's "IPv6 forwarding is not in this release" (tested in
+/// The warnings about the file's design: every translating forward here
+/// also gets the release's "NAT64/NAT46 is not in this release" (tested in
 /// `rules::release` and `ipv6_forwards_of_every_shape_load`).
 fn warnings(text: &str) -> Vec<String> {
     support::warnings(text)
         .into_iter()
-        .filter(|w| !w.contains(IPV6_NOT_FORWARDED))
+        .filter(|w| !w.contains(TRANSLATION_NOT_FORWARDED))
         .collect()
 }
 
@@ -56,14 +56,15 @@ port = "30000-30010"
 to = "[fd00:100::60]:31000-31010"
 "#;
     let loaded = load_str(FILE, text).unwrap();
-    // Valid, and each one warned about once: this release does not
-    // forward IPv6 (`run` refuses the file).
-    assert_eq!(loaded.warnings.len(), 4, "{}", loaded.warnings);
+    // Valid, and each translating one (nat64-dual, nat46) warned about
+    // once: this release does not translate between families (`run`
+    // refuses the file); the NAT66 ones are not.
+    assert_eq!(loaded.warnings.len(), 2, "{}", loaded.warnings);
     assert!(loaded
         .warnings
         .items
         .iter()
-        .all(|w| w.message == IPV6_NOT_FORWARDED));
+        .all(|w| w.message == TRANSLATION_NOT_FORWARDED));
     let rules = loaded.rules;
     let f = |n: &str| rules.forward(n).unwrap().clone();
     assert_eq!(

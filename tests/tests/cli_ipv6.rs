@@ -1,8 +1,8 @@
 //! IPv6 and dual-stack forwards through the real binary's offline
 //! commands: `check` shows them, `explain` takes IPv6 `--from/--to`, and
-//! IPv6 forwarding is not in this release, so `check` warns and `run`
-//! refuses them at the same place, instead of installing listeners that
-//! would never match.
+//! translation between families (NAT64/NAT46) is not in this release, so
+//! `check` warns and `run` refuses such forwards at the same place, instead
+//! of installing listeners that would never match; NAT66 forwards run.
 use std::process::Command;
 
 use forwarder_tests::daemon::forwarder_bin;
@@ -123,33 +123,26 @@ fn explain_takes_ipv6_endpoints() {
 }
 
 #[test]
-fn run_refuses_ipv6_forwards_while_the_dataplane_is_ipv4_only() {
+fn run_refuses_translating_forwards_and_only_those() {
     let f = TempFile::new("dual-run", DUAL);
     let (code, _out, err) = forwarder(&["run", "--rules", f.path()]);
     assert_eq!(code, 1, "{err}");
-    // Each forward by file, line and column (the value that makes it
-    // IPv6), in check's words, and nothing was started.
+    // The NAT64 forward by file, line and column (the value that makes it
+    // translate), in check's words, and nothing was started; the NAT66
+    // forward is not named.
     let file = f.path();
     assert!(
         err.contains(&format!(
-            "{file}:5:10: error: forward \"immich\": IPv6 forwarding is not in this release"
+            "{file}:5:10: error: forward \"immich\": NAT64/NAT46 is not in this release"
         )),
         "{err}"
     );
+    assert!(!err.contains("\"web6\""), "{err}");
     assert!(
-        err.contains(&format!(
-            "{file}:15:6: error: forward \"web6\": IPv6 forwarding is not in this release"
-        )),
+        err.contains("not loaded: 1 forward needs NAT64/NAT46, which is not in this release"),
         "{err}"
     );
-    assert!(
-        err.contains("not loaded: 2 forwards need IPv6 forwarding, which is not in this release"),
-        "{err}"
-    );
-    assert!(
-        err.contains("help: keep this traffic in ip6tables or socat"),
-        "{err}"
-    );
+    assert!(err.contains("help: keep this traffic in socat"), "{err}");
     assert!(err.contains("not starting"), "{err}");
 }
 
@@ -160,12 +153,7 @@ fn check_warns_at_the_same_places_that_run_refuses() {
     assert_eq!(code, 0, "{out}{err}");
     let file = f.path();
     let all = format!("{out}{err}");
-    assert!(all.contains(&format!("{file}:5:10: warning: forward \"immich\": IPv6 forwarding is not in this release: the dataplane translates IPv4 only, so `forwarder run` refuses a rules file with this forward")), "{all}");
-    assert!(
-        all.contains(&format!(
-            "{file}:15:6: warning: forward \"web6\": IPv6 forwarding is not in this release"
-        )),
-        "{all}"
-    );
-    assert!(all.contains("ok, 2 forwards, 2 warnings"), "{all}");
+    assert!(all.contains(&format!("{file}:5:10: warning: forward \"immich\": NAT64/NAT46 is not in this release: the dataplane forwards IPv4 to IPv4 and IPv6 to IPv6 only, so `forwarder run` refuses a rules file with a forward whose clients and target differ in family")), "{all}");
+    assert!(!all.contains("forward \"web6\": NAT64"), "{all}");
+    assert!(all.contains("ok, 2 forwards, 1 warning"), "{all}");
 }

@@ -583,11 +583,19 @@ fn conntrack_flush_forgets_one_rules_flows() -> Result<()> {
     // A long flow on each forward.
     let a = dir.file("a.bin");
     let mut dl = topo.slow_download(&a)?;
+    // A flushed flow only breaks when the client sends again (the host's
+    // stack answers with a RST); a client that only waits for data it will
+    // never get would wait forever, so curl gives up after 10 s without a
+    // byte: either way the transfer ends unsuccessfully.
     let mut other = topo.lan.spawn(&[
         "curl",
         "-sS",
         "--limit-rate",
         "2M",
+        "--speed-limit",
+        "1",
+        "--speed-time",
+        "10",
         "-o",
         "/dev/null",
         "http://192.168.1.55:8001/big.bin",
@@ -623,7 +631,8 @@ fn conntrack_flush_forgets_one_rules_flows() -> Result<()> {
         "the flushed connection was reset: {st:?} {}",
         other.log()
     );
-    let st = wait_for(Duration::from_secs(30), || {
+    // The 1 MB/s download takes 30 s from its start.
+    let st = wait_for(Duration::from_secs(90), || {
         dl.child.try_wait().ok().flatten()
     })
     .context("download did not finish")?;

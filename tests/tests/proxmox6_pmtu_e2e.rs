@@ -90,7 +90,6 @@ fn without_packet_too_big_the_download_fails() -> Result<()> {
 }
 
 #[test]
-#[ignore = "phase B"]
 fn forwarder_sends_packet_too_big() -> Result<()> {
     if !require_root("forwarder_sends_packet_too_big") {
         return Ok(());

@@ -94,7 +94,7 @@ fn without_packet_too_big_the_big_answer_never_arrives() -> Result<()> {
 }
 
 #[test]
-#[ignore = "phase B"]
+#[ignore = "fails, not understood yet: the pod learns MTU 1280 from the forwarder's packet too big, but its next answers still come at 1400 bytes (issue 13)"]
 fn forwarder_lets_packet_too_big_reach_the_pod() -> Result<()> {
     if !require_root("forwarder_lets_packet_too_big_reach_the_pod") {
         return Ok(());

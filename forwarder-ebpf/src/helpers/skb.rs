@@ -236,6 +236,13 @@ pub fn is_gso(ctx: &TcContext) -> bool {
     unsafe { (*ctx.skb.skb).gso_size != 0 }
 }
 
+/// The payload size of each segment of a GSO packet (0: not GSO).
+#[inline(always)]
+pub fn gso_size(ctx: &TcContext) -> u32 {
+    // SAFETY: reading a field of the context the kernel passed in.
+    unsafe { (*ctx.skb.skb).gso_size }
+}
+
 /// Redirects to `ifindex`'s egress as is (for devices without neighbours).
 /// Returns the TC verdict.
 #[inline(always)]

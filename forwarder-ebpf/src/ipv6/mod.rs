@@ -1,33 +1,36 @@
-//! NAT66 for TCP and UDP at TC ingress (issue 13, phase B, first step):
-//! IPv6 clients of IPv6 targets, with the IPv4 path's flow table, listener
-//! and allow-list maps (their keys already hold 16-byte addresses and a
-//! family byte), redirected straight to the target's next hop.
+//! NAT66 for TCP and UDP at TC ingress (issue 13): IPv6 clients of IPv6
+//! targets, with the IPv4 path's flow table, listener and allow-list maps
+//! (their keys already hold 16-byte addresses and a family byte),
+//! redirected straight to the target's next hop, and the answers a router
+//! sends built in BPF (`reply`: time exceeded, packet too big, TCP RST and
+//! port unreachable for refused packets).
 //!
 //! ```text
 //! run: parse -> established (conntrack::existing) -----------> translate
 //!            \-> admit -> decide -> flow::create -> start_tracking -/
+//! entry: run, then the answer a `Verdict::answer` asks for (reply::answer)
 //! ```
 //!
 //! A program of its own (`fwd_ingress6`), tail-called by fwd_ingress for
 //! every packet that is not IPv4: verified separately, it adds nothing to
-//! fwd_ingress's verifier work or stack.
+//! fwd_ingress's verifier work or stack, and a kernel whose verifier
+//! rejects it still runs fwd_ingress (the daemon leaves the slot empty).
 //!
-//! The fact a reader gets wrong: this path is dormant in a release. The
-//! daemon refuses rules files with IPv6 forwards (rules::release), so no
-//! `AF_INET6` listener exists outside the test_run tables; this code runs
-//! for every IPv6 packet but finds no listener and passes it on, counted
-//! as `PassNoMatch`. Not here yet, and passed to the stack untranslated:
-//! extension headers (`PassIpOptions`, fragments `PassFragment`), ICMPv6
-//! (errors about flows and echo; neighbour discovery is never touched),
-//! NAT64/NAT46 listeners (`ListenFlags::XLAT`), flows that would need the
-//! stack path (no forwarding route, `path = "stack"`), `snat = "auto"`'s
-//! learning from retransmitted SYNs, and the XDP accelerator and the
-//! egress hook (IPv6 stays `PassNotIpv4` there). Refused packets (allow-
-//! list, segments without a flow) are dropped: no RST or ICMPv6 answer is
-//! built yet. Hop limit 1 is left to the stack.
+//! The fact a reader gets wrong: this code runs for every non-IPv4 packet
+//! on every interface the rules use (ARP included), and most of them are
+//! not its business: no listener, `PassNoMatch`. Not here yet, and passed
+//! to the stack untranslated: extension headers (`PassIpOptions`,
+//! fragments `PassFragment`), ICMPv6 (errors about flows and echo;
+//! neighbour discovery and router advertisements are never touched),
+//! NAT64/NAT46 listeners (`ListenFlags::XLAT`, which `forwarder run`
+//! refuses), flows that would need the stack path (no forwarding route,
+//! `path = "stack"`), `snat = "auto"`'s learning from retransmitted SYNs,
+//! and the XDP accelerator and the egress hook (IPv6 stays `PassNotIpv4`
+//! there).
 mod flow;
 mod nat;
 pub mod parse;
+mod reply;
 mod route;
 
 use aya_ebpf::{
@@ -37,9 +40,9 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     AllowKey, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags, ListenerKey,
-    ListenerValue, Reason, ALLOW_EXACT_V6_PREFIX, PROG_SLOT_IPV6, PROTO_TCP, RULE_DROP_DENIED,
-    RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW, RULE_DROP_RATE_LIMITED,
-    RULE_DROP_TABLE_FULL, TCX_NEXT,
+    ListenerValue, Reason, ALLOW_EXACT_V6_PREFIX, PROG_SLOT_IPV6, PROTO_TCP, PROTO_UDP,
+    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
+    RULE_DROP_RATE_LIMITED, RULE_DROP_TABLE_FULL, TCX_NEXT,
 };
 
 use crate::{
@@ -47,7 +50,7 @@ use crate::{
     counters,
     error::log_rewrite_failed,
     flow::handled_here,
-    hdr::{TCP_ACK, TCP_SYN},
+    hdr::{TCP_ACK, TCP_RST, TCP_SYN},
     helpers::skb,
     maps::{self, FlowRef},
     verdict::Verdict,
@@ -82,7 +85,14 @@ pub fn entry(ctx: &TcContext) -> i32 {
         return TCX_NEXT;
     };
     let len = ctx.len();
-    let verdict = run(ctx, ifindex, len, iface.flags.contains(IfaceFlags::L3));
+    let mut verdict = run(ctx, ifindex, len, iface.flags.contains(IfaceFlags::L3));
+    if verdict.is_answer() {
+        // One call site for the answers, at the top (see `Verdict::answer`).
+        verdict = match maps::per_cpu(&PKT6, 0) {
+            Some(p) => reply::answer(ctx, p, verdict),
+            None => Verdict::shot(Reason::DropError),
+        };
+    }
     counters::count_iface(iface.slot, Hook::TcIngress, verdict.reason(), len);
     verdict.action()
 }
@@ -154,20 +164,36 @@ fn admit(p: &Packet6, ifindex: u32) -> Result<&'static ListenerValue, Verdict> {
         // NAT64 is not here yet (see the module comment).
         return Err(Verdict::next(Reason::PassNoMatch));
     }
-    // Refused packets are dropped whatever `reject` says: the TCP RST and
-    // ICMPv6 answers the IPv4 path builds (`reply`) are not here yet, and
-    // the host's stack, which would answer, may run a service on the port.
+    // Refused packets are answered here (`reject`) or dropped, never
+    // handed to the stack: the host may run a service on the port.
     if l.flags.contains(ListenFlags::ALLOWLIST) {
         let k = Key::new(ALLOW_EXACT_V6_PREFIX, AllowKey::v6(l.rule_id, p.src));
         if maps::ALLOW.get(&k).is_none() {
             counters::count_rule_drop(l.rule_id, RULE_DROP_DENIED);
-            return Err(Verdict::shot(Reason::DropDenied));
+            return Err(refuse(p, l, Reason::DropDenied));
         }
     }
     if p.p.proto == PROTO_TCP && (p.p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN {
-        return Err(Verdict::shot(Reason::DropUntracked));
+        // Mid-stream segment of a flow we do not know: answered like a
+        // closed port would.
+        return Err(refuse(p, l, Reason::DropUntracked));
     }
     Ok(l)
+}
+
+/// What a packet for listener `l` that may not start a flow gets: with
+/// `reject = "rst"` what a closed port answers (a TCP RST, an ICMPv6 port
+/// unreachable), built by `reply`; otherwise, and for a RST, nothing.
+#[inline(always)]
+fn refuse(p: &Packet6, l: &ListenerValue, drop: Reason) -> Verdict {
+    if !l.flags.contains(ListenFlags::REJECT) {
+        return Verdict::shot(drop);
+    }
+    match p.p.proto {
+        PROTO_TCP if p.p.tcp_flags & TCP_RST == 0 => Verdict::answer(Reason::ReplyReset, 0),
+        PROTO_UDP => Verdict::answer(Reason::ReplyPortUnreach, 0),
+        _ => Verdict::shot(drop),
+    }
 }
 
 /// Decides the new flow's source, inserts both of its entries (the first
@@ -181,6 +207,10 @@ fn create_flow(
     a: &Arrival,
 ) -> Verdict {
     let rule_id = l.rule_id;
+    if p.p.ttl <= 1 {
+        // Expires here: answered, and no flow is left behind for it.
+        return Verdict::answer(Reason::ReplyTimeExceeded, 0);
+    }
     // Decided first, then created: two calls in a row (see tc.rs).
     let created = match route::decide(ctx, p, l, a.ifindex) {
         Ok(Some(d)) => flow::create(p, l, &d, a),
@@ -222,15 +252,20 @@ fn start_tracking(ctx: &TcContext, p: &Packet6, flow: FlowRef) {
     }
 }
 
-/// Applies `e`'s translation and sends the packet to its next hop.
+/// Applies `e`'s translation and sends the packet to its next hop, after
+/// the checks a router makes before forwarding (`route::next_hop`: hop
+/// limit, MTU), which answer the packet untranslated.
 #[inline(never)]
 fn translate(ctx: &TcContext, p: &Packet6, e: &FlowEntry) -> Verdict {
     // Read back from the map, offsets are unbounded scalars to the
     // verifier; the MSS option walk needs them bounded (the IPv4 path has
     // them on the stack, where their bounds survive).
     let q = parse::bounded(&p.p);
-    let sent =
-        nat::apply(ctx, &q, p, e).and_then(|()| route::forward(ctx, &q, &e.new_src, &e.new_dst));
+    let next = match route::next_hop(ctx, &q, &e.new_src, &e.new_dst) {
+        Ok(next) => next,
+        Err(verdict) => return verdict,
+    };
+    let sent = nat::apply(ctx, &q, p, e).and_then(|()| route::send(ctx, &q, &next));
     match sent {
         Ok(verdict) => verdict,
         Err(err) => {

@@ -2,15 +2,20 @@
 //! sending a translated packet to its next hop (the IPv4 path's `path` and
 //! `fib::forward`, for 16-byte addresses and without an IP checksum).
 use aya_ebpf::{
-    bindings::{BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC},
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
+        BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC,
+    },
     programs::TcContext,
 };
-use forwarder_common::{FlowFlags, IfaceFlags, ListenFlags, ListenerValue, Reason, SnatMode};
+use forwarder_common::{
+    FlowFlags, IfaceFlags, ListenFlags, ListenerValue, Reason, SnatMode, PROTO_TCP,
+};
 
-use super::parse::{Packet6, ETH_P_IPV6, IP6_HOP_LIMIT};
+use super::parse::{Packet6, ETH_P_IPV6, IP6_HOP_LIMIT, IPV6_HLEN};
 use crate::{
     error::RewriteError,
-    hdr::{ETH_HLEN, ETH_TYPE},
+    hdr::{ETH_HLEN, ETH_TYPE, UDP_HLEN},
     helpers::{
         fib::FibParams,
         skb::{self, Store},
@@ -24,6 +29,7 @@ use crate::{
 /// forwarding lookup whose neighbour bpf_redirect_neigh resolves.
 const ROUTE_WITH_SRC: u32 = BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH;
 const FORWARD_ROUTE: u32 = BPF_FIB_LOOKUP_SKIP_NEIGH;
+const OUTPUT_ROUTE: u32 = BPF_FIB_LOOKUP_OUTPUT | BPF_FIB_LOOKUP_SKIP_NEIGH;
 
 /// The new flow's source toward the target, and its flags (`SNAT`).
 pub struct Decision6 {
@@ -106,33 +112,67 @@ pub fn decide(
     }))
 }
 
-/// Sends a translated packet to its next hop (`src`/`dst`: the translated
-/// addresses). Hop limit 1, no route, a packet too big for the route, or
-/// forwarding disabled: the stack's business, as on the IPv4 path.
+/// Where a translated packet goes (from `next_hop`).
+pub struct Next6 {
+    oif: u32,
+    /// The FIB answer, in per-CPU scratch: the next hop's address.
+    fib: FibParams,
+}
+
+/// The route for a packet once translated to `src` -> `dst`, checked as a
+/// router checks before forwarding (RFC 8200 3, RFC 4443 3.1), on the
+/// packet as its sender sent it, so an answer quotes what the sender
+/// knows: `Err` is the verdict instead (hop limit 1 or 0: time exceeded;
+/// larger than the route's MTU: packet too big with that MTU, which IPv6
+/// routers never fragment; no route or forwarding off: the stack's).
 #[inline(always)]
-pub fn forward(
+pub fn next_hop(
     ctx: &TcContext,
     p: &Packet,
     src: &[u32; 4],
     dst: &[u32; 4],
-) -> Result<Verdict, RewriteError> {
+) -> Result<Next6, Verdict> {
     if p.ttl <= 1 {
-        // Counted as any packet left to the stack (`pass_ttl` is gone: its
-        // index now counts dead neighbours); ICMPv6 time exceeded is not
-        // built in BPF yet (issue 13).
-        return Ok(Verdict::ok(Reason::FwdStack));
+        return Err(Verdict::answer(Reason::ReplyTimeExceeded, 0));
     }
     let in_ifindex = skb::ifindex(ctx);
-    let Some(mut fp) = FibParams::v6(in_ifindex, p.proto, src, dst) else {
-        return Ok(Verdict::ok(Reason::FwdStack));
+    let Some(mut fib) = FibParams::v6(in_ifindex, p.proto, src, dst) else {
+        return Err(Verdict::ok(Reason::FwdStack));
     };
-    if !skb::is_gso(ctx) {
-        fp.set_tot_len(p.tot_len);
+    // A GSO packet leaves as segments of gso_size bytes of payload behind
+    // the headers: those must fit (as the kernel's forwarding path checks
+    // with skb_gso_validate_network_len). A TCP/UDP packet has no
+    // extension headers here (`parse::packet`).
+    let gso = skb::gso_size(ctx);
+    let l4_hlen = if p.proto == PROTO_TCP {
+        p.tcp_hlen as u32
+    } else {
+        UDP_HLEN as u32
+    };
+    let len = if gso == 0 {
+        p.tot_len
+    } else {
+        (IPV6_HLEN as u32 + l4_hlen + gso).min(u16::MAX as u32) as u16
+    };
+    fib.set_tot_len(len);
+    match fib.lookup_rc(ctx, FORWARD_ROUTE) {
+        rc if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 => Ok(Next6 {
+            oif: fib.oif(),
+            fib,
+        }),
+        rc if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 => {
+            Err(Verdict::answer(Reason::ReplyFragNeeded, fib.mtu_result()))
+        }
+        _ => Err(Verdict::ok(Reason::FwdStack)),
     }
-    if !fp.lookup(ctx, FORWARD_ROUTE) {
-        return Ok(Verdict::ok(Reason::FwdStack));
-    }
-    let out = fp.oif();
+}
+
+/// Sends a translated packet to the next hop `next_hop` found: hop limit
+/// decremented (we bypass the stack's forwarding, which would), link
+/// header pushed for an L3 ingress, neighbour resolved by the kernel.
+#[inline(always)]
+pub fn send(ctx: &TcContext, p: &Packet, next: &Next6) -> Result<Verdict, RewriteError> {
+    let out = next.oif;
     // No IP header checksum in IPv6: nothing balances the new hop limit
     // in skb->csum but the store itself.
     skb::store(
@@ -152,6 +192,15 @@ pub fn forward(
         skb::store(ctx, ETH_TYPE, &ETH_P_IPV6.to_be_bytes(), Store::PLAIN)
             .map_err(|_| RewriteError::StoreEthType)?;
     }
-    let action = skb::redirect_neigh_v6(out, &fp.nexthop_v6());
+    let action = skb::redirect_neigh_v6(out, &next.fib.nexthop_v6());
     Ok(Verdict::new(action, Reason::FwdRedirect))
+}
+
+/// The address this host sends its own packets to `dst` from, out of the
+/// interface the packet being answered came in on (as `fib::source_towards`).
+#[inline(always)]
+pub fn source_towards(ctx: &TcContext, dst: &[u32; 4]) -> Option<[u32; 4]> {
+    let mut p = FibParams::v6(skb::ifindex(ctx), 0, &[0; 4], dst)?;
+    p.lookup(ctx, OUTPUT_ROUTE | BPF_FIB_LOOKUP_SRC)
+        .then(|| p.src_v6())
 }

@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 
 use super::exit::{self, InvalidRules};
 
+#[path = "explain_host.rs"]
+mod explain_host;
+
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Exit status: 0 the file is valid (warnings and notes allowed); 1 it is \
@@ -70,8 +73,12 @@ pub struct ExplainArgs {
     /// name is shown as resolved at run time.
     #[arg(long = "resolve", value_name = "NAME=IP", value_parser = ex::parse_resolve)]
     pub resolve: Vec<(String, Ipv4Addr)>,
-    /// Look the targets' DNS names up now, as the daemon would (through
-    /// `dns_server`, or the system's resolver); `--resolve` takes precedence.
+    /// Look the targets up now, as the daemon would: their DNS names
+    /// (through `dns_server`, or the system's resolver; `--resolve` takes
+    /// precedence), and the matched target's route and next hop's
+    /// neighbour entry (a next hop that does not answer ARP changes what
+    /// its flows get: the stack's or a PREROUTING DNAT's answer, or ICMP
+    /// host unreachable).
     #[arg(long)]
     pub lookup: bool,
     /// Machine-readable output (errors too).
@@ -219,7 +226,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
             }
         }
     }
-    let query = ex::Query {
+    let mut query = ex::Query {
         iface: args.iface,
         from: args.from,
         to: args.to,
@@ -229,8 +236,22 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
         },
         iface_addrs,
         resolved,
+        host_notes: BTreeMap::new(),
     };
-    let explanation = ex::explain(&loaded.rules, &query);
+    let mut explanation = ex::explain(&loaded.rules, &query);
+    if args.lookup {
+        // The matched forward's target, as this host's tables see it now;
+        // asked again with what they say.
+        if let ex::Explanation::Translated { rule, original, .. } = &explanation {
+            let forward = loaded.rules.forward(rule);
+            if let (Some(f), ex::Endpoint::Known(t)) = (forward, &original.after.dst) {
+                if let Some(note) = explain_host::dead_next_hop(f, t.ip())? {
+                    query.host_notes.insert(t.ip(), note);
+                    explanation = ex::explain(&loaded.rules, &query);
+                }
+            }
+        }
+    }
     if args.json {
         exit::print_json(&explain_json(&query, &explanation));
     } else {

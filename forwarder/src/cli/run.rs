@@ -64,6 +64,23 @@ fn tc_legacy_reason() -> Result<Option<&'static str>> {
     }
 }
 
+/// The environment variable that leaves the IPv6 path out (`off`): what a
+/// kernel whose verifier rejects `fwd_ingress6` gets, for operations (IPv6
+/// untouched by the forwarder) and the e2e test of that degraded mode.
+pub const FORCE_IPV6_ENV: &str = "FORWARDER_FORCE_IPV6";
+
+/// Why the IPv6 path is to stay out, as far as FORCE_IPV6_ENV says.
+fn ipv6_off_reason() -> Result<Option<&'static str>> {
+    match std::env::var(FORCE_IPV6_ENV).as_deref() {
+        Err(_) | Ok("") => Ok(None),
+        Ok("off") => Ok(Some("FORWARDER_FORCE_IPV6=off")),
+        Ok(other) => anyhow::bail!(
+            "{FORCE_IPV6_ENV}={other:?}: the only value is \"off\" (unset it to load the IPv6 \
+             path)"
+        ),
+    }
+}
+
 /// Asks the kernel for everything the forwarder needs (`forwarder doctor`
 /// without the scratch-namespace part) and refuses to start, naming what is
 /// missing, when something is; what only takes something away is logged.
@@ -127,6 +144,7 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         "forwarder run needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for bpffs)"
     );
     let tc_legacy = tc_legacy_reason()?;
+    let ipv6_off = ipv6_off_reason()?;
     // Held until the process ends: `reload`, `down` and a second `run`
     // find this daemon by it, not by a pid that may have been recycled.
     let _lock = running::DaemonLock::take(run_dir)?;
@@ -138,8 +156,10 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         conntrack_max: loaded.rules.global.conntrack_max,
         log_level: kernel_log_level(&level),
         kernel_features,
-        // Always false while `run` refuses IPv6 forwards (rules::release).
+        // A reload that adds the first IPv6 forward loads it then
+        // (`Dataplane::ensure_ipv6`).
         ipv6: loaded.rules.forwards.iter().any(rules::needs_ipv6),
+        ipv6_off,
     })?;
     dp.tc_legacy = tc_legacy;
     if let Some(why) = tc_legacy {

@@ -316,7 +316,7 @@ fn write_neighbours(
     use forwarder_common::NeighFlags;
     let have = maps.neighbours()?;
     for addr in have.keys().filter(|a| !want.contains_key(a)) {
-        info!(neighbour = %addr, "target's neighbour answers again (or is no target any more): new flows are redirected to it");
+        info!(neighbour = %addr, "next hop answers again (or is no target's next hop any more): new flows are redirected to it");
         maps.set_neighbour(*addr, None)?;
     }
     for (addr, flags) in want {
@@ -324,9 +324,9 @@ fn write_neighbours(
             continue;
         }
         if flags.contains(NeighFlags::UNREACHABLE) {
-            warn!(neighbour = %addr, "target's neighbour does not answer ARP (FAILED): flows keeping the client's address go through the stack, others are answered ICMP host unreachable");
+            warn!(neighbour = %addr, "next hop does not answer ARP (FAILED; an on-link target, a target's gateway, or a target behind it): flows keeping the client's address go through the stack, others are answered ICMP host unreachable");
         } else {
-            info!(neighbour = %addr, "target's neighbour left the neighbour table after failing: flows keeping the client's address stay on the stack path, others probe it again");
+            info!(neighbour = %addr, "next hop left the neighbour table after failing: flows keeping the client's address stay on the stack path, others probe it again");
         }
         maps.set_neighbour(*addr, Some(*flags))?;
     }

@@ -2,8 +2,8 @@
 //! Over rtnetlink: links (index, link type, MTU, kind), routes (which
 //! interface reaches each target, so the daemon hooks the side replies
 //! arrive on), interface addresses (for listeners that follow "the
-//! interface's own addresses"), the neighbour entries of on-link targets
-//! (a dead one must not be redirected to), and a watch for changes of any
+//! interface's own addresses"), the neighbour entries of the targets' next
+//! hops (a dead one must not be redirected to), and a watch for changes of any
 //! of them (the one event source: `watch`).
 //! From the dataplane: what is attached and registered, how big the maps
 //! are. The rules file is the other input of `plan`. Addresses and routes
@@ -64,13 +64,13 @@ pub struct Facts {
     pub tc_legacy: Option<&'static str>,
     /// What each DNS-name target resolves to (`resolve.rs`), by name.
     pub names: BTreeMap<String, NameFact>,
-    /// The kernel's neighbour entries for the on-link targets (the
-    /// neighbour is the target itself), by address; no entry: none.
+    /// The kernel's neighbour entries for the targets' next hops (the
+    /// target itself on-link, else its gateway), by address; no entry: none.
     pub neighbours: BTreeMap<Ipv4Addr, Neighbour>,
     /// What `FWD_NEIGH` holds now (the last plan's dead neighbours): a
     /// target stays dead while the kernel probes it again (`plan::neighbours`).
     pub neigh_map: BTreeMap<Ipv4Addr, NeighFlags>,
-    /// On-link targets found dead at some time in this daemon's life (the
+    /// Targets (and next hops) found dead at some time in this daemon's life (the
     /// daemon's memory, not the kernel's): flows to them may have gone
     /// through the stack, so their forwards keep the egress program.
     pub dead_once: BTreeSet<Ipv4Addr>,
@@ -138,19 +138,14 @@ impl Facts {
         for t in targets.into_iter().collect::<BTreeSet<_>>() {
             routes.insert(t, route_get(handle, t).await);
         }
-        // Neighbours are followed for IPv4 targets only (IPv6 neighbour
-        // discovery is never touched, issue 13).
-        let on_link: BTreeSet<Ipv4Addr> = routes
-            .iter()
-            .filter(|(_, r)| r.is_some_and(|r| r.gateway.is_none()))
-            .filter_map(|(t, _)| match t {
-                IpAddr::V4(a) => Some(*a),
-                IpAddr::V6(_) => None,
-            })
+        // Each IPv4 target's next hop (itself on-link, or its gateway):
+        // IPv6 neighbour discovery is never touched (issue 13).
+        let hops = super::plan::neigh::next_hops(&routes)
+            .into_values()
             .collect();
         Ok(Facts {
             route_mtus: route_mtus(handle).await?,
-            neighbours: neighbours(handle, &on_link).await?,
+            neighbours: neighbours(handle, &hops).await?,
             neigh_map: dp.maps.neighbours()?,
             dead_once: BTreeSet::new(),
             links: links(handle).await?,
@@ -248,7 +243,7 @@ pub fn neigh_event(msg: &RouteNetlinkMessage) -> Option<(Ipv4Addr, Option<NeighS
 
 /// Whether a netlink event is worth a reconcile: every link, address and
 /// route change is; a neighbour change only when it is about a target
-/// (`watched`: the on-link targets) and could change what `FWD_NEIGH`
+/// (`watched`: the targets' next hops) and could change what `FWD_NEIGH`
 /// says: it failed, is being probed, went away, or is one the map holds.
 /// Neighbours go REACHABLE -> STALE -> DELAY -> REACHABLE all day long
 /// without that.

@@ -73,7 +73,7 @@ pub struct Daemon {
     /// What the last reconcile that applied changed (`forwarder reload`
     /// prints it).
     last_changes: Option<changes::Changes>,
-    /// Neighbours: the on-link targets (whose neighbour events matter),
+    /// Neighbours: the targets' next hops (whose neighbour events matter),
     /// what `FWD_NEIGH` holds, and the targets ever found dead
     /// (`plan_neigh.rs`).
     neigh_watched: std::collections::BTreeSet<std::net::Ipv4Addr>,
@@ -93,16 +93,17 @@ pub fn load_rules(path: &std::path::Path) -> Result<rules::Loaded, String> {
         Some(d) => d.to_string(),
         None => e.to_string(),
     })?;
-    // The rules format takes IPv6 and dual-stack forwards; this release's
-    // dataplane does not translate them (issue 13). Refusing the file keeps
-    // the running configuration, instead of listeners that never match.
-    // The text is `check`'s warning as an error: same place, same words.
+    // The rules format takes forwards that translate between families
+    // (NAT64/NAT46); this release's dataplane does not (issue 13). Refusing
+    // the file keeps the running configuration, instead of listeners that
+    // never match. The text is `check`'s warning as an error: same place,
+    // same words.
     let refused = loaded.not_forwarded();
     if !refused.is_empty() {
         let file = path.display().to_string();
         let mut text: Vec<String> = refused.iter().map(|d| d.render(&file)).collect();
         text.push(format!(
-            "{file}: not loaded: {} forward{} need{} IPv6 forwarding, which is not in this release",
+            "{file}: not loaded: {} forward{} need{} NAT64/NAT46, which is not in this release",
             refused.len(),
             if refused.len() == 1 { "" } else { "s" },
             if refused.len() == 1 { "s" } else { "" },
@@ -344,8 +345,12 @@ impl Daemon {
         let mut facts = Facts::gather(&self.netlink, targets, names, &self.dp).await?;
         facts.dead_once = self.dead_once.clone();
         let plan = plan::plan(&self.loaded.rules, &facts, &self.record)?;
-        self.neigh_watched = plan::neigh::on_link_targets(&facts);
+        self.neigh_watched = plan::neigh::watched(&facts);
         let changes = self.changes(&plan);
+        if self.loaded.rules.forwards.iter().any(rules::needs_ipv6) {
+            // Loaded at start only when the file had an IPv6 forward.
+            self.dp.ensure_ipv6()?;
+        }
         let applied = apply::apply(&mut self.dp, &plan, &mut self.record, &mut self.faults)?;
         self.dead_once.extend(plan.neigh.keys());
         self.neigh_dead = plan.neigh.clone();
@@ -434,9 +439,20 @@ impl Daemon {
             other_nodes: self.loaded.other_nodes.clone(),
             interfaces: self.iface_status.clone(),
             rules: self.rule_status.clone(),
-            warnings: crate::snat_ports::warnings(&self.loaded.rules.global.snat_ports),
+            warnings: self.warnings(),
         };
         status::write(&self.run_dir, &st)
+    }
+
+    /// What `status` lists under warnings: problems that do not stop the
+    /// daemon (snat_ports overlapping the host's ephemeral ports, the IPv6
+    /// path off).
+    fn warnings(&self) -> Vec<String> {
+        let mut w = crate::snat_ports::warnings(&self.loaded.rules.global.snat_ports);
+        if let Some(why) = &self.dp.ipv6_off {
+            w.push(crate::dataplane::ipv6_off_warning(why));
+        }
+        w
     }
 
     /// Routing may have changed: every flow's cached FIB answer is stale.

@@ -214,10 +214,7 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
                 .count();
             let target = &targets[&r.forward.name];
             s.decision = match target {
-                Ok(a) => match neigh::explain(&r.forward, facts, &dead, *a) {
-                    Some(n) => format!("{}; {n}", explain_decision(&r.forward, facts, *a)),
-                    None => explain_decision(&r.forward, facts, *a),
-                },
+                Ok(a) => decision(&r.forward, facts, &dead, *a),
                 Err(why) => format!(
                     "paused: {why}; no listener, so new connections are refused like on a \
                      closed port (flows already established keep their translation)"
@@ -454,58 +451,9 @@ pub fn xdp_choice(setting: AttachMode, iface: &Iface) -> XdpChoice {
     }
 }
 
-/// What can be said from the routing table about a forward's SNAT and
-/// path decision. The kernel decides per flow with the same FIB, so this is
-/// a forecast for `status` and the log, not a second implementation.
-/// `target`: the address the forward's flows go to now.
-pub fn explain_decision(f: &Forward, facts: &Facts, target: IpAddr) -> String {
-    let route = facts.route(target);
-    let oif = facts.route_link(target);
-    let oif_name = oif.map_or("?", |l| l.name.as_str());
-    let via = |r: &Route| match r.gateway {
-        None => format!("redirected straight to {oif_name} (on-link)"),
-        Some(g) => format!("through the stack (target behind gateway {g} on {oif_name})"),
-    };
-    let prefsrc = |r: &Route| {
-        r.prefsrc
-            .map_or("the egress address".into(), |a| a.to_string())
-    };
-    match (f.snat, route) {
-        (Snat::Off, None) => "client address kept; no forwarding route to the target: through the \
-             stack (virtual or local target), replies translated back at egress"
-            .into(),
-        (Snat::Off, Some(r)) => format!("client address kept; {}", via(&r)),
-        (Snat::Fixed(a), Some(_)) => format!("source rewritten to {a}; redirected to {oif_name}"),
-        (Snat::Masquerade, Some(r)) => format!(
-            "source rewritten to {} (masquerade); redirected to {oif_name}",
-            prefsrc(&r)
-        ),
-        (Snat::Fixed(_) | Snat::Masquerade, None) => {
-            "no forwarding route to the target: new flows are dropped (counted as errors) \
-             until one exists"
-                .into()
-        }
-        (Snat::Auto, None) => format!(
-            "client address kept: the target has no forwarding route (a virtual address such \
-             as a ClusterIP, or local), so flows go through the stack (which cannot take a \
-             SNAT) and replies are translated back at egress of {}",
-            f.iface
-        ),
-        (Snat::Auto, Some(r)) if oif.is_some_and(|l| l.name == f.iface) => format!(
-            "SNAT to {}: the target is reached through {} itself, so its replies would \
-             bypass this host",
-            prefsrc(&r),
-            f.iface
-        ),
-        (Snat::Auto, Some(r)) => format!(
-            "client address kept when the route back to the client leaves through {} \
-             (decided per flow), else SNAT; a backend whose answers bypass this host is \
-             switched to SNAT on the client's first SYN retransmit; {}",
-            f.iface,
-            via(&r)
-        ),
-    }
-}
+#[path = "plan_decision.rs"]
+mod decision;
+pub use decision::{decision, explain_decision};
 
 #[path = "plan_hints.rs"]
 pub mod hints;

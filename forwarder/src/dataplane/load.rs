@@ -23,7 +23,7 @@ use forwarder_common::{
     MAPS, MAP_CONFIG, MAP_FLOWS, MAP_PROGS, PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS,
     PROG_INGRESS, PROG_INGRESS6, PROG_SLOT_IPV6, PROG_XDP,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{maps::Maps, Dataplane};
 
@@ -51,6 +51,10 @@ pub struct LoadOptions<'a> {
     /// second ~300k-instruction program at every start (tens of seconds
     /// on an emulated or busy machine), nor depend on a kernel accepting it.
     pub ipv6: bool,
+    /// Leave `fwd_ingress6` out of `FWD_PROGS` without loading it, saying
+    /// why (FORWARDER_FORCE_IPV6=off): what a kernel whose verifier
+    /// rejects it gets, on demand. Wins over `ipv6`.
+    pub ipv6_off: Option<&'static str>,
 }
 
 impl Default for LoadOptions<'_> {
@@ -61,6 +65,7 @@ impl Default for LoadOptions<'_> {
             log_level: 0,
             kernel_features: forwarder_common::FEATURES_ALL,
             ipv6: true,
+            ipv6_off: None,
         }
     }
 }
@@ -168,9 +173,15 @@ impl Dataplane {
                 .try_into()?;
             prog.load().map_err(|e| rejected(name, &e))?;
         }
-        if opts.ipv6 {
-            fill_tail_calls(&mut ebpf)?;
+        let ipv6_off = match opts.ipv6_off {
+            Some(why) => Some(why.to_string()),
+            None if opts.ipv6 => fill_tail_calls(&mut ebpf)?,
+            None => None,
+        };
+        if let Some(why) = &ipv6_off {
+            warn!("{}", ipv6_off_warning(why));
         }
+        let ipv6_loaded = opts.ipv6 && ipv6_off.is_none();
         let xdp: &mut Xdp = ebpf
             .program_mut(PROG_XDP)
             .with_context(|| format!("program {PROG_XDP} missing from the object"))?
@@ -187,6 +198,8 @@ impl Dataplane {
             attached: BTreeMap::new(),
             adopted,
             tc_legacy: None,
+            ipv6_off,
+            ipv6_loaded,
         };
         if dp.adopted.maps == 0 {
             dp.maps.set_config(GlobalConfig::DEFAULT)?;
@@ -196,14 +209,39 @@ impl Dataplane {
     }
 }
 
+impl Dataplane {
+    /// Loads `fwd_ingress6` now if the rules came to need it after a start
+    /// without it (`LoadOptions::ipv6` false): a reload that adds the first
+    /// IPv6 forward. A rejection turns the IPv6 path off, as at load.
+    pub fn ensure_ipv6(&mut self) -> Result<()> {
+        if self.ipv6_loaded || self.ipv6_off.is_some() {
+            return Ok(());
+        }
+        match fill_tail_calls(&mut self.ebpf)? {
+            None => self.ipv6_loaded = true,
+            Some(why) => {
+                warn!("{}", ipv6_off_warning(&why));
+                self.ipv6_off = Some(why);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Loads `fwd_ingress6` and puts it where fwd_ingress tail-calls it
 /// (`FWD_PROGS`, a private map: programs are loaded anew by each daemon).
-fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<()> {
+/// `Some(why)` when the verifier rejects it: the slot stays empty and
+/// fwd_ingress passes IPv6 to the stack untranslated (`PassNotIpv4`), so a
+/// kernel that cannot take the IPv6 path still forwards IPv4. A missing
+/// program or map is a broken object, an error.
+fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<Option<String>> {
     let prog: &mut SchedClassifier = ebpf
         .program_mut(PROG_INGRESS6)
         .with_context(|| format!("program {PROG_INGRESS6} missing from the object"))?
         .try_into()?;
-    prog.load().map_err(|e| rejected(PROG_INGRESS6, &e))?;
+    if let Err(e) = prog.load() {
+        return Ok(Some(rejected(PROG_INGRESS6, &e).to_string()));
+    }
     let fd = prog.fd()?.try_clone()?;
     let map = ebpf
         .map_mut(MAP_PROGS)
@@ -212,7 +250,16 @@ fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<()> {
     progs
         .set(PROG_SLOT_IPV6, &fd, 0)
         .with_context(|| format!("putting {PROG_INGRESS6} into {MAP_PROGS}"))?;
-    Ok(())
+    Ok(None)
+}
+
+/// What the daemon logs and `status` shows when the IPv6 path is off.
+pub fn ipv6_off_warning(why: &str) -> String {
+    format!(
+        "the IPv6 path is off ({why}): IPv6 forwards are not translated, IPv6 packets pass to \
+         the host's stack as without the forwarder (counted as pass_not_ipv4); IPv4 forwards \
+         are not affected"
+    )
 }
 
 /// One line for a program the verifier refused (its last words); the whole

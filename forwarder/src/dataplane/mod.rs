@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 use aya::{programs::SchedClassifier, Ebpf};
 use forwarder_common::{PROG_EGRESS, PROG_INGRESS};
 
-pub use load::{check_pinned_layout, teardown, Adopted, LoadOptions, OBJECT};
+pub use load::{check_pinned_layout, ipv6_off_warning, teardown, Adopted, LoadOptions, OBJECT};
 pub use maps::Maps;
 
 use links::Attachment;
@@ -63,6 +63,11 @@ pub struct Dataplane {
     /// at start from the kernel probe or FORWARDER_FORCE_ATTACH); `None`:
     /// TCX, unless the rules say `attach = "tc-legacy"`.
     pub tc_legacy: Option<&'static str>,
+    /// Why `fwd_ingress6` is not in `FWD_PROGS` (the verifier rejected it,
+    /// or FORWARDER_FORCE_IPV6=off); `None`: IPv6 forwards are translated.
+    pub ipv6_off: Option<String>,
+    /// `fwd_ingress6` is in `FWD_PROGS` (see `ensure_ipv6`).
+    ipv6_loaded: bool,
 }
 
 impl Dataplane {

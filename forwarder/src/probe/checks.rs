@@ -156,14 +156,28 @@ pub(super) fn attach_checks(
             Ok(Some(n)) => format!("accepted, {n} instructions verified"),
             _ => "accepted".into(),
         };
+        // fwd_ingress6 is optional: rejected, the daemon leaves its
+        // FWD_PROGS slot empty and IPv6 passes to the stack untranslated.
+        let ipv6 = name == forwarder_common::PROG_INGRESS6;
         let ok = c.add(
             format!("verifier: {name}"),
             r.clone().map(|_| true),
-            Impact::Fatal,
+            if ipv6 {
+                Impact::Degraded
+            } else {
+                Impact::Fatal
+            },
             detail,
-            format!("the verifier rejects {name}: {why}"),
+            if ipv6 {
+                format!(
+                    "the verifier rejects {name}: {why}; IPv6 forwards are not translated \
+                     (IPv6 passes to the host's stack), IPv4 is not affected"
+                )
+            } else {
+                format!("the verifier rejects {name}: {why}")
+            },
         );
-        loads &= ok;
+        loads &= ok || ipv6;
     }
     f.object_loads = Some(loads);
     c.add(

@@ -298,6 +298,9 @@ pub fn step(h: &mut Host, s: &Step) -> Outcome {
             assert_bytes(case, &run.out, want);
         }
         Out::Checked => {}
+        // An IPv6 answer is checked by its caller (test_run/ipv6_answers.rs):
+        // `verify` reads IPv4.
+        Out::Answer if !s.l3 && run.out.get(12..14) == Some(&[0x86, 0xdd][..]) => {}
         Out::Answer => {
             verify(case, &run.out, s.l3);
         }

@@ -25,6 +25,7 @@ mod counters;
 mod fib_cache;
 mod icmp_echo;
 mod icmp_errors;
+mod ipv6_answers;
 mod l3_tun;
 mod left_alone;
 mod limits;

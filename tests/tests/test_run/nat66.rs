@@ -1,8 +1,7 @@
 //! NAT66 at TC ingress (issue 13, phase B): IPv6 clients of IPv6 targets,
 //! TCP and UDP, through the IPv4 path's maps (AF_INET6 listener, allow and
-//! flow keys). The daemon does not install such forwards in this release
-//! (`forwarder run` refuses them); these tables load them through the
-//! daemon's plan and apply steps directly.
+//! flow keys), loaded through the daemon's plan and apply steps. The
+//! answers the IPv6 path builds are test_run/ipv6_answers.rs's.
 //!
 //! ```text
 //!  lan ── veth ── vmbr0  192.168.1.55/24, 2001:db8:1::55/64
@@ -24,11 +23,11 @@ use forwarder_tests::{
     testrun::{
         frames::{mac_of, HOST_MAC},
         tc::*,
-        Host, LAN_IF, SNAT_PORTS, TCX_NEXT, TC_ACT_REDIRECT, TC_ACT_SHOT, VM_IF,
+        Host, LAN_IF, SNAT_PORTS, TCX_NEXT, TC_ACT_REDIRECT, VM_IF,
     },
 };
 
-const RULES: &str = r#"
+pub(super) const RULES: &str = r#"
 [global]
 snat_ports = "41000-41015"
 
@@ -63,38 +62,56 @@ listen = "2001:db8:1::55"
 port = 82
 to = "[fd00:100::80]:80"
 allow = ["2001:db8:1::10"]
+
+[[forward]]
+name = "allowudp6"
+in = "vmbr0"
+listen = "2001:db8:1::55"
+proto = "udp"
+port = 83
+to = "[fd00:100::80]:53"
+allow = ["2001:db8:1::10"]
+
+[[forward]]
+name = "silent6"
+in = "vmbr0"
+listen = "2001:db8:1::55"
+port = 84
+to = "[fd00:100::80]:80"
+allow = ["2001:db8:1::10"]
+reject = "drop"
 "#;
 
-type Ip6 = [u8; 16];
+pub(super) type Ip6 = [u8; 16];
 
-const fn ip6(prefix: [u8; 8], host: u16) -> Ip6 {
+pub(super) const fn ip6(prefix: [u8; 8], host: u16) -> Ip6 {
     let h = host.to_be_bytes();
     [
         prefix[0], prefix[1], prefix[2], prefix[3], prefix[4], prefix[5], prefix[6], prefix[7], 0,
         0, 0, 0, 0, 0, h[0], h[1],
     ]
 }
-const LAN6: [u8; 8] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0];
-const VM6NET: [u8; 8] = [0xfd, 0, 0x01, 0, 0, 0, 0, 0];
-const CLIENT6: Ip6 = ip6(LAN6, 0x10);
-const OTHER6: Ip6 = ip6(LAN6, 0x11);
-const HOST_LAN6: Ip6 = ip6(LAN6, 0x55);
-const HOST_VM6: Ip6 = ip6(VM6NET, 1);
-const VM6: Ip6 = ip6(VM6NET, 0x80);
+pub(super) const LAN6: [u8; 8] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0];
+pub(super) const VM6NET: [u8; 8] = [0xfd, 0, 0x01, 0, 0, 0, 0, 0];
+pub(super) const CLIENT6: Ip6 = ip6(LAN6, 0x10);
+pub(super) const OTHER6: Ip6 = ip6(LAN6, 0x11);
+pub(super) const HOST_LAN6: Ip6 = ip6(LAN6, 0x55);
+pub(super) const HOST_VM6: Ip6 = ip6(VM6NET, 1);
+pub(super) const VM6: Ip6 = ip6(VM6NET, 0x80);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Ep6 {
-    ip: Ip6,
-    port: u16,
+pub(super) struct Ep6 {
+    pub ip: Ip6,
+    pub port: u16,
 }
 
-const fn ep6(ip: Ip6, port: u16) -> Ep6 {
+pub(super) const fn ep6(ip: Ip6, port: u16) -> Ep6 {
     Ep6 { ip, port }
 }
 
 /// The fixture with IPv6 addresses on both bridges (no DAD: usable at
 /// once), IPv6 forwarding on, and the rules loaded.
-fn host() -> Option<Host> {
+pub(super) fn host() -> Option<Host> {
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("nat66");
     if !forwarder_tests::require_root(test) {
@@ -109,13 +126,13 @@ fn host() -> Option<Host> {
     Some(h)
 }
 
-fn mac6(ip: Ip6) -> [u8; 6] {
+pub(super) fn mac6(ip: Ip6) -> [u8; 6] {
     mac_of([ip[12], ip[13], ip[14], ip[15]])
 }
 
 /// A TCP segment `src` -> `dst` (flags "S", "SA", "A"), with an MSS option
 /// on SYNs, hop limit `hop`.
-fn tcp6(src: Ep6, dst: Ep6, flags: &str, hop: u8, payload: &[u8]) -> Vec<u8> {
+pub(super) fn tcp6(src: Ep6, dst: Ep6, flags: &str, hop: u8, payload: &[u8]) -> Vec<u8> {
     let mut b = PacketBuilder::ethernet2(mac6(src.ip), HOST_MAC)
         .ipv6(src.ip, dst.ip, hop)
         .tcp(src.port, dst.port, 1000, 64000);
@@ -133,7 +150,7 @@ fn tcp6(src: Ep6, dst: Ep6, flags: &str, hop: u8, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-fn udp6(src: Ep6, dst: Ep6, payload: &[u8]) -> Vec<u8> {
+pub(super) fn udp6(src: Ep6, dst: Ep6, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
     PacketBuilder::ethernet2(mac6(src.ip), HOST_MAC)
         .ipv6(src.ip, dst.ip, 64)
@@ -146,7 +163,7 @@ fn udp6(src: Ep6, dst: Ep6, payload: &[u8]) -> Vec<u8> {
 /// What etherparse reads in an output frame whose TCP/UDP checksum it
 /// recomputed and found right.
 #[derive(Debug, PartialEq, Eq)]
-struct Seen6 {
+pub(super) struct Seen6 {
     src: Ep6,
     dst: Ep6,
     hop: u8,
@@ -154,7 +171,7 @@ struct Seen6 {
     payload: Vec<u8>,
 }
 
-fn read6(case: &str, out: &[u8]) -> Seen6 {
+pub(super) fn read6(case: &str, out: &[u8]) -> Seen6 {
     let h = PacketHeaders::from_ethernet_slice(out)
         .unwrap_or_else(|e| panic!("{case}: output does not parse: {e}"));
     let Some(NetHeaders::Ipv6(ip, _)) = &h.net else {
@@ -197,7 +214,7 @@ fn read6(case: &str, out: &[u8]) -> Seen6 {
     s
 }
 
-fn words(ip: Ip6) -> [u32; 4] {
+pub(super) fn words(ip: Ip6) -> [u32; 4] {
     let mut w = [0u32; 4];
     for (i, c) in ip.chunks(4).enumerate() {
         w[i] = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
@@ -205,7 +222,7 @@ fn words(ip: Ip6) -> [u32; 4] {
     w
 }
 
-fn key6(src: Ep6, dst: Ep6, proto: u8) -> FlowKey {
+pub(super) fn key6(src: Ep6, dst: Ep6, proto: u8) -> FlowKey {
     FlowKey {
         src: words(src.ip),
         dst: words(dst.ip),
@@ -221,21 +238,21 @@ fn key6(src: Ep6, dst: Ep6, proto: u8) -> FlowKey {
 /// flow and leaves for the VM as `want_src` (a port from the SNAT range
 /// when `snat`, else the client's own), the VM's answer comes back to the
 /// client from the listener. Checks verdicts, counters, both entries.
-struct Exchange {
-    what: &'static str,
-    rule: &'static str,
-    proto: u8,
-    client: Ep6,
-    listen: Ep6,
-    vm: Ep6,
-    want_src: Ip6,
-    snat: bool,
+pub(super) struct Exchange {
+    pub what: &'static str,
+    pub rule: &'static str,
+    pub proto: u8,
+    pub client: Ep6,
+    pub listen: Ep6,
+    pub vm: Ep6,
+    pub want_src: Ip6,
+    pub snat: bool,
     /// The MSS the SYN leaves with (the daemon's auto clamp for IPv6
     /// between 1500-byte links: 1500 - 60).
-    mss: Option<u16>,
+    pub mss: Option<u16>,
 }
 
-fn exchange(h: &mut Host, x: &Exchange) {
+pub(super) fn exchange(h: &mut Host, x: &Exchange) {
     let first = if x.proto == PROTO_TCP {
         tcp6(x.client, x.listen, "S", 64, b"")
     } else {
@@ -369,12 +386,13 @@ fn nat66_tcp_and_udp_flows_are_translated_both_ways_with_every_snat_mode() {
 fn an_ipv6_allow_list_refuses_other_sources_and_admits_its_own() {
     let Some(mut h) = host() else { return };
     let syn = tcp6(ep6(OTHER6, 40000), ep6(HOST_LAN6, 82), "S", 64, b"");
-    // Refused: dropped (reject = "rst" has no IPv6 answer yet, and the
-    // host's stack, which would answer, may run a service on the port);
-    // no flow.
+    // Refused: answered with a RST (reject = "rst", the default; its bytes
+    // are test_run/ipv6_answers.rs's), never handed to the host's stack,
+    // which may run a service on the port; no flow.
     let s = ingress("SYN from a source outside the allow-list", LAN_IF, syn)
-        .expect(TC_ACT_SHOT, Reason::DropDenied)
-        .rule("allow6", dropped(RULE_DROP_DENIED));
+        .expect(TC_ACT_REDIRECT, Reason::ReplyReset)
+        .rule("allow6", dropped(RULE_DROP_DENIED))
+        .out(Out::Answer);
     let o = step(&mut h, &s);
     assert_flows(&s.description, &o.delta, &[], &[], &[]);
     exchange(
@@ -439,11 +457,12 @@ fn ipv6_packets_without_a_listener_or_with_extension_headers_are_left_alone() {
                 Reason::PassNoMatch,
             ),
             ingress(
-                "ACK to a listener, no flow: dropped, never to the stack",
+                "ACK to a listener, no flow: reset, never to the stack",
                 LAN_IF,
                 tcp6(client, ep6(HOST_LAN6, 80), "A", 64, b"x"),
             )
-            .expect(TC_ACT_SHOT, Reason::DropUntracked),
+            .expect(TC_ACT_REDIRECT, Reason::ReplyReset)
+            .out(Out::Answer),
             pass("neighbour solicitation", ns, Reason::PassNoMatch),
             pass(
                 "SYN behind a hop-by-hop header",
