@@ -274,10 +274,18 @@ fn a_failing_accept_backs_off_instead_of_spinning() -> Result<()> {
     let pid = s.daemon.pid().context("daemon")?;
     // Out of file descriptors: the lowest free descriptor number becomes
     // the limit, so the next accept fails with EMFILE.
-    let used: std::collections::BTreeSet<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    let lowest_free = (0..).find(|n| !used.contains(n)).unwrap();
+    // The lowest over several looks: a descriptor the daemon holds only
+    // for a moment (a status write, a netlink dump) would otherwise raise
+    // the limit past a slot that is free again when the client connects,
+    // and the accept would succeed.
+    let mut lowest_free = u32::MAX;
+    for _ in 0..20 {
+        let used: std::collections::BTreeSet<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        lowest_free = lowest_free.min((0..).find(|n| !used.contains(n)).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let limit = format!("--nofile={lowest_free}:");
     let pid_s = pid.to_string();
     let soft = std::fs::read_to_string(format!("/proc/{pid}/limits"))?
