@@ -790,3 +790,33 @@ pub fn local_delivered(ns: &Netns) -> Result<u64> {
 pub fn sa(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(ip, port)
 }
+
+/// Sends UDP to the router's port 5000 from the client until an ICMP host
+/// unreachable (3/1) comes back (ARP for a dead next hop gives up after
+/// about 3 s, then the forwarder hears of it), and checks that it comes
+/// from the address the client used and quotes the datagram as the client
+/// sent it. `what` names the case in failures.
+pub fn udp_gets_host_unreachable(t: &Topo, what: &str) -> Result<()> {
+    let cap = Capture::open(&t.client, "eth0")?;
+    let sock = udp_socket(&t.client, sa(Ipv4Addr::UNSPECIFIED, 0))?;
+    let sport = sock.local_addr()?.port();
+    let unreach = crate::process::wait_for(Duration::from_secs(30), || {
+        let _ = sock.send_to(b"anyone?", sa(ROUTER_LAN, 5000));
+        cap.find(Duration::from_secs(1), |p| {
+            !p.outgoing && p.icmp() == Some((3, 1))
+        })
+    })
+    .with_context(|| format!("{what}: no host unreachable"))?;
+    anyhow::ensure!(
+        (unreach.src(), unreach.dst()) == (ROUTER_LAN, CLIENT),
+        "{what}: host unreachable from {} to {}",
+        unreach.src(),
+        unreach.dst()
+    );
+    let q = unreach.icmp_quote().context("quote")?;
+    anyhow::ensure!(
+        (q.src(), q.dst(), q.ports()) == (CLIENT, ROUTER_LAN, Some((sport, 5000))),
+        "{what}: the quote is not the datagram as the client sent it"
+    );
+    Ok(())
+}

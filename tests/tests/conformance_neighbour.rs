@@ -20,8 +20,8 @@ use std::{net::Ipv4Addr, time::Duration};
 use anyhow::{Context, Result};
 use forwarder_tests::{
     conformance::{
-        echo_round, install, sa, tcp_connect, udp_socket, Capture, Forward, Nat, TcpEcho, Topo,
-        TopoOpts, BACKEND, CLIENT, ROUTER_LAN,
+        echo_round, install, sa, tcp_connect, udp_gets_host_unreachable, Forward, Nat, TcpEcho,
+        Topo, TopoOpts, BACKEND, ROUTER_LAN,
     },
     netns,
     process::wait_for,
@@ -136,29 +136,7 @@ fn dead_target_gets_host_unreachable(nat: Nat, snat: bool) -> Result<()> {
     let mut fwd = Forward::new("udp", 5000, DOWN, 5000);
     fwd.snat = snat;
     let inst = install(&t, nat, &fwd)?;
-    let cap = Capture::open(&t.client, "eth0")?;
-    let sock = udp_socket(&t.client, sa(Ipv4Addr::UNSPECIFIED, 0))?;
-    let sport = sock.local_addr()?.port();
-    // ARP gives up after about 3 s (3 probes, 1 s apart), then the
-    // daemon hears of it; keep asking.
-    let unreach = wait_for(Duration::from_secs(30), || {
-        let _ = sock.send_to(b"anyone?", sa(ROUTER_LAN, 5000));
-        cap.find(Duration::from_secs(1), |p| {
-            !p.outgoing && p.icmp() == Some((3, 1))
-        })
-    })
-    .with_context(|| format!("{nat:?}: no host unreachable"))?;
-    assert_eq!(
-        (unreach.src(), unreach.dst()),
-        (ROUTER_LAN, CLIENT),
-        "{nat:?}"
-    );
-    let q = unreach.icmp_quote().context("quote")?;
-    assert_eq!(
-        (q.src(), q.dst(), q.ports()),
-        (CLIENT, ROUTER_LAN, Some((sport, 5000))),
-        "{nat:?}: quote as the client sent it"
-    );
+    udp_gets_host_unreachable(&t, &format!("{nat:?}"))?;
     if let Some(d) = &inst.daemon {
         let st = d.status_json()?;
         let (answered, stacked) = (
