@@ -158,7 +158,7 @@ mod tests {
             let old_b = u32::from_be_bytes(data[b..b + 4].try_into().unwrap());
             let (new_a, new_b) = (lcg(&mut seed) as u32, lcg(&mut seed) as u32 ^ 0x5a5a_0f0f);
             // Sometimes unchanged (the no-NAT case: a zero-effect diff).
-            let new_a = if lcg(&mut seed) % 4 == 0 {
+            let new_a = if lcg(&mut seed).is_multiple_of(4) {
                 old_a
             } else {
                 new_a
