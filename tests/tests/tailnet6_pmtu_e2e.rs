@@ -3,7 +3,8 @@
 //! 1280-byte `tailscale0`. The node's ICMPv6 packet too big must reach the
 //! pod (with the embedded packet as the pod sent it); the pod then
 //! fragments (a UDP socket does, IPv6 routers never do), and the client's
-//! next try gets the whole answer: its fragments must be translated too.
+//! next try gets the whole answer: its fragments must reach the VPS
+//! translated too.
 //!
 //! Through ip6tables (a DNAT of the node's tailnet address to the pod), a
 //! control without the ICMPv6 error, and then the forwarder (whose flow
@@ -95,10 +96,15 @@ fn without_packet_too_big_the_big_answer_never_arrives() -> Result<()> {
 }
 
 /// The forwarder's own packet too big reaches the pod (test_run/
-/// ipv6_answers.rs has its bytes); the pod's next answer comes in two
-/// fragments, each translated (test_run/nat66_fragments.rs): before IPv6
-/// fragments were tracked they went to the node's stack untranslated,
-/// from the pod's own address, and the VPS's socket never saw them.
+/// ipv6_answers.rs has its bytes), and the pod's next answer leaves in two
+/// fragments of at most 1280 bytes. What failed here before (issue 13):
+/// the node's bridge runs conntrack's defragmentation (br_netfilter)
+/// before cni0's TC ingress, so the forwarder saw one 1448-byte datagram
+/// again and answered packet too big again, for ever, where ip6_forward
+/// refragments such a datagram by the size of its fragments. Now it goes
+/// to the stack translated, which does that (forwarder-ebpf/src/ipv6/
+/// frag6.rs `reassembled`); fragments that arrive as fragments are
+/// translated one by one (test_run/nat66_fragments.rs).
 #[test]
 fn forwarder_lets_packet_too_big_reach_the_pod() -> Result<()> {
     if !require_root("forwarder_lets_packet_too_big_reach_the_pod") {

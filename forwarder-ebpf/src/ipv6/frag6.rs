@@ -15,11 +15,24 @@
 //! there (docs/CONFORMANCE.md). What makes IPv6 fragments common on a
 //! forward's path: a sender that learned a smaller path MTU from a packet
 //! too big fragments its UDP datagrams itself (routers never do).
-use aya_ebpf::{macros::map, maps::LruHashMap};
-use forwarder_common::{FRAG6_KEY_SIZE, FRAG_PORTS_SIZE, MAX_FRAGMENTED6};
+//!
+//! And a second fact: behind a bridge with br_netfilter (every Kubernetes
+//! node: `bridge-nf-call-ip6tables`), conntrack's defragmentation runs in
+//! the bridge's PREROUTING, before the bridge device's TC ingress: the
+//! fragments a pod sent arrive here as one datagram, larger than the route
+//! MTU they were cut for. ip6_forward refragments such a datagram by its
+//! largest fragment (`frag_max_size`, which BPF cannot read) where we
+//! would answer packet too big again, forever. `reassembled` tells them
+//! apart by their shape, and such a datagram goes to the stack translated.
+use aya_ebpf::{macros::map, maps::LruHashMap, programs::TcContext};
+use forwarder_common::{Reason, FRAG6_KEY_SIZE, FRAG_PORTS_SIZE, MAX_FRAGMENTED6, PROTO_UDP};
 
 use super::parse::Packet6;
-use crate::helpers::{ktime_coarse_ns, map_value};
+use crate::{
+    helpers::{ktime_coarse_ns, map_value, skb},
+    parse::Packet,
+    verdict::Verdict,
+};
 
 /// How long a first fragment's ports stay valid: Linux's
 /// `ip6frag_time`.
@@ -97,4 +110,22 @@ pub fn find_ports(p: &mut Packet6) -> bool {
     p.p.sport = ports.sport;
     p.p.dport = ports.dport;
     true
+}
+
+/// Whether a UDP datagram too big for its route (`v`, from
+/// `route::next_hop`) is one the kernel reassembled before this hook (see
+/// the module comment): not a GSO packet, and its bytes not all in the
+/// skb's linear part (the reassembled fragments hang off the first one in
+/// its frag_list). A sender's own datagram of that size comes linear (its
+/// stack copies it into one buffer); a TCP segment is never sent to the
+/// stack this way (its sender does not fragment). The cost of a wrong
+/// guess: the stack answers packet too big to the translated source,
+/// which is this host, and the sender does not learn (a UDP sender that
+/// forbids fragmentation and sends paged datagrams).
+#[inline(always)]
+pub fn reassembled(ctx: &TcContext, q: &Packet, v: Verdict) -> bool {
+    v.reason() == Reason::ReplyFragNeeded
+        && q.proto == PROTO_UDP
+        && skb::gso_size(ctx) == 0
+        && ctx.data_end().saturating_sub(ctx.data()) < ctx.len() as usize
 }

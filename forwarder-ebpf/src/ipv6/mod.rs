@@ -294,10 +294,16 @@ fn translate(ctx: &TcContext, p: &Packet6, e: &FlowEntry) -> Verdict {
     // them on the stack, where their bounds survive).
     let q = parse::bounded(&p.p);
     let next = match route::next_hop(ctx, &q, &e.new_src, &e.new_dst) {
-        Ok(next) => next,
+        Ok(next) => Some(next),
+        // Fragments the kernel put together before this hook: the stack
+        // cuts them again as they came (see `frag6`).
+        Err(verdict) if frag6::reassembled(ctx, &q, verdict) => None,
         Err(verdict) => return verdict,
     };
-    let sent = nat::apply(ctx, &q, p, e).and_then(|()| route::send(ctx, &q, &next));
+    let sent = nat::apply(ctx, &q, p, e).and_then(|()| match &next {
+        Some(next) => route::send(ctx, &q, next),
+        None => Ok(Verdict::ok(Reason::FwdStack)),
+    });
     match sent {
         Ok(verdict) => verdict,
         Err(err) => {
