@@ -69,11 +69,14 @@ pub const MAP_PROGS: &str = "FWD_PROGS";
 pub const MAP_PKT6_SCRATCH: &str = "FWD_PKT6_SCRATCH";
 /// The size of one `FWD_PKT6_SCRATCH` slot (the kernel's `Packet6`, which
 /// asserts it).
-pub const PKT6_SCRATCH_SIZE: u32 = 72;
+pub const PKT6_SCRATCH_SIZE: u32 = 80;
 /// The XDP accelerator's redirect targets (ifindex -> ifindex).
 pub const MAP_XDP_DEVS: &str = "FWD_XDP_DEVS";
 /// First fragments' ports, for their later fragments (kernel-only, LRU).
 pub const MAP_FRAGS: &str = "FWD_FRAGS";
+/// IPv6 first fragments' ports, for their later fragments (kernel-only,
+/// LRU).
+pub const MAP_FRAGS6: &str = "FWD_FRAGS6";
 /// Per-CPU room to build an answer (ICMP error, TCP reset) in.
 pub const MAP_REPLY_SCRATCH: &str = "FWD_REPLY_SCRATCH";
 /// Targets whose neighbour does not answer (IPv4 address word -> `NeighFlags`
