@@ -213,6 +213,22 @@ flag_type! {
 }
 
 flag_type! {
+    /// `FibCache::flags`: what the kernel looked up about the cached next
+    /// hop together with the route, so that a packet of the flow reads it
+    /// from the entry instead of a map (issue 19). Valid as long as the
+    /// cached answer: the daemon bumps the route generation after every
+    /// write of `FWD_NEIGH` and `FWD_IFACES` too.
+    FibFlags(u16) {
+        /// The egress interface is an L3 device (`IfaceFlags::L3`): a plain
+        /// redirect, no neighbour.
+        L3_OIF = 1;
+        /// The next hop is `NeighFlags::UNREACHABLE`: packets that cannot
+        /// use the stack are answered host unreachable.
+        NEIGH_UNREACHABLE = 2;
+    }
+}
+
+flag_type! {
     /// `FlowEntry::tcp_seen`: TCP flags seen in this direction.
     Seen(u8) {
         SYN = 1;

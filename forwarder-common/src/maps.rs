@@ -4,8 +4,8 @@
 //! builds keys through these, never with `_pad` literals.
 
 use crate::{
-    addr_v4_word, FlowFlags, IfaceFlags, ListenFlags, Seen, SnatMode, ABI_VERSION, AF_INET,
-    AF_INET6, DEFAULT_SNAT_PORT_MAX, DEFAULT_SNAT_PORT_MIN,
+    addr_v4_word, FibFlags, FlowFlags, IfaceFlags, ListenFlags, Seen, SnatMode, ABI_VERSION,
+    AF_INET, AF_INET6, DEFAULT_SNAT_PORT_MAX, DEFAULT_SNAT_PORT_MIN,
 };
 
 /// Longest rule name (the rules file enforces it).
@@ -275,7 +275,8 @@ pub struct FibCache {
     pub gen: u32,
     /// The route's MTU (bpf_fib_lookup's `mtu_result`).
     pub mtu: u16,
-    pub _pad: u16,
+    /// Facts about `oif` and `nexthop` read with the lookup.
+    pub flags: FibFlags,
 }
 
 /// The conntrack part of a `FlowEntry` (see `conntrack`): the state, kept

@@ -16,7 +16,9 @@ use aya_ebpf::{
     },
     programs::TcContext,
 };
-use forwarder_common::{FibCache, IfaceFlags, Reason, FEATURE_FIB_SKIP_NEIGH, FEATURE_FIB_SRC};
+use forwarder_common::{
+    FibCache, FibFlags, IfaceFlags, NeighFlags, Reason, FEATURE_FIB_SKIP_NEIGH, FEATURE_FIB_SRC,
+};
 
 use crate::{
     error::RewriteError,
@@ -242,7 +244,9 @@ fn route_gen() -> u32 {
 /// addresses, from the flow's cached FIB answer when it is of the current
 /// route generation (issue 19: the lookup was the largest single cost of a
 /// forwarded packet). Otherwise the FIB is asked and a forwarding answer
-/// cached; any other answer (stack, no route) is asked again each time.
+/// cached, with what the packets of the flow would otherwise look up in a
+/// map each (`FibFlags`: an L3 egress device, a dead next hop); any other
+/// answer (stack, no route) is asked again each time.
 /// The MTU check is the kernel's (`tot_len > mtu`, GSO packets exempt),
 /// made here against the cached route MTU.
 #[inline(always)]
@@ -283,12 +287,21 @@ pub fn flow_next_hop(ctx: &TcContext, p: &Packet, flow: FlowRef) -> NextHop {
                 m => m.min(u16::MAX as u32) as u16,
             }
         };
+        let nexthop = fp.nexthop_v4();
+        // Read once here, not per packet (see `FibFlags`).
+        let mut flags = FibFlags::empty();
+        if is_l3(oif) {
+            flags |= FibFlags::L3_OIF;
+        }
+        if maps::neigh(nexthop).contains(NeighFlags::UNREACHABLE) {
+            flags |= FibFlags::NEIGH_UNREACHABLE;
+        }
         let fresh = FibCache {
             oif,
-            nexthop: fp.nexthop_v4(),
+            nexthop,
             gen,
             mtu,
-            _pad: 0,
+            flags,
         };
         flow.entry_mut().fib = fresh;
         (fresh.oif, fresh.nexthop, fresh.mtu)
@@ -324,13 +337,26 @@ pub fn source_towards(ctx: &TcContext, dst: u32, addressed_to: u32) -> Option<u3
 
 /// Sends a translated packet out of `oif` through `nexthop` (from
 /// `next_hop`): TTL decremented (we bypass the stack's forwarding, which
-/// would), link header pushed for an L3 ingress, neighbour resolved by the
-/// kernel. An error is a failed TTL or link-header write: the packet is
-/// half-done.
+/// would), then `out`. An error is a failed TTL or link-header write: the
+/// packet is half-done.
 #[inline(always)]
 pub fn send(ctx: &TcContext, p: &Packet, oif: u32, nexthop: u32) -> Result<Verdict, RewriteError> {
     nat::dec_ttl(ctx, p)?;
-    if is_l3(oif) {
+    out(ctx, p, oif, nexthop, is_l3(oif))
+}
+
+/// Redirects a packet whose TTL is already decremented out of `oif`
+/// (`l3_oif`: an L3 device) through `nexthop`: link header pushed for an
+/// L3 ingress, neighbour resolved by the kernel.
+#[inline(always)]
+pub fn out(
+    ctx: &TcContext,
+    p: &Packet,
+    oif: u32,
+    nexthop: u32,
+    l3_oif: bool,
+) -> Result<Verdict, RewriteError> {
+    if l3_oif {
         // No neighbours on an L3 device: a plain redirect, which strips
         // any Ethernet header for a device that has none
         // (__bpf_redirect_no_mac).

@@ -37,6 +37,8 @@ pub const ICMP_HLEN: usize = size_of::<Icmpv4Hdr>();
 pub const L4_SPORT: usize = offset_of!(TcpHdr, source);
 pub const L4_DPORT: usize = offset_of!(TcpHdr, dest);
 const _: () = assert!(L4_SPORT == offset_of!(UdpHdr, src) && L4_DPORT == offset_of!(UdpHdr, dst));
+// Adjacent: `nat::rewrite` writes both in one 4-byte store.
+const _: () = assert!(L4_DPORT == L4_SPORT + 2);
 /// The TCP data offset (high nibble) and, in the byte after it, the flags.
 pub const TCP_DOFF: usize = offset_of!(TcpHdr, _bitfield_1);
 pub const TCP_FLAGS: usize = TCP_DOFF + 1;

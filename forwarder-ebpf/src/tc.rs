@@ -21,9 +21,9 @@
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use aya_log_ebpf::debug;
 use forwarder_common::{
-    addr_v4_word, AllowKey, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags,
-    ListenerKey, ListenerValue, NeighFlags, Reason, ALLOW_EXACT_V4_PREFIX, PROTO_ICMP, PROTO_TCP,
-    PROTO_UDP, RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
+    addr_v4_word, AllowKey, FibFlags, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags,
+    ListenerKey, ListenerValue, Reason, ALLOW_EXACT_V4_PREFIX, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
     RULE_DROP_RATE_LIMITED, RULE_DROP_TABLE_FULL, TCX_NEXT,
 };
 
@@ -320,13 +320,12 @@ fn translate(ctx: &TcContext, p: &Packet, flow: FlowRef, hook: Hook) -> Verdict 
         NextHop::Stack
     } else {
         match fib::flow_next_hop(ctx, p, flow) {
-            // Its neighbour failed (the daemon says: `maps::NEIGH`) and
-            // this packet cannot go through the stack (see `path::decide`
-            // and `path::auto_probe` for those that can): what a router
-            // answers when ARP gives up, RFC 1812 4.3.3.1.
-            NextHop::Out { nexthop, .. }
-                if maps::neigh(nexthop).contains(NeighFlags::UNREACHABLE) =>
-            {
+            // Its neighbour failed (the daemon says: `maps::NEIGH`, read
+            // into the flow's cached answer) and this packet cannot go
+            // through the stack (see `path::decide` and `path::auto_probe`
+            // for those that can): what a router answers when ARP gives
+            // up, RFC 1812 4.3.3.1.
+            NextHop::Out { .. } if flow.entry().fib.flags.contains(FibFlags::NEIGH_UNREACHABLE) => {
                 return Verdict::answer(Reason::ReplyHostUnreach, 0);
             }
             NextHop::TooBig(mtu) if p.df || source_is_ours(flow.entry()) => {
@@ -345,7 +344,10 @@ fn translate(ctx: &TcContext, p: &Packet, flow: FlowRef, hook: Hook) -> Verdict 
     };
     // Again: `flow_next_hop` may have written the entry's FIB cache.
     let e = flow.entry();
-    if let Err(err) = nat::apply(ctx, p, e) {
+    // A redirected packet has its TTL decremented with the rewrite (one
+    // pass over the header; the stack decrements the others itself).
+    let redirected = matches!(hop, NextHop::Out { .. });
+    if let Err(err) = nat::apply(ctx, p, e, redirected) {
         log_rewrite_failed(ctx, e.rule_id, err);
         counters::count_rule_drop(e.rule_id, RULE_DROP_ERROR);
         return Verdict::shot(Reason::DropError);
@@ -363,11 +365,21 @@ fn source_is_ours(e: &FlowEntry) -> bool {
     e.flags.intersects(FlowFlags::REPLY.union(FlowFlags::SNAT))
 }
 
-/// Sends a translated packet on to `hop`.
+/// Sends a translated packet (its TTL decremented if it goes `Out`) on
+/// to `hop`. `Out` is always the flow's cached FIB answer
+/// (`fib::flow_next_hop`), read here from the entry: the interface and
+/// next hop kept across the rewrite instead cost `translate` a stack slot,
+/// one too many for 6.1's 512-byte call chain.
 #[inline(always)]
 fn send(ctx: &TcContext, p: &Packet, e: &FlowEntry, hop: NextHop) -> Verdict {
     match hop {
-        NextHop::Out { oif, nexthop } => match fib::send(ctx, p, oif, nexthop) {
+        NextHop::Out { .. } => match fib::out(
+            ctx,
+            p,
+            e.fib.oif,
+            e.fib.nexthop,
+            e.fib.flags.contains(FibFlags::L3_OIF),
+        ) {
             Ok(v) => v,
             Err(err) => {
                 log_rewrite_failed(ctx, e.rule_id, err);

@@ -103,6 +103,17 @@ pub trait Frame {
     }
 }
 
+/// A context to write an skb's headers through (`Frame::header_mut`),
+/// for TC code that was handed `&TcContext`: the context is only the skb
+/// pointer, so this is a second handle on the same packet. The caller
+/// keeps `header_mut`'s promise: no other reference into the packet is
+/// used while it writes (the verifier invalidates all of them at the next
+/// helper that may move the packet anyway).
+#[inline(always)]
+pub fn tc_writer(ctx: &TcContext) -> TcContext {
+    TcContext::new(ctx.skb.skb)
+}
+
 impl Frame for TcContext {
     #[inline(always)]
     fn data(&self) -> usize {

@@ -199,6 +199,18 @@ pub fn l4_csum_replace<T: CsumWord>(
     })
 }
 
+/// Updates the L4 checksum at `off` by `diff`, the summed
+/// ones'-complement difference of the changed values
+/// (`forwarder_common::csum::diff32`/`diff16`): one call for several fields
+/// (bpf_l4_csum_replace with from 0 and size 0, Linux 4.1). Several
+/// fields may share one call only when they need the same `what` (the
+/// pseudo-header flag: addresses together, ports together).
+#[inline(always)]
+pub fn l4_csum_diff(ctx: &TcContext, off: usize, diff: u32, what: L4Csum) -> Result<(), Errno> {
+    // SAFETY: helper on our own skb; it validates the offset.
+    ok(unsafe { bpf_l4_csum_replace(ctx.skb.skb, off as u32, 0, diff as u64, what.0) })
+}
+
 /// Makes the first `len` bytes linear, so direct access sees them.
 #[inline(always)]
 pub fn pull_data(ctx: &TcContext, len: usize) -> Result<(), Errno> {

@@ -351,7 +351,12 @@ impl Daemon {
             // Loaded at start only when the file had an IPv6 forward.
             self.dp.ensure_ipv6()?;
         }
-        let applied = apply::apply(&mut self.dp, &plan, &mut self.record, &mut self.faults)?;
+        let applied = apply::apply(&mut self.dp, &plan, &mut self.record, &mut self.faults);
+        // What apply writes (dead neighbours, interface flags, route facts)
+        // is read into each flow's cached FIB answer (`FibCache`): stale
+        // now, even when apply failed half-way.
+        self.routes_changed();
+        let applied = applied?;
         self.dead_once.extend(plan.neigh.keys());
         self.neigh_dead = plan.neigh.clone();
         self.iface_status = applied.ifaces;

@@ -122,7 +122,11 @@ impl Maps {
                 r => r,
             },
         }
-        .with_context(|| format!("writing FWD_NEIGH for {addr}"))
+        .with_context(|| format!("writing FWD_NEIGH for {addr}"))?;
+        // Flows read this into their cached FIB answer (`FibFlags`): the
+        // answers cached before it are stale now.
+        crate::daemon::route_gen::bump(&mut self.route_gen)?;
+        Ok(())
     }
 
     /// What `FWD_ROUTE_HINTS` holds.

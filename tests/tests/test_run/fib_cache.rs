@@ -12,7 +12,7 @@
 //!  peer   192.168.1.20 ─┴─ vmbr0 .1.55 [host] vmbr1 .100.1
 //! ```
 use forwarder::daemon::route_gen;
-use forwarder_common::{addr_v4_word, FibCache, FlowKey, Reason, PROTO_UDP};
+use forwarder_common::{addr_v4_word, FibCache, FibFlags, FlowKey, Reason, PROTO_UDP};
 use forwarder_tests::testrun::{
     frames::{ep, fkey, udp, Ep, CLIENT, LAN_PEER, VM},
     tc::*,
@@ -126,7 +126,7 @@ fn a_cache_of_another_generation_or_an_empty_one_is_never_used() {
                 nexthop: word([8, 0, 0, 1]),
                 gen: now.wrapping_sub(1),
                 mtu: 9000,
-                _pad: 0,
+                flags: FibFlags::empty(),
             },
         ),
         (
@@ -136,7 +136,7 @@ fn a_cache_of_another_generation_or_an_empty_one_is_never_used() {
                 nexthop: word([8, 0, 0, 1]),
                 gen: now,
                 mtu: 9000,
-                _pad: 0,
+                flags: FibFlags::empty(),
             },
         ),
     ];
