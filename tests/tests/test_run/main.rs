@@ -30,6 +30,8 @@ mod l3_tun;
 mod left_alone;
 mod limits;
 mod mss;
+mod nat64;
+mod nat64_errors;
 mod nat66;
 mod neighbours;
 mod port_ranges;
