@@ -195,11 +195,13 @@ mod tests {
 
     #[test]
     fn a_nat64_entrys_peer_key_is_of_the_other_family() {
-        let mut e = FlowEntry::default();
-        e.new_src = addr_v4([192, 168, 100, 1]);
-        e.new_dst = addr_v4([192, 168, 100, 80]);
-        e.new_sport = 41000u16.to_be();
-        e.new_dport = 80u16.to_be();
+        let mut e = FlowEntry {
+            new_src: addr_v4([192, 168, 100, 1]),
+            new_dst: addr_v4([192, 168, 100, 80]),
+            new_sport: 41000u16.to_be(),
+            new_dport: 80u16.to_be(),
+            ..FlowEntry::default()
+        };
         // A NAT66 (or NAT44) entry: the same family both ways.
         assert_eq!(FlowKey::peer_of(&e, PROTO_TCP, AF_INET6).family, AF_INET6);
         e.flags = FlowFlags::SNAT | FlowFlags::XLAT;

@@ -243,7 +243,10 @@ fn icmp_errors_about_a_nat64_flow_become_icmpv6_errors_to_the_client() {
     // What the target got: the translated SYN's headers (TTL 63).
     let mut sent = ip_of(&tcp(seen, TARGET, "A", b"12345678"));
     sent[8] = 63;
-    let cases: [(&str, Ip, u8, u8, [u8; 4], (u8, u8), u32); 4] = [
+    // (what, sender, type, code, the 4 bytes after them) -> ICMPv6 (type,
+    // code) and the 4 bytes after them.
+    type Case = (&'static str, Ip, u8, u8, [u8; 4], (u8, u8), u32);
+    let cases: [Case; 4] = [
         (
             "frag needed from a router",
             VM_ROUTER,
