@@ -361,6 +361,14 @@ pub const MAPS: &[MapSpec] = &[
         false,
     ),
     spec(
+        MAP_FRAGS6,
+        MapKind::LruHash,
+        FRAG6_KEY_SIZE as usize,
+        FRAG_PORTS_SIZE as usize,
+        Capacity::Limit(MAX_FRAGMENTED6),
+        false,
+    ),
+    spec(
         MAP_REPLY_SCRATCH,
         MapKind::PerCpuArray,
         size_of::<u32>(),

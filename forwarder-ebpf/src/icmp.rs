@@ -83,7 +83,7 @@ fn parse_inner(ctx: &TcContext, p: &Packet) -> Option<Inner> {
 /// Replaces a 16/32-bit value inside the ICMP payload and keeps the ICMP
 /// checksum (and, via `also`, an embedded checksum covering it) right.
 #[inline(always)]
-fn replace<T: CsumWord + PartialEq>(
+pub(crate) fn replace<T: CsumWord + PartialEq>(
     ctx: &TcContext,
     icmp_csum: usize,
     off: usize,

@@ -13,6 +13,7 @@ pub mod dns;
 pub mod dual_stack;
 pub mod k3s;
 pub mod k3s6;
+pub mod kernel_memory;
 pub mod lanvm;
 pub mod netns;
 pub mod privilege;

@@ -9,10 +9,14 @@
 //! reader gets wrong: the per-CPU counter arrays grow with the host's
 //! possible CPUs (about 177 KiB each), so the same file costs more on a
 //! larger host; docs/rules.md ("Sizing") states the figure per CPU count.
-use std::collections::BTreeMap;
-
 use anyhow::{ensure, Context, Result};
-use forwarder_tests::{cli::forwarder, netns, require_root, topology::TempDir, Daemon, Netns};
+use forwarder_tests::{
+    cli::forwarder,
+    kernel_memory::{kernel_name, maps_held_by},
+    netns, require_root,
+    topology::TempDir,
+    Daemon, Netns,
+};
 
 /// Five forwards, every setting left at its default (eight listener
 /// entries on one address: two ports of both protocols for "game").
@@ -51,69 +55,6 @@ to = "192.168.100.90"
 "#;
 
 const TARGET: u64 = 40 << 20;
-
-/// One BPF map a process holds, as the kernel accounts it.
-#[derive(Debug)]
-struct HeldMap {
-    name: String,
-    max_entries: u64,
-    memlock: u64,
-}
-
-/// The `key:\tvalue` lines of an fdinfo file.
-fn fdinfo(text: &str) -> BTreeMap<&str, &str> {
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .collect()
-}
-
-/// A map's name as the kernel keeps it (`BPF_OBJ_NAME_LEN`: 15 bytes and
-/// the terminating zero).
-fn kernel_name(name: &str) -> &str {
-    name.get(..15).unwrap_or(name)
-}
-
-/// Every BPF map process `pid` holds a file descriptor of, by map id.
-fn maps_held_by(pid: u32) -> Result<BTreeMap<u32, HeldMap>> {
-    let mut maps = BTreeMap::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
-        let fd = fd?;
-        let Ok(target) = std::fs::read_link(fd.path()) else {
-            continue;
-        };
-        if target.to_string_lossy() != "anon_inode:bpf-map" {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(format!(
-            "/proc/{pid}/fdinfo/{}",
-            fd.file_name().to_string_lossy()
-        )) else {
-            continue;
-        };
-        let info = fdinfo(&text);
-        let field = |k: &str| -> Result<u64> {
-            info.get(k)
-                .with_context(|| format!("no {k} in fdinfo:\n{text}"))?
-                .parse()
-                .with_context(|| format!("{k} in fdinfo:\n{text}"))
-        };
-        let id = field("map_id")? as u32;
-        let name = aya::maps::MapInfo::from_id(id)
-            .ok()
-            .and_then(|m| m.name_as_str().map(str::to_string))
-            .unwrap_or_default();
-        maps.insert(
-            id,
-            HeldMap {
-                name,
-                max_entries: field("max_entries")?,
-                memlock: field("memlock")?,
-            },
-        );
-    }
-    Ok(maps)
-}
 
 #[test]
 fn five_default_forwards_take_under_40_mib_of_kernel_memory() -> Result<()> {

@@ -57,8 +57,9 @@ pub const MAP_CT_KEYS: &str = "FWD_CT_KEYS";
 pub const MAP_KEY_SCRATCH: &str = "FWD_KEY_SCRATCH";
 /// Per-CPU room for the SNAT port range of a flow being created.
 pub const MAP_PORT_PLAN: &str = "FWD_PORT_PLAN";
-/// `FWD_PORT_PLAN`'s value: min, span, the client's port if kept, pad.
-pub const PORT_PLAN_SIZE: u32 = 16;
+/// `FWD_PORT_PLAN`'s value: min, span, the port tried first, the
+/// reopened connection's SNAT port and client port, client address, pad.
+pub const PORT_PLAN_SIZE: u32 = 24;
 /// Per-source new-flow limit state (LRU, not pinned).
 pub const MAP_SRC_LIMIT: &str = "FWD_SRC_LIMIT";
 /// `snat = "auto"` evidence per backend (LRU, not pinned).
@@ -77,11 +78,14 @@ pub const MAP_PROGS: &str = "FWD_PROGS";
 pub const MAP_PKT6_SCRATCH: &str = "FWD_PKT6_SCRATCH";
 /// The size of one `FWD_PKT6_SCRATCH` slot (the kernel's `Packet6`, which
 /// asserts it).
-pub const PKT6_SCRATCH_SIZE: u32 = 72;
+pub const PKT6_SCRATCH_SIZE: u32 = 80;
 /// The XDP accelerator's redirect targets (ifindex -> ifindex).
 pub const MAP_XDP_DEVS: &str = "FWD_XDP_DEVS";
 /// First fragments' ports, for their later fragments (kernel-only, LRU).
 pub const MAP_FRAGS: &str = "FWD_FRAGS";
+/// IPv6 first fragments' ports, for their later fragments (kernel-only,
+/// LRU).
+pub const MAP_FRAGS6: &str = "FWD_FRAGS6";
 /// Per-CPU room to build an answer (ICMP error, TCP reset) in.
 pub const MAP_REPLY_SCRATCH: &str = "FWD_REPLY_SCRATCH";
 /// Targets whose neighbour does not answer (IPv4 address word -> `NeighFlags`

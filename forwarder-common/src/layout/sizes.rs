@@ -92,6 +92,16 @@ pub const MAX_FRAGMENTED: u32 = 8192;
 /// (ports, when seen): kernel-only, defined in forwarder-ebpf's `frag`.
 pub const FRAG_KEY_SIZE: u32 = 12;
 pub const FRAG_PORTS_SIZE: u32 = 16;
+/// IPv6 fragmented datagrams in flight at once (`FWD_FRAGS6`'s LRU
+/// size): only end hosts fragment IPv6, and an entry is needed for the
+/// microseconds between a datagram's first and last fragment; a quarter
+/// of the IPv4 map's keeps the defaults' kernel memory under 40 MiB
+/// (the map costs 104 B an entry).
+pub const MAX_FRAGMENTED6: u32 = 2048;
+/// The IPv6 fragment map's key (source, destination, identification,
+/// protocol): kernel-only, defined in forwarder-ebpf's `ipv6::frag6`; its
+/// value is the IPv4 map's.
+pub const FRAG6_KEY_SIZE: u32 = 40;
 /// The answer scratch: IPv4 + ICMP headers, the quote (an IPv4 header
 /// with options, 8 bytes after it), then two link addresses
 /// (forwarder-ebpf's `reply`).

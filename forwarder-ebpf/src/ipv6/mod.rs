@@ -6,9 +6,11 @@
 //! port unreachable for refused packets).
 //!
 //! ```text
-//! run: parse -> established (conntrack::existing) -----------> translate
-//!            \-> admit -> decide -> flow::create -> start_tracking -/
-//! entry: run, then the answer a `Verdict::answer` asks for (reply::answer)
+//! run: parse -> ICMPv6 error -> icmp6::error --------------> (send)
+//!            -> fragments (frag6) -> established ----------> translate
+//!                                 \-> admit -> decide -> flow::create -> start_tracking -/
+//! entry: run, then the answer a `Verdict::answer` asks for (reply::answer,
+//!        which also sends a translated ICMPv6 error on: icmp6::send)
 //! ```
 //!
 //! A program of its own (`fwd_ingress6`), tail-called by fwd_ingress for
@@ -18,15 +20,20 @@
 //!
 //! The fact a reader gets wrong: this code runs for every non-IPv4 packet
 //! on every interface the rules use (ARP included), and most of them are
-//! not its business: no listener, `PassNoMatch`. Not here yet, and passed
-//! to the stack untranslated: extension headers (`PassIpOptions`,
-//! fragments `PassFragment`), ICMPv6 (errors about flows and echo;
-//! neighbour discovery and router advertisements are never touched),
-//! flows that would need the stack path (no forwarding route,
-//! `path = "stack"`), `snat = "auto"`'s learning from retransmitted SYNs,
-//! and the XDP accelerator and the egress hook (IPv6 stays `PassNotIpv4`
-//! there).
+//! not its business: no listener, `PassNoMatch`. Extension headers are
+//! walked to the L4 header (`parse`; chains it does not take pass as
+//! `PassIpOptions`), fragments follow their first fragment (`frag6`; a
+//! stray later fragment passes as `PassFragment`), ICMPv6 errors about a
+//! flow are translated back to its peer (`icmp6`); ICMPv6 echo, neighbour
+//! discovery and router advertisements are never touched. NAT64 listeners
+//! (`ListenFlags::XLAT`) are `nat64`'s (its IPv6 side runs here). Not here
+//! yet, and passed to the stack untranslated: flows that would need the
+//! stack path (no forwarding route, `path = "stack"`),
+//! `snat = "auto"`'s learning from retransmitted SYNs, and the XDP
+//! accelerator and the egress hook (IPv6 stays `PassNotIpv4` there).
 mod flow;
+mod frag6;
+mod icmp6;
 mod nat;
 pub mod parse;
 mod reply;
@@ -52,6 +59,7 @@ use crate::{
     hdr::{TCP_ACK, TCP_RST, TCP_SYN},
     helpers::skb,
     maps::{self, FlowRef},
+    parse::Frag,
     verdict::Verdict,
 };
 use parse::Packet6;
@@ -108,14 +116,39 @@ pub fn run(ctx: &TcContext, ifindex: u32, len: u32, l3_device: bool) -> Verdict 
     let Some(p) = maps::per_cpu(&PKT6, 0) else {
         return Verdict::next(Reason::PassNotIpv4);
     };
-    if let Err(reason) = parse::packet(ctx, l3, p) {
-        return Verdict::next(reason);
+    match parse::packet(ctx, l3, p) {
+        Ok(()) => {}
+        // A first fragment too short for its ports (see `parse::packet`).
+        Err(reason @ Reason::DropError) => return Verdict::shot(reason),
+        Err(reason) => return Verdict::next(reason),
+    }
+    if p.p.proto == parse::PROTO_ICMPV6 {
+        // Errors about our flows are translated; echo, neighbour discovery
+        // and router advertisements are the stack's (see `icmp6`).
+        if icmp6::is_error(p.p.icmp_type) {
+            return icmp6::error(ctx, p, ifindex);
+        }
+        return Verdict::next(Reason::PassNoMatch);
+    }
+    match p.p.frag {
+        Frag::None => {}
+        // Its later fragments find its flow by these ports (`frag6`).
+        Frag::First => frag6::remember(p),
+        Frag::Later => {
+            if !frag6::find_ports(p) {
+                return Verdict::next(Reason::PassFragment);
+            }
+        }
     }
     let p: &Packet6 = p;
     let key = flow::key(p.src, p.dst, p.p.sport, p.p.dport, p.p.proto);
     let a = Arrival { ifindex, len };
     if let Some(verdict) = established(ctx, p, key, &a) {
         return verdict;
+    }
+    if p.p.frag == Frag::Later {
+        // Its first fragment started no flow here: the stack's.
+        return Verdict::next(Reason::PassFragment);
     }
     let l = match admit(p, ifindex) {
         Ok(l) => l,
@@ -274,10 +307,16 @@ fn translate(ctx: &TcContext, p: &Packet6, e: &FlowEntry) -> Verdict {
     // them on the stack, where their bounds survive).
     let q = parse::bounded(&p.p);
     let next = match route::next_hop(ctx, &q, &e.new_src, &e.new_dst) {
-        Ok(next) => next,
+        Ok(next) => Some(next),
+        // Fragments the kernel put together before this hook: the stack
+        // cuts them again as they came (see `frag6`).
+        Err(verdict) if frag6::reassembled(ctx, &q, verdict) => None,
         Err(verdict) => return verdict,
     };
-    let sent = nat::apply(ctx, &q, p, e).and_then(|()| route::send(ctx, &q, &next));
+    let sent = nat::apply(ctx, &q, p, e).and_then(|()| match &next {
+        Some(next) => route::send(ctx, &q, next),
+        None => Ok(Verdict::ok(Reason::FwdStack)),
+    });
     match sent {
         Ok(verdict) => verdict,
         Err(err) => {

@@ -14,7 +14,7 @@ use crate::{
     hdr::{L4_DPORT, L4_SPORT, TCP_CHECK, TCP_SYN, UDP_CHECK},
     helpers::skb::{self, L4Csum, Store},
     mss, nat,
-    parse::Packet,
+    parse::{Frag, Packet},
 };
 
 /// Addresses, ports, and the MSS option of a SYN when the rule clamps it.
@@ -23,6 +23,11 @@ use crate::{
 pub fn apply(ctx: &TcContext, q: &Packet, p: &Packet6, e: &FlowEntry) -> Result<(), RewriteError> {
     set_addr(ctx, q, IP6_SRC, &p.src, &e.new_src)?;
     set_addr(ctx, q, IP6_DST, &p.dst, &e.new_dst)?;
+    if q.frag == Frag::Later {
+        // No L4 header (see `frag6`): the ports and the L4 checksum were
+        // rewritten in the first fragment.
+        return Ok(());
+    }
     nat::set_port(ctx, q, L4_SPORT, q.sport, e.new_sport)?;
     nat::set_port(ctx, q, L4_DPORT, q.dport, e.new_dport)?;
     if e.mss != 0
@@ -52,7 +57,8 @@ fn set_addr(
         PROTO_UDP => (p.l4 + UDP_CHECK, L4Csum::UDP),
         _ => return Err(RewriteError::NoPorts),
     };
-    let mut i = 0;
+    // A later fragment carries no L4 checksum.
+    let mut i = if p.frag == Frag::Later { 4 } else { 0 };
     while i < 4 {
         if old[i] != new[i] {
             skb::l4_csum_replace(ctx, csum, old[i], new[i], what.pseudo_header())

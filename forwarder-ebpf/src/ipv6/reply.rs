@@ -92,6 +92,8 @@ impl Icmp6Error {
 #[inline(always)]
 pub fn answer(ctx: &TcContext, p: &Packet6, v: Verdict) -> Verdict {
     let err = match v.reason() {
+        // Not an answer: a translated ICMPv6 error to send on.
+        Reason::FwdRedirect => return super::icmp6::send(ctx, p),
         Reason::ReplyReset => return tcp_reset(ctx, p),
         Reason::ReplyTimeExceeded => Icmp6Error::TimeExceeded,
         Reason::ReplyFragNeeded => Icmp6Error::PacketTooBig,
@@ -208,8 +210,9 @@ fn build_tcp_reset(ctx: &TcContext, p: &Packet6) -> Result<(), ()> {
     }
     let seq = u32::from_be(skb::load::<u32>(ctx, q.l4 + 4).map_err(|_| ())?);
     let ack = u32::from_be(skb::load::<u32>(ctx, q.l4 + 8).map_err(|_| ())?);
+    // After the extension headers too, if any.
     let payload = (q.tot_len as usize)
-        .saturating_sub(IPV6_HLEN)
+        .saturating_sub(q.l4 - q.l3)
         .saturating_sub(q.tcp_hlen as usize) as u32;
     let (rst_seq, rst_ack, flags) = if q.tcp_flags & TCP_ACK != 0 {
         (ack, 0, TCP_RST)

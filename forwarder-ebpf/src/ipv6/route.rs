@@ -12,7 +12,7 @@ use forwarder_common::{
     FlowFlags, IfaceFlags, ListenFlags, ListenerValue, Reason, SnatMode, PROTO_TCP,
 };
 
-use super::parse::{Packet6, ETH_P_IPV6, IP6_HOP_LIMIT, IPV6_HLEN};
+use super::parse::{Packet6, ETH_P_IPV6, IP6_HOP_LIMIT};
 use crate::{
     error::RewriteError,
     hdr::{ETH_HLEN, ETH_TYPE, UDP_HLEN},
@@ -141,8 +141,7 @@ pub fn next_hop(
     };
     // A GSO packet leaves as segments of gso_size bytes of payload behind
     // the headers: those must fit (as the kernel's forwarding path checks
-    // with skb_gso_validate_network_len). A TCP/UDP packet has no
-    // extension headers here (`parse::packet`).
+    // with skb_gso_validate_network_len), extension headers included.
     let gso = skb::gso_size(ctx);
     let l4_hlen = if p.proto == PROTO_TCP {
         p.tcp_hlen as u32
@@ -152,7 +151,7 @@ pub fn next_hop(
     let len = if gso == 0 {
         p.tot_len
     } else {
-        (IPV6_HLEN as u32 + l4_hlen + gso).min(u16::MAX as u32) as u16
+        ((p.l4 - p.l3) as u32 + l4_hlen + gso).min(u16::MAX as u32) as u16
     };
     fib.set_tot_len(len);
     match fib.lookup_rc(ctx, FORWARD_ROUTE) {

@@ -44,7 +44,12 @@ pub fn decide(
     l: &ListenerValue,
     in_ifindex: u32,
 ) -> Result<Option<Decision6>, Reason> {
-    if l.flags.contains(ListenFlags::VIA_STACK) {
+    if l.flags.contains(ListenFlags::VIA_STACK)
+        || p.p.l4 != p.p.l3 + IPV6_HLEN
+        || p.p.frag != Frag::None
+    {
+        // Extension headers and fragments are not translated: they would
+        // have to be dropped or turned into IPv4 fragments (RFC 7915 5.1).
         return Ok(None);
     }
     let target = l.target_addr[0];
@@ -110,6 +115,13 @@ fn as_ipv4(q: &Packet, e: &FlowEntry) -> Packet {
 #[inline(never)]
 pub fn translate(ctx: &TcContext, p: &Packet6, e: &FlowEntry) -> Verdict {
     let q = bounded(&p.p);
+    if q.l4 != q.l3 + IPV6_HLEN {
+        // Extension headers (see `decide`): to the stack untranslated.
+        return Verdict::next(Reason::PassIpOptions);
+    }
+    if q.frag != Frag::None {
+        return Verdict::next(Reason::PassFragment);
+    }
     if q.ttl <= 1 {
         return Verdict::answer(Reason::ReplyTimeExceeded, 0);
     }

@@ -2,7 +2,7 @@
 //! packets per forward (a forward that counted nothing voids the run's
 //! metrics through it) and the summary kept in the run record.
 use anyhow::{bail, Context, Result};
-use forwarder_tests::Daemon;
+use forwarder_tests::{kernel_memory::held_map_bytes, Daemon};
 use serde_json::Value;
 
 /// Packets each forward of a running daemon counted, plus the status
@@ -48,6 +48,8 @@ pub fn forwarder_counts(daemon: &Daemon) -> Result<(Vec<(String, u64)>, Value)> 
             "drops": r["counters"]["drops"],
         })).collect::<Vec<_>>(),
         "conntrack": st["conntrack"],
+        // What the daemon's BPF maps take, as the kernel accounts it.
+        "kernel_map_bytes": daemon.pid().and_then(|pid| held_map_bytes(pid).ok()),
     });
     Ok((counts, summary))
 }

@@ -7,7 +7,9 @@ use super::{
     format::{cell, thousands},
     goals::{goals, Verdict, COLLAPSE},
     ratio,
-    sections::{failures_section, method_section, micro_section, scale_section},
+    sections::{
+        default_memory_section, failures_section, method_section, micro_section, scale_section,
+    },
     BASELINES,
 };
 use crate::bench::{
@@ -258,6 +260,7 @@ pub(super) fn markdown(r: &Results) -> String {
     }
 
     scale_section(w, r);
+    default_memory_section(w, r);
     micro_section(w, r);
     crate::bench::synflood::section(w, r);
     failures_section(w, r);

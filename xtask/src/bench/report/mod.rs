@@ -155,5 +155,30 @@ mod tests {
         assert!(md.contains("0.95x"));
         let svg = chart(&r);
         assert!(svg.contains("vs socat"));
+        assert!(!md.contains("Kernel memory at the default settings"));
+    }
+
+    #[test]
+    fn default_memory_is_stated_with_its_target() {
+        let mut r = Results::default();
+        for (i, bytes) in [(1, 40_007_672u64), (2, 40_007_800), (3, 40_100_000)] {
+            let mut x = run(FORWARDER_TC, i, &[(TCP1, 9.5)]);
+            x.info.insert(
+                "forwarder".into(),
+                serde_json::json!({
+                    "rules": [{"name": "a"}, {"name": "b"}, {"name": "c"}],
+                    "conntrack": {"capacity_entries": 131072},
+                    "kernel_map_bytes": bytes,
+                }),
+            );
+            r.runs.push(x);
+        }
+        let md = markdown(&r);
+        assert!(
+            md.contains("(3 forwards, every setting at its default: `conntrack_max = 65,536`) holds **38.2 MiB**"),
+            "{md}"
+        );
+        assert!(md.contains("median 40,007,800 B (min-max 40,007,672-40,100,000 B) over 3 run(s)"));
+        assert!(md.contains("under 40 MiB: **met**"));
     }
 }

@@ -9,8 +9,8 @@ use super::{
 };
 use crate::bench::{
     results::{
-        Results, RunRecord, BPF_PKT, DAEMON_CPU, DAEMON_RSS, FILL_SECS, MAP_BYTES_PER_FLOW,
-        ROUTER_PROC, RTT50, RTT99, SOFTIRQ, TCP1,
+        self, Results, RunRecord, Stat, BPF_PKT, DAEMON_CPU, DAEMON_RSS, FILL_SECS,
+        MAP_BYTES_PER_FLOW, ROUTER_PROC, RTT50, RTT99, SOFTIRQ, TCP1,
     },
     scale,
 };
@@ -74,6 +74,54 @@ pub(super) fn scale_section(w: &mut String, r: &Results) {
             forwarder_common::SWEEP_STEP_ENTRIES
         );
     }
+}
+
+/// Issue 20's target: a handful of forwards with default settings under
+/// 40 MiB of kernel memory.
+const DEFAULT_MEMORY_TARGET_MIB: f64 = 40.0;
+
+/// The kernel memory of the main runs' forwarder-tc daemon, whose rules
+/// leave every setting at its default.
+pub(super) fn default_memory_section(w: &mut String, r: &Results) {
+    let runs: Vec<&RunRecord> = r
+        .runs
+        .iter()
+        .filter(|x| x.config == "forwarder-tc" && x.valid())
+        .collect();
+    let bytes: Vec<f64> = runs
+        .iter()
+        .filter_map(|x| x.info.get("forwarder")?["kernel_map_bytes"].as_f64())
+        .collect();
+    let Some(mem) = results::stat(&bytes) else {
+        return;
+    };
+    let forwarder = &runs[0].info["forwarder"];
+    let forwards = forwarder["rules"].as_array().map_or(0, Vec::len);
+    let flows = forwarder["conntrack"]["capacity_entries"]
+        .as_u64()
+        .unwrap_or(0)
+        / u64::from(forwarder_common::ENTRIES_PER_FLOW);
+    let mib = mem.median / f64::from(1 << 20);
+    let _ = writeln!(
+        w,
+        "### Kernel memory at the default settings
+
+The main runs' forwarder-tc daemon ({forwards} forwards, every setting at its default: `conntrack_max = {}`) holds **{mib:.1} MiB** of kernel memory in its BPF maps ({} over {} run(s); the kernel's `memlock` accounting in /proc/PID/fdinfo of every map the daemon holds, pinned or not). Per-CPU maps grow with the host's CPU count (see the machine table). Target for a handful of default forwards: under {DEFAULT_MEMORY_TARGET_MIB:.0} MiB: **{}**.\n",
+        thousands(flows as f64),
+        cell_bytes(&mem),
+        mem.n,
+        if mib < DEFAULT_MEMORY_TARGET_MIB { "met" } else { "not met" }
+    );
+}
+
+/// Median (min-max) in bytes.
+fn cell_bytes(s: &Stat) -> String {
+    format!(
+        "median {} B (min-max {}-{} B)",
+        thousands(s.median),
+        thousands(s.min),
+        thousands(s.max)
+    )
 }
 
 pub(super) fn micro_section(w: &mut String, r: &Results) {
