@@ -192,6 +192,12 @@ flag_type! {
         /// `VIA_STACK` because the target's neighbour was dead when the
         /// flow started (`NeighFlags::STACK`): counted `fwd_stack_neigh_dead`.
         NEIGH_DEAD = 16;
+        /// A NAT64 flow (`ListenFlags::XLAT`): this entry's packets change
+        /// family when translated, so `new_src`/`new_dst` are of the other
+        /// family than its key, and so is the other direction's key
+        /// (`FlowKey::peer_of`). The IPv4 direction is translated by
+        /// `fwd_ingress64`, never by fwd_ingress or XDP.
+        XLAT = 32;
     }
 }
 
@@ -303,6 +309,7 @@ mod tests {
         assert_eq!(IfaceFlags::EGRESS_NAT.bits(), 2);
         assert_eq!(ListenFlags::VIA_REDIRECT.bits(), 16);
         assert_eq!(FlowFlags::AUTO.bits(), 8);
+        assert_eq!(FlowFlags::XLAT.bits(), 32);
         assert_eq!(Seen::RST.bits(), 8);
         assert_eq!(SnatMode::AUTO.bits(), 3);
     }

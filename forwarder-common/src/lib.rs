@@ -194,6 +194,35 @@ mod tests {
     }
 
     #[test]
+    fn a_nat64_entrys_peer_key_is_of_the_other_family() {
+        let mut e = FlowEntry {
+            new_src: addr_v4([192, 168, 100, 1]),
+            new_dst: addr_v4([192, 168, 100, 80]),
+            new_sport: 41000u16.to_be(),
+            new_dport: 80u16.to_be(),
+            ..FlowEntry::default()
+        };
+        // A NAT66 (or NAT44) entry: the same family both ways.
+        assert_eq!(FlowKey::peer_of(&e, PROTO_TCP, AF_INET6).family, AF_INET6);
+        e.flags = FlowFlags::SNAT | FlowFlags::XLAT;
+        // The client's IPv6 entry: the target answers in IPv4.
+        let peer = FlowKey::peer_of(&e, PROTO_TCP, AF_INET6);
+        assert_eq!(
+            peer,
+            FlowKey::v4(
+                e.new_dst[0],
+                e.new_src[0],
+                e.new_dport,
+                e.new_sport,
+                PROTO_TCP
+            )
+        );
+        // And the reply entry's peer is the client's IPv6 key.
+        e.flags |= FlowFlags::REPLY;
+        assert_eq!(FlowKey::peer_of(&e, PROTO_TCP, AF_INET).family, AF_INET6);
+    }
+
+    #[test]
     fn flow_entry_reset_sets_every_byte() {
         // A scratch slot that held another flow: all ones.
         let mut e = FlowEntry::default();

@@ -211,9 +211,15 @@ impl FlowKey {
     }
 
     /// The key of the opposite direction for a packet that, after the
-    /// translation of `entry`, leaves with that entry's new tuple.
+    /// translation of `entry`, leaves with that entry's new tuple: of the
+    /// other family than `family` for a NAT64 flow (`FlowFlags::XLAT`).
     #[inline(always)]
     pub fn peer_of(entry: &FlowEntry, proto: u8, family: u8) -> FlowKey {
+        let family = match (entry.flags.contains(FlowFlags::XLAT), family) {
+            (false, f) => f,
+            (true, AF_INET6) => AF_INET,
+            (true, _) => AF_INET6,
+        };
         FlowKey {
             src: entry.new_dst,
             dst: entry.new_src,

@@ -42,6 +42,11 @@ pub enum RewriteError {
     QuotedCsum = 10,
     /// Writing an address or port inside an ICMP error's quoted packet.
     StoreQuoted = 11,
+    /// Changing the packet's family (NAT64: bpf_skb_change_proto, or the
+    /// room an ICMP error's quote needs).
+    ChangeProto = 12,
+    /// Writing the new IP header of a packet that changed family.
+    StoreHeader = 13,
 }
 
 /// Logs a failed rewrite of a packet of rule `rule_id`; the caller drops

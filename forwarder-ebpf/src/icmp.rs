@@ -6,7 +6,7 @@
 //! over all of that, or path-MTU discovery breaks (cilium/cilium#47755 is
 //! this bug in a big project). tailscale0's MTU 1280 puts it on the main path.
 use aya_ebpf::programs::TcContext;
-use forwarder_common::{FlowEntry, FlowKey, Hook, Reason, PROTO_TCP, PROTO_UDP};
+use forwarder_common::{FlowEntry, FlowFlags, FlowKey, Hook, Reason, PROTO_TCP, PROTO_UDP};
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
@@ -141,6 +141,10 @@ pub fn error(ctx: &TcContext, p: &Packet, hook: Hook, ifindex: u32) -> Verdict {
     // 512-byte stack of the deepest call chain does not have.)
     if !conntrack::arrived_right(e, ifindex) {
         return Verdict::next(Reason::PassWrongIface);
+    }
+    if e.flags.contains(FlowFlags::XLAT) {
+        // About a NAT64 flow: becomes an ICMPv6 error (`nat64::icmp`).
+        return Verdict::nat64();
     }
     let new_src = e.new_src[0];
     // An error sent by the peer itself names the peer as outer source: it

@@ -21,6 +21,7 @@ mod ipv6;
 mod maps;
 mod mss;
 mod nat;
+mod nat64;
 mod newflow;
 mod parse;
 mod path;
@@ -55,6 +56,14 @@ pub fn fwd_egress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn fwd_ingress6(ctx: TcContext) -> i32 {
     ipv6::entry(&ctx)
+}
+
+/// The IPv4 side of NAT64 flows at TC ingress: never attached,
+/// tail-called by fwd_ingress for the target's replies and ICMP errors
+/// about such flows (see `nat64`).
+#[classifier]
+pub fn fwd_ingress64(ctx: TcContext) -> i32 {
+    nat64::back::entry(&ctx)
 }
 
 /// XDP accelerator on Ethernet interfaces with native XDP: established

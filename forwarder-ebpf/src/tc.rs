@@ -76,6 +76,9 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
                 let v = process(ctx, &p, ifindex, len, hook);
                 if !v.is_answer() {
                     v
+                } else if v.is_nat64() {
+                    crate::nat64::hand_over(ctx);
+                    Verdict::next(Reason::PassNoMatch)
                 } else if v.reason() == Reason::FwdRedirect {
                     send_error(ctx, &p)
                 } else {
@@ -164,6 +167,10 @@ fn established(
     let flow = maps::flow(key)?;
     if !handled_here(flow.entry(), hook) {
         return Some(Verdict::next(Reason::PassNoMatch));
+    }
+    if flow.entry().flags.contains(FlowFlags::XLAT) {
+        // A NAT64 flow's IPv4 side: fwd_ingress64's (see `nat64`).
+        return Some(Verdict::nat64());
     }
     if hook == Hook::TcIngress && path::auto_probe(p, flow.entry(), &key, a.ifindex) {
         return None;

@@ -69,6 +69,20 @@ impl Verdict {
         Verdict::new(ANSWER | mtu as i32, reason)
     }
 
+    /// Not decided here: a packet of a NAT64 flow's IPv4 side, which the
+    /// entry point hands to `fwd_ingress64` (`nat64::hand_over`). An
+    /// `answer` no MTU-carrying answer uses (`FwdRedirect` with MTU 1).
+    #[inline(always)]
+    pub const fn nat64() -> Verdict {
+        Verdict::answer(Reason::FwdRedirect, 1)
+    }
+
+    /// Whether this is [`Verdict::nat64`].
+    #[inline(always)]
+    pub const fn is_nat64(self) -> bool {
+        self.0 == Verdict::nat64().0
+    }
+
     /// Whether this is an `answer` still to be built.
     #[inline(always)]
     pub const fn is_answer(self) -> bool {

@@ -87,7 +87,13 @@ fn accelerate(ctx: &mut XdpContext, p: &Packet, ifindex: u32, len: u32) -> (u32,
     let Some(flow) = flow::lookup(p) else {
         return TO_TC;
     };
-    if flow.entry().flags.contains(FlowFlags::VIA_STACK) || p.ttl <= 1 {
+    // A NAT64 flow changes the packet's family: TC's (`nat64`).
+    if flow
+        .entry()
+        .flags
+        .intersects(FlowFlags::VIA_STACK | FlowFlags::XLAT)
+        || p.ttl <= 1
+    {
         return TO_TC;
     }
     let now = ktime_coarse_ns();

@@ -7,7 +7,7 @@
 use aya_obj::{EbpfSectionKind, Object};
 use forwarder::dataplane::OBJECT;
 use forwarder_common::{
-    map_spec, MapKind, MAPS, PROG_EGRESS, PROG_INGRESS, PROG_INGRESS6, PROG_XDP,
+    map_spec, MapKind, MAPS, PROG_EGRESS, PROG_INGRESS, PROG_INGRESS6, PROG_INGRESS64, PROG_XDP,
 };
 
 /// Maps of the object that hold global variables (`.rodata`, `.bss`,
@@ -76,7 +76,13 @@ fn every_map_of_the_object_is_in_the_layout_table_with_its_sizes() {
 #[test]
 fn the_programs_the_loader_names_are_in_the_object() {
     let obj = Object::parse(OBJECT).expect("parsing the embedded eBPF object");
-    for name in [PROG_INGRESS, PROG_EGRESS, PROG_INGRESS6, PROG_XDP] {
+    for name in [
+        PROG_INGRESS,
+        PROG_EGRESS,
+        PROG_INGRESS6,
+        PROG_INGRESS64,
+        PROG_XDP,
+    ] {
         assert!(
             obj.programs.contains_key(name),
             "program {name} missing from the object (has {:?})",

@@ -56,7 +56,7 @@ pub use flowrate::FlowRate;
 pub use host::HostFacts;
 pub use model::*;
 pub use print::to_toml;
-pub use release::{needs_ipv6, needs_translation, TRANSLATION_NOT_FORWARDED};
+pub use release::{needs_ipv6, needs_nat46, needs_translation, TRANSLATION_NOT_FORWARDED};
 pub use timeouts::Timeouts;
 pub use validate::{listeners_overlap, ASSUMED_IFACE_ADDRS};
 

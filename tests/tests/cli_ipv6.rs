@@ -1,8 +1,9 @@
 //! IPv6 and dual-stack forwards through the real binary's offline
 //! commands: `check` shows them, `explain` takes IPv6 `--from/--to`, and
-//! translation between families (NAT64/NAT46) is not in this release, so
+//! NAT46 (IPv4 clients of an IPv6 target) is not in this release, so
 //! `check` warns and `run` refuses such forwards at the same place, instead
-//! of installing listeners that would never match; NAT66 forwards run.
+//! of installing listeners that would never match; NAT66 and NAT64
+//! forwards run.
 use std::process::Command;
 
 use forwarder_tests::daemon::forwarder_bin;
@@ -32,6 +33,16 @@ listen = "2001:db8:1::55"
 port = 80
 to = "[fd00:100::80]:80"
 snat = "fd00:100::1"
+"#;
+
+/// A NAT46 forward: its fixed IPv4 listen address is line 5, column 10.
+const NAT46: &str = r#"
+[[forward]]
+name = "v6vm"
+in = "vmbr0"
+listen = "192.168.1.55"
+port = 443
+to = "[fd00:100::443]:443"
 "#;
 
 struct TempFile(std::path::PathBuf);
@@ -123,23 +134,24 @@ fn explain_takes_ipv6_endpoints() {
 }
 
 #[test]
-fn run_refuses_translating_forwards_and_only_those() {
-    let f = TempFile::new("dual-run", DUAL);
+fn run_refuses_nat46_forwards_and_only_those() {
+    let f = TempFile::new("dual-run", &format!("{NAT46}{DUAL}"));
     let (code, _out, err) = forwarder(&["run", "--rules", f.path()]);
     assert_eq!(code, 1, "{err}");
-    // The NAT64 forward by file, line and column (the value that makes it
-    // translate), in check's words, and nothing was started; the NAT66
-    // forward is not named.
+    // The NAT46 forward by file, line and column (the value that makes it
+    // translate), in check's words, and nothing was started; the NAT64
+    // and NAT66 forwards are not named.
     let file = f.path();
     assert!(
         err.contains(&format!(
-            "{file}:5:10: error: forward \"immich\": NAT64/NAT46 is not in this release"
+            "{file}:5:10: error: forward \"v6vm\": NAT46 is not in this release"
         )),
         "{err}"
     );
     assert!(!err.contains("\"web6\""), "{err}");
+    assert!(!err.contains("\"immich\""), "{err}");
     assert!(
-        err.contains("not loaded: 1 forward needs NAT64/NAT46, which is not in this release"),
+        err.contains("not loaded: 1 forward needs NAT46, which is not in this release"),
         "{err}"
     );
     assert!(err.contains("help: keep this traffic in socat"), "{err}");
@@ -148,12 +160,13 @@ fn run_refuses_translating_forwards_and_only_those() {
 
 #[test]
 fn check_warns_at_the_same_places_that_run_refuses() {
-    let f = TempFile::new("dual-warn", DUAL);
+    let f = TempFile::new("dual-warn", &format!("{NAT46}{DUAL}"));
     let (code, out, err) = forwarder(&["check", f.path()]);
     assert_eq!(code, 0, "{out}{err}");
     let file = f.path();
     let all = format!("{out}{err}");
-    assert!(all.contains(&format!("{file}:5:10: warning: forward \"immich\": NAT64/NAT46 is not in this release: the dataplane forwards IPv4 to IPv4 and IPv6 to IPv6 only, so `forwarder run` refuses a rules file with a forward whose clients and target differ in family")), "{all}");
-    assert!(!all.contains("forward \"web6\": NAT64"), "{all}");
-    assert!(all.contains("ok, 2 forwards, 1 warning"), "{all}");
+    assert!(all.contains(&format!("{file}:5:10: warning: forward \"v6vm\": NAT46 is not in this release: the dataplane translates IPv6 clients to an IPv4 target (NAT64) but not IPv4 clients to an IPv6 target")), "{all}");
+    assert!(!all.contains("forward \"immich\": NAT"), "{all}");
+    assert!(!all.contains("forward \"web6\": NAT"), "{all}");
+    assert!(all.contains("ok, 3 forwards, 1 warning"), "{all}");
 }

@@ -7,9 +7,9 @@
 //! Each scenario runs first through what a Proxmox host uses today
 //! (ip6tables for NAT66; socat for the translations, which netfilter cannot
 //! do), proving the harness, then through the forwarder with the
-//! equivalent rules file. The NAT66 forwarder halves run; the NAT64 and
-//! NAT46 ones are ignored until the dataplane translates between families
-//! (`forwarder run` refuses such forwards: rules/src/release.rs).
+//! equivalent rules file. The NAT66 and NAT64 forwarder halves run; the
+//! NAT46 one is ignored until the dataplane translates IPv4 clients to
+//! IPv6 (`forwarder run` refuses such forwards: rules/src/release.rs).
 use anyhow::Result;
 use forwarder_tests::{
     netns,
@@ -222,7 +222,6 @@ fn socat_dual_stack_to_ipv4_proves_the_harness() -> Result<()> {
 }
 
 #[test]
-#[ignore = "NAT64/NAT46 not in this release (rules/src/release.rs)"]
 fn forwarder_dual_stack_to_ipv4() -> Result<()> {
     if !require_root("forwarder_dual_stack_to_ipv4") {
         return Ok(());
@@ -254,7 +253,7 @@ fn socat_ipv4_to_ipv6_only_vm_proves_the_harness() -> Result<()> {
 }
 
 #[test]
-#[ignore = "NAT64/NAT46 not in this release (rules/src/release.rs)"]
+#[ignore = "NAT46 not in this release (rules/src/release.rs)"]
 fn forwarder_ipv4_to_ipv6_only_vm() -> Result<()> {
     if !require_root("forwarder_ipv4_to_ipv6_only_vm") {
         return Ok(());
@@ -266,13 +265,13 @@ fn forwarder_ipv4_to_ipv6_only_vm() -> Result<()> {
     t.check_http(&t.lan, &url(HOST_LAN, 8446, ""), HOST_VM6, || t.vm6_peers())
 }
 
-/// This release does not translate between families: a running daemon
-/// whose rules file gains a NAT64 forward refuses the edit with the
+/// This release does not translate IPv4 clients to IPv6: a running
+/// daemon whose rules file gains a NAT46 forward refuses the edit with the
 /// forward's file and line, and keeps forwarding what it had (the IPv4
 /// forward answers, no new listener appears), as for any invalid edit.
 #[test]
-fn a_running_daemon_refuses_a_nat64_edit_and_keeps_its_forwards() -> Result<()> {
-    if !require_root("a_running_daemon_refuses_a_nat64_edit_and_keeps_its_forwards") {
+fn a_running_daemon_refuses_a_nat46_edit_and_keeps_its_forwards() -> Result<()> {
+    if !require_root("a_running_daemon_refuses_a_nat46_edit_and_keeps_its_forwards") {
         return Ok(());
     }
     netns::sweep();
@@ -286,31 +285,29 @@ fn a_running_daemon_refuses_a_nat64_edit_and_keeps_its_forwards() -> Result<()> 
     let before = generation(&d.state()?);
 
     // The edit: written aside and renamed over, as editors do.
-    let nat64 = format!("\n[[forward]]\nname = \"web64\"\nin = \"vmbr0\"\nlisten = \"{HOST_LAN6}\"\nport = 8080\nto = \"{VM80}:80\"\n");
+    let nat46 = format!("\n[[forward]]\nname = \"vm6\"\nin = \"vmbr0\"\nlisten = \"{HOST_LAN}\"\nport = 8446\nto = \"[{VM6}]:80\"\n");
     let tmp = format!("{path}.tmp");
-    std::fs::write(&tmp, format!("{v4}{nat64}"))?;
+    std::fs::write(&tmp, format!("{v4}{nat46}"))?;
     std::fs::rename(&tmp, &path)?;
     let st = wait_for(std::time::Duration::from_secs(20), || {
         d.state().ok().filter(|s| generation(s) > before)
     })
     .ok_or_else(|| anyhow::anyhow!("the daemon did not report a load of the edit"))?;
     let err = st["rules_error"].as_str().unwrap_or_default();
-    // web64's IPv6 listen address is line 12 of the edited file.
-    let want =
-        format!("{path}:12:10: error: forward \"web64\": NAT64/NAT46 is not in this release");
+    // vm6's IPv4 listen address is line 12 of the edited file.
+    let want = format!("{path}:12:10: error: forward \"vm6\": NAT46 is not in this release");
     anyhow::ensure!(err.contains(&want), "missing {want:?} in {err:?}");
     let out = d.cli_output(&["reload"])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     anyhow::ensure!(
-        !out.status.success() && stderr.contains("NAT64/NAT46 is not in this release"),
+        !out.status.success() && stderr.contains("NAT46 is not in this release"),
         "reload fails with the same error: {out:?}"
     );
     v4_works()?;
     anyhow::ensure!(
-        t.check_http(&t.lan, &url(HOST_LAN6, 8080, ""), HOST_VM, || t
-            .http_peers())
+        t.check_http(&t.lan, &url(HOST_LAN, 8446, ""), HOST_VM6, || t.vm6_peers())
             .is_err(),
-        "no NAT64 listener was installed"
+        "no NAT46 listener was installed"
     );
     Ok(())
 }

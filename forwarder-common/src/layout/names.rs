@@ -19,6 +19,15 @@ pub const PROG_XDP: &str = "fwd_xdp";
 pub const PROG_INGRESS6: &str = "fwd_ingress6";
 /// `FWD_PROGS`' slot of `fwd_ingress6`.
 pub const PROG_SLOT_IPV6: u32 = 0;
+/// The IPv4 side of NAT64 flows at TC ingress (replies of the target, ICMP
+/// errors about the flow): never attached, `fwd_ingress` tail-calls it
+/// through `FWD_PROGS` for a packet whose flow entry is `FlowFlags::XLAT`
+/// (fwd_ingress's 512-byte stack has no room for the translation).
+pub const PROG_INGRESS64: &str = "fwd_ingress64";
+/// `FWD_PROGS`' slot of `fwd_ingress64`.
+pub const PROG_SLOT_NAT64: u32 = 1;
+/// Slots in `FWD_PROGS`.
+pub const PROG_SLOTS: u32 = 2;
 
 // ---- Map names (also the pin file names under the pin directory). ----
 

@@ -15,6 +15,7 @@ pub mod frame;
 pub mod map_value;
 pub mod skb;
 pub mod tcp_opts;
+pub mod xlat;
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
 use forwarder_common::{FEATURES_ALL, FEATURE_COARSE_TIME};

@@ -6,7 +6,7 @@
 #![allow(clippy::needless_borrows_for_generic_args)]
 use aya_ebpf::bindings::BPF_NOEXIST;
 use forwarder_common::{
-    conntrack::CtState, FlowEntry, FlowFlags, FlowKey, ListenFlags, ListenerValue, Reason,
+    conntrack::CtState, FlowEntry, FlowFlags, FlowKey, ListenFlags, ListenerValue, Reason, AF_INET,
     AF_INET6, DEFAULT_SNAT_PORT_MAX, DEFAULT_SNAT_PORT_MIN, PROTO_TCP,
 };
 
@@ -116,6 +116,9 @@ pub fn create(p: &Packet6, l: &ListenerValue, d: &Decision6, a: &Arrival) -> Res
     reply.mss = mss;
     reply.ct.iface = d.reply_iface;
     reply.ct.state = state as u8;
+    // The client's interface, for the reply's route lookup (NAT64: see
+    // `nat64::back::next_hop`).
+    reply.ct.out_iface = a.ifindex;
     let reply: &FlowEntry = reply;
     set_key(
         reply_key,
@@ -125,6 +128,10 @@ pub fn create(p: &Packet6, l: &ListenerValue, d: &Decision6, a: &Arrival) -> Res
         q.sport,
         q.proto,
     );
+    if d.flags.contains(FlowFlags::XLAT) {
+        // NAT64: the target answers in IPv4.
+        reply_key.family = AF_INET;
+    }
     if snat {
         let cfg = maps::config();
         let (min, max) = if cfg.snat_port_min != 0 && cfg.snat_port_max >= cfg.snat_port_min {

@@ -19,7 +19,9 @@
 //! them to the stack untouched (`PassNoMatch`), as the IPv4 path passes an
 //! echo to a listener's address.
 use aya_ebpf::programs::TcContext;
-use forwarder_common::{FlowEntry, FlowKey, Hook, Reason, AF_INET6, PROTO_TCP, PROTO_UDP};
+use forwarder_common::{
+    FlowEntry, FlowFlags, FlowKey, Hook, Reason, AF_INET6, PROTO_TCP, PROTO_UDP,
+};
 use network_types::ip::Ipv6Hdr;
 
 use super::{
@@ -149,7 +151,8 @@ pub fn error(ctx: &TcContext, p: &Packet6, ifindex: u32) -> Verdict {
         return NOT_OURS;
     };
     let e = flow.entry();
-    if !handled_here(e, Hook::TcIngress) {
+    // A NAT64 flow's peer speaks IPv4: not translated (docs/rules.md).
+    if !handled_here(e, Hook::TcIngress) || e.flags.contains(FlowFlags::XLAT) {
         return NOT_OURS;
     }
     if !conntrack::arrived_right(e, ifindex) {

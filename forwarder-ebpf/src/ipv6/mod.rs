@@ -25,10 +25,10 @@
 //! `PassIpOptions`), fragments follow their first fragment (`frag6`; a
 //! stray later fragment passes as `PassFragment`), ICMPv6 errors about a
 //! flow are translated back to its peer (`icmp6`); ICMPv6 echo, neighbour
-//! discovery and router advertisements are never touched. Not here yet,
-//! and passed to the stack untranslated: NAT64/NAT46 listeners
-//! (`ListenFlags::XLAT`, which `forwarder run` refuses), flows that would
-//! need the stack path (no forwarding route, `path = "stack"`),
+//! discovery and router advertisements are never touched. NAT64 listeners
+//! (`ListenFlags::XLAT`) are `nat64`'s (its IPv6 side runs here). Not here
+//! yet, and passed to the stack untranslated: flows that would need the
+//! stack path (no forwarding route, `path = "stack"`),
 //! `snat = "auto"`'s learning from retransmitted SYNs, and the XDP
 //! accelerator and the egress hook (IPv6 stays `PassNotIpv4` there).
 mod flow;
@@ -37,7 +37,7 @@ mod icmp6;
 mod nat;
 pub mod parse;
 mod reply;
-mod route;
+pub(crate) mod route;
 
 use aya_ebpf::{
     macros::map,
@@ -46,7 +46,7 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     AllowKey, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags, ListenerKey,
-    ListenerValue, Reason, ALLOW_EXACT_V6_PREFIX, PROG_SLOT_IPV6, PROTO_TCP, PROTO_UDP,
+    ListenerValue, Reason, ALLOW_EXACT_V6_PREFIX, PROG_SLOTS, PROG_SLOT_IPV6, PROTO_TCP, PROTO_UDP,
     RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
     RULE_DROP_RATE_LIMITED, RULE_DROP_TABLE_FULL, TCX_NEXT,
 };
@@ -67,10 +67,10 @@ use parse::Packet6;
 #[map(name = "FWD_PKT6_SCRATCH")]
 static PKT6: PerCpuArray<Packet6> = PerCpuArray::with_max_entries(1, 0);
 
-/// `fwd_ingress6`, in slot `PROG_SLOT_IPV6`, put there by the daemon at
-/// load.
+/// `fwd_ingress6`, in slot `PROG_SLOT_IPV6`, and `fwd_ingress64`
+/// (`nat64`), put there by the daemon at load.
 #[map(name = "FWD_PROGS")]
-static PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub(crate) static PROGS: ProgramArray = ProgramArray::with_max_entries(PROG_SLOTS, 0);
 
 /// Hands the packet to `fwd_ingress6`; returns only when that program is
 /// not in `FWD_PROGS` (or the tail-call limit is reached).
@@ -181,7 +181,18 @@ fn established(ctx: &TcContext, p: &Packet6, key: FlowKey, a: &Arrival) -> Optio
     }
     let e = flow.entry();
     counters::count_rule(e.rule_id, a.len);
-    Some(translate(ctx, p, e))
+    Some(translate_any(ctx, p, e))
+}
+
+/// `translate`, or for a NAT64 flow `nat64::out::translate` (a call of the
+/// same depth).
+#[inline(always)]
+fn translate_any(ctx: &TcContext, p: &Packet6, e: &FlowEntry) -> Verdict {
+    if e.flags.contains(FlowFlags::XLAT) {
+        crate::nat64::out::translate(ctx, p, e)
+    } else {
+        translate(ctx, p, e)
+    }
 }
 
 /// The listener a flow's first packet is for, if the rule lets it start
@@ -192,10 +203,6 @@ fn admit(p: &Packet6, ifindex: u32) -> Result<&'static ListenerValue, Verdict> {
     let Some(l) = maps::listener(lkey) else {
         return Err(Verdict::next(Reason::PassNoMatch));
     };
-    if l.flags.contains(ListenFlags::XLAT) {
-        // NAT64 is not here yet (see the module comment).
-        return Err(Verdict::next(Reason::PassNoMatch));
-    }
     // Refused packets are answered here (`reject`) or dropped, never
     // handed to the stack: the host may run a service on the port.
     if l.flags.contains(ListenFlags::ALLOWLIST) {
@@ -244,7 +251,13 @@ fn create_flow(
         return Verdict::answer(Reason::ReplyTimeExceeded, 0);
     }
     // Decided first, then created: two calls in a row (see tc.rs).
-    let created = match route::decide(ctx, p, l, a.ifindex) {
+    // NAT64 (`ListenFlags::XLAT`): an IPv4 source, see `nat64::out`.
+    let decided = if l.flags.contains(ListenFlags::XLAT) {
+        crate::nat64::out::decide(ctx, p, l, a.ifindex)
+    } else {
+        route::decide(ctx, p, l, a.ifindex)
+    };
+    let created = match decided {
         Ok(Some(d)) => flow::create(p, l, &d, a),
         // Only the stack could deliver it: left to the stack, untranslated.
         Ok(None) => return Verdict::next(Reason::PassNoMatch),
@@ -268,7 +281,7 @@ fn create_flow(
     counters::count_new_flow(rule_id, snat, false);
     counters::count_rule(rule_id, a.len);
     start_tracking(ctx, p, flow);
-    translate(ctx, p, flow.entry())
+    translate_any(ctx, p, flow.entry())
 }
 
 /// Starts the TCP tracking of a new flow's original direction from its

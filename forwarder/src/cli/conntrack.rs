@@ -70,6 +70,8 @@ pub struct FlowView {
     pub path: &'static str,
     /// The SNAT decision was `snat = "auto"`'s.
     pub auto: bool,
+    /// NAT64: the original tuple is IPv6, the translated one IPv4.
+    pub nat64: bool,
     pub mss: Option<u16>,
     pub age_s: f64,
     pub idle_s: f64,
@@ -104,7 +106,10 @@ pub fn flows(pin_dir: &Path) -> Result<Vec<FlowView>> {
         if e.flags.contains(FlowFlags::REPLY) {
             continue;
         }
-        let reply = all.get(&FlowKey::peer_of(e, k.proto, k.family));
+        // The reply's key is of the translated tuple's family (IPv4 for
+        // a NAT64 flow's IPv6 original).
+        let peer = FlowKey::peer_of(e, k.proto, k.family);
+        let reply = all.get(&peer);
         out.push(FlowView {
             proto: proto_name(k.proto),
             state: sweeper::state_name(k.proto, e),
@@ -120,8 +125,8 @@ pub fn flows(pin_dir: &Path) -> Result<Vec<FlowView>> {
                 dport: u16::from_be(k.dport),
             },
             translated: Tuple {
-                src: ip(&e.new_src, k.family),
-                dst: ip(&e.new_dst, k.family),
+                src: ip(&e.new_src, peer.family),
+                dst: ip(&e.new_dst, peer.family),
                 sport: u16::from_be(e.new_sport),
                 dport: u16::from_be(e.new_dport),
             },
@@ -132,6 +137,7 @@ pub fn flows(pin_dir: &Path) -> Result<Vec<FlowView>> {
                 "redirect"
             },
             auto: e.flags.contains(FlowFlags::AUTO),
+            nat64: e.flags.contains(FlowFlags::XLAT),
             mss: (e.mss != 0).then_some(e.mss),
             age_s: secs(e.created_ns),
             idle_s: secs(e.last_seen_ns.max(reply.map_or(0, |r| r.last_seen_ns))),
@@ -170,7 +176,7 @@ pub fn conntrack(pin_dir: &Path, cmd: ConntrackCmd) -> Result<ExitCode> {
             } else {
                 for f in &list {
                     println!(
-                        "{:<4} {:<11} rule={} src={} dst={} sport={} dport={} -> src={} dst={} sport={} dport={}{}{}{} age={:.0}s idle={:.0}s packets={}/{} bytes={}/{}",
+                        "{:<4} {:<11} rule={} src={} dst={} sport={} dport={} -> src={} dst={} sport={} dport={}{}{}{}{} age={:.0}s idle={:.0}s packets={}/{} bytes={}/{}",
                         f.proto,
                         f.state,
                         f.rule,
@@ -183,6 +189,7 @@ pub fn conntrack(pin_dir: &Path, cmd: ConntrackCmd) -> Result<ExitCode> {
                         f.translated.sport,
                         f.translated.dport,
                         if f.snat { " [snat]" } else { "" },
+                        if f.nat64 { " [nat64]" } else { "" },
                         if f.path == "stack" { " [via stack]" } else { "" },
                         f.mss.map_or(String::new(), |m| format!(" [mss {m}]")),
                         f.age_s,

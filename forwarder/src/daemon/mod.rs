@@ -93,8 +93,8 @@ pub fn load_rules(path: &std::path::Path) -> Result<rules::Loaded, String> {
         Some(d) => d.to_string(),
         None => e.to_string(),
     })?;
-    // The rules format takes forwards that translate between families
-    // (NAT64/NAT46); this release's dataplane does not (issue 13). Refusing
+    // The rules format takes forwards of IPv4 clients to an IPv6 target
+    // (NAT46); this release's dataplane does not (issue 13). Refusing
     // the file keeps the running configuration, instead of listeners that
     // never match. The text is `check`'s warning as an error: same place,
     // same words.
@@ -103,7 +103,7 @@ pub fn load_rules(path: &std::path::Path) -> Result<rules::Loaded, String> {
         let file = path.display().to_string();
         let mut text: Vec<String> = refused.iter().map(|d| d.render(&file)).collect();
         text.push(format!(
-            "{file}: not loaded: {} forward{} need{} NAT64/NAT46, which is not in this release",
+            "{file}: not loaded: {} forward{} need{} NAT46, which is not in this release",
             refused.len(),
             if refused.len() == 1 { "" } else { "s" },
             if refused.len() == 1 { "s" } else { "" },

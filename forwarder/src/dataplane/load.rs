@@ -21,7 +21,7 @@ use aya::{
 use forwarder_common::{
     conntrack::CtConfig, pinned_maps, Capacity, GlobalConfig, ABI_VERSION, GLOBAL_KERNEL_FEATURES,
     MAPS, MAP_CONFIG, MAP_FLOWS, MAP_PROGS, PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS,
-    PROG_INGRESS, PROG_INGRESS6, PROG_SLOT_IPV6, PROG_XDP,
+    PROG_INGRESS, PROG_INGRESS6, PROG_INGRESS64, PROG_SLOT_IPV6, PROG_SLOT_NAT64, PROG_XDP,
 };
 use tracing::{debug, info, warn};
 
@@ -228,28 +228,38 @@ impl Dataplane {
     }
 }
 
-/// Loads `fwd_ingress6` and puts it where fwd_ingress tail-calls it
-/// (`FWD_PROGS`, a private map: programs are loaded anew by each daemon).
-/// `Some(why)` when the verifier rejects it: the slot stays empty and
-/// fwd_ingress passes IPv6 to the stack untranslated (`PassNotIpv4`), so a
-/// kernel that cannot take the IPv6 path still forwards IPv4. A missing
+/// Loads `fwd_ingress6` and `fwd_ingress64` (NAT64's IPv4 side) and puts
+/// them where fwd_ingress tail-calls them (`FWD_PROGS`, a private map:
+/// programs are loaded anew by each daemon). `Some(why)` when the verifier
+/// rejects either: both slots stay empty and fwd_ingress passes IPv6 to
+/// the stack untranslated (`PassNotIpv4`), so a kernel that cannot take
+/// the IPv6 path still forwards IPv4. (fwd_ingress64 first: without it a
+/// NAT64 flow could start whose replies nothing translates.) A missing
 /// program or map is a broken object, an error.
 fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<Option<String>> {
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(PROG_INGRESS6)
-        .with_context(|| format!("program {PROG_INGRESS6} missing from the object"))?
-        .try_into()?;
-    if let Err(e) = prog.load() {
-        return Ok(Some(rejected(PROG_INGRESS6, &e).to_string()));
+    let mut fds = Vec::new();
+    for (name, slot) in [
+        (PROG_INGRESS64, PROG_SLOT_NAT64),
+        (PROG_INGRESS6, PROG_SLOT_IPV6),
+    ] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?
+            .try_into()?;
+        if let Err(e) = prog.load() {
+            return Ok(Some(rejected(name, &e).to_string()));
+        }
+        fds.push((name, slot, prog.fd()?.try_clone()?));
     }
-    let fd = prog.fd()?.try_clone()?;
     let map = ebpf
         .map_mut(MAP_PROGS)
         .with_context(|| format!("map {MAP_PROGS} missing from the kernel object"))?;
     let mut progs = ProgramArray::try_from(map)?;
-    progs
-        .set(PROG_SLOT_IPV6, &fd, 0)
-        .with_context(|| format!("putting {PROG_INGRESS6} into {MAP_PROGS}"))?;
+    for (name, slot, fd) in fds {
+        progs
+            .set(slot, &fd, 0)
+            .with_context(|| format!("putting {name} into {MAP_PROGS}"))?;
+    }
     Ok(None)
 }
 

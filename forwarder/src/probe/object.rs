@@ -137,6 +137,8 @@ pub fn helper_since(id: u32) -> Option<&'static str> {
         23 => "4.4",
         26 => "4.5",
         28 => "4.6",
+        // bpf_skb_change_proto (NAT64's family change).
+        31 => "4.8",
         38 | 39 => "4.9",
         43 => "4.10",
         50 => "4.13",

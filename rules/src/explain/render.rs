@@ -58,11 +58,12 @@ pub fn render(rules: &RuleSet, q: &Query, e: &Explanation) -> String {
     out
 }
 
-/// What `explain` adds for a forward this release does not forward: the
-/// explanation is what the rule means, not what a running daemon does.
+/// What `explain` adds for a forward this release does not forward
+/// (NAT46): the explanation is what the rule means, not what a running
+/// daemon does.
 fn not_forwarded_note(rules: &RuleSet, rule: &str) -> String {
     match rules.forward(rule) {
-        Some(f) if crate::needs_translation(f) => "  note: NAT64/NAT46 is not in this release: `forwarder run` refuses a rules file with this forward\n".into(),
+        Some(f) if crate::needs_nat46(f) => "  note: NAT46 is not in this release: `forwarder run` refuses a rules file with this forward\n".into(),
         _ => String::new(),
     }
 }

@@ -31,6 +31,8 @@ mod l3_tun;
 mod left_alone;
 mod limits;
 mod mss;
+mod nat64;
+mod nat64_errors;
 mod nat66;
 mod nat66_ext_headers;
 mod nat66_fragments;
