@@ -104,7 +104,14 @@ fn configmap_updates_apply_within_a_second_and_readiness_follows() -> Result<()>
         "median {median:?}: {latencies:?}"
     );
     // The old directories' removal was not taken for the file going away:
-    // every load since start applied, none rejected.
+    // every load since start applied, none rejected. The state is
+    // republished after a load's maps are written, so traffic can follow
+    // the last update before its generation shows: wait for it (an extra
+    // reload would show as 7 in the same look, or later, checked below).
+    wait_for(Duration::from_secs(5), || {
+        let g = daemon.state().ok()?["generation"].as_u64()?;
+        (g >= 6).then_some(())
+    });
     let st = daemon.state()?;
     ensure!(st["rules_error"].is_null(), "a load was rejected: {st}");
     ensure!(
