@@ -143,6 +143,10 @@ flag_type! {
         /// once, so interfaces whose forwards are all redirected pay nothing
         /// at egress.
         EGRESS_NAT = 2;
+        /// The NAT64 pool's device (`NAT64_DEV`): nothing arrives on it;
+        /// the replies of NAT64 flows through the stack leave by it, where
+        /// `fwd_ingress64` runs at egress.
+        NAT64_DEV = 4;
     }
 }
 

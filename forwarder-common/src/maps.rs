@@ -105,7 +105,11 @@ impl ListenerKey {
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct ListenerValue {
     pub target_addr: [u32; 4],
-    /// Source address for `SnatMode::FIXED`.
+    /// Source address for `SnatMode::FIXED`. A NAT64 listener
+    /// (`ListenFlags::XLAT`, IPv4 target) also keeps in word 1 its pool
+    /// source: the IPv4 address (not one of the host's) of flows to a
+    /// target without a forwarding route, which go through the stack by
+    /// the pool's device (`GlobalConfig::nat64_ifindex`); 0: none.
     pub snat_addr: [u32; 4],
     pub rule_id: u32,
     /// Network byte order.
@@ -412,6 +416,17 @@ pub struct AutoEvidence {
     pub count: u32,
 }
 
+/// The NAT64 pool's device: a dummy link the daemon creates when a NAT64
+/// forward's target may need the stack (an IPv4 ClusterIP that only
+/// kube-proxy's DNAT reaches), with a route to each pool address through
+/// it, so the target's replies to the pool leave by it, where the egress
+/// program translates them back to IPv6. It outlives the daemon, as the
+/// pins do.
+pub const NAT64_DEV: &str = "fwd64";
+/// The default NAT64 pool source: 192.0.0.2, in the IPv4 Service
+/// Continuity Prefix 192.0.0.0/29 (RFC 7335), which no host owns.
+pub const NAT64_POOL_DEFAULT: [u8; 4] = [192, 0, 0, 2];
+
 /// Global knobs, index 0 of `FWD_CONFIG`; userspace may update them live.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -421,7 +436,10 @@ pub struct GlobalConfig {
     pub snat_port_min: u16,
     pub snat_port_max: u16,
     pub flags: u32,
-    pub _pad: u32,
+    /// The NAT64 pool's device (`NAT64_DEV`, a dummy the daemon owns);
+    /// 0: none, and NAT64 flows only the stack could deliver pass
+    /// untranslated (see `ListenerValue::snat_addr`).
+    pub nat64_ifindex: u32,
 }
 
 impl GlobalConfig {
@@ -434,7 +452,7 @@ impl GlobalConfig {
             snat_port_min,
             snat_port_max,
             flags: 0,
-            _pad: 0,
+            nat64_ifindex: 0,
         }
     }
 

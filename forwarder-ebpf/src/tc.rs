@@ -77,7 +77,11 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
                 if !v.is_answer() {
                     v
                 } else if v.is_nat64() {
-                    crate::nat64::hand_over(ctx);
+                    // At egress only the NAT64 pool's device has flows of
+                    // fwd_ingress64's (see `nat64::back`).
+                    if hook == Hook::TcIngress || iface.flags.contains(IfaceFlags::NAT64_DEV) {
+                        crate::nat64::hand_over(ctx);
+                    }
                     Verdict::next(Reason::PassNoMatch)
                 } else if v.reason() == Reason::FwdRedirect {
                     send_error(ctx, &p)

@@ -10,10 +10,12 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr},
 };
 
-use forwarder_common::{AllowKey, ListenFlags, ListenerKey, ListenerValue, SnatMode, MAX_RULES};
+use forwarder_common::{
+    AllowKey, ListenFlags, ListenerKey, ListenerValue, SnatMode, MAX_RULES, NAT64_POOL_DEFAULT,
+};
 use ipnet::IpNet;
 
 use crate::{family::abi_addr, model::*};
@@ -124,15 +126,27 @@ pub enum CompileError {
     MissingId(String),
 }
 
+/// The NAT64 pool source of `f`'s clients of family `af`: the IPv4
+/// address its IPv6 clients' flows to a target without a forwarding route
+/// of its own (an IPv4 ClusterIP) get, through the stack by the pool's
+/// device (`forwarder_common::NAT64_DEV`). `None` unless NAT64.
+pub fn nat64_pool(f: &Forward, af: Af) -> Option<Ipv4Addr> {
+    (af == Af::V6 && f.translates(af)).then_some(Ipv4Addr::from(NAT64_POOL_DEFAULT))
+}
+
 /// The `ListenerValue` fields a forward sets, per listened port, for its
 /// clients of family `af`, with its target at `target`.
 fn listener_value(f: &Forward, af: Af, target: IpAddr, id: u32, port: u16) -> ListenerValue {
-    let (snat_mode, snat_addr) = match f.snat_for(af) {
+    let (snat_mode, mut snat_addr) = match f.snat_for(af) {
         Snat::Off => (SnatMode::OFF, [0; 4]),
         Snat::Fixed(a) => (SnatMode::FIXED, abi_addr(a)),
         Snat::Masquerade => (SnatMode::MASQUERADE, [0; 4]),
         Snat::Auto => (SnatMode::AUTO, [0; 4]),
     };
+    if let Some(pool) = nat64_pool(f, af) {
+        // Word 1 of an IPv4 snat address (see `ListenerValue::snat_addr`).
+        snat_addr[1] = abi_addr(IpAddr::V4(pool))[0];
+    }
     let mut flags = ListenFlags::empty();
     if f.translates(af) {
         flags |= ListenFlags::XLAT;

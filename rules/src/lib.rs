@@ -46,7 +46,7 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use compile::{
-    assign_ids, compile, compile_with, materialize, AllowLpmKey, AllowSpec, CompileError, Compiled,
+    assign_ids, compile, compile_with, materialize, nat64_pool, AllowLpmKey, AllowSpec, CompileError, Compiled,
     CompiledRule, IfaceState, ListenAddr, ListenerSpec, MapEntries,
 };
 pub use diagnostics::{Diagnostic, Diagnostics, Location, Severity};

@@ -88,6 +88,10 @@ fn a_dual_stack_interface_listener_gets_one_key_per_address_of_each_family() {
         (SnatMode::MASQUERADE, true)
     );
     assert_eq!(k4.rule_id, k6.rule_id);
+    // The NAT64 pool source (word 1 of the IPv4 snat address) for flows
+    // only the stack reaches: IPv6 clients only.
+    assert_eq!(k6.snat_addr, [0, v4("192.0.0.2")[0], 0, 0]);
+    assert_eq!(k4.snat_addr, [0; 4]);
 }
 
 #[test]

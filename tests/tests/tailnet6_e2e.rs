@@ -7,8 +7,9 @@
 //! Each scenario runs first through today's setup (socat units and
 //! ip6tables rules on the node), proving the harness, then through the
 //! forwarder with the equivalent rules. NAT64 runs to the pods' IPv4
-//! addresses; the ClusterIP forwards (the NAT66 one here, NAT64 to an
-//! IPv4 ClusterIP) wait for an IPv6 stack path and are ignored.
+//! addresses and to the IPv4 ClusterIPs (through the node's stack from the
+//! NAT64 pool, 192.0.0.2); the NAT66 ClusterIP forward waits for an IPv6
+//! stack path and is ignored.
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -271,10 +272,9 @@ fn forwarder_serves_ipv6_tailnet_clients_of_an_ipv6_service() -> Result<()> {
 }
 
 /// NAT64 to the pods' own IPv4 addresses, routed on cni0: the tailnet's
-/// IPv6 clients of immich and of the DNS server. (The seed's forwards go
-/// to the IPv4 ClusterIPs, which only kube-proxy's DNAT in the node's
-/// stack reaches: a translated flow cannot take the stack path yet, so
-/// this forwards to the pods, as `TCP4:POD` socat units would.)
+/// IPv6 clients of immich and of the DNS server, as `TCP4:POD` socat
+/// units would (the seed's ClusterIP forwards: `RULES` and
+/// `forwarder_serves_the_ipv6_tailnet_through_the_ipv4_clusterips`).
 const RULES64: &str = r#"
 [[forward]]
 name = "immich"
@@ -351,6 +351,55 @@ fn forwarder_serves_the_ipv6_tailnet() -> Result<()> {
     ensure!(
         list.lines().any(|l| l.contains(&want)
             && l.contains(&format!("-> src={CNI_GW} dst={}", IMMICH.pod))
+            && l.contains("[nat64]")),
+        "conntrack list: {list}"
+    );
+    Ok(())
+}
+
+/// The seed's forwards as they are (`RULES` without the NAT66 one): the
+/// IPv4 ClusterIPs, which only kube-proxy's DNAT in the node's stack
+/// reaches. The tailnet's IPv6 clients are translated to IPv4 from the
+/// NAT64 pool (192.0.0.2, on the daemon's fwd64 device), go through
+/// PREROUTING's DNAT to the pod, and the pod's replies, routed to the pool,
+/// are translated back as they leave by fwd64. kube-proxy here does not
+/// masquerade off-cluster sources (see `k3s::kube_proxy_rules`), so the
+/// pod sees the pool address; the seed's socat shows the node's.
+#[test]
+fn forwarder_serves_the_ipv6_tailnet_through_the_ipv4_clusterips() -> Result<()> {
+    if !require_root("forwarder_serves_the_ipv6_tailnet_through_the_ipv4_clusterips") {
+        return Ok(());
+    }
+    netns::sweep();
+    let t = K3s6::build()?;
+    // The harness: the seed's dual-stack socat units to the ClusterIPs.
+    let units = seed_setup(&t)?;
+    check_app(&t, &t.k.vps, NODE_TS6, IMMICH.node_port, &IMMICH, NODE_LAN)?;
+    check_download(&t, IMMICH.node_port, NODE_LAN).context("through socat")?;
+    check_dns(&t, NODE_LAN)?;
+    check_phone_refused(&t)?;
+    drop(units);
+    ip6tables(&t.k.node, &["-F INPUT"])?;
+
+    let rules = t.k.dir.file("rules.toml");
+    let seed: Vec<&str> = RULES
+        .split("\n\n")
+        .filter(|f| !f.contains("jellyfin6"))
+        .collect();
+    std::fs::write(&rules, seed.join("\n\n"))?;
+    let d = Daemon::start(&t.k.node, &["--rules", rules.to_str().unwrap()])?;
+    let pool = "192.0.0.2";
+    check_app(&t, &t.k.vps, NODE_TS6, IMMICH.node_port, &IMMICH, pool)?;
+    check_download(&t, IMMICH.node_port, pool).context("through the forwarder")?;
+    check_dns(&t, pool)?;
+    check_phone_refused(&t)?;
+    // IPv4 clients of the same forward keep their address (`auto`).
+    check_app(&t, &t.k.vps, NODE_TS, IMMICH.node_port, &IMMICH, VPS)?;
+    let list = d.cli(&["conntrack", "list", "--rule", "immich"])?;
+    let want = format!("src={VPS6} dst={NODE_TS6}");
+    ensure!(
+        list.lines().any(|l| l.contains(&want)
+            && l.contains(&format!("-> src={pool} dst={}", IMMICH.cluster_ip))
             && l.contains("[nat64]")),
         "conntrack list: {list}"
     );

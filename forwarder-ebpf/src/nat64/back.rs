@@ -51,6 +51,13 @@ pub fn entry(ctx: &TcContext) -> i32 {
     let Some(iface) = maps::iface(ifindex) else {
         return TCX_NEXT;
     };
+    // The pool's device: nothing arrives there, the replies of flows
+    // through the stack leave by it (see `nat64::out::via_pool`).
+    let (hook, egress) = if iface.flags.contains(IfaceFlags::NAT64_DEV) {
+        (Hook::TcEgress, true)
+    } else {
+        (Hook::TcIngress, false)
+    };
     let len = ctx.len();
     let verdict = match parse::packet(ctx, iface.flags.contains(IfaceFlags::L3)) {
         Ok(p) => {
@@ -58,11 +65,17 @@ pub fn entry(ctx: &TcContext) -> i32 {
                 // Not reassembled here (see the module comment of `nat64`).
                 Verdict::next(Reason::PassFragment)
             } else if p.proto == PROTO_ICMP {
-                // An ICMP error about a NAT64 flow (a call of its own, at
-                // the depth of `run`).
-                super::icmp::translate(ctx, &p, ifindex)
+                if egress {
+                    // Not translated at the pool's device (docs/
+                    // CONFORMANCE.md): the dummy drops it.
+                    Verdict::next(Reason::PassNoMatch)
+                } else {
+                    // An ICMP error about a NAT64 flow (a call of its own,
+                    // at the depth of `run`).
+                    super::icmp::translate(ctx, &p, ifindex)
+                }
             } else {
-                run(ctx, &p, ifindex, len)
+                run(ctx, &p, ifindex, len, egress)
             };
             if v.is_answer() {
                 // Time exceeded, fragmentation needed: to the target.
@@ -73,15 +86,16 @@ pub fn entry(ctx: &TcContext) -> i32 {
         }
         Err(reason) => Verdict::next(reason),
     };
-    counters::count_iface(iface.slot, Hook::TcIngress, verdict.reason(), len);
+    counters::count_iface(iface.slot, hook, verdict.reason(), len);
     verdict.action()
 }
 
 // Out of line, as every stage below: the entry's frame holds the parsed
 // packet, and the deepest chain (run, translate, rewrite, mss::clamp)
-// must fit 512 bytes.
+// must fit 512 bytes. `egress`: at the pool's device, where only the
+// replies of flows through the stack are translated.
 #[inline(never)]
-fn run(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32) -> Verdict {
+fn run(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32, egress: bool) -> Verdict {
     if p.proto != PROTO_TCP && p.proto != PROTO_UDP {
         return Verdict::next(Reason::PassNoMatch);
     }
@@ -89,8 +103,12 @@ fn run(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32) -> Verdict {
     let Some(flow) = maps::flow(key) else {
         return Verdict::next(Reason::PassNoMatch);
     };
-    if !flow.entry().flags.contains(FlowFlags::XLAT) || !handled_here(flow.entry(), Hook::TcIngress)
-    {
+    let hook = if egress {
+        Hook::TcEgress
+    } else {
+        Hook::TcIngress
+    };
+    if !flow.entry().flags.contains(FlowFlags::XLAT) || !handled_here(flow.entry(), hook) {
         return Verdict::next(Reason::PassNoMatch);
     }
     let a = Arrival { ifindex, len };
@@ -114,7 +132,10 @@ fn run(ctx: &TcContext, p: &Packet, ifindex: u32, len: u32) -> Verdict {
 // Own frame: the FIB answer and the header buffer stay off `run`'s.
 #[inline(never)]
 fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry) -> Verdict {
-    if p.ttl <= 1 {
+    // A reply through the stack (`VIA_STACK`, at the pool's egress) was
+    // forwarded by it already: its TTL checked and decremented.
+    let stack = e.flags.contains(FlowFlags::VIA_STACK);
+    if p.ttl <= 1 && !stack {
         return Verdict::answer(Reason::ReplyTimeExceeded, 0);
     }
     let refused = if p.l4 != p.l3 + IPV4_HLEN {
@@ -132,17 +153,20 @@ fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry) -> Verdict {
     }
     let (oif, fib) = match next_hop(ctx, p.proto, e, p.tot_len + GROWTH) {
         Ok(next) => next,
-        Err(v) => {
-            if !v.is_answer() {
-                counters::count_rule_drop(e.rule_id, RULE_DROP_ERROR);
-            }
-            return v;
+        // No answer from the pool's egress: the packet's source is the
+        // target's un-DNATed address, an error to it would need the
+        // stack's NAT (docs/CONFORMANCE.md; TCP is kept within the path
+        // by the client's MSS).
+        Err(v) if !v.is_answer() || stack => {
+            counters::count_rule_drop(e.rule_id, RULE_DROP_ERROR);
+            return Verdict::shot(Reason::DropError);
         }
+        Err(v) => return v,
     };
     // Two calls in a row rather than one inside the other: the chain down
     // to mss::clamp stays within 512 bytes.
     let done = rewrite(ctx, p, e)
-        .and_then(|()| to_ipv6(ctx, p, e))
+        .and_then(|()| to_ipv6(ctx, p, e, stack))
         .and_then(|()| send(ctx, p.l3, oif, &fib));
     match done {
         Ok(v) => v,
@@ -222,10 +246,11 @@ fn rewrite(ctx: &TcContext, p: &Packet, e: &FlowEntry) -> Result<(), RewriteErro
 }
 
 /// The L4 checksum for the new pseudo-header, the family change and the
-/// new IPv6 header (hop limit: the TTL decremented).
+/// new IPv6 header (hop limit: the TTL decremented, unless the stack did
+/// already: `forwarded`).
 // Out of line: its header buffer stays off the frames above mss::clamp.
 #[inline(never)]
-fn to_ipv6(ctx: &TcContext, p: &Packet, e: &FlowEntry) -> Result<(), RewriteError> {
+fn to_ipv6(ctx: &TcContext, p: &Packet, e: &FlowEntry, forwarded: bool) -> Result<(), RewriteError> {
     let tos: u8 = skb::load(ctx, p.l3 + 1).map_err(|_| RewriteError::Load)?;
     let old = [p.src, p.dst];
     let diff = xlat::csum_diff(&old, &e.new_src, 0)
@@ -245,7 +270,7 @@ fn to_ipv6(ctx: &TcContext, p: &Packet, e: &FlowEntry) -> Result<(), RewriteErro
         tos,
         payload,
         p.proto,
-        p.ttl - 1,
+        if forwarded { p.ttl } else { p.ttl - 1 },
         &e.new_src,
         &e.new_dst,
     );

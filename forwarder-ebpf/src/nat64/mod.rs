@@ -15,6 +15,16 @@
 //!                                        icmp::translate, an ICMPv6 error to the client
 //! ```
 //!
+//! A target without a forwarding route (an IPv4 ClusterIP) is reached
+//! through the stack instead (`out::via_pool`, `FlowFlags::VIA_STACK`): the
+//! source is the forward's NAT64 pool address (192.0.0.2, not the host's:
+//! the stack would drop that as a martian), the translated packet goes to
+//! the stack on the client's interface (kube-proxy's DNAT picks a pod),
+//! and the reply, routed to the pool, leaves by the daemon's dummy `fwd64`
+//! (`IfaceFlags::NAT64_DEV`), whose fwd_egress hands it to fwd_ingress64
+//! at egress: translated as above, hop limit the TTL (the stack forwarded
+//! it and decremented it already).
+//!
 //! Both entries of a flow carry `FlowFlags::XLAT`: the original entry's
 //! key is IPv6 and its new tuple IPv4, the reply entry's the other way
 //! round, and `FlowKey::peer_of` flips the family between them, so the

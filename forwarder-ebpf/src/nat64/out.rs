@@ -22,7 +22,7 @@ use crate::{
         parse::{bounded, Packet6, IPV6_HLEN},
         route::Decision6,
     },
-    mss, nat,
+    maps, mss, nat,
     parse::{Frag, Packet},
     reply::fold,
     verdict::Verdict,
@@ -31,11 +31,13 @@ use crate::{
 /// The new NAT64 flow's IPv4 source and the interface its replies arrive
 /// on: the forward's fixed `snat`, else the address the kernel would send
 /// from toward the target (as IPv4 masquerade: BPF_FIB_LOOKUP_SRC, or the
-/// daemon's route facts where the kernel lacks it). `None`: no forwarding
-/// route to an on-link target (a target behind a gateway needs
-/// `path = "redirect"`): left to the stack untranslated, as the IPv6 path
-/// leaves what only the stack could deliver. A translated packet always
-/// has one of our addresses as source, so it can only be redirected.
+/// daemon's route facts where the kernel lacks it), for a target with a
+/// forwarding route of its own (on-link, or `path = "redirect"`). Any
+/// other target (an IPv4 ClusterIP that only kube-proxy's DNAT in the
+/// stack reaches, whose "route" is the default one) is the pool's
+/// (`via_pool`). `None`: extension headers or fragments, or no pool: left
+/// to the stack untranslated, as the IPv6 path leaves what only the stack
+/// could deliver.
 // A BPF-to-BPF call, as `ipv6::route::decide` (which it stands in for).
 #[inline(never)]
 pub fn decide(
@@ -44,10 +46,7 @@ pub fn decide(
     l: &ListenerValue,
     in_ifindex: u32,
 ) -> Result<Option<Decision6>, Reason> {
-    if l.flags.contains(ListenFlags::VIA_STACK)
-        || p.p.l4 != p.p.l3 + IPV6_HLEN
-        || p.p.frag != Frag::None
-    {
+    if p.p.l4 != p.p.l3 + IPV6_HLEN || p.p.frag != Frag::None {
         // Extension headers and fragments are not translated: they would
         // have to be dropped or turned into IPv4 fragments (RFC 7915 5.1).
         return Ok(None);
@@ -56,19 +55,14 @@ pub fn decide(
     // Zeroed when there is none rather than an Option (see path::decide).
     // The client's IPv6 address has no place in an IPv4 lookup: source 0.
     let to = match fib::route(ctx, in_ifindex, p.p.proto, 0, target) {
-        Some(r) => r,
-        None => Route::NONE,
+        Some(r) if !l.flags.contains(ListenFlags::VIA_STACK) => r,
+        _ => Route::NONE,
     };
-    if to.oif == 0 {
-        return Ok(None);
-    }
-    if to.nexthop != target && !l.flags.contains(ListenFlags::VIA_REDIRECT) {
-        // Behind a gateway, or no route of its own (a ClusterIP that only
-        // kube-proxy's DNAT in the stack reaches, whose "route" is the
-        // default one): the IPv4 path sends such flows through the stack,
-        // which a translated flow cannot take (its source is ours). Only
+    if to.oif == 0 || (to.nexthop != target && !l.flags.contains(ListenFlags::VIA_REDIRECT)) {
+        // No route, behind a gateway or only the stack's: a source of the
+        // host's would be a martian to the stack, the pool's is not. Only
         // `path = "redirect"` vouches for the gateway.
-        return Ok(None);
+        return Ok(via_pool(l));
     }
     let src = if l.snat_mode == SnatMode::FIXED {
         l.snat_addr[0]
@@ -84,6 +78,28 @@ pub fn decide(
         flags: FlowFlags::SNAT | FlowFlags::XLAT,
         reply_iface: to.oif,
     }))
+}
+
+/// A flow through the stack with the listener's pool source (see
+/// `ListenerValue::snat_addr`), its replies leaving by the pool's device:
+/// translated here and handed to the stack on the client's interface,
+/// where netfilter's PREROUTING (kube-proxy's DNAT) and the routing
+/// decision take it; its replies, routed to the pool, are translated back
+/// at the pool device's egress (`back`). `None` without a pool.
+#[inline(always)]
+fn via_pool(l: &ListenerValue) -> Option<Decision6> {
+    let pool = l.snat_addr[1];
+    // One field read in place: a copy of the config would cost 16 bytes
+    // of a stack with no room left on 6.1.
+    let dev = maps::CONFIG.get(0).map_or(0, |c| c.nat64_ifindex);
+    if pool == 0 || dev == 0 {
+        return None;
+    }
+    Some(Decision6 {
+        src: addr_v4_word(pool),
+        flags: FlowFlags::SNAT | FlowFlags::XLAT | FlowFlags::VIA_STACK,
+        reply_iface: dev,
+    })
 }
 
 /// The IPv4 packet `q` (an IPv6 packet, bounded offsets) becomes under
@@ -110,7 +126,8 @@ fn as_ipv4(q: &Packet, e: &FlowEntry) -> Packet {
 }
 
 /// Translates the client's packet `p` of NAT64 flow entry `e` into IPv4
-/// and sends it to the target's next hop.
+/// and sends it to the target's next hop, or for a flow through the stack
+/// (`via_pool`) hands it to the stack as it is, TTL the hop limit.
 // Own frame, at the depth of `ipv6::translate`, which it stands in for.
 #[inline(never)]
 pub fn translate(ctx: &TcContext, p: &Packet6, e: &FlowEntry) -> Verdict {
@@ -126,21 +143,35 @@ pub fn translate(ctx: &TcContext, p: &Packet6, e: &FlowEntry) -> Verdict {
         return Verdict::answer(Reason::ReplyTimeExceeded, 0);
     }
     let v4 = as_ipv4(&q, e);
-    let (oif, nexthop) = match fib::next_hop(ctx, &v4, v4.src, v4.dst) {
-        NextHop::Out { oif, nexthop } => (oif, nexthop),
-        // Answered with the IPv6 MTU that fits (RFC 7915 5.1: IPv6 routers
-        // never fragment, so neither does this one).
-        NextHop::TooBig(mtu) => {
-            return Verdict::answer(Reason::ReplyFragNeeded, super::mtu_for_client(mtu))
-        }
-        // No forwarding route now: the stack would drop a packet from one
-        // of its own addresses as a martian.
-        NextHop::Stack => {
-            counters::count_rule_drop(e.rule_id, RULE_DROP_ERROR);
-            return Verdict::shot(Reason::DropError);
+    // Through the stack (the pool's flows): it forwards the packet and
+    // decrements its TTL itself, and answers what does not fit.
+    let stack = e.flags.contains(FlowFlags::VIA_STACK);
+    let (oif, nexthop) = if stack {
+        (0, 0)
+    } else {
+        match fib::next_hop(ctx, &v4, v4.src, v4.dst) {
+            NextHop::Out { oif, nexthop } => (oif, nexthop),
+            // Answered with the IPv6 MTU that fits (RFC 7915 5.1: IPv6
+            // routers never fragment, so neither does this one).
+            NextHop::TooBig(mtu) => {
+                return Verdict::answer(Reason::ReplyFragNeeded, super::mtu_for_client(mtu))
+            }
+            // No forwarding route now: the stack would drop a packet from
+            // one of its own addresses as a martian.
+            NextHop::Stack => {
+                counters::count_rule_drop(e.rule_id, RULE_DROP_ERROR);
+                return Verdict::shot(Reason::DropError);
+            }
         }
     };
-    match rewrite(ctx, &q, p, e).and_then(|()| fib::send(ctx, &v4, oif, nexthop)) {
+    let sent = rewrite(ctx, &q, p, e).and_then(|()| {
+        if stack {
+            Ok(Verdict::ok(Reason::FwdStack))
+        } else {
+            fib::send(ctx, &v4, oif, nexthop)
+        }
+    });
+    match sent {
         Ok(v) => v,
         Err(err) => {
             log_rewrite_failed(ctx, e.rule_id, err);

@@ -207,6 +207,7 @@ pub fn run(pin_dir: &Path, run_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         if teardown {
             info!("stopping: removing programs, links and pins");
             d.dp.detach_all()?;
+            d.remove_nat64_dev().await?;
             drop(d);
             let removed = dataplane::teardown(pin_dir)?;
             info!(removed = removed.len(), "torn down");

@@ -18,6 +18,7 @@ pub mod changes;
 pub mod events;
 pub mod facts;
 pub mod lookup;
+pub mod nat64dev;
 pub mod plan;
 pub mod resolve;
 pub mod route_gen;
@@ -342,6 +343,8 @@ impl Daemon {
                     .map(std::net::IpAddr::V4),
             })
             .collect();
+        // Before the facts: the plan attaches to the device it makes.
+        nat64dev::ensure(&self.netlink, &nat64dev::pools(&self.loaded.rules)).await?;
         let mut facts = Facts::gather(&self.netlink, targets, names, &self.dp).await?;
         facts.dead_once = self.dead_once.clone();
         let plan = plan::plan(&self.loaded.rules, &facts, &self.record)?;
@@ -395,6 +398,14 @@ impl Daemon {
         self.forwards = plan.compiled.rules.len();
         self.last_changes = Some(changes);
         Ok(())
+    }
+
+    /// Deletes the NAT64 pool's device (`forwarder down`: nothing of the
+    /// forwarder's stays behind).
+    pub async fn remove_nat64_dev(&self) -> Result<()> {
+        nat64dev::ensure(&self.netlink, &Default::default())
+            .await
+            .map(|_| ())
     }
 
     /// What `plan` changes against what runs, with the live flows of the

@@ -20,7 +20,9 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use forwarder_common::{conntrack::CtConfig, GlobalConfig, ListenFlags, NeighFlags, MAX_IFACES};
+use forwarder_common::{
+    conntrack::CtConfig, GlobalConfig, ListenFlags, NeighFlags, MAX_IFACES, NAT64_DEV,
+};
 use rules::{
     Af, AttachMode, Compiled, Forward, IfaceState, MapEntries, MapState, MssClamp, PathMode,
     RuleSet, Snat, Update,
@@ -148,10 +150,11 @@ impl Plan {
 /// The plan for `rules` on the machine `facts` describes, starting from
 /// what `record` says the maps hold.
 pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
-    let config = GlobalConfig::new(
+    let mut config = GlobalConfig::new(
         rules.global.snat_ports.start(),
         rules.global.snat_ports.end(),
     );
+    config.nat64_ifindex = nat64_dev(rules, facts).map_or(0, |l| l.ifindex);
     let ids = rules::assign_ids(&record.ids, rules.forwards.iter().map(|f| f.name.as_str()));
     let targets = target_addrs(rules, facts);
     let compiled =
@@ -239,8 +242,19 @@ pub fn plan(rules: &RuleSet, facts: &Facts, record: &Record) -> Result<Plan> {
     })
 }
 
-/// Interfaces the rules use and why: where packets arrive (`in`), and where
-/// replies come back (the route to each target). The first reason wins.
+/// The NAT64 pool's device (`nat64dev`), when a forward uses the pool.
+pub fn nat64_dev<'a>(rules: &RuleSet, facts: &'a Facts) -> Option<&'a Iface> {
+    rules
+        .forwards
+        .iter()
+        .any(|f| rules::nat64_pool(f, Af::V6).is_some())
+        .then(|| facts.links.get(NAT64_DEV))
+        .flatten()
+}
+
+/// Interfaces the rules use and why: where packets arrive (`in`), where
+/// replies come back (the route to each target), and the NAT64 pool's
+/// device. The first reason wins.
 pub fn wanted_ifaces(
     rules: &RuleSet,
     facts: &Facts,
@@ -261,6 +275,11 @@ pub fn wanted_ifaces(
                 .entry(l.name.clone())
                 .or_insert_with(|| format!("route to {t} ({})", f.name));
         }
+    }
+    if let Some(l) = nat64_dev(rules, facts) {
+        wanted.entry(l.name.clone()).or_insert_with(|| {
+            "NAT64 pool device: replies of NAT64 flows through the stack".into()
+        });
     }
     wanted
 }
@@ -319,6 +338,7 @@ pub fn egress_ifaces(rules: &RuleSet, facts: &Facts, targets: &Targets) -> BTree
             }
         })
         .map(|f| f.iface.clone())
+        .chain(nat64_dev(rules, facts).map(|l| l.name.clone()))
         .collect()
 }
 

@@ -23,10 +23,34 @@ pub fn decision(
     dead: &BTreeMap<Ipv4Addr, NeighFlags>,
     target: IpAddr,
 ) -> String {
-    match neigh::explain(f, facts, dead, target) {
-        Some(n) => format!("{}; {n}", explain_decision(f, facts, target)),
-        None => explain_decision(f, facts, target),
+    let mut line = explain_decision(f, facts, target);
+    if let Some(n) = nat64_decision(f, facts, target) {
+        line = format!("{line}; {n}");
     }
+    match neigh::explain(f, facts, dead, target) {
+        Some(n) => format!("{line}; {n}"),
+        None => line,
+    }
+}
+
+/// The IPv6 clients' part of a NAT64 forward's decision: redirected from
+/// an address of the host to an on-link target (or `path = "redirect"`),
+/// else through the stack from the NAT64 pool, replies translated back at
+/// egress of the pool's device (`nat64dev`).
+fn nat64_decision(f: &Forward, facts: &Facts, target: IpAddr) -> Option<String> {
+    let pool = rules::nat64_pool(f, rules::Af::V6)?;
+    let direct = facts.route(target).is_some_and(|r| r.gateway.is_none())
+        || (f.path == rules::PathMode::Redirect && facts.route(target).is_some());
+    Some(if direct {
+        "IPv6 clients (NAT64): translated to IPv4 from an address of this host, redirected".into()
+    } else {
+        format!(
+            "IPv6 clients (NAT64): translated to IPv4 from the NAT64 pool {pool} and handed to \
+             the stack (no forwarding route of the target's own: kube-proxy's DNAT reaches it), \
+             replies translated back at egress of {}",
+            forwarder_common::NAT64_DEV
+        )
+    })
 }
 
 /// What can be said from the routing table about a forward's SNAT and

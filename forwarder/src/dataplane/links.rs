@@ -26,7 +26,7 @@ use aya::programs::{
     TcAttachType, Xdp, XdpMode,
 };
 use forwarder_common::{
-    IfaceConfig, IfaceFlags, MAX_IFACES, PIN_LINKS_DIR, PROG_EGRESS, PROG_INGRESS, PROG_XDP,
+    IfaceConfig, IfaceFlags, MAX_IFACES, NAT64_DEV, PIN_LINKS_DIR, PROG_EGRESS, PROG_INGRESS, PROG_XDP,
 };
 use tracing::{debug, warn};
 
@@ -84,14 +84,11 @@ impl Dataplane {
             .ifaces
             .get(&iface.ifindex, 0)
             .map_or(IfaceFlags::empty(), |c| c.flags & IfaceFlags::EGRESS_NAT);
-        let cfg = IfaceConfig {
-            slot,
-            flags: if iface.l3 {
-                IfaceFlags::L3
-            } else {
-                IfaceFlags::empty()
-            } | egress,
-        };
+        let mut flags = egress;
+        flags.set(IfaceFlags::L3, iface.l3);
+        // Where fwd_ingress64 runs at egress (see `daemon::nat64dev`).
+        flags.set(IfaceFlags::NAT64_DEV, iface.name == NAT64_DEV);
+        let cfg = IfaceConfig { slot, flags };
         // Registered before the programs see its packets, so the first
         // packet is already counted in the right slot.
         self.maps.ifaces.insert(iface.ifindex, cfg, 0)?;

@@ -68,6 +68,12 @@ pub(super) fn translated(
             f.target.host,
             f.target.af()
         ));
+        if let Some(pool) = crate::compile::nat64_pool(f, af) {
+            notes.push(format!(
+                "unless the target has no forwarding route of its own (a ClusterIP, a gateway without path = \"redirect\"): then the source is the NAT64 pool address {pool} and the flow goes through the stack (kube-proxy's DNAT), its replies translated back at egress of {}",
+                forwarder_common::NAT64_DEV
+            ));
+        }
     }
     let source = match f.snat_for(af) {
         Snat::Off => {

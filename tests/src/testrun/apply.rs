@@ -19,18 +19,19 @@ use forwarder::daemon::{
 };
 use forwarder_common::{AutoSnatKey, FlowEntry, FlowKey, IfaceConfig, IfaceFlags};
 
-use super::host::{Host, SLOTS, TS_IF};
+use super::host::{Host, NAT64_IF, SLOTS, TS_IF};
 
 impl Host {
     /// Registers the fixture's interfaces in FWD_IFACES with their counter
-    /// slots (tailscale0 as an L3 device), as the daemon does on attach.
+    /// slots (tailscale0 as an L3 device, fwd64 as the NAT64 pool's), as
+    /// the daemon does on attach.
     pub(super) fn register_ifaces(&mut self) -> Result<()> {
         for (name, slot) in SLOTS {
             let ifindex = self.ifindex(name);
-            let flags = if name == TS_IF {
-                IfaceFlags::L3
-            } else {
-                IfaceFlags::empty()
+            let flags = match name {
+                TS_IF => IfaceFlags::L3,
+                NAT64_IF => IfaceFlags::NAT64_DEV,
+                _ => IfaceFlags::empty(),
             };
             self.dp
                 .maps

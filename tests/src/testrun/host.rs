@@ -19,6 +19,11 @@ use crate::netns::{veth, Netns};
 pub const LAN_IF: &str = "vmbr0";
 pub const VM_IF: &str = "vmbr1";
 pub const TS_IF: &str = "tailscale0";
+/// The NAT64 pool's device (a dummy, as the daemon makes it), with a
+/// route to the default pool address through it.
+pub const NAT64_IF: &str = forwarder_common::NAT64_DEV;
+/// The default NAT64 pool source (`forwarder_common::NAT64_POOL_DEFAULT`).
+pub const POOL: [u8; 4] = forwarder_common::NAT64_POOL_DEFAULT;
 pub const HOST_LAN: [u8; 4] = [192, 168, 1, 55];
 pub const HOST_VM: [u8; 4] = [192, 168, 100, 1];
 pub const HOST_TS: [u8; 4] = [100, 100, 1, 1];
@@ -29,7 +34,7 @@ pub const TS_MTU: u32 = 1280;
 pub const AUTO_MSS: u16 = 1460;
 
 /// Counter slots the fixture gives its interfaces.
-pub(crate) const SLOTS: [(&str, u32); 3] = [(LAN_IF, 0), (VM_IF, 1), (TS_IF, 2)];
+pub(crate) const SLOTS: [(&str, u32); 4] = [(LAN_IF, 0), (VM_IF, 1), (TS_IF, 2), (NAT64_IF, 3)];
 
 /// Moves the calling thread into a network namespace and back on drop.
 /// BPF test runs, FIB lookups and if_nametoindex use the calling thread's
@@ -66,6 +71,7 @@ pub struct Host {
     pub lan: u32,
     pub vm: u32,
     pub ts: u32,
+    pub nat64: u32,
     /// Rule ids by forward name, from the last `rules()` call.
     pub ids: BTreeMap<String, u32>,
     /// What the daemon's apply step wrote into the maps (`rules()`).
@@ -102,10 +108,13 @@ impl Host {
         ns.addr(TS_IF, "100.100.1.1/24")?;
         // A tun without a reader has no carrier; its routes stay usable.
         ns.ip(&["route", "add", "8.0.0.0/24", "dev", TS_IF])?;
+        ns.ip(&["link", "add", NAT64_IF, "type", "dummy"])?;
+        ns.ip(&["link", "set", NAT64_IF, "up"])?;
+        ns.ip(&["route", "add", "192.0.0.2/32", "dev", NAT64_IF])?;
         ns.sysctl("net.ipv4.ip_forward", "1")?;
         let entered = Entered::enter(&ns.name)?;
         let idx = |n: &str| forwarder::ifaces::ifindex(n).with_context(|| format!("no {n}"));
-        let (lan, vm, ts) = (idx(LAN_IF)?, idx(VM_IF)?, idx(TS_IF)?);
+        let (lan, vm, ts, nat64) = (idx(LAN_IF)?, idx(VM_IF)?, idx(TS_IF)?, idx(NAT64_IF)?);
         let dp = Dataplane::load(&LoadOptions {
             conntrack_max,
             kernel_features,
@@ -116,6 +125,7 @@ impl Host {
             lan,
             vm,
             ts,
+            nat64,
             ids: BTreeMap::new(),
             record: Record::default(),
             _entered: entered,
@@ -169,6 +179,7 @@ impl Host {
             LAN_IF => self.lan,
             VM_IF => self.vm,
             TS_IF => self.ts,
+            NAT64_IF => self.nat64,
             // Not one of ours: test_run's default device.
             "lo" => 1,
             _ => panic!("unknown interface {name}"),

@@ -33,6 +33,7 @@ mod limits;
 mod mss;
 mod nat64;
 mod nat64_errors;
+mod nat64_pool;
 mod nat66;
 mod nat66_ext_headers;
 mod nat66_fragments;
