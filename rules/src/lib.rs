@@ -46,8 +46,8 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use compile::{
-    assign_ids, compile, compile_with, materialize, nat64_pool, AllowLpmKey, AllowSpec, CompileError, Compiled,
-    CompiledRule, IfaceState, ListenAddr, ListenerSpec, MapEntries,
+    assign_ids, compile, compile_with, materialize, nat64_pool, AllowLpmKey, AllowSpec,
+    CompileError, Compiled, CompiledRule, IfaceState, ListenAddr, ListenerSpec, MapEntries,
 };
 pub use diagnostics::{Diagnostic, Diagnostics, Location, Severity};
 pub use diff::{diff, Diff, MapOp, MapState, NoRoom, Room, Update};

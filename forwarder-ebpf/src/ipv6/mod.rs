@@ -277,8 +277,13 @@ fn create_flow(
     let Some(flow) = maps::flow(key) else {
         return Verdict::shot(Reason::DropError);
     };
-    let snat = flow.entry().flags.contains(FlowFlags::SNAT);
-    counters::count_new_flow(rule_id, snat, false);
+    let flags = flow.entry().flags;
+    // Through the stack: NAT64 flows from the pool (`nat64::out`).
+    counters::count_new_flow(
+        rule_id,
+        flags.contains(FlowFlags::SNAT),
+        flags.contains(FlowFlags::VIA_STACK),
+    );
     counters::count_rule(rule_id, a.len);
     start_tracking(ctx, p, flow);
     translate_any(ctx, p, flow.entry())

@@ -250,7 +250,12 @@ fn rewrite(ctx: &TcContext, p: &Packet, e: &FlowEntry) -> Result<(), RewriteErro
 /// already: `forwarded`).
 // Out of line: its header buffer stays off the frames above mss::clamp.
 #[inline(never)]
-fn to_ipv6(ctx: &TcContext, p: &Packet, e: &FlowEntry, forwarded: bool) -> Result<(), RewriteError> {
+fn to_ipv6(
+    ctx: &TcContext,
+    p: &Packet,
+    e: &FlowEntry,
+    forwarded: bool,
+) -> Result<(), RewriteError> {
     let tos: u8 = skb::load(ctx, p.l3 + 1).map_err(|_| RewriteError::Load)?;
     let old = [p.src, p.dst];
     let diff = xlat::csum_diff(&old, &e.new_src, 0)

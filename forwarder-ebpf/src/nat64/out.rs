@@ -62,7 +62,8 @@ pub fn decide(
         // No route, behind a gateway or only the stack's: a source of the
         // host's would be a martian to the stack, the pool's is not. Only
         // `path = "redirect"` vouches for the gateway.
-        return Ok(via_pool(l));
+        let d = via_pool(l);
+        return Ok(if d.reply_iface == 0 { None } else { Some(d) });
     }
     let src = if l.snat_mode == SnatMode::FIXED {
         l.snat_addr[0]
@@ -85,21 +86,21 @@ pub fn decide(
 /// translated here and handed to the stack on the client's interface,
 /// where netfilter's PREROUTING (kube-proxy's DNAT) and the routing
 /// decision take it; its replies, routed to the pool, are translated back
-/// at the pool device's egress (`back`). `None` without a pool.
+/// at the pool device's egress (`back`). `reply_iface` 0: no pool.
+// A plain value, every field set on every path: an Option's `None`
+// leaves LLVM storing an uninitialised payload, which the verifier
+// refuses (see path::decide).
 #[inline(always)]
-fn via_pool(l: &ListenerValue) -> Option<Decision6> {
+fn via_pool(l: &ListenerValue) -> Decision6 {
     let pool = l.snat_addr[1];
     // One field read in place: a copy of the config would cost 16 bytes
     // of a stack with no room left on 6.1.
     let dev = maps::CONFIG.get(0).map_or(0, |c| c.nat64_ifindex);
-    if pool == 0 || dev == 0 {
-        return None;
-    }
-    Some(Decision6 {
+    Decision6 {
         src: addr_v4_word(pool),
         flags: FlowFlags::SNAT | FlowFlags::XLAT | FlowFlags::VIA_STACK,
-        reply_iface: dev,
-    })
+        reply_iface: if pool == 0 { 0 } else { dev },
+    }
 }
 
 /// The IPv4 packet `q` (an IPv6 packet, bounded offsets) becomes under

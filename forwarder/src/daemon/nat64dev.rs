@@ -1,4 +1,5 @@
-//! The NAT64 pool's device (`forwarder_common::NAT64_DEV`, a dummy link)
+//! The NAT64 pool's device (`forwarder_common::NAT64_DEV`, a dummy link,
+//! or an ifb one where the kernel has no `dummy`)
 //! and the routes to the pool addresses through it, kept in line with the
 //! rules before each plan: created when a NAT64 forward exists, deleted
 //! (its routes with it) when none is left.
@@ -20,7 +21,8 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use anyhow::{Context, Result};
 use forwarder_common::NAT64_DEV;
 use rtnetlink::{
-    packet_route::route::RouteScope, Handle, LinkDummy, LinkUnspec, RouteMessageBuilder,
+    packet_route::{link::InfoKind, route::RouteScope},
+    Handle, LinkDummy, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder,
 };
 use tracing::info;
 
@@ -48,28 +50,26 @@ pub async fn ensure(handle: &Handle, pools: &BTreeSet<Ipv4Addr>) -> Result<Optio
                 .execute()
                 .await
                 .with_context(|| format!("deleting {NAT64_DEV} (no NAT64 forward left)"))?;
-            info!(iface = NAT64_DEV, "NAT64 pool device removed: no NAT64 forward left");
+            info!(
+                iface = NAT64_DEV,
+                "NAT64 pool device removed: no NAT64 forward left"
+            );
         }
         return Ok(None);
     }
     let ifindex = match found {
-        Some(l) if l.kind.as_deref() == Some("dummy") => {
+        Some(l) if matches!(l.kind.as_deref(), Some("dummy" | "ifb")) => {
             if !l.up {
                 set_up(handle).await?;
             }
             l.ifindex
         }
         Some(l) => anyhow::bail!(
-            "{NAT64_DEV} exists but is a {} link, not the NAT64 pool's dummy: rename or delete it",
+            "{NAT64_DEV} exists but is a {} link, not the NAT64 pool's dummy (or ifb): rename or delete it",
             l.kind.as_deref().unwrap_or("hardware")
         ),
         None => {
-            handle
-                .link()
-                .add(LinkDummy::new(NAT64_DEV).build())
-                .execute()
-                .await
-                .with_context(|| format!("creating the NAT64 pool device {NAT64_DEV} (module dummy)"))?;
+            create(handle).await?;
             set_up(handle).await?;
             let links = facts::links(handle).await?;
             let l = links
@@ -91,9 +91,39 @@ pub async fn ensure(handle: &Handle, pools: &BTreeSet<Ipv4Addr>) -> Result<Optio
             .replace()
             .execute()
             .await
-            .with_context(|| format!("adding the route to the NAT64 pool {pool} via {NAT64_DEV}"))?;
+            .with_context(|| {
+                format!("adding the route to the NAT64 pool {pool} via {NAT64_DEV}")
+            })?;
     }
     Ok(Some(ifindex))
+}
+
+/// A dummy link, else (a kernel without `dummy`) an ifb one: both drop
+/// whatever they are made to send and answer no ARP, which is all the
+/// device has to do (the egress program takes the replies first).
+async fn create(handle: &Handle) -> Result<()> {
+    let dummy = handle
+        .link()
+        .add(LinkDummy::new(NAT64_DEV).build())
+        .execute()
+        .await;
+    let Err(dummy) = dummy else {
+        return Ok(());
+    };
+    handle
+        .link()
+        .add(
+            LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Ifb)
+                .name(NAT64_DEV.to_string())
+                .build(),
+        )
+        .execute()
+        .await
+        .with_context(|| {
+            format!(
+                "creating the NAT64 pool device {NAT64_DEV} (module dummy: {dummy}; module ifb)"
+            )
+        })
 }
 
 async fn set_up(handle: &Handle) -> Result<()> {

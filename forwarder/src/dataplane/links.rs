@@ -26,7 +26,8 @@ use aya::programs::{
     TcAttachType, Xdp, XdpMode,
 };
 use forwarder_common::{
-    IfaceConfig, IfaceFlags, MAX_IFACES, NAT64_DEV, PIN_LINKS_DIR, PROG_EGRESS, PROG_INGRESS, PROG_XDP,
+    IfaceConfig, IfaceFlags, MAX_IFACES, NAT64_DEV, PIN_LINKS_DIR, PROG_EGRESS, PROG_INGRESS,
+    PROG_XDP,
 };
 use tracing::{debug, warn};
 

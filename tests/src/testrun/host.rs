@@ -108,7 +108,11 @@ impl Host {
         ns.addr(TS_IF, "100.100.1.1/24")?;
         // A tun without a reader has no carrier; its routes stay usable.
         ns.ip(&["route", "add", "8.0.0.0/24", "dev", TS_IF])?;
-        ns.ip(&["link", "add", NAT64_IF, "type", "dummy"])?;
+        // As the daemon makes it: a dummy, else an ifb (kernels without
+        // `dummy`, as this CI's).
+        if ns.ip(&["link", "add", NAT64_IF, "type", "dummy"]).is_err() {
+            ns.ip(&["link", "add", NAT64_IF, "type", "ifb"])?;
+        }
         ns.ip(&["link", "set", NAT64_IF, "up"])?;
         ns.ip(&["route", "add", "192.0.0.2/32", "dev", NAT64_IF])?;
         ns.sysctl("net.ipv4.ip_forward", "1")?;

@@ -30,6 +30,9 @@ use super::nat64::{keys, read4, read6, tcp4, tcp6, udp6};
 use super::nat66::{ep6, Ep6, CLIENT6, HOST_LAN6};
 
 const RULES: &str = r#"
+[global]
+snat_ports = "41000-41015"
+
 [[forward]]
 name = "svc64"
 in = "vmbr0"
@@ -68,10 +71,11 @@ fn open(h: &mut Host, client: Ep6, listen: Ep6, target: Ep) -> Ep {
     let what = "SYN to the ClusterIP forward";
     let s = ingress(what, LAN_IF, tcp6(client, listen, "S", 64, b""))
         .expect(TC_ACT_OK, Reason::FwdStack)
-        .rule("svc64", created(true, true))
+        .rule("svc64", created(true, true).mss())
         .out(Out::Checked);
     let o = step(h, &s);
-    let (src, dst, ttl, _, _) = read4(what, &o.run.out);
+    let (src, dst, ttl, mss, _) = read4(what, &o.run.out);
+    assert_eq!(mss, Some(1440), "{what}: MSS clamped for IPv6 clients");
     assert_eq!(src.ip, POOL, "{what}: the pool address, not the host's");
     assert!(SNAT_PORTS.contains(&src.port), "{what}: port {}", src.port);
     assert_eq!(dst, target, "{what}: the ClusterIP");
@@ -87,12 +91,17 @@ fn open(h: &mut Host, client: Ep6, listen: Ep6, target: Ep) -> Ep {
     let what = "SYN-ACK leaving by fwd64";
     let s = egress(what, NAT64_IF, tcp4(target, src, "SA", b""))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("svc64", translated())
+        .rule("svc64", translated().mss())
         .out(Out::Checked);
     let o = step(h, &s);
     let got = read6(what, &o.run.out);
-    assert_eq!((got.src, got.dst), (listen, client), "{what}: to the client");
+    assert_eq!(
+        (got.src, got.dst),
+        (listen, client),
+        "{what}: to the client"
+    );
     assert_eq!(got.hop, 64, "{what}: hop limit the TTL (forwarded already)");
+    assert_eq!(got.mss, Some(1440), "{what}: MSS clamped");
     assert_flows(what, &o.delta, &[], &[], &[orig, reply]);
     src
 }
@@ -103,10 +112,14 @@ fn a_clusterip_flow_goes_through_the_stack_from_the_pool_and_back_by_fwd64() {
     let (client, listen, target) = (ep6(CLIENT6, 40000), ep6(HOST_LAN6, 80), ep(CLUSTER_IP, 80));
     let seen = open(&mut h, client, listen, target);
     let request = b"GET / HTTP/1.1\r\nHost: svc\r\n\r\n".to_vec();
-    let s = ingress("the request", LAN_IF, tcp6(client, listen, "A", 64, &request))
-        .expect(TC_ACT_OK, Reason::FwdStack)
-        .rule("svc64", translated())
-        .out(Out::Checked);
+    let s = ingress(
+        "the request",
+        LAN_IF,
+        tcp6(client, listen, "A", 64, &request),
+    )
+    .expect(TC_ACT_OK, Reason::FwdStack)
+    .rule("svc64", translated())
+    .out(Out::Checked);
     let o = step(&mut h, &s);
     let (src, dst, _, _, payload) = read4(&s.description, &o.run.out);
     assert_eq!((src, dst, payload), (seen, target, request));
@@ -184,9 +197,13 @@ fn packets_to_the_pool_without_a_flow_or_off_fwd64_are_left_alone() {
 fn hop_limit_one_is_answered_and_starts_no_flow() {
     let Some(mut h) = host() else { return };
     let (client, listen) = (ep6(CLIENT6, 40002), ep6(HOST_LAN6, 80));
-    let s = ingress("SYN with hop limit 1", LAN_IF, tcp6(client, listen, "S", 1, b""))
-        .expect(TC_ACT_REDIRECT, Reason::ReplyTimeExceeded)
-        .out(Out::Answer);
+    let s = ingress(
+        "SYN with hop limit 1",
+        LAN_IF,
+        tcp6(client, listen, "S", 1, b""),
+    )
+    .expect(TC_ACT_REDIRECT, Reason::ReplyTimeExceeded)
+    .out(Out::Answer);
     let o = step(&mut h, &s);
     assert_flows(&s.description, &o.delta, &[], &[], &[]);
 }
