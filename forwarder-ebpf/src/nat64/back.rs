@@ -19,8 +19,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use forwarder_common::{
-    FlowEntry, FlowFlags, Hook, IfaceFlags, Reason, FEATURE_FIB_SKIP_NEIGH, PROTO_ICMP, PROTO_TCP,
-    PROTO_UDP, RULE_DROP_ERROR, RULE_DROP_OUT_OF_WINDOW, TCX_NEXT,
+    FlowEntry, FlowFlags, Hook, IfaceConfig, IfaceFlags, Reason, FEATURE_FIB_SKIP_NEIGH,
+    PROTO_ICMP, PROTO_TCP, PROTO_UDP, RULE_DROP_ERROR, RULE_DROP_OUT_OF_WINDOW, TCX_NEXT,
 };
 
 use super::GROWTH;
@@ -51,13 +51,8 @@ pub fn entry(ctx: &TcContext) -> i32 {
     let Some(iface) = maps::iface(ifindex) else {
         return TCX_NEXT;
     };
-    // The pool's device: nothing arrives there, the replies of flows
-    // through the stack leave by it (see `nat64::out::via_pool`).
-    let (hook, egress) = if iface.flags.contains(IfaceFlags::NAT64_DEV) {
-        (Hook::TcEgress, true)
-    } else {
-        (Hook::TcIngress, false)
-    };
+    // The pool's device (`at_pool_egress`): read from `iface` where
+    // needed, not kept in locals of its own (6.1's 512-byte stack).
     let len = ctx.len();
     let verdict = match parse::packet(ctx, iface.flags.contains(IfaceFlags::L3)) {
         Ok(p) => {
@@ -65,7 +60,7 @@ pub fn entry(ctx: &TcContext) -> i32 {
                 // Not reassembled here (see the module comment of `nat64`).
                 Verdict::next(Reason::PassFragment)
             } else if p.proto == PROTO_ICMP {
-                if egress {
+                if at_pool_egress(&iface) {
                     // Not translated at the pool's device (docs/
                     // CONFORMANCE.md): the dummy drops it.
                     Verdict::next(Reason::PassNoMatch)
@@ -75,7 +70,7 @@ pub fn entry(ctx: &TcContext) -> i32 {
                     super::icmp::translate(ctx, &p, ifindex)
                 }
             } else {
-                run(ctx, &p, ifindex, len, egress)
+                run(ctx, &p, ifindex, len, at_pool_egress(&iface))
             };
             if v.is_answer() {
                 // Time exceeded, fragmentation needed: to the target.
@@ -86,8 +81,21 @@ pub fn entry(ctx: &TcContext) -> i32 {
         }
         Err(reason) => Verdict::next(reason),
     };
+    let hook = if at_pool_egress(&iface) {
+        Hook::TcEgress
+    } else {
+        Hook::TcIngress
+    };
     counters::count_iface(iface.slot, hook, verdict.reason(), len);
     verdict.action()
+}
+
+/// Whether this run is at egress of the NAT64 pool's device: nothing
+/// arrives there; the replies of flows through the stack leave by it (see
+/// `nat64::out::via_pool`), and fwd_egress hands them over only there.
+#[inline(always)]
+fn at_pool_egress(iface: &IfaceConfig) -> bool {
+    iface.flags.contains(IfaceFlags::NAT64_DEV)
 }
 
 // Out of line, as every stage below: the entry's frame holds the parsed
@@ -166,7 +174,7 @@ fn translate(ctx: &TcContext, p: &Packet, e: &FlowEntry) -> Verdict {
     // Two calls in a row rather than one inside the other: the chain down
     // to mss::clamp stays within 512 bytes.
     let done = rewrite(ctx, p, e)
-        .and_then(|()| to_ipv6(ctx, p, e, stack))
+        .and_then(|()| to_ipv6(ctx, p, e))
         .and_then(|()| send(ctx, p.l3, oif, &fib));
     match done {
         Ok(v) => v,
@@ -247,15 +255,11 @@ fn rewrite(ctx: &TcContext, p: &Packet, e: &FlowEntry) -> Result<(), RewriteErro
 
 /// The L4 checksum for the new pseudo-header, the family change and the
 /// new IPv6 header (hop limit: the TTL decremented, unless the stack did
-/// already: `forwarded`).
+/// already: a reply through the stack, `VIA_STACK`).
 // Out of line: its header buffer stays off the frames above mss::clamp.
 #[inline(never)]
-fn to_ipv6(
-    ctx: &TcContext,
-    p: &Packet,
-    e: &FlowEntry,
-    forwarded: bool,
-) -> Result<(), RewriteError> {
+fn to_ipv6(ctx: &TcContext, p: &Packet, e: &FlowEntry) -> Result<(), RewriteError> {
+    let forwarded = e.flags.contains(FlowFlags::VIA_STACK);
     let tos: u8 = skb::load(ctx, p.l3 + 1).map_err(|_| RewriteError::Load)?;
     let old = [p.src, p.dst];
     let diff = xlat::csum_diff(&old, &e.new_src, 0)
