@@ -53,7 +53,15 @@ fn tailnet_example_is_seed_000() {
     assert_eq!(immich.iface, "tailscale0");
     assert_eq!(immich.ports.to_string(), "8080");
     assert_eq!(immich.target.to_string(), "10.43.126.136:80");
-    assert_eq!(immich.allow, vec!["100.101.92.95/32".parse().unwrap()]);
+    // The IPv6 listener on tailscale0 too, to the IPv4 ClusterIP (NAT64).
+    assert_eq!(immich.family, rules::Family::Both);
+    assert_eq!(
+        immich.allow,
+        vec![
+            "100.101.92.95/32".parse().unwrap(),
+            "fd7a:115c:a1e0::655c:5f5f/128".parse().unwrap()
+        ]
+    );
     let nodeports = loaded.rules.forward("nodeports").unwrap();
     assert_eq!(nodeports.ports.to_string(), "30000-32767");
     assert_eq!(nodeports.proto, rules::Proto::Both);
