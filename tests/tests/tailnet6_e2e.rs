@@ -387,7 +387,7 @@ fn forwarder_serves_the_ipv6_tailnet_through_the_ipv4_clusterips() -> Result<()>
         .filter(|f| !f.contains("jellyfin6"))
         .collect();
     std::fs::write(&rules, seed.join("\n\n"))?;
-    let d = Daemon::start(&t.k.node, &["--rules", rules.to_str().unwrap()])?;
+    let mut d = Daemon::start(&t.k.node, &["--rules", rules.to_str().unwrap()])?;
     let pool = "192.0.0.2";
     check_app(&t, &t.k.vps, NODE_TS6, IMMICH.node_port, &IMMICH, pool)?;
     check_download(&t, IMMICH.node_port, pool).context("through the forwarder")?;
@@ -400,8 +400,26 @@ fn forwarder_serves_the_ipv6_tailnet_through_the_ipv4_clusterips() -> Result<()>
     ensure!(
         list.lines().any(|l| l.contains(&want)
             && l.contains(&format!("-> src={pool} dst={}", IMMICH.cluster_ip))
-            && l.contains("[nat64]")),
+            && l.contains("[nat64]")
+            && l.contains("[via stack]")),
         "conntrack list: {list}"
     );
-    Ok(())
+    // A crash: fwd64 and the pinned flow table outlive the daemon, and
+    // the next daemon adopts them with the flows of the one before. (While
+    // no daemon runs, IPv6 is not translated: FWD_PROGS is not pinned, so
+    // the kernel empties it with its last user.)
+    d.kill9()?;
+    d.respawn()?;
+    let after = d.cli(&["conntrack", "list", "--rule", "immich"])?;
+    // One in TIME_WAIT (120 s): it cannot expire during the restart.
+    let kept = list
+        .lines()
+        .find(|l| l.contains("[nat64]") && l.contains("TIME_WAIT"))
+        .with_context(|| format!("no closed NAT64 flow: {list}"))?;
+    let tuple = &kept[kept.find("src=").unwrap_or(0)..kept.find(" -> ").unwrap_or(kept.len())];
+    ensure!(
+        after.contains(tuple),
+        "flow {tuple} lost in the restart: {after}"
+    );
+    check_app(&t, &t.k.vps, NODE_TS6, IMMICH.node_port, &IMMICH, pool).context("restarted")
 }
