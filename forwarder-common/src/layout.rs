@@ -333,7 +333,7 @@ pub const MAPS: &[MapSpec] = &[
         MapKind::ProgArray,
         size_of::<u32>(),
         size_of::<u32>(),
-        Capacity::Fixed(1),
+        Capacity::Fixed(PROG_SLOTS),
         false,
     ),
     spec(

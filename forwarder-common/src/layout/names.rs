@@ -19,6 +19,13 @@ pub const PROG_XDP: &str = "fwd_xdp";
 pub const PROG_INGRESS6: &str = "fwd_ingress6";
 /// `FWD_PROGS`' slot of `fwd_ingress6`.
 pub const PROG_SLOT_IPV6: u32 = 0;
+/// IPv6 at TC egress (the replies of IPv6 flows through the stack): never
+/// attached, `fwd_egress` tail-calls it through `FWD_PROGS`.
+pub const PROG_EGRESS6: &str = "fwd_egress6";
+/// `FWD_PROGS`' slot of `fwd_egress6`.
+pub const PROG_SLOT_IPV6_EGRESS: u32 = 1;
+/// `FWD_PROGS`' size.
+pub const PROG_SLOTS: u32 = 2;
 
 // ---- Map names (also the pin file names under the pin directory). ----
 

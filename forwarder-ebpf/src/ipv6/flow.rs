@@ -182,7 +182,15 @@ pub fn create(p: &Packet6, l: &ListenerValue, d: &Decision6, a: &Arrival) -> Res
         l.rule_id,
         now,
     );
-    orig.flags = d.flags;
+    // From the reply entry (map memory), not `d`: the decision's flags
+    // are constants to the verifier, and kept live to here they would
+    // have it walk the port choice and insertions once per value (a
+    // stack-path flow and a redirected one without SNAT take the same
+    // steps).
+    // SAFETY: a plain read of the scratch entry written above (volatile:
+    // LLVM would otherwise reuse the value it stored, kept live).
+    let flags = unsafe { core::ptr::read_volatile(&reply.flags) };
+    orig.flags = flags.without(FlowFlags::REPLY);
     orig.mss = mss;
     orig.packets = 1;
     orig.bytes = a.len as u64;

@@ -1,9 +1,11 @@
 //! NAT66 for TCP and UDP at TC ingress (issue 13): IPv6 clients of IPv6
 //! targets, with the IPv4 path's flow table, listener and allow-list maps
 //! (their keys already hold 16-byte addresses and a family byte),
-//! redirected straight to the target's next hop, and the answers a router
-//! sends built in BPF (`reply`: time exceeded, packet too big, TCP RST and
-//! port unreachable for refused packets).
+//! redirected straight to the target's next hop or handed to the stack
+//! (`route::decide`, as the IPv4 path's `path::decide`; the replies of
+//! flows through the stack are translated at egress, `stack`), and the
+//! answers a router sends built in BPF (`reply`: time exceeded, packet too
+//! big, TCP RST and port unreachable for refused packets).
 //!
 //! ```text
 //! run: parse -> established (conntrack::existing) -----------> translate
@@ -23,15 +25,16 @@
 //! fragments `PassFragment`), ICMPv6 (errors about flows and echo;
 //! neighbour discovery and router advertisements are never touched),
 //! NAT64/NAT46 listeners (`ListenFlags::XLAT`, which `forwarder run`
-//! refuses), flows that would need the stack path (no forwarding route,
-//! `path = "stack"`), `snat = "auto"`'s learning from retransmitted SYNs,
-//! and the XDP accelerator and the egress hook (IPv6 stays `PassNotIpv4`
-//! there).
+//! refuses), `snat = "auto"`'s learning from retransmitted SYNs, and the
+//! XDP accelerator (IPv6 is left to TC there, `PassIpv6ToTc`).
 mod flow;
 mod nat;
 pub mod parse;
 mod reply;
 mod route;
+mod stack;
+
+pub use stack::egress;
 
 use aya_ebpf::{
     macros::map,
@@ -40,7 +43,7 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     AllowKey, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags, ListenerKey,
-    ListenerValue, Reason, ALLOW_EXACT_V6_PREFIX, PROG_SLOT_IPV6, PROTO_TCP, PROTO_UDP,
+    ListenerValue, Reason, ALLOW_EXACT_V6_PREFIX, PROG_SLOTS, PROTO_TCP, PROTO_UDP,
     RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
     RULE_DROP_RATE_LIMITED, RULE_DROP_TABLE_FULL, TCX_NEXT,
 };
@@ -60,20 +63,21 @@ use parse::Packet6;
 #[map(name = "FWD_PKT6_SCRATCH")]
 static PKT6: PerCpuArray<Packet6> = PerCpuArray::with_max_entries(1, 0);
 
-/// `fwd_ingress6`, in slot `PROG_SLOT_IPV6`, put there by the daemon at
-/// load.
+/// `fwd_ingress6` in slot `PROG_SLOT_IPV6`, `fwd_egress6` in
+/// `PROG_SLOT_IPV6_EGRESS`, put there by the daemon at load.
 #[map(name = "FWD_PROGS")]
-static PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+static PROGS: ProgramArray = ProgramArray::with_max_entries(PROG_SLOTS, 0);
 
-/// Hands the packet to `fwd_ingress6`; returns only when that program is
-/// not in `FWD_PROGS` (or the tail-call limit is reached).
-// Inlined into fwd_ingress's own frame on purpose: the kernel allows a
+/// Hands the packet to the program in `slot` (`fwd_ingress6` from
+/// fwd_ingress, `fwd_egress6` from fwd_egress); returns only when that
+/// program is not in `FWD_PROGS` (or the tail-call limit is reached).
+// Inlined into the caller's own frame on purpose: the kernel allows a
 // tail call from a subprogram only under 256 bytes of caller stack.
 #[inline(always)]
-pub fn tail_call(ctx: &TcContext) {
-    // SAFETY: a tail call replaces this program's run with fwd_ingress6's
+pub fn tail_call(ctx: &TcContext, slot: u32) {
+    // SAFETY: a tail call replaces this program's run with the slot's
     // on the same context; on failure nothing happened.
-    unsafe { PROGS.tail_call(ctx, PROG_SLOT_IPV6) };
+    unsafe { PROGS.tail_call(ctx, slot) };
 }
 
 /// The whole of `fwd_ingress6`: the interface's settings, the IPv6
@@ -212,12 +216,7 @@ fn create_flow(
         return Verdict::answer(Reason::ReplyTimeExceeded, 0);
     }
     // Decided first, then created: two calls in a row (see tc.rs).
-    let created = match route::decide(ctx, p, l, a.ifindex) {
-        Ok(Some(d)) => flow::create(p, l, &d, a),
-        // Only the stack could deliver it: left to the stack, untranslated.
-        Ok(None) => return Verdict::next(Reason::PassNoMatch),
-        Err(reason) => Err(reason),
-    };
+    let created = route::decide(ctx, p, l, a.ifindex).and_then(|d| flow::create(p, l, &d, a));
     if let Err(reason) = created {
         // Rebuilt from constants (see tc.rs `create_flow`).
         let (drop, reason) = match reason {
@@ -232,8 +231,12 @@ fn create_flow(
     let Some(flow) = maps::flow(key) else {
         return Verdict::shot(Reason::DropError);
     };
-    let snat = flow.entry().flags.contains(FlowFlags::SNAT);
-    counters::count_new_flow(rule_id, snat, false);
+    let flags = flow.entry().flags;
+    counters::count_new_flow(
+        rule_id,
+        flags.contains(FlowFlags::SNAT),
+        flags.contains(FlowFlags::VIA_STACK),
+    );
     counters::count_rule(rule_id, a.len);
     start_tracking(ctx, p, flow);
     translate(ctx, p, flow.entry())
@@ -252,20 +255,21 @@ fn start_tracking(ctx: &TcContext, p: &Packet6, flow: FlowRef) {
     }
 }
 
-/// Applies `e`'s translation and sends the packet to its next hop, after
-/// the checks a router makes before forwarding (`route::next_hop`: hop
-/// limit, MTU), which answer the packet untranslated.
+/// Applies `e`'s translation and sends the packet to its next hop (or the
+/// stack, for a flow through it), after the checks a router makes before
+/// forwarding (`route::next_hop`: hop limit, MTU), which answer the packet
+/// untranslated.
 #[inline(never)]
 fn translate(ctx: &TcContext, p: &Packet6, e: &FlowEntry) -> Verdict {
     // Read back from the map, offsets are unbounded scalars to the
     // verifier; the MSS option walk needs them bounded (the IPv4 path has
     // them on the stack, where their bounds survive).
     let q = parse::bounded(&p.p);
-    let next = match route::next_hop(ctx, &q, &e.new_src, &e.new_dst) {
+    let next = match route::next_hop(ctx, &q, e.flags, &e.new_src, &e.new_dst) {
         Ok(next) => next,
         Err(verdict) => return verdict,
     };
-    let sent = nat::apply(ctx, &q, p, e).and_then(|()| route::send(ctx, &q, &next));
+    let sent = nat::apply(ctx, &q, p, e).and_then(|()| route::send(ctx, &q, e, &next));
     match sent {
         Ok(verdict) => verdict,
         Err(err) => {

@@ -21,7 +21,7 @@ use aya::{
 use forwarder_common::{
     conntrack::CtConfig, pinned_maps, Capacity, GlobalConfig, ABI_VERSION, GLOBAL_KERNEL_FEATURES,
     MAPS, MAP_CONFIG, MAP_FLOWS, MAP_PROGS, PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS,
-    PROG_INGRESS, PROG_INGRESS6, PROG_SLOT_IPV6, PROG_XDP,
+    PROG_EGRESS6, PROG_INGRESS, PROG_INGRESS6, PROG_SLOT_IPV6, PROG_SLOT_IPV6_EGRESS, PROG_XDP,
 };
 use tracing::{debug, info, warn};
 
@@ -45,15 +45,16 @@ pub struct LoadOptions<'a> {
     /// set in the programs' read-only `FWD_KERNEL_FEATURES` so the verifier
     /// sees only the branches this kernel can run.
     pub kernel_features: u32,
-    /// Load `fwd_ingress6` into `FWD_PROGS`. Without it the slot stays
-    /// empty and fwd_ingress passes IPv6 to the stack untouched: a daemon
-    /// whose rules have no IPv6 forward does not pay for verifying a
-    /// second ~300k-instruction program at every start (tens of seconds
-    /// on an emulated or busy machine), nor depend on a kernel accepting it.
+    /// Load `fwd_ingress6` and `fwd_egress6` into `FWD_PROGS`. Without
+    /// them the slots stay empty and fwd_ingress and fwd_egress pass IPv6
+    /// on untouched: a daemon whose rules have no IPv6 forward does not
+    /// pay for verifying another ~300k instructions at every start (tens
+    /// of seconds on an emulated or busy machine), nor depend on a kernel
+    /// accepting them.
     pub ipv6: bool,
-    /// Leave `fwd_ingress6` out of `FWD_PROGS` without loading it, saying
-    /// why (FORWARDER_FORCE_IPV6=off): what a kernel whose verifier
-    /// rejects it gets, on demand. Wins over `ipv6`.
+    /// Leave the IPv6 programs out of `FWD_PROGS` without loading them,
+    /// saying why (FORWARDER_FORCE_IPV6=off): what a kernel whose verifier
+    /// rejects one gets, on demand. Wins over `ipv6`.
     pub ipv6_off: Option<&'static str>,
 }
 
@@ -228,28 +229,38 @@ impl Dataplane {
     }
 }
 
-/// Loads `fwd_ingress6` and puts it where fwd_ingress tail-calls it
-/// (`FWD_PROGS`, a private map: programs are loaded anew by each daemon).
-/// `Some(why)` when the verifier rejects it: the slot stays empty and
-/// fwd_ingress passes IPv6 to the stack untranslated (`PassNotIpv4`), so a
-/// kernel that cannot take the IPv6 path still forwards IPv4. A missing
-/// program or map is a broken object, an error.
+/// Loads `fwd_ingress6` and `fwd_egress6` (the replies of IPv6 flows
+/// through the stack) and puts them where fwd_ingress and fwd_egress
+/// tail-call them (`FWD_PROGS`, a private map: programs are loaded anew by
+/// each daemon). `Some(why)` when the verifier rejects either: both slots
+/// stay empty (half an IPv6 path would create stack-path flows whose
+/// replies nothing translates) and IPv6 passes to the stack untranslated
+/// (`PassNotIpv4`), so a kernel that cannot take the IPv6 path still
+/// forwards IPv4. A missing program or map is a broken object, an error.
 fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<Option<String>> {
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(PROG_INGRESS6)
-        .with_context(|| format!("program {PROG_INGRESS6} missing from the object"))?
-        .try_into()?;
-    if let Err(e) = prog.load() {
-        return Ok(Some(rejected(PROG_INGRESS6, &e).to_string()));
+    let mut fds = Vec::new();
+    for (name, slot) in [
+        (PROG_INGRESS6, PROG_SLOT_IPV6),
+        (PROG_EGRESS6, PROG_SLOT_IPV6_EGRESS),
+    ] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?
+            .try_into()?;
+        if let Err(e) = prog.load() {
+            return Ok(Some(rejected(name, &e).to_string()));
+        }
+        fds.push((name, slot, prog.fd()?.try_clone()?));
     }
-    let fd = prog.fd()?.try_clone()?;
     let map = ebpf
         .map_mut(MAP_PROGS)
         .with_context(|| format!("map {MAP_PROGS} missing from the kernel object"))?;
     let mut progs = ProgramArray::try_from(map)?;
-    progs
-        .set(PROG_SLOT_IPV6, &fd, 0)
-        .with_context(|| format!("putting {PROG_INGRESS6} into {MAP_PROGS}"))?;
+    for (name, slot, fd) in &fds {
+        progs
+            .set(*slot, fd, 0)
+            .with_context(|| format!("putting {name} into {MAP_PROGS}"))?;
+    }
     Ok(None)
 }
 

@@ -156,9 +156,11 @@ pub(super) fn attach_checks(
             Ok(Some(n)) => format!("accepted, {n} instructions verified"),
             _ => "accepted".into(),
         };
-        // fwd_ingress6 is optional: rejected, the daemon leaves its
-        // FWD_PROGS slot empty and IPv6 passes to the stack untranslated.
-        let ipv6 = name == forwarder_common::PROG_INGRESS6;
+        // fwd_ingress6 and fwd_egress6 are optional: either rejected, the
+        // daemon leaves their FWD_PROGS slots empty and IPv6 passes to the
+        // stack untranslated.
+        let ipv6 =
+            name == forwarder_common::PROG_INGRESS6 || name == forwarder_common::PROG_EGRESS6;
         let ok = c.add(
             format!("verifier: {name}"),
             r.clone().map(|_| true),

@@ -31,6 +31,7 @@ mod left_alone;
 mod limits;
 mod mss;
 mod nat66;
+mod nat66_stack_path;
 mod neighbours;
 mod port_ranges;
 mod replies;

@@ -164,11 +164,11 @@ pub(super) fn udp6(src: Ep6, dst: Ep6, payload: &[u8]) -> Vec<u8> {
 /// recomputed and found right.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Seen6 {
-    src: Ep6,
-    dst: Ep6,
-    hop: u8,
-    mss: Option<u16>,
-    payload: Vec<u8>,
+    pub src: Ep6,
+    pub dst: Ep6,
+    pub hop: u8,
+    pub mss: Option<u16>,
+    pub payload: Vec<u8>,
 }
 
 pub(super) fn read6(case: &str, out: &[u8]) -> Seen6 {

@@ -51,7 +51,8 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Comma-separated parts to run: kernel, iptables, nftables, socat,
-    /// forwarder-tc, forwarder-xdp, scale, micro. Default: all.
+    /// forwarder-tc, forwarder-xdp, kernel6, ip6tables, forwarder-tc6,
+    /// scale, micro, synflood. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Output directory for BENCHMARKS.md and bench/{results.json,ratios.svg}.

@@ -79,7 +79,10 @@ impl Plan {
         let main: u32 = self
             .configs
             .iter()
-            .map(|c| per + if c.is_forwarder() { d.bpf } else { 0 })
+            .map(|c| {
+                let rtt = if c.is_ipv6() { d.rtt } else { 0 };
+                per - rtt + if c.is_forwarder() { d.bpf } else { 0 }
+            })
             .sum::<u32>()
             * self.runs as u32;
         let scale = if self.scale {

@@ -111,6 +111,7 @@ http {{
   uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
   server {{
     listen {PORT_HTTP} backlog=4096;
+    listen [::]:{PORT_HTTP} backlog=4096;
     root {d}/www;
     location = /whoami {{ default_type text/plain; return 200 "$remote_addr\n"; }}
   }}

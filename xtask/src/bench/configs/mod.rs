@@ -4,7 +4,7 @@
 //!
 //! `rulesets` generates each configuration's rules from one list of
 //! forwards, `router` sets the router up, `forwarder_status` reads what a
-//! running forwarder counted.
+//! running forwarder counted, `ipv6` holds the IPv6 configurations.
 use std::path::Path;
 
 use anyhow::{ensure, Result};
@@ -16,6 +16,7 @@ use super::{
 };
 
 mod forwarder_status;
+pub mod ipv6;
 mod router;
 mod rulesets;
 
@@ -31,6 +32,8 @@ pub enum Kind {
     Socat,
     /// The forwarder daemon with the equivalent rules file.
     Forwarder(Fwd),
+    /// An IPv6 configuration (`ipv6`).
+    V6(ipv6::V6),
 }
 
 /// How a forwarder configuration differs from plain forwarder-tc.
@@ -105,7 +108,27 @@ pub const CONFIGS: &[Config] = &[
             xdp: true,
         }),
     },
+    Config {
+        name: "kernel6",
+        about: "IPv6: plain kernel forwarding, no NAT (the client connects to the server's IPv6 address)",
+        kind: Kind::V6(ipv6::V6::Kernel),
+    },
+    Config {
+        name: "ip6tables",
+        about: "IPv6: ip6tables DNAT (PREROUTING) + SNAT (POSTROUTING) in the router namespace",
+        kind: Kind::V6(ipv6::V6::Ip6tables),
+    },
+    Config {
+        name: FORWARDER_TC6,
+        about: "IPv6: the forwarder daemon (TC/TCX, NAT66) with the equivalent rules file",
+        kind: Kind::V6(ipv6::V6::Forwarder),
+    },
 ];
+
+/// The forwarder's IPv6 configuration, the IPv6 table's reference.
+pub const FORWARDER_TC6: &str = "forwarder-tc6";
+/// The IPv6 table's baselines, in column order.
+pub const BASELINES6: &[&str] = &["kernel6", "ip6tables"];
 
 pub fn by_name(name: &str) -> Option<&'static Config> {
     CONFIGS.iter().find(|c| c.name == name)
@@ -114,22 +137,33 @@ pub fn by_name(name: &str) -> Option<&'static Config> {
 impl Config {
     /// The address the client connects to.
     pub fn target(&self) -> &'static str {
-        match self.kind {
+        match &self.kind {
             Kind::Kernel => SERVER,
+            Kind::V6(v) => v.target(),
             _ => ROUTER_IN,
         }
     }
 
     /// The client address the server must see.
     pub fn expected_peer(&self) -> &'static str {
-        match self.kind {
+        match &self.kind {
             Kind::Kernel => CLIENT,
+            Kind::V6(v) => v.expected_peer(),
             _ => ROUTER_OUT,
         }
     }
 
     pub fn is_forwarder(&self) -> bool {
-        matches!(self.kind, Kind::Forwarder { .. })
+        matches!(
+            self.kind,
+            Kind::Forwarder { .. } | Kind::V6(ipv6::V6::Forwarder)
+        )
+    }
+
+    /// An IPv6 configuration: its topology gets IPv6 (`ipv6::add_ipv6`),
+    /// and the report shows it in a table of its own.
+    pub fn is_ipv6(&self) -> bool {
+        matches!(self.kind, Kind::V6(_))
     }
 
     /// The router-side setup for the report: commands, ruleset or rules file.
@@ -141,6 +175,7 @@ impl Config {
             Kind::Iptables => iptables_rules().iter().map(|v| v.join(" ")).collect(),
             Kind::Nftables => vec![format!("nft -f FILE with:\n{}", nft_ruleset())],
             Kind::Socat => socat_relays().iter().map(|v| v.join(" ")).collect(),
+            Kind::V6(v) => v.setup_text(),
             Kind::Forwarder(f) => {
                 let mut v = Vec::new();
                 if f.xdp {
@@ -198,10 +233,13 @@ impl Config {
     /// The path check: the client address the server saw (nginx `/whoami`)
     /// must be the one this configuration produces.
     pub fn check_path(&self, topo: &Topo) -> Result<()> {
-        let url = format!("http://{}:{PORT_HTTP}/whoami", self.target());
+        let url = format!(
+            "http://{}:{PORT_HTTP}/whoami",
+            ipv6::url_host(self.target())
+        );
         let out = topo
             .client
-            .output(&["curl", "-sS", "--max-time", "5", &url])?;
+            .output(&["curl", "-sS", "-g", "--max-time", "5", &url])?;
         let seen = out.trim();
         ensure!(
             seen == self.expected_peer(),
@@ -224,5 +262,9 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), CONFIGS.len());
         assert!(by_name(FORWARDER_TC).is_some());
+        assert!(by_name(FORWARDER_TC6).is_some_and(|c| c.is_ipv6() && c.is_forwarder()));
+        for b in BASELINES6 {
+            assert!(by_name(b).is_some_and(Config::is_ipv6), "{b}");
+        }
     }
 }

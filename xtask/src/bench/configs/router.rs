@@ -41,6 +41,7 @@ impl Config {
         let r = &topo.router;
         match &self.kind {
             Kind::Kernel => Ok(Router::Plain),
+            Kind::V6(v) => v.setup(topo),
             Kind::Iptables => {
                 for rule in iptables_rules() {
                     let args: Vec<&str> = rule.iter().map(String::as_str).collect();

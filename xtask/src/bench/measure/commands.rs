@@ -61,7 +61,10 @@ pub fn wrk_argv(target: &str, secs: u32) -> Vec<String> {
             "2s",
             "-H",
             "Connection: close",
-            &format!("http://{target}:{PORT_HTTP}/"),
+            &format!(
+                "http://{}:{PORT_HTTP}/",
+                crate::bench::configs::ipv6::url_host(target)
+            ),
         ],
     )
 }

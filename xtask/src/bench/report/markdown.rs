@@ -15,6 +15,44 @@ use crate::bench::{
     results::{config_stat, series, stat, Better, Results, CONN, METRICS},
 };
 
+/// Whether configuration `name` is one of the IPv6 ones.
+pub(super) fn is_ipv6(name: &str) -> bool {
+    crate::bench::configs::by_name(name).is_some_and(|c| c.is_ipv6())
+}
+
+/// One row per metric any of `cfgs` measured, one column per
+/// configuration: median (min-max).
+pub(super) fn metric_table(w: &mut String, r: &Results, cfgs: &[String]) {
+    let runs = r.meta.runs_per_config;
+    let _ = writeln!(w, "| metric | {} |", cfgs.join(" | "));
+    let _ = writeln!(w, "|---|{}", "---|".repeat(cfgs.len()));
+    for mt in METRICS {
+        if !cfgs
+            .iter()
+            .any(|c| config_stat(&r.runs, c, mt.key).is_some())
+        {
+            continue;
+        }
+        let arrow = if mt.better == Better::Lower {
+            " (lower is better)"
+        } else {
+            ""
+        };
+        let cells: Vec<String> = cfgs
+            .iter()
+            .map(|c| cell(mt.key, config_stat(&r.runs, c, mt.key), runs))
+            .collect();
+        let _ = writeln!(
+            w,
+            "| {} [{}]{arrow} | {} |",
+            mt.label,
+            mt.unit,
+            cells.join(" | ")
+        );
+    }
+    let _ = writeln!(w);
+}
+
 fn configs_run(r: &Results) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     for x in &r.runs {
@@ -116,42 +154,18 @@ pub(super) fn markdown(r: &Results) -> String {
         "Client, router and server are network namespaces on this one machine and share its CPUs: absolute numbers measure this box, the ratios are what carries over.\n"
     );
 
-    // Results.
+    // Results (IPv4; the IPv6 configurations have a table of their own).
     let cfgs = configs_run(r);
     let runs = m.runs_per_config;
-    if !cfgs.is_empty() {
+    let cfgs4: Vec<String> = cfgs.iter().filter(|c| !is_ipv6(c)).cloned().collect();
+    if !cfgs4.is_empty() {
         let _ = writeln!(
             w,
             "## Results\n\nMedian over {runs} run(s) per configuration, (min-max) across runs; `n=` when fewer runs produced the number. Configurations ran interleaved (one run of each, then the next round), each run in freshly created namespaces. Every run first checks the path: the server must see the client as the configuration implies (the client itself for `kernel`, the router's 10.77.2.1 otherwise); forwarder runs also require every forward's packet counter in `forwarder status --json` to be non-zero.\n"
         );
-        let _ = writeln!(w, "| metric | {} |", cfgs.join(" | "));
-        let _ = writeln!(w, "|---|{}", "---|".repeat(cfgs.len()));
-        for mt in METRICS {
-            if !cfgs
-                .iter()
-                .any(|c| config_stat(&r.runs, c, mt.key).is_some())
-            {
-                continue;
-            }
-            let arrow = if mt.better == Better::Lower {
-                " (lower is better)"
-            } else {
-                ""
-            };
-            let cells: Vec<String> = cfgs
-                .iter()
-                .map(|c| cell(mt.key, config_stat(&r.runs, c, mt.key), runs))
-                .collect();
-            let _ = writeln!(
-                w,
-                "| {} [{}]{arrow} | {} |",
-                mt.label,
-                mt.unit,
-                cells.join(" | ")
-            );
-        }
-        let _ = writeln!(w);
+        metric_table(w, r, &cfgs4);
     }
+    super::ipv6::section(w, r, &cfgs);
 
     // What the XDP hooks did, where any ran.
     for c in &cfgs {

@@ -14,6 +14,7 @@ use super::{
 
 mod format;
 mod goals;
+mod ipv6;
 mod markdown;
 mod sections;
 
