@@ -304,7 +304,11 @@ fn tcp(ctx: &TcContext, p: &Packet, entry: &mut FlowEntry, key: &FlowKey, now: u
             // up again), the old flow is forgotten and the SYN creates a
             // new one from the forwards as they are now: a forward changed,
             // removed or allow-listed since the old connection must not be
-            // reached through its leftover translation.
+            // reached through its leftover translation. Its SNAT port is
+            // tried first (see `newflow::reopened`).
+            if orig && entry.flags.contains(FlowFlags::SNAT) {
+                crate::newflow::reopened(entry, key);
+            }
             forget(entry, key);
             return Track::Gone;
         }

@@ -125,3 +125,38 @@ fn a_syn_on_a_closed_tuple_of_a_removed_forward_is_not_forwarded() {
         "the old flow is forgotten, no new one is made"
     );
 }
+
+/// Unchanged forwards: the new connection on a closed tuple gets the old
+/// connection's SNAT port back (the client's port, 40002, is outside the
+/// default SNAT range, so the port would otherwise be drawn at random). The
+/// backend holds that tuple in TIME_WAIT and takes the client's next SYN
+/// there; on another tuple a random port can land on a TIME_WAIT socket of
+/// a different client port, whose old sequence numbers make the backend
+/// answer with an ACK of the old connection, and the client waits a second
+/// to send its SYN again.
+#[test]
+fn a_syn_on_a_time_wait_tuple_keeps_the_old_snat_port() {
+    if !require_root("a_syn_on_a_time_wait_tuple_keeps_the_old_snat_port") {
+        return;
+    }
+    let mut h = Host::with_rules(64, WEB_AND_DNS);
+    let c = closed_by_fins(&mut h, 40002);
+    let old_port = c.seen_as.port;
+    let mut c2 = Conn {
+        cseq: 0x4444_0000,
+        ..c
+    };
+    let syn = c2.client_sends("S", b"");
+    let (ran, port) = ingress(
+        &mut h,
+        "SYN reusing the TIME_WAIT tuple",
+        LAN_IF,
+        &syn,
+        Out::Snat(HOST_VM, ep(VM, 80)),
+    );
+    assert_eq!(port, old_port, "the new connection's SNAT port");
+    assert_eq!(
+        state("new connection", &ran.after, &c2.orig(), &c2.reply()),
+        CtState::SynSent
+    );
+}
