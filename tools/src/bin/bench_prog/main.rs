@@ -2,7 +2,7 @@
 //! BPF_PROG_TEST_RUN, for `cargo xtask bench` (usable alone as root).
 //!
 //! ```text
-//! bench_prog [--batches N] [--creates N]
+//! bench_prog [--batches N] [--creates N] [--primitives] [--spin CASE --seconds S]
 //! ```
 //!
 //! The program's FIB lookup needs routes and forwarding in the network
@@ -36,23 +36,31 @@
 //! also holds the kernel's timer reads. Counters prove every run took the
 //! intended path (redirected, flows created); otherwise it exits non-zero.
 //! Prints one JSON object.
+//!
+//! `--primitives` times instead each kernel primitive those paths call,
+//! alone, next to the cases (`primitives`: where the time goes, issue 19);
+//! `--spin CASE --seconds S` runs one case (`nat`, `no_nat`, `create`)
+//! for S seconds and prints nothing, for `perf record` (`spin`).
 mod packets;
+mod pieces;
+mod primitives;
+mod prims;
+mod raw;
+mod setup;
+mod spin;
 
 use std::{fs::File, os::fd::AsRawFd};
 
 use anyhow::{bail, ensure, Context, Result};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use forwarder::{
-    dataplane::{Dataplane, LoadOptions},
-    observe::pinned::sum_cpus,
-};
+use forwarder::{dataplane::Dataplane, observe::pinned::sum_cpus};
 use forwarder_common::{
-    addr_v4, iface_counter_index, Counter, FlowFlags, Hook, IfaceConfig, IfaceFlags, ListenerKey,
-    ListenerValue, Reason, SnatMode, AF_INET, PROG_EGRESS, PROG_INGRESS, PROTO_TCP,
+    iface_counter_index, Counter, Hook, IfaceFlags, Reason, PROG_EGRESS, PROG_INGRESS,
 };
 use forwarder_tests::{require_root, Netns};
-use packets::{entry_to, key, tcp_frame, ACK_PSH, SYN};
+use packets::{tcp_frame, ACK_PSH, SYN};
 use serde_json::json;
+use setup::{set_iface_flags, setup, Frames, Setup};
 
 /// Program runs per test_run call for the established-flow cases. Each run
 /// decrements the TTL once; starting at 255 keeps it above 1 throughout.
@@ -78,15 +86,32 @@ const RULE_CREATE: u32 = 2;
 struct Args {
     batches: usize,
     creates: usize,
+    primitives: bool,
+    spin: Option<String>,
+    seconds: usize,
 }
+
+const USAGE: &str =
+    "usage: bench_prog [--batches N] [--creates N] [--primitives] [--spin CASE --seconds S]";
 
 fn parse_args() -> Result<Args> {
     let mut a = Args {
         batches: 2000,
         creates: 5000,
+        primitives: false,
+        spin: None,
+        seconds: 10,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        if k == "--primitives" {
+            a.primitives = true;
+            continue;
+        }
+        if k == "--spin" {
+            a.spin = Some(it.next().context("--spin needs a case")?);
+            continue;
+        }
         let v: usize = it
             .next()
             .with_context(|| format!("{k} needs a value"))?
@@ -94,7 +119,8 @@ fn parse_args() -> Result<Args> {
         match k.as_str() {
             "--batches" => a.batches = v,
             "--creates" => a.creates = v,
-            _ => bail!("unknown argument {k}; usage: bench_prog [--batches N] [--creates N]"),
+            "--seconds" => a.seconds = v,
+            _ => bail!("unknown argument {k}; {USAGE}"),
         }
     }
     ensure!(a.batches > 0 && a.creates > 0, "counts must be positive");
@@ -241,79 +267,36 @@ fn main() -> Result<()> {
     ns.sysctl("net.ipv4.ip_forward", "1")?;
     let r0_mac = mac_of(&ns, "r0")?;
     let entered = Entered::new(&ns)?;
-    let result = bench(&args, r0_mac);
+    let result = setup().and_then(|(mut b, s)| {
+        let frames = Frames::new(r0_mac);
+        if let Some(case) = &args.spin {
+            spin::run(&mut b, &s, &frames, case, args.seconds).map(|()| None)
+        } else if args.primitives {
+            let f = primitives::Frames {
+                nat: &frames.nat,
+                ident: &frames.ident,
+                syn: &|sport| tcp_frame(r0_mac, CLIENT, LISTEN, sport, 80, SYN, 0),
+            };
+            primitives::run(&mut b, &s, &f, args.batches, args.creates).map(Some)
+        } else {
+            bench(&args, &mut b, &s, &frames).map(Some)
+        }
+    });
     drop(entered);
-    let out = result?;
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
-}
-
-/// Registers `ifindex` with counter block `slot` and `IFACE_*` `flags`.
-fn set_iface_flags(dp: &mut Dataplane, ifindex: u32, slot: u32, flags: IfaceFlags) -> Result<()> {
-    dp.maps
-        .ifaces
-        .insert(ifindex, IfaceConfig { slot, flags }, 0)?;
-    Ok(())
-}
-
-fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
-    let (r0, r1) = (ifindex("r0")?, ifindex("r1")?);
-    let mut dp = Dataplane::load(&LoadOptions::default())?;
-    // Neither interface gets IfaceFlags::EGRESS_NAT: no stack-path flow can reply
-    // through them (every flow here is redirected), as the daemon decides
-    // for the benchmark's router.
-    set_iface_flags(&mut dp, r0, 0, IfaceFlags::empty())?;
-    set_iface_flags(&mut dp, r1, 1, IfaceFlags::empty())?;
-    // (a) NAT: K1 -> K2 and K2 -> K1, both forwarded (routed out r1 / r0).
-    // The destination port stays 80 (DNAT+SNAT keeping the port).
-    let k1 = key(CLIENT, CLIENT_SIDE_PEER, 40000, 80);
-    let k2 = key(SNAT, SERVER, 33000, 80);
-    // (a') the same with the port mapped too: 80 <-> 8080.
-    let k4 = key(CLIENT, CLIENT_SIDE_PEER, 40002, 80);
-    let k5 = key(SNAT, SERVER, 33002, 8080);
-    // (b) identity: K3 -> K3, forwarded out r1.
-    let k3 = key(CLIENT, SERVER, 40001, 80);
-    {
-        let flows = &mut dp.maps.flows;
-        flows.insert(k1, entry_to(&k2, FlowFlags::SNAT), 0)?;
-        flows.insert(k2, entry_to(&k1, FlowFlags::SNAT), 0)?;
-        flows.insert(k4, entry_to(&k5, FlowFlags::SNAT), 0)?;
-        flows.insert(k5, entry_to(&k4, FlowFlags::SNAT), 0)?;
-        flows.insert(k3, entry_to(&k3, FlowFlags::empty()), 0)?;
+    if let Some(out) = result? {
+        println!("{}", serde_json::to_string_pretty(&out)?);
     }
-    // (c) creation: a listener on LISTEN:80 at r0 -> SERVER:80, SNAT fixed.
-    dp.maps.listeners.insert(
-        ListenerKey {
-            addr: addr_v4(LISTEN),
-            ifindex: r0,
-            port: 80u16.to_be(),
-            proto: PROTO_TCP,
-            family: AF_INET,
-        },
-        ListenerValue {
-            target_addr: addr_v4(SERVER),
-            snat_addr: addr_v4(SNAT),
-            rule_id: RULE_CREATE,
-            target_port: 80u16.to_be(),
-            snat_mode: SnatMode::FIXED,
-            ..Default::default()
-        },
-        0,
-    )?;
-    let mut ctx = vec![0u8; SKB_CTX_LEN];
-    ctx[SKB_IFINDEX_OFF..SKB_IFINDEX_OFF + 4].copy_from_slice(&r0.to_ne_bytes());
-    let mut b = Bench { dp, ctx };
+    Ok(())
+}
 
-    // 64-byte payload: a small data segment of an established connection.
-    let nat_frame = tcp_frame(r0_mac, CLIENT, CLIENT_SIDE_PEER, 40000, 80, ACK_PSH, 64);
-    let map_frame = tcp_frame(r0_mac, CLIENT, CLIENT_SIDE_PEER, 40002, 80, ACK_PSH, 64);
-    let ident_frame = tcp_frame(r0_mac, CLIENT, SERVER, 40001, 80, ACK_PSH, 64);
+fn bench(args: &Args, b: &mut Bench, s: &Setup, frames: &Frames) -> Result<serde_json::Value> {
+    let (r1, r0_mac) = (s.r1, frames.r0_mac);
     let cases = [
-        ("nat", &nat_frame),
-        ("nat_port_map", &map_frame),
-        ("no_nat", &ident_frame),
+        ("nat", &frames.nat),
+        ("nat_port_map", &frames.map),
+        ("no_nat", &frames.ident),
     ];
-
+    let (nat_frame, ident_frame) = (&frames.nat, &frames.ident);
     // Warm up (JIT'd code, map buckets, caches), then interleave the
     // established cases so machine noise hits them alike.
     for _ in 0..50 {
@@ -351,7 +334,7 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
     for _ in 0..args.batches.min(500) {
         floor
             .0
-            .push(b.run_prog(PROG_INGRESS, &lo_ctx, &ident_frame, REPEAT)?.1);
+            .push(b.run_prog(PROG_INGRESS, &lo_ctx, ident_frame, REPEAT)?.1);
     }
 
     // What every redirected packet also costs: TCX egress of the outgoing
@@ -405,7 +388,7 @@ fn bench(args: &Args, r0_mac: [u8; 6]) -> Result<serde_json::Value> {
         let (v, ns) = b.run(&syn, 1)?;
         expect_redirect("create", v)?;
         create.0.push(ns);
-        let (v, ns) = b.run(&nat_frame, 1)?;
+        let (v, ns) = b.run(nat_frame, 1)?;
         expect_redirect("nat_single", v)?;
         nat_single.0.push(ns);
     }

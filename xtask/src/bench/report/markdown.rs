@@ -236,7 +236,7 @@ pub(super) fn markdown(r: &Results) -> String {
     // Goals.
     let _ = writeln!(
         w,
-        "## Goals (issue #19)\n\nEach goal judged on medians; ratios are forwarder-tc / baseline.\n\n| goal | measured | verdict |\n|---|---|---|"
+        "## Goals (issue #19)\n\nEach goal judged on medians; ratios are forwarder-tc / baseline. For a goal not met, [PERFORMANCE-NOTES.md](PERFORMANCE-NOTES.md#where-the-remaining-time-goes) says where the time goes and what floor the kernel primitives set (`bench_prog --primitives`).\n\n| goal | measured | verdict |\n|---|---|---|"
     );
     for g in goals(r) {
         let v = match &g.verdict {
