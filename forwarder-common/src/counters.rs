@@ -44,7 +44,9 @@ impl Hook {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
-    /// Not IPv4 (ARP, IPv6, LLDP...): passed untouched.
+    /// Not IPv4 (ARP, IPv6, LLDP...): passed untouched. (IPv6 at TC is
+    /// counted by the IPv6 programs under its own reason; XDP counts it as
+    /// `PassIpv6ToTc`.)
     PassNotIpv4 = 0,
     /// IPv4 that matches no listener and no tracked flow: passed untouched.
     PassNoMatch = 1,
@@ -82,9 +84,11 @@ pub enum Reason {
     /// short for its ports (RFC 1858): dropped rather than mangled or left
     /// to the stack's reassembly.
     DropError = 12,
-    /// No longer counted: a denied source is answered here
-    /// (`reply_reset`, `reply_port_unreach`) or dropped (`drop_denied`).
-    PassDenied = 13,
+    /// XDP left an IPv6 packet to TC, whatever it was: the accelerator
+    /// handles IPv4 only, NAT66 flows are translated by the TC programs.
+    /// (Index 13 was `pass_denied`, never counted under this ABI: a denied
+    /// source is answered or dropped, `reply_reset`, `drop_denied`.)
+    PassIpv6ToTc = 13,
     /// A reply of a flow that went through the stack, translated back at
     /// egress of the listening interface.
     FwdEgress = 14,
@@ -138,7 +142,7 @@ impl Reason {
         Reason::FwdRedirect,
         Reason::FwdStack,
         Reason::DropError,
-        Reason::PassDenied,
+        Reason::PassIpv6ToTc,
         Reason::FwdEgress,
         Reason::PassToTc,
         Reason::PassWrongIface,
@@ -167,7 +171,7 @@ impl Reason {
             Reason::FwdRedirect => "fwd_redirect",
             Reason::FwdStack => "fwd_stack",
             Reason::DropError => "drop_error",
-            Reason::PassDenied => "pass_denied",
+            Reason::PassIpv6ToTc => "pass_ipv6_to_tc",
             Reason::FwdEgress => "fwd_egress",
             Reason::PassToTc => "pass_to_tc",
             Reason::PassWrongIface => "pass_wrong_iface",

@@ -345,6 +345,14 @@ pub const MAPS: &[MapSpec] = &[
         false,
     ),
     spec(
+        MAP_DECISION6_SCRATCH,
+        MapKind::PerCpuArray,
+        size_of::<u32>(),
+        DECISION6_SCRATCH_SIZE as usize,
+        Capacity::Fixed(1),
+        false,
+    ),
+    spec(
         MAP_XDP_DEVS,
         MapKind::DevMapHash,
         size_of::<u32>(),

@@ -66,6 +66,14 @@ pub fn fwd_ingress64(ctx: TcContext) -> i32 {
     nat64::back::entry(&ctx)
 }
 
+/// IPv6 at TC egress: never attached, tail-called by fwd_egress for every
+/// packet that is not IPv4; translates back the replies of IPv6 flows
+/// through the stack (see `ipv6::stack`).
+#[classifier]
+pub fn fwd_egress6(ctx: TcContext) -> i32 {
+    ipv6::egress(&ctx)
+}
+
 /// XDP accelerator on Ethernet interfaces with native XDP: established
 /// flows only; everything else goes on to fwd_ingress (see `xdp`).
 #[xdp]

@@ -22,9 +22,10 @@ use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use aya_log_ebpf::debug;
 use forwarder_common::{
     addr_v4_word, AllowKey, FibFlags, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags,
-    ListenerKey, ListenerValue, Reason, ALLOW_EXACT_V4_PREFIX, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
-    RULE_DROP_RATE_LIMITED, RULE_DROP_TABLE_FULL, TCX_NEXT,
+    ListenerKey, ListenerValue, Reason, ALLOW_EXACT_V4_PREFIX, PROG_SLOT_IPV6,
+    PROG_SLOT_IPV6_EGRESS, PROTO_ICMP, PROTO_TCP, PROTO_UDP, RULE_DROP_DENIED, RULE_DROP_ERROR,
+    RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW, RULE_DROP_RATE_LIMITED, RULE_DROP_TABLE_FULL,
+    TCX_NEXT,
 };
 
 use crate::{
@@ -93,10 +94,14 @@ pub fn run(ctx: &TcContext, hook: Hook) -> i32 {
         // A first fragment too short for its ports: never to the stack,
         // which would reassemble it behind the allow-list's back.
         Err(reason @ Reason::DropError) => Verdict::shot(reason),
-        // IPv6 has a program of its own, at ingress only (see `ipv6`),
-        // which counts it; without it (never loaded) the packet goes on.
-        Err(Reason::PassNotIpv4) if hook == Hook::TcIngress => {
-            crate::ipv6::tail_call(ctx);
+        // IPv6 has programs of its own (see `ipv6`), which count it;
+        // without them (never loaded) the packet goes on.
+        Err(Reason::PassNotIpv4) => {
+            let slot = match hook {
+                Hook::TcIngress => PROG_SLOT_IPV6,
+                _ => PROG_SLOT_IPV6_EGRESS,
+            };
+            crate::ipv6::tail_call(ctx, slot);
             Verdict::next(Reason::PassNotIpv4)
         }
         Err(reason) => Verdict::next(reason),

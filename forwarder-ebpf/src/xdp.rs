@@ -6,7 +6,11 @@
 //! Everything else (first packets, TCP control packets, ICMP, fragments,
 //! stack-path flows, frames whose checksum was left to offload, unresolved
 //! neighbours) is passed on untouched to the TC program, which stays the
-//! source of truth.
+//! source of truth. So is all of IPv6, counted as `PassIpv6ToTc`: NAT66
+//! flows are translated by the TC programs (`ipv6`), which keep GSO; an
+//! XDP fast path for them would need the IPv6 parse, 16-byte incremental
+//! checksum updates and a second FIB family in this program's verifier
+//! budget, for the one case (NIC ingress, small packets) XDP helps.
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
     macros::map,
@@ -54,6 +58,9 @@ pub fn run(ctx: &mut XdpContext) -> u32 {
         Ok(p) => accelerate(ctx, &p, ifindex, len),
         // TC drops it (and counts it once).
         Err(Reason::DropError) => TO_TC,
+        Err(Reason::PassNotIpv4) if crate::ipv6::parse::l3_of(ctx, false).is_some() => {
+            (XDP_PASS, Reason::PassIpv6ToTc)
+        }
         Err(reason) => (XDP_PASS, reason),
     };
     counters::count_iface(iface.slot, Hook::Xdp, reason, len);

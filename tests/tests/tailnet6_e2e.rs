@@ -6,10 +6,10 @@
 //!
 //! Each scenario runs first through today's setup (socat units and
 //! ip6tables rules on the node), proving the harness, then through the
-//! forwarder with the equivalent rules. NAT64 runs to the pods' IPv4
+//! forwarder with the equivalent rules. The NAT66 forward to the IPv6
+//! ClusterIP takes the IPv6 stack path; NAT64 runs to the pods' IPv4
 //! addresses and to the IPv4 ClusterIPs (through the node's stack from the
-//! NAT64 pool, 192.0.0.2); the NAT66 ClusterIP forward waits for an IPv6
-//! stack path and is ignored.
+//! NAT64 pool, 192.0.0.2: a source of the node's would be a martian there).
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -244,11 +244,12 @@ to = "10.43.0.10:53"
 /// The NAT66 forward alone: IPv6 clients of the IPv6 ClusterIP over the
 /// tun, the client's address kept, as with the ip6tables NodePort above.
 /// A ClusterIP has no forwarding route (kube-proxy's DNAT in the stack
-/// makes it reachable), so such a flow needs the stack path, which the
-/// IPv6 path does not have yet: it passes the packet untranslated and the
-/// node's stack resets the connection.
+/// makes it reachable), so such a flow takes the IPv6 stack path: DNATed
+/// to the ClusterIP at tailscale0's ingress, DNATed again to the pod by
+/// kube-proxy's rules, and its replies (from the ClusterIP again once
+/// netfilter undid its DNAT) translated back at tailscale0's egress. The
+/// daemon's status must show those flows went through the stack.
 #[test]
-#[ignore = "IPv6 stack path (ClusterIP targets) not in this release"]
 fn forwarder_serves_ipv6_tailnet_clients_of_an_ipv6_service() -> Result<()> {
     if !require_root("forwarder_serves_ipv6_tailnet_clients_of_an_ipv6_service") {
         return Ok(());
@@ -259,7 +260,7 @@ fn forwarder_serves_ipv6_tailnet_clients_of_an_ipv6_service() -> Result<()> {
     let jellyfin6 = RULES.split("\n\n").nth(1).unwrap();
     assert!(jellyfin6.contains("name = \"jellyfin6\""), "{jellyfin6}");
     std::fs::write(&rules, jellyfin6)?;
-    let _d = Daemon::start(&t.k.node, &["--rules", rules.to_str().unwrap()])?;
+    let d = Daemon::start(&t.k.node, &["--rules", rules.to_str().unwrap()])?;
     check_app(&t, &t.k.vps, NODE_TS6, JELLYFIN.node_port, &JELLYFIN, VPS6)?;
     check_app(
         &t,
@@ -268,7 +269,31 @@ fn forwarder_serves_ipv6_tailnet_clients_of_an_ipv6_service() -> Result<()> {
         JELLYFIN.node_port,
         &JELLYFIN,
         PHONE6,
-    )
+    )?;
+    // Both connections were the forwarder's, through the stack, and their
+    // replies were translated at tailscale0's egress.
+    let c = d.rule_counters("jellyfin6")?;
+    ensure!(
+        c["new_flows"].as_u64() == Some(2) && c["stack_flows"].as_u64() == Some(2),
+        "jellyfin6 counters: {c}"
+    );
+    let st = d.status_json()?;
+    let egress = st["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["name"] == "tailscale0")
+        .flat_map(|i| i["hooks"].as_array().cloned().unwrap_or_default())
+        .filter(|h| h["hook"] == "tc_egress")
+        .flat_map(|h| h["reasons"].as_array().cloned().unwrap_or_default())
+        .filter(|r| r["reason"] == "fwd_egress")
+        .map(|r| r["packets"].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    ensure!(
+        egress > 0,
+        "no reply translated at tailscale0's egress: {st}"
+    );
+    Ok(())
 }
 
 /// NAT64 to the pods' own IPv4 addresses, routed on cni0: the tailnet's

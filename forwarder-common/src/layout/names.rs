@@ -26,8 +26,13 @@ pub const PROG_SLOT_IPV6: u32 = 0;
 pub const PROG_INGRESS64: &str = "fwd_ingress64";
 /// `FWD_PROGS`' slot of `fwd_ingress64`.
 pub const PROG_SLOT_NAT64: u32 = 1;
+/// IPv6 at TC egress (the replies of IPv6 flows through the stack): never
+/// attached, `fwd_egress` tail-calls it through `FWD_PROGS`.
+pub const PROG_EGRESS6: &str = "fwd_egress6";
+/// `FWD_PROGS`' slot of `fwd_egress6`.
+pub const PROG_SLOT_IPV6_EGRESS: u32 = 2;
 /// Slots in `FWD_PROGS`.
-pub const PROG_SLOTS: u32 = 2;
+pub const PROG_SLOTS: u32 = 3;
 
 // ---- Map names (also the pin file names under the pin directory). ----
 
@@ -79,6 +84,14 @@ pub const MAP_PKT6_SCRATCH: &str = "FWD_PKT6_SCRATCH";
 /// The size of one `FWD_PKT6_SCRATCH` slot (the kernel's `Packet6`, which
 /// asserts it).
 pub const PKT6_SCRATCH_SIZE: u32 = 80;
+/// Per-CPU room for a new IPv6 flow's decision (source, flags, reply
+/// interface), handed from the decision to the flow's creation through
+/// map memory so the verifier walks the creation once, not once per way
+/// of deciding.
+pub const MAP_DECISION6_SCRATCH: &str = "FWD_DECISION6_SCRATCH";
+/// The size of one `FWD_DECISION6_SCRATCH` slot (the kernel's
+/// `ipv6::route::Decision6`, which asserts it).
+pub const DECISION6_SCRATCH_SIZE: u32 = 24;
 /// The XDP accelerator's redirect targets (ifindex -> ifindex).
 pub const MAP_XDP_DEVS: &str = "FWD_XDP_DEVS";
 /// First fragments' ports, for their later fragments (kernel-only, LRU).

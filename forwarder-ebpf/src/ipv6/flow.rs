@@ -10,7 +10,10 @@ use forwarder_common::{
     AF_INET6, DEFAULT_SNAT_PORT_MAX, DEFAULT_SNAT_PORT_MIN, PROTO_TCP,
 };
 
-use super::{parse::Packet6, route::Decision6};
+use super::{
+    parse::Packet6,
+    route::{Decision6, DECISION6},
+};
 use crate::{
     conntrack::{now_ns, Arrival},
     evict::{self, Evict},
@@ -79,11 +82,12 @@ fn insert(k: &FlowKey, e: &FlowEntry, flags: u64, now: u64) -> Result<(), i32> {
 }
 
 /// Creates both directions of a flow for a packet that matched listener
-/// `l`, with the source `d` decided; the packet is accounted on the
-/// original entry.
+/// `l`, with the decision `super::create_flow` left in `DECISION6`; the
+/// packet is accounted on the original entry.
 // Own stack frame (see `newflow::create`).
 #[inline(never)]
-pub fn create(p: &Packet6, l: &ListenerValue, d: &Decision6, a: &Arrival) -> Result<(), Reason> {
+pub fn create(p: &Packet6, l: &ListenerValue, a: &Arrival) -> Result<(), Reason> {
+    let d: &Decision6 = maps::per_cpu(&DECISION6, 0).ok_or(Reason::DropError)?;
     let q = &p.p;
     let now = now_ns();
     let snat = d.flags.contains(FlowFlags::SNAT);
@@ -189,7 +193,15 @@ pub fn create(p: &Packet6, l: &ListenerValue, d: &Decision6, a: &Arrival) -> Res
         l.rule_id,
         now,
     );
-    orig.flags = d.flags;
+    // From the reply entry (map memory), not `d`: the decision's flags
+    // are constants to the verifier, and kept live to here they would
+    // have it walk the port choice and insertions once per value (a
+    // stack-path flow and a redirected one without SNAT take the same
+    // steps).
+    // SAFETY: a plain read of the scratch entry written above (volatile:
+    // LLVM would otherwise reuse the value it stored, kept live).
+    let flags = unsafe { core::ptr::read_volatile(&reply.flags) };
+    orig.flags = flags.without(FlowFlags::REPLY);
     orig.mss = mss;
     orig.packets = 1;
     orig.bytes = a.len as u64;

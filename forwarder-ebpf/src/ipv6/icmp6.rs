@@ -253,7 +253,7 @@ pub fn send(ctx: &TcContext, p: &Packet6) -> Verdict {
     ) else {
         return Verdict::shot(Reason::DropError);
     };
-    match route::next_hop(ctx, &q, &src, &dst) {
+    match route::next_hop(ctx, &q, FlowFlags::empty(), &src, &dst) {
         Ok(next) => route::send(ctx, &q, &next).unwrap_or(Verdict::shot(Reason::DropError)),
         Err(v) if v.is_answer() => Verdict::ok(Reason::FwdStack),
         Err(v) => v,

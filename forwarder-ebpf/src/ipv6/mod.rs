@@ -1,9 +1,11 @@
 //! NAT66 for TCP and UDP at TC ingress (issue 13): IPv6 clients of IPv6
 //! targets, with the IPv4 path's flow table, listener and allow-list maps
 //! (their keys already hold 16-byte addresses and a family byte),
-//! redirected straight to the target's next hop, and the answers a router
-//! sends built in BPF (`reply`: time exceeded, packet too big, TCP RST and
-//! port unreachable for refused packets).
+//! redirected straight to the target's next hop or handed to the stack
+//! (`route::decide`, as the IPv4 path's `path::decide`; the replies of
+//! flows through the stack are translated at egress, `stack`), and the
+//! answers a router sends built in BPF (`reply`: time exceeded, packet too
+//! big, TCP RST and port unreachable for refused packets).
 //!
 //! ```text
 //! run: parse -> ICMPv6 error -> icmp6::error --------------> (send)
@@ -26,11 +28,12 @@
 //! stray later fragment passes as `PassFragment`), ICMPv6 errors about a
 //! flow are translated back to its peer (`icmp6`); ICMPv6 echo, neighbour
 //! discovery and router advertisements are never touched. NAT64 listeners
-//! (`ListenFlags::XLAT`) are `nat64`'s (its IPv6 side runs here). Not here
-//! yet, and passed to the stack untranslated: flows that would need the
-//! stack path (no forwarding route, `path = "stack"`),
-//! `snat = "auto"`'s learning from retransmitted SYNs, and the XDP
-//! accelerator and the egress hook (IPv6 stays `PassNotIpv4` there).
+//! (`ListenFlags::XLAT`) are `nat64`'s (its IPv6 side runs here; a NAT64
+//! flow takes the stack path only from the NAT64 pool, see
+//! `nat64::out::decide`). Not here
+//! yet, and passed to the stack untranslated: `snat = "auto"`'s learning
+//! from retransmitted SYNs, and the XDP accelerator (IPv6 is left to TC
+//! there, `PassIpv6ToTc`).
 mod flow;
 mod frag6;
 mod icmp6;
@@ -38,6 +41,9 @@ mod nat;
 pub mod parse;
 mod reply;
 pub(crate) mod route;
+mod stack;
+
+pub use stack::egress;
 
 use aya_ebpf::{
     macros::map,
@@ -46,7 +52,7 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     AllowKey, FlowEntry, FlowFlags, FlowKey, Hook, IfaceFlags, ListenFlags, ListenerKey,
-    ListenerValue, Reason, ALLOW_EXACT_V6_PREFIX, PROG_SLOTS, PROG_SLOT_IPV6, PROTO_TCP, PROTO_UDP,
+    ListenerValue, Reason, ALLOW_EXACT_V6_PREFIX, PROG_SLOTS, PROTO_TCP, PROTO_UDP,
     RULE_DROP_DENIED, RULE_DROP_ERROR, RULE_DROP_NO_PORT, RULE_DROP_OUT_OF_WINDOW,
     RULE_DROP_RATE_LIMITED, RULE_DROP_TABLE_FULL, TCX_NEXT,
 };
@@ -67,20 +73,22 @@ use parse::Packet6;
 #[map(name = "FWD_PKT6_SCRATCH")]
 static PKT6: PerCpuArray<Packet6> = PerCpuArray::with_max_entries(1, 0);
 
-/// `fwd_ingress6`, in slot `PROG_SLOT_IPV6`, and `fwd_ingress64`
-/// (`nat64`), put there by the daemon at load.
+/// `fwd_ingress6` in slot `PROG_SLOT_IPV6`, `fwd_ingress64` (`nat64`) in
+/// `PROG_SLOT_NAT64`, `fwd_egress6` (`stack`) in `PROG_SLOT_IPV6_EGRESS`,
+/// put there by the daemon at load.
 #[map(name = "FWD_PROGS")]
 pub(crate) static PROGS: ProgramArray = ProgramArray::with_max_entries(PROG_SLOTS, 0);
 
-/// Hands the packet to `fwd_ingress6`; returns only when that program is
-/// not in `FWD_PROGS` (or the tail-call limit is reached).
-// Inlined into fwd_ingress's own frame on purpose: the kernel allows a
+/// Hands the packet to the program in `slot` (`fwd_ingress6` from
+/// fwd_ingress, `fwd_egress6` from fwd_egress); returns only when that
+/// program is not in `FWD_PROGS` (or the tail-call limit is reached).
+// Inlined into the caller's own frame on purpose: the kernel allows a
 // tail call from a subprogram only under 256 bytes of caller stack.
 #[inline(always)]
-pub fn tail_call(ctx: &TcContext) {
-    // SAFETY: a tail call replaces this program's run with fwd_ingress6's
+pub fn tail_call(ctx: &TcContext, slot: u32) {
+    // SAFETY: a tail call replaces this program's run with the slot's
     // on the same context; on failure nothing happened.
-    unsafe { PROGS.tail_call(ctx, PROG_SLOT_IPV6) };
+    unsafe { PROGS.tail_call(ctx, slot) };
 }
 
 /// The whole of `fwd_ingress6`: the interface's settings, the IPv6
@@ -255,11 +263,19 @@ fn create_flow(
     let decided = if l.flags.contains(ListenFlags::XLAT) {
         crate::nat64::out::decide(ctx, p, l, a.ifindex)
     } else {
-        route::decide(ctx, p, l, a.ifindex)
+        route::decide(ctx, p, l, a.ifindex).map(Some)
     };
     let created = match decided {
-        Ok(Some(d)) => flow::create(p, l, &d, a),
-        // Only the stack could deliver it: left to the stack, untranslated.
+        // Handed over in map memory (see `route::DECISION6`).
+        Ok(Some(d)) => match maps::per_cpu(&route::DECISION6, 0) {
+            Some(slot) => {
+                *slot = d;
+                flow::create(p, l, a)
+            }
+            None => Err(Reason::DropError),
+        },
+        // NAT64 only could not be delivered but by the stack, which drops
+        // a packet from one of its own addresses: left to it untranslated.
         Ok(None) => return Verdict::next(Reason::PassNoMatch),
         Err(reason) => Err(reason),
     };
@@ -278,7 +294,8 @@ fn create_flow(
         return Verdict::shot(Reason::DropError);
     };
     let flags = flow.entry().flags;
-    // Through the stack: NAT64 flows from the pool (`nat64::out`).
+    // Through the stack: NAT66 flows, and NAT64 ones from the pool
+    // (`nat64::out`).
     counters::count_new_flow(
         rule_id,
         flags.contains(FlowFlags::SNAT),
@@ -302,16 +319,17 @@ fn start_tracking(ctx: &TcContext, p: &Packet6, flow: FlowRef) {
     }
 }
 
-/// Applies `e`'s translation and sends the packet to its next hop, after
-/// the checks a router makes before forwarding (`route::next_hop`: hop
-/// limit, MTU), which answer the packet untranslated.
+/// Applies `e`'s translation and sends the packet to its next hop (or the
+/// stack, for a flow through it), after the checks a router makes before
+/// forwarding (`route::next_hop`: hop limit, MTU), which answer the packet
+/// untranslated.
 #[inline(never)]
 fn translate(ctx: &TcContext, p: &Packet6, e: &FlowEntry) -> Verdict {
     // Read back from the map, offsets are unbounded scalars to the
     // verifier; the MSS option walk needs them bounded (the IPv4 path has
     // them on the stack, where their bounds survive).
     let q = parse::bounded(&p.p);
-    let next = match route::next_hop(ctx, &q, &e.new_src, &e.new_dst) {
+    let next = match route::next_hop(ctx, &q, e.flags, &e.new_src, &e.new_dst) {
         Ok(next) => Some(next),
         // Fragments the kernel put together before this hook: the stack
         // cuts them again as they came (see `frag6`).
@@ -319,8 +337,10 @@ fn translate(ctx: &TcContext, p: &Packet6, e: &FlowEntry) -> Verdict {
         Err(verdict) => return verdict,
     };
     let sent = nat::apply(ctx, &q, p, e).and_then(|()| match &next {
-        Some(next) => route::send(ctx, &q, next),
-        None => Ok(Verdict::ok(Reason::FwdStack)),
+        Some(next) if !route::via_stack(e) => route::send(ctx, &q, next),
+        // A flow through the stack, or reassembled fragments: the stack
+        // routes the translated packet.
+        _ => Ok(Verdict::ok(Reason::FwdStack)),
     });
     match sent {
         Ok(verdict) => verdict,

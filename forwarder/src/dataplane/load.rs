@@ -21,7 +21,8 @@ use aya::{
 use forwarder_common::{
     conntrack::CtConfig, pinned_maps, Capacity, GlobalConfig, ABI_VERSION, GLOBAL_KERNEL_FEATURES,
     MAPS, MAP_CONFIG, MAP_FLOWS, MAP_PROGS, PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS,
-    PROG_INGRESS, PROG_INGRESS6, PROG_INGRESS64, PROG_SLOT_IPV6, PROG_SLOT_NAT64, PROG_XDP,
+    PROG_EGRESS6, PROG_INGRESS, PROG_INGRESS6, PROG_INGRESS64, PROG_SLOT_IPV6,
+    PROG_SLOT_IPV6_EGRESS, PROG_SLOT_NAT64, PROG_XDP,
 };
 use tracing::{debug, info, warn};
 
@@ -45,15 +46,17 @@ pub struct LoadOptions<'a> {
     /// set in the programs' read-only `FWD_KERNEL_FEATURES` so the verifier
     /// sees only the branches this kernel can run.
     pub kernel_features: u32,
-    /// Load `fwd_ingress6` into `FWD_PROGS`. Without it the slot stays
-    /// empty and fwd_ingress passes IPv6 to the stack untouched: a daemon
-    /// whose rules have no IPv6 forward does not pay for verifying a
-    /// second ~300k-instruction program at every start (tens of seconds
-    /// on an emulated or busy machine), nor depend on a kernel accepting it.
+    /// Load the IPv6 programs (`fwd_ingress6`, `fwd_ingress64`,
+    /// `fwd_egress6`) into `FWD_PROGS`. Without
+    /// them the slots stay empty and fwd_ingress and fwd_egress pass IPv6
+    /// on untouched: a daemon whose rules have no IPv6 forward does not
+    /// pay for verifying another ~300k instructions at every start (tens
+    /// of seconds on an emulated or busy machine), nor depend on a kernel
+    /// accepting them.
     pub ipv6: bool,
-    /// Leave `fwd_ingress6` out of `FWD_PROGS` without loading it, saying
-    /// why (FORWARDER_FORCE_IPV6=off): what a kernel whose verifier
-    /// rejects it gets, on demand. Wins over `ipv6`.
+    /// Leave the IPv6 programs out of `FWD_PROGS` without loading them,
+    /// saying why (FORWARDER_FORCE_IPV6=off): what a kernel whose verifier
+    /// rejects one gets, on demand. Wins over `ipv6`.
     pub ipv6_off: Option<&'static str>,
 }
 
@@ -228,18 +231,21 @@ impl Dataplane {
     }
 }
 
-/// Loads `fwd_ingress6` and `fwd_ingress64` (NAT64's IPv4 side) and puts
-/// them where fwd_ingress tail-calls them (`FWD_PROGS`, a private map:
-/// programs are loaded anew by each daemon). `Some(why)` when the verifier
-/// rejects either: both slots stay empty and fwd_ingress passes IPv6 to
-/// the stack untranslated (`PassNotIpv4`), so a kernel that cannot take
-/// the IPv6 path still forwards IPv4. (fwd_ingress64 first: without it a
-/// NAT64 flow could start whose replies nothing translates.) A missing
-/// program or map is a broken object, an error.
+/// Loads `fwd_ingress6`, `fwd_ingress64` (NAT64's IPv4 side) and
+/// `fwd_egress6` (the replies of IPv6 flows through the stack) and puts
+/// them where fwd_ingress and fwd_egress tail-call them (`FWD_PROGS`, a
+/// private map: programs are loaded anew by each daemon). `Some(why)` when
+/// the verifier rejects any: all slots stay empty and fwd_ingress and
+/// fwd_egress pass IPv6 to the stack untranslated (`PassNotIpv4`), so a
+/// kernel that cannot take the IPv6 path still forwards IPv4. (fwd_ingress6
+/// last: without the other two a NAT64 flow or a flow through the stack
+/// could start whose replies nothing translates.) A missing program or map
+/// is a broken object, an error.
 fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<Option<String>> {
     let mut fds = Vec::new();
     for (name, slot) in [
         (PROG_INGRESS64, PROG_SLOT_NAT64),
+        (PROG_EGRESS6, PROG_SLOT_IPV6_EGRESS),
         (PROG_INGRESS6, PROG_SLOT_IPV6),
     ] {
         let prog: &mut SchedClassifier = ebpf

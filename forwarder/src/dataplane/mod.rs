@@ -63,10 +63,11 @@ pub struct Dataplane {
     /// at start from the kernel probe or FORWARDER_FORCE_ATTACH); `None`:
     /// TCX, unless the rules say `attach = "tc-legacy"`.
     pub tc_legacy: Option<&'static str>,
-    /// Why `fwd_ingress6` is not in `FWD_PROGS` (the verifier rejected it,
-    /// or FORWARDER_FORCE_IPV6=off); `None`: IPv6 forwards are translated.
+    /// Why the IPv6 programs (`fwd_ingress6`, `fwd_ingress64`,
+    /// `fwd_egress6`) are not in `FWD_PROGS` (the verifier rejected one, or
+    /// FORWARDER_FORCE_IPV6=off); `None`: IPv6 forwards are translated.
     pub ipv6_off: Option<String>,
-    /// `fwd_ingress6` is in `FWD_PROGS` (see `ensure_ipv6`).
+    /// The IPv6 programs are in `FWD_PROGS` (see `ensure_ipv6`).
     ipv6_loaded: bool,
 }
 

@@ -156,11 +156,15 @@ pub(super) fn attach_checks(
             Ok(Some(n)) => format!("accepted, {n} instructions verified"),
             _ => "accepted".into(),
         };
-        // fwd_ingress6 and fwd_ingress64 (NAT64) are optional: either
-        // rejected, the daemon leaves the FWD_PROGS slots empty and IPv6
-        // passes to the stack untranslated.
-        let ipv6 =
-            name == forwarder_common::PROG_INGRESS6 || name == forwarder_common::PROG_INGRESS64;
+        // fwd_ingress6, fwd_ingress64 (NAT64) and fwd_egress6 (the IPv6
+        // stack path) are optional: any rejected, the daemon leaves the
+        // FWD_PROGS slots empty and IPv6 passes to the stack untranslated.
+        let ipv6 = [
+            forwarder_common::PROG_INGRESS6,
+            forwarder_common::PROG_INGRESS64,
+            forwarder_common::PROG_EGRESS6,
+        ]
+        .contains(&name.as_str());
         let ok = c.add(
             format!("verifier: {name}"),
             r.clone().map(|_| true),
