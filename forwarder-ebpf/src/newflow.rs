@@ -22,8 +22,8 @@ use aya_ebpf::{
 };
 use forwarder_common::{
     conntrack::{self as ct, CtState},
-    FlowEntry, FlowFlags, FlowKey, ListenFlags, ListenerValue, Reason, DEFAULT_RATE_SOURCES,
-    DEFAULT_SNAT_PORT_MAX, DEFAULT_SNAT_PORT_MIN, PROTO_TCP,
+    FlowEntry, FlowFlags, FlowKey, ListenFlags, ListenerValue, Reason, AF_INET,
+    DEFAULT_RATE_SOURCES, DEFAULT_SNAT_PORT_MAX, DEFAULT_SNAT_PORT_MIN, PROTO_TCP,
 };
 
 use crate::{
@@ -100,12 +100,18 @@ struct PortPlan {
     /// when it may be kept), else 0.
     keep: u32,
     /// The SNAT port of the connection a SYN just reopened (`reopened`),
-    /// host order, else 0; for the client `reopened_src`:`reopened_sport`.
+    /// host order, else 0; for the client `reopened_src`:`reopened_sport`
+    /// (the address as a flow key holds it: IPv4 in the first word) of
+    /// `reopened_family`.
     reopened_port: u16,
     reopened_sport: u16,
-    reopened_src: u32,
-    _pad: u32,
+    reopened_src: [u32; 4],
+    reopened_family: u8,
+    _pad: [u8; 3],
 }
+
+const _: () =
+    assert!(core::mem::size_of::<PortPlan>() == forwarder_common::PORT_PLAN_SIZE as usize);
 
 /// Remembers the SNAT port of the connection a client's SYN reopens (its
 /// tuple closed: TIME_WAIT or CLOSE), for the new flow that SYN creates in
@@ -118,12 +124,35 @@ struct PortPlan {
 /// the old connection, the client's RST): new HTTP connections through the
 /// forward fell from 32,600/s to 2,300/s in `cargo xtask bench`. Netfilter
 /// gets the same by keeping the client's port where it can.
+/// Both families: IPv6 flow creation (`ipv6::flow::create`, NAT66 and
+/// NAT64) asks `reopened_port` too.
 #[inline(always)]
 pub fn reopened(orig: &FlowEntry, key: &FlowKey) {
     if let Some(plan) = map_value::per_cpu(&PORT_PLAN, 0) {
         plan.reopened_port = u16::from_be(orig.new_sport);
         plan.reopened_sport = key.sport;
-        plan.reopened_src = key.src[0];
+        plan.reopened_src = key.src;
+        plan.reopened_family = key.family;
+    }
+}
+
+/// The SNAT port `reopened` remembered, if it was for the client
+/// `src`:`sport` (`family`'s address as a flow key holds it, `sport` in
+/// network order) and lies in `min..=max`; else 0. Forgotten either way:
+/// it is for the one SYN that reopened the tuple, in this program run.
+#[inline(always)]
+pub fn reopened_port(src: &[u32; 4], family: u8, sport: u16, min: u32, max: u32) -> u32 {
+    let Some(plan) = map_value::per_cpu(&PORT_PLAN, 0) else {
+        return 0;
+    };
+    let port = plan.reopened_port as u32;
+    plan.reopened_port = 0;
+    let same =
+        plan.reopened_sport == sport && plan.reopened_family == family && plan.reopened_src == *src;
+    if same && port >= min && port <= max {
+        port
+    } else {
+        0
     }
 }
 
@@ -318,19 +347,14 @@ fn snat_port(ctx: &TcContext, p: &Packet) -> Result<(), Reason> {
     let plan = map_value::per_cpu(&PORT_PLAN, 0).ok_or(Reason::DropError)?;
     plan.min = min;
     plan.span = max - min + 1;
-    let reopened = plan.reopened_port as u32;
-    plan.keep = if reopened >= min
-        && reopened <= max
-        && plan.reopened_sport == p.sport
-        && plan.reopened_src == p.src
-    {
+    let reopened = reopened_port(&[p.src, 0, 0, 0], AF_INET, p.sport, min, max);
+    plan.keep = if reopened != 0 {
         reopened
     } else if client >= min && client <= max {
         client
     } else {
         0
     };
-    plan.reopened_port = 0;
     let plan = &*plan;
     let (reply, _, reply_key, _) = scratch().ok_or(Reason::DropError)?;
     // The first port held by another flow (for `reclaim_held`).

@@ -63,8 +63,9 @@ pub const MAP_KEY_SCRATCH: &str = "FWD_KEY_SCRATCH";
 /// Per-CPU room for the SNAT port range of a flow being created.
 pub const MAP_PORT_PLAN: &str = "FWD_PORT_PLAN";
 /// `FWD_PORT_PLAN`'s value: min, span, the port tried first, the
-/// reopened connection's SNAT port and client port, client address, pad.
-pub const PORT_PLAN_SIZE: u32 = 24;
+/// reopened connection's SNAT port and client port, client address (16
+/// bytes, either family) and family, pad.
+pub const PORT_PLAN_SIZE: u32 = 36;
 /// Per-source new-flow limit state (LRU, not pinned).
 pub const MAP_SRC_LIMIT: &str = "FWD_SRC_LIMIT";
 /// `snat = "auto"` evidence per backend (LRU, not pinned).

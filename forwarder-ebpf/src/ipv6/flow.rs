@@ -144,10 +144,18 @@ pub fn create(p: &Packet6, l: &ListenerValue, a: &Arrival) -> Result<(), Reason>
             (DEFAULT_SNAT_PORT_MIN, DEFAULT_SNAT_PORT_MAX)
         };
         let span = (max - min) as u32 + 1;
+        // A SYN reopening this client's closed connection gets its old
+        // port first, as on IPv4 (see `newflow::reopened`: a random one
+        // can land on the backend's TIME_WAIT socket of another client).
+        let first = newflow::reopened_port(&p.src, AF_INET6, q.sport, min as u32, max as u32);
         let mut found = false;
         let mut i = 0;
         while i < PORT_TRIES {
-            let port = min + (prandom_u32() % span) as u16;
+            let port = if i == 0 && first != 0 {
+                first as u16
+            } else {
+                min + (prandom_u32() % span) as u16
+            };
             reply_key.dport = port.to_be();
             match insert(reply_key, reply, BPF_NOEXIST as u64, now) {
                 Ok(()) => {

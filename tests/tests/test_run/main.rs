@@ -56,6 +56,7 @@ mod ct_fragments;
 mod ct_iface;
 mod ct_rate_limit;
 mod ct_reopen;
+mod ct_reopen6;
 mod ct_rst_fin;
 mod ct_snat_ports;
 mod ct_support;
