@@ -129,9 +129,13 @@ pub enum CompileError {
 /// The NAT64 pool source of `f`'s clients of family `af`: the IPv4
 /// address its IPv6 clients' flows to a target without a forwarding route
 /// of its own (an IPv4 ClusterIP) get, through the stack by the pool's
-/// device (`forwarder_common::NAT64_DEV`). `None` unless NAT64.
+/// device (`forwarder_common::NAT64_DEV`). `None` unless NAT64: IPv6
+/// clients of an IPv4 target, and the forward listens for IPv6 clients at
+/// all (an IPv4 forward's target is IPv4 too, but it has no IPv6 clients,
+/// and must not make the daemon create the pool's device).
 pub fn nat64_pool(f: &Forward, af: Af) -> Option<Ipv4Addr> {
-    (af == Af::V6 && f.translates(af)).then_some(Ipv4Addr::from(NAT64_POOL_DEFAULT))
+    (af == Af::V6 && f.translates(af) && f.listen_afs().contains(&Af::V6))
+        .then_some(Ipv4Addr::from(NAT64_POOL_DEFAULT))
 }
 
 /// The `ListenerValue` fields a forward sets, per listened port, for its

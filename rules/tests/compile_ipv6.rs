@@ -203,3 +203,49 @@ fn an_ipv6_allow_prefix_never_admits_an_ipv4_source_and_back() {
     assert!(lpm_match(&only_v4, &probe("10.1.2.3")).is_some());
     assert!(lpm_match(&only_v6, &probe("a01::1")).is_some());
 }
+
+/// Only a forward that takes IPv6 clients of an IPv4 target has a NAT64
+/// pool (and makes the daemon create the pool's device): an IPv4 forward's
+/// target is IPv4 too, but it has no IPv6 clients. (Once every IPv4 forward
+/// got a pool, and every daemon a `fwd64` link.)
+#[test]
+fn only_forwards_with_ipv6_clients_of_an_ipv4_target_have_a_nat64_pool() {
+    use rules::{nat64_pool, Af};
+    let text = r#"
+[[forward]]
+name = "v4addr"
+in = "eth0"
+listen = "10.200.0.2"
+port = 9
+to = "10.200.0.1:9"
+
+[[forward]]
+name = "v4iface"
+in = "eth0"
+port = 10
+to = "10.200.0.1:10"
+
+[[forward]]
+name = "both"
+in = "eth0"
+family = "both"
+port = 11
+to = "10.200.0.1:11"
+
+[[forward]]
+name = "v6addr"
+in = "eth0"
+listen = "2001:db8::1"
+port = 12
+to = "10.200.0.1:12"
+"#;
+    let rules = load_str("t.toml", text).unwrap().rules;
+    let pool = |name: &str| {
+        let f = rules.forwards.iter().find(|f| f.name == name).unwrap();
+        nat64_pool(f, Af::V6)
+    };
+    assert_eq!(pool("v4addr"), None);
+    assert_eq!(pool("v4iface"), None);
+    assert_eq!(pool("both"), Some("192.0.0.2".parse().unwrap()));
+    assert_eq!(pool("v6addr"), Some("192.0.0.2".parse().unwrap()));
+}
