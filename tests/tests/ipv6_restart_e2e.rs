@@ -241,3 +241,43 @@ fn rules_file(t: &Proxmox6) -> Result<String> {
     std::fs::write(&p, RULES)?;
     Ok(p.to_string_lossy().into_owned())
 }
+
+/// The pinned program array holds the IPv6 programs, and they hold it (and
+/// every map they use): a cycle only the kernel's user-reference rule
+/// breaks. After `down` removes the pin with no daemon running, the array
+/// must be freed, so the programs and the flow table are too.
+#[test]
+fn down_frees_the_pinned_program_array() -> Result<()> {
+    if !require_root("down_frees_the_pinned_program_array") {
+        return Ok(());
+    }
+    let (t, _server, _dest) = setup()?;
+    let mut daemon = Daemon::start(&t.host, &["--rules", &rules_file(&t)?])?;
+    let pin = daemon.pin_dir.join(forwarder_common::MAP_PROGS);
+    let show = std::process::Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned"])
+        .arg(&pin)
+        .output()?;
+    let info: serde_json::Value = serde_json::from_slice(&show.stdout)
+        .with_context(|| format!("bpftool map show pinned {}: {show:?}", pin.display()))?;
+    let id = info["id"]
+        .as_u64()
+        .context("the pinned map's id")?
+        .to_string();
+    let exists = || {
+        std::process::Command::new("bpftool")
+            .args(["map", "show", "id", &id])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    ensure!(exists(), "map {id} is there while the daemon runs");
+    ensure!(daemon.stop().is_some(), "the daemon exited on SIGTERM");
+    ensure!(exists(), "the pin keeps map {id} without a daemon");
+    let out = daemon.cli(&["down"])?;
+    ensure!(out.contains("removed"), "down: {out}");
+    // The kernel frees a map from a work queue: a moment after the last
+    // reference goes.
+    wait_for(deadline(), || (!exists()).then_some(()))
+        .with_context(|| format!("map {id} ({}) still exists after down", pin.display()))?;
+    Ok(())
+}
