@@ -281,3 +281,41 @@ fn down_frees_the_pinned_program_array() -> Result<()> {
         .with_context(|| format!("map {id} ({}) still exists after down", pin.display()))?;
     Ok(())
 }
+
+/// The pinned slots still hold the previous daemon's IPv6 programs when a
+/// new one starts: a daemon without the IPv6 path (a verifier that rejects
+/// one, here FORWARDER_FORCE_IPV6=off, which takes the same path) must
+/// empty them, not leave the old programs translating under its name.
+#[test]
+fn a_restart_without_the_ipv6_path_empties_the_slots() -> Result<()> {
+    if !require_root("a_restart_without_the_ipv6_path_empties_the_slots") {
+        return Ok(());
+    }
+    let (t, _server, _dest) = setup()?;
+    let mut daemon = Daemon::start(&t.host, &["--rules", &rules_file(&t)?])?;
+    let http = url(HOST_LAN6, 80, "");
+    t.check_http(&t.lan, &http, HOST_VM6, || t.http_peers())?;
+    ensure!(daemon.stop().is_some(), "the daemon exited on SIGTERM");
+    // The daemon inherits this test process's environment (nextest runs
+    // each test in a process of its own).
+    std::env::set_var("FORWARDER_FORCE_IPV6", "off");
+    let respawned = daemon.respawn();
+    std::env::remove_var("FORWARDER_FORCE_IPV6");
+    respawned?;
+    let warnings = daemon.state()?["warnings"].to_string();
+    ensure!(
+        warnings.contains("the IPv6 path is off"),
+        "the new daemon runs without the IPv6 path: {warnings}"
+    );
+    // Untranslated, the connection reaches the host's stack, which has
+    // nothing on port 80: no backend sees it.
+    let before = t.http_peers().len();
+    let o = forwarder_tests::client::curl(&t.lan, 3, 5, &["-g"], &http);
+    ensure!(!o.ok, "{http} is not forwarded any more: {o}");
+    std::thread::sleep(Duration::from_millis(200));
+    ensure!(
+        t.http_peers().len() == before,
+        "the backend saw a connection through the old programs"
+    );
+    Ok(())
+}
