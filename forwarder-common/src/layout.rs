@@ -334,7 +334,11 @@ pub const MAPS: &[MapSpec] = &[
         size_of::<u32>(),
         size_of::<u32>(),
         Capacity::Fixed(PROG_SLOTS),
-        false,
+        // Pinned although no state lives in it: the kernel empties a
+        // program array when its last user reference goes, so a private
+        // one empties when the daemon exits, and the still-attached
+        // programs would pass IPv6 untranslated until the next one loads.
+        true,
     ),
     spec(
         MAP_PKT6_SCRATCH,
@@ -446,6 +450,6 @@ mod tests {
     fn lookup_by_name() {
         assert_eq!(map_spec(MAP_FLOWS).unwrap().capacity, Capacity::Flows);
         assert!(map_spec("nope").is_none());
-        assert_eq!(pinned_maps().count(), 12);
+        assert_eq!(pinned_maps().count(), 13);
     }
 }

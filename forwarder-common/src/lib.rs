@@ -34,7 +34,7 @@ pub use verdict::*;
 
 /// Bumped whenever a pinned map's layout changes. A daemon that finds pinned
 /// maps of another version refuses to adopt them (see `forwarder down`).
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
@@ -146,7 +146,7 @@ mod tests {
             8 * (6 + RULE_DROP_REASONS as usize)
         );
         assert_eq!(REASONS, 24, "the per-interface counter map's size");
-        assert_eq!(ABI_VERSION, 5);
+        assert_eq!(ABI_VERSION, 6);
     }
 
     #[test]

@@ -75,7 +75,10 @@ static PKT6: PerCpuArray<Packet6> = PerCpuArray::with_max_entries(1, 0);
 
 /// `fwd_ingress6` in slot `PROG_SLOT_IPV6`, `fwd_ingress64` (`nat64`) in
 /// `PROG_SLOT_NAT64`, `fwd_egress6` (`stack`) in `PROG_SLOT_IPV6_EGRESS`,
-/// put there by the daemon at load.
+/// put there by the daemon at load. Pinned like the flow table: the kernel
+/// empties a program array when its last user reference goes, and a pin
+/// is one, so the slots survive the daemon's exit as the attached programs
+/// do (a restart does not reset IPv6 flows).
 #[map(name = "FWD_PROGS")]
 pub(crate) static PROGS: ProgramArray = ProgramArray::with_max_entries(PROG_SLOTS, 0);
 

@@ -14,14 +14,14 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{Array, Map, MapData, ProgramArray},
+    maps::{Array, Map, MapData, MapError, ProgramArray},
     programs::{ProgramError, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
 use forwarder_common::{
     conntrack::CtConfig, pinned_maps, Capacity, GlobalConfig, ABI_VERSION, GLOBAL_KERNEL_FEATURES,
     MAPS, MAP_CONFIG, MAP_FLOWS, MAP_PROGS, PIN_LINKS_DIR, PRIVATE_CONNTRACK_MAX, PROG_EGRESS,
-    PROG_EGRESS6, PROG_INGRESS, PROG_INGRESS6, PROG_INGRESS64, PROG_SLOT_IPV6,
+    PROG_EGRESS6, PROG_INGRESS, PROG_INGRESS6, PROG_INGRESS64, PROG_SLOTS, PROG_SLOT_IPV6,
     PROG_SLOT_IPV6_EGRESS, PROG_SLOT_NAT64, PROG_XDP,
 };
 use tracing::{debug, info, warn};
@@ -185,6 +185,12 @@ impl Dataplane {
             warn!("{}", ipv6_off_warning(why));
         }
         let ipv6_loaded = opts.ipv6 && ipv6_off.is_none();
+        if !ipv6_loaded {
+            // FWD_PROGS is pinned: its slots may still hold the previous
+            // daemon's IPv6 programs. Empty them, so "without the IPv6
+            // programs" means what it says (all or nothing).
+            clear_tail_calls(&mut ebpf)?;
+        }
         let xdp: &mut Xdp = ebpf
             .program_mut(PROG_XDP)
             .with_context(|| format!("program {PROG_XDP} missing from the object"))?
@@ -223,6 +229,7 @@ impl Dataplane {
         match fill_tail_calls(&mut self.ebpf)? {
             None => self.ipv6_loaded = true,
             Some(why) => {
+                clear_tail_calls(&mut self.ebpf)?;
                 warn!("{}", ipv6_off_warning(&why));
                 self.ipv6_off = Some(why);
             }
@@ -233,11 +240,17 @@ impl Dataplane {
 
 /// Loads `fwd_ingress6`, `fwd_ingress64` (NAT64's IPv4 side) and
 /// `fwd_egress6` (the replies of IPv6 flows through the stack) and puts
-/// them where fwd_ingress and fwd_egress tail-call them (`FWD_PROGS`, a
-/// private map: programs are loaded anew by each daemon). `Some(why)` when
-/// the verifier rejects any: all slots stay empty and fwd_ingress and
-/// fwd_egress pass IPv6 to the stack untranslated (`PassNotIpv4`), so a
-/// kernel that cannot take the IPv6 path still forwards IPv4. (fwd_ingress6
+/// them where fwd_ingress and fwd_egress tail-call them (`FWD_PROGS`). That
+/// map is pinned: a program array loses its entries when its last user
+/// reference goes, so a private one would empty when the daemon exits and
+/// the still-attached fwd_ingress would pass every IPv6 packet (and NAT64
+/// reply) untranslated until the next daemon loads, resetting IPv6 flows.
+/// The pin keeps the previous daemon's programs in place; this overwrites
+/// them (the layout check made sure they speak the same ABI). `Some(why)`
+/// when the verifier rejects any: nothing is written here, and the caller
+/// empties every slot (`clear_tail_calls`), so fwd_ingress and fwd_egress
+/// pass IPv6 to the stack untranslated (`PassNotIpv4`) and a kernel that
+/// cannot take the IPv6 path still forwards IPv4. (fwd_ingress6
 /// last: without the other two a NAT64 flow or a flow through the stack
 /// could start whose replies nothing translates.) A missing program or map
 /// is a broken object, an error.
@@ -269,6 +282,26 @@ fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// Empties every slot of `FWD_PROGS`: what a daemon without the IPv6
+/// programs must leave, since the pinned map may still hold the previous
+/// daemon's. An empty slot is not an error.
+fn clear_tail_calls(ebpf: &mut Ebpf) -> Result<()> {
+    let map = ebpf
+        .map_mut(MAP_PROGS)
+        .with_context(|| format!("map {MAP_PROGS} missing from the kernel object"))?;
+    let mut progs = ProgramArray::try_from(map)?;
+    for slot in 0..PROG_SLOTS {
+        match progs.clear_index(&slot) {
+            Ok(()) => {}
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("emptying slot {slot} of {MAP_PROGS}"))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What the daemon logs and `status` shows when the IPv6 path is off.
 pub fn ipv6_off_warning(why: &str) -> String {
     format!(
@@ -293,7 +326,9 @@ fn rejected(name: &str, e: &ProgramError) -> anyhow::Error {
 /// Removes everything a daemon pinned under `pin_dir`: our legacy TC
 /// filters (and the clsact qdiscs we created, when empty), links (the
 /// programs are off their interfaces when this returns), maps (which frees
-/// the flow table), the directory. Returns what it removed.
+/// the flow table; unpinning `FWD_PROGS` drops its last user reference, so
+/// the kernel empties it and the IPv6 programs it held, and the maps they
+/// hold, go too), the directory. Returns what it removed.
 pub fn teardown(pin_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut removed = super::tc_legacy::teardown(pin_dir)?;
     let links = pin_dir.join(PIN_LINKS_DIR);
