@@ -34,6 +34,9 @@ const APT_PACKAGES: &[&str] = &[
     "wrk",
     "sockperf",
     "procps",
+    // perf: the benchmark's CPU profile of new connections (cpu-clock
+    // sampling, no PMU needed) and docs/PERFORMANCE-NOTES.md's profiles.
+    "linux-perf",
     // conntrack -L: what the k3s node's netfilter made of forwarded flows
     // (tailnet e2e diagnostics).
     "conntrack",

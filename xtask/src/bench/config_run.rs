@@ -81,6 +81,26 @@ fn run_config_inner(cfg: &Config, d: &Durations, rec: &mut RunRecord) -> Result<
         }
     });
     check_interrupt()?;
+    // Where the CPU of a new connection goes: an extra wrk run, sampled
+    // (IPv4: the configurations the kernel-ratio goals compare).
+    if !cfg.is_ipv6() {
+        record(
+            rec,
+            CPU_PROFILE,
+            measure::conn_profile(c, t, d.profile),
+            |r, p| {
+                for (part, us) in p.us_per_conn {
+                    r.metrics
+                        .insert(format!("{}{part}", measure::CPU_CONN_PREFIX), us);
+                }
+                r.info.insert(
+                    CPU_PROFILE.into(),
+                    serde_json::json!({ "conn_per_s": p.conn_per_s, "samples": p.samples }),
+                );
+            },
+        );
+        check_interrupt()?;
+    }
     // (Not over IPv6: the sockperf server listens on IPv4 only.)
     if !cfg.is_ipv6() {
         record(rec, RTT50, measure::rtt(c, t, d.rtt), |r, (p50, p99)| {

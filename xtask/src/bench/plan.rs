@@ -80,8 +80,13 @@ impl Plan {
             .configs
             .iter()
             .map(|c| {
-                let rtt = if c.is_ipv6() { d.rtt } else { 0 };
-                per - rtt + if c.is_forwarder() { d.bpf } else { 0 }
+                let (rtt, profile) = if c.is_ipv6() {
+                    (d.rtt, 0)
+                } else {
+                    // The sampled wrk run and `perf script`.
+                    (0, d.profile + 5)
+                };
+                per - rtt + profile + if c.is_forwarder() { d.bpf } else { 0 }
             })
             .sum::<u32>()
             * self.runs as u32;

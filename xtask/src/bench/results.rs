@@ -40,6 +40,9 @@ pub const UDP_DELIVERED: &str = "udp_delivered_pps";
 pub const SOFTIRQ: &str = "softirq_ns_per_pkt";
 pub const ROUTER_PROC: &str = "router_proc_ns_per_pkt";
 pub const BPF_PKT: &str = "bpf_ns_per_pkt";
+/// The sampled extra wrk run (`measure::conn_profile`): its error key; its
+/// figures are `measure::CPU_CONN_PREFIX` + part, CPU µs per connection.
+pub const CPU_PROFILE: &str = "cpu_profile";
 /// Scale runs only.
 /// CPU of the router's processes (the daemon) over the measurement window,
 /// in % of one CPU.

@@ -10,12 +10,14 @@ mod bpf;
 mod commands;
 mod cpu;
 mod exec;
+mod profile;
 mod traffic;
 
 pub use bpf::bpf_cost;
 pub use commands::client_commands;
 pub use cpu::{busy_pct, ns_proc_cpu_ns, ns_proc_rss_kib, proc_stat_ns};
 pub use exec::{exec, tail};
+pub use profile::{conn_profile, CPU_CONN_PREFIX, FREQ_HZ, PARTS};
 pub use traffic::{rtt, tcp, udp, wrk};
 
 /// Seconds each measurement runs.
@@ -28,6 +30,9 @@ pub struct Durations {
     pub udp: u32,
     /// The extra small-packet burst with BPF run-time statistics on.
     pub bpf: u32,
+    /// The extra wrk run sampled by `perf` (see `profile`), sampled for
+    /// this long (wrk runs 2 s longer).
+    pub profile: u32,
     /// Flow-table scale: single-stream TCP. At least the daemon's sweep
     /// interval (10 s with the scale runs' timeouts) in a full run, so every
     /// run's window holds one sweep of the table, as production would.
@@ -42,6 +47,7 @@ impl Durations {
         rtt: 3,
         udp: 3,
         bpf: 2,
+        profile: 3,
         scale_tcp: 10,
     };
     pub const QUICK: Durations = Durations {
@@ -51,6 +57,7 @@ impl Durations {
         rtt: 1,
         udp: 1,
         bpf: 1,
+        profile: 1,
         scale_tcp: 2,
     };
 
@@ -62,6 +69,7 @@ impl Durations {
             ("rtt", self.rtt),
             ("udp", self.udp),
             ("bpf", self.bpf),
+            ("profile", self.profile),
             ("scale_tcp", self.scale_tcp),
         ]
         .into_iter()

@@ -273,6 +273,7 @@ pub(super) fn markdown(r: &Results) -> String {
         let _ = writeln!(w);
     }
 
+    super::cpu::section(w, r, &cfgs4);
     scale_section(w, r);
     default_memory_section(w, r);
     micro_section(w, r);

@@ -12,6 +12,7 @@ use super::{
     svg,
 };
 
+mod cpu;
 mod format;
 mod goals;
 mod ipv6;
