@@ -49,7 +49,7 @@ pub const PARTS: &[(&str, &str, &[&str])] = &[
     ),
     (
         "forward",
-        "kernel forwarding: `ip_forward` and what it calls up to the next interface",
+        "kernel forwarding: `ip_forward` and the forwarded packet's transmit to the next interface",
         &["ip_forward", "ip_forward_finish"],
     ),
     (
@@ -78,9 +78,20 @@ pub const CPU_CONN_PREFIX: &str = "cpu_conn_us_";
 /// The part one sample belongs to. `frames` run from the innermost
 /// (sampled) function outwards, as `perf script` prints them.
 pub fn classify(comm: &str, frames: &[&str]) -> &'static str {
-    for f in frames {
+    for (i, f) in frames.iter().enumerate() {
         if f.starts_with("bpf_prog_") && f.contains("_fwd_") {
             return "bpf";
+        }
+        // A forwarded packet's transmit: `ip_rcv_finish` hands it to
+        // `ip_forward` and that to `ip_output` as tail calls, so the chain
+        // reads `ip_output` right under the receive path (a local sender's
+        // `ip_output` sits under `__ip_queue_xmit`).
+        if *f == "ip_output"
+            && frames
+                .get(i + 1)
+                .is_some_and(|g| g.starts_with("__netif_receive_skb"))
+        {
+            return "forward";
         }
         if let Some((key, _, _)) = PARTS.iter().find(|(_, _, marks)| marks.contains(f)) {
             return key;
@@ -239,7 +250,7 @@ pub fn conn_profile(client: &Netns, target: &str, secs: u32) -> Result<ConnProfi
 mod tests {
     use super::*;
 
-    const SCRIPT: &str = "wrk \n\tffffffff8152fb20 lookup_nulls_elem_raw\n\tffffffffa0001234 bpf_prog_5e431513dd3b100f_fwd_ingress\n\tffffffff81eb1000 __netif_receive_skb_core.constprop.0\n\tffffffff81eb2000 ip_finish_output2\n\nnginx \n\tffffffff81000000 nf_conntrack_tcp_packet\n\tffffffff81000100 nf_hook_slow\n\tffffffff81000200 ip_forward\n\nnginx \n\tffffffff81000300 fib_table_lookup\n\tffffffff81000400 ip_route_input_slow\n\tffffffff81000500 ip_rcv\n\nswapper \n\tffffffff81000600 pv_native_safe_halt\n\nswapper \n\tffffffff81000700 veth_xmit\n\tffffffff81000750 __dev_queue_xmit\n\tffffffff81000800 skb_do_redirect\n\tffffffff81eb1000 __netif_receive_skb_core.constprop.0\n\nswapper \n\tffffffff81000650 tcp_v4_rcv\n\tffffffff81000660 net_rx_action\n\tffffffff81000600 pv_native_safe_halt\n\tffffffff81000610 do_idle\n\nsocat \n\tffffffff81000900 do_syscall_64\n\nwrk \n\t          10a7fb __libc_connect\n\nrustc \n\tffffffff81000a00 clear_page_erms\n\nperf \n\tffffffff81000b00 do_syscall_64\n";
+    const SCRIPT: &str = "wrk \n\tffffffff8152fb20 lookup_nulls_elem_raw\n\tffffffffa0001234 bpf_prog_5e431513dd3b100f_fwd_ingress\n\tffffffff81eb1000 __netif_receive_skb_core.constprop.0\n\tffffffff81eb2000 ip_finish_output2\n\nnginx \n\tffffffff81000000 nf_conntrack_tcp_packet\n\tffffffff81000100 nf_hook_slow\n\tffffffff81000200 ip_forward\n\nnginx \n\tffffffff81000010 veth_xmit\n\tffffffff81000020 __dev_queue_xmit\n\tffffffff81000030 ip_output\n\tffffffff81000040 __netif_receive_skb_one_core\n\nwrk \n\tffffffff81000010 veth_xmit\n\tffffffff81000030 ip_output\n\tffffffff81000050 __ip_queue_xmit\n\tffffffff81000060 __tcp_transmit_skb\n\nnginx \n\tffffffff81000300 fib_table_lookup\n\tffffffff81000400 ip_route_input_slow\n\tffffffff81000500 ip_rcv\n\nswapper \n\tffffffff81000600 pv_native_safe_halt\n\nswapper \n\tffffffff81000700 veth_xmit\n\tffffffff81000750 __dev_queue_xmit\n\tffffffff81000800 skb_do_redirect\n\tffffffff81eb1000 __netif_receive_skb_core.constprop.0\n\nswapper \n\tffffffff81000650 tcp_v4_rcv\n\tffffffff81000660 net_rx_action\n\tffffffff81000600 pv_native_safe_halt\n\tffffffff81000610 do_idle\n\nsocat \n\tffffffff81000900 do_syscall_64\n\nwrk \n\t          10a7fb __libc_connect\n\nrustc \n\tffffffff81000a00 clear_page_erms\n\nperf \n\tffffffff81000b00 do_syscall_64\n";
 
     #[test]
     fn each_sample_goes_to_its_innermost_recognised_frame() {
@@ -248,17 +259,19 @@ mod tests {
         assert_eq!(c.get("bpf"), Some(&1));
         // A hook inside ip_forward is netfilter's, not forwarding's.
         assert_eq!(c.get("netfilter"), Some(&1));
-        assert_eq!(c.get("forward"), None);
+        // The forward's transmit, whose ip_forward frame tail calls left
+        // out; a local sender's transmit is the endpoints'.
+        assert_eq!(c.get("forward"), Some(&1));
         assert_eq!(c.get("route_in"), Some(&1));
         assert_eq!(c.get("idle"), Some(&1));
         // The transmit the redirect calls after the program returned.
         assert_eq!(c.get("redirect"), Some(&1));
         assert_eq!(c.get("relay"), Some(&1));
         // wrk's own code, and an interrupt the idle task took.
-        assert_eq!(c.get("endpoints"), Some(&2));
+        assert_eq!(c.get("endpoints"), Some(&3));
         // A build running beside the benchmark, and the sampler.
         assert_eq!(c.get("other"), Some(&2));
-        assert_eq!(c.values().sum::<u64>(), 10);
+        assert_eq!(c.values().sum::<u64>(), 12);
     }
 
     #[test]
