@@ -24,7 +24,8 @@
 //!   through the daemon's own facts -> plan -> `apply_maps`; by hand only
 //!   what the daemon does through links (interfaces, egress/XDP flags) and
 //!   flow-table state;
-//! * [`prog`]: one program run (the syscall, the contexts, the verdicts);
+//! * [`prog`]: one program run (the contexts, the verdicts), through
+//!   [`syscall`] (the bpf(2) command, shared with the bench tool);
 //! * [`snapshot`]: every counter and map entry the programs write, and
 //!   what changed between two snapshots;
 //! * [`frames`]: frames built with etherparse, checksum arithmetic of its
@@ -44,6 +45,7 @@ pub mod frames;
 pub mod host;
 pub mod prog;
 pub mod snapshot;
+pub mod syscall;
 pub mod tc;
 pub mod xdp;
 
