@@ -31,6 +31,8 @@
 //! * [`frames`]: frames built with etherparse, checksum arithmetic of its
 //!   own (no code shared with the programs), etherparse's reading of the
 //!   output; [`expect`]: the frames a translation must produce;
+//! * [`ipv6`]: the IPv6 side of the fixture (addresses, the fixture with
+//!   them set, IPv6 frames and their reading) for the NAT66/NAT64 tables;
 //! * [`tc`]: a TC step (frame in; verdict, counters, output, flows checked)
 //!   and flow-entry checks; [`xdp`]: the same for the accelerator, and its
 //!   fixture (neighbours, devmap).
@@ -43,6 +45,7 @@ pub mod apply;
 pub mod expect;
 pub mod frames;
 pub mod host;
+pub mod ipv6;
 pub mod prog;
 pub mod snapshot;
 pub mod syscall;

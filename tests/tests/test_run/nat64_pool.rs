@@ -17,17 +17,14 @@
 //! Every output is read by etherparse, checksums recomputed
 //! (`nat64::read4`, `nat64::read6`).
 use forwarder_common::{FlowFlags, Reason, PROTO_TCP, PROTO_UDP};
-use forwarder_tests::{
-    dual_stack,
-    testrun::{
-        frames::{ep, udp, Ep},
-        tc::*,
-        Host, LAN_IF, NAT64_IF, POOL, SNAT_PORTS, TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, VM_IF,
-    },
+use forwarder_tests::testrun::{
+    frames::{ep, udp, Ep},
+    ipv6::{ep6, ipv6_host, udp6, Ep6, CLIENT6, HOST_LAN6, HOST_LAN6_CIDR},
+    tc::*,
+    Host, LAN_IF, NAT64_IF, POOL, SNAT_PORTS, TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, VM_IF,
 };
 
-use super::nat64::{keys, read4, read6, tcp4, tcp6, udp6};
-use super::nat66::{ep6, Ep6, CLIENT6, HOST_LAN6};
+use super::nat64::{keys, read4, read6, tcp4, tcp6};
 
 const RULES: &str = r#"
 [global]
@@ -52,13 +49,7 @@ to = "10.96.0.10:53"
 const CLUSTER_IP: [u8; 4] = [10, 96, 0, 10];
 
 fn host() -> Option<Host> {
-    let thread = std::thread::current();
-    if !forwarder_tests::require_root(thread.name().unwrap_or("nat64_pool")) {
-        return None;
-    }
-    let mut h = Host::new(64).expect("test namespace and dataplane");
-    dual_stack::enable_router(&h.ns).expect("IPv6 forwarding");
-    dual_stack::addr6(&h.ns, LAN_IF, "2001:db8:1::55/64").expect("IPv6 address");
+    let mut h = ipv6_host("nat64_pool", &[(LAN_IF, HOST_LAN6_CIDR)])?;
     h.rules(RULES).expect("rules");
     // The daemon sets it where the plan says: the pool's device.
     h.egress_nat(NAT64_IF, true).expect("egress flag");
