@@ -142,7 +142,7 @@ pub(super) fn read6(case: &str, out: &[u8]) -> Seen6 {
 /// An IPv4 output frame: every checksum (`frames::verify`), then what
 /// RFC 7915 5.1 sets: DF, identification 0, the IPv4 total length; and
 /// its L4 payload.
-pub(super) fn read4(case: &str, out: &[u8]) -> (Ep, Ep, u8, Option<u16>, Vec<u8>) {
+pub(super) fn read4(case: &str, out: &[u8]) -> Seen4 {
     assert_eq!(&out[12..14], &[0x08, 0x00], "{case}: EtherType IPv4");
     let p = verify(case, out, false);
     let h = PacketHeaders::from_ethernet_slice(out).unwrap();
@@ -163,6 +163,25 @@ pub(super) fn read4(case: &str, out: &[u8]) -> (Ep, Ep, u8, Option<u16>, Vec<u8>
     (p.src, p.dst, p.ttl, p.mss, payload)
 }
 
+/// What `read4` reads: source, destination, TTL, MSS option, L4 payload.
+pub(super) type Seen4 = (Ep, Ep, u8, Option<u16>, Vec<u8>);
+
+/// Runs `s` with its output checked (`Out::Checked`) and reads the IPv4
+/// packet it left (`read4`).
+pub(super) fn through4(h: &mut Host, s: &Step) -> (Outcome, Seen4) {
+    let o = step(h, &s.clone().out(Out::Checked));
+    let seen = read4(&s.description, &o.run.out);
+    (o, seen)
+}
+
+/// Runs `s` with its output checked (`Out::Checked`) and reads the IPv6
+/// packet it left (`read6`).
+pub(super) fn through6(h: &mut Host, s: &Step) -> (Outcome, Seen6) {
+    let o = step(h, &s.clone().out(Out::Checked));
+    let seen = read6(&s.description, &o.run.out);
+    (o, seen)
+}
+
 /// A NAT64 flow's two keys: the client's (IPv6) and the target's reply
 /// (IPv4, to the SNAT address and port the target saw).
 pub(super) fn keys(client: Ep6, listen: Ep6, target: Ep, seen: Ep, proto: u8) -> [FlowKey; 2] {
@@ -175,10 +194,8 @@ pub(super) fn open(h: &mut Host, rule: &'static str, client: Ep6, listen: Ep6, t
     let what = format!("{rule}: SYN from [{:x?}]:{}", client.ip, client.port);
     let s = ingress(what.clone(), LAN_IF, tcp6(client, listen, "S", 64, b""))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule(rule, created(true, false).mss())
-        .out(Out::Checked);
-    let o = step(h, &s);
-    let (src, dst, ttl, mss, _) = read4(&what, &o.run.out);
+        .rule(rule, created(true, false).mss());
+    let (o, (src, dst, ttl, mss, _)) = through4(h, &s);
     assert_eq!(src.ip, HOST_VM, "{what}: the host's IPv4 address");
     assert!(
         SNAT_PORTS.contains(&src.port),
@@ -214,10 +231,8 @@ pub(super) fn open(h: &mut Host, rule: &'static str, client: Ep6, listen: Ep6, t
     let what = format!("{rule}: SYN-ACK from the target");
     let s = ingress(what.clone(), VM_IF, tcp4(target, src, "SA", b""))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule(rule, translated().mss())
-        .out(Out::Checked);
-    let o = step(h, &s);
-    let got = read6(&what, &o.run.out);
+        .rule(rule, translated().mss());
+    let (o, got) = through6(h, &s);
     assert_eq!(
         (got.src, got.dst),
         (listen, client),
@@ -243,10 +258,8 @@ fn a_nat64_tcp_flow_is_translated_both_ways_with_its_data_intact() {
         tcp6(client, listen, "A", 64, &request),
     )
     .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-    .rule("web64", translated())
-    .out(Out::Checked);
-    let o = step(&mut h, &s);
-    let (src, dst, _, _, payload) = read4(&s.description, &o.run.out);
+    .rule("web64", translated());
+    let (o, (src, dst, _, _, payload)) = through4(&mut h, &s);
     assert_eq!((src, dst, payload), (seen, target, request));
     assert_eq!(
         tcp_state(&s.description, &o.after, &orig, &reply),
@@ -256,19 +269,15 @@ fn a_nat64_tcp_flow_is_translated_both_ways_with_its_data_intact() {
     let body: Vec<u8> = (0..1400u32).map(|i| (i * 7 % 251) as u8).collect();
     let s = ingress("the target's answer", VM_IF, tcp4(target, seen, "A", &body))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("web64", translated())
-        .out(Out::Checked);
-    let o = step(&mut h, &s);
-    let got = read6(&s.description, &o.run.out);
+        .rule("web64", translated());
+    let (_, got) = through6(&mut h, &s);
     assert_eq!((got.src, got.dst), (listen, client));
     assert_eq!(got.payload, body, "answer bytes");
     // The target's RST ends the flow's state, translated like the rest.
     let s = ingress("the target's RST", VM_IF, tcp4(target, seen, "R", b""))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("web64", translated())
-        .out(Out::Checked);
-    let o = step(&mut h, &s);
-    let got = read6(&s.description, &o.run.out);
+        .rule("web64", translated());
+    let (o, got) = through6(&mut h, &s);
     assert_eq!((got.src, got.dst), (listen, client));
     assert_eq!(
         tcp_state(&s.description, &o.after, &orig, &reply),
@@ -283,20 +292,16 @@ fn a_nat64_udp_flow_is_translated_both_ways() {
     let query = b"\x12\x34\x01\x00 query for nat64.example".to_vec();
     let s = ingress("DNS query", LAN_IF, udp6(client, listen, &query))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("dns64", created(true, false))
-        .out(Out::Checked);
-    let o = step(&mut h, &s);
-    let (seen, dst, ttl, _, payload) = read4(&s.description, &o.run.out);
+        .rule("dns64", created(true, false));
+    let (o, (seen, dst, ttl, _, payload)) = through4(&mut h, &s);
     assert_eq!((seen.ip, dst, ttl, payload), (HOST_VM, target, 63, query));
     let [orig, reply] = keys(client, listen, target, seen, PROTO_UDP);
     assert_flows(&s.description, &o.delta, &[orig, reply], &[], &[]);
     let answer = b"\x12\x34\x81\x80 answer, longer than the query".to_vec();
     let s = ingress("DNS answer", VM_IF, udp(target, seen, &answer))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("dns64", translated())
-        .out(Out::Checked);
-    let o = step(&mut h, &s);
-    let got = read6(&s.description, &o.run.out);
+        .rule("dns64", translated());
+    let (o, got) = through6(&mut h, &s);
     assert_eq!((got.src, got.dst, got.payload), (listen, client, answer));
     for k in [orig, reply] {
         let state = CtState::from_raw(entry(&s.description, &o.after, &k).ct.state);
