@@ -24,12 +24,15 @@
 //!   through the daemon's own facts -> plan -> `apply_maps`; by hand only
 //!   what the daemon does through links (interfaces, egress/XDP flags) and
 //!   flow-table state;
-//! * [`prog`]: one program run (the syscall, the contexts, the verdicts);
+//! * [`prog`]: one program run (the contexts, the verdicts), through
+//!   [`syscall`] (the bpf(2) command, shared with the bench tool);
 //! * [`snapshot`]: every counter and map entry the programs write, and
 //!   what changed between two snapshots;
 //! * [`frames`]: frames built with etherparse, checksum arithmetic of its
 //!   own (no code shared with the programs), etherparse's reading of the
 //!   output; [`expect`]: the frames a translation must produce;
+//! * [`ipv6`]: the IPv6 side of the fixture (addresses, the fixture with
+//!   them set, IPv6 frames and their reading) for the NAT66/NAT64 tables;
 //! * [`tc`]: a TC step (frame in; verdict, counters, output, flows checked)
 //!   and flow-entry checks; [`xdp`]: the same for the accelerator, and its
 //!   fixture (neighbours, devmap).
@@ -42,8 +45,10 @@ pub mod apply;
 pub mod expect;
 pub mod frames;
 pub mod host;
+pub mod ipv6;
 pub mod prog;
 pub mod snapshot;
+pub mod syscall;
 pub mod tc;
 pub mod xdp;
 

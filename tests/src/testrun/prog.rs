@@ -1,12 +1,15 @@
 //! One program run: BPF_PROG_TEST_RUN of `fwd_ingress`, `fwd_egress` or
 //! `fwd_xdp` on a frame, with the context that makes the kernel build the
 //! packet on one of the fixture's interfaces, and the verdict it returned.
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use anyhow::{ensure, Context, Result};
 use forwarder_common::{Hook, PROG_XDP};
 
-use super::host::Host;
+use super::{
+    host::Host,
+    syscall::{prog_test_run, TestRun, BPF_F_TEST_SKB_CHECKSUM_COMPLETE},
+};
 
 /// The TC verdicts as test_run reports them (the return value as i32).
 pub use forwarder_common::{TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
@@ -63,31 +66,6 @@ pub enum Csum {
     Complete,
 }
 
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_F_TEST_SKB_CHECKSUM_COMPLETE: u32 = 1 << 2;
-
-/// The `test` member of `union bpf_attr`.
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
-}
-
 /// What one program run returned.
 #[derive(Clone, Debug)]
 pub struct Run {
@@ -133,7 +111,7 @@ impl Host {
             Hook::TcEgress => self.dp.egress_program()?,
             _ => self.dp.ingress_program()?,
         };
-        let fd = prog.fd()?.as_fd().as_raw_fd();
+        let fd = prog.fd()?.as_fd();
         let flags = match csum {
             Csum::None => 0,
             Csum::Complete => BPF_F_TEST_SKB_CHECKSUM_COMPLETE,
@@ -166,7 +144,7 @@ impl Host {
             .ebpf
             .program(PROG_XDP)
             .context("program fwd_xdp missing")?;
-        let fd = prog.fd()?.as_fd().as_raw_fd();
+        let fd = prog.fd()?.as_fd();
         test_run(fd, frame, &ctx, 0).map_err(|e| {
             anyhow::anyhow!(
                 "BPF_PROG_TEST_RUN (XDP) of a {}-byte frame on ifindex {ifindex}: {e}",
@@ -176,39 +154,24 @@ impl Host {
     }
 }
 
-/// One BPF_PROG_TEST_RUN of program `fd` on `frame` with context `ctx`.
-/// aya's TestRunOptions cannot pass BPF_F_TEST_SKB_CHECKSUM_COMPLETE (its
-/// flags are crate-private), so the syscall is made here.
-fn test_run(fd: i32, frame: &[u8], ctx: &[u8], flags: u32) -> std::io::Result<Run> {
+/// One BPF_PROG_TEST_RUN of program `fd` on `frame` with context `ctx`
+/// (see [`super::syscall`] for why the syscall is made by hand).
+fn test_run(fd: BorrowedFd<'_>, frame: &[u8], ctx: &[u8], flags: u32) -> std::io::Result<Run> {
     // Room for what a program may add (an Ethernet header for L3).
     let mut out = vec![0u8; frame.len() + 128];
-    let mut attr = TestRunAttr {
-        prog_fd: fd as u32,
-        data_size_in: frame.len() as u32,
-        data_size_out: out.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        data_out: out.as_mut_ptr() as u64,
-        repeat: 1,
-        ctx_size_in: ctx.len() as u32,
-        ctx_in: ctx.as_ptr() as u64,
-        flags,
-        ..Default::default()
-    };
-    // SAFETY: attr points at valid buffers that outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    out.truncate(attr.data_size_out as usize);
+    let r = prog_test_run(
+        fd,
+        TestRun {
+            data: frame,
+            ctx,
+            out: Some(&mut out),
+            repeat: 1,
+            flags,
+        },
+    )?;
+    out.truncate(r.data_size_out as usize);
     Ok(Run {
-        verdict: attr.retval as i32,
+        verdict: r.retval as i32,
         out,
     })
 }

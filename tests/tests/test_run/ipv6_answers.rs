@@ -14,29 +14,15 @@ use etherparse::{
 };
 use forwarder_common::{FlowKey, Reason, PROTO_TCP, RULE_DROP_DENIED};
 use forwarder_tests::testrun::{
-    tc::*, Host, LAN_IF, TCX_NEXT, TC_ACT_REDIRECT, TC_ACT_SHOT, VM_IF,
+    frames::HOST_MAC,
+    ipv6::{
+        ep6, icmp6_answer, key6, mac6, udp6, Ep6, Ip6, CLIENT6, HOST_LAN6, HOST_VM6, OTHER6, VM6,
+    },
+    tc::*,
+    Host, LAN_IF, TCX_NEXT, TC_ACT_REDIRECT, TC_ACT_SHOT, VM_IF,
 };
 
-use super::nat66::{
-    ep6, exchange, host, key6, mac6, tcp6, udp6, Ep6, Exchange, Ip6, CLIENT6, HOST_LAN6, HOST_VM6,
-    OTHER6, VM6,
-};
-use forwarder_tests::testrun::frames::HOST_MAC;
-
-/// An ICMPv6 error to `to` from `from`, quoting `input`'s IPv6 header and
-/// its TCP header (20 bytes) or UDP header (8), in a frame back to
-/// `input`'s sender.
-fn icmp6_answer(input: &[u8], from: Ip6, to: Ip6, ty: Icmpv6Type) -> Vec<u8> {
-    let l4 = if input[14 + 6] == PROTO_TCP { 20 } else { 8 };
-    let quote = &input[14..14 + 40 + l4];
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2(HOST_MAC, mac6(to))
-        .ipv6(from, to, 64)
-        .icmpv6(ty)
-        .write(&mut v, quote)
-        .unwrap();
-    v
-}
+use super::nat66::{exchange, host, tcp6, Exchange};
 
 /// Checks an answer: the exact bytes `want`, and an ICMPv6 checksum
 /// etherparse finds valid (or, for a RST, the TCP checksum).

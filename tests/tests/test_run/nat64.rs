@@ -15,23 +15,21 @@
 //! skb->csum followed the family change. The answers and ICMP errors are
 //! test_run/nat64_errors.rs's.
 use etherparse::{
-    NetHeaders, PacketBuilder, PacketHeaders, PayloadSlice, TcpOptionElement, TransportHeader,
+    Ipv6HeaderSlice, NetHeaders, PacketBuilder, PacketHeaders, PayloadSlice, TcpOptionElement,
+    TransportHeader,
 };
 use forwarder_common::{
     conntrack::CtState, FlowFlags, FlowKey, Reason, PROTO_TCP, PROTO_UDP, RULE_DROP_DENIED,
 };
-use forwarder_tests::{
-    dual_stack,
-    testrun::{
-        frames::{
-            ep, fkey, tcp_seg, udp, verify, Ep, Ip, CLIENT_ISN, ETH, HOST_MAC, SERVER_ISN, VM,
-        },
-        tc::*,
-        Host, LAN_IF, SNAT_PORTS, TC_ACT_REDIRECT, VM_IF,
+use forwarder_tests::testrun::{
+    frames::{ep, fkey, tcp_seg, udp, verify, Ep, Ip, CLIENT_ISN, ETH, HOST_MAC, SERVER_ISN, VM},
+    ipv6::{
+        self, ep6, ipv6_host, key6, mac6, udp6, words, Ep6, Seen6, CLIENT6, HOST_LAN6,
+        HOST_LAN6_CIDR, OTHER6,
     },
+    tc::*,
+    Host, LAN_IF, SNAT_PORTS, TC_ACT_REDIRECT, VM_IF,
 };
-
-use super::nat66::{ep6, key6, mac6, words, Ep6, CLIENT6, HOST_LAN6, OTHER6};
 
 pub(super) const RULES: &str = r#"
 [global]
@@ -72,17 +70,10 @@ allow = ["2001:db8:1::10"]
 /// The host's address on vmbr1: what the target sees (masquerade).
 pub(super) const HOST_VM: Ip = [192, 168, 100, 1];
 
-/// The fixture with an IPv6 address on vmbr0 only (no DAD), IPv6
-/// forwarding on, and the rules loaded.
+/// The fixture with an IPv6 address on vmbr0 only, IPv6 forwarding on,
+/// and the rules loaded.
 pub(super) fn host() -> Option<Host> {
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("nat64");
-    if !forwarder_tests::require_root(test) {
-        return None;
-    }
-    let mut h = Host::new(64).expect("test namespace and dataplane");
-    dual_stack::enable_router(&h.ns).expect("IPv6 forwarding");
-    dual_stack::addr6(&h.ns, LAN_IF, "2001:db8:1::55/64").expect("IPv6 address");
+    let mut h = ipv6_host("nat64", &[(LAN_IF, HOST_LAN6_CIDR)])?;
     h.rules(RULES).expect("rules");
     Some(h)
 }
@@ -117,16 +108,6 @@ pub(super) fn tcp6(src: Ep6, dst: Ep6, flags: &str, hop: u8, payload: &[u8]) -> 
     v
 }
 
-pub(super) fn udp6(src: Ep6, dst: Ep6, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2(mac6(src.ip), HOST_MAC)
-        .ipv6(src.ip, dst.ip, 64)
-        .udp(src.port, dst.port)
-        .write(&mut v, payload)
-        .unwrap();
-    v
-}
-
 /// The target's TCP segment (an MSS option of 1460 on a SYN-ACK).
 pub(super) fn tcp4(src: Ep, dst: Ep, flags: &str, payload: &[u8]) -> Vec<u8> {
     let (mine, theirs) = if src.port > dst.port {
@@ -143,70 +124,25 @@ pub(super) fn tcp4(src: Ep, dst: Ep, flags: &str, payload: &[u8]) -> Vec<u8> {
     tcp_seg(src, dst, flags, (seq, theirs + 1), opts, payload)
 }
 
-/// What etherparse reads in an IPv6 output frame whose TCP/UDP checksum
-/// it recomputed over the IPv6 pseudo-header and found right.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Seen6 {
-    pub src: Ep6,
-    pub dst: Ep6,
-    pub hop: u8,
-    pub mss: Option<u16>,
-    pub payload: Vec<u8>,
-}
-
+/// An IPv6 output frame: EtherType and payload length, then what
+/// `ipv6::read6` reads (the TCP/UDP checksum recomputed over the IPv6
+/// pseudo-header).
 pub(super) fn read6(case: &str, out: &[u8]) -> Seen6 {
     assert_eq!(&out[12..14], &[0x86, 0xdd], "{case}: EtherType IPv6");
-    let h = PacketHeaders::from_ethernet_slice(out)
+    let ip = Ipv6HeaderSlice::from_slice(&out[ETH..])
         .unwrap_or_else(|e| panic!("{case}: output does not parse: {e}"));
-    let Some(NetHeaders::Ipv6(ip, _)) = &h.net else {
-        panic!("{case}: output is not IPv6: {:?}", h.net);
-    };
     assert_eq!(
-        usize::from(ip.payload_length) + 40 + ETH,
+        usize::from(ip.payload_length()) + 40 + ETH,
         out.len(),
         "{case}: IPv6 payload length"
     );
-    let mut s = Seen6 {
-        src: ep6(ip.source, 0),
-        dst: ep6(ip.destination, 0),
-        hop: ip.hop_limit,
-        mss: None,
-        payload: Vec::new(),
-    };
-    match (&h.transport, &h.payload) {
-        (Some(TransportHeader::Tcp(t)), PayloadSlice::Tcp(payload)) => {
-            assert_eq!(
-                t.checksum,
-                t.calc_checksum_ipv6(ip, payload).unwrap(),
-                "{case}: TCP checksum"
-            );
-            s.src.port = t.source_port;
-            s.dst.port = t.destination_port;
-            s.mss = t.options_iterator().find_map(|o| match o {
-                Ok(TcpOptionElement::MaximumSegmentSize(m)) => Some(m),
-                _ => None,
-            });
-            s.payload = payload.to_vec();
-        }
-        (Some(TransportHeader::Udp(u)), PayloadSlice::Udp(payload)) => {
-            assert_eq!(
-                u.checksum,
-                u.calc_checksum_ipv6(ip, payload).unwrap(),
-                "{case}: UDP checksum"
-            );
-            s.src.port = u.source_port;
-            s.dst.port = u.destination_port;
-            s.payload = payload.to_vec();
-        }
-        other => panic!("{case}: unexpected transport {other:?}"),
-    }
-    s
+    ipv6::read6(case, out)
 }
 
 /// An IPv4 output frame: every checksum (`frames::verify`), then what
 /// RFC 7915 5.1 sets: DF, identification 0, the IPv4 total length; and
 /// its L4 payload.
-pub(super) fn read4(case: &str, out: &[u8]) -> (Ep, Ep, u8, Option<u16>, Vec<u8>) {
+pub(super) fn read4(case: &str, out: &[u8]) -> Seen4 {
     assert_eq!(&out[12..14], &[0x08, 0x00], "{case}: EtherType IPv4");
     let p = verify(case, out, false);
     let h = PacketHeaders::from_ethernet_slice(out).unwrap();
@@ -227,6 +163,25 @@ pub(super) fn read4(case: &str, out: &[u8]) -> (Ep, Ep, u8, Option<u16>, Vec<u8>
     (p.src, p.dst, p.ttl, p.mss, payload)
 }
 
+/// What `read4` reads: source, destination, TTL, MSS option, L4 payload.
+pub(super) type Seen4 = (Ep, Ep, u8, Option<u16>, Vec<u8>);
+
+/// Runs `s` with its output checked (`Out::Checked`) and reads the IPv4
+/// packet it left (`read4`).
+pub(super) fn through4(h: &mut Host, s: &Step) -> (Outcome, Seen4) {
+    let o = step(h, &s.clone().out(Out::Checked));
+    let seen = read4(&s.description, &o.run.out);
+    (o, seen)
+}
+
+/// Runs `s` with its output checked (`Out::Checked`) and reads the IPv6
+/// packet it left (`read6`).
+pub(super) fn through6(h: &mut Host, s: &Step) -> (Outcome, Seen6) {
+    let o = step(h, &s.clone().out(Out::Checked));
+    let seen = read6(&s.description, &o.run.out);
+    (o, seen)
+}
+
 /// A NAT64 flow's two keys: the client's (IPv6) and the target's reply
 /// (IPv4, to the SNAT address and port the target saw).
 pub(super) fn keys(client: Ep6, listen: Ep6, target: Ep, seen: Ep, proto: u8) -> [FlowKey; 2] {
@@ -239,10 +194,8 @@ pub(super) fn open(h: &mut Host, rule: &'static str, client: Ep6, listen: Ep6, t
     let what = format!("{rule}: SYN from [{:x?}]:{}", client.ip, client.port);
     let s = ingress(what.clone(), LAN_IF, tcp6(client, listen, "S", 64, b""))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule(rule, created(true, false).mss())
-        .out(Out::Checked);
-    let o = step(h, &s);
-    let (src, dst, ttl, mss, _) = read4(&what, &o.run.out);
+        .rule(rule, created(true, false).mss());
+    let (o, (src, dst, ttl, mss, _)) = through4(h, &s);
     assert_eq!(src.ip, HOST_VM, "{what}: the host's IPv4 address");
     assert!(
         SNAT_PORTS.contains(&src.port),
@@ -278,10 +231,8 @@ pub(super) fn open(h: &mut Host, rule: &'static str, client: Ep6, listen: Ep6, t
     let what = format!("{rule}: SYN-ACK from the target");
     let s = ingress(what.clone(), VM_IF, tcp4(target, src, "SA", b""))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule(rule, translated().mss())
-        .out(Out::Checked);
-    let o = step(h, &s);
-    let got = read6(&what, &o.run.out);
+        .rule(rule, translated().mss());
+    let (o, got) = through6(h, &s);
     assert_eq!(
         (got.src, got.dst),
         (listen, client),
@@ -307,10 +258,8 @@ fn a_nat64_tcp_flow_is_translated_both_ways_with_its_data_intact() {
         tcp6(client, listen, "A", 64, &request),
     )
     .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-    .rule("web64", translated())
-    .out(Out::Checked);
-    let o = step(&mut h, &s);
-    let (src, dst, _, _, payload) = read4(&s.description, &o.run.out);
+    .rule("web64", translated());
+    let (o, (src, dst, _, _, payload)) = through4(&mut h, &s);
     assert_eq!((src, dst, payload), (seen, target, request));
     assert_eq!(
         tcp_state(&s.description, &o.after, &orig, &reply),
@@ -320,19 +269,15 @@ fn a_nat64_tcp_flow_is_translated_both_ways_with_its_data_intact() {
     let body: Vec<u8> = (0..1400u32).map(|i| (i * 7 % 251) as u8).collect();
     let s = ingress("the target's answer", VM_IF, tcp4(target, seen, "A", &body))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("web64", translated())
-        .out(Out::Checked);
-    let o = step(&mut h, &s);
-    let got = read6(&s.description, &o.run.out);
+        .rule("web64", translated());
+    let (_, got) = through6(&mut h, &s);
     assert_eq!((got.src, got.dst), (listen, client));
     assert_eq!(got.payload, body, "answer bytes");
     // The target's RST ends the flow's state, translated like the rest.
     let s = ingress("the target's RST", VM_IF, tcp4(target, seen, "R", b""))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("web64", translated())
-        .out(Out::Checked);
-    let o = step(&mut h, &s);
-    let got = read6(&s.description, &o.run.out);
+        .rule("web64", translated());
+    let (o, got) = through6(&mut h, &s);
     assert_eq!((got.src, got.dst), (listen, client));
     assert_eq!(
         tcp_state(&s.description, &o.after, &orig, &reply),
@@ -347,20 +292,16 @@ fn a_nat64_udp_flow_is_translated_both_ways() {
     let query = b"\x12\x34\x01\x00 query for nat64.example".to_vec();
     let s = ingress("DNS query", LAN_IF, udp6(client, listen, &query))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("dns64", created(true, false))
-        .out(Out::Checked);
-    let o = step(&mut h, &s);
-    let (seen, dst, ttl, _, payload) = read4(&s.description, &o.run.out);
+        .rule("dns64", created(true, false));
+    let (o, (seen, dst, ttl, _, payload)) = through4(&mut h, &s);
     assert_eq!((seen.ip, dst, ttl, payload), (HOST_VM, target, 63, query));
     let [orig, reply] = keys(client, listen, target, seen, PROTO_UDP);
     assert_flows(&s.description, &o.delta, &[orig, reply], &[], &[]);
     let answer = b"\x12\x34\x81\x80 answer, longer than the query".to_vec();
     let s = ingress("DNS answer", VM_IF, udp(target, seen, &answer))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("dns64", translated())
-        .out(Out::Checked);
-    let o = step(&mut h, &s);
-    let got = read6(&s.description, &o.run.out);
+        .rule("dns64", translated());
+    let (o, got) = through6(&mut h, &s);
     assert_eq!((got.src, got.dst, got.payload), (listen, client, answer));
     for k in [orig, reply] {
         let state = CtState::from_raw(entry(&s.description, &o.after, &k).ct.state);

@@ -15,19 +15,16 @@
 //! ```
 //!
 //! Every output is read by etherparse, checksums recomputed
-//! (`nat64::read4`, `nat64::read6`).
+//! (`nat64::through4`, `nat64::through6`).
 use forwarder_common::{FlowFlags, Reason, PROTO_TCP, PROTO_UDP};
-use forwarder_tests::{
-    dual_stack,
-    testrun::{
-        frames::{ep, udp, Ep},
-        tc::*,
-        Host, LAN_IF, NAT64_IF, POOL, SNAT_PORTS, TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, VM_IF,
-    },
+use forwarder_tests::testrun::{
+    frames::{ep, udp, Ep},
+    ipv6::{ep6, ipv6_host, udp6, Ep6, CLIENT6, HOST_LAN6, HOST_LAN6_CIDR},
+    tc::*,
+    Host, LAN_IF, NAT64_IF, POOL, SNAT_PORTS, TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, VM_IF,
 };
 
-use super::nat64::{keys, read4, read6, tcp4, tcp6, udp6};
-use super::nat66::{ep6, Ep6, CLIENT6, HOST_LAN6};
+use super::nat64::{keys, tcp4, tcp6, through4, through6};
 
 const RULES: &str = r#"
 [global]
@@ -52,13 +49,7 @@ to = "10.96.0.10:53"
 const CLUSTER_IP: [u8; 4] = [10, 96, 0, 10];
 
 fn host() -> Option<Host> {
-    let thread = std::thread::current();
-    if !forwarder_tests::require_root(thread.name().unwrap_or("nat64_pool")) {
-        return None;
-    }
-    let mut h = Host::new(64).expect("test namespace and dataplane");
-    dual_stack::enable_router(&h.ns).expect("IPv6 forwarding");
-    dual_stack::addr6(&h.ns, LAN_IF, "2001:db8:1::55/64").expect("IPv6 address");
+    let mut h = ipv6_host("nat64_pool", &[(LAN_IF, HOST_LAN6_CIDR)])?;
     h.rules(RULES).expect("rules");
     // The daemon sets it where the plan says: the pool's device.
     h.egress_nat(NAT64_IF, true).expect("egress flag");
@@ -71,10 +62,8 @@ fn open(h: &mut Host, client: Ep6, listen: Ep6, target: Ep) -> Ep {
     let what = "SYN to the ClusterIP forward";
     let s = ingress(what, LAN_IF, tcp6(client, listen, "S", 64, b""))
         .expect(TC_ACT_OK, Reason::FwdStack)
-        .rule("svc64", created(true, true).mss())
-        .out(Out::Checked);
-    let o = step(h, &s);
-    let (src, dst, ttl, mss, _) = read4(what, &o.run.out);
+        .rule("svc64", created(true, true).mss());
+    let (o, (src, dst, ttl, mss, _)) = through4(h, &s);
     assert_eq!(mss, Some(1440), "{what}: MSS clamped for IPv6 clients");
     assert_eq!(src.ip, POOL, "{what}: the pool address, not the host's");
     assert!(SNAT_PORTS.contains(&src.port), "{what}: port {}", src.port);
@@ -91,10 +80,8 @@ fn open(h: &mut Host, client: Ep6, listen: Ep6, target: Ep) -> Ep {
     let what = "SYN-ACK leaving by fwd64";
     let s = egress(what, NAT64_IF, tcp4(target, src, "SA", b""))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("svc64", translated().mss())
-        .out(Out::Checked);
-    let o = step(h, &s);
-    let got = read6(what, &o.run.out);
+        .rule("svc64", translated().mss());
+    let (o, got) = through6(h, &s);
     assert_eq!(
         (got.src, got.dst),
         (listen, client),
@@ -118,18 +105,14 @@ fn a_clusterip_flow_goes_through_the_stack_from_the_pool_and_back_by_fwd64() {
         tcp6(client, listen, "A", 64, &request),
     )
     .expect(TC_ACT_OK, Reason::FwdStack)
-    .rule("svc64", translated())
-    .out(Out::Checked);
-    let o = step(&mut h, &s);
-    let (src, dst, _, _, payload) = read4(&s.description, &o.run.out);
+    .rule("svc64", translated());
+    let (_, (src, dst, _, _, payload)) = through4(&mut h, &s);
     assert_eq!((src, dst, payload), (seen, target, request));
     let body: Vec<u8> = (0..1200u32).map(|i| (i * 13 % 251) as u8).collect();
     let s = egress("the answer", NAT64_IF, tcp4(target, seen, "A", &body))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("svc64", translated())
-        .out(Out::Checked);
-    let o = step(&mut h, &s);
-    let got = read6(&s.description, &o.run.out);
+        .rule("svc64", translated());
+    let (_, got) = through6(&mut h, &s);
     assert_eq!((got.src, got.dst, got.payload), (listen, client, body));
 }
 
@@ -140,18 +123,14 @@ fn a_udp_exchange_with_the_clusterip_is_translated_both_ways() {
     let query = b"\x43\x21\x01\x00 svc query".to_vec();
     let s = ingress("DNS query", LAN_IF, udp6(client, listen, &query))
         .expect(TC_ACT_OK, Reason::FwdStack)
-        .rule("dns64", created(true, true))
-        .out(Out::Checked);
-    let o = step(&mut h, &s);
-    let (seen, dst, ttl, _, payload) = read4(&s.description, &o.run.out);
+        .rule("dns64", created(true, true));
+    let (_, (seen, dst, ttl, _, payload)) = through4(&mut h, &s);
     assert_eq!((seen.ip, dst, ttl, payload), (POOL, target, 64, query));
     let answer = b"\x43\x21\x81\x80 svc answer".to_vec();
     let s = egress("DNS answer by fwd64", NAT64_IF, udp(target, seen, &answer))
         .expect(TC_ACT_REDIRECT, Reason::FwdRedirect)
-        .rule("dns64", translated())
-        .out(Out::Checked);
-    let o = step(&mut h, &s);
-    let got = read6(&s.description, &o.run.out);
+        .rule("dns64", translated());
+    let (o, got) = through6(&mut h, &s);
     assert_eq!((got.src, got.dst, got.payload), (listen, client, answer));
     let [orig, reply] = keys(client, listen, target, seen, PROTO_UDP);
     assert_flows(&s.description, &o.delta, &[], &[], &[orig, reply]);

@@ -16,15 +16,13 @@
 //!  vm  ── veth ── vmbr1  192.168.100.1/24   router 192.168.100.254 -> 10.50.0.0/24
 //!  no route to 10.43.0.0/16 (ClusterIPs)
 //! ```
-use forwarder_tests::{
-    dual_stack,
-    testrun::{tc::*, Host, LAN_IF},
+use forwarder_tests::testrun::{
+    ipv6::{ep6, ipv6_host, udp6, Ep6, CLIENT6, HOST_LAN6, HOST_LAN6_CIDR},
+    tc::*,
+    Host, LAN_IF, NAT64_IF,
 };
 
-use super::{
-    nat64::{tcp6, udp6},
-    nat66::{ep6, Ep6, CLIENT6, HOST_LAN6},
-};
+use super::nat64::tcp6;
 
 const RULES: &str = r#"
 [[forward]]
@@ -51,19 +49,11 @@ to = "10.50.0.5:80"
 "#;
 
 fn host() -> Option<Host> {
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("nat64_stack_path");
-    if !forwarder_tests::require_root(test) {
-        return None;
-    }
-    let mut h = Host::new(64).expect("test namespace and dataplane");
-    dual_stack::enable_router(&h.ns).expect("IPv6 forwarding");
-    dual_stack::addr6(&h.ns, LAN_IF, "2001:db8:1::55/64").expect("IPv6 address");
+    let mut h = ipv6_host("nat64_stack_path", &[(LAN_IF, HOST_LAN6_CIDR)])?;
     h.ns.ip(&["route", "add", "10.50.0.0/24", "via", "192.168.100.254"])
         .expect("route behind the gateway");
     // No pool device: the daemon's plan then says nat64_ifindex 0.
-    h.ns.ip(&["link", "del", forwarder_tests::testrun::NAT64_IF])
-        .expect("no fwd64");
+    h.ns.ip(&["link", "del", NAT64_IF]).expect("no fwd64");
     h.rules(RULES).expect("rules");
     Some(h)
 }

@@ -11,20 +11,21 @@
 //! Every output is read by etherparse with its TCP/UDP checksum recomputed
 //! over the IPv6 pseudo-header, and every run is CHECKSUM_COMPLETE, so the
 //! kernel also checks that skb->csum was kept right.
-use etherparse::{
-    NetHeaders, PacketBuilder, PacketHeaders, PayloadSlice, TcpOptionElement, TransportHeader,
-};
+use etherparse::{PacketBuilder, TcpOptionElement};
 use forwarder_common::{
-    conntrack::CtState, FlowFlags, FlowKey, Reason, AF_INET6, PROTO_TCP, PROTO_UDP,
-    RULE_DROP_DENIED,
+    conntrack::CtState, FlowFlags, Reason, PROTO_TCP, PROTO_UDP, RULE_DROP_DENIED,
 };
-use forwarder_tests::{
-    dual_stack,
-    testrun::{
-        frames::{mac_of, HOST_MAC},
-        tc::*,
-        Host, LAN_IF, SNAT_PORTS, TCX_NEXT, TC_ACT_REDIRECT, VM_IF,
-    },
+use forwarder_tests::testrun::{
+    frames::HOST_MAC,
+    ipv6::{ipv6_host, udp6, HOST_LAN6_CIDR, HOST_VM6_CIDR},
+    tc::*,
+    Host, LAN_IF, SNAT_PORTS, TCX_NEXT, TC_ACT_REDIRECT, VM_IF,
+};
+
+// The IPv6 fixture's names, for the tables that import them from here
+// (icmp6_errors.rs, ct_reopen6.rs).
+pub(super) use forwarder_tests::testrun::ipv6::{
+    ep6, ip6, key6, mac6, read6, words, Ep6, Ip6, CLIENT6, HOST_LAN6, HOST_VM6, OTHER6, VM6, VM6NET,
 };
 
 pub(super) const RULES: &str = r#"
@@ -82,52 +83,12 @@ allow = ["2001:db8:1::10"]
 reject = "drop"
 "#;
 
-pub(super) type Ip6 = [u8; 16];
-
-pub(super) const fn ip6(prefix: [u8; 8], host: u16) -> Ip6 {
-    let h = host.to_be_bytes();
-    [
-        prefix[0], prefix[1], prefix[2], prefix[3], prefix[4], prefix[5], prefix[6], prefix[7], 0,
-        0, 0, 0, 0, 0, h[0], h[1],
-    ]
-}
-pub(super) const LAN6: [u8; 8] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0];
-pub(super) const VM6NET: [u8; 8] = [0xfd, 0, 0x01, 0, 0, 0, 0, 0];
-pub(super) const CLIENT6: Ip6 = ip6(LAN6, 0x10);
-pub(super) const OTHER6: Ip6 = ip6(LAN6, 0x11);
-pub(super) const HOST_LAN6: Ip6 = ip6(LAN6, 0x55);
-pub(super) const HOST_VM6: Ip6 = ip6(VM6NET, 1);
-pub(super) const VM6: Ip6 = ip6(VM6NET, 0x80);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Ep6 {
-    pub ip: Ip6,
-    pub port: u16,
-}
-
-pub(super) const fn ep6(ip: Ip6, port: u16) -> Ep6 {
-    Ep6 { ip, port }
-}
-
-/// The fixture with IPv6 addresses on both bridges (no DAD: usable at
-/// once), IPv6 forwarding on, and the rules loaded.
+/// The fixture with IPv6 addresses on both bridges, IPv6 forwarding on,
+/// and the rules loaded.
 pub(super) fn host() -> Option<Host> {
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("nat66");
-    if !forwarder_tests::require_root(test) {
-        return None;
-    }
-    let mut h = Host::new(64).expect("test namespace and dataplane");
-    dual_stack::enable_router(&h.ns).expect("IPv6 forwarding");
-    for (dev, addr) in [(LAN_IF, "2001:db8:1::55/64"), (VM_IF, "fd00:100::1/64")] {
-        dual_stack::addr6(&h.ns, dev, addr).expect("IPv6 address");
-    }
+    let mut h = ipv6_host("nat66", &[(LAN_IF, HOST_LAN6_CIDR), (VM_IF, HOST_VM6_CIDR)])?;
     h.rules(RULES).expect("rules");
     Some(h)
-}
-
-pub(super) fn mac6(ip: Ip6) -> [u8; 6] {
-    mac_of([ip[12], ip[13], ip[14], ip[15]])
 }
 
 /// A TCP segment `src` -> `dst` (flags "S", "SA", "A"), with an MSS option
@@ -148,90 +109,6 @@ pub(super) fn tcp6(src: Ep6, dst: Ep6, flags: &str, hop: u8, payload: &[u8]) -> 
     let mut v = Vec::new();
     b.write(&mut v, payload).unwrap();
     v
-}
-
-pub(super) fn udp6(src: Ep6, dst: Ep6, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2(mac6(src.ip), HOST_MAC)
-        .ipv6(src.ip, dst.ip, 64)
-        .udp(src.port, dst.port)
-        .write(&mut v, payload)
-        .unwrap();
-    v
-}
-
-/// What etherparse reads in an output frame whose TCP/UDP checksum it
-/// recomputed and found right.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Seen6 {
-    pub src: Ep6,
-    pub dst: Ep6,
-    pub hop: u8,
-    pub mss: Option<u16>,
-    pub payload: Vec<u8>,
-}
-
-pub(super) fn read6(case: &str, out: &[u8]) -> Seen6 {
-    let h = PacketHeaders::from_ethernet_slice(out)
-        .unwrap_or_else(|e| panic!("{case}: output does not parse: {e}"));
-    let Some(NetHeaders::Ipv6(ip, _)) = &h.net else {
-        panic!("{case}: output is not IPv6: {:?}", h.net);
-    };
-    let mut s = Seen6 {
-        src: ep6(ip.source, 0),
-        dst: ep6(ip.destination, 0),
-        hop: ip.hop_limit,
-        mss: None,
-        payload: Vec::new(),
-    };
-    match (&h.transport, &h.payload) {
-        (Some(TransportHeader::Tcp(t)), PayloadSlice::Tcp(payload)) => {
-            assert_eq!(
-                t.checksum,
-                t.calc_checksum_ipv6(ip, payload).unwrap(),
-                "{case}: TCP checksum"
-            );
-            s.src.port = t.source_port;
-            s.dst.port = t.destination_port;
-            s.mss = t.options_iterator().find_map(|o| match o {
-                Ok(TcpOptionElement::MaximumSegmentSize(m)) => Some(m),
-                _ => None,
-            });
-            s.payload = payload.to_vec();
-        }
-        (Some(TransportHeader::Udp(u)), PayloadSlice::Udp(payload)) => {
-            assert_eq!(
-                u.checksum,
-                u.calc_checksum_ipv6(ip, payload).unwrap(),
-                "{case}: UDP checksum"
-            );
-            s.src.port = u.source_port;
-            s.dst.port = u.destination_port;
-            s.payload = payload.to_vec();
-        }
-        other => panic!("{case}: unexpected transport {other:?}"),
-    }
-    s
-}
-
-pub(super) fn words(ip: Ip6) -> [u32; 4] {
-    let mut w = [0u32; 4];
-    for (i, c) in ip.chunks(4).enumerate() {
-        w[i] = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
-    }
-    w
-}
-
-pub(super) fn key6(src: Ep6, dst: Ep6, proto: u8) -> FlowKey {
-    FlowKey {
-        src: words(src.ip),
-        dst: words(dst.ip),
-        sport: src.port.to_be(),
-        dport: dst.port.to_be(),
-        proto,
-        family: AF_INET6,
-        _pad: [0; 2],
-    }
 }
 
 /// One exchange through a forward: the client's first packet creates the

@@ -12,9 +12,13 @@
 //! TCP/UDP checksum recomputed; the headers themselves are compared byte
 //! for byte. Topology and rules: test_run/nat66.rs.
 use forwarder_common::{Reason, PROTO_TCP, PROTO_UDP};
-use forwarder_tests::testrun::{tc::*, LAN_IF, SNAT_PORTS, TCX_NEXT, TC_ACT_REDIRECT};
+use forwarder_tests::testrun::{
+    ipv6::{ep6, key6, read6, udp6, CLIENT6, HOST_LAN6, HOST_VM6, VM6},
+    tc::*,
+    LAN_IF, SNAT_PORTS, TCX_NEXT, TC_ACT_REDIRECT,
+};
 
-use super::nat66::{ep6, host, key6, read6, tcp6, udp6, CLIENT6, HOST_LAN6, HOST_VM6, VM6};
+use super::nat66::{host, tcp6};
 
 const NEXTHDR_HOP: u8 = 0;
 const NEXTHDR_ROUTING: u8 = 43;

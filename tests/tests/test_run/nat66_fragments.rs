@@ -18,10 +18,13 @@
 use etherparse::{Ipv6Header, PacketBuilder, UdpHeader};
 use forwarder_common::{Reason, PROTO_UDP};
 use forwarder_tests::testrun::{
-    frames::HOST_MAC, tc::*, LAN_IF, SNAT_PORTS, TCX_NEXT, TC_ACT_REDIRECT, TC_ACT_SHOT, VM_IF,
+    frames::HOST_MAC,
+    ipv6::{ep6, key6, mac6, Ep6, CLIENT6, HOST_LAN6, HOST_VM6, VM6},
+    tc::*,
+    LAN_IF, SNAT_PORTS, TCX_NEXT, TC_ACT_REDIRECT, TC_ACT_SHOT, VM_IF,
 };
 
-use super::nat66::{ep6, host, key6, mac6, Ep6, CLIENT6, HOST_LAN6, HOST_VM6, VM6};
+use super::nat66::host;
 
 const NEXTHDR_FRAGMENT: u8 = 44;
 

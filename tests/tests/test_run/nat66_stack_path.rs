@@ -18,18 +18,20 @@
 //! ```
 //!
 //! Outputs are read by etherparse with the TCP/UDP checksum recomputed
-//! over the IPv6 pseudo-header (`nat66::read6`).
+//! over the IPv6 pseudo-header (`ipv6::read6`).
 use forwarder_common::{
     conntrack::CtState, FlowFlags, Reason, PROTO_TCP, PROTO_UDP, RULE_DROP_ERROR,
 };
-use forwarder_tests::{
-    dual_stack,
-    testrun::{tc::*, Host, LAN_IF, TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, VM_IF},
+use forwarder_tests::testrun::{
+    ipv6::{
+        ep6, ip6, ipv6_host, key6, read6, udp6, words, Ep6, Ip6, CLIENT6, HOST_LAN6,
+        HOST_LAN6_CIDR, HOST_VM6, HOST_VM6_CIDR, VM6,
+    },
+    tc::*,
+    Host, LAN_IF, TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, VM_IF,
 };
 
-use super::nat66::{
-    ep6, ip6, key6, read6, tcp6, udp6, words, Ep6, Ip6, CLIENT6, HOST_LAN6, HOST_VM6, VM6,
-};
+use super::nat66::tcp6;
 
 const RULES: &str = r#"
 [[forward]]
@@ -105,16 +107,10 @@ const MSS6: Option<u16> = Some(1440);
 /// The fixture with IPv6 on both bridges, fd00:50::/64 behind a router on
 /// vmbr1, no route to the ClusterIPs, and `RULES`.
 fn host() -> Option<Host> {
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("nat66_stack_path");
-    if !forwarder_tests::require_root(test) {
-        return None;
-    }
-    let mut h = Host::new(64).expect("test namespace and dataplane");
-    dual_stack::enable_router(&h.ns).expect("IPv6 forwarding");
-    for (dev, addr) in [(LAN_IF, "2001:db8:1::55/64"), (VM_IF, "fd00:100::1/64")] {
-        dual_stack::addr6(&h.ns, dev, addr).expect("IPv6 address");
-    }
+    let mut h = ipv6_host(
+        "nat66_stack_path",
+        &[(LAN_IF, HOST_LAN6_CIDR), (VM_IF, HOST_VM6_CIDR)],
+    )?;
     h.ns.ip(&["-6", "route", "add", "fd00:50::/64", "via", "fd00:100::fe"])
         .expect("route behind the gateway");
     h.rules(RULES).expect("rules");

@@ -2,7 +2,8 @@
 //! asserts (addresses, ports, TTL, MSS), every checksum recomputed,
 //! quoted packets of ICMP errors included.
 use etherparse::{
-    Ipv4HeaderSlice, NetHeaders, PacketHeaders, PayloadSlice, TcpOptionElement, TransportHeader,
+    Ipv4HeaderSlice, NetHeaders, PacketHeaders, PayloadSlice, TcpHeader, TcpOptionElement,
+    TransportHeader,
 };
 
 use super::fixture::{ep, Ep, Mac};
@@ -56,12 +57,8 @@ pub fn verify(case: &str, out: &[u8], l3: bool) -> Parsed {
                 t.calc_checksum_ipv4(ip, payload).unwrap(),
                 "{case}: TCP checksum"
             );
-            p.src.port = t.source_port;
-            p.dst.port = t.destination_port;
-            p.mss = t.options_iterator().find_map(|o| match o {
-                Ok(TcpOptionElement::MaximumSegmentSize(m)) => Some(m),
-                _ => None,
-            });
+            (p.src.port, p.dst.port) = (t.source_port, t.destination_port);
+            p.mss = mss_option(t);
         }
         (Some(TransportHeader::Udp(u)), PayloadSlice::Udp(payload)) => {
             if u.checksum != 0 {
@@ -71,8 +68,7 @@ pub fn verify(case: &str, out: &[u8], l3: bool) -> Parsed {
                     "{case}: UDP checksum"
                 );
             }
-            p.src.port = u.source_port;
-            p.dst.port = u.destination_port;
+            (p.src.port, p.dst.port) = (u.source_port, u.destination_port);
         }
         (Some(TransportHeader::Icmpv4(i)), PayloadSlice::Icmpv4(payload)) => {
             assert_eq!(
@@ -92,6 +88,14 @@ pub fn verify(case: &str, out: &[u8], l3: bool) -> Parsed {
         other => panic!("{case}: unexpected transport {other:?}"),
     }
     p
+}
+
+/// The value of the TCP MSS option of `t`, if it has one.
+pub fn mss_option(t: &TcpHeader) -> Option<u16> {
+    t.options_iterator().find_map(|o| match o {
+        Ok(TcpOptionElement::MaximumSegmentSize(m)) => Some(m),
+        _ => None,
+    })
 }
 
 /// The packet quoted by an ICMP error: its IPv4 header checksum, and its

@@ -14,10 +14,11 @@
 //! same key size as the real program's.
 use std::{
     ffi::CString,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
 };
 
 use anyhow::{bail, ensure, Result};
+use forwarder_tests::testrun::syscall::{prog_test_run, TestRun};
 
 /// One instruction (`struct bpf_insn`).
 #[derive(Clone, Copy)]
@@ -154,7 +155,6 @@ impl Asm {
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 pub const BPF_MAP_TYPE_HASH: u32 = 1;
@@ -249,41 +249,21 @@ pub fn map_create(map_type: u32, key_size: u32, value_size: u32, max: u32) -> Re
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
-}
-
-/// One BPF_PROG_TEST_RUN call: (return value of the last run, mean ns per
-/// run as the kernel measured it).
+/// One BPF_PROG_TEST_RUN call (the harness's, which the test_run tables
+/// use too): (return value of the last run, mean ns per run as the kernel
+/// measured it).
 pub fn test_run(prog: &OwnedFd, data: &[u8], ctx: &[u8], repeat: u32) -> Result<(u32, u64)> {
-    let mut attr = TestRunAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        data_size_in: data.len() as u32,
-        data_in: data.as_ptr() as u64,
-        repeat,
-        ctx_size_in: ctx.len() as u32,
-        ctx_in: ctx.as_ptr() as u64,
-        ..Default::default()
-    };
-    sys_bpf(BPF_PROG_TEST_RUN, &mut attr)?;
-    Ok((attr.retval, attr.duration as u64))
+    let r = prog_test_run(
+        prog.as_fd(),
+        TestRun {
+            data,
+            ctx,
+            out: None,
+            repeat,
+            flags: 0,
+        },
+    )?;
+    Ok((r.retval, r.duration_ns as u64))
 }
 
 #[repr(C)]
