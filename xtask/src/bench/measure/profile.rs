@@ -153,6 +153,12 @@ pub fn count_samples(script: &str) -> BTreeMap<&'static str, u64> {
     counts
 }
 
+/// Whether the samples name kernel functions at all: every workload here
+/// makes system calls, so a resolved profile has `do_syscall_64`.
+pub fn kernel_symbols_resolved(script: &str) -> bool {
+    script.contains(" do_syscall_64")
+}
+
 pub struct ConnProfile {
     /// Connections per second wrk completed during the profiled run.
     pub conn_per_s: f64,
@@ -183,6 +189,16 @@ pub fn per_conn(
 /// One wrk run of `secs` + 2 s with `perf record` sampling the whole
 /// machine for the middle `secs` seconds.
 pub fn conn_profile(client: &Netns, target: &str, secs: u32) -> Result<ConnProfile> {
+    // Without JIT symbols a BPF program's samples land on its caller
+    // (`__netif_receive_skb_core`) and the table would call them the
+    // endpoints'.
+    let kallsyms =
+        std::fs::read_to_string("/proc/sys/net/core/bpf_jit_kallsyms").unwrap_or_default();
+    ensure!(
+        kallsyms.trim() == "1",
+        "net.core.bpf_jit_kallsyms is {:?}, not 1: BPF programs would have no symbols and their time would be counted as their callers'",
+        kallsyms.trim()
+    );
     let data = std::env::temp_dir().join(format!("fwt-bench-perf-{}.data", std::process::id()));
     let data_s = data.to_string_lossy().into_owned();
     let freq = FREQ_HZ.to_string();
@@ -232,7 +248,12 @@ pub fn conn_profile(client: &Netns, target: &str, secs: u32) -> Result<ConnProfi
             "perf script failed: {}",
             tail(&String::from_utf8_lossy(&out.stderr))
         );
-        let counts = count_samples(&String::from_utf8_lossy(&out.stdout));
+        let script = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            kernel_symbols_resolved(&script),
+            "perf resolved no kernel symbol (kernel.kptr_restrict?): every sample would be the endpoints'"
+        );
+        let counts = count_samples(&script);
         let samples: u64 = counts.values().sum();
         ensure!(samples > 0, "perf recorded no samples");
         Ok(ConnProfile {
@@ -272,6 +293,14 @@ mod tests {
         // A build running beside the benchmark, and the sampler.
         assert_eq!(c.get("other"), Some(&2));
         assert_eq!(c.values().sum::<u64>(), 12);
+    }
+
+    #[test]
+    fn unresolved_kernel_symbols_are_noticed() {
+        assert!(kernel_symbols_resolved(SCRIPT));
+        assert!(!kernel_symbols_resolved(
+            "wrk \n\tffffffff81000900 [unknown]\n\tffffffff81000a00 [unknown]\n"
+        ));
     }
 
     #[test]
